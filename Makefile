@@ -1,0 +1,69 @@
+# alignlab — everything a fresh machine needs, from two commands: `make demo` and `make test`.
+# Targets are idempotent: a second run only checks stamps and returns in about a second.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+PIP := $(VENV)/bin/pip
+STAMP := $(VENV)/.alignlab-installed
+# torch first, pinned to the CPU wheel on disk: packages that depend on plain `torch`
+# (sentence-transformers, accelerate) would otherwise pull a multi-GB CUDA build.
+TORCH_SPEC ?= torch==2.13.0
+EXTRAS ?= all,dev
+
+.PHONY: help setup system-deps demo demo-quick test test-slow lint bench clean
+
+help:
+	@echo "make demo       run the main job on the embedded defaults (ShapesWorld, tiny models)"
+	@echo "make test       run the fast offline test suite"
+	@echo "make test-slow  run the slow tests too"
+	@echo "make lint       ruff check"
+	@echo "make bench      run the benchmarks in benchmarks/"
+
+setup: $(STAMP) system-deps
+
+$(VENV)/bin/python:
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install --quiet --upgrade pip
+
+$(STAMP): pyproject.toml | $(VENV)/bin/python
+	$(PIP) install --quiet "$(TORCH_SPEC)"
+	$(PIP) install --quiet -e ".[$(EXTRAS)]"
+	touch $(STAMP)
+
+# Debian packages, only when missing and only as root: WordNet 3.0 (alignlab.ambiguity) and a CJK font
+# (Chinese captions on the demo's contact sheet). Without them those features explain what is missing.
+DEB_WANTED := /usr/share/wordnet/data.noun:wordnet-base /usr/share/wordnet/index.sense:wordnet-sense-index \
+              /usr/share/fonts/truetype/wqy/wqy-microhei.ttc:fonts-wqy-microhei
+system-deps:
+	@missing=""; for pair in $(DEB_WANTED); do f=$${pair%%:*}; pkg=$${pair##*:}; \
+	  [ -f "$$f" ] || missing="$$missing $$pkg"; done; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = "0" ] && command -v apt-get >/dev/null; then \
+	    echo "installing Debian packages:$$missing"; \
+	    apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	  else \
+	    echo "note: Debian packages missing and not root:$$missing (see README: System packages)"; \
+	  fi; \
+	fi
+
+demo: setup
+	$(VENV)/bin/alignlab demo --out demo-out
+
+demo-quick: setup
+	$(VENV)/bin/alignlab demo --out demo-out --quick
+
+test: setup
+	$(PY) -m pytest -q -n 2 -p no:cacheprovider
+
+test-slow: setup
+	$(PY) -m pytest -q -p no:cacheprovider -m slow
+
+lint: setup
+	$(VENV)/bin/ruff check src tests benchmarks
+
+bench: setup
+	@for b in benchmarks/bench_*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
+
+clean:
+	rm -rf $(VENV) demo-out .pytest_cache .ruff_cache

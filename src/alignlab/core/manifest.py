@@ -1,0 +1,129 @@
+"""Provenance of every result.
+
+Every ``results.json`` alignlab writes carries identity keys (task, model, data, seed), a ``metrics``
+dict, and a ``manifest``: package versions, the git commit of the alignlab checkout (if it is one),
+the config and its SHA-256, device, threads, wall time and command line. Two manifests can be
+compared with :func:`diff_manifests` (``alignlab repro diff``).
+
+>>> m = build_manifest(config={"lr": 0.1}, seed=0)
+>>> m["config_sha256"] == config_hash({"lr": 0.1})
+True
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from collections.abc import Mapping
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import alignlab
+from alignlab.core.io import to_jsonable, write_json
+
+# Optional packages whose version matters for a result when they were used (already imported).
+_OPTIONAL = ("transformers", "sentence_transformers", "sklearn", "open_clip", "sacrebleu", "nltk", "accelerate")
+
+
+def config_hash(config: Any) -> str:
+    """SHA-256 of the canonical JSON of ``config`` (keys sorted), so equal configs hash equally."""
+    text = json.dumps(to_jsonable(config), sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+@lru_cache(maxsize=1)
+def git_commit() -> str | None:
+    """The commit of the alignlab source checkout (with ``-dirty`` if it has changes), else None."""
+    here = Path(alignlab.__file__).resolve().parent
+    try:
+        commit = subprocess.run(["git", "-C", str(here), "rev-parse", "HEAD"], capture_output=True,
+                                text=True, timeout=5, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "-C", str(here), "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True, timeout=5, check=True).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return commit + ("-dirty" if dirty else "") if commit else None
+
+
+def package_versions() -> dict[str, str]:
+    import numpy
+    import torch
+
+    versions = {"alignlab": alignlab.__version__, "python": platform.python_version(),
+                "torch": torch.__version__, "numpy": numpy.__version__}
+    for name in _OPTIONAL:
+        mod = sys.modules.get(name)
+        if mod is not None and hasattr(mod, "__version__"):
+            versions[name] = str(mod.__version__)
+    return versions
+
+
+def build_manifest(config: Any = None, seed: int | None = None, started: float | None = None,
+                   device: str | None = None, **extra: Any) -> dict[str, Any]:
+    """A provenance record; ``started`` is a ``time.time()`` value from the start of the run."""
+    import torch
+
+    m: dict[str, Any] = dict(package_versions())
+    m["git"] = git_commit()
+    m["config"] = to_jsonable(config) if config is not None else None
+    m["config_sha256"] = config_hash(config) if config is not None else None
+    m["seed"] = seed
+    m["device"] = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    m["threads"] = torch.get_num_threads()
+    m["platform"] = platform.platform()
+    m["argv"] = list(sys.argv)
+    m["finished_utc"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    m["wall_s"] = round(time.time() - started, 3) if started is not None else None
+    m.update(to_jsonable(extra))
+    return m
+
+
+def make_result(*, task: str, model: str, data: str, seed: int | None, metrics: Mapping[str, Any],
+                definitions: Mapping[str, str] | None = None, config: Any = None,
+                started: float | None = None, device: str | None = None,
+                **extra: Any) -> dict[str, Any]:
+    """A result record in the project's format (identity keys, metrics, definitions, manifest)."""
+    result: dict[str, Any] = {"task": task, "model": model, "data": data, "seed": seed,
+                              "metrics": to_jsonable(dict(metrics))}
+    if definitions:
+        result["definitions"] = dict(definitions)
+    result.update(to_jsonable(extra))
+    result["manifest"] = build_manifest(config=config, seed=seed, started=started, device=device)
+    return result
+
+
+def write_result(path: str | os.PathLike, **kwargs: Any) -> dict[str, Any]:
+    """Build a result with :func:`make_result` and write it atomically; returns it."""
+    result = make_result(**kwargs)
+    write_json(path, result)
+    return result
+
+
+def diff_manifests(a: Mapping[str, Any], b: Mapping[str, Any]) -> list[tuple[str, Any, Any]]:
+    """Differences between two manifests (or whole results) as (dotted key, value in a, value in b).
+
+    Keys that always differ between runs (wall time, finish time) are left out.
+    """
+    skip = {"wall_s", "finished_utc"}
+    out: list[tuple[str, Any, Any]] = []
+
+    def walk(x: Any, y: Any, prefix: str) -> None:
+        if isinstance(x, Mapping) and isinstance(y, Mapping):
+            for k in sorted(set(x) | set(y), key=str):
+                if k in skip:
+                    continue
+                walk(x.get(k, _MISSING), y.get(k, _MISSING), f"{prefix}.{k}" if prefix else str(k))
+        elif x != y:
+            out.append((prefix, None if x is _MISSING else x, None if y is _MISSING else y))
+
+    walk(a, b, "")
+    return out
+
+
+_MISSING = object()

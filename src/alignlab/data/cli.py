@@ -1,0 +1,96 @@
+"""``alignlab data shapes|check``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from alignlab.core.errors import ConfigError, DataError
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("data", help="generate ShapesWorld and check image–text data sets",
+                       description="Generate the built-in ShapesWorld data or validate a data set.")
+    verbs = p.add_subparsers(dest="verb", required=True, metavar="<verb>")
+
+    s = verbs.add_parser("shapes", help="generate ShapesWorld and export it (Karpathy JSON + PNG)",
+                         description="Generate ShapesWorld scenes and write images/*.png and dataset.json "
+                                     "(Karpathy split format, with Chinese translations and scene graphs).")
+    s.add_argument("--out", type=Path, required=True, help="output folder")
+    s.add_argument("--train", type=int, default=1000, help="training images (default 1000)")
+    s.add_argument("--val", type=int, default=200, help="validation images (default 200)")
+    s.add_argument("--test", type=int, default=1000, help="test images (default 1000)")
+    s.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    s.add_argument("--image-size", type=int, default=64, help="image width and height in pixels (default 64)")
+    s.add_argument("--polysemous-rate", type=float, default=0.2,
+                   help="chance that an object is a polysemous kind such as 'bat' (default 0.2)")
+    s.add_argument("--captions-per-image", type=int, default=5, help="captions per image (default 5)")
+    s.set_defaults(run=run_shapes)
+
+    c = verbs.add_parser("check", help="validate a data set and list every problem",
+                         description="Load a data set the way training and evaluation would, and list every "
+                                     "problem found (missing or unreadable images, empty captions, duplicate "
+                                     "ids, bad lines). Exit status 0 when clean, 2 when problems were found.")
+    c.add_argument("spec", type=Path, help="a folder with dataset.json, a Karpathy/COCO .json, a .csv or .jsonl")
+    c.add_argument("--split", default="all", help="Karpathy split to check (default: all)")
+    c.add_argument("--image-root", type=Path, default=None, help="folder the image paths are relative to")
+    c.add_argument("--image-field", default="image", help="CSV/JSONL column of the image path")
+    c.add_argument("--caption-field", default="caption", help="CSV/JSONL column of the caption")
+    c.add_argument("--json", action="store_true", help="print the report as JSON")
+    c.set_defaults(run=run_check)
+
+
+def run_shapes(args: argparse.Namespace) -> int:
+    from alignlab.data.pairs import from_shapes, save_karpathy
+    from alignlab.data.shapes import GENERATOR_VERSION, ShapesConfig, ShapesWorld
+
+    for name in ("train", "val", "test"):
+        if getattr(args, name) < 0:
+            raise ConfigError(f"--{name} must be >= 0")
+    if args.train + args.val + args.test == 0:
+        raise ConfigError("nothing to generate", fix="give --train, --val or --test > 0")
+    try:
+        cfg = ShapesConfig(image_size=args.image_size, polysemous_rate=args.polysemous_rate,
+                           captions_per_image=args.captions_per_image)
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
+    world = ShapesWorld(cfg)
+    splits = {}
+    for split in ("train", "val", "test"):
+        n = getattr(args, split)
+        if n:
+            splits[split] = from_shapes(world.generate(n, args.seed, split), name=f"shapes-{split}")
+    from dataclasses import asdict
+
+    path = save_karpathy(args.out, splits, dataset="shapesworld",
+                         extra={"generator": GENERATOR_VERSION, "seed": args.seed, "config": asdict(cfg)})
+    counts = {k: {"images": v.n_images, "captions": v.n_captions} for k, v in splits.items()}
+    print(f"wrote {path} ({json.dumps(counts)})")
+    return 0
+
+
+def run_check(args: argparse.Namespace) -> int:
+    from alignlab.data.pairs import check_data
+
+    split = None if args.split == "all" else args.split
+    if not args.spec.exists():
+        raise DataError("data not found", where=str(args.spec), fix="check the path")
+    summary, problems = check_data(args.spec, split, args.image_root, **(
+        {"image_field": args.image_field, "caption_field": args.caption_field}
+        if args.spec.suffix.lower() in (".csv", ".jsonl") else {}))
+    if args.json:
+        print(json.dumps({"summary": summary, "problems": [str(p) for p in problems]}, indent=2,
+                         ensure_ascii=False))
+    else:
+        if summary:
+            print(f"{args.spec}: {summary['images']} images, {summary['captions']} captions "
+                  f"({summary['captions_per_image_min']}–{summary['captions_per_image_max']} per image)")
+        if problems:
+            print(f"{len(problems)} problem(s):")
+            for p in problems:
+                print(f"  {p}")
+        else:
+            print("no problems found")
+    return 2 if problems else 0
+
