@@ -20,7 +20,6 @@ from alignlab.core.progress import set_quiet
 # Area command modules, in the order their commands are listed by --help.
 AREA_CLIS = (
     "alignlab.data.cli",
-    "alignlab.train.cli",
     "alignlab.retrieval.cli",
     "alignlab.distill.cli",
     "alignlab.probe.cli",

@@ -114,6 +114,16 @@ def all_kinds() -> list[str]:
     return [*SHAPES, *POLYSEMOUS]
 
 
+def vocabulary() -> list[str]:
+    """Every English word the caption grammar can produce (a default tokenizer vocabulary)."""
+    words = {"a", "an", "the", "there", "is", "are", "not", "and", "respectively", "in", "image", "exactly"}
+    words |= set(COLOURS) | {w for ws in SIZE_SYNONYMS.values() for w in ws} | set(NUMBERS[1:])
+    for kind in (*SHAPES, *POLYSEMOUS, *GENERIC_NOUNS):
+        words |= {kind, kind_plural(kind)}
+    words |= {w for ps in REL_PHRASES.values() for p in ps for w in p.split()}
+    return sorted(words)
+
+
 # --- scenes -----------------------------------------------------------------------------------------
 
 
@@ -177,8 +187,10 @@ class ShapesConfig:
     background: tuple[int, int, int] = (0, 0, 0)
 
     def __post_init__(self) -> None:
-        if not 1 <= self.min_objects <= self.max_objects <= GRID * GRID:
-            raise ValueError(f"need 1 <= min_objects <= max_objects <= {GRID * GRID}")
+        # Count captions name the number of matching objects in words, up to NUMBERS[-1] ("four").
+        max_n = min(GRID * GRID, len(NUMBERS) - 1)
+        if not 1 <= self.min_objects <= self.max_objects <= max_n:
+            raise ValueError(f"need 1 <= min_objects <= max_objects <= {max_n}")
         if self.image_size < 16:
             raise ValueError("image_size must be at least 16")
         if self.captions_per_image < 1:
@@ -655,12 +667,12 @@ def _parse_clause(toks: list[str]) -> Form | None:
                 va = _parse_value(toks, b[1] + 1)
                 if va and va[1] < n and toks[va[1]] == "and":
                     vb = _parse_value(toks, va[1] + 1)
-                    if vb and vb[1] == n - 1 and a[0].definite and b[0].definite:
+                    if vb and vb[1] == n - 1 and a[0].definite and b[0].definite and not (a[2] or b[2]):
                         return Respectively(a[0], b[0], va[0], vb[0])
         return None
     # Property: the NP is [not] VALUE
     np_ = _parse_np(toks, 0)
-    if np_ and np_[0].definite and np_[1] < n and toks[np_[1]] == "is":
+    if np_ and np_[0].definite and not np_[2] and np_[1] < n and toks[np_[1]] == "is":
         j = np_[1] + 1
         negated = j < n and toks[j] == "not"
         j += negated
@@ -673,7 +685,7 @@ def _parse_clause(toks: list[str]) -> Form | None:
         i = 2
     elif toks[:1] == ["exactly"]:
         i = 1
-    if i < n and toks[i] in NUMBERS[1:]:
+    if i < n and toks[i] in NUMBERS:  # "zero" too: english() writes Count(0, ...) as "there are zero ..."
         num = NUMBERS.index(toks[i])
         c = _parse_np(toks, i + 1, article=False)
         if c and c[1] == n and c[2] == (num != 1):

@@ -1,0 +1,313 @@
+"""Tiny image–text models that train on ShapesWorld in minutes on 2 CPU cores.
+
+* :class:`ImageTower` — a small CNN (stride-2 convolutions) whose final feature map becomes a grid of
+  tokens with learned position embeddings, followed by ``image_layers`` transformer layers and a
+  ``[CLS]`` token. Keeping the grid (instead of global pooling) keeps *where* things are, which spatial
+  relations need.
+* :class:`TextTower` — word embeddings + positions + ``text_layers`` transformer layers; ``[CLS]`` pools.
+* :class:`TinyDualEncoder` — both towers, linear projections to ``embed_dim``, L2-normalised
+  embeddings and a learnable logit scale (CLIP's temperature): ``score = exp(s) * cos(img, txt)``.
+* :class:`TinyCrossEncoder` — the same towers plus ``fusion_layers`` cross-attention layers in which
+  text tokens attend to image tokens, and a match head on the text ``[CLS]``: ``score = logit``.
+
+Each model has one dataclass config and carries its :class:`~alignlab.data.text.WordTokenizer`.
+
+>>> from alignlab.data.text import WordTokenizer
+>>> tok = WordTokenizer.build(["a red circle", "a blue square"])
+>>> model = TinyDualEncoder(TinyDualConfig(width=32, embed_dim=16), tok)
+>>> imgs = torch.zeros(2, 3, 64, 64, dtype=torch.uint8)
+>>> model.score(imgs, ["a red circle", "a blue square"]).shape
+torch.Size([2, 2])
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from alignlab.core.errors import ModelError
+from alignlab.data.images import stack_images
+from alignlab.data.text import PAD, WordTokenizer
+from alignlab.models.base import (
+    CrossEncoder,
+    DualEncoder,
+    ImageInput,
+    as_text_list,
+    check_score_shape,
+    num_images,
+)
+
+
+@dataclass
+class TinyImageConfig:
+    """The image tower alone (also used by other areas, e.g. as the MMT visual encoder)."""
+
+    image_size: int = 64  # input resolution; images are resized to it
+    channels: tuple[int, ...] = (16, 32, 64)  # CNN channels of the stride-2 stages before the last one
+    width: int = 96  # token width (the last CNN stage outputs this many channels)
+    layers: int = 1  # transformer layers over the grid tokens
+    heads: int = 4
+    dropout: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.image_size % (2 ** (len(self.channels) + 1)) != 0:
+            raise ValueError(f"image_size {self.image_size} must be divisible by 2**{len(self.channels) + 1}")
+        if self.width % self.heads != 0:
+            raise ValueError("width must be divisible by heads")
+
+    @property
+    def grid(self) -> int:
+        return self.image_size // 2 ** (len(self.channels) + 1)
+
+
+@dataclass
+class TinyDualConfig:
+    image_size: int = 64  # input resolution
+    width: int = 96  # token width of both towers
+    embed_dim: int = 96  # joint embedding size
+    image_channels: tuple[int, ...] = (16, 32, 64)  # with image_size 64: a 4 x 4 grid of image tokens
+    image_layers: int = 1
+    text_layers: int = 2
+    heads: int = 4
+    max_text_len: int = 32
+    dropout: float = 0.0
+    init_temperature: float = 0.07  # initial softmax temperature; its log-inverse is learned
+
+    def image_config(self) -> TinyImageConfig:
+        return TinyImageConfig(self.image_size, tuple(self.image_channels), self.width, self.image_layers,
+                               self.heads, self.dropout)
+
+
+@dataclass
+class TinyCrossConfig:
+    image_size: int = 64
+    width: int = 96
+    image_channels: tuple[int, ...] = (16, 32, 64)
+    image_layers: int = 1
+    text_layers: int = 2
+    fusion_layers: int = 2  # cross-attention layers: text tokens attend to image tokens
+    heads: int = 4
+    max_text_len: int = 32
+    dropout: float = 0.0
+    pair_chunk: int = 4096  # (image, text) pairs per forward pass when scoring all pairs
+
+    def image_config(self) -> TinyImageConfig:
+        return TinyImageConfig(self.image_size, tuple(self.image_channels), self.width, self.image_layers,
+                               self.heads, self.dropout)
+
+
+def _encoder_layer(width: int, heads: int, dropout: float) -> nn.TransformerEncoderLayer:
+    return nn.TransformerEncoderLayer(width, heads, dim_feedforward=2 * width, dropout=dropout,
+                                      activation="gelu", batch_first=True, norm_first=True)
+
+
+class ImageTower(nn.Module):
+    """uint8/float images -> (grid tokens ``[B, 1 + G*G, W]`` with ``[CLS]`` first, pooled ``[B, W]``)."""
+
+    def __init__(self, cfg: TinyImageConfig):
+        super().__init__()
+        self.config = cfg
+        stages, c_in = [], 3
+        for c in (*cfg.channels, cfg.width):
+            # One strided convolution per stage keeps the tower cheap on CPU; the transformer layers over
+            # the grid tokens then mix information across the whole image.
+            stages += [nn.Conv2d(c_in, c, 3, stride=2, padding=1), nn.GroupNorm(min(8, c), c), nn.GELU()]
+            c_in = c
+        self.cnn = nn.Sequential(*stages)
+        self.cls = nn.Parameter(torch.zeros(1, 1, cfg.width))
+        self.pos = nn.Parameter(torch.randn(1, 1 + cfg.grid * cfg.grid, cfg.width) * 0.02)
+        self.blocks = nn.ModuleList(_encoder_layer(cfg.width, cfg.heads, cfg.dropout) for _ in range(cfg.layers))
+        self.norm = nn.LayerNorm(cfg.width)
+
+    def preprocess(self, images: ImageInput, device: torch.device | None = None) -> torch.Tensor:
+        """uint8 images (any size) -> normalised float ``[B, 3, S, S]`` on ``device``."""
+        if isinstance(images, torch.Tensor) and images.is_floating_point():
+            x = images
+            if x.shape[-1] != self.config.image_size:
+                x = F.interpolate(x, size=(self.config.image_size,) * 2, mode="bilinear", antialias=True)
+            return x.to(device) if device is not None else x
+        x = stack_images(images, self.config.image_size)
+        if device is not None:
+            x = x.to(device, non_blocking=True)
+        return (x.float() / 255.0 - 0.5) / 0.5
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        f = self.cnn(x)  # [B, W, G, G]
+        tokens = f.flatten(2).transpose(1, 2)
+        tokens = torch.cat([self.cls.expand(len(tokens), -1, -1), tokens], dim=1) + self.pos
+        for blk in self.blocks:
+            tokens = blk(tokens)
+        tokens = self.norm(tokens)
+        return tokens, tokens[:, 0]
+
+
+class TextTower(nn.Module):
+    """token ids ``[B, L]`` + mask -> (tokens ``[B, L, W]``, pooled ``[CLS]`` ``[B, W]``)."""
+
+    def __init__(self, vocab_size: int, width: int, layers: int, heads: int, max_len: int, dropout: float):
+        super().__init__()
+        self.embed = nn.Embedding(vocab_size, width, padding_idx=PAD)
+        self.pos = nn.Parameter(torch.randn(1, max_len, width) * 0.02)
+        self.blocks = nn.ModuleList(_encoder_layer(width, heads, dropout) for _ in range(layers))
+        self.norm = nn.LayerNorm(width)
+
+    def forward(self, ids: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        x = self.embed(ids) + self.pos[:, : ids.shape[1]]
+        pad = ~mask
+        for blk in self.blocks:
+            x = blk(x, src_key_padding_mask=pad)
+        x = self.norm(x)
+        return x, x[:, 0]
+
+
+class _TinyBase(nn.Module):
+    tokenizer: WordTokenizer
+    max_text_len: int
+    encode_batch: int = 512
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.parameters()).device
+
+    def tokenize(self, texts: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        ids, mask = self.tokenizer.encode(as_text_list(texts), self.max_text_len)
+        return ids.to(self.device), mask.to(self.device)
+
+
+class TinyDualEncoder(_TinyBase, DualEncoder):
+    """Two towers and a joint embedding space; ``score = exp(logit_scale) * cosine``."""
+
+    name = "tiny-dual"
+
+    def __init__(self, cfg: TinyDualConfig, tokenizer: WordTokenizer):
+        super().__init__()
+        self.config = cfg
+        self.tokenizer = tokenizer
+        self.max_text_len = cfg.max_text_len
+        self.image_tower = ImageTower(cfg.image_config())
+        self.text_tower = TextTower(len(tokenizer), cfg.width, cfg.text_layers, cfg.heads, cfg.max_text_len,
+                                    cfg.dropout)
+        self.image_proj = nn.Linear(cfg.width, cfg.embed_dim, bias=False)
+        self.text_proj = nn.Linear(cfg.width, cfg.embed_dim, bias=False)
+        self.logit_scale = nn.Parameter(torch.tensor(math.log(1.0 / cfg.init_temperature)))
+
+    # Differentiable embeddings, for training.
+    def embed_images(self, x: torch.Tensor) -> torch.Tensor:
+        return F.normalize(self.image_proj(self.image_tower(x)[1]), dim=-1)
+
+    def embed_texts(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        return F.normalize(self.text_proj(self.text_tower(ids, mask)[1]), dim=-1)
+
+    def forward(self, images: torch.Tensor, ids: torch.Tensor, mask: torch.Tensor) -> dict[str, torch.Tensor]:
+        return {"image_emb": self.embed_images(images), "text_emb": self.embed_texts(ids, mask),
+                "logit_scale": self.logit_scale.exp().clamp(max=100.0)}
+
+    # The scorer contract (no gradients, batched).
+    @torch.no_grad()
+    def encode_images(self, images: ImageInput) -> torch.Tensor:
+        n = num_images(images)
+        out = [self.embed_images(self.image_tower.preprocess(images[i:i + self.encode_batch], self.device))
+               for i in range(0, n, self.encode_batch)]
+        return torch.cat(out) if out else torch.zeros(0, self.config.embed_dim, device=self.device)
+
+    @torch.no_grad()
+    def encode_texts(self, texts: Sequence[str]) -> torch.Tensor:
+        texts = as_text_list(texts)
+        out = [self.embed_texts(*self.tokenize(texts[i:i + self.encode_batch]))
+               for i in range(0, len(texts), self.encode_batch)]
+        return torch.cat(out) if out else torch.zeros(0, self.config.embed_dim, device=self.device)
+
+    @property
+    def score_scale(self) -> float:
+        return float(self.logit_scale.detach().exp().clamp(max=100.0))
+
+
+class TinyCrossEncoder(_TinyBase, CrossEncoder):
+    """Text tokens attend to image tokens through ``fusion_layers``; a head reads the match logit."""
+
+    name = "tiny-cross"
+    score_semantics = "logit"
+
+    def __init__(self, cfg: TinyCrossConfig, tokenizer: WordTokenizer):
+        super().__init__()
+        self.config = cfg
+        self.tokenizer = tokenizer
+        self.max_text_len = cfg.max_text_len
+        self.image_tower = ImageTower(cfg.image_config())
+        self.text_tower = TextTower(len(tokenizer), cfg.width, cfg.text_layers, cfg.heads, cfg.max_text_len,
+                                    cfg.dropout)
+        self.fusion = nn.ModuleList(
+            nn.TransformerDecoderLayer(cfg.width, cfg.heads, dim_feedforward=2 * cfg.width, dropout=cfg.dropout,
+                                       activation="gelu", batch_first=True, norm_first=True)
+            for _ in range(cfg.fusion_layers))
+        self.head = nn.Sequential(nn.LayerNorm(cfg.width), nn.Linear(cfg.width, 1))
+
+    def fuse(self, image_tokens: torch.Tensor, text_tokens: torch.Tensor, text_mask: torch.Tensor) -> torch.Tensor:
+        """Match logits ``[P]`` of ``P`` aligned (image tokens, text tokens) pairs."""
+        x = text_tokens
+        for layer in self.fusion:
+            x = layer(x, image_tokens, tgt_key_padding_mask=~text_mask)
+        return self.head(x[:, 0]).squeeze(-1)
+
+    def forward(self, images: torch.Tensor, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """Logits of aligned pairs: image ``k`` with text ``k`` (differentiable, for training)."""
+        img_tokens, _ = self.image_tower(images)
+        txt_tokens, _ = self.text_tower(ids, mask)
+        return self.fuse(img_tokens, txt_tokens, mask)
+
+    def forward_grid(self, images: torch.Tensor, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """Logits ``[N, M]`` of every image with every text (differentiable; towers run once per side)."""
+        img_tokens, _ = self.image_tower(images)
+        txt_tokens, _ = self.text_tower(ids, mask)
+        return self._grid(img_tokens, txt_tokens, mask)
+
+    def _grid(self, img_tokens: torch.Tensor, txt_tokens: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        n, m = len(img_tokens), len(txt_tokens)
+        if n == 0 or m == 0:
+            return img_tokens.new_zeros(n, m)
+        # Pair up chunks of images with all texts so that one fusion pass sees ~pair_chunk pairs.
+        step = max(1, self.config.pair_chunk // m)
+        rows = []
+        for i in range(0, n, step):
+            it = img_tokens[i:i + step]
+            k = len(it)
+            logits = self.fuse(it.repeat_interleave(m, 0), txt_tokens.repeat(k, 1, 1), mask.repeat(k, 1))
+            rows.append(logits.view(k, m))
+        return torch.cat(rows)
+
+    @torch.no_grad()
+    def score(self, images: ImageInput, texts: Sequence[str]) -> torch.Tensor:
+        texts = as_text_list(texts)
+        n = num_images(images)
+        img_tokens = torch.cat([self.image_tower(self.image_tower.preprocess(images[i:i + self.encode_batch],
+                                                                            self.device))[0]
+                                for i in range(0, n, self.encode_batch)]) if n else None
+        ids, mask = self.tokenize(texts)
+        txt_tokens, _ = self.text_tower(ids, mask)
+        if img_tokens is None or not texts:
+            return torch.zeros(n, len(texts), device=self.device)
+        return check_score_shape(self._grid(img_tokens, txt_tokens, mask), n, len(texts), self.name)
+
+    @torch.no_grad()
+    def score_pairs(self, images: ImageInput, texts: Sequence[str]) -> torch.Tensor:
+        texts = as_text_list(texts)
+        if num_images(images) != len(texts):
+            raise ModelError(f"score_pairs got {num_images(images)} images and {len(texts)} texts",
+                             fix="give one text per image")
+        out = []
+        for i in range(0, len(texts), self.encode_batch):
+            x = self.image_tower.preprocess(images[i:i + self.encode_batch], self.device)
+            out.append(self.forward(x, *self.tokenize(texts[i:i + self.encode_batch])))
+        return torch.cat(out) if out else torch.zeros(0, device=self.device)
+
+
+ARCHS: dict[str, tuple[type[nn.Module], type]] = {
+    "tiny-dual": (TinyDualEncoder, TinyDualConfig),
+    "tiny-cross": (TinyCrossEncoder, TinyCrossConfig),
+}
+

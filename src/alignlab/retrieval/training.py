@@ -1,0 +1,255 @@
+"""Training image–text retrieval models: tasks for :func:`alignlab.train.fit` and a whole-run driver.
+
+* :class:`DualContrastiveTask` — a dual encoder on in-batch negatives (InfoNCE or VSE++). An epoch is
+  one pass over the *images*; each image comes with one of its captions, drawn per epoch, so that no
+  image appears twice in a batch (its other captions would otherwise be false negatives).
+* :class:`CrossMatchTask` — a cross encoder scoring every (image, caption) pair of the batch; the
+  loss is the symmetric cross-entropy over the batch grid (listwise image–text matching).
+* :func:`run_retrieval` — data, tokenizer, model, :func:`~alignlab.train.fit`, best-checkpoint test
+  evaluation, ``results.json`` — what ``alignlab train --config`` and ``alignlab repro run`` call.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from alignlab.core.config import dump_yaml, from_dict
+from alignlab.core.errors import ConfigError, DataError
+from alignlab.core.io import write_json
+from alignlab.core.manifest import make_result
+from alignlab.core.progress import info
+from alignlab.core.seed import derive_seed, set_seed
+from alignlab.data.pairs import ImageTextPairs, from_shapes, load_pairs
+from alignlab.data.shapes import ShapesConfig, ShapesWorld
+from alignlab.data.text import WordTokenizer
+from alignlab.models.factory import build_model
+from alignlab.retrieval.metrics import evaluate_embeddings, evaluate_scores
+from alignlab.train.loop import FitResult, TrainConfig, epoch_permutation, fit, load_best
+from alignlab.train.losses import build_loss
+
+
+class _ImageBatches:
+    """Shared batching: an epoch is a permutation of the images, each with one caption drawn per epoch."""
+
+    def __init__(self, pairs: ImageTextPairs, batch_size: int, seed: int, image_size: int):
+        if pairs.image_array is None or pairs.image_array.shape[1] != image_size:
+            pairs = pairs.materialize(image_size)
+        if pairs.n_images < 2:
+            raise DataError("training needs at least 2 images", where=pairs.name)
+        self.pairs = pairs
+        self.images = torch.from_numpy(pairs.image_array).permute(0, 3, 1, 2)  # uint8 [N, 3, S, S] view
+        self.bs = batch_size
+        self.seed = seed
+
+    def num_batches(self, epoch: int) -> int:
+        n = self.pairs.n_images
+        full, rest = divmod(n, self.bs)
+        return full + (1 if rest >= 2 else 0)  # a last batch of one image has no negatives: dropped
+
+    def batch(self, epoch: int, index: int) -> tuple[torch.Tensor, list[str], np.ndarray]:
+        perm = epoch_permutation(self.pairs.n_images, self.seed, epoch)
+        idx = perm[index * self.bs:(index + 1) * self.bs]
+        rng = np.random.default_rng(derive_seed(self.seed, "captions", epoch, index))
+        caps = [self.pairs.relevance[i][rng.integers(len(self.pairs.relevance[i]))] for i in idx]
+        return self.images[idx], [self.pairs.captions[c] for c in caps], idx
+
+    def batch_size(self, batch: Any) -> int:
+        return len(batch[1])
+
+
+class DualContrastiveTask(_ImageBatches):
+    """In-batch contrastive training of a dual encoder; dev metric from exact retrieval evaluation."""
+
+    def __init__(self, model: nn.Module, train: ImageTextPairs, loss: nn.Module, batch_size: int, seed: int,
+                 dev: ImageTextPairs | None = None):
+        super().__init__(train, batch_size, seed, model.config.image_size)
+        self.loss_fn = loss
+        self.dev = dev
+
+    def loss(self, model: nn.Module, batch: Any) -> dict[str, torch.Tensor]:
+        images, texts, _ = batch
+        x = model.image_tower.preprocess(images, model.device)
+        out = model(x, *model.tokenize(texts))
+        return self.loss_fn(out["image_emb"], out["text_emb"], out["logit_scale"])
+
+    def parameters(self):
+        return self.loss_fn.parameters()
+
+    def evaluate(self, model: nn.Module) -> dict[str, float]:
+        if self.dev is None:
+            return {}
+        return evaluate_dual(model, self.dev).metrics
+
+
+class CrossMatchTask(_ImageBatches):
+    """Listwise matching for a cross encoder: CE over the rows and columns of the batch's score grid."""
+
+    def __init__(self, model: nn.Module, train: ImageTextPairs, batch_size: int, seed: int,
+                 dev: ImageTextPairs | None = None, dev_images: int = 100):
+        super().__init__(train, batch_size, seed, model.config.image_size)
+        # Scoring every dev pair with a cross encoder is N x M forward passes: use a fixed dev subset.
+        self.dev = dev.subset(range(min(dev_images, dev.n_images))) if dev is not None else None
+
+    def loss(self, model: nn.Module, batch: Any) -> dict[str, torch.Tensor]:
+        images, texts, _ = batch
+        x = model.image_tower.preprocess(images, model.device)
+        logits = model.forward_grid(x, *model.tokenize(texts))
+        target = torch.arange(len(logits), device=logits.device)
+        return {"match_loss": 0.5 * (F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target))}
+
+    def evaluate(self, model: nn.Module) -> dict[str, float]:
+        if self.dev is None:
+            return {}
+        scores = model.score(self.dev.load_images(), self.dev.captions)
+        return evaluate_scores(scores, self.dev.relevance).metrics
+
+
+def evaluate_dual(model: Any, pairs: ImageTextPairs, **kwargs: Any) -> Any:
+    """Exact retrieval report of a dual encoder (any scorer with ``encode_images``/``encode_texts``)."""
+    was_training = getattr(model, "training", False)
+    if hasattr(model, "eval"):
+        model.eval()
+    img = model.encode_images(pairs.load_images())
+    txt = model.encode_texts(pairs.captions)
+    if was_training:
+        model.train()
+    return evaluate_embeddings(img, txt, pairs.relevance, **kwargs)
+
+
+# --- whole runs -------------------------------------------------------------------------------------
+
+
+@dataclass
+class DataConfig:
+    source: str = "shapes"  # shapes (generated) | path (a data folder or file, see alignlab.data.pairs)
+    train: int = 4000  # ShapesWorld images per split
+    val: int = 500
+    test: int = 1000
+    seed: int = 0  # the data seed stays fixed across training seeds, so runs differ only in training
+    polysemous_rate: float = 0.2
+    image_size: int = 64
+    path: str | None = None
+    image_root: str | None = None
+    train_split: str = "train"
+    val_split: str = "val"
+    test_split: str = "test"
+
+
+@dataclass
+class RetrievalRunConfig:
+    model: str = "tiny-dual"  # tiny-dual | tiny-cross
+    model_config: dict[str, Any] = field(default_factory=dict)  # overrides of the model's dataclass config
+    init_image_tower: str | None = None  # file with pretrained image-tower weights (see pretrain.py)
+    freeze_image_tower: bool = False
+    loss: str = "infonce"  # infonce | vse-sum | vse-max (dual encoders)
+    margin: float = 0.2
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=8, batch_size=128, lr=2e-3,
+                                                                   warmup_steps=20, select_metric="rsum"))
+    cross_dev_images: int = 100  # dev images scored all-pairs by a cross encoder after each epoch
+    test_images: int | None = None  # evaluate on the first N test images (None: all of the split)
+    seed: int = 0  # model initialisation and batch order
+
+
+def load_run_config(data: dict[str, Any] | None, where: str | None = None) -> RetrievalRunConfig:
+    return from_dict(RetrievalRunConfig, data or {}, where=where)
+
+
+@lru_cache(maxsize=4)
+def _shapes_splits(seed: int, train: int, val: int, test: int, rate: float, size: int) -> dict[str, ImageTextPairs]:
+    world = ShapesWorld(ShapesConfig(image_size=size, polysemous_rate=rate))
+    return {split: from_shapes(world.generate(n, seed, split), name=f"shapes-{split}")
+            for split, n in (("train", train), ("val", val), ("test", test)) if n > 0}
+
+
+def load_run_data(cfg: DataConfig) -> dict[str, ImageTextPairs]:
+    """Train/val/test pairs for a run (ShapesWorld is generated once per process and cached)."""
+    if cfg.source == "shapes":
+        return _shapes_splits(cfg.seed, cfg.train, cfg.val, cfg.test, cfg.polysemous_rate, cfg.image_size)
+    if cfg.source == "path":
+        if not cfg.path:
+            raise ConfigError("data.source is 'path' but data.path is not set", fix="set data.path")
+        return {name: load_pairs(cfg.path, split, cfg.image_root).materialize(cfg.image_size)
+                for name, split in (("train", cfg.train_split), ("val", cfg.val_split), ("test", cfg.test_split))}
+    raise ConfigError(f"unknown data source {cfg.source!r}", fix="use 'shapes' or 'path'")
+
+
+def run_retrieval(cfg: RetrievalRunConfig, run_dir: str | os.PathLike, *, resume: bool = True,
+                  device: str = "cpu", callbacks=(), data: dict[str, ImageTextPairs] | None = None) -> dict[str, Any]:
+    """Train one model with ``cfg`` in ``run_dir`` and evaluate its best checkpoint on the test split.
+
+    Writes ``config.yaml``, ``results.json`` (metrics, dev curve, best epoch, manifest) and
+    ``per_query.json`` (the rank of every test query, for paired significance tests). ``data`` (train,
+    val, test pairs) replaces loading ``cfg.data`` when the caller already has it in memory.
+    """
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    started = time.time()
+    dump_yaml(run_dir / "config.yaml", asdict(cfg))
+    data = data if data is not None else load_run_data(cfg.data)
+    train_cfg = TrainConfig(**{**asdict(cfg.train), "seed": cfg.seed})
+    tokenizer = WordTokenizer.build(data["train"].captions)
+    set_seed(cfg.seed)
+    model = build_model(cfg.model, cfg.model_config, tokenizer)
+    if model.config.image_size != cfg.data.image_size:
+        raise ConfigError(f"model image_size {model.config.image_size} differs from data image_size "
+                          f"{cfg.data.image_size}", fix="set both to the same value")
+    if cfg.init_image_tower:
+        load_image_tower(model, cfg.init_image_tower)
+    if cfg.freeze_image_tower:
+        for p in model.image_tower.parameters():
+            p.requires_grad_(False)
+    if cfg.model == "tiny-dual":
+        task: Any = DualContrastiveTask(model, data["train"], build_loss(cfg.loss, cfg.margin), train_cfg.batch_size,
+                                        cfg.seed, dev=data.get("val"))
+    elif cfg.model == "tiny-cross":
+        task = CrossMatchTask(model, data["train"], train_cfg.batch_size, cfg.seed, dev=data.get("val"),
+                              dev_images=cfg.cross_dev_images)
+    else:
+        raise ConfigError(f"cannot train model {cfg.model!r} here", fix="use tiny-dual or tiny-cross")
+    fit_result: FitResult = fit(model, task, train_cfg, run_dir, resume=resume, config_for_hash=asdict(cfg),
+                                device=device, desc=f"{cfg.model} seed {cfg.seed}", callbacks=callbacks)
+    best = load_best(model, run_dir) if train_cfg.select_metric else fit_result.best
+    model.eval()
+    test = data["test"]
+    if cfg.test_images is not None:
+        test = test.subset(range(min(cfg.test_images, test.n_images)))
+    if cfg.model == "tiny-dual":
+        report = evaluate_dual(model, test)
+    else:
+        report = evaluate_scores(model.score(test.load_images(), test.captions), test.relevance)
+    result = make_result(task="retrieval", model=cfg.model, data=f"{test.name}:{test.n_images}", seed=cfg.seed,
+                         metrics=report.metrics, definitions=report.definitions, config=asdict(cfg),
+                         started=started, device=device, dev_curve=fit_result.dev_curve, best=best,
+                         steps=fit_result.steps)
+    write_json(run_dir / "per_query.json", {"i2t_rank": report.i2t_ranks, "t2i_rank": report.t2i_ranks})
+    write_json(run_dir / "results.json", result)
+    info(f"{cfg.model} seed {cfg.seed}: test " + ", ".join(f"{k}={v:.2f}" for k, v in report.metrics.items()
+                                                           if "R@" in k or k == "rsum"))
+    return result
+
+
+def load_image_tower(model: nn.Module, path: str | os.PathLike) -> None:
+    """Load pretrained image-tower weights (a safetensors file of ``ImageTower.state_dict()``)."""
+    from safetensors.torch import load_file
+
+    p = Path(path)
+    if not p.is_file():
+        raise DataError("pretrained image tower not found", where=str(p),
+                        fix="run the pretraining first (alignlab.retrieval.pretrain) or fix the path")
+    state = load_file(str(p))
+    try:
+        model.image_tower.load_state_dict(state)
+    except RuntimeError as e:
+        raise ConfigError(f"pretrained image tower does not fit the model: {str(e).splitlines()[0]}",
+                          where=str(p), fix="pretrain with the same width, channels and image size") from None

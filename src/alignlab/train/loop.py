@@ -1,0 +1,389 @@
+"""``fit()``: a small training loop with exact resume, dev-metric model selection and honest logs.
+
+A *task* says what to train on and how to score it; the loop does the rest:
+
+.. code-block:: python
+
+    class MyTask:
+        def num_batches(self, epoch: int) -> int: ...
+        def batch(self, epoch: int, index: int): ...       # deterministic in (seed, epoch, index)
+        def loss(self, model, batch) -> dict[str, Tensor]: ...   # named *_loss terms; their sum is trained
+        def evaluate(self, model) -> dict[str, float]: ...       # optional: dev metrics after each epoch
+        def batch_size(self, batch) -> int: ...                  # optional: samples in a batch (for samples/s)
+        def parameters(self): ...                                # optional: extra trainable parameters
+
+Because ``batch(epoch, index)`` is a pure function, a run that stops at any step resumes from its last
+checkpoint on exactly the next batch, with the optimizer, schedule and every random generator restored:
+on CPU the resumed run ends with the same weights and metrics as an uninterrupted one (tested).
+
+Model selection uses a *declared* dev metric (``TrainConfig.select_metric``): after each evaluation the
+dev curve is stored, and when the metric improves the model is saved to ``best/`` together with the
+epoch and value, so ``best/`` is provably the argmax of the stored curve. A run folder holds
+``log.jsonl`` (one line per logged step or evaluation), ``ckpt/last.pt``, ``best/``, ``final/`` and
+``train_state.json``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+import torch
+from torch import nn
+
+from alignlab.core.errors import ConfigError, ResumeError
+from alignlab.core.io import atomic_path, read_json, write_json, write_text
+from alignlab.core.manifest import config_hash
+from alignlab.core.progress import info, progress
+from alignlab.core.seed import derive_seed, get_rng_state, set_rng_state
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 10
+    batch_size: int = 128
+    lr: float = 1e-3
+    weight_decay: float = 0.01
+    optimizer: str = "adamw"  # adamw | sgd
+    momentum: float = 0.9  # sgd only
+    schedule: str = "cosine"  # cosine | linear | constant (after warmup)
+    warmup_steps: int = 0
+    min_lr_ratio: float = 0.0  # cosine/linear decay to lr * min_lr_ratio
+    grad_clip: float = 1.0  # max gradient norm; 0 turns clipping off
+    grad_accum: int = 1  # micro-batches per optimizer step
+    select_metric: str | None = None  # dev metric that picks best/, e.g. "rsum"; None: the last epoch
+    select_mode: str = "max"  # max | min
+    eval_every: int = 1  # evaluate every N epochs (and always after the last)
+    checkpoint_every: int = 0  # also checkpoint every N optimizer steps (0: only at epoch ends)
+    log_every: int = 20  # log the loss terms every N optimizer steps
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.optimizer not in ("adamw", "sgd"):
+            raise ValueError(f"optimizer must be adamw or sgd, got {self.optimizer!r}")
+        if self.schedule not in ("cosine", "linear", "constant"):
+            raise ValueError(f"schedule must be cosine, linear or constant, got {self.schedule!r}")
+        if self.select_mode not in ("max", "min"):
+            raise ValueError("select_mode must be max or min")
+        if self.epochs < 1 or self.batch_size < 1 or self.grad_accum < 1:
+            raise ValueError("epochs, batch_size and grad_accum must be >= 1")
+
+
+class TrainTask(Protocol):
+    def num_batches(self, epoch: int) -> int: ...
+
+    def batch(self, epoch: int, index: int) -> Any: ...
+
+    def loss(self, model: nn.Module, batch: Any) -> dict[str, torch.Tensor]: ...
+
+
+@dataclass
+class FitResult:
+    run_dir: Path
+    dev_curve: list[dict[str, Any]]
+    best: dict[str, Any] | None
+    steps: int
+    wall_s: float
+    resumed_from_step: int | None = None
+    log: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def best_dir(self) -> Path:
+        return self.run_dir / "best"
+
+    @property
+    def final_dir(self) -> Path:
+        return self.run_dir / "final"
+
+
+class StopTraining(Exception):
+    """Raised by a callback to end training early (the run stays resumable)."""
+
+
+def epoch_permutation(n: int, seed: int, epoch: int) -> np.ndarray:
+    """A permutation of ``range(n)`` that depends only on (seed, epoch)."""
+    return np.random.default_rng(derive_seed(seed, "epoch", epoch)).permutation(n)
+
+
+def _lr_lambda(cfg: TrainConfig, total_steps: int) -> Callable[[int], float]:
+    def f(step: int) -> float:
+        if cfg.warmup_steps and step < cfg.warmup_steps:
+            return (step + 1) / cfg.warmup_steps
+        if cfg.schedule == "constant":
+            return 1.0
+        progress_ = min(1.0, (step - cfg.warmup_steps) / max(1, total_steps - cfg.warmup_steps))
+        if cfg.schedule == "linear":
+            decay = 1.0 - progress_
+        else:
+            decay = 0.5 * (1.0 + math.cos(math.pi * progress_))
+        return cfg.min_lr_ratio + (1.0 - cfg.min_lr_ratio) * decay
+
+    return f
+
+
+def _trainable(model: nn.Module, task: Any) -> list[nn.Parameter]:
+    params = [p for p in model.parameters() if p.requires_grad]
+    if hasattr(task, "parameters"):
+        seen = {id(p) for p in params}
+        params += [p for p in task.parameters() if p.requires_grad and id(p) not in seen]
+    if not params:
+        raise ConfigError("nothing to train: no parameter requires gradients")
+    return params
+
+
+def _make_optimizer(cfg: TrainConfig, params: list[nn.Parameter]) -> torch.optim.Optimizer:
+    # No weight decay on biases, norms, embeddings of scale (1-D tensors), as is usual for transformers.
+    decay = [p for p in params if p.ndim >= 2]
+    no_decay = [p for p in params if p.ndim < 2]
+    groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    if cfg.optimizer == "sgd":
+        return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum)
+    return torch.optim.AdamW(groups, lr=cfg.lr)
+
+
+def _pack_rng(state: dict[str, Any]) -> dict[str, Any]:
+    """RNG state in a form ``torch.load(weights_only=True)`` accepts (tensors, lists, ints, strings)."""
+    version, internal, gauss = state["python"]
+    np_name, np_keys, np_pos, np_has_gauss, np_gauss = state["numpy"]
+    packed = {"python": [version, list(internal), gauss], "torch": state["torch"],
+              "numpy": [np_name, torch.from_numpy(np.asarray(np_keys, dtype=np.int64)), int(np_pos),
+                        int(np_has_gauss), float(np_gauss)]}
+    if "cuda" in state:
+        packed["cuda"] = list(state["cuda"])
+    return packed
+
+
+def _unpack_rng(packed: dict[str, Any]) -> dict[str, Any]:
+    version, internal, gauss = packed["python"]
+    np_name, np_keys, np_pos, np_has_gauss, np_gauss = packed["numpy"]
+    state = {"python": (version, tuple(internal), gauss), "torch": packed["torch"],
+             "numpy": (np_name, np_keys.numpy().astype(np.uint32), np_pos, np_has_gauss, np_gauss)}
+    if "cuda" in packed:
+        state["cuda"] = packed["cuda"]
+    return state
+
+
+def _default_save(model: nn.Module, out_dir: Path, extra: Mapping[str, Any]) -> None:
+    from alignlab.models.factory import save_model
+    from alignlab.models.tiny import ARCHS
+
+    if getattr(model, "name", None) in ARCHS and hasattr(model, "tokenizer"):
+        save_model(model, out_dir, extra=extra)
+        return
+    from safetensors.torch import save_file
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    with atomic_path(out_dir / "model.safetensors") as tmp:
+        save_file(state, str(tmp))
+    write_json(out_dir / "info.json", dict(extra))
+
+
+def _is_better(value: float, best: float | None, mode: str) -> bool:
+    if best is None:
+        return True
+    return value > best if mode == "max" else value < best
+
+
+class _JsonlLog:
+    """Append-only ``log.jsonl``; on resume, lines after the checkpoint's step are dropped first."""
+
+    def __init__(self, path: Path, keep_until_step: int | None):
+        self.path = path
+        self.records: list[dict[str, Any]] = []
+        if keep_until_step is not None and path.exists():
+            kept = []
+            for line in path.read_text(encoding="utf-8").splitlines():
+                try:
+                    rec = json.loads(line)
+                except json.JSONDecodeError:
+                    break  # a line cut by the crash: it and anything after it are dropped
+                if rec.get("step", 0) <= keep_until_step:
+                    kept.append(rec)
+            self.records = kept
+            write_text(path, "".join(json.dumps(r) + "\n" for r in kept))
+        elif path.exists():
+            path.unlink()
+        self._f = open(path, "a", encoding="utf-8")  # noqa: SIM115 (closed by close())
+
+    def write(self, rec: dict[str, Any]) -> None:
+        self.records.append(rec)
+        self._f.write(json.dumps(rec) + "\n")
+        self._f.flush()
+
+    def close(self) -> None:
+        self._f.close()
+
+
+def fit(model: nn.Module, task: Any, cfg: TrainConfig, run_dir: str | os.PathLike, *, resume: bool = True,
+        config_for_hash: Any = None, callbacks: Iterable[Callable[[dict[str, Any]], None]] = (),
+        save_fn: Callable[[nn.Module, Path, Mapping[str, Any]], None] | None = None,
+        device: str | torch.device = "cpu", desc: str = "train") -> FitResult:
+    """Train ``model`` on ``task`` with ``cfg``, writing checkpoints and logs to ``run_dir``.
+
+    ``resume=True`` continues from ``run_dir/ckpt/last.pt`` when it exists; its config hash (of
+    ``config_for_hash``, default ``cfg``) must match, otherwise a :class:`ResumeError` explains it. A
+    finished run (``train_state.json`` says done) is not trained again. ``callbacks`` are called after
+    every optimizer step with a state dict (``epoch``, ``step``, ``losses``); raising
+    :class:`StopTraining` ends the run early, leaving it resumable.
+    """
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    save = save_fn or _default_save
+    chash = config_hash(config_for_hash if config_for_hash is not None else asdict(cfg))
+    t_start = time.time()
+    model.to(device)
+
+    state_path = run_dir / "train_state.json"
+    ckpt_path = run_dir / "ckpt" / "last.pt"
+    if resume and state_path.exists():
+        st = read_json(state_path)
+        if st.get("config_sha256") != chash:
+            raise ResumeError("the run folder holds a run with a different config", where=str(run_dir),
+                              fix="use a new run folder, or the same config to resume")
+        if st.get("done"):
+            info(f"{desc}: already finished in {run_dir}; loading its final weights")
+            _load_final(model, run_dir)
+            return FitResult(run_dir, st["dev_curve"], st.get("best"), st["steps"], st.get("wall_s", 0.0))
+
+    params = _trainable(model, task)
+    optimizer = _make_optimizer(cfg, params)
+    steps_per_epoch = math.ceil(task.num_batches(0) / cfg.grad_accum)
+    total_steps = steps_per_epoch * cfg.epochs
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_lambda(cfg, total_steps))
+
+    start_epoch, start_batch, global_step = 0, 0, 0
+    dev_curve: list[dict[str, Any]] = []
+    best: dict[str, Any] | None = None
+    resumed_from = None
+    if resume and ckpt_path.exists():
+        try:
+            ck = torch.load(ckpt_path, map_location="cpu", weights_only=True)
+        except Exception as e:  # torch raises several types for a corrupt file
+            raise ResumeError(f"cannot read checkpoint: {e}", where=str(ckpt_path),
+                              fix="delete the run folder to start again") from None
+        if ck.get("config_sha256") != chash:
+            raise ResumeError("the checkpoint was written with a different config", where=str(ckpt_path),
+                              fix="use a new run folder, or the same config to resume")
+        model.load_state_dict(ck["model"])
+        if "task" in ck and hasattr(task, "load_state_dict"):
+            task.load_state_dict(ck["task"])
+        optimizer.load_state_dict(ck["optimizer"])
+        scheduler.load_state_dict(ck["scheduler"])
+        set_rng_state(_unpack_rng(ck["rng"]))
+        start_epoch, start_batch, global_step = ck["epoch"], ck["batch"], ck["step"]
+        dev_curve = json.loads(ck["dev_curve"])
+        best = json.loads(ck["best"]) if ck["best"] else None
+        resumed_from = global_step
+        info(f"{desc}: resuming {run_dir} at epoch {start_epoch}, batch {start_batch} (step {global_step})")
+    log = _JsonlLog(run_dir / "log.jsonl", keep_until_step=global_step if resumed_from is not None else None)
+
+    def checkpoint(epoch: int, batch: int) -> None:
+        ck = {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+              "rng": _pack_rng(get_rng_state()), "epoch": epoch, "batch": batch, "step": global_step,
+              "dev_curve": json.dumps(dev_curve), "best": json.dumps(best) if best else "",
+              "config_sha256": chash}
+        if hasattr(task, "state_dict"):
+            ck["task"] = task.state_dict()
+        with atomic_path(ckpt_path) as tmp:
+            torch.save(ck, tmp)
+
+    def write_state(done: bool) -> None:
+        write_json(state_path, {"config_sha256": chash, "done": done, "steps": global_step, "dev_curve": dev_curve,
+                                "best": best, "select_metric": cfg.select_metric, "select_mode": cfg.select_mode,
+                                "wall_s": round(time.time() - t_start, 3)})
+
+    try:
+        for epoch in range(start_epoch, cfg.epochs):
+            model.train()
+            n_batches = task.num_batches(epoch)
+            first = start_batch if epoch == start_epoch else 0
+            sizes = getattr(task, "batch_size", None)
+            bar = progress(total=n_batches, initial=first, desc=f"{desc} epoch {epoch + 1}/{cfg.epochs}",
+                           unit="batch")
+            t_epoch, n_samples = time.time(), 0
+            b = first
+            while b < n_batches:
+                optimizer.zero_grad(set_to_none=True)
+                micro = range(b, min(b + cfg.grad_accum, n_batches))
+                terms_sum: dict[str, float] = {}
+                for mb in micro:
+                    batch = task.batch(epoch, mb)
+                    terms = task.loss(model, batch)
+                    loss = sum(terms.values()) / len(micro)
+                    if not torch.isfinite(loss):
+                        raise FloatingPointError(f"loss became {loss.item()} at epoch {epoch}, batch {mb}; "
+                                                 "lower the learning rate")
+                    loss.backward()
+                    for k, v in terms.items():
+                        terms_sum[k] = terms_sum.get(k, 0.0) + float(v.detach()) / len(micro)
+                    n_samples += sizes(batch) if sizes else 1
+                if cfg.grad_clip > 0:
+                    torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
+                optimizer.step()
+                scheduler.step()
+                global_step += 1
+                b = micro[-1] + 1
+                bar.update(len(micro))
+                rate = n_samples / max(1e-9, time.time() - t_epoch)
+                bar.set_postfix(loss=f"{sum(terms_sum.values()):.4f}", samples_s=f"{rate:.0f}")
+                if global_step % cfg.log_every == 0:
+                    log.write({"step": global_step, "epoch": epoch, "lr": scheduler.get_last_lr()[0],
+                               **terms_sum, "loss": sum(terms_sum.values())})
+                for cb in callbacks:
+                    cb({"epoch": epoch, "batch": b, "step": global_step, "losses": terms_sum, "model": model})
+                if cfg.checkpoint_every and global_step % cfg.checkpoint_every == 0 and b < n_batches:
+                    checkpoint(epoch, b)
+            bar.close()
+            last = epoch == cfg.epochs - 1
+            if hasattr(task, "evaluate") and ((epoch + 1) % cfg.eval_every == 0 or last):
+                model.eval()
+                metrics = {k: float(v) for k, v in task.evaluate(model).items()}
+                entry = {"epoch": epoch + 1, "step": global_step, **metrics}
+                dev_curve.append(entry)
+                log.write({"step": global_step, "epoch": epoch, "dev": metrics})
+                key = cfg.select_metric
+                if key is not None:
+                    if key not in metrics:
+                        raise ConfigError(f"select_metric {key!r} is not among the dev metrics",
+                                          fix=f"choose one of: {', '.join(sorted(metrics))}")
+                    if _is_better(metrics[key], best["value"] if best else None, cfg.select_mode):
+                        best = {"epoch": epoch + 1, "step": global_step, "metric": key, "value": metrics[key]}
+                        save(model, run_dir / "best", best)
+                info(f"{desc}: epoch {epoch + 1} dev " + ", ".join(f"{k}={v:.2f}" for k, v in metrics.items()))
+            checkpoint(epoch + 1, 0)
+            write_state(done=False)
+    finally:
+        log.close()
+
+    if cfg.select_metric is None:
+        best = {"epoch": cfg.epochs, "step": global_step, "metric": None, "value": None}
+    final_info = {"epoch": cfg.epochs, "step": global_step}
+    save(model, run_dir / "final", final_info)
+    if cfg.select_metric is None:
+        save(model, run_dir / "best", best)
+    write_state(done=True)
+    return FitResult(run_dir, dev_curve, best, global_step, round(time.time() - t_start, 3), resumed_from,
+                     log.records)
+
+
+def _load_final(model: nn.Module, run_dir: Path) -> None:
+    from safetensors.torch import load_file
+
+    model.load_state_dict(load_file(str(run_dir / "final" / "model.safetensors")))
+
+
+def load_best(model: nn.Module, run_dir: str | os.PathLike) -> dict[str, Any]:
+    """Load ``run_dir/best`` weights into ``model``; returns the best entry (epoch, metric, value)."""
+    from safetensors.torch import load_file
+
+    run_dir = Path(run_dir)
+    model.load_state_dict(load_file(str(run_dir / "best" / "model.safetensors")))
+    return read_json(run_dir / "train_state.json").get("best") or {}

@@ -1,0 +1,90 @@
+"""Tiny models and the factory: the scorer contract, save/load round trips and clear errors."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from alignlab.core.errors import ConfigError, ModelError
+from alignlab.models.base import check_score_shape
+from alignlab.models.factory import build_model, load_checkpoint, load_model, save_model
+
+SMALL = {"width": 32, "image_channels": [8, 16], "text_layers": 1, "heads": 2}
+TEXTS = ["a red circle", "a blue square to the left of a green star", "there are two objects",
+         "the bat is not red"]
+
+
+def images(n=3, seed=0):
+    return torch.randint(0, 256, (n, 3, 64, 64), dtype=torch.uint8, generator=torch.Generator().manual_seed(seed))
+
+
+def test_dual_score_is_scaled_cosine_of_normalised_embeddings():
+    m = build_model("tiny-dual", {**SMALL, "embed_dim": 16}).eval()
+    img, txt = m.encode_images(images()), m.encode_texts(TEXTS)
+    assert img.shape == (3, 16) and txt.shape == (4, 16)
+    assert torch.allclose(img.norm(dim=-1), torch.ones(3)) and torch.allclose(txt.norm(dim=-1), torch.ones(4))
+    assert torch.allclose(m.score(images(), TEXTS), m.score_scale * img @ txt.T, atol=1e-6)
+    assert m.score_semantics == "cosine" and m.is_dual
+
+
+def test_encoding_in_batches_equals_encoding_at_once():
+    m = build_model("tiny-dual", SMALL).eval()
+    whole = m.encode_images(images(5))
+    m.encode_batch = 2
+    assert torch.allclose(whole, m.encode_images(images(5)), atol=1e-6)
+    assert torch.allclose(m.encode_texts(TEXTS * 3)[:4], m.encode_texts(TEXTS), atol=1e-6)
+
+
+def test_cross_encoder_grid_pairs_and_forward_agree():
+    m = build_model("tiny-cross", {**SMALL, "fusion_layers": 1, "pair_chunk": 5}).eval()
+    grid = m.score(images(3), TEXTS[:3])
+    assert grid.shape == (3, 3) and m.score_semantics == "logit" and not m.is_dual
+    diag = m.score_pairs(images(3), TEXTS[:3])
+    assert torch.allclose(grid.diag(), diag, atol=1e-5)
+    x = m.image_tower.preprocess(images(3))
+    with torch.no_grad():
+        assert torch.allclose(m.forward_grid(x, *m.tokenize(TEXTS[:3])), grid, atol=1e-5)
+
+
+def test_images_of_another_size_are_resized_by_the_model():
+    m = build_model("tiny-dual", SMALL).eval()
+    big = torch.randint(0, 256, (2, 3, 96, 80), dtype=torch.uint8)
+    assert m.encode_images(big).shape[0] == 2
+
+
+@pytest.mark.parametrize("arch", ["tiny-dual", "tiny-cross"])
+def test_save_and_load_round_trip_gives_identical_scores(tmp_path, arch):
+    m = build_model(arch, SMALL, texts=TEXTS).eval()
+    save_model(m, tmp_path / "m")
+    assert sorted(p.name for p in (tmp_path / "m").iterdir()) == ["model.json", "model.safetensors",
+                                                                  "tokenizer.json"]
+    loaded = load_model(f"ckpt:{tmp_path / 'm'}")
+    assert torch.equal(m.score(images(), TEXTS), loaded.score(images(), TEXTS))
+    assert loaded.tokenizer.vocab == m.tokenizer.vocab
+
+
+def test_factory_errors_name_the_problem(tmp_path):
+    with pytest.raises(ConfigError, match="unknown model 'tiny-duel'"):
+        load_model("tiny-duel")
+    with pytest.raises(ModelError, match="model.json missing"):
+        load_checkpoint(tmp_path)
+    m = build_model("tiny-dual", SMALL)
+    save_model(m, tmp_path / "m")
+    (tmp_path / "m" / "model.safetensors").write_bytes(b"not a safetensors file")
+    with pytest.raises(ModelError, match="cannot read weights"):
+        load_checkpoint(tmp_path / "m")
+    with pytest.raises(ConfigError, match="unknown key 'widht'"):
+        build_model("tiny-dual", {"widht": 3})
+
+
+def test_score_shape_check_rejects_wrong_shapes_and_nan():
+    with pytest.raises(ModelError, match=r"shape \(2, 3\), expected \(3, 2\)"):
+        check_score_shape(torch.zeros(2, 3), 3, 2, "m")
+    with pytest.raises(ModelError, match="NaN"):
+        check_score_shape(torch.tensor([[float("nan")]]), 1, 1, "m")
+
+
+def test_a_single_string_is_not_silently_split_into_characters():
+    m = build_model("tiny-dual", SMALL)
+    with pytest.raises(ModelError, match="list of strings"):
+        m.encode_texts("a red circle")
