@@ -1,0 +1,1 @@
+"""Data: the ShapesWorld generator, image–text pairs with explicit relevance, loaders, images, tokenizers."""

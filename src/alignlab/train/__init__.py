@@ -1,0 +1,1 @@
+"""Training: :func:`alignlab.train.loop.fit` (exact resume, dev-metric model selection) and contrastive losses."""
