@@ -70,7 +70,8 @@ def _add_quiet(parser: argparse.ArgumentParser, top: bool = False) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    set_quiet(getattr(args, "quiet", False))
+    if getattr(args, "quiet", False):  # without --quiet, ALIGNLAB_QUIET (read at import) decides
+        set_quiet(True)
     try:
         result = args.run(args)
     except AlignlabError as e:

@@ -73,7 +73,7 @@ def _coerce(tp: Any, value: Any, name: str, where: str | None) -> Any:
         return int(value)
     if tp in (int, str) and not isinstance(value, tp):
         raise ConfigError(f"{name} must be {tp.__name__}, got {value!r}", where=where)
-    if tp is float and not isinstance(value, (int, float)):
+    if tp is float and (isinstance(value, bool) or not isinstance(value, (int, float))):
         raise ConfigError(f"{name} must be a number, got {value!r}", where=where)
     if origin in (tuple, list) and isinstance(value, (list, tuple)):
         return tuple(value) if origin is tuple else list(value)
@@ -109,6 +109,9 @@ def parse_overrides(items: list[str] | None) -> dict[str, Any]:
         parts = key.strip().split(".")
         for p in parts[:-1]:
             node = node.setdefault(p, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"override {item!r} sets a key inside {p!r}, which another override set to "
+                                  f"a value", fix="give either the value or its keys, not both")
         node[parts[-1]] = yaml.safe_load(raw)
     return out
 

@@ -21,7 +21,7 @@ import io
 import json
 import os
 import tempfile
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -150,13 +150,20 @@ def read_lines(path: str | os.PathLike, *, allow_empty: bool = False) -> list[st
     return lines
 
 
-def read_jsonl(path: str | os.PathLike, required: Sequence[str] = ()) -> list[dict[str, Any]]:
+def _raise(error: DataError) -> None:
+    raise error
+
+
+def read_jsonl(path: str | os.PathLike, required: Sequence[str] = (),
+               on_error: Callable[[DataError], None] | None = None) -> list[dict[str, Any]]:
     """Read a JSONL file into a list of dicts, each with its line number under ``"_line"``.
 
     Blank lines are skipped. A line that is not a JSON object, or lacks one of ``required``, raises a
-    :class:`DataError` naming ``path:line``.
+    :class:`DataError` naming ``path:line``; with ``on_error`` the error is passed to it instead and the
+    line is skipped (so a checker can list every bad line in one pass).
     """
     path = Path(path)
+    report = on_error or _raise
     out = []
     for line_no, line in enumerate(_read_text(path).split("\n"), 1):
         if not line.strip():
@@ -164,23 +171,33 @@ def read_jsonl(path: str | os.PathLike, required: Sequence[str] = ()) -> list[di
         try:
             rec = json.loads(line)
         except json.JSONDecodeError as e:
-            raise DataError(f"invalid JSON: {e.msg}", where=f"{path}:{line_no}",
-                            fix="each line must be one JSON object") from None
+            report(DataError(f"invalid JSON: {e.msg}", where=f"{path}:{line_no}",
+                             fix="each line must be one JSON object"))
+            continue
         if not isinstance(rec, dict):
-            raise DataError(f"expected a JSON object, found {type(rec).__name__}", where=f"{path}:{line_no}",
-                            fix="each line must be one JSON object")
+            report(DataError(f"expected a JSON object, found {type(rec).__name__}", where=f"{path}:{line_no}",
+                             fix="each line must be one JSON object"))
+            continue
         missing = [k for k in required if k not in rec]
         if missing:
-            raise DataError(f"record lacks field(s) {', '.join(map(repr, missing))}", where=f"{path}:{line_no}",
-                            fix=f"every record needs {', '.join(map(repr, required))}")
+            report(DataError(f"record lacks field(s) {', '.join(map(repr, missing))}", where=f"{path}:{line_no}",
+                             fix=f"every record needs {', '.join(map(repr, required))}"))
+            continue
         rec["_line"] = line_no
         out.append(rec)
     return out
 
 
-def read_csv(path: str | os.PathLike, required: Sequence[str] = ()) -> list[dict[str, Any]]:
-    """Read a CSV file with a header into dicts (with ``"_line"``), checking the ``required`` columns."""
+def read_csv(path: str | os.PathLike, required: Sequence[str] = (),
+             on_error: Callable[[DataError], None] | None = None) -> list[dict[str, Any]]:
+    """Read a CSV file with a header into dicts (with ``"_line"``), checking the ``required`` columns.
+
+    A row with too many or too few fields raises a :class:`DataError` naming ``path:line``; with
+    ``on_error`` the error is passed to it instead and the row is skipped. A header that lacks a
+    required column always raises.
+    """
     path = Path(path)
+    report = on_error or _raise
     text = _read_text(path)
     reader = csv.DictReader(io.StringIO(text))
     header = reader.fieldnames or []
@@ -192,11 +209,13 @@ def read_csv(path: str | os.PathLike, required: Sequence[str] = ()) -> list[dict
     for rec in reader:
         line_no = reader.line_num
         if None in rec:
-            raise DataError("row has more fields than the header", where=f"{path}:{line_no}",
-                            fix="quote fields that contain commas")
+            report(DataError("row has more fields than the header", where=f"{path}:{line_no}",
+                             fix="quote fields that contain commas"))
+            continue
         if any(rec.get(k) is None for k in required):
-            raise DataError("row has fewer fields than the header", where=f"{path}:{line_no}",
-                            fix="give a value for every column")
+            report(DataError("row has fewer fields than the header", where=f"{path}:{line_no}",
+                             fix="give a value for every column"))
+            continue
         rec["_line"] = line_no
         out.append(rec)
     return out

@@ -48,6 +48,8 @@ def run_shapes(args: argparse.Namespace) -> int:
     for name in ("train", "val", "test"):
         if getattr(args, name) < 0:
             raise ConfigError(f"--{name} must be >= 0")
+    if args.out.exists() and not args.out.is_dir():
+        raise ConfigError("--out is a file, not a folder", where=str(args.out), fix="give a folder path")
     if args.train + args.val + args.test == 0:
         raise ConfigError("nothing to generate", fix="give --train, --val or --test > 0")
     try:

@@ -317,7 +317,11 @@ def load_coco_captions(path: str | os.PathLike, image_root: str | os.PathLike | 
         if ann["image_id"] not in index:
             problems.add(f"annotation refers to unknown image id {ann['image_id']!r}", where)
             continue
-        text = str(ann["caption"]).strip()
+        if not isinstance(ann["caption"], str):  # null or a number: str() would make it a caption
+            problems.add(f"caption is {type(ann['caption']).__name__}, not text", where,
+                         "give the caption as a string")
+            continue
+        text = ann["caption"].strip()
         if not text:
             problems.add("empty caption", where, "remove the annotation or give its text")
             continue
@@ -345,10 +349,14 @@ def load_table(path: str | os.PathLike, image_root: str | os.PathLike | None = N
     """Load (image path, caption) rows from CSV (with a header) or JSONL; rows of one image are grouped."""
     path = Path(path)
     problems = problems or Problems()
+
+    def bad_line(e: DataError) -> None:  # raises when loading, collects when checking
+        problems.add(e.what, e.where or str(path), e.fix or "")
+
     if path.suffix.lower() == ".csv":
-        rows = read_csv(path, required=(image_field, caption_field))
+        rows = read_csv(path, required=(image_field, caption_field), on_error=bad_line)
     else:
-        rows = read_jsonl(path)
+        rows = read_jsonl(path, on_error=bad_line)
     root = Path(image_root) if image_root is not None else path.parent
     index: dict[str, int] = {}
     image_ids: list[str] = []

@@ -38,7 +38,7 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageDraw
 
-from alignlab.core.errors import DataError
+from alignlab.core.errors import ConfigError, DataError
 
 GENERATOR_VERSION = "shapesworld-1"
 
@@ -860,7 +860,10 @@ def generate_captions(scene: Scene, rng: np.random.Generator, cfg: ShapesConfig)
     while len(out) < cfg.captions_per_image:
         attempts += 1
         if attempts > 400:
-            raise RuntimeError(f"could not make {cfg.captions_per_image} distinct captions for {scene}")
+            # A user's setting, not a bug: a one-object scene has only about a dozen distinct true captions.
+            raise ConfigError(f"could not make {cfg.captions_per_image} distinct captions for a scene of "
+                              f"{len(scene.objects)} object(s)",
+                              fix="lower captions_per_image or raise min_objects")
         family = names[int(rng.choice(len(names), p=p))]
         form = _caption_form(family, scene, rng, cfg)
         if form is None:

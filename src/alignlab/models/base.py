@@ -100,9 +100,14 @@ def check_score_shape(scores: torch.Tensor, n: int, m: int, who: str) -> torch.T
 
 
 class Scorer:
-    """Anything that scores image–text pairs. Subclasses set ``name`` and ``score_semantics``."""
+    """Anything that scores image–text pairs. Subclasses set ``name`` and ``score_semantics``.
+
+    ``native_images = True`` says the model preprocesses images of any size itself and wants them at their
+    natural size (real-model adapters); see :func:`load_images_for`.
+    """
 
     name: str = "scorer"
+    native_images: bool = False
     score_semantics: ScoreSemantics = "logit"
     is_dual: bool = False
 
@@ -168,3 +173,20 @@ class CrossEncoder(Scorer):
     """A scorer that reads image and text together; ``score`` is over all pairs, so it costs N × M passes."""
 
     score_semantics: ScoreSemantics = "logit"
+
+
+def load_images_for(model: Any, pairs: Any, indices: Sequence[int]) -> Any:
+    """Images ``indices`` of an :class:`~alignlab.data.pairs.ImageTextPairs` in the form ``model`` wants.
+
+    Real-model adapters (``model.native_images`` is True) do their own resizing and cropping, so they get
+    the decoded files at their natural size as Pillow images (photos differ in size, and squashing them to
+    one square first would change what the model's own preprocessing sees). Other models, and pairs held
+    in memory as an array, get ``pairs.load_images(indices)`` (``uint8 [B, 3, H, W]``).
+    """
+    idx = [int(i) for i in indices]
+    paths = getattr(pairs, "image_paths", None)
+    if getattr(model, "native_images", False) and getattr(pairs, "image_array", None) is None and paths is not None:
+        from alignlab.data.images import open_image
+
+        return [open_image(paths[i]) for i in idx]
+    return pairs.load_images(idx)

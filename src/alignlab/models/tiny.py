@@ -53,8 +53,11 @@ class TinyImageConfig:
     layers: int = 1  # transformer layers over the grid tokens
     heads: int = 4
     dropout: float = 0.0
+    pool: str = "mean"  # "mean" of all tokens, or the "cls" token
 
     def __post_init__(self) -> None:
+        if self.pool not in ("mean", "cls"):
+            raise ValueError("pool must be 'mean' or 'cls'")
         if self.image_size % (2 ** (len(self.channels) + 1)) != 0:
             raise ValueError(f"image_size {self.image_size} must be divisible by 2**{len(self.channels) + 1}")
         if self.width % self.heads != 0:
@@ -77,10 +80,11 @@ class TinyDualConfig:
     max_text_len: int = 32
     dropout: float = 0.0
     init_temperature: float = 0.07  # initial softmax temperature; its log-inverse is learned
+    pool: str = "mean"  # how each tower pools its tokens: "mean" or "cls"
 
     def image_config(self) -> TinyImageConfig:
         return TinyImageConfig(self.image_size, tuple(self.image_channels), self.width, self.image_layers,
-                               self.heads, self.dropout)
+                               self.heads, self.dropout, self.pool)
 
 
 @dataclass
@@ -143,14 +147,17 @@ class ImageTower(nn.Module):
         for blk in self.blocks:
             tokens = blk(tokens)
         tokens = self.norm(tokens)
-        return tokens, tokens[:, 0]
+        pooled = tokens.mean(dim=1) if self.config.pool == "mean" else tokens[:, 0]
+        return tokens, pooled
 
 
 class TextTower(nn.Module):
     """token ids ``[B, L]`` + mask -> (tokens ``[B, L, W]``, pooled ``[CLS]`` ``[B, W]``)."""
 
-    def __init__(self, vocab_size: int, width: int, layers: int, heads: int, max_len: int, dropout: float):
+    def __init__(self, vocab_size: int, width: int, layers: int, heads: int, max_len: int, dropout: float,
+                 pool: str = "mean"):
         super().__init__()
+        self.pool = pool
         self.embed = nn.Embedding(vocab_size, width, padding_idx=PAD)
         self.pos = nn.Parameter(torch.randn(1, max_len, width) * 0.02)
         self.blocks = nn.ModuleList(_encoder_layer(width, heads, dropout) for _ in range(layers))
@@ -162,6 +169,9 @@ class TextTower(nn.Module):
         for blk in self.blocks:
             x = blk(x, src_key_padding_mask=pad)
         x = self.norm(x)
+        if self.pool == "mean":  # mean over real tokens: a bag-of-words signal from the first step
+            m = mask.unsqueeze(-1).to(x.dtype)
+            return x, (x * m).sum(1) / m.sum(1).clamp(min=1.0)
         return x, x[:, 0]
 
 
@@ -191,7 +201,7 @@ class TinyDualEncoder(_TinyBase, DualEncoder):
         self.max_text_len = cfg.max_text_len
         self.image_tower = ImageTower(cfg.image_config())
         self.text_tower = TextTower(len(tokenizer), cfg.width, cfg.text_layers, cfg.heads, cfg.max_text_len,
-                                    cfg.dropout)
+                                    cfg.dropout, cfg.pool)
         self.image_proj = nn.Linear(cfg.width, cfg.embed_dim, bias=False)
         self.text_proj = nn.Linear(cfg.width, cfg.embed_dim, bias=False)
         self.logit_scale = nn.Parameter(torch.tensor(math.log(1.0 / cfg.init_temperature)))

@@ -94,15 +94,9 @@ def _run_config(path: Path | None, overrides: list[str], seed: int | None = None
 
 
 def _device(name: str) -> str:
-    import torch
+    from alignlab.models.base import resolve_device
 
-    if name == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if name not in ("cpu", "cuda", "mps") and not name.startswith("cuda:"):
-        raise ConfigError(f"unknown device {name!r}", fix="use cpu, cuda, mps or auto")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise ConfigError("CUDA was asked for but is not available", fix="use --device cpu")
-    return name
+    return str(resolve_device(name))
 
 
 def run_train(args: argparse.Namespace) -> int:

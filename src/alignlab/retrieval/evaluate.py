@@ -13,6 +13,7 @@ import torch
 
 from alignlab.core.progress import progress
 from alignlab.data.pairs import ImageTextPairs
+from alignlab.models.base import load_images_for
 from alignlab.retrieval.metrics import evaluate_embeddings, evaluate_scores
 from alignlab.retrieval.protocols import evaluate_protocol, evaluate_protocol_scores
 
@@ -20,11 +21,12 @@ from alignlab.retrieval.protocols import evaluate_protocol, evaluate_protocol_sc
 def encode_pairs(model: Any, pairs: ImageTextPairs, batch_size: int = 256) -> tuple[torch.Tensor, torch.Tensor]:
     """Image embeddings ``[n_images, D]`` and caption embeddings ``[n_captions, D]`` of a dual encoder.
 
-    Images are decoded batch by batch at their stored size; the model resizes them itself.
+    Images are decoded batch by batch in the form the model wants (:func:`load_images_for`: natural size
+    for real models, which preprocess themselves; ``uint8`` tensors otherwise).
     """
     if hasattr(model, "eval"):
         model.eval()
-    img = [model.encode_images(pairs.load_images(range(s, min(s + batch_size, pairs.n_images))))
+    img = [model.encode_images(load_images_for(model, pairs, range(s, min(s + batch_size, pairs.n_images))))
            for s in progress(range(0, pairs.n_images, batch_size), desc="encoding images", unit="batch")]
     txt = [model.encode_texts(pairs.captions[s:s + batch_size])
            for s in progress(range(0, pairs.n_captions, batch_size), desc="encoding captions", unit="batch")]
@@ -35,7 +37,7 @@ def score_matrix(model: Any, pairs: ImageTextPairs, image_batch: int = 16) -> to
     """All-pairs scores ``[n_images, n_captions]`` of any scorer (a cross encoder scores each pair)."""
     if hasattr(model, "eval"):
         model.eval()
-    rows = [model.score(pairs.load_images(range(s, min(s + image_batch, pairs.n_images))), pairs.captions)
+    rows = [model.score(load_images_for(model, pairs, range(s, min(s + image_batch, pairs.n_images))), pairs.captions)
             for s in progress(range(0, pairs.n_images, image_batch), desc="scoring all pairs", unit="batch")]
     return torch.cat(rows).float().cpu()
 
