@@ -17,14 +17,17 @@ def register(sub: argparse._SubParsersAction) -> None:
     t = sub.add_parser("train", help="train an image–text retrieval model from a config",
                        description="Train a tiny dual or cross encoder (config: model, data, loss, train), select "
                                    "the best epoch by the declared dev metric, and evaluate it on the test split. "
-                                   "Re-running the same command resumes an interrupted run.")
+                                   "Re-running the same command resumes an interrupted run. Under `torchrun "
+                                   "--nproc_per_node N -m alignlab train ...` it trains with DDP on N processes "
+                                   "(train.batch_size is then the per-process batch; see docs/distributed.md).")
     t.add_argument("--config", type=Path, default=None, help="YAML run config (default: the built-in defaults)")
     t.add_argument("--out", type=Path, default=Path("runs/train"), help="run folder (default: runs/train)")
     t.add_argument("--seed", type=int, default=None, help="override the config's seed")
     t.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config value, e.g. --set train.epochs=3 (repeatable)")
     t.add_argument("--no-resume", action="store_true", help="start again even if the run folder has a checkpoint")
-    t.add_argument("--device", default="cpu", help="cpu, cuda or auto (default: cpu)")
+    t.add_argument("--device", default="cpu", help="cpu, cuda or auto (default: cpu); under torchrun each "
+                                                   "process uses GPU LOCAL_RANK")
     t.set_defaults(run=run_train)
 
     e = sub.add_parser("eval", help="evaluate models (retrieval)",
@@ -101,9 +104,20 @@ def _device(name: str) -> str:
 
 def run_train(args: argparse.Namespace) -> int:
     from alignlab.retrieval.training import run_retrieval
+    from alignlab.train import distributed as ddp_
 
     cfg = _run_config(args.config, args.overrides, args.seed)
-    result = run_retrieval(cfg, args.out, resume=not args.no_resume, device=_device(args.device))
+    device = _device(args.device)
+    # torchrun sets WORLD_SIZE > 1: start the process group (nccl on CUDA, gloo on CPU); fit() then uses DDP.
+    started_group = ddp_.launched_distributed() and ddp_.init_from_env(device)
+    try:
+        result = run_retrieval(cfg, args.out, resume=not args.no_resume, device=str(ddp_.device_for(device)))
+        main = ddp_.is_main()
+    finally:
+        if started_group:
+            ddp_.shutdown()
+    if not main:  # rank 0 prints the summary
+        return 0
     m = result["metrics"]
     print(f"best epoch {result['best'].get('epoch')} by dev {result['best'].get('metric')}; test "
           + ", ".join(f"{k}={m[k]:.2f}" for k in m if "R@" in k or k == "rsum"))

@@ -3,6 +3,11 @@
 Dual encoders are evaluated from embeddings (every image and every caption encoded once, in batches);
 cross encoders from the full ``[n_images, n_captions]`` score matrix (``n_images × n_captions``
 forward passes — the cost that distillation into a dual encoder removes).
+
+``distributed=True`` (every rank of a torch.distributed process group calls it, e.g. inside a task's
+``evaluate`` under torchrun): each rank encodes or scores a contiguous block of the images (and
+captions), the blocks are gathered once and the padded duplicates dropped
+(:func:`alignlab.train.distributed.eval_shard`), and every rank gets the single-process report.
 """
 
 from __future__ import annotations
@@ -16,40 +21,64 @@ from alignlab.data.pairs import ImageTextPairs
 from alignlab.models.base import load_images_for
 from alignlab.retrieval.metrics import evaluate_embeddings, evaluate_scores
 from alignlab.retrieval.protocols import evaluate_protocol, evaluate_protocol_scores
+from alignlab.train import distributed as ddp_
 
 
-def encode_pairs(model: Any, pairs: ImageTextPairs, batch_size: int = 256) -> tuple[torch.Tensor, torch.Tensor]:
+def encode_pairs(model: Any, pairs: ImageTextPairs, batch_size: int = 256,
+                 distributed: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
     """Image embeddings ``[n_images, D]`` and caption embeddings ``[n_captions, D]`` of a dual encoder.
 
     Images are decoded batch by batch in the form the model wants (:func:`load_images_for`: natural size
-    for real models, which preprocess themselves; ``uint8`` tensors otherwise).
+    for real models, which preprocess themselves; ``uint8`` tensors otherwise). ``distributed``: see the
+    module docstring.
     """
     if hasattr(model, "eval"):
         model.eval()
-    img = [model.encode_images(load_images_for(model, pairs, range(s, min(s + batch_size, pairs.n_images))))
-           for s in progress(range(0, pairs.n_images, batch_size), desc="encoding images", unit="batch")]
-    txt = [model.encode_texts(pairs.captions[s:s + batch_size])
-           for s in progress(range(0, pairs.n_captions, batch_size), desc="encoding captions", unit="batch")]
-    return torch.cat(img).float().cpu(), torch.cat(txt).float().cpu()
+    ii = _items(pairs.n_images, distributed)
+    ci = _items(pairs.n_captions, distributed)
+    img = [model.encode_images(load_images_for(model, pairs, ii[s:s + batch_size]))
+           for s in progress(range(0, len(ii), batch_size), desc="encoding images", unit="batch")]
+    txt = [model.encode_texts([pairs.captions[c] for c in ci[s:s + batch_size]])
+           for s in progress(range(0, len(ci), batch_size), desc="encoding captions", unit="batch")]
+    img_t, txt_t = torch.cat(img).float(), torch.cat(txt).float()
+    if distributed:
+        img_t, txt_t = ddp_.gather_eval(img_t, pairs.n_images), ddp_.gather_eval(txt_t, pairs.n_captions)
+    return img_t.cpu(), txt_t.cpu()
 
 
-def score_matrix(model: Any, pairs: ImageTextPairs, image_batch: int = 16) -> torch.Tensor:
-    """All-pairs scores ``[n_images, n_captions]`` of any scorer (a cross encoder scores each pair)."""
+def _items(n: int, distributed: bool) -> list[int]:
+    return ddp_.eval_shard(n).tolist() if distributed else list(range(n))
+
+
+def score_matrix(model: Any, pairs: ImageTextPairs, image_batch: int = 16,
+                 distributed: bool = False) -> torch.Tensor:
+    """All-pairs scores ``[n_images, n_captions]`` of any scorer (a cross encoder scores each pair).
+
+    ``distributed``: each rank scores a block of the image rows (see the module docstring).
+    """
     if hasattr(model, "eval"):
         model.eval()
-    rows = [model.score(load_images_for(model, pairs, range(s, min(s + image_batch, pairs.n_images))), pairs.captions)
-            for s in progress(range(0, pairs.n_images, image_batch), desc="scoring all pairs", unit="batch")]
-    return torch.cat(rows).float().cpu()
+    ii = _items(pairs.n_images, distributed)
+    rows = [model.score(load_images_for(model, pairs, ii[s:s + image_batch]), pairs.captions)
+            for s in progress(range(0, len(ii), image_batch), desc="scoring all pairs", unit="batch")]
+    scores = torch.cat(rows).float()
+    if distributed:
+        scores = ddp_.gather_eval(scores, pairs.n_images)
+    return scores.cpu()
 
 
-def evaluate_model(model: Any, pairs: ImageTextPairs, protocol: str | None = None, **kwargs: Any) -> Any:
-    """A retrieval report of ``model`` on ``pairs`` (under ``protocol`` if given: folds, size check)."""
+def evaluate_model(model: Any, pairs: ImageTextPairs, protocol: str | None = None, distributed: bool = False,
+                   **kwargs: Any) -> Any:
+    """A retrieval report of ``model`` on ``pairs`` (under ``protocol`` if given: folds, size check).
+
+    ``distributed=True``: every rank of the process group calls it and gets the same report.
+    """
     if getattr(model, "is_dual", False):
-        img, txt = encode_pairs(model, pairs)
+        img, txt = encode_pairs(model, pairs, distributed=distributed)
         if protocol:
             return evaluate_protocol(protocol, img, txt, pairs, **kwargs)
         return evaluate_embeddings(img, txt, pairs.relevance, **kwargs)
-    scores = score_matrix(model, pairs)
+    scores = score_matrix(model, pairs, distributed=distributed)
     if protocol:
         return evaluate_protocol_scores(protocol, scores, pairs, **kwargs)
     return evaluate_scores(scores, pairs.relevance, **kwargs)

@@ -7,6 +7,12 @@
   loss is the symmetric cross-entropy over the batch grid (listwise image–text matching).
 * :func:`run_retrieval` — data, tokenizer, model, :func:`~alignlab.train.fit`, best-checkpoint test
   evaluation, ``results.json`` — what ``alignlab train --config`` and ``alignlab repro run`` call.
+
+Under torchrun (DDP, :mod:`alignlab.train.distributed`) ``train.batch_size`` is the per-rank batch: a
+task's ``batch(epoch, index)`` is the global micro-batch of ``batch_size × world_size`` images and each
+rank trains its slice (``local_batch``); with ``gather_negatives`` the contrastive losses see the whole
+global batch as negatives, so a run on ``W`` ranks follows the run of one process with ``W`` times the
+batch. Dev and test evaluation shard the encoding over the ranks and gather it once.
 """
 
 from __future__ import annotations
@@ -34,6 +40,7 @@ from alignlab.data.shapes import ShapesConfig, ShapesWorld
 from alignlab.data.text import WordTokenizer
 from alignlab.models.factory import build_model
 from alignlab.retrieval.metrics import evaluate_embeddings, evaluate_scores
+from alignlab.train import distributed as ddp_
 from alignlab.train.loop import FitResult, TrainConfig, epoch_permutation, fit, load_best
 from alignlab.train.losses import build_loss
 
@@ -54,14 +61,28 @@ class _ImageBatches:
     def num_batches(self, epoch: int) -> int:
         n = self.pairs.n_images
         full, rest = divmod(n, self.bs)
-        return full + (1 if rest >= 2 else 0)  # a last batch of one image has no negatives: dropped
+        # A last batch of one image has no negatives, and under DDP one smaller than the number of ranks
+        # would leave a rank without data: either is dropped.
+        return full + (1 if rest >= max(2, ddp_.world_size()) else 0)
 
-    def batch(self, epoch: int, index: int) -> tuple[torch.Tensor, list[str], np.ndarray]:
+    def _indices(self, epoch: int, index: int) -> tuple[np.ndarray, list[int]]:
         perm = epoch_permutation(self.pairs.n_images, self.seed, epoch)
         idx = perm[index * self.bs:(index + 1) * self.bs]
         rng = np.random.default_rng(derive_seed(self.seed, "captions", epoch, index))
         caps = [self.pairs.relevance[i][rng.integers(len(self.pairs.relevance[i]))] for i in idx]
+        return idx, caps
+
+    def batch(self, epoch: int, index: int) -> tuple[torch.Tensor, list[str], np.ndarray]:
+        idx, caps = self._indices(epoch, index)
         return self.images[idx], [self.pairs.captions[c] for c in caps], idx
+
+    def local_batch(self, epoch: int, index: int, rank: int, world: int) -> Any:
+        """Rank ``rank``'s contiguous slice of global batch ``index`` (DDP; only its images are loaded)."""
+        if type(self).batch is not _ImageBatches.batch:  # a subclass changed what a batch holds: cut it whole
+            return ddp_.shard_batch(self.batch(epoch, index), rank, world)
+        idx, caps = self._indices(epoch, index)  # captions are drawn for the whole global batch, then cut
+        lo, hi = ddp_.shard_range(len(idx), world, rank)
+        return self.images[idx[lo:hi]], [self.pairs.captions[c] for c in caps[lo:hi]], idx[lo:hi]
 
     def batch_size(self, batch: Any) -> int:
         return len(batch[1])
@@ -75,6 +96,8 @@ class DualContrastiveTask(_ImageBatches):
         super().__init__(train, batch_size, seed, model.config.image_size)
         self.loss_fn = loss
         self.dev = dev
+        # DDP has to be told when a model parameter (the temperature, for VSE losses) gets no gradient.
+        self.find_unused_parameters = not getattr(loss, "uses_logit_scale", True)
 
     def loss(self, model: nn.Module, batch: Any) -> dict[str, torch.Tensor]:
         images, texts, _ = batch
@@ -88,42 +111,97 @@ class DualContrastiveTask(_ImageBatches):
     def evaluate(self, model: nn.Module) -> dict[str, float]:
         if self.dev is None:
             return {}
-        return evaluate_dual(model, self.dev).metrics
+        return evaluate_dual(model, self.dev, distributed=ddp_.is_distributed()).metrics
 
 
 class CrossMatchTask(_ImageBatches):
     """Listwise matching for a cross encoder: CE over the rows and columns of the batch's score grid."""
 
     def __init__(self, model: nn.Module, train: ImageTextPairs, batch_size: int, seed: int,
-                 dev: ImageTextPairs | None = None, dev_images: int = 100):
+                 dev: ImageTextPairs | None = None, dev_images: int = 100, gather: bool = False):
         super().__init__(train, batch_size, seed, model.config.image_size)
         # Scoring every dev pair with a cross encoder is N x M forward passes: use a fixed dev subset.
         self.dev = dev.subset(range(min(dev_images, dev.n_images))) if dev is not None else None
+        self.gather = gather  # under DDP: every rank's captions and images are negatives (the global grid)
 
     def loss(self, model: nn.Module, batch: Any) -> dict[str, torch.Tensor]:
         images, texts, _ = batch
         x = model.image_tower.preprocess(images, model.device)
+        if self.gather and ddp_.is_distributed():
+            return {"match_loss": self._gathered_loss(model, x, *model.tokenize(texts))}
         logits = model.forward_grid(x, *model.tokenize(texts))
         target = torch.arange(len(logits), device=logits.device)
         return {"match_loss": 0.5 * (F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target))}
 
+    @staticmethod
+    def _gathered_loss(model: Any, x: torch.Tensor, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """This rank's share of the global grid loss: its rows (images) and columns (captions) of ``N × N``.
+
+        The towers and the fusion all run inside one DDP forward pass (:func:`forward_through`); tokens
+        are gathered with gradients, text tokens padded to the longest caption of any rank (padding is
+        masked, so it changes nothing). The share is scaled by ``W/N`` like the gathered InfoNCE.
+        """
+        def grids(m: Any, x: torch.Tensor, ids: torch.Tensor, mask: torch.Tensor):
+            img_tok, _ = m.image_tower(x)
+            txt_tok, _ = m.text_tower(ids, mask)
+            length = max(ddp_.gather_sizes(txt_tok.shape[1]))
+            pad = length - txt_tok.shape[1]
+            if pad:
+                txt_tok = torch.cat([txt_tok, txt_tok.new_zeros(len(txt_tok), pad, txt_tok.shape[2])], dim=1)
+                mask = torch.cat([mask, mask.new_zeros(len(mask), pad)], dim=1)
+            all_img, offset = ddp_.all_gather_with_grad(img_tok)
+            all_txt, _ = ddp_.all_gather_with_grad(txt_tok)
+            all_mask = ddp_.all_gather_nograd(mask)
+            # _grid is the model's all-pairs fusion (what forward_grid runs after the towers).
+            return m._grid(img_tok, all_txt, all_mask), m._grid(all_img, txt_tok, mask), offset, len(all_img)
+
+        rows, cols, offset, n = ddp_.forward_through(model, grids, x, ids, mask)
+        target = torch.arange(len(rows), device=rows.device) + offset
+        per = 0.5 * (F.cross_entropy(rows, target, reduction="none")
+                     + F.cross_entropy(cols.T, target, reduction="none"))
+        return per.sum() * (ddp_.world_size() / n)
+
     def evaluate(self, model: nn.Module) -> dict[str, float]:
         if self.dev is None:
             return {}
-        scores = model.score(self.dev.load_images(), self.dev.captions)
-        return evaluate_scores(scores, self.dev.relevance).metrics
+        return evaluate_cross(model, self.dev, distributed=ddp_.is_distributed()).metrics
 
 
-def evaluate_dual(model: Any, pairs: ImageTextPairs, **kwargs: Any) -> Any:
-    """Exact retrieval report of a dual encoder (any scorer with ``encode_images``/``encode_texts``)."""
+def evaluate_dual(model: Any, pairs: ImageTextPairs, distributed: bool = False, **kwargs: Any) -> Any:
+    """Exact retrieval report of a dual encoder (any scorer with ``encode_images``/``encode_texts``).
+
+    ``distributed=True`` (every rank of a process group must call it): each rank encodes a block of the
+    images and captions, the blocks are gathered once and the padded duplicates dropped; the report is
+    the single-process one, on every rank.
+    """
     was_training = getattr(model, "training", False)
     if hasattr(model, "eval"):
         model.eval()
-    img = model.encode_images(pairs.load_images())
-    txt = model.encode_texts(pairs.captions)
+    if distributed:
+        ii, ci = ddp_.eval_shard(pairs.n_images), ddp_.eval_shard(pairs.n_captions)
+        img = ddp_.gather_eval(model.encode_images(pairs.load_images(ii.tolist())), pairs.n_images)
+        txt = ddp_.gather_eval(model.encode_texts([pairs.captions[c] for c in ci]), pairs.n_captions)
+    else:
+        img = model.encode_images(pairs.load_images())
+        txt = model.encode_texts(pairs.captions)
     if was_training:
         model.train()
     return evaluate_embeddings(img, txt, pairs.relevance, **kwargs)
+
+
+def evaluate_cross(model: Any, pairs: ImageTextPairs, distributed: bool = False, **kwargs: Any) -> Any:
+    """Exact retrieval report of a cross encoder from all-pairs scores (rows sharded over ranks if asked)."""
+    was_training = getattr(model, "training", False)
+    if hasattr(model, "eval"):
+        model.eval()
+    if distributed:
+        rows = ddp_.eval_shard(pairs.n_images)
+        scores = ddp_.gather_eval(model.score(pairs.load_images(rows.tolist()), pairs.captions), pairs.n_images)
+    else:
+        scores = model.score(pairs.load_images(), pairs.captions)
+    if was_training:
+        model.train()
+    return evaluate_scores(scores, pairs.relevance, **kwargs)
 
 
 # --- whole runs -------------------------------------------------------------------------------------
@@ -157,12 +235,22 @@ class RetrievalRunConfig:
     train: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=8, batch_size=128, lr=2e-3,
                                                                    warmup_steps=20, select_metric="rsum"))
     cross_dev_images: int = 100  # dev images scored all-pairs by a cross encoder after each epoch
+    gather_negatives: bool = True  # under torchrun/DDP: negatives from every rank (the global batch)
     test_images: int | None = None  # evaluate on the first N test images (None: all of the split)
     seed: int = 0  # model initialisation and batch order
 
 
 def load_run_config(data: dict[str, Any] | None, where: str | None = None) -> RetrievalRunConfig:
-    return from_dict(RetrievalRunConfig, data or {}, where=where)
+    """A run config from a (partial) dict: given keys override the defaults, nested ones key by key.
+
+    Merging onto the defaults first matters for nested sections: ``{"train": {"epochs": 3}}`` keeps the
+    run's default batch size, learning rate and ``select_metric`` instead of the bare TrainConfig ones.
+    """
+    from alignlab.core.config import merge
+
+    # Validate keys against the dataclasses first, so that a typo is reported, then merge onto the defaults.
+    from_dict(RetrievalRunConfig, data or {}, where=where)
+    return from_dict(RetrievalRunConfig, merge(asdict(RetrievalRunConfig()), data or {}), where=where)
 
 
 @lru_cache(maxsize=4)
@@ -195,7 +283,9 @@ def run_retrieval(cfg: RetrievalRunConfig, run_dir: str | os.PathLike, *, resume
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     started = time.time()
-    dump_yaml(run_dir / "config.yaml", asdict(cfg))
+    distributed, world = ddp_.is_distributed(), ddp_.world_size()  # DDP under torchrun; see the module doc
+    if ddp_.is_main():
+        dump_yaml(run_dir / "config.yaml", asdict(cfg))
     data = data if data is not None else load_run_data(cfg.data)
     train_cfg = TrainConfig(**{**asdict(cfg.train), "seed": cfg.seed})
     tokenizer = WordTokenizer.build(data["train"].captions)
@@ -209,12 +299,13 @@ def run_retrieval(cfg: RetrievalRunConfig, run_dir: str | os.PathLike, *, resume
     if cfg.freeze_image_tower:
         for p in model.image_tower.parameters():
             p.requires_grad_(False)
+    global_batch = train_cfg.batch_size * world  # batch_size is per rank; the task builds global batches
     if cfg.model == "tiny-dual":
-        task: Any = DualContrastiveTask(model, data["train"], build_loss(cfg.loss, cfg.margin), train_cfg.batch_size,
-                                        cfg.seed, dev=data.get("val"))
+        loss = build_loss(cfg.loss, cfg.margin, gather=cfg.gather_negatives)
+        task: Any = DualContrastiveTask(model, data["train"], loss, global_batch, cfg.seed, dev=data.get("val"))
     elif cfg.model == "tiny-cross":
-        task = CrossMatchTask(model, data["train"], train_cfg.batch_size, cfg.seed, dev=data.get("val"),
-                              dev_images=cfg.cross_dev_images)
+        task = CrossMatchTask(model, data["train"], global_batch, cfg.seed, dev=data.get("val"),
+                              dev_images=cfg.cross_dev_images, gather=cfg.gather_negatives)
     else:
         raise ConfigError(f"cannot train model {cfg.model!r} here", fix="use tiny-dual or tiny-cross")
     fit_result: FitResult = fit(model, task, train_cfg, run_dir, resume=resume, config_for_hash=asdict(cfg),
@@ -225,15 +316,18 @@ def run_retrieval(cfg: RetrievalRunConfig, run_dir: str | os.PathLike, *, resume
     if cfg.test_images is not None:
         test = test.subset(range(min(cfg.test_images, test.n_images)))
     if cfg.model == "tiny-dual":
-        report = evaluate_dual(model, test)
+        report = evaluate_dual(model, test, distributed=distributed)
     else:
-        report = evaluate_scores(model.score(test.load_images(), test.captions), test.relevance)
+        report = evaluate_cross(model, test, distributed=distributed)
+    extra = {"world_size": world, "global_batch": global_batch * train_cfg.grad_accum} if distributed else {}
     result = make_result(task="retrieval", model=cfg.model, data=f"{test.name}:{test.n_images}", seed=cfg.seed,
                          metrics=report.metrics, definitions=report.definitions, config=asdict(cfg),
                          started=started, device=device, dev_curve=fit_result.dev_curve, best=best,
-                         steps=fit_result.steps)
-    write_json(run_dir / "per_query.json", {"i2t_rank": report.i2t_ranks, "t2i_rank": report.t2i_ranks})
-    write_json(run_dir / "results.json", result)
+                         steps=fit_result.steps, **extra)
+    if ddp_.is_main():
+        write_json(run_dir / "per_query.json", {"i2t_rank": report.i2t_ranks, "t2i_rank": report.t2i_ranks})
+        write_json(run_dir / "results.json", result)
+    ddp_.barrier()
     info(f"{cfg.model} seed {cfg.seed}: test " + ", ".join(f"{k}={v:.2f}" for k, v in report.metrics.items()
                                                            if "R@" in k or k == "rsum"))
     return result

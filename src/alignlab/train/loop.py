@@ -21,10 +21,19 @@ dev curve is stored, and when the metric improves the model is saved to ``best/`
 epoch and value, so ``best/`` is provably the argmax of the stored curve. A run folder holds
 ``log.jsonl`` (one line per logged step or evaluation), ``ckpt/last.pt``, ``best/``, ``final/`` and
 ``train_state.json``.
+
+Under ``torchrun`` (an initialised process group of more than one rank, see
+:mod:`alignlab.train.distributed`) the same loop trains with DDP: ``batch(epoch, index)`` is the
+*global* micro-batch and each rank trains its slice of it (or the task's ``local_batch(epoch, index,
+rank, world_size)``, for samplers that shard by themselves); every rank reseeds its global generators
+with a rank offset after the model exists; rank 0 alone writes checkpoints (holding every rank's RNG
+state), ``log.jsonl`` (losses averaged over ranks), ``best/``, ``final/`` and ``train_state.json``, and
+all ranks resume from them. In one process nothing of this runs.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -42,7 +51,8 @@ from alignlab.core.errors import ConfigError, ResumeError
 from alignlab.core.io import atomic_path, read_json, write_json, write_text
 from alignlab.core.manifest import config_hash
 from alignlab.core.progress import info, progress
-from alignlab.core.seed import derive_seed, get_rng_state, set_rng_state
+from alignlab.core.seed import derive_seed, get_rng_state, set_rng_state, set_seed
+from alignlab.train import distributed as ddp_
 
 
 @dataclass
@@ -222,6 +232,19 @@ class _JsonlLog:
         self._f.close()
 
 
+class _MemoryLog:
+    """Ranks other than 0 keep their log records in memory only (rank 0 writes ``log.jsonl``)."""
+
+    def __init__(self) -> None:
+        self.records: list[dict[str, Any]] = []
+
+    def write(self, rec: dict[str, Any]) -> None:
+        self.records.append(rec)
+
+    def close(self) -> None:
+        pass
+
+
 def fit(model: nn.Module, task: Any, cfg: TrainConfig, run_dir: str | os.PathLike, *, resume: bool = True,
         config_for_hash: Any = None, callbacks: Iterable[Callable[[dict[str, Any]], None]] = (),
         save_fn: Callable[[nn.Module, Path, Mapping[str, Any]], None] | None = None,
@@ -236,6 +259,9 @@ def fit(model: nn.Module, task: Any, cfg: TrainConfig, run_dir: str | os.PathLik
     """
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
+    # DDP: only when a process group of > 1 ranks is running (torchrun); otherwise all of this is inert.
+    distributed, rank, world = ddp_.is_distributed(), ddp_.rank(), ddp_.world_size()
+    main = rank == 0
     save = save_fn or _default_save
     chash = config_hash(config_for_hash if config_for_hash is not None else asdict(cfg))
     t_start = time.time()
@@ -277,25 +303,62 @@ def fit(model: nn.Module, task: Any, cfg: TrainConfig, run_dir: str | os.PathLik
             task.load_state_dict(ck["task"])
         optimizer.load_state_dict(ck["optimizer"])
         scheduler.load_state_dict(ck["scheduler"])
-        set_rng_state(_unpack_rng(ck["rng"]))
+        if ck.get("world_size", 1) != world:
+            raise ResumeError(f"the checkpoint was written by {ck.get('world_size', 1)} process(es), this run has "
+                              f"{world}", where=str(ckpt_path),
+                              fix="resume with the same number of processes (the global batch depends on it)")
+        # Each rank resumes its own generators (they differ by the rank offset); one process: "rng".
+        set_rng_state(_unpack_rng(ck["rng_ranks"][rank] if distributed else ck["rng"]))
         start_epoch, start_batch, global_step = ck["epoch"], ck["batch"], ck["step"]
         dev_curve = json.loads(ck["dev_curve"])
         best = json.loads(ck["best"]) if ck["best"] else None
         resumed_from = global_step
         info(f"{desc}: resuming {run_dir} at epoch {start_epoch}, batch {start_batch} (step {global_step})")
-    log = _JsonlLog(run_dir / "log.jsonl", keep_until_step=global_step if resumed_from is not None else None)
+    elif distributed:
+        # Seed with a rank offset only now that the model exists (DDP also broadcasts rank 0's weights),
+        # so that ranks draw different dropout masks and augmentations but start from one model.
+        set_seed(derive_seed(cfg.seed, "rank", rank))
+    if main:
+        log: _JsonlLog | _MemoryLog = _JsonlLog(run_dir / "log.jsonl",
+                                                keep_until_step=global_step if resumed_from is not None else None)
+    else:
+        log = _MemoryLog()
+    # Under DDP the task's loss sees a DDPModel: the model's attributes, forward passes through DDP.
+    train_model: Any = model
+    if distributed:
+        train_model = ddp_.DDPModel(model, device=device, methods=getattr(task, "ddp_methods", ()),
+                                    find_unused_parameters=getattr(task, "find_unused_parameters", False))
+        owned = {id(p) for p in model.parameters()}
+        extra_params = [p for p in params if id(p) not in owned]  # e.g. a loss's parameters: not DDP's
+
+    def local_batch(epoch: int, index: int) -> Any:
+        if not distributed:
+            return task.batch(epoch, index)
+        if hasattr(task, "local_batch"):
+            return task.local_batch(epoch, index, rank, world)
+        return ddp_.shard_batch(task.batch(epoch, index), rank, world)
 
     def checkpoint(epoch: int, batch: int) -> None:
+        rng_ranks = ddp_.all_gather_object(_pack_rng(get_rng_state())) if distributed else None
+        if not main:
+            ddp_.barrier()  # wait until rank 0 has written it
+            return
         ck = {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
               "rng": _pack_rng(get_rng_state()), "epoch": epoch, "batch": batch, "step": global_step,
               "dev_curve": json.dumps(dev_curve), "best": json.dumps(best) if best else "",
               "config_sha256": chash}
         if hasattr(task, "state_dict"):
             ck["task"] = task.state_dict()
+        if distributed:
+            ck["world_size"], ck["rng_ranks"] = world, rng_ranks
         with atomic_path(ckpt_path) as tmp:
             torch.save(ck, tmp)
+        if distributed:
+            ddp_.barrier()
 
     def write_state(done: bool) -> None:
+        if not main:
+            return
         write_json(state_path, {"config_sha256": chash, "done": done, "steps": global_step, "dev_curve": dev_curve,
                                 "best": best, "select_metric": cfg.select_metric, "select_mode": cfg.select_mode,
                                 "wall_s": round(time.time() - t_start, 3)})
@@ -315,16 +378,25 @@ def fit(model: nn.Module, task: Any, cfg: TrainConfig, run_dir: str | os.PathLik
                 micro = range(b, min(b + cfg.grad_accum, n_batches))
                 terms_sum: dict[str, float] = {}
                 for mb in micro:
-                    batch = task.batch(epoch, mb)
-                    terms = task.loss(model, batch)
-                    loss = sum(terms.values()) / len(micro)
-                    if not torch.isfinite(loss):
-                        raise FloatingPointError(f"loss became {loss.item()} at epoch {epoch}, batch {mb}; "
-                                                 "lower the learning rate")
-                    loss.backward()
+                    batch = local_batch(epoch, mb)
+                    # DDP: gradients are all-reduced on the last micro-batch of a step only.
+                    last_micro = not distributed or mb == micro[-1]
+                    sync = contextlib.nullcontext() if last_micro else train_model.no_sync()
+                    with sync:
+                        terms = task.loss(train_model, batch)
+                        loss = sum(terms.values()) / len(micro)
+                        if not torch.isfinite(loss):
+                            raise FloatingPointError(f"loss became {loss.item()} at epoch {epoch}, batch {mb}; "
+                                                     "lower the learning rate")
+                        loss.backward()
                     for k, v in terms.items():
                         terms_sum[k] = terms_sum.get(k, 0.0) + float(v.detach()) / len(micro)
                     n_samples += sizes(batch) if sizes else 1
+                if distributed and extra_params:
+                    ddp_.average_gradients(extra_params)
+                if distributed and b == first and epoch == start_epoch:
+                    # Once per run: work done outside DDP's forward is not synchronised; fail loudly.
+                    ddp_.check_gradients_in_sync(params)
                 if cfg.grad_clip > 0:
                     torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
                 optimizer.step()
@@ -332,9 +404,11 @@ def fit(model: nn.Module, task: Any, cfg: TrainConfig, run_dir: str | os.PathLik
                 global_step += 1
                 b = micro[-1] + 1
                 bar.update(len(micro))
-                rate = n_samples / max(1e-9, time.time() - t_epoch)
+                rate = n_samples * world / max(1e-9, time.time() - t_epoch)
                 bar.set_postfix(loss=f"{sum(terms_sum.values()):.4f}", samples_s=f"{rate:.0f}")
                 if global_step % cfg.log_every == 0:
+                    if distributed:  # log the global batch's loss: the mean of the ranks' shares
+                        terms_sum = ddp_.all_reduce_mean(terms_sum)
                     log.write({"step": global_step, "epoch": epoch, "lr": scheduler.get_last_lr()[0],
                                **terms_sum, "loss": sum(terms_sum.values())})
                 for cb in callbacks:
@@ -346,6 +420,8 @@ def fit(model: nn.Module, task: Any, cfg: TrainConfig, run_dir: str | os.PathLik
             if hasattr(task, "evaluate") and ((epoch + 1) % cfg.eval_every == 0 or last):
                 model.eval()
                 metrics = {k: float(v) for k, v in task.evaluate(model).items()}
+                if distributed:  # every rank evaluates (it may shard the work); rank 0's numbers count
+                    metrics = ddp_.broadcast_object(metrics)
                 entry = {"epoch": epoch + 1, "step": global_step, **metrics}
                 dev_curve.append(entry)
                 log.write({"step": global_step, "epoch": epoch, "dev": metrics})
@@ -356,7 +432,8 @@ def fit(model: nn.Module, task: Any, cfg: TrainConfig, run_dir: str | os.PathLik
                                           fix=f"choose one of: {', '.join(sorted(metrics))}")
                     if _is_better(metrics[key], best["value"] if best else None, cfg.select_mode):
                         best = {"epoch": epoch + 1, "step": global_step, "metric": key, "value": metrics[key]}
-                        save(model, run_dir / "best", best)
+                        if main:
+                            save(model, run_dir / "best", best)
                 info(f"{desc}: epoch {epoch + 1} dev " + ", ".join(f"{k}={v:.2f}" for k, v in metrics.items()))
             checkpoint(epoch + 1, 0)
             write_state(done=False)
@@ -366,10 +443,12 @@ def fit(model: nn.Module, task: Any, cfg: TrainConfig, run_dir: str | os.PathLik
     if cfg.select_metric is None:
         best = {"epoch": cfg.epochs, "step": global_step, "metric": None, "value": None}
     final_info = {"epoch": cfg.epochs, "step": global_step}
-    save(model, run_dir / "final", final_info)
-    if cfg.select_metric is None:
-        save(model, run_dir / "best", best)
+    if main:
+        save(model, run_dir / "final", final_info)
+        if cfg.select_metric is None:
+            save(model, run_dir / "best", best)
     write_state(done=True)
+    ddp_.barrier()  # best/ and final/ exist for every rank once fit returns
     return FitResult(run_dir, dev_curve, best, global_step, round(time.time() - t_start, 3), resumed_from,
                      log.records)
 

@@ -1,0 +1,1 @@
+"""Reports: results JSON -> Markdown and PNG plots (:func:`alignlab.report.render.render`)."""
