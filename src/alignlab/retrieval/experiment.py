@@ -36,12 +36,12 @@ DESCRIPTION = "seed spread, pretrained vs random image tower, VSE++ sum/max vs I
 class ReproExperimentConfig:
     seeds: list[int] = field(default_factory=lambda: [0, 1, 2, 3, 4])
     arms: list[str] = field(default_factory=lambda: ["infonce", "pretrained", "vse-sum", "vse-max"])
-    train_images: int = 3000
+    train_images: int = 2000
     val_images: int = 300
     test_images: int = 5000  # shapes-5k; shapes-1k is its first 1000 images
-    epochs: int = 12
+    epochs: int = 10
     batch_size: int = 64
-    lr: float = 2e-3
+    lr: float = 3e-3
     margin: float = 0.2
     model_config: dict[str, Any] = field(default_factory=dict)
     pretrain_images: int = 3000

@@ -75,7 +75,7 @@ def pretrain_image_tower(tower_cfg: TinyImageConfig, cfg: PretrainConfig, out_fi
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
-            loss_val = float(loss)
+            loss_val = float(loss.detach())
     tower.eval()
     with torch.no_grad():
         pred = (head(tower(tower.preprocess(ho_x))[1]) > 0).float()
