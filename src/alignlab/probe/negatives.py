@@ -1,0 +1,292 @@
+"""Compositional hard negatives for training (NegCLIP-style) and the training tasks that use them.
+
+For every training caption one *hard negative* is made from the caption itself, so that it shares its
+words and differs in structure:
+
+* ``swap_attribute`` — two colour words (or two size words of different value) exchanged
+  ("a red circle and a blue square" -> "a blue circle and a red square");
+* ``swap_relation`` — subject and object of a spatial relation exchanged
+  ("the circle left of the square" -> "the square left of the circle");
+* ``shuffle`` — all words shuffled.
+
+The structural swaps come first (in random order when both apply, as in NegCLIP, whose negatives are
+swaps); a shuffle is the fallback for captions with nothing to swap (most one-object captions). When the
+image's scene graph is known each candidate is checked with the truth evaluator and dropped if it is
+(coincidentally) true of the image, and the next kind is tried. Replacements are whole tokens and articles are made to agree ("an orange circle").
+
+Losses (``hard_negatives=False`` gives the plain versions, so both arms of an experiment run the
+same code):
+
+* :class:`DualHardNegativeTask` — InfoNCE where the hard negatives are extra text columns:
+  image→text ``CE(τ⁻¹ [I·Tᵀ, I·Hᵀ], diag)`` over the batch's captions *and* all hard negatives (as NegCLIP
+  does), text→image ``CE(τ⁻¹ T·Iᵀ, diag)`` over the batch's images only.
+* :class:`CrossHardNegativeTask` — a cross encoder trained listwise on *sampled* candidates: image ``k``
+  against its caption, ``K`` other captions of the batch and (with hard negatives) its hard negative;
+  caption ``k`` against its image and ``K`` other images. Scoring all B×B pairs of the batch (as
+  :class:`~alignlab.retrieval.training.CrossMatchTask` does) costs B² fusion passes, too slow on 2 CPU
+  cores; K = 7 keeps it linear in B.
+
+>>> rng = np.random.default_rng(0)
+>>> make_hard_negative("a red circle and a blue square", None, rng, kinds=("swap_attribute",))
+('a blue circle and a red square', 'swap_attribute')
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from alignlab.core.config import dump_yaml
+from alignlab.core.errors import ConfigError
+from alignlab.core.seed import derive_seed, set_seed
+from alignlab.data.pairs import ImageTextPairs
+from alignlab.data.shapes import COLOURS, GENERIC_NOUNS, POLYSEMOUS, SHAPES, SIZE_SYNONYMS, Scene, kind_plural
+from alignlab.data.text import WordTokenizer
+from alignlab.models.factory import build_model
+from alignlab.probe.build_shapes import caption_truth
+from alignlab.probe.perturb import detokenize, fix_articles, shuffle_all, tokenize
+from alignlab.retrieval.training import CrossMatchTask, DualContrastiveTask
+from alignlab.train.loop import TrainConfig, fit
+
+HARD_NEGATIVE_KINDS = ("swap_attribute", "swap_relation", "shuffle")
+_SIZE_OF = {w: s for s, ws in SIZE_SYNONYMS.items() for w in ws}
+_NOUNS = {*SHAPES, *POLYSEMOUS, *GENERIC_NOUNS, *GENERIC_NOUNS.values(), *(kind_plural(k) for k in (*SHAPES, *POLYSEMOUS))}
+_REL_WORDS = {"left", "right", "above", "over", "below", "under", "beneath"}
+
+
+def np_spans(tokens: Sequence[str]) -> list[tuple[int, int]]:
+    """Token spans ``[start, end)`` of the noun phrases ``det [size] [colour] noun`` in ``tokens``."""
+    spans, i, low = [], 0, [t.lower() for t in tokens]
+    while i < len(low):
+        if low[i] in ("a", "an", "the"):
+            j = i + 1
+            if j < len(low) and low[j] in _SIZE_OF:
+                j += 1
+            if j < len(low) and low[j] in COLOURS:
+                j += 1
+            if j < len(low) and low[j] in _NOUNS:
+                spans.append((i, j + 1))
+                i = j + 1
+                continue
+        i += 1
+    return spans
+
+
+def _swap_attribute(tokens: list[str], rng: np.random.Generator) -> list[str] | None:
+    low = [t.lower() for t in tokens]
+    pairs = []
+    for vocab, value in ((set(COLOURS), lambda w: w), (set(_SIZE_OF), lambda w: _SIZE_OF[w])):
+        pos = [i for i, w in enumerate(low) if w in vocab]
+        pairs += [(a, b) for ai, a in enumerate(pos) for b in pos[ai + 1:] if value(low[a]) != value(low[b])]
+    if not pairs:
+        return None
+    a, b = pairs[int(rng.integers(len(pairs)))]
+    out = list(tokens)
+    out[a], out[b] = out[b], out[a]
+    return fix_articles(out)
+
+
+def _swap_relation(tokens: list[str], rng: np.random.Generator) -> list[str] | None:
+    if not any(t.lower() in _REL_WORDS for t in tokens):
+        return None
+    spans = np_spans(tokens)
+    if len(spans) < 2:
+        return None
+    (a0, a1), (b0, b1) = spans[0], spans[1]
+    return [*tokens[:a0], *tokens[b0:b1], *tokens[a1:b0], *tokens[a0:a1], *tokens[b1:]]
+
+
+def _shuffle(tokens: list[str], rng: np.random.Generator) -> list[str] | None:
+    tags = ["punct" if not any(c.isalnum() for c in t) else "other" for t in tokens]
+    for _ in range(10):
+        out = shuffle_all(tokens, tags, rng)
+        if [t.lower() for t in out] != [t.lower() for t in tokens]:
+            return out
+    return None
+
+
+_MAKERS = {"swap_attribute": _swap_attribute, "swap_relation": _swap_relation, "shuffle": _shuffle}
+
+
+def make_hard_negative(text: str, scene: Scene | None, rng: np.random.Generator,
+                       kinds: Sequence[str] = HARD_NEGATIVE_KINDS) -> tuple[str, str] | None:
+    """A hard negative of ``text`` and its kind, or None when no kind applies.
+
+    ``scene`` (optional) is the image's scene graph: a candidate true of it is rejected.
+    """
+    tokens = tokenize(text)
+    swaps = [k for k in kinds if k != "shuffle"]
+    order = [swaps[int(k)] for k in rng.permutation(len(swaps))] + [k for k in kinds if k == "shuffle"]
+    for kind in order:
+        out = _MAKERS[kind](tokens, rng)
+        if out is None:
+            continue
+        cand = detokenize(out)
+        if cand.lower() == text.lower():
+            continue
+        if scene is not None and caption_truth(cand, scene):
+            continue
+        return cand, kind
+    return None
+
+
+class _HardNegatives:
+    """Per-batch hard negatives, a pure function of (seed, epoch, batch index) like the batches."""
+
+    def _init_negatives(self, pairs: ImageTextPairs, seed: int, hard_negatives: bool,
+                        kinds: Sequence[str]) -> None:
+        self.hard_negatives = hard_negatives
+        self.neg_seed = seed
+        self.kinds = tuple(kinds)
+        for k in self.kinds:
+            if k not in HARD_NEGATIVE_KINDS:
+                raise ConfigError(f"unknown hard negative kind {k!r}", fix=f"use {', '.join(HARD_NEGATIVE_KINDS)}")
+        meta = pairs.image_meta or []
+        self.scenes = [Scene.from_dict(m["scene"]) if isinstance(m, dict) and "scene" in m else None for m in meta]
+        self.neg_counts: dict[str, int] = {}
+
+    def negatives(self, texts: list[str], idx: np.ndarray, epoch: int, index: int) -> list[str | None]:
+        if not self.hard_negatives:
+            return [None] * len(texts)
+        rng = np.random.default_rng(derive_seed(self.neg_seed, "hard-negatives", epoch, index))
+        out: list[str | None] = []
+        for t, i in zip(texts, idx, strict=True):
+            scene = self.scenes[int(i)] if self.scenes else None
+            made = make_hard_negative(t, scene, rng, self.kinds)
+            out.append(made[0] if made else None)
+            kind = made[1] if made else "none"
+            self.neg_counts[kind] = self.neg_counts.get(kind, 0) + 1
+        return out
+
+
+class DualHardNegativeTask(DualContrastiveTask, _HardNegatives):
+    """InfoNCE for a dual encoder with each caption's hard negative as an extra text column (NegCLIP)."""
+
+    def __init__(self, model: nn.Module, train: ImageTextPairs, batch_size: int, seed: int, *,
+                 hard_negatives: bool = True, kinds: Sequence[str] = HARD_NEGATIVE_KINDS,
+                 dev: ImageTextPairs | None = None):
+        from alignlab.train.losses import InfoNCELoss
+
+        super().__init__(model, train, InfoNCELoss(), batch_size, seed, dev=dev)
+        self._init_negatives(self.pairs, seed, hard_negatives, kinds)
+
+    def batch(self, epoch: int, index: int) -> tuple[Any, ...]:
+        images, texts, idx = super().batch(epoch, index)
+        return images, texts, idx, self.negatives(texts, idx, epoch, index)
+
+    def loss(self, model: nn.Module, batch: Any) -> dict[str, torch.Tensor]:
+        images, texts, _, negs = batch
+        hard = [n for n in negs if n is not None]
+        x = model.image_tower.preprocess(images, model.device)
+        out = model(x, *model.tokenize(list(texts) + hard))
+        b = len(texts)
+        logits = out["logit_scale"] * out["image_emb"] @ out["text_emb"].T  # [B, B + H]
+        target = torch.arange(b, device=logits.device)
+        i2t = F.cross_entropy(logits, target)
+        t2i = F.cross_entropy(logits[:, :b].T, target)
+        return {"contrastive_loss": 0.5 * (i2t + t2i)}
+
+
+class CrossHardNegativeTask(CrossMatchTask, _HardNegatives):
+    """Listwise matching for a cross encoder on K sampled in-batch candidates (+ the hard negative)."""
+
+    def __init__(self, model: nn.Module, train: ImageTextPairs, batch_size: int, seed: int, *,
+                 hard_negatives: bool = True, sampled_negatives: int = 7,
+                 kinds: Sequence[str] = HARD_NEGATIVE_KINDS):
+        super().__init__(model, train, batch_size, seed, dev=None)
+        self._init_negatives(self.pairs, seed, hard_negatives, kinds)
+        if sampled_negatives < 1:
+            raise ConfigError("sampled_negatives must be >= 1")
+        self.k = sampled_negatives
+
+    def batch(self, epoch: int, index: int) -> tuple[Any, ...]:
+        images, texts, idx = super().batch(epoch, index)
+        return images, texts, idx, self.negatives(texts, idx, epoch, index)
+
+    def loss(self, model: nn.Module, batch: Any) -> dict[str, torch.Tensor]:
+        images, texts, _, negs = batch
+        b = len(texts)
+        hard = [n for n in negs if n is not None]
+        x = model.image_tower.preprocess(images, model.device)
+        img_tok, _ = model.image_tower(x)
+        ids, mask = model.tokenize(list(texts) + hard)
+        txt_tok, _ = model.text_tower(ids, mask)
+        k = min(self.k, b - 1)
+        dev = img_tok.device
+        rows = torch.arange(b, device=dev)
+        shifts = torch.arange(k + 1, device=dev)
+        others = (rows[:, None] + shifts[None, :]) % b  # column 0: the match; then K other batch members
+        # Image -> text candidates: its caption, K other captions, and its hard negative when it has one.
+        hard_col = torch.full((b,), -1, dtype=torch.long, device=dev)
+        h = 0
+        for r, n in enumerate(negs):
+            if n is not None:
+                hard_col[r] = b + h
+                h += 1
+        cand_t = torch.cat([others, hard_col[:, None]], dim=1) if h else others
+        valid = cand_t >= 0
+        ii = rows[:, None].expand_as(cand_t)[valid]
+        tt = cand_t[valid]
+        logits_t = torch.full(cand_t.shape, float("-inf"), device=dev)
+        logits_t[valid] = model.fuse(img_tok[ii], txt_tok[tt], mask[tt])
+        # Text -> image candidates: its image and K other images.
+        ii2 = others.reshape(-1)
+        tt2 = rows[:, None].expand_as(others).reshape(-1)
+        logits_i = model.fuse(img_tok[ii2], txt_tok[tt2], mask[tt2]).view(b, k + 1)
+        target = torch.zeros(b, dtype=torch.long, device=dev)
+        return {"match_loss": 0.5 * (F.cross_entropy(logits_t, target) + F.cross_entropy(logits_i, target))}
+
+
+# --- one training run -------------------------------------------------------------------------------
+
+
+@dataclass
+class ProbeTrainConfig:
+    """One tiny model trained on image–caption pairs, with or without compositional hard negatives."""
+
+    arch: str = "tiny-dual"  # tiny-dual | tiny-cross
+    model_config: dict[str, Any] = field(default_factory=dict)
+    hard_negatives: bool = False
+    negative_kinds: list[str] = field(default_factory=lambda: list(HARD_NEGATIVE_KINDS))
+    sampled_negatives: int = 7  # cross encoder: in-batch candidates per image and per caption
+    train: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=6, batch_size=64, lr=2e-3,
+                                                                   warmup_steps=10, log_every=20))
+    seed: int = 0
+
+
+def train_probe_model(cfg: ProbeTrainConfig, train: ImageTextPairs, run_dir: str | os.PathLike, *,
+                      resume: bool = True, device: str = "cpu") -> tuple[nn.Module, dict[str, Any]]:
+    """Train one model in ``run_dir`` (resumable; a finished run is loaded, not retrained).
+
+    Returns the model (final weights, eval mode) and ``{"steps", "wall_s", "negatives"}`` (how many hard
+    negatives of each kind were made).
+    """
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    dump_yaml(run_dir / "config.yaml", asdict(cfg))
+    tcfg = TrainConfig(**{**asdict(cfg.train), "seed": cfg.seed, "select_metric": None})
+    tokenizer = WordTokenizer.build(train.captions)
+    set_seed(cfg.seed)
+    model = build_model(cfg.arch, cfg.model_config, tokenizer)
+    if cfg.arch == "tiny-dual":
+        task: Any = DualHardNegativeTask(model, train, tcfg.batch_size, cfg.seed, hard_negatives=cfg.hard_negatives,
+                                         kinds=cfg.negative_kinds)
+    elif cfg.arch == "tiny-cross":
+        task = CrossHardNegativeTask(model, train, tcfg.batch_size, cfg.seed, hard_negatives=cfg.hard_negatives,
+                                     sampled_negatives=cfg.sampled_negatives, kinds=cfg.negative_kinds)
+    else:
+        raise ConfigError(f"cannot train {cfg.arch!r} here", fix="use tiny-dual or tiny-cross")
+    t0 = time.time()
+    res = fit(model, task, tcfg, run_dir, resume=resume, config_for_hash=asdict(cfg), device=device,
+              desc=f"{cfg.arch}{' +hardneg' if cfg.hard_negatives else ''} seed {cfg.seed}")
+    model.eval()
+    return model, {"steps": res.steps, "wall_s": round(time.time() - t0, 2), "negatives": dict(task.neg_counts)}
