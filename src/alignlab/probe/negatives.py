@@ -55,6 +55,7 @@ from alignlab.models.factory import build_model
 from alignlab.probe.build_shapes import caption_truth
 from alignlab.probe.perturb import detokenize, fix_articles, shuffle_all, tokenize
 from alignlab.retrieval.training import CrossMatchTask, DualContrastiveTask
+from alignlab.train.distributed import forward_through
 from alignlab.train.loop import TrainConfig, fit
 
 HARD_NEGATIVE_KINDS = ("swap_attribute", "swap_relation", "shuffle")
@@ -213,6 +214,11 @@ class CrossHardNegativeTask(CrossMatchTask, _HardNegatives):
         return images, texts, idx, self.negatives(texts, idx, epoch, index)
 
     def loss(self, model: nn.Module, batch: Any) -> dict[str, torch.Tensor]:
+        # The towers and the fusion run in one DDP forward pass when training is distributed (a plain call
+        # otherwise), so that their gradients are synchronised across ranks.
+        return forward_through(model, self._loss, batch)
+
+    def _loss(self, model: nn.Module, batch: Any) -> dict[str, torch.Tensor]:
         images, texts, _, negs = batch
         b = len(texts)
         hard = [n for n in negs if n is not None]
