@@ -183,6 +183,33 @@ def test_second_pass_takes_over_when_near_ties_overflow_the_memory_bound(ties, m
     assert_matches_reference(rep, img.astype(np.float64) @ txt.T, relevance, ties)
 
 
+@pytest.mark.parametrize("ties", POLICIES)
+def test_compare_counting_path_equals_sign_counting_path(ties, monkeypatch):
+    rng = np.random.default_rng(9)
+    relevance, m = random_relevance(rng, 35)
+    scores = rng.integers(0, 3, size=(35, m)).astype(np.float32)
+    fast = evaluate_scores(scores, relevance, ties=ties, chunk_size=5)
+    monkeypatch.setattr(metrics_mod, "_USE_SIGN_COUNTS", False)
+    plain = evaluate_scores(scores, relevance, ties=ties, chunk_size=5)
+    np.testing.assert_array_equal(fast.i2t_ranks, plain.i2t_ranks)
+    assert fast.ties == plain.ties
+    assert_matches_reference(plain, scores, relevance, ties)
+
+
+def test_flush_to_zero_switches_off_sign_counting(monkeypatch):
+    monkeypatch.setattr(metrics_mod, "_SIGN_EXACT", {})
+    s = torch.zeros(2, 2)
+    assert metrics_mod._sign_counts_exact(s, 2)
+    if not torch.set_flush_denormal(True):
+        pytest.skip("this CPU cannot flush denormals")
+    try:
+        metrics_mod._SIGN_EXACT.clear()
+        assert not metrics_mod._sign_counts_exact(s, 2)  # tiny gaps would read as ties: use compares
+    finally:
+        torch.set_flush_denormal(False)
+        metrics_mod._SIGN_EXACT.clear()
+
+
 def test_a_matmul_outside_the_error_bound_is_caught_and_recomputed(monkeypatch):
     # Pretend the matmul rounds worse than IEEE float32 allows (as TF32 would): the interval check must
     # notice that a caption's best score lies outside [lo, hi] and fall back to the exact second pass.

@@ -17,7 +17,7 @@ from alignlab.retrieval import (
     evaluate_scores,
     get_protocol,
 )
-from alignlab.retrieval.protocols import fold_pairs
+from alignlab.retrieval.protocols import Protocol, fold_pairs
 
 
 def synthetic_pairs(n_images: int, seed: int = 0, max_per_image: int = 3) -> ImageTextPairs:
@@ -80,15 +80,18 @@ def test_coco_1k_folds_are_sequential_thousands_with_renumbered_captions():
 
 
 def test_score_matrix_protocol_equals_embedding_protocol():
-    pairs = synthetic_pairs(5000, seed=3)
+    small = Protocol("test-3fold", "3 folds of 200 images", 600, folds=3)  # any Protocol instance works
+    pairs = synthetic_pairs(600, seed=3, max_per_image=7)
     rng = np.random.default_rng(2)
-    img = rng.integers(-3, 4, size=(5000, 24)).astype(np.float32)  # exact integer scores: some ties
-    txt = rng.integers(-3, 4, size=(pairs.n_captions, 24)).astype(np.float32)
-    a = evaluate_protocol("coco-1k-5fold", img, txt, pairs, ties="index")
-    b = evaluate_protocol_scores("coco-1k-5fold", img @ txt.T, pairs, ties="index")
-    np.testing.assert_array_equal(a.i2t_ranks, b.i2t_ranks)
-    np.testing.assert_array_equal(a.t2i_ranks, b.t2i_ranks)
-    assert a.metrics == b.metrics and a.ties["i2t_tied_queries"] > 0
+    img = rng.integers(-2, 3, size=(600, 6)).astype(np.float32)  # exact integer scores: ties included
+    txt = rng.integers(-2, 3, size=(pairs.n_captions, 6)).astype(np.float32)
+    for ties in ("pessimistic", "optimistic", "index"):
+        a = evaluate_protocol(small, img, txt, pairs, ties=ties)
+        b = evaluate_protocol_scores(small, img @ txt.T, pairs, ties=ties)
+        assert [f.n_images for f in a.folds] == [200, 200, 200]
+        np.testing.assert_array_equal(a.i2t_ranks, b.i2t_ranks)
+        np.testing.assert_array_equal(a.t2i_ranks, b.t2i_ranks)
+        assert a.metrics == b.metrics and a.ties["i2t_tied_queries"] > 0
 
 
 def test_fold_pairs_keeps_captions_shared_across_images():

@@ -34,9 +34,10 @@ matrix); each block is compared with thresholds and reduced to counts, so memory
 * i2t: a block holds all candidates of its image queries, so ``s*`` is read from the block itself
   and the counts are exact.
 * t2i needs each caption's ``s*`` before its column has been seen. Before the pass, each relevant pair's
-  score is recomputed in float64 with a rigorous bound on the float32 GEMM's rounding error
-  (``|fl(x·y) - x·y| <= γ_D Σ_k |x_k y_k|``, ``γ_D = D u / (1 - D u)``), which gives an interval
-  ``[lo_c, hi_c]`` that must contain the caption's ``s*``. Each block adds ``#{s > hi_c}`` per column
+  score is recomputed on its own (a row-wise dot product). Any float dot product is within
+  ``γ_D Σ_k |x_k y_k| <= γ_D |x| |y|`` of the exact one (``γ_D = D u / (1 - D u)``, ``u`` the unit
+  roundoff, whatever the summation order), so the recomputed and the GEMM's value differ by at most
+  ``2 γ_D |x| |y|``: an interval ``[lo_c, hi_c]`` that must contain the caption's ``s*``. Each block adds ``#{s > hi_c}`` per column
   and keeps the few entries inside ``[lo_c, hi_c]``; after the pass the exact ``s*`` (read from the
   blocks) resolves those entries. The interval is *checked* (``lo_c <= s* <= hi_c`` with the block's
   own values), so the result is exact even on hardware whose matmul breaks the bound (TF32); when the
@@ -59,7 +60,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -88,8 +89,11 @@ DEFINITIONS: dict[str, str] = {
                     "candidate (only these can change rank between tie policies)",
 }
 
-# Scores per block when chunk_size is None: 4M entries = 16 MB of float32 (see benchmarks/bench_retrieval_eval.py).
-DEFAULT_BLOCK_ENTRIES = 1 << 22
+# Scores per block when chunk_size is None: 8M entries = 32 MB of float32. The matmul needs blocks of many
+# rows to run at full speed (each call repacks the caption matrix); see benchmarks/bench_retrieval_eval.py.
+DEFAULT_BLOCK_ENTRIES = 1 << 23
+# The comparisons then walk each block in sub-blocks of this many scores (8 MB: they stay in cache).
+SUB_BLOCK_ENTRIES = 1 << 21
 # The t2i entries kept inside [lo, hi] may use at most max(block entries // 4, _BAND_MIN) slots (20 bytes
 # each) before the second pass takes over; a module constant so tests can force the second pass.
 _BAND_MIN = 4096
@@ -119,7 +123,6 @@ class RetrievalReport:
     n_captions: int
     n_pairs: int
     t2i_method: str = "one pass"
-    extra: dict[str, Any] = field(default_factory=dict)
 
     def hits(self, direction: str, k: int) -> np.ndarray:
         """Per-query hit@k (bool array) of ``direction`` ("i2t" or "t2i"), e.g. for paired tests."""
@@ -278,13 +281,14 @@ class _Source:
 
 
 class _EmbeddingSource(_Source):
-    def __init__(self, q: torch.Tensor, c: torch.Tensor, block_entries: int):
+    def __init__(self, q: torch.Tensor, c: torch.Tensor):
         self.q, self.c = q, c
         self.n_rows, self.n_cols = len(q), len(c)
         self.dtype, self.device = q.dtype, q.device
-        self.block_entries = block_entries
+        self.q_norm, self.c_norm = q.norm(dim=1), c.norm(dim=1)
+        self._buf: torch.Tensor | None = None
         # Finite embeddings can still overflow in the product; check blocks only when that is possible.
-        bound = float(q.norm(dim=1).max()) * float(c.norm(dim=1).max()) if len(q) and len(c) else 0.0
+        bound = float(self.q_norm.max()) * float(self.c_norm.max())
         self.check_blocks = not math.isfinite(bound) or bound >= torch.finfo(self.dtype).max / 4
 
     def _checked(self, s: torch.Tensor, a: int, transposed: bool) -> torch.Tensor:
@@ -295,30 +299,36 @@ class _EmbeddingSource(_Source):
                             fix="normalise the embeddings (normalize=True) or scale them down")
         return s
 
+    def _product(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        # Reuse one output buffer: a fresh 32 MB tensor per block costs page faults on every call.
+        # (The pass copies out what it keeps of a block before asking for the next one.)
+        n = len(x) * len(y)
+        if self._buf is None or self._buf.numel() < n:
+            self._buf = torch.empty(n, dtype=self.dtype, device=self.device)
+        return torch.matmul(x, y.T, out=self._buf[:n].view(len(x), len(y)))
+
     def block(self, a: int, b: int) -> torch.Tensor:
-        return self._checked(self.q[a:b] @ self.c.T, a, False)
+        return self._checked(self._product(self.q[a:b], self.c), a, False)
 
     def block_t(self, a: int, b: int) -> torch.Tensor:
-        return self._checked(self.c[a:b] @ self.q.T, a, True)
+        return self._checked(self._product(self.c[a:b], self.q), a, True)
 
     def column_bounds(self, rows, cols, n_cols):
+        # Each relevant pair's dot product is recomputed on its own (vecdot, any summation order). Both it
+        # and the GEMM's value are within gamma_D * sum_k |x_k y_k| <= gamma_D * |x| |y| of the exact dot
+        # product, so they differ by at most 2 gamma_D |x| |y| (1% slack for the rounding of the norms).
         d = self.q.shape[1]
         u = torch.finfo(self.dtype).eps / 2  # unit roundoff of the matmul's dtype
-        if d * u >= 0.5:
+        if d * u >= 0.25:
             return None
-        gamma = d * u / (1 - d * u) + d * 2.0 ** -53 / (1 - d * 2.0 ** -53)  # the GEMM's + our float64 sum's
-        approx = torch.empty(len(rows), dtype=torch.float64, device=self.device)
-        radius = torch.empty_like(approx)
-        step = max(1, self.block_entries // (8 * max(d, 1)))  # float64 temporaries ~ a float32 block
+        gamma = d * u / (1 - d * u)
+        approx = torch.empty(len(rows), dtype=self.dtype, device=self.device)
+        step = max(1, SUB_BLOCK_ENTRIES // max(d, 1))  # gathered rows of ~2M numbers at a time
         for p in range(0, len(rows), step):
-            x = self.q[rows[p:p + step]].double()
-            y = self.c[cols[p:p + step]].double()
-            prod = x * y  # exact: the product of two float32 (or float64 rounded once) numbers
-            approx[p:p + step] = prod.sum(1)
-            radius[p:p + step] = prod.abs().sum(1)
-        tiny = d * torch.finfo(self.dtype).tiny  # underflow slack
-        radius = radius * (gamma * 1.01) + tiny
-        return _bounds_from_pairs(approx, radius, cols, n_cols, self.dtype)
+            approx[p:p + step] = torch.linalg.vecdot(self.q[rows[p:p + step]], self.c[cols[p:p + step]])
+        radius = (2.02 * gamma) * (self.q_norm[rows].double() * self.c_norm[cols].double())
+        radius += d * torch.finfo(self.dtype).tiny  # underflow slack
+        return _bounds_from_pairs(approx.double(), radius, cols, n_cols, self.dtype)
 
 
 class _ScoreSource(_Source):
@@ -373,15 +383,32 @@ class _PassResult:
     band: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None  # (row, col, score) inside [lo, hi]
 
 
-def _count(mask: torch.Tensor, dim: int) -> torch.Tensor:
-    """``mask.sum(dim)`` as int64.
+_SIGN_EXACT: dict[tuple[str, torch.dtype], bool] = {}
+_USE_SIGN_COUNTS = True  # tests switch it off to check the compare path
 
-    Summing the mask's bytes into the narrowest integer that cannot overflow is 5-30x faster on CPU
-    than ``bool.sum`` (which widens every element to int64 first).
+
+def _sign_counts_exact(s: torch.Tensor, n: int) -> bool:
+    """Whether ``sign(a - b)`` counts are exact here: float sums of n signs are exact integers, and the
+    device keeps subnormal differences (no flush-to-zero, which would turn tiny gaps into ties)."""
+    if not _USE_SIGN_COUNTS or n > 2 / torch.finfo(s.dtype).eps:  # integers exact up to 2^24 in float32
+        return False
+    key = (str(s.device), s.dtype)
+    if key not in _SIGN_EXACT:
+        tiny = torch.finfo(s.dtype).tiny
+        x = torch.tensor([1.5 * tiny], dtype=s.dtype, device=s.device)
+        _SIGN_EXACT[key] = bool((x - 1.25 * tiny != 0).all()) and bool((x - x == 0).all())
+    return _SIGN_EXACT[key]
+
+
+def _count(mask: torch.Tensor, dim: int) -> torch.Tensor:
+    """``mask.sum(dim)`` in the narrowest integer type that cannot overflow.
+
+    Summing the mask's bytes that way is 5-30x faster on CPU than ``bool.sum`` (which widens every
+    element to int64 first).
     """
     n = mask.shape[dim]
     dtype = torch.uint8 if n <= 255 else torch.int16 if n <= 32767 else torch.int32
-    return mask.view(torch.uint8).sum(dim, dtype=dtype).long()
+    return mask.view(torch.uint8).sum(dim, dtype=dtype)
 
 
 def _rank_pass(block: Callable[[int, int], torch.Tensor], n_rows: int, n_cols: int, ptr: np.ndarray,
@@ -402,11 +429,13 @@ def _rank_pass(block: Callable[[int, int], torch.Tensor], n_rows: int, n_cols: i
         band_parts: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
         band_size = 0
     col_index = torch.arange(n_cols, device=dev) if ties == "index" else None
-    mask_buf = torch.empty(min(chunk, n_rows), n_cols, dtype=torch.bool, device=dev)
+    # Comparisons run over sub-blocks of ~2M scores that stay in cache (the matmul wants big blocks).
+    sub_rows = max(1, min(chunk, SUB_BLOCK_ENTRIES // max(n_cols, 1)))
+    mask_buf = torch.empty(min(sub_rows, n_rows), n_cols, dtype=torch.bool, device=dev)
+    diff_buf: torch.Tensor | None = None
     for a in range(0, n_rows, chunk):
         b = min(a + chunk, n_rows)
         s = block(a, b)
-        mask = mask_buf[:b - a]
         if pair_vals is None:
             pair_vals = torch.empty(len(rows), dtype=s.dtype, device=dev)
         p0, p1 = int(ptr[a]), int(ptr[b])
@@ -417,8 +446,31 @@ def _rank_pass(block: Callable[[int, int], torch.Tensor], n_rows: int, n_cols: i
         is_best = vals == best[lr]
         rel_eq = torch.zeros(b - a, dtype=torch.int64, device=dev).index_add_(0, lr, is_best.long())
         thr = best[:, None]
-        gt = _count(torch.gt(s, thr, out=mask), 1)  # no relevant candidate is above its own best
-        eq = _count(torch.ge(s, thr, out=mask), 1) - gt - rel_eq
+        gt = torch.empty(b - a, dtype=torch.int64, device=dev)  # no relevant candidate is above its own best
+        ge = torch.empty_like(gt)
+        if col_side:
+            above = torch.zeros(n_cols, dtype=torch.int64, device=dev)
+            at_least_lo = torch.zeros_like(above)
+        for sa in range(0, b - a, sub_rows):
+            sb = min(sa + sub_rows, b - a)
+            ss, mask = s[sa:sb], mask_buf[:sb - sa]
+            if _sign_counts_exact(s, n_cols):
+                # One pass instead of two compares: sign(s - s*) is exactly -1, 0 or +1, so its sum is
+                # #above - #below and its absolute sum #above + #below (integers, exact in float).
+                if diff_buf is None:
+                    diff_buf = torch.empty(mask_buf.shape, dtype=s.dtype, device=dev)
+                d = torch.sub(ss, thr[sa:sb], out=diff_buf[:sb - sa]).sign_()
+                net = d.sum(1)
+                both = d.abs_().sum(1)
+                gt[sa:sb] = (both + net) * 0.5
+                ge[sa:sb] = n_cols - (both - net) * 0.5
+            else:
+                gt[sa:sb] = _count(torch.gt(ss, thr[sa:sb], out=mask), 1)
+                ge[sa:sb] = _count(torch.ge(ss, thr[sa:sb], out=mask), 1)
+            if col_side:
+                above += _count(torch.gt(ss, hi, out=mask), 0)
+                at_least_lo += _count(torch.ge(ss, lo, out=mask), 0)
+        eq = ge - gt - rel_eq
         if ties == "pessimistic":
             r = 1 + gt + eq
         elif ties == "optimistic":
@@ -431,23 +483,22 @@ def _rank_pass(block: Callable[[int, int], torch.Tensor], n_rows: int, n_cols: i
                     0, lr, torch.where(is_best, lc, n_cols), "amin")
                 sub = s[tied_rows]
                 before = _count((sub == thr[tied_rows]) & (col_index[None, :] < first[tied_rows, None]), 1)
-                r[tied_rows] += before  # no relevant candidate at score s* lies before c*
+                r[tied_rows] += before.long()  # no relevant candidate at score s* lies before c*
         ranks[a:b] = r
         tied[a:b] = eq
         if col_side:
-            above = _count(torch.gt(s, hi, out=mask), 0)
             col_gt += above
-            inside = _count(torch.ge(s, lo, out=mask), 0) - above
+            inside = at_least_lo - above
             band_cols = torch.nonzero(inside).squeeze(1)
             if len(band_cols):
-                band_size += int(inside.sum())
+                sub = s[:, band_cols]
+                keep = (sub >= lo[:, band_cols]) & (sub <= hi[:, band_cols])
+                rr, kk = torch.nonzero(keep, as_tuple=True)
+                band_size += len(rr)
                 if band_size > band_cap:  # too many near-ties to keep: t2i gets its own pass
                     col_side = False
                     band_parts = []
                     continue
-                sub = s[:, band_cols]
-                keep = (sub >= lo[:, band_cols]) & (sub <= hi[:, band_cols])
-                rr, kk = torch.nonzero(keep, as_tuple=True)
                 band_parts.append((rr + a, band_cols[kk], sub[rr, kk]))
     assert pair_vals is not None
     result = _PassResult(ranks, tied, pair_vals)
@@ -497,8 +548,7 @@ def _resolve_columns(res: _PassResult, rows: torch.Tensor, cols: torch.Tensor, n
 
 
 def _evaluate(source: _Source, relevance: Sequence[Sequence[int]], ks: tuple[int, ...], ties: str,
-              chunk_size: int | None, definitions: dict[str, str], extra: dict[str, Any] | None = None
-              ) -> RetrievalReport:
+              chunk_size: int | None, definitions: dict[str, str]) -> RetrievalReport:
     n, m = source.n_rows, source.n_cols
     dev = source.device
     np_rows, np_cols = _pair_arrays(relevance)
@@ -539,7 +589,7 @@ def _evaluate(source: _Source, relevance: Sequence[Sequence[int]], ks: tuple[int
     defs.update(definitions)
     return RetrievalReport(metrics=metrics, i2t_ranks=i2t_ranks, t2i_ranks=t2i_ranks, ties=tie_counts,
                            definitions=defs, ks=ks, tie_policy=ties, n_images=n, n_captions=m,
-                           n_pairs=len(np_rows), t2i_method=method, extra=dict(extra or {}))
+                           n_pairs=len(np_rows), t2i_method=method)
 
 
 # --- public API -----------------------------------------------------------------------------------------
@@ -561,7 +611,7 @@ def evaluate_embeddings(image_emb: Any, text_emb: Any, relevance: Any, ks: Seque
         relevance: ``relevance[i]`` = caption ids of image ``i`` (or an :class:`ImageTextPairs`).
         ks: the K of R@K.
         ties: ``"pessimistic"``, ``"optimistic"`` or ``"index"`` (see the module docstring).
-        chunk_size: image rows per block (None: about 4M scores per block).
+        chunk_size: image rows per block (None: about 8M scores, 32 MB of float32, per block).
 
     >>> import torch
     >>> img = torch.eye(3)
@@ -587,7 +637,8 @@ def evaluate_embeddings(image_emb: Any, text_emb: Any, relevance: Any, ks: Seque
     dtype = _compute_dtype(q, c)
     q, c = q.to(dtype), c.to(dtype)
     for t, name in ((q, "image_emb"), (c, "text_emb")):
-        if not bool(torch.isfinite(t).all()):
+        # A NaN/inf makes the sum NaN/inf; only then look for the row (a finite overflow finds none).
+        if not math.isfinite(float(t.sum())) and not bool(torch.isfinite(t).all()):
             raise DataError(f"{name} row {_first_bad_row(t)} has NaN or inf", where=name,
                             fix="check the encoder's output (a diverged model or a bad input)")
     if normalize:
@@ -598,8 +649,7 @@ def evaluate_embeddings(image_emb: Any, text_emb: Any, relevance: Any, ks: Seque
                                 "normalised", where=name, fix="drop it or use normalize=False")
         q = q / q.norm(dim=1, keepdim=True)
         c = c / c.norm(dim=1, keepdim=True)
-    block_entries = (chunk_size or max(1, DEFAULT_BLOCK_ENTRIES // len(c))) * len(c)
-    source = _EmbeddingSource(q, c, max(block_entries, DEFAULT_BLOCK_ENTRIES))
+    source = _EmbeddingSource(q, c)
     sim = f"dot product of the {'L2-normalised (cosine)' if normalize else 'given (not normalised)'} embeddings"
     return _evaluate(source, rel, ks, ties, chunk_size,
                      {"similarity": f"{sim}, computed in {str(dtype).replace('torch.', '')}"})
