@@ -1,0 +1,163 @@
+"""``alignlab distill dcd teacher|train`` and ``alignlab distill bench``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+from alignlab.core.config import load_yaml, merge, parse_overrides
+from alignlab.core.errors import ConfigError
+from alignlab.core.io import write_json, write_text
+
+
+def register_verbs(verbs: argparse._SubParsersAction) -> None:
+    from alignlab.distill.dcd.train import ARMS
+
+    d = verbs.add_parser("dcd", help="dynamic contrastive distillation for image–text retrieval",
+                         description="DCD (Rao et al., TMM 2023): a cross-encoder teacher mines hard negatives "
+                                     "and its scores are distilled into a fast student with per-sample "
+                                     "difficulty weights.")
+    dv = d.add_subparsers(dest="dcd_verb", required=True, metavar="<verb>")
+
+    t = dv.add_parser("teacher", help="train a tiny cross-encoder teacher on near-duplicate ShapesWorld",
+                      description="Train the tiny cross encoder that DCD students learn from (batches of whole "
+                                  "near-duplicate groups, CE over the batch's score grid); resumable.")
+    _common(t, default_out="runs/dcd-teacher")
+    t.set_defaults(run=run_teacher)
+
+    tr = dv.add_parser("train", help="distil a teacher into a dual or shallow cross-encoder student",
+                       description="Train a student with teacher-mined hard negatives and the DCD loss (or a "
+                                   "baseline, see --arm); evaluates the best checkpoint on the test split and "
+                                   "writes results.json + per_query.json (readable by `alignlab repro compare`). "
+                                   "Re-running the same command resumes an interrupted run.")
+    tr.add_argument("--teacher", default=None,
+                    help="the teacher: ckpt:<dir> (e.g. from `distill dcd teacher`) or any model spec")
+    tr.add_argument("--arm", choices=sorted(ARMS), default="dcd",
+                    help="named setting: " + "; ".join(f"{k}: {', '.join(f'{a}={b}' for a, b in v.items())}"
+                                                        for k, v in ARMS.items()) + " (default: dcd)")
+    tr.add_argument("--student", choices=["dual", "shallow-cross"], default=None,
+                    help="student kind (default: the config's, dual)")
+    _common(tr, default_out="runs/dcd-student")
+    tr.set_defaults(run=run_train)
+
+    b = verbs.add_parser("bench", help="full-ranking time of a cross-encoder teacher vs its students",
+                         description="Rank N images × C captions with the teacher and each student in one "
+                                     "process: seconds, pairs fused, speed-up, R@K, RSUM and the share of the "
+                                     "teacher's RSUM kept (goal: a dual student >= 500× faster keeping >= 90%).")
+    b.add_argument("--teacher", required=True, help="teacher spec, e.g. ckpt:runs/dcd-teacher")
+    b.add_argument("--student", dest="students", action="append", default=[], metavar="NAME=SPEC",
+                   help="a student to time, e.g. dual=ckpt:runs/dcd-student (repeatable)")
+    b.add_argument("--images", type=int, default=1000, help="images in the retrieval set (default: 1000)")
+    b.add_argument("--captions-per-image", type=int, default=5, help="captions per image (default: 5)")
+    b.add_argument("--data", choices=["neardup", "shapes"], default="neardup",
+                   help="near-duplicate ShapesWorld (default) or plain ShapesWorld test images")
+    b.add_argument("--teacher-rows", type=int, default=None,
+                   help="time cross encoders on the first N image rows and extrapolate (default: all rows)")
+    b.add_argument("--threads", type=int, default=1, help="torch threads (default: 1)")
+    b.add_argument("--seed", type=int, default=0, help="data seed (default: 0)")
+    b.add_argument("--out", type=Path, default=None, help="write the results JSON here (and a .md beside it)")
+    b.set_defaults(run=run_bench_cli)
+
+
+def _common(p: argparse.ArgumentParser, default_out: str) -> None:
+    p.add_argument("--config", type=Path, default=None, help="YAML run config (default: built-in defaults)")
+    p.add_argument("--out", type=Path, default=Path(default_out), help=f"run folder (default: {default_out})")
+    p.add_argument("--seed", type=int, default=None, help="override the config's seed")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config value, e.g. --set train.epochs=3 (repeatable)")
+    p.add_argument("--no-resume", action="store_true", help="start again even if the run folder has a checkpoint")
+    p.add_argument("--device", default="cpu", help="cpu, cuda or auto (default: cpu)")
+
+
+def _config_dict(args: argparse.Namespace, extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    data = load_yaml(args.config) if args.config else {}
+    data = merge(data, extra or {})
+    data = merge(data, parse_overrides(args.overrides))
+    if args.seed is not None:
+        data["seed"] = args.seed
+    return data
+
+
+def _device(name: str) -> str:
+    from alignlab.models.base import resolve_device
+
+    return str(resolve_device(name))
+
+
+def _summary(result: dict[str, Any], out: Path) -> None:
+    m = result["metrics"]
+    print(f"best epoch {(result.get('best') or {}).get('epoch')}; test "
+          + ", ".join(f"{k}={m[k]:.2f}" for k in m if "R@" in k or k == "rsum"))
+    print(f"results: {out / 'results.json'}")
+
+
+def run_teacher(args: argparse.Namespace) -> int:
+    from alignlab.distill.dcd.train import load_teacher_config, train_teacher
+
+    cfg = load_teacher_config(_config_dict(args), where=str(args.config) if args.config else None)
+    result = train_teacher(cfg, args.out, resume=not args.no_resume, device=_device(args.device))
+    _summary(result, args.out)
+    print(f"teacher: ckpt:{args.out}")
+    return 0
+
+
+def run_train(args: argparse.Namespace) -> int:
+    from alignlab.distill.dcd.train import ARMS, load_run_config, run_dcd
+
+    extra: dict[str, Any] = dict(ARMS[args.arm])
+    if args.teacher is not None:
+        extra["teacher"] = args.teacher
+    if args.student is not None:
+        extra["student"] = args.student
+    cfg = load_run_config(_config_dict(args, extra), where=str(args.config) if args.config else None)
+    if cfg.needs_teacher and not cfg.teacher:
+        raise ConfigError(f"arm {args.arm} needs a teacher", fix="pass --teacher ckpt:<dir>")
+    result = run_dcd(cfg, args.out, resume=not args.no_resume, device=_device(args.device))
+    _summary(result, args.out)
+    return 0
+
+
+def _parse_students(items: list[str]) -> dict[str, str]:
+    out = {}
+    for item in items:
+        name, sep, spec = item.partition("=")
+        if not sep or not name or not spec:
+            raise ConfigError(f"--student {item!r} is not NAME=SPEC", fix="write e.g. --student dual=ckpt:runs/x")
+        if name in out or name == "teacher":
+            raise ConfigError(f"student name {name!r} is used twice or is reserved")
+        out[name] = spec
+    return out
+
+
+def run_bench_cli(args: argparse.Namespace) -> int:
+    from alignlab.core.config import from_dict
+    from alignlab.distill.dcd.bench import BenchConfig, bench_set, format_bench, goal_met, run_bench
+    from alignlab.distill.dcd.students import check_compatible, load_teacher
+
+    cfg = from_dict(BenchConfig, {"images": args.images, "captions_per_image": args.captions_per_image,
+                                  "data": args.data, "teacher_rows": args.teacher_rows, "threads": args.threads,
+                                  "seed": args.seed})
+    teacher = load_teacher(args.teacher)
+    students = {name: load_teacher(spec) for name, spec in _parse_students(args.students).items()}
+    for s in students.values():
+        check_compatible(teacher, s)
+    size = getattr(getattr(teacher, "config", None), "image_size", 64)
+    pairs = bench_set(cfg, size)
+    result = run_bench(teacher, students, pairs, cfg)
+    result["config"] = {**vars(cfg), "teacher": args.teacher, "students": args.students}
+    text = format_bench(result)
+    for name, m in result["models"].items():
+        if m["kind"] == "dual":
+            text += (f"\nGoal for `{name}` (>= 500× faster, >= 90% of the teacher's RSUM): "
+                     f"{'met' if goal_met(result, name) else 'not met'} ({m['speedup_vs_teacher']:.0f}×, "
+                     f"{m['rsum_kept_pct']:.1f}%).")
+    print(text)
+    if args.out:
+        write_json(args.out, result)
+        write_text(args.out.with_suffix(".md"), text + "\n")
+        print(f"\nresults: {args.out}")
+    else:
+        print(json.dumps({n: round(m["speedup_vs_teacher"], 1) for n, m in result["models"].items()}))
+    return 0

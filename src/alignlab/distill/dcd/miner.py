@@ -1,0 +1,242 @@
+"""The teacher as a miner of hard negatives, and a cache of a frozen teacher's scores.
+
+DCD trains a fast student on few, well-chosen negatives. For every image of a batch:
+
+1. **pool** — draw ``M`` candidate captions (:func:`draw_pools`): captions of the *other* images of the
+   batch (batches are whole near-duplicate groups, so siblings' captions are in reach), never one of the
+   image's own captions nor a caption with the same text; topped up from the whole set when the batch
+   is too small;
+2. **score** — the teacher scores the positive ``t⁺`` and the pool ``t_1..t_M``
+   (:class:`TeacherScores`);
+3. **keep** — the ``k`` highest-scored candidates (the hardest by the teacher), of which a share
+   ``random_mix`` is replaced by uniformly drawn pool members (:func:`select_hard`). The kept list is
+   ``[positive, hard_1, ..., hard_k]`` and the teacher's scores are gathered in *the same order*, so
+   ``teacher[:, 0]`` is the positive's score — asserted, because DCD's released code lost this alignment
+   by sorting the teacher's scores alone (see :mod:`alignlab.distill.dcd.loss`).
+
+Without a teacher (baseline), :func:`select_random` keeps ``k`` uniformly drawn pool members.
+
+>>> import numpy as np, torch
+>>> cols, t = select_hard(torch.tensor([2.0]), torch.tensor([[0.1, 3.0, -1.0, 0.5]]), keep=2,
+...                       rng=np.random.default_rng(0))
+>>> cols.tolist(), t.tolist()
+([[1, 3]], [[2.0, 3.0, 0.5]])
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from alignlab.core.errors import ConfigError, ModelError
+from alignlab.data.pairs import ImageTextPairs
+
+
+def check_pool(pool_size: int, keep: int, random_mix: float = 0.0) -> None:
+    """Validate M, k and the random share: ``1 <= k < M`` and ``0 <= random_mix <= 1``."""
+    if pool_size < 1 or keep < 1:
+        raise ConfigError(f"pool_size (M={pool_size}) and keep (k={keep}) must be >= 1")
+    if keep >= pool_size:
+        raise ConfigError(f"keep k={keep} must be smaller than the pool size M={pool_size}",
+                          fix="the teacher must have candidates to choose from: use k < M (DCD: M=15, k=7)")
+    if not 0.0 <= random_mix <= 1.0:
+        raise ConfigError(f"random_mix must be in [0, 1], got {random_mix}")
+
+
+def draw_pools(batch: Sequence[int], pairs: ImageTextPairs, pool_size: int,
+               rng: np.random.Generator) -> np.ndarray:
+    """``[B, M]`` candidate caption ids for the images ``batch`` (see the module docstring)."""
+    batch = [int(i) for i in batch]
+    in_batch = [c for i in batch for c in pairs.relevance[i]]
+    pools = np.empty((len(batch), pool_size), dtype=np.int64)
+    for row, i in enumerate(batch):
+        own = set(pairs.relevance[i])
+        own_text = {pairs.captions[c] for c in own}
+        cand = [c for c in in_batch if c not in own and pairs.captions[c] not in own_text]
+        if len(cand) >= pool_size:
+            pools[row] = rng.choice(np.asarray(cand), size=pool_size, replace=False)
+            continue
+        # A small batch: top up with captions of other images from the whole set.
+        extra: list[int] = []
+        taken = set(cand)
+        for c in rng.permutation(pairs.n_captions):
+            if len(cand) + len(extra) >= pool_size:
+                break
+            c = int(c)
+            if c not in own and c not in taken and pairs.captions[c] not in own_text:
+                extra.append(c)
+        got = cand + extra
+        if len(got) < pool_size:
+            raise ConfigError(f"only {len(got)} candidate captions for image {i}, pool_size is {pool_size}",
+                              fix="use a smaller pool_size or more data")
+        pools[row] = rng.permutation(np.asarray(got))[:pool_size]
+    return pools
+
+
+def select_hard(pos_scores: torch.Tensor, pool_scores: torch.Tensor, keep: int, rng: np.random.Generator,
+                random_mix: float = 0.0) -> tuple[np.ndarray, torch.Tensor]:
+    """Keep the ``keep`` pool members the teacher scores highest (``random_mix`` of them drawn at random).
+
+    Returns ``cols [B, k]`` (indices into the pool, hardest first, random draws last) and the teacher's
+    scores ``[B, 1 + k]`` of ``[positive, kept...]`` in that order.
+    """
+    b, m = pool_scores.shape
+    check_pool(m, keep, random_mix)
+    n_rand = int(round(random_mix * keep))
+    n_hard = keep - n_rand
+    # A stable sort keeps equal scores in pool order, so mining is deterministic.
+    order = torch.sort(pool_scores.detach().cpu(), dim=1, descending=True, stable=True).indices.numpy()
+    cols = np.empty((b, keep), dtype=np.int64)
+    cols[:, :n_hard] = order[:, :n_hard]
+    for row in range(b):
+        if n_rand:
+            cols[row, n_hard:] = rng.choice(order[row, n_hard:], size=n_rand, replace=False)
+    kept = torch.gather(pool_scores, 1, torch.from_numpy(cols).to(pool_scores.device))
+    teacher = torch.cat([pos_scores.reshape(-1, 1), kept], dim=1)
+    # The invariant the DCD loss relies on: column 0 is the positive, with its own teacher score.
+    assert torch.equal(teacher[:, 0], pos_scores.reshape(-1)), "positives lost alignment with their scores"
+    return cols, teacher
+
+
+def select_random(batch_size: int, pool_size: int, keep: int, rng: np.random.Generator) -> np.ndarray:
+    """``[B, k]`` pool indices drawn uniformly without replacement (the no-teacher baseline)."""
+    check_pool(pool_size, keep)
+    return np.stack([rng.choice(pool_size, size=keep, replace=False) for _ in range(batch_size)]).astype(np.int64)
+
+
+@dataclass
+class MinedBatch:
+    """One training batch after mining."""
+
+    images: np.ndarray  # [B] image ids
+    candidates: np.ndarray  # [B, 1 + k] caption ids: the positive first, then the kept negatives
+    teacher: torch.Tensor | None  # [B, 1 + k] teacher scores aligned with ``candidates`` (None: no teacher)
+    pool: np.ndarray  # [B, M] the drawn candidate pool
+
+
+def _is_tiny_cross(model: Any) -> bool:
+    return all(hasattr(model, a) for a in ("image_tower", "text_tower", "fuse", "tokenize"))
+
+
+class TeacherScores:
+    """A frozen teacher's scores of (image, caption) pairs of one data set.
+
+    * a tiny cross encoder (``image_tower``, ``text_tower``, ``fuse``): the tower outputs of every image and
+      caption are computed once; a query then costs only the fusion layers of its pairs;
+    * a dual encoder: embeddings once, then ``scale · cos + bias``;
+    * any other scorer: ``score(image, its captions)`` image by image (slow but general).
+
+    Queries are computed in one deterministic pass (fixed chunking), so the same query always gives the
+    same bits whether or not anything was asked before — results never depend on cache state.
+    """
+
+    def __init__(self, teacher: Any, pairs: ImageTextPairs, chunk: int = 2048, image_batch: int = 256):
+        self.teacher = teacher
+        self.pairs = pairs
+        self.chunk = chunk
+        self.image_batch = image_batch
+        self.kind = "cross" if _is_tiny_cross(teacher) else ("dual" if getattr(teacher, "is_dual", False)
+                                                               else "scorer")
+        if self.kind == "scorer" and not hasattr(teacher, "score"):
+            raise ModelError(f"teacher {type(teacher).__name__} has no score(images, texts)",
+                             fix="give a scorer (see alignlab.models.base)")
+        self._img: torch.Tensor | None = None
+        self._txt: torch.Tensor | None = None
+        self._mask: torch.Tensor | None = None
+        self._img_pooled: torch.Tensor | None = None
+        self._txt_pooled: torch.Tensor | None = None
+        self.pairs_scored = 0  # how many (image, caption) pairs went through the teacher
+
+    @torch.no_grad()
+    def _prepare(self) -> None:
+        if self._img is not None or self.kind == "scorer":
+            return
+        t = self.teacher
+        if hasattr(t, "eval"):
+            t.eval()
+        n, c = self.pairs.n_images, self.pairs.n_captions
+        if self.kind == "dual":
+            self._img = torch.cat([t.encode_images(self.pairs.load_images(range(s, min(s + self.image_batch, n))))
+                                   for s in range(0, n, self.image_batch)]).float()
+            self._txt = torch.cat([t.encode_texts(self.pairs.captions[s:s + 512]) for s in range(0, c, 512)]).float()
+            return
+        dev = t.device
+        imgs, pooled = [], []
+        for s in range(0, n, self.image_batch):
+            x = t.image_tower.preprocess(self.pairs.load_images(range(s, min(s + self.image_batch, n))), dev)
+            tok, pool = t.image_tower(x)
+            imgs.append(tok)
+            pooled.append(pool)
+        self._img, self._img_pooled = torch.cat(imgs), torch.cat(pooled)
+        ids, mask = t.tokenize(self.pairs.captions)
+        toks, pools = [], []
+        for s in range(0, c, 512):
+            tok, pool = t.text_tower(ids[s:s + 512], mask[s:s + 512])
+            toks.append(tok)
+            pools.append(pool)
+        self._txt, self._mask, self._txt_pooled = torch.cat(toks), mask, torch.cat(pools)
+
+    def tokens(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(image tokens ``[N, G, W]``, caption tokens ``[C, L, W]``, caption mask ``[C, L]``) of a cross teacher."""
+        if self.kind != "cross":
+            raise ModelError("only a tiny cross-encoder teacher has tokens to share",
+                             fix="use a tiny-cross teacher (or a ckpt: of one)")
+        self._prepare()
+        assert self._img is not None and self._txt is not None and self._mask is not None
+        return self._img, self._txt, self._mask
+
+    def features(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Pooled ``[CLS]`` features of every image and caption (cross teacher: tower outputs; dual: embeddings)."""
+        self._prepare()
+        if self.kind == "cross":
+            assert self._img_pooled is not None and self._txt_pooled is not None
+            return self._img_pooled, self._txt_pooled
+        if self.kind == "dual":
+            assert self._img is not None and self._txt is not None
+            return self._img, self._txt
+        raise ModelError("this teacher exposes no features", fix="use a tiny or dual-encoder teacher")
+
+    @torch.no_grad()
+    def pair_scores(self, image_ids: np.ndarray, caption_ids: np.ndarray) -> torch.Tensor:
+        """Scores ``[P]`` of the pairs ``(image_ids[p], caption_ids[p])``."""
+        image_ids = np.asarray(image_ids, dtype=np.int64).reshape(-1)
+        caption_ids = np.asarray(caption_ids, dtype=np.int64).reshape(-1)
+        self._prepare()
+        self.pairs_scored += len(image_ids)
+        if self.kind == "dual":
+            assert self._img is not None and self._txt is not None
+            scale = float(getattr(self.teacher, "score_scale", 1.0))
+            bias = float(getattr(self.teacher, "score_bias", 0.0))
+            ii, cc = torch.from_numpy(image_ids), torch.from_numpy(caption_ids)
+            return (scale * (self._img[ii.to(self._img.device)] * self._txt[cc.to(self._txt.device)]).sum(-1)
+                    + bias).cpu()
+        if self.kind == "cross":
+            img, txt, mask = self._img, self._txt, self._mask
+            assert img is not None and txt is not None and mask is not None
+            out = []
+            for s in range(0, len(image_ids), self.chunk):
+                ii = torch.from_numpy(image_ids[s:s + self.chunk]).to(img.device)
+                cc = torch.from_numpy(caption_ids[s:s + self.chunk]).to(img.device)
+                m = mask[cc]
+                length = int(m.sum(1).max())  # trim padding shared by the whole chunk
+                out.append(self.teacher.fuse(img[ii], txt[cc, :length], m[:, :length]).float().cpu())
+            return torch.cat(out) if out else torch.zeros(0)
+        # Any scorer: one score() call per image with the captions asked for it.
+        scores = torch.empty(len(image_ids))
+        for i in np.unique(image_ids):
+            rows = np.flatnonzero(image_ids == i)
+            texts = [self.pairs.captions[c] for c in caption_ids[rows]]
+            s = self.teacher.score(self.pairs.load_images([int(i)]), texts)
+            scores[torch.from_numpy(rows)] = s.reshape(-1).float().cpu()
+        return scores
+
+    def grid(self, image_ids: np.ndarray, caption_ids: np.ndarray) -> torch.Tensor:
+        """Scores ``[B, C]`` of every image in ``image_ids`` with every caption in ``caption_ids``."""
+        image_ids = np.asarray(image_ids, dtype=np.int64)
+        caption_ids = np.asarray(caption_ids, dtype=np.int64)
+        b, c = len(image_ids), len(caption_ids)
+        return self.pair_scores(np.repeat(image_ids, c), np.tile(caption_ids, b)).view(b, c)

@@ -1,0 +1,618 @@
+"""Training with DCD: the teacher, the students, and the run folders that ``repro compare`` reads.
+
+* :func:`train_teacher` — a tiny cross encoder on near-duplicate ShapesWorld: batches of whole groups
+  (so siblings are each other's negatives), symmetric cross-entropy over the batch's score grid. The
+  teacher is trained once and reused by every student, arm and seed.
+* :class:`DCDTask` — a task for :func:`alignlab.train.fit`. Per batch: draw one positive caption per
+  image and a pool of ``M`` candidates (:func:`~alignlab.distill.dcd.miner.draw_pools`), score
+  ``[positive, pool]`` with the frozen teacher, keep ``k`` negatives (hardest by the teacher, or random),
+  score ``[positive, kept]`` with the student and apply the loss: DCD
+  (:class:`~alignlab.distill.dcd.loss.DCDLoss`) or a baseline (:mod:`~alignlab.distill.dcd.baselines`).
+  ``batch(epoch, index)`` depends only on ``(seed, epoch, index)`` — the pool, the positives and the
+  teacher's scores are the same in every arm of an experiment, so arms differ only in what they do
+  with them, and an interrupted run resumes exactly.
+* :func:`run_dcd` — one whole run: data, teacher, student, ``fit``, best-checkpoint test evaluation,
+  ``config.yaml``, ``results.json`` and ``per_query.json`` (the layout of
+  :func:`alignlab.retrieval.repro.compare`).
+
+The student's per-sample ground-truth loss is ``CE`` over ``[positive, kept negatives]`` (image →
+text, as in DCD); a dual student adds ``t2i_weight ·`` caption → image cross-entropy over the batch's
+images (free for a dual encoder, and it trains the direction the candidate lists do not).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from alignlab.core.config import dump_yaml, from_dict
+from alignlab.core.errors import ConfigError, DataError
+from alignlab.core.io import read_json, write_json
+from alignlab.core.manifest import config_hash, make_result
+from alignlab.core.progress import info
+from alignlab.core.seed import derive_seed, set_seed
+from alignlab.data.pairs import ImageTextPairs, from_shapes, load_pairs
+from alignlab.data.shapes import ShapesConfig, ShapesWorld
+from alignlab.data.text import WordTokenizer
+from alignlab.distill.dcd.baselines import FeatureMSE, relation_kd_terms
+from alignlab.distill.dcd.data import GroupBatches, NearDupConfig, groups_of, near_duplicate_pairs
+from alignlab.distill.dcd.loss import MODES, DCDLoss, DCDLossConfig
+from alignlab.distill.dcd.miner import TeacherScores, check_pool, draw_pools, select_hard, select_random
+from alignlab.distill.dcd.students import (
+    STUDENTS,
+    build_dual_student,
+    build_shallow_cross,
+    check_compatible,
+    count_parameters,
+    load_teacher,
+)
+from alignlab.models.factory import build_model, load_model
+from alignlab.retrieval.evaluate import evaluate_model
+from alignlab.retrieval.metrics import evaluate_scores
+from alignlab.retrieval.training import evaluate_dual
+from alignlab.train.loop import FitResult, TrainConfig, fit, load_best
+
+NEGATIVES = ("teacher", "random")
+KD_KINDS = ("none", "score", "relation", "feature")
+
+# A small teacher that trains in minutes on one CPU thread (a 4 x 4 grid of image tokens).
+TEACHER_MODEL: dict[str, Any] = {"width": 48, "image_channels": [16, 32, 48], "text_layers": 1,
+                                 "fusion_layers": 2, "heads": 4}
+# The dual student: about 40% of the teacher's parameters.
+STUDENT_MODEL: dict[str, Any] = {"width": 32, "embed_dim": 32, "image_channels": [8, 16, 32], "text_layers": 1,
+                                 "heads": 2}
+
+
+# Named settings of the DCD trainer: the experiment's arms and the baselines (``alignlab distill dcd train --arm``).
+ARMS: dict[str, dict[str, Any]] = {
+    "no-kd": {"negatives": "random", "kd": "none", "weighting": False},  # no teacher: k random of M
+    "hard-negatives": {"negatives": "teacher", "kd": "none", "weighting": False},  # teacher only mines
+    "static-kd": {"negatives": "teacher", "kd": "score", "weighting": False},  # + score KD, plain means
+    "dcd": {"negatives": "teacher", "kd": "score", "weighting": True},  # + dynamic weights
+    "dcd-released": {"negatives": "teacher", "kd": "score", "weighting": True, "mode": "released"},
+    "dcd-shuffled": {"negatives": "teacher", "kd": "score", "weighting": True, "shuffle_weights": True},
+    "dcd-raw-mse": {"negatives": "teacher", "kd": "score", "weighting": True, "kd_center": False},  # uncentred
+    "relation-kd": {"negatives": "random", "kd": "relation", "weighting": False},  # in-batch KL
+    "feature-mse": {"negatives": "random", "kd": "feature", "weighting": False},  # FitNets-style hints
+}
+
+
+# --- data ---------------------------------------------------------------------------------------------
+
+
+@dataclass
+class DCDDataConfig:
+    source: str = "neardup"  # neardup (groups of near-duplicate scenes) | shapes (plain) | path
+    train: int = 1500  # images per split (neardup: rounded down to whole groups)
+    val: int = 150
+    test: int = 300
+    seed: int = 0  # fixed across training seeds: runs differ only in training
+    group_size: int = 3
+    image_size: int = 64
+    polysemous_rate: float = 0.2
+    path: str | None = None
+    image_root: str | None = None
+    train_split: str = "train"
+    val_split: str = "val"
+    test_split: str = "test"
+
+
+@lru_cache(maxsize=4)
+def _neardup(seed: int, train: int, val: int, test: int, group: int, size: int, rate: float):
+    cfg = NearDupConfig(group_size=group, image_size=size, polysemous_rate=rate)
+    return {s: near_duplicate_pairs(n, seed, s, cfg) for s, n in (("train", train), ("val", val), ("test", test))
+            if n > 0}
+
+
+@lru_cache(maxsize=4)
+def _plain(seed: int, train: int, val: int, test: int, size: int, rate: float):
+    world = ShapesWorld(ShapesConfig(image_size=size, polysemous_rate=rate))
+    return {s: from_shapes(world.generate(n, seed, s), name=f"shapes-{s}")
+            for s, n in (("train", train), ("val", val), ("test", test)) if n > 0}
+
+
+def load_dcd_data(cfg: DCDDataConfig) -> dict[str, ImageTextPairs]:
+    """Train/val/test pairs (generated sets are cached per process)."""
+    if cfg.source == "neardup":
+        return _neardup(cfg.seed, cfg.train, cfg.val, cfg.test, cfg.group_size, cfg.image_size, cfg.polysemous_rate)
+    if cfg.source == "shapes":
+        return _plain(cfg.seed, cfg.train, cfg.val, cfg.test, cfg.image_size, cfg.polysemous_rate)
+    if cfg.source == "path":
+        if not cfg.path:
+            raise ConfigError("data.source is 'path' but data.path is not set", fix="set data.path")
+        return {name: load_pairs(cfg.path, split, cfg.image_root).materialize(cfg.image_size)
+                for name, split in (("train", cfg.train_split), ("val", cfg.val_split), ("test", cfg.test_split))}
+    raise ConfigError(f"unknown data source {cfg.source!r}", fix="use neardup, shapes or path")
+
+
+def _images_tensor(pairs: ImageTextPairs, size: int) -> tuple[ImageTextPairs, torch.Tensor]:
+    if pairs.image_array is None or pairs.image_array.shape[1] != size:
+        pairs = pairs.materialize(size)
+    assert pairs.image_array is not None
+    return pairs, torch.from_numpy(pairs.image_array).permute(0, 3, 1, 2)
+
+
+def _evaluate_cross(model: Any, pairs: ImageTextPairs | None) -> dict[str, float]:
+    if pairs is None:
+        return {}
+    return evaluate_scores(model.score(pairs.load_images(), pairs.captions), pairs.relevance).metrics
+
+
+def _write_run(run_dir: Path, report: Any, **result_kw: Any) -> dict[str, Any]:
+    result = make_result(metrics=report.metrics, definitions=report.definitions, **result_kw)
+    write_json(run_dir / "per_query.json", {"i2t_rank": report.i2t_ranks, "t2i_rank": report.t2i_ranks})
+    write_json(run_dir / "results.json", result)
+    return result
+
+
+def _finished(run_dir: Path, cfg: Any) -> dict[str, Any] | None:
+    """A finished run's results when ``run_dir`` holds one made with exactly ``cfg``."""
+    path = run_dir / "results.json"
+    if path.is_file() and (run_dir / "per_query.json").is_file():
+        res = read_json(path)
+        if res.get("manifest", {}).get("config_sha256") == config_hash(asdict(cfg)):
+            return res
+    return None
+
+
+@contextmanager
+def torch_threads(n: int | None) -> Iterator[None]:
+    """Run with ``n`` torch threads (None: unchanged), restoring the previous count afterwards.
+
+    One thread per process avoids oversubscription when several jobs share few cores, which on a busy
+    2-core machine made these tiny models 20-50× slower with the default thread count.
+    """
+    if not n:
+        yield
+        return
+    old = torch.get_num_threads()
+    torch.set_num_threads(int(n))
+    try:
+        yield
+    finally:
+        torch.set_num_threads(old)
+
+
+# --- the teacher --------------------------------------------------------------------------------------
+
+
+@dataclass
+class TeacherRunConfig:
+    model_config: dict[str, Any] = field(default_factory=lambda: dict(TEACHER_MODEL))
+    data: DCDDataConfig = field(default_factory=DCDDataConfig)
+    train: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=10, batch_size=24, lr=1e-3,
+                                                                   warmup_steps=20, select_metric="rsum"))
+    dev_images: int = 60  # dev images scored all-pairs after each epoch (a cross encoder is slow)
+    test_images: int | None = None  # evaluate on the first N test images (None: all)
+    # Pretraining of the towers (as for real teachers, which are pretrained before fine-tuning): a dual
+    # encoder with the teacher's towers trained with InfoNCE on the training images plus pretrain_images
+    # extra near-duplicate images from another data seed; its towers initialise the teacher.
+    pretrain_epochs: int = 0  # 0: no pretraining (towers from scratch)
+    pretrain_images: int = 0
+    pretrain_batch_size: int = 64
+    pretrain_lr: float = 2e-3
+    threads: int | None = None  # torch threads (1 avoids oversubscription on a shared machine)
+    seed: int = 0
+
+
+def _pretrain_towers(cfg: TeacherRunConfig, model: nn.Module, train: ImageTextPairs, dev: ImageTextPairs | None,
+                     extra: ImageTextPairs | None, run_dir: Path, resume: bool, device: str) -> dict[str, Any]:
+    """Train a dual encoder with ``model``'s tower shapes (InfoNCE), then copy its towers into ``model``."""
+    from alignlab.distill.dcd.data import concat_pairs
+    from alignlab.retrieval.training import DualContrastiveTask
+    from alignlab.train.losses import InfoNCELoss
+
+    mc = model.config
+    dual = build_model("tiny-dual", {"image_size": mc.image_size, "width": mc.width, "embed_dim": mc.width,
+                                     "image_channels": list(mc.image_channels), "image_layers": mc.image_layers,
+                                     "text_layers": mc.text_layers, "heads": mc.heads,
+                                     "max_text_len": mc.max_text_len}, model.tokenizer)
+    pairs = concat_pairs(train, extra, name="teacher-pretrain") if extra is not None else train
+    tcfg = TrainConfig(epochs=cfg.pretrain_epochs, batch_size=cfg.pretrain_batch_size, lr=cfg.pretrain_lr,
+                       warmup_steps=20, select_metric="rsum", log_every=20, seed=cfg.seed)
+    task = DualContrastiveTask(dual, pairs, InfoNCELoss(), tcfg.batch_size, cfg.seed, dev=dev)
+    res = fit(dual, task, tcfg, run_dir, resume=resume, config_for_hash={"teacher": asdict(cfg), "train": asdict(tcfg)},
+              device=device, desc="dcd teacher pretraining")
+    load_best(dual, run_dir)
+    model.image_tower.load_state_dict(dual.image_tower.state_dict())
+    model.text_tower.load_state_dict(dual.text_tower.state_dict())
+    return {"images": pairs.n_images, "best": res.best, "dev_curve": res.dev_curve}
+
+
+class TeacherGridTask:
+    """A cross encoder on batches of whole groups: CE over the rows and columns of the batch's score grid."""
+
+    def __init__(self, model: nn.Module, train: ImageTextPairs, batch_size: int, seed: int,
+                 dev: ImageTextPairs | None = None):
+        self.train, self.images = _images_tensor(train, model.config.image_size)
+        self.batches = GroupBatches(groups_of(train), batch_size, seed)
+        self.seed = seed
+        self.dev = dev
+
+    def num_batches(self, epoch: int) -> int:
+        return len(self.batches.batches(epoch))
+
+    def batch(self, epoch: int, index: int) -> tuple[np.ndarray, list[str]]:
+        idx = self.batches.batches(epoch)[index]
+        rng = np.random.default_rng(derive_seed(self.seed, "teacher-captions", epoch, index))
+        caps = [self.train.relevance[i][rng.integers(len(self.train.relevance[i]))] for i in idx]
+        return idx, [self.train.captions[c] for c in caps]
+
+    def batch_size(self, batch: Any) -> int:
+        return len(batch[0])
+
+    def loss(self, model: nn.Module, batch: Any) -> dict[str, torch.Tensor]:
+        idx, texts = batch
+        x = model.image_tower.preprocess(self.images[idx], model.device)
+        logits = model.forward_grid(x, *model.tokenize(texts))
+        target = torch.arange(len(logits), device=logits.device)
+        return {"match_loss": 0.5 * (F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target))}
+
+    def evaluate(self, model: nn.Module) -> dict[str, float]:
+        return _evaluate_cross(model, self.dev)
+
+
+def train_teacher(cfg: TeacherRunConfig, run_dir: str | os.PathLike, *, data: dict[str, ImageTextPairs] | None = None,
+                  resume: bool = True, device: str = "cpu", callbacks=()) -> dict[str, Any]:
+    """Train the tiny cross-encoder teacher; evaluate its best checkpoint on the test split (all pairs)."""
+    run_dir = Path(run_dir)
+    if resume and (done := _finished(run_dir, cfg)) is not None:
+        return done
+    with torch_threads(cfg.threads):
+        return _train_teacher(cfg, run_dir, data, resume, device, callbacks)
+
+
+def _train_teacher(cfg: TeacherRunConfig, run_dir: Path, data: dict[str, ImageTextPairs] | None, resume: bool,
+                   device: str, callbacks) -> dict[str, Any]:
+    run_dir.mkdir(parents=True, exist_ok=True)
+    started = time.time()
+    dump_yaml(run_dir / "config.yaml", asdict(cfg))
+    data = data if data is not None else load_dcd_data(cfg.data)
+    extra = None
+    if cfg.pretrain_epochs > 0 and cfg.pretrain_images > 0:
+        d = cfg.data
+        extra = near_duplicate_pairs(cfg.pretrain_images, d.seed + 1000, "train",
+                                     NearDupConfig(group_size=d.group_size, image_size=d.image_size,
+                                                   polysemous_rate=d.polysemous_rate), name="teacher-extra")
+    tokenizer = WordTokenizer.build(data["train"].captions + (extra.captions if extra is not None else []))
+    set_seed(cfg.seed)
+    model = build_model("tiny-cross", {**cfg.model_config, "image_size": cfg.data.image_size}, tokenizer)
+    pretrain = None
+    if cfg.pretrain_epochs > 0:
+        pretrain = _pretrain_towers(cfg, model, data["train"], data.get("val"), extra, run_dir / "pretrain", resume,
+                                    device)
+    dev = data.get("val")
+    dev = dev.subset(range(min(cfg.dev_images, dev.n_images))) if dev is not None else None
+    train_cfg = TrainConfig(**{**asdict(cfg.train), "seed": cfg.seed})
+    task = TeacherGridTask(model, data["train"], train_cfg.batch_size, cfg.seed, dev=dev)
+    fit_result: FitResult = fit(model, task, train_cfg, run_dir, resume=resume, config_for_hash=asdict(cfg),
+                                device=device, desc="dcd teacher", callbacks=callbacks)
+    best = load_best(model, run_dir) if train_cfg.select_metric else fit_result.best
+    model.eval()
+    test = _test_split(data, cfg.test_images)
+    t0 = time.time()
+    report = evaluate_model(model, test)
+    score_s = time.time() - t0
+    result = _write_run(run_dir, report, task="retrieval", model="dcd-teacher-tiny-cross",
+                        data=f"{test.name}:{test.n_images}", seed=cfg.seed, config=asdict(cfg), started=started,
+                        device=device, dev_curve=fit_result.dev_curve, best=best, steps=fit_result.steps,
+                        parameters=count_parameters(model), test_scoring_s=round(score_s, 3),
+                        pairs_scored=test.n_images * test.n_captions, pretrain=pretrain)
+    info(f"dcd teacher: test RSUM {report.metrics['rsum']:.1f} ({test.n_images} images, {score_s:.0f} s to score)")
+    return result
+
+
+def _test_split(data: dict[str, ImageTextPairs], n: int | None) -> ImageTextPairs:
+    if "test" not in data:
+        raise DataError("no test split", fix="give data with a test split")
+    test = data["test"]
+    return test.subset(range(min(n, test.n_images))) if n is not None else test
+
+
+# --- the students -------------------------------------------------------------------------------------
+
+
+@dataclass
+class DCDRunConfig:
+    teacher: str = ""  # the teacher's spec, e.g. ckpt:runs/dcd-teacher (recorded even when a model is passed)
+    student: str = "dual"  # dual | shallow-cross
+    student_config: dict[str, Any] = field(default_factory=lambda: dict(STUDENT_MODEL))  # dual: TinyDualConfig keys
+    cross_fusion_layers: int = 1  # shallow-cross: fusion layers of the student (its towers are the teacher's)
+    student_init: str | None = None  # dual only: start from this checkpoint (ckpt:<dir>)
+    negatives: str = "teacher"  # teacher (the k hardest of M by the teacher) | random (k of M uniformly)
+    kd: str = "score"  # none | score (DCD's score MSE) | relation (in-batch KL) | feature (feature MSE)
+    pool_size: int = 15  # M: candidates scored per image
+    keep: int = 7  # k: negatives kept per image (k < M)
+    random_mix: float = 0.0  # share of the k kept negatives drawn at random from the pool
+    alpha: float = 0.2  # weight of the distillation term (ignored when kd is none)
+    temperature: float = 1.0
+    kd_center: bool = True  # score MSE on row-centred scores (score gaps; False: raw scores, as published)
+    weighting: bool = True  # DCD's dynamic per-sample weights (False: plain means)
+    mode: str = "correct"  # correct | released (the released code's two defects, for ablation)
+    shuffle_weights: bool = False  # control: permute the weights across the batch
+    t2i_weight: float = 1.0  # dual students: caption -> image CE over the batch, added per sample
+    data: DCDDataConfig = field(default_factory=DCDDataConfig)
+    train: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=8, batch_size=48, lr=2e-3,
+                                                                   warmup_steps=20, select_metric="rsum"))
+    dev_images: int = 150  # shallow-cross students: dev images scored all-pairs after each epoch
+    test_images: int | None = None  # evaluate on the first N test images (None: all)
+    threads: int | None = None
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.student not in STUDENTS:
+            raise ValueError(f"student must be one of {', '.join(STUDENTS)}, got {self.student!r}")
+        if self.negatives not in NEGATIVES:
+            raise ValueError(f"negatives must be one of {', '.join(NEGATIVES)}, got {self.negatives!r}")
+        if self.kd not in KD_KINDS:
+            raise ValueError(f"kd must be one of {', '.join(KD_KINDS)}, got {self.kd!r}")
+        if self.mode not in MODES:
+            raise ValueError(f"mode must be one of {', '.join(MODES)}, got {self.mode!r}")
+        check_pool(self.pool_size, self.keep, self.random_mix)
+        if self.student_init and self.student != "dual":
+            raise ValueError("student_init is for dual students")
+        if self.kd in ("relation", "feature") and self.student != "dual":
+            raise ValueError(f"{self.kd} KD is a baseline for dual students")
+
+    @property
+    def needs_teacher(self) -> bool:
+        return self.negatives == "teacher" or self.kd != "none" or self.weighting or self.student == "shallow-cross"
+
+    def loss_config(self) -> DCDLossConfig:
+        alpha = self.alpha if self.kd == "score" else 0.0
+        return DCDLossConfig(alpha=alpha, temperature=self.temperature, weighting=self.weighting, mode=self.mode,
+                             shuffle_weights=self.shuffle_weights, center=self.kd_center)
+
+
+@dataclass
+class DCDBatch:
+    images: np.ndarray  # [B] image ids
+    candidates: np.ndarray  # [B, 1 + k] caption ids, positive first
+    teacher: torch.Tensor | None  # [B, 1 + k] teacher scores, aligned with candidates
+    relation: torch.Tensor | None  # [B, B] teacher grid (relation KD only)
+    epoch: int
+    index: int
+
+
+class DCDTask:
+    """Distil a frozen teacher into a student (see the module docstring). ``memo`` may be shared by runs with
+    the same seed and batching: it holds the teacher's scores per batch, which are identical across arms."""
+
+    def __init__(self, cfg: DCDRunConfig, student: nn.Module, train: ImageTextPairs,
+                 teacher_scores: TeacherScores | None, dev: ImageTextPairs | None = None,
+                 memo: dict[Any, torch.Tensor] | None = None):
+        self.cfg = cfg
+        self.student = student
+        self.train, self.images = _images_tensor(train, student.config.image_size)
+        self.batches = GroupBatches(groups_of(train), cfg.train.batch_size, cfg.seed)
+        self.ts = teacher_scores
+        self.dev = dev
+        self.memo = memo if memo is not None else {}
+        self.loss_fn = DCDLoss(cfg.loss_config())
+        self.feature: FeatureMSE | None = None
+        if cfg.kd == "feature":
+            assert teacher_scores is not None
+            t_img, _ = teacher_scores.features()
+            self.feature = FeatureMSE(student.config.width, t_img.shape[1])
+        self.stats: dict[str, float] = {}
+        self._n_stats = 0
+
+    # -- batches --
+    def num_batches(self, epoch: int) -> int:
+        return len(self.batches.batches(epoch))
+
+    def batch_size(self, batch: DCDBatch) -> int:
+        return len(batch.images)
+
+    def _memo_key(self, what: str, epoch: int, index: int) -> tuple:
+        c = self.cfg
+        return (what, id(self.ts), c.seed, c.train.batch_size, c.pool_size, epoch, index)
+
+    def _teacher(self, what: str, epoch: int, index: int, compute) -> torch.Tensor:
+        key = self._memo_key(what, epoch, index)
+        if key not in self.memo:
+            self.memo[key] = compute()
+        return self.memo[key]
+
+    def batch(self, epoch: int, index: int) -> DCDBatch:
+        cfg = self.cfg
+        idx = self.batches.batches(epoch)[index]
+        # The draw of positives and pools uses its own stream, so every arm sees the same candidates.
+        rng = np.random.default_rng(derive_seed(cfg.seed, "dcd-pool", epoch, index))
+        pos = np.array([self.train.relevance[i][rng.integers(len(self.train.relevance[i]))] for i in idx])
+        pool = draw_pools(idx, self.train, cfg.pool_size, rng)
+        mine_rng = np.random.default_rng(derive_seed(cfg.seed, "dcd-mine", epoch, index))
+        t_all = None
+        if cfg.needs_teacher and self.ts is not None:
+            cand = np.concatenate([pos[:, None], pool], axis=1)
+            t_all = self._teacher("pool", epoch, index, lambda: self.ts.pair_scores(
+                np.repeat(idx, cand.shape[1]), cand.reshape(-1)).view(cand.shape))
+        if cfg.negatives == "teacher":
+            assert t_all is not None
+            cols, teacher = select_hard(t_all[:, 0], t_all[:, 1:], cfg.keep, mine_rng, cfg.random_mix)
+        else:
+            cols = select_random(len(idx), cfg.pool_size, cfg.keep, mine_rng)
+            teacher = None
+            if t_all is not None:
+                teacher = torch.cat([t_all[:, :1], torch.gather(t_all[:, 1:], 1, torch.from_numpy(cols))], dim=1)
+        kept = np.take_along_axis(pool, cols, axis=1)
+        relation = None
+        if cfg.kd == "relation":
+            assert self.ts is not None
+            relation = self._teacher("grid", epoch, index, lambda: self.ts.grid(idx, pos))
+        return DCDBatch(idx, np.concatenate([pos[:, None], kept], axis=1), teacher, relation, epoch, index)
+
+    # -- the loss --
+    def _dual_scores(self, model: nn.Module, b: DCDBatch) -> dict[str, torch.Tensor]:
+        x = model.image_tower.preprocess(self.images[b.images], model.device)
+        img_feat = model.image_tower(x)[1]
+        img = F.normalize(model.image_proj(img_feat), dim=-1)
+        uniq, inverse = np.unique(b.candidates, return_inverse=True)
+        ids, mask = model.tokenize([self.train.captions[c] for c in uniq])
+        txt_feat = model.text_tower(ids, mask)[1]
+        txt = F.normalize(model.text_proj(txt_feat), dim=-1)
+        scale = model.logit_scale.exp().clamp(max=100.0)
+        inv = torch.from_numpy(inverse.reshape(b.candidates.shape)).to(img.device)
+        scores = scale * (img[:, None, :] * txt[inv]).sum(-1)  # [B, 1 + k]
+        pos_txt, pos_feat = txt[inv[:, 0]], txt_feat[inv[:, 0]]
+        return {"scores": scores, "img": img, "pos_txt": pos_txt, "scale": scale, "img_feat": img_feat,
+                "pos_feat": pos_feat}
+
+    def _cross_scores(self, model: nn.Module, b: DCDBatch) -> torch.Tensor:
+        assert self.ts is not None
+        img_tok, txt_tok, mask = self.ts.tokens()  # the student's frozen towers are the teacher's
+        n = b.candidates.shape[1]
+        ii = torch.from_numpy(np.repeat(b.images, n)).to(img_tok.device)
+        cc = torch.from_numpy(b.candidates.reshape(-1)).to(img_tok.device)
+        m = mask[cc]
+        length = int(m.sum(1).max())
+        return model.fuse(img_tok[ii], txt_tok[cc, :length], m[:, :length]).view(len(b.images), n)
+
+    def loss(self, model: nn.Module, b: DCDBatch) -> dict[str, torch.Tensor]:
+        cfg = self.cfg
+        extra = None
+        if cfg.student == "dual":
+            out = self._dual_scores(model, b)
+            scores = out["scores"]
+            if cfg.t2i_weight > 0:
+                logits = out["scale"] * out["pos_txt"] @ out["img"].T  # caption i ranks the batch's images
+                target = torch.arange(len(logits), device=logits.device)
+                extra = cfg.t2i_weight * F.cross_entropy(logits, target, reduction="none")
+        else:
+            out = {}
+            scores = self._cross_scores(model, b)
+        gen = torch.Generator().manual_seed(derive_seed(cfg.seed, "dcd-shuffle", b.epoch, b.index))
+        teacher = b.teacher.to(scores.device) if b.teacher is not None else None
+        terms = self.loss_fn(scores, teacher, extra_self=extra, generator=gen)
+        if cfg.kd in ("relation", "feature"):
+            # Baselines: plain means, (1 - alpha) on the ground-truth term and alpha on theirs.
+            terms["self_loss"] = (1.0 - cfg.alpha) * terms["self_loss"]
+            if cfg.kd == "relation":
+                assert b.relation is not None
+                s_grid = out["scale"] * out["img"] @ out["pos_txt"].T
+                per = relation_kd_terms(s_grid, b.relation.to(s_grid.device), cfg.temperature)
+            else:
+                assert self.feature is not None and self.ts is not None
+                t_img, t_txt = self.ts.features()
+                ii = torch.from_numpy(b.images)
+                cc = torch.from_numpy(b.candidates[:, 0])
+                per = self.feature(out["img_feat"], out["pos_feat"], t_img[ii].to(scores.device),
+                                   t_txt[cc].to(scores.device))
+            terms["kd_loss"] = cfg.alpha * per.mean()
+        self._n_stats += 1
+        for k, v in self.loss_fn.last.items():
+            self.stats[k] = self.stats.get(k, 0.0) + v
+        return terms
+
+    def parameters(self):
+        return self.feature.parameters() if self.feature is not None else iter(())
+
+    def diagnostics(self) -> dict[str, float]:
+        """Means over the steps trained in this process of the loss's diagnostics."""
+        return {k: v / self._n_stats for k, v in self.stats.items()} if self._n_stats else {}
+
+    def evaluate(self, model: nn.Module) -> dict[str, float]:
+        if self.dev is None:
+            return {}
+        if self.cfg.student == "dual":
+            return evaluate_dual(model, self.dev).metrics
+        return _evaluate_cross(model, self.dev)
+
+
+def build_student(cfg: DCDRunConfig, teacher: Any, train: ImageTextPairs) -> nn.Module:
+    """The student of ``cfg`` for ``teacher``, checked for compatibility."""
+    if cfg.student == "shallow-cross":
+        student = build_shallow_cross(teacher, fusion_layers=cfg.cross_fusion_layers)
+        check_compatible(teacher, student, shares_towers=True)
+        return student
+    if cfg.student_init:
+        student = load_model(cfg.student_init)
+        if getattr(student, "name", None) != "tiny-dual":
+            raise ConfigError(f"student_init must be a tiny dual encoder, got {getattr(student, 'name', student)!r}")
+        for p in student.parameters():
+            p.requires_grad_(True)
+        student.train()
+    else:
+        student = build_dual_student(teacher, cfg.student_config, captions=train.captions)
+    if teacher is not None:
+        check_compatible(teacher, student, captions=train.captions)
+    if student.config.image_size != cfg.data.image_size:
+        raise ConfigError(f"student image_size {student.config.image_size} differs from the data's "
+                          f"{cfg.data.image_size}", fix="set both to the same value")
+    return student
+
+
+def run_dcd(cfg: DCDRunConfig, run_dir: str | os.PathLike, *, teacher: Any = None,
+            data: dict[str, ImageTextPairs] | None = None, teacher_scores: TeacherScores | None = None,
+            memo: dict[Any, torch.Tensor] | None = None, resume: bool = True, device: str = "cpu",
+            callbacks=()) -> dict[str, Any]:
+    """Distil ``teacher`` (a model, or loaded from ``cfg.teacher``) into a student; write the run folder.
+
+    A folder that already holds finished results of the same config is not trained again.
+    """
+    run_dir = Path(run_dir)
+    if resume and (done := _finished(run_dir, cfg)) is not None:
+        return done
+    with torch_threads(cfg.threads):
+        return _run_dcd(cfg, run_dir, teacher, data, teacher_scores, memo, resume, device, callbacks)
+
+
+def _run_dcd(cfg: DCDRunConfig, run_dir: Path, teacher: Any, data: dict[str, ImageTextPairs] | None,
+             teacher_scores: TeacherScores | None, memo: dict[Any, torch.Tensor] | None, resume: bool, device: str,
+             callbacks) -> dict[str, Any]:
+    run_dir.mkdir(parents=True, exist_ok=True)
+    started = time.time()
+    dump_yaml(run_dir / "config.yaml", asdict(cfg))
+    data = data if data is not None else load_dcd_data(cfg.data)
+    if teacher is None and cfg.needs_teacher:
+        teacher = load_teacher(cfg.teacher, device=device)
+    elif teacher is not None:
+        teacher = load_teacher(teacher)
+    set_seed(cfg.seed)
+    student = build_student(cfg, teacher, data["train"])
+    ts = None
+    if cfg.needs_teacher:
+        ts = teacher_scores if teacher_scores is not None else TeacherScores(teacher, data["train"])
+        if ts.teacher is not teacher or ts.pairs is not data["train"]:
+            raise ConfigError("teacher_scores were made for another teacher or training set")
+    dev = data.get("val")
+    if dev is not None and cfg.student != "dual":
+        dev = dev.subset(range(min(cfg.dev_images, dev.n_images)))
+    train_cfg = TrainConfig(**{**asdict(cfg.train), "seed": cfg.seed})
+    task = DCDTask(cfg, student, data["train"], ts, dev=dev, memo=memo)
+    scored_before = ts.pairs_scored if ts is not None else 0
+    fit_result = fit(student, task, train_cfg, run_dir, resume=resume, config_for_hash=asdict(cfg), device=device,
+                     desc=f"dcd {cfg.student} seed {cfg.seed}", callbacks=callbacks)
+    best = load_best(student, run_dir) if train_cfg.select_metric else fit_result.best
+    student.eval()
+    test = _test_split(data, cfg.test_images)
+    t0 = time.time()
+    report = evaluate_model(student, test)
+    score_s = time.time() - t0
+    result = _write_run(run_dir, report, task="retrieval", model=f"dcd-{cfg.student}-student",
+                        data=f"{test.name}:{test.n_images}", seed=cfg.seed, config=asdict(cfg), started=started,
+                        device=device, dev_curve=fit_result.dev_curve, best=best, steps=fit_result.steps,
+                        parameters=count_parameters(student), trainable_parameters=count_parameters(student, True),
+                        test_scoring_s=round(score_s, 3), diagnostics=task.diagnostics(),
+                        teacher_pairs_scored=(ts.pairs_scored - scored_before) if ts is not None else 0)
+    info(f"dcd {cfg.student} seed {cfg.seed}: test RSUM {report.metrics['rsum']:.1f}")
+    return result
+
+
+def load_run_config(data: dict[str, Any] | None, where: str | None = None) -> DCDRunConfig:
+    return from_dict(DCDRunConfig, data or {}, where=where)
+
+
+def load_teacher_config(data: dict[str, Any] | None, where: str | None = None) -> TeacherRunConfig:
+    return from_dict(TeacherRunConfig, data or {}, where=where)
