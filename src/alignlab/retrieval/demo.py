@@ -12,11 +12,16 @@ QUICK_MODEL = {"width": 64, "embed_dim": 64, "image_channels": [16, 32], "text_l
 
 def demo_stage(ctx) -> list[str]:
     data = ctx.artifacts.get("shapes")
-    sizes = {k: v.n_images for k, v in data.items()} if data else {"train": 1200, "val": 200, "test": 500}
+    if data and ctx.quick:
+        # Quick mode: a smaller slice keeps the whole demo within its two-minute budget.
+        data = {"train": data["train"].subset(range(min(600, data["train"].n_images)), "shapes-train"),
+                "val": data["val"].subset(range(min(100, data["val"].n_images)), "shapes-val"),
+                "test": data["test"].subset(range(min(300, data["test"].n_images)), "shapes-test")}
+    sizes = {k: v.n_images for k, v in data.items()} if data else {"train": 600, "val": 100, "test": 300}
     cfg = RetrievalRunConfig(
         model_config=QUICK_MODEL if ctx.quick else {},
         data=DataConfig(train=sizes["train"], val=sizes["val"], test=sizes["test"], seed=ctx.seed),
-        train=TrainConfig(epochs=2 if ctx.quick else 10, batch_size=64, lr=2e-3, warmup_steps=10,
+        train=TrainConfig(epochs=2 if ctx.quick else 10, batch_size=64, lr=3e-3, warmup_steps=10,
                           select_metric="rsum", log_every=10),
         seed=ctx.seed)
     run_dir = ctx.stage_dir("retrieval") / "tiny-dual"
