@@ -184,6 +184,15 @@ class _TinyBase(nn.Module):
     def device(self) -> torch.device:
         return next(self.parameters()).device
 
+    def _init_towers(self, cfg: TinyDualConfig | TinyCrossConfig, tokenizer: WordTokenizer, text_pool: str) -> None:
+        """The image and text towers both models share (built in this order, so seeds give equal weights)."""
+        self.config = cfg
+        self.tokenizer = tokenizer
+        self.max_text_len = cfg.max_text_len
+        self.image_tower = ImageTower(cfg.image_config())
+        self.text_tower = TextTower(len(tokenizer), cfg.width, cfg.text_layers, cfg.heads, cfg.max_text_len,
+                                    cfg.dropout, text_pool)
+
     def tokenize(self, texts: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
         ids, mask = self.tokenizer.encode(as_text_list(texts), self.max_text_len)
         return ids.to(self.device), mask.to(self.device)
@@ -196,12 +205,7 @@ class TinyDualEncoder(_TinyBase, DualEncoder):
 
     def __init__(self, cfg: TinyDualConfig, tokenizer: WordTokenizer):
         super().__init__()
-        self.config = cfg
-        self.tokenizer = tokenizer
-        self.max_text_len = cfg.max_text_len
-        self.image_tower = ImageTower(cfg.image_config())
-        self.text_tower = TextTower(len(tokenizer), cfg.width, cfg.text_layers, cfg.heads, cfg.max_text_len,
-                                    cfg.dropout, cfg.pool)
+        self._init_towers(cfg, tokenizer, cfg.pool)
         self.image_proj = nn.Linear(cfg.width, cfg.embed_dim, bias=False)
         self.text_proj = nn.Linear(cfg.width, cfg.embed_dim, bias=False)
         self.logit_scale = nn.Parameter(torch.tensor(math.log(1.0 / cfg.init_temperature)))
@@ -245,12 +249,7 @@ class TinyCrossEncoder(_TinyBase, CrossEncoder):
 
     def __init__(self, cfg: TinyCrossConfig, tokenizer: WordTokenizer):
         super().__init__()
-        self.config = cfg
-        self.tokenizer = tokenizer
-        self.max_text_len = cfg.max_text_len
-        self.image_tower = ImageTower(cfg.image_config())
-        self.text_tower = TextTower(len(tokenizer), cfg.width, cfg.text_layers, cfg.heads, cfg.max_text_len,
-                                    cfg.dropout)
+        self._init_towers(cfg, tokenizer, "mean")
         self.fusion = nn.ModuleList(
             nn.TransformerDecoderLayer(cfg.width, cfg.heads, dim_feedforward=2 * cfg.width, dropout=cfg.dropout,
                                        activation="gelu", batch_first=True, norm_first=True)

@@ -265,11 +265,16 @@ def load_run_data(cfg: DataConfig) -> dict[str, ImageTextPairs]:
     if cfg.source == "shapes":
         return _shapes_splits(cfg.seed, cfg.train, cfg.val, cfg.test, cfg.polysemous_rate, cfg.image_size)
     if cfg.source == "path":
-        if not cfg.path:
-            raise ConfigError("data.source is 'path' but data.path is not set", fix="set data.path")
-        return {name: load_pairs(cfg.path, split, cfg.image_root).materialize(cfg.image_size)
-                for name, split in (("train", cfg.train_split), ("val", cfg.val_split), ("test", cfg.test_split))}
+        return load_path_splits(cfg)
     raise ConfigError(f"unknown data source {cfg.source!r}", fix="use 'shapes' or 'path'")
+
+
+def load_path_splits(cfg: Any) -> dict[str, ImageTextPairs]:
+    """Train/val/test pairs from ``cfg.path`` (``*_split``, ``image_root``, ``image_size`` fields), in memory."""
+    if not cfg.path:
+        raise ConfigError("data.source is 'path' but data.path is not set", fix="set data.path")
+    return {name: load_pairs(cfg.path, split, cfg.image_root).materialize(cfg.image_size)
+            for name, split in (("train", cfg.train_split), ("val", cfg.val_split), ("test", cfg.test_split))}
 
 
 def run_retrieval(cfg: RetrievalRunConfig, run_dir: str | os.PathLike, *, resume: bool = True,

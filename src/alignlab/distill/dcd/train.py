@@ -42,7 +42,7 @@ from alignlab.core.io import read_json, write_json
 from alignlab.core.manifest import config_hash, make_result
 from alignlab.core.progress import info
 from alignlab.core.seed import derive_seed, set_seed
-from alignlab.data.pairs import ImageTextPairs, from_shapes, load_pairs
+from alignlab.data.pairs import ImageTextPairs, from_shapes
 from alignlab.data.shapes import ShapesConfig, ShapesWorld
 from alignlab.data.text import WordTokenizer
 from alignlab.distill.dcd.baselines import FeatureMSE, relation_kd_terms
@@ -60,7 +60,7 @@ from alignlab.distill.dcd.students import (
 from alignlab.models.factory import build_model, load_model
 from alignlab.retrieval.evaluate import evaluate_model
 from alignlab.retrieval.metrics import evaluate_scores
-from alignlab.retrieval.training import evaluate_dual
+from alignlab.retrieval.training import evaluate_dual, load_path_splits
 from alignlab.train.loop import FitResult, TrainConfig, fit, load_best
 
 NEGATIVES = ("teacher", "random")
@@ -129,10 +129,7 @@ def load_dcd_data(cfg: DCDDataConfig) -> dict[str, ImageTextPairs]:
     if cfg.source == "shapes":
         return _plain(cfg.seed, cfg.train, cfg.val, cfg.test, cfg.image_size, cfg.polysemous_rate)
     if cfg.source == "path":
-        if not cfg.path:
-            raise ConfigError("data.source is 'path' but data.path is not set", fix="set data.path")
-        return {name: load_pairs(cfg.path, split, cfg.image_root).materialize(cfg.image_size)
-                for name, split in (("train", cfg.train_split), ("val", cfg.val_split), ("test", cfg.test_split))}
+        return load_path_splits(cfg)
     raise ConfigError(f"unknown data source {cfg.source!r}", fix="use neardup, shapes or path")
 
 
