@@ -34,7 +34,8 @@ class FixedBatches(DualContrastiveTask):
 
     def __init__(self, *a, steps: int, **kw):
         super().__init__(*a, **kw)
-        self._cache = [super(FixedBatches, self).batch(0, i % super().num_batches(0)) for i in range(steps)]
+        n = DualContrastiveTask.num_batches(self, 0)
+        self._cache = [DualContrastiveTask.batch(self, 0, i % n) for i in range(steps)]
 
     def num_batches(self, epoch):
         return len(self._cache)

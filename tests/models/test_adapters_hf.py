@@ -402,3 +402,29 @@ def test_eval_retrieval_command_runs_an_hf_model_offline(tiny_dirs, tmp_path):
     assert res["model"] == f"hf:{tiny_dirs['clip']}" and "i2t_R@1" in res["metrics"]
     # A hub id that is not cached: the one-line error and exit status 2, no network.
     assert main(["eval", "retrieval", "--model", "hf:someorg/missing-clip", "--data", str(data), "--quiet"]) == 2
+
+
+@pytest.mark.parametrize("kind", ["clip", "blip"])
+def test_probe_build_and_eval_run_end_to_end_on_an_hf_model(kind, tiny_dirs, tmp_path):
+    """SNARE probes through `hf:<dir>`: the harness's per-item scores are the adapter's own scores."""
+    from PIL import Image
+
+    from alignlab.cli import main
+    from alignlab.models.factory import load_model
+
+    items = tmp_path / "items"
+    assert main(["probe", "build", "--source", "shapes", "--out", str(items), "--items-per-category", "2",
+                 "--tasks", "negation,attribute_ownership", "--quiet"]) == 0
+    out = tmp_path / "eval"
+    assert main(["probe", "eval", "--items", str(items), "--model", f"hf:{tiny_dirs[kind]}", "--out", str(out),
+                 "--baselines", "none", "--bootstrap", "100", "--no-plots", "--quiet"]) == 0
+    res = json.loads((out / "results.json").read_text())
+    assert 0.0 <= res["metrics"]["negation_acc_pct"] <= 100.0
+    records = [json.loads(line) for line in (items / "items.jsonl").read_text().splitlines()]
+    per_item = {r["id"]: r for r in map(json.loads, (out / "per_item.jsonl").read_text().splitlines())}
+    assert set(per_item) == {r["id"] for r in records}
+    model = load_model(f"hf:{tiny_dirs[kind]}")
+    for rec in records[:3]:
+        imgs = [Image.open(items / p).convert("RGB") for p in rec["images"]]
+        direct = model.score(imgs, rec["options"]).double()
+        assert torch.allclose(torch.tensor(per_item[rec["id"]]["scores"], dtype=torch.float64), direct, atol=1e-5)

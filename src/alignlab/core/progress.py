@@ -44,6 +44,28 @@ def info(message: str) -> None:
         print(message, file=sys.stderr, flush=True)
 
 
+def silence_library_bars() -> None:
+    """When quiet, also turn off the progress bars that Hugging Face libraries draw themselves.
+
+    transformers shows a "Loading weights" bar for every model it loads (sentence-transformers too);
+    it ignores tqdm's ``disable`` and would leak through ``--quiet``. Call before loading a model.
+    """
+    if not is_quiet():
+        return
+    try:
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
+    except ImportError:  # transformers not installed: nothing to silence
+        pass
+    try:
+        from huggingface_hub.utils import disable_progress_bars
+
+        disable_progress_bars()
+    except ImportError:
+        pass
+
+
 def iter_progress(iterable: Iterable[T], desc: str, total: int | None = None) -> Iterator[T]:
     with progress(iterable, total=total, desc=desc) as bar:
         yield from bar

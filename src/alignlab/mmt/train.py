@@ -1,0 +1,304 @@
+"""Training: the visual encoder's pretraining on ShapesWorld, and the translation model.
+
+**Visual pretraining.** The image tower learns to recognise, in each of the 9 cells of the ShapesWorld
+grid, which object is there — empty, one of the 5 shapes, or one of the 10 senses of the polysemous
+kinds (bat the animal vs bat the club, …): 16-way cross-entropy per cell on the pooled cell tokens,
+averaged over cells. Afterwards it is frozen and its visual tokens are computed once per image.
+
+**Translation.** Teacher-forced cross-entropy with label smoothing ``ε``,
+
+    L = -(1/|y|) Σ_t [(1-ε) log p(y_t | y_<t, x, V) + (ε/|Vocab|) Σ_c log p(c | y_<t, x, V)],
+
+AdamW with linear warm-up then cosine decay, gradient clipping. Batches are drawn with a generator
+seeded from the run seed, so the same seed gives the same model.
+
+A run folder holds ``config.yaml``, ``model.pt`` (state dict), ``src_tokenizer.json``,
+``tgt_tokenizer.json``, ``visual.pt`` (the visual encoder, for image models), ``log.jsonl`` and, after
+evaluation, ``results.json``.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from alignlab.core.config import dump_yaml, from_dict, load_yaml
+from alignlab.core.errors import ConfigError, ModelError
+from alignlab.core.io import atomic_path, write_jsonl
+from alignlab.core.progress import progress
+from alignlab.core.seed import derive_seed, set_seed
+from alignlab.data.shapes import SENSES, SHAPES, Scene, ShapesConfig, ShapesExample, ShapesWorld
+from alignlab.data.text import WordTokenizer
+from alignlab.mmt.model import MMTConfig, MMTModel, TargetTokenizer, VisualEncoder, default_image_config
+from alignlab.models.tiny import TinyImageConfig
+
+# Per-cell classes of the visual pretraining task.
+CELL_CLASSES: tuple[str, ...] = ("empty", *SHAPES, *SENSES)
+
+
+def cell_labels(scene: Scene, grid: int = 3) -> list[int]:
+    """Class index of each grid cell (row-major): 0 empty, then shapes, then polysemous senses."""
+    labels = [0] * (grid * grid)
+    for o in scene.objects:
+        labels[o.row * grid + o.col] = CELL_CLASSES.index(o.sense or o.kind)
+    return labels
+
+
+@dataclass
+class VisualPretrainConfig:
+    """Pretraining of the image tower on ShapesWorld object/sense recognition."""
+
+    images: int = 8000  # training images (generated; cheap)
+    val_images: int = 300
+    polysemous_rate: float = 0.5  # so every sense is seen often
+    epochs: int = 4
+    batch_size: int = 32
+    lr: float = 2e-3
+    image: TinyImageConfig = field(default_factory=default_image_config)
+
+
+@dataclass
+class TrainConfig:
+    """Optimisation of the translation model."""
+
+    epochs: int = 12
+    batch_size: int = 64
+    lr: float = 1e-3
+    warmup_steps: int = 100
+    weight_decay: float = 0.01
+    label_smoothing: float = 0.1
+    grad_clip: float = 1.0
+    max_minutes: float | None = None  # stop early after this much wall time (None: no limit)
+
+
+@dataclass
+class MMTPair:
+    """One training/test sentence pair; ``image`` indexes the visual-feature table (-1: no image)."""
+
+    en: str
+    zh: str
+    image: int = -1
+    senses: tuple[tuple[str, str, str], ...] = ()  # (English noun, synset, Chinese word) of polysemous nouns
+    meta: dict[str, Any] = field(default_factory=dict)
+
+
+def pairs_from_shapes(examples: Sequence[ShapesExample], image_offset: int = 0) -> list[MMTPair]:
+    """Every caption of every example as a pair; ``image`` = position of its example (+ offset)."""
+    out = []
+    for k, ex in enumerate(examples):
+        for j, c in enumerate(ex.captions):
+            out.append(MMTPair(c.en, c.zh, image_offset + k, tuple(c.sense_words()),
+                               {"image_id": ex.image_id, "caption": j, "family": c.family}))
+    return out
+
+
+def shapes_images(examples: Sequence[ShapesExample]) -> torch.Tensor:
+    """uint8 ``[N, 3, H, W]`` images of ShapesWorld examples."""
+    if not examples:
+        return torch.zeros(0, 3, 64, 64, dtype=torch.uint8)
+    return torch.from_numpy(np.stack([ex.image for ex in examples])).permute(0, 3, 1, 2).contiguous()
+
+
+# --- visual pretraining ------------------------------------------------------------------------------------
+
+
+def pretrain_visual_encoder(cfg: VisualPretrainConfig | None = None, seed: int = 0,
+                            desc: str = "visual pretraining") -> tuple[VisualEncoder, dict[str, float]]:
+    """Train a :class:`VisualEncoder` on per-cell object/sense recognition; returns it (eval mode, frozen)
+    and held-out metrics: ``cell_acc`` over all cells and ``sense_acc`` over cells holding a polysemous
+    object (chance 0.5 between its two senses if the kind alone were recognised)."""
+    cfg = cfg or VisualPretrainConfig()
+    set_seed(seed)
+    world = ShapesWorld(ShapesConfig(polysemous_rate=cfg.polysemous_rate, captions_per_image=1,
+                                     image_size=cfg.image.image_size))
+    data_seed = derive_seed("mmt-visual-pretrain", seed) % (2**31)
+    train = world.generate(cfg.images, data_seed, "train", desc="tower data")
+    val = world.generate(cfg.val_images, data_seed, "val", desc="tower val")
+    enc = VisualEncoder(cfg.image, pool=3, n_classes=len(CELL_CLASSES))
+    x_train = shapes_images(train)  # uint8; normalised batch by batch
+    y_train = torch.tensor([cell_labels(ex.scene) for ex in train])
+    opt = torch.optim.AdamW(enc.parameters(), lr=cfg.lr, weight_decay=0.01)
+    steps = cfg.epochs * math.ceil(len(train) / cfg.batch_size)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=max(steps, 1), pct_start=0.15)
+    gen = torch.Generator().manual_seed(derive_seed("mmt-visual-order", seed) % (2**63))
+    enc.train()
+    bar = progress(total=steps, desc=desc, unit="step")
+    for _ in range(cfg.epochs):
+        order = torch.randperm(len(train), generator=gen)
+        for i in range(0, len(order), cfg.batch_size):
+            idx = order[i:i + cfg.batch_size]
+            logits = enc.cell_head(enc(enc.preprocess(x_train[idx]))[:, 1:])  # [B, 9, C]
+            loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), y_train[idx].reshape(-1))
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+            bar.update(1)
+    bar.close()
+    enc.eval()
+    for p in enc.parameters():
+        p.requires_grad_(False)
+    with torch.no_grad():
+        y_val = torch.tensor([cell_labels(ex.scene) for ex in val])
+        pred = enc.cell_head(enc.features(shapes_images(val))[:, 1:]).argmax(-1)
+    poly = y_val > len(SHAPES)
+    metrics = {"cell_acc": float((pred == y_val).float().mean()),
+               "sense_acc": float((pred[poly] == y_val[poly]).float().mean()) if poly.any() else float("nan"),
+               "val_images": len(val)}
+    return enc, metrics
+
+
+def save_visual_encoder(path: Path, enc: VisualEncoder, metrics: dict[str, float] | None = None) -> None:
+    with atomic_path(path) as tmp:
+        torch.save({"image_config": asdict(enc.image_config), "pool": enc.pool,
+                    "n_classes": enc.cell_head.out_features, "state": enc.state_dict(),
+                    "metrics": metrics or {}}, tmp)
+
+
+def load_visual_encoder(path: Path) -> VisualEncoder:
+    if not Path(path).is_file():
+        raise ModelError("visual encoder file not found", where=str(path),
+                         fix="train an image model with `alignlab mmt train --fusion prefix|gated`")
+    try:
+        blob = torch.load(path, map_location="cpu", weights_only=True)
+        enc = VisualEncoder(from_dict(TinyImageConfig, blob["image_config"]), blob["pool"], blob["n_classes"])
+        enc.load_state_dict(blob["state"])
+    except (OSError, RuntimeError, KeyError, EOFError) as e:
+        raise ModelError(f"cannot load the visual encoder: {e}", where=str(path),
+                         fix="re-train the run; the file is damaged or from another version") from None
+    enc.eval()
+    for p in enc.parameters():
+        p.requires_grad_(False)
+    return enc
+
+
+# --- translation training ----------------------------------------------------------------------------------
+
+
+def build_tokenizers(pairs: Sequence[MMTPair], src_max: int | None = 8000, tgt_max: int | None = 8000,
+                     min_count: int = 1, unit: str = "word") -> tuple[WordTokenizer, TargetTokenizer]:
+    """English word and Chinese target (``unit``: jieba words by default, or characters) vocabularies."""
+    src = WordTokenizer.build((p.en for p in pairs), min_count=min_count, max_size=src_max)
+    tgt = TargetTokenizer.build((p.zh for p in pairs), min_count=min_count, max_size=tgt_max, unit=unit)
+    return src, tgt
+
+
+def _lr_at(step: int, total: int, cfg: TrainConfig) -> float:
+    if step < cfg.warmup_steps:
+        return cfg.lr * (step + 1) / cfg.warmup_steps
+    frac = (step - cfg.warmup_steps) / max(1, total - cfg.warmup_steps)
+    return cfg.lr * 0.5 * (1 + math.cos(math.pi * min(1.0, frac)))
+
+
+def train_model(model: MMTModel, pairs: Sequence[MMTPair], cfg: TrainConfig, *, seed: int = 0,
+                visual: torch.Tensor | None = None, desc: str = "mmt train",
+                log_path: Path | None = None) -> list[dict[str, Any]]:
+    """Train ``model`` on ``pairs`` in place; returns the per-epoch log (also written to ``log_path``).
+
+    ``visual`` is the ``[N_images, K, d_v]`` table of frozen visual tokens that ``pair.image`` indexes.
+    """
+    if not pairs:
+        raise ConfigError("no training pairs")
+    if model.uses_image:
+        if visual is None:
+            raise ConfigError("an image model needs visual features", fix="pass visual=… or use fusion none")
+        bad = [i for i, p in enumerate(pairs) if not 0 <= p.image < len(visual)]
+        if bad:
+            raise ConfigError(f"training pair {bad[0]} has no image (index {pairs[bad[0]].image})",
+                              fix="every pair of an image model needs an image")
+    set_seed(seed)
+    gen = torch.Generator().manual_seed(derive_seed("mmt-order", seed) % (2**63))
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    steps_per_epoch = math.ceil(len(pairs) / cfg.batch_size)
+    total = cfg.epochs * steps_per_epoch
+    src_ids, src_mask = model.src_tok.encode([p.en for p in pairs], model.config.max_src_len + 1)
+    tgt = model.tgt_tok.encode([p.zh for p in pairs], model.config.max_tgt_len)
+    img = torch.tensor([p.image for p in pairs])
+    log: list[dict[str, Any]] = []
+    t0 = time.time()
+    step = 0
+    model.train()
+    bar = progress(total=total, desc=desc, unit="step")
+    stop = False
+    for epoch in range(cfg.epochs):
+        order = torch.randperm(len(pairs), generator=gen)
+        tot, n_tok = 0.0, 0
+        for i in range(0, len(order), cfg.batch_size):
+            idx = order[i:i + cfg.batch_size]
+            s_mask = src_mask[idx]
+            s_len = int(s_mask.sum(1).max())
+            t = tgt[idx]
+            t_len = int((t != TargetTokenizer.PAD).sum(1).max())
+            v = visual[img[idx]] if model.uses_image else None
+            for g in opt.param_groups:
+                g["lr"] = _lr_at(step, total, cfg)
+            terms = model.loss(src_ids[idx, :s_len], s_mask[:, :s_len], t[:, :t_len], v, cfg.label_smoothing)
+            loss = sum(terms.values())
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            if cfg.grad_clip:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+            opt.step()
+            k = int((t[:, 1:t_len] != TargetTokenizer.PAD).sum())
+            tot += float(loss.detach()) * k
+            n_tok += k
+            step += 1
+            bar.update(1)
+            if cfg.max_minutes is not None and time.time() - t0 > 60 * cfg.max_minutes:
+                stop = True
+                break
+        log.append({"epoch": epoch + 1, "step": step, "train_loss": tot / max(n_tok, 1),
+                    "lr": _lr_at(step, total, cfg), "elapsed_s": round(time.time() - t0, 2)})
+        if stop:
+            break
+    bar.close()
+    model.eval()
+    if log_path is not None:
+        write_jsonl(log_path, log)
+    return log
+
+
+# --- run folders --------------------------------------------------------------------------------------------
+
+
+def save_run(out: Path, model: MMTModel, *, train_cfg: TrainConfig, data: dict[str, Any],
+             visual_encoder: VisualEncoder | None = None, seed: int = 0,
+             visual_metrics: dict[str, float] | None = None) -> None:
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    dump_yaml(out / "config.yaml", {"model": asdict(model.config), "train": asdict(train_cfg), "data": data,
+                                    "seed": seed})
+    model.src_tok.save(out / "src_tokenizer.json")
+    model.tgt_tok.save(out / "tgt_tokenizer.json")
+    with atomic_path(out / "model.pt") as tmp:
+        torch.save(model.state_dict(), tmp)
+    if visual_encoder is not None:
+        save_visual_encoder(out / "visual.pt", visual_encoder, visual_metrics)
+
+
+def load_run(run: Path) -> tuple[MMTModel, VisualEncoder | None, dict[str, Any]]:
+    """(model in eval mode, visual encoder or None, the run's config dict) of a run folder."""
+    run = Path(run)
+    for name in ("config.yaml", "model.pt", "src_tokenizer.json", "tgt_tokenizer.json"):
+        if not (run / name).is_file():
+            raise ModelError(f"not an MMT run folder: {name} is missing", where=str(run),
+                             fix="give the --out folder of `alignlab mmt train`")
+    conf = load_yaml(run / "config.yaml")
+    cfg = from_dict(MMTConfig, conf.get("model", {}), where=str(run / "config.yaml"))
+    model = MMTModel(cfg, WordTokenizer.load(run / "src_tokenizer.json"), TargetTokenizer.load(run / "tgt_tokenizer.json"))
+    try:
+        model.load_state_dict(torch.load(run / "model.pt", map_location="cpu", weights_only=True))
+    except (RuntimeError, OSError, EOFError) as e:
+        raise ModelError(f"cannot load the model weights: {e}", where=str(run / "model.pt"),
+                         fix="re-train the run; the weights do not match its config") from None
+    model.eval()
+    enc = load_visual_encoder(run / "visual.pt") if cfg.fusion != "none" else None
+    return model, enc, conf
