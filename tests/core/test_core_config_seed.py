@@ -194,3 +194,20 @@ def test_derive_seed_is_stable_across_processes_and_separates_parts():
     assert derive_seed(3, "shapes", "train") != derive_seed(3, "shapes", "val")
     assert derive_seed("a", "bc") != derive_seed("ab", "c")
     assert 0 <= derive_seed(0) < 2**63
+
+
+def test_exponent_floats_that_yaml_1_1_reads_as_strings_are_numbers_for_float_fields():
+    from dataclasses import dataclass
+
+    from alignlab.core.config import from_dict, parse_overrides
+
+    @dataclass
+    class Opt:
+        lr: float = 0.1
+        name: str = "x"
+
+    assert from_dict(Opt, parse_overrides(["lr=1e-3"])).lr == 0.001
+    assert from_dict(Opt, {"lr": "-2.5E+2"}).lr == -250.0
+    assert from_dict(Opt, parse_overrides(["name=1e-3"])).name == "1e-3"  # a str field keeps its text
+    with pytest.raises(ConfigError, match="must be a number"):
+        from_dict(Opt, {"lr": "1e-3x"})

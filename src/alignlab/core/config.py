@@ -18,6 +18,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import os
+import re
 import types
 import typing
 from collections.abc import Mapping
@@ -54,6 +55,9 @@ def from_dict(cls: type[T], data: Mapping[str, Any] | None, where: str | None = 
         raise ConfigError(f"invalid {cls.__name__}: {e}", where=where) from None
 
 
+_YAML11_FLOAT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")
+
+
 def _coerce(tp: Any, value: Any, name: str, where: str | None) -> Any:
     origin = typing.get_origin(tp)
     if origin in (typing.Union, types.UnionType):
@@ -66,6 +70,9 @@ def _coerce(tp: Any, value: Any, name: str, where: str | None) -> Any:
     if dataclasses.is_dataclass(tp) and isinstance(value, Mapping):
         return from_dict(tp, value, where)
     if tp is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    if tp is float and isinstance(value, str) and _YAML11_FLOAT.fullmatch(value.strip()):
+        # YAML 1.1 (PyYAML) reads "1e-3" as a string (it wants "1.0e-3"); a user writing lr: 1e-3 means the number.
         return float(value)
     if tp is int and isinstance(value, bool) or tp is bool and not isinstance(value, bool):
         raise ConfigError(f"{name} must be {tp.__name__}, got {value!r}", where=where)

@@ -39,6 +39,10 @@ def register_verbs(verbs: argparse._SubParsersAction) -> None:
                                                         for k, v in ARMS.items()) + " (default: dcd)")
     tr.add_argument("--student", choices=["dual", "shallow-cross"], default=None,
                     help="student kind (default: the config's, dual)")
+    tr.add_argument("--student-init", default=None, metavar="SPEC",
+                    help="dual student to start from: ckpt:<tiny dual dir>, or a real dual encoder hf:<folder or hub "
+                         "id> (CLIP, SigLIP, BLIP with #itc), trained whole and saved to <out>/student "
+                         "(same as --set student_init=SPEC)")
     _common(tr, default_out="runs/dcd-student")
     tr.set_defaults(run=run_train)
 
@@ -111,11 +115,15 @@ def run_train(args: argparse.Namespace) -> int:
         extra["teacher"] = args.teacher
     if args.student is not None:
         extra["student"] = args.student
+    if args.student_init is not None:
+        extra["student_init"] = args.student_init
     cfg = load_run_config(_config_dict(args, extra), where=str(args.config) if args.config else None)
     if cfg.needs_teacher and not cfg.teacher:
         raise ConfigError(f"arm {args.arm} needs a teacher", fix="pass --teacher ckpt:<dir>")
     result = run_dcd(cfg, args.out, resume=not args.no_resume, device=_device(args.device))
     _summary(result, args.out)
+    if result.get("student_model"):
+        print(f"student: {result['student_model']}")
     return 0
 
 

@@ -6,6 +6,9 @@
 * **Student (a): dual encoder** (:func:`build_dual_student`) — a :class:`~alignlab.models.tiny.TinyDualEncoder`
   with the teacher's tokenizer and image size. Ranking ``N`` images against ``C`` captions costs
   ``N + C`` encodings and one matrix product, instead of the teacher's ``N × C`` fused pairs.
+* **Student (a'): a real dual encoder** (:func:`load_trainable_dual`) — a Hugging Face CLIP, SigLIP or
+  BLIP ITC model (``student_init="hf:<folder or hub id>"``), trained whole: both towers and the learned
+  logit scale. Its images go through the model's own processor, its texts through its own tokenizer.
 * **Student (b): shallow cross encoder** (:func:`build_shallow_cross`) — the teacher's towers, copied
   and frozen, under a new, shallower fusion stack (DCD's METER setting: the student keeps the teacher's
   unimodal encoders and learns fewer cross layers). It is a ``tiny-cross`` model, so it saves and loads
@@ -18,12 +21,16 @@ differs where towers are shared, or a student tokenizer that cannot spell words 
 from __future__ import annotations
 
 import copy
+import os
+import shutil
 from collections.abc import Iterable, Mapping
+from pathlib import Path
 from typing import Any
 
 from torch import nn
 
 from alignlab.core.errors import AlignlabError, ConfigError, ModelError
+from alignlab.core.progress import info, silence_library_bars
 from alignlab.data.text import UNK, WordTokenizer, split_words
 from alignlab.models.factory import build_model, load_model
 from alignlab.models.tiny import TinyCrossEncoder, TinyDualEncoder
@@ -80,8 +87,8 @@ def check_compatible(teacher: Any, student: Any, captions: Iterable[str] | None 
     if ts is not None and ss is not None and ts != ss:
         raise ConfigError(f"teacher and student see different image sizes ({ts} vs {ss})",
                           fix=f"build the student with image_size={ts}")
-    t_tok: WordTokenizer | None = getattr(teacher, "tokenizer", None)
-    s_tok: WordTokenizer | None = getattr(student, "tokenizer", None)
+    t_tok: Any = getattr(teacher, "tokenizer", None)
+    s_tok: Any = getattr(student, "tokenizer", None)
     if shares_towers:
         if t_tok is None or s_tok is None or t_tok.vocab != s_tok.vocab:
             raise ConfigError("a student that shares the teacher's towers needs the teacher's tokenizer",
@@ -89,6 +96,11 @@ def check_compatible(teacher: Any, student: Any, captions: Iterable[str] | None 
         return
     if s_tok is None or captions is None:
         return
+    if not isinstance(s_tok, WordTokenizer):  # a real model's tokenizer (BPE, WordPiece): see _check_unknown
+        _check_unknown(s_tok, captions)
+        return
+    if not isinstance(t_tok, WordTokenizer):
+        t_tok = None  # a real teacher's tokenizer spells (nearly) everything: check the student's alone
     words = {w for c in captions for w in split_words(c)}
     missing = sorted(w for w in words if s_tok.index.get(w, UNK) == UNK
                      and (t_tok is None or t_tok.index.get(w, UNK) != UNK))
@@ -96,6 +108,77 @@ def check_compatible(teacher: Any, student: Any, captions: Iterable[str] | None 
         raise ConfigError(f"the student's tokenizer cannot spell {len(missing)} word(s) of the training captions "
                           f"that the teacher can: {', '.join(missing[:5])}{' ...' if len(missing) > 5 else ''}",
                           fix="build the student with the teacher's tokenizer (the default)")
+
+
+def _check_unknown(tokenizer: Any, captions: Iterable[str], limit: int = 50_000) -> None:
+    """Say which caption words a Hugging Face tokenizer maps to its unknown token (byte-level BPE, as in
+    CLIP, never does; WordPiece may, for rare characters). Only a note: a few unknown words in real
+    captions should not stop a run, but a tokenizer that cannot spell the data is worth knowing about."""
+    unk = getattr(tokenizer, "unk_token_id", None)
+    if unk is None or not callable(tokenizer):
+        return
+    words = sorted({w for c in captions for w in split_words(c)})[:limit]
+    if not words:
+        return
+    ids = tokenizer(words, add_special_tokens=False)["input_ids"]
+    missing = [w for w, row in zip(words, ids, strict=True) if unk in row]
+    if missing:
+        info(f"note: the student's tokenizer maps {len(missing)} caption word(s) to its unknown token: "
+             f"{', '.join(missing[:5])}{' ...' if len(missing) > 5 else ''}")
+
+
+def is_trainable_dual(model: Any) -> bool:
+    """True for a real dual encoder with differentiable pieces (``preprocess_images``, ``tokenize``,
+    ``embed_images``, ``embed_texts``, ``logit_params``): the Hugging Face CLIP, SigLIP and BLIP ITC adapters."""
+    return isinstance(model, nn.Module) and all(
+        callable(getattr(model, a, None))
+        for a in ("preprocess_images", "tokenize", "embed_images", "embed_texts", "logit_params"))
+
+
+def load_trainable_dual(spec: str, device: str = "cpu") -> Any:
+    """Load ``spec`` (``hf:<folder or hub id>[#itc]``) as a student to train: every parameter trainable.
+
+    The adapters load in eval mode and score under ``torch.no_grad``; training goes through their
+    differentiable pieces instead (``embed_images(preprocess_images(x))``, ``embed_texts(tokenize(t))``),
+    and the training loop switches train/eval mode around its dev evaluations.
+    """
+    model = load_model(spec, device=device)
+    if not is_trainable_dual(model):
+        raise ConfigError(f"student_init {spec!r} is a {type(model).__name__}, not a dual encoder that can be trained",
+                          fix="give a CLIP or SigLIP folder, a BLIP folder with #itc, or a tiny dual ckpt:<dir>")
+    for p in model.parameters():
+        p.requires_grad_(True)
+    model.train()
+    return model
+
+
+def hf_student_spec(model: Any, folder: str | os.PathLike) -> str:
+    """The spec that loads a student saved by :func:`save_trainable_dual` to ``folder`` (BLIP ITC needs #itc)."""
+    mode = getattr(model, "mode", "dual")
+    return f"hf:{folder}" + ("#itc" if mode == "itc" else "")
+
+
+def save_trainable_dual(model: Any, folder: str | os.PathLike) -> Path:
+    """``save_pretrained`` of the model and its processor (or image processor + tokenizer) into ``folder``.
+
+    Written to a sibling ``.tmp`` folder first and renamed, so ``folder`` is never half-written.
+    """
+    out = Path(folder)
+    tmp = out.with_name(out.name + ".tmp")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    silence_library_bars()  # transformers draws a bar per saved shard
+    model.model.save_pretrained(tmp)
+    proc = model.processor
+    if hasattr(proc, "save_pretrained"):
+        proc.save_pretrained(tmp)
+    else:  # the image processor and tokenizer were loaded separately (no processor_config.json)
+        model.image_processor.save_pretrained(tmp)
+        model.tokenizer.save_pretrained(tmp)
+    if out.exists():
+        shutil.rmtree(out)
+    os.replace(tmp, out)
+    return out
 
 
 def build_dual_student(teacher: Any, model_config: Mapping[str, Any] | None = None,

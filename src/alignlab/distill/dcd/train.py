@@ -18,6 +18,12 @@
 The student's per-sample ground-truth loss is ``CE`` over ``[positive, kept negatives]`` (image →
 text, as in DCD); a dual student adds ``t2i_weight ·`` caption → image cross-entropy over the batch's
 images (free for a dual encoder, and it trains the direction the candidate lists do not).
+
+A dual student is either alignlab's tiny dual encoder (built for the teacher, or ``student_init=ckpt:<dir>``)
+or a real one, ``student_init="hf:<folder or hub id>"`` (CLIP, SigLIP, BLIP ITC with ``#itc``): all its
+parameters train, its scores are ``scale · cos + bias`` with the model's own learned scale (and SigLIP's
+bias), its images go through its own processor batch by batch, and the best checkpoint is written with
+``save_pretrained`` to ``<run>/student`` (load it with ``hf:<run>/student``).
 """
 
 from __future__ import annotations
@@ -37,7 +43,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from alignlab.core.config import dump_yaml, from_dict
-from alignlab.core.errors import ConfigError, DataError
+from alignlab.core.errors import ConfigError, DataError, ResumeError
 from alignlab.core.io import read_json, write_json
 from alignlab.core.manifest import config_hash, make_result
 from alignlab.core.progress import info
@@ -55,8 +61,13 @@ from alignlab.distill.dcd.students import (
     build_shallow_cross,
     check_compatible,
     count_parameters,
+    hf_student_spec,
+    is_trainable_dual,
     load_teacher,
+    load_trainable_dual,
+    save_trainable_dual,
 )
+from alignlab.models.base import load_images_for
 from alignlab.models.factory import build_model, load_model
 from alignlab.retrieval.evaluate import evaluate_model
 from alignlab.retrieval.metrics import evaluate_scores
@@ -69,6 +80,10 @@ KD_KINDS = ("none", "score", "relation", "feature")
 # A small teacher that trains in minutes on one CPU thread (a 4 x 4 grid of image tokens).
 TEACHER_MODEL: dict[str, Any] = {"width": 48, "image_channels": [16, 32, 48], "text_layers": 1,
                                  "fusion_layers": 2, "heads": 4}
+# A real dual student without a learned logit scale (BLIP ITC) is trained with CLIP's initial scale,
+# 1 / 0.07: a softmax over cosines in [-1, 1] at scale 1 is nearly flat. A constant scale does not change
+# rankings, so the saved model still scores with its own (scale 1).
+FIXED_STUDENT_SCALE = 1.0 / 0.07
 # The dual student: about 40% of the teacher's parameters.
 STUDENT_MODEL: dict[str, Any] = {"width": 32, "embed_dim": 32, "image_channels": [8, 16, 32], "text_layers": 1,
                                  "heads": 2}
@@ -326,7 +341,7 @@ class DCDRunConfig:
     student: str = "dual"  # dual | shallow-cross
     student_config: dict[str, Any] = field(default_factory=lambda: dict(STUDENT_MODEL))  # dual: TinyDualConfig keys
     cross_fusion_layers: int = 1  # shallow-cross: fusion layers of the student (its towers are the teacher's)
-    student_init: str | None = None  # dual only: start from this checkpoint (ckpt:<dir>)
+    student_init: str | None = None  # dual only: start from ckpt:<tiny dual dir> or a real model hf:<dir or hub id>
     negatives: str = "teacher"  # teacher (the k hardest of M by the teacher) | random (k of M uniformly)
     kd: str = "score"  # none | score (DCD's score MSE) | relation (in-batch KL) | feature (feature MSE)
     pool_size: int = 15  # M: candidates scored per image
@@ -361,6 +376,13 @@ class DCDRunConfig:
             raise ValueError("student_init is for dual students")
         if self.kd in ("relation", "feature") and self.student != "dual":
             raise ValueError(f"{self.kd} KD is a baseline for dual students")
+        if self.kd == "feature" and self.hf_student:
+            raise ValueError("feature KD needs a tiny dual student (its hint layer is sized from the tiny model)")
+
+    @property
+    def hf_student(self) -> bool:
+        """The student is a real (Hugging Face) dual encoder loaded from ``student_init``."""
+        return bool(self.student_init) and str(self.student_init).startswith("hf:")
 
     @property
     def needs_teacher(self) -> bool:
@@ -391,7 +413,11 @@ class DCDTask:
                  memo: dict[Any, torch.Tensor] | None = None):
         self.cfg = cfg
         self.student = student
-        self.train, self.images = _images_tensor(train, student.config.image_size)
+        self.real = is_trainable_dual(student)  # a real dual encoder: its own preprocessing, per batch
+        if self.real:
+            self.train, self.images = train, None
+        else:
+            self.train, self.images = _images_tensor(train, student.config.image_size)
         self.batches = GroupBatches(groups_of(train), cfg.train.batch_size, cfg.seed)
         self.ts = teacher_scores
         self.dev = dev
@@ -451,6 +477,28 @@ class DCDTask:
         return DCDBatch(idx, np.concatenate([pos[:, None], kept], axis=1), teacher, relation, epoch, index)
 
     # -- the loss --
+    def student_scores(self, model: nn.Module, b: DCDBatch) -> dict[str, torch.Tensor]:
+        """A dual student's scores of the batch's candidates and the pieces the loss terms need:
+        ``scores [B, 1 + k]``, ``img [B, D]`` and ``pos_txt [B, D]`` (unit vectors), ``scale``, and the
+        features feature KD reads (``img_feat``, ``pos_feat``)."""
+        return self._real_scores(model, b) if self.real else self._dual_scores(model, b)
+
+    def _real_scores(self, model: Any, b: DCDBatch) -> dict[str, torch.Tensor]:
+        # The model's own processor on this batch's images (at their stored size), with gradients.
+        img = model.embed_images(model.preprocess_images(load_images_for(model, self.train, b.images)))
+        uniq, inverse = np.unique(b.candidates, return_inverse=True)
+        txt = model.embed_texts(model.tokenize([self.train.captions[c] for c in uniq]))
+        scale, bias = model.logit_params()
+        # CLIP clamps its learned scale at 100 during training; the same cap keeps the softmax sane.
+        scale = scale.clamp(max=100.0) if scale is not None else torch.tensor(FIXED_STUDENT_SCALE, device=img.device)
+        inv = torch.from_numpy(inverse.reshape(b.candidates.shape)).to(img.device)
+        scores = scale * (img[:, None, :] * txt[inv]).sum(-1)  # [B, 1 + k]
+        if bias is not None:  # SigLIP: its scores are logits (a constant shift, so softmax terms ignore it)
+            scores = scores + bias
+        pos_txt = txt[inv[:, 0]]
+        return {"scores": scores, "img": img, "pos_txt": pos_txt, "scale": scale, "img_feat": img,
+                "pos_feat": pos_txt}
+
     def _dual_scores(self, model: nn.Module, b: DCDBatch) -> dict[str, torch.Tensor]:
         x = model.image_tower.preprocess(self.images[b.images], model.device)
         img_feat = model.image_tower(x)[1]
@@ -480,7 +528,7 @@ class DCDTask:
         cfg = self.cfg
         extra = None
         if cfg.student == "dual":
-            out = self._dual_scores(model, b)
+            out = self.student_scores(model, b)
             scores = out["scores"]
             if cfg.t2i_weight > 0:
                 logits = out["scale"] * out["pos_txt"] @ out["img"].T  # caption i ranks the batch's images
@@ -527,8 +575,14 @@ class DCDTask:
         return _evaluate_cross(model, self.dev)
 
 
-def build_student(cfg: DCDRunConfig, teacher: Any, train: ImageTextPairs) -> nn.Module:
-    """The student of ``cfg`` for ``teacher``, checked for compatibility."""
+def build_student(cfg: DCDRunConfig, teacher: Any, train: ImageTextPairs, device: str = "cpu") -> nn.Module:
+    """The student of ``cfg`` for ``teacher``, checked for compatibility (``device``: a real student's)."""
+    if cfg.hf_student:
+        assert cfg.student_init is not None
+        student = load_trainable_dual(cfg.student_init, device=device)
+        if teacher is not None:
+            check_compatible(teacher, student, captions=train.captions)
+        return student
     if cfg.student == "shallow-cross":
         student = build_shallow_cross(teacher, fusion_layers=cfg.cross_fusion_layers)
         check_compatible(teacher, student, shares_towers=True)
@@ -577,7 +631,9 @@ def _run_dcd(cfg: DCDRunConfig, run_dir: Path, teacher: Any, data: dict[str, Ima
     elif teacher is not None:
         teacher = load_teacher(teacher)
     set_seed(cfg.seed)
-    student = build_student(cfg, teacher, data["train"])
+    student = build_student(cfg, teacher, data["train"], device=device)
+    if cfg.hf_student:
+        _check_student_source(run_dir, student, resume)
     ts = None
     if cfg.needs_teacher:
         ts = teacher_scores if teacher_scores is not None else TeacherScores(teacher, data["train"])
@@ -593,6 +649,10 @@ def _run_dcd(cfg: DCDRunConfig, run_dir: Path, teacher: Any, data: dict[str, Ima
                      desc=f"dcd {cfg.student} seed {cfg.seed}", callbacks=callbacks)
     best = load_best(student, run_dir) if train_cfg.select_metric else fit_result.best
     student.eval()
+    extra: dict[str, Any] = {}
+    if cfg.hf_student:  # the best checkpoint as a model folder: `alignlab eval retrieval --model hf:<run>/student`
+        saved = save_trainable_dual(student, run_dir / "student")
+        extra = {"student_model": hf_student_spec(student, saved), "student_init": cfg.student_init}
     test = _test_split(data, cfg.test_images)
     t0 = time.time()
     report = evaluate_model(student, test)
@@ -602,9 +662,29 @@ def _run_dcd(cfg: DCDRunConfig, run_dir: Path, teacher: Any, data: dict[str, Ima
                         device=device, dev_curve=fit_result.dev_curve, best=best, steps=fit_result.steps,
                         parameters=count_parameters(student), trainable_parameters=count_parameters(student, True),
                         test_scoring_s=round(score_s, 3), diagnostics=task.diagnostics(),
-                        teacher_pairs_scored=(ts.pairs_scored - scored_before) if ts is not None else 0)
+                        teacher_pairs_scored=(ts.pairs_scored - scored_before) if ts is not None else 0,
+                        **extra)
     info(f"dcd {cfg.student} seed {cfg.seed}: test RSUM {report.metrics['rsum']:.1f}")
     return result
+
+
+def _check_student_source(run_dir: Path, student: Any, resume: bool) -> None:
+    """Refuse to resume a real-student run whose ``student_init`` now holds other weights or settings.
+
+    Checkpoints hold the whole state dict, so a resumed run would silently continue from them with
+    another model's processor and tokenizer; the adapter's identity (files, class, mode, text settings)
+    is recorded at the start and must match.
+    """
+    path = run_dir / "student_source.json"
+    now = {"identity": student.identity, "name": student.name}
+    started = (run_dir / "ckpt" / "last.pt").is_file() or (run_dir / "train_state.json").is_file()
+    if resume and path.is_file() and started:
+        before = read_json(path)
+        if before.get("identity") != now["identity"]:
+            raise ResumeError(f"the run was started from student {before.get('name')!r} with other files or "
+                              f"settings than {now['name']!r} has now", where=str(run_dir),
+                              fix="restore that student folder, use a new run folder, or pass --no-resume")
+    write_json(path, now)
 
 
 def load_run_config(data: dict[str, Any] | None, where: str | None = None) -> DCDRunConfig:

@@ -276,6 +276,11 @@ class HFDualEncoder(HFAdapter, DualEncoder):
     def embed_dim(self) -> int:
         raise NotImplementedError
 
+    def logit_params(self) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        """The model's own learned ``(scale, bias)`` as differentiable tensors (``score = scale · cos + bias``),
+        for training it as a student; ``None`` where the model has none (BLIP ITC: a fixed scale of 1)."""
+        return None, None
+
     @torch.no_grad()
     def encode_images(self, images: ImageInput) -> torch.Tensor:
         n = num_images(images)
@@ -322,6 +327,9 @@ class HFClip(HFDualEncoder):
     def score_scale(self) -> float:
         return float(self.model.logit_scale.detach().float().exp())
 
+    def logit_params(self) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        return self.model.logit_scale.float().exp().reshape(()), None
+
 
 class HFSiglip(HFClip):
     """transformers' ``SiglipModel``: ``score = exp(logit_scale) · cos + logit_bias``, a sigmoid logit."""
@@ -342,6 +350,9 @@ class HFSiglip(HFClip):
     @property
     def score_bias(self) -> float:
         return float(self.model.logit_bias.detach().float().reshape(-1)[0])
+
+    def logit_params(self) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        return self.model.logit_scale.float().exp().reshape(()), self.model.logit_bias.float().reshape(())
 
 
 class HFBlipITC(HFDualEncoder):
