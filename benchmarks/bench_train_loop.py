@@ -2,10 +2,10 @@
 
 Both train the same tiny dual encoder on the same pre-built ShapesWorld batches with the same optimizer
 and schedule; only the loop differs (fit() adds progress, logging, gradient clipping, a checkpoint at
-each epoch end and the dev-metric bookkeeping). Each is run twice, alternating, and the faster of the
-two runs is kept. Target: fit() within 5% of the bare loop.
+each epoch end and the dev-metric bookkeeping). Each is run ``--repeats`` times, alternating, and the
+fastest run of each is kept. Target: fit() within 5% of the bare loop.
 
-    python benchmarks/bench_train_loop.py [--steps 60] [--threads 2]
+    python benchmarks/bench_train_loop.py [--steps 60] [--threads 2] [--repeats 5]
 """
 
 from __future__ import annotations
@@ -78,18 +78,22 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--steps", type=int, default=60)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--repeats", type=int, default=5, help="alternating runs of each loop (the fastest is kept)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     pairs = from_shapes(ShapesWorld().generate(1000, 0, "train"), "bench")
     tok = WordTokenizer.build(pairs.captions)
     cfg = TrainConfig(epochs=1, batch_size=64, lr=1e-3, log_every=10**9, grad_clip=1.0)
     times = {"bare": [], "fit": []}
-    for _ in range(2):
+    for _ in range(args.repeats):
         for name, loop in (("bare", bare_loop), ("fit", fit_loop)):
             model, task = make(args.steps, pairs, tok)
             times[name].append(loop(model, task, cfg))
     bare, fitted = min(times["bare"]), min(times["fit"])
-    print(f"steps: {args.steps}, batch 64, threads {args.threads}")
+    print(f"steps: {args.steps}, batch 64, threads {args.threads}, repeats {args.repeats}, "
+          f"load average {os.getloadavg()[0]:.2f}")
+    for name, ts in times.items():
+        print(f"  {name:5s} runs (s): {', '.join(f'{t:.2f}' for t in ts)}")
     print(f"bare loop: {bare:.2f} s ({args.steps / bare:.2f} steps/s)")
     print(f"fit():     {fitted:.2f} s ({args.steps / fitted:.2f} steps/s)")
     print(f"overhead of fit(): {100 * (fitted / bare - 1):+.1f}% (ratio {fitted / bare:.3f}; target <= 1.05)")
