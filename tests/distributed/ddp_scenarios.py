@@ -156,12 +156,89 @@ class CommonITTask(ddp_.SamplerBatches):
         return {"mse_loss": ((model(x) - y) ** 2).mean()}
 
 
+# --- DCD: teacher-mined candidates, globally normalised weights, gathered caption -> image negatives ----
+
+# Per-rank batch 5: the global batch of 10 packs whole groups of 3, so batch (0, 0) holds 9 images and
+# the ranks get 5 + 4 (uneven shards: padding in the gathers, W/N scaling).
+DCD_PER_RANK = 5
+# (case, DCD arm, student): the arms of the experiment, the two in-batch baselines, a shallow cross student.
+DCD_CASES = [("dcd", "dcd", "dual"), ("static-kd", "static-kd", "dual"), ("no-kd", "no-kd", "dual"),
+             ("dcd-released", "dcd-released", "dual"), ("dcd-shuffled", "dcd-shuffled", "dual"),
+             ("hard-negatives", "hard-negatives", "dual"), ("relation-kd", "relation-kd", "dual"),
+             ("feature-mse", "feature-mse", "dual"), ("dcd-shallow-cross", "dcd", "shallow-cross")]
+
+
+@lru_cache(maxsize=1)
+def dcd_data() -> ImageTextPairs:
+    from alignlab.distill.dcd.data import NearDupConfig, near_duplicate_pairs
+
+    return near_duplicate_pairs(30, 0, "train", NearDupConfig(group_size=3, image_size=SIZE))
+
+
+@lru_cache(maxsize=1)
+def dcd_teacher() -> tuple[nn.Module, Any]:
+    """A frozen tiny cross encoder (random weights, sharpened so its candidate entropies differ) and its scores."""
+    from alignlab.distill.dcd.miner import TeacherScores
+    from alignlab.distill.dcd.students import load_teacher
+
+    set_seed(11)
+    model = build_model("tiny-cross", CROSS, WordTokenizer.build(dcd_data().captions))
+    with torch.no_grad():  # an untrained head scores every pair alike; a larger one spreads the scores
+        for p in model.parameters():
+            if p.ndim >= 2:
+                p.mul_(3.0)
+    teacher = load_teacher(model)
+    return teacher, TeacherScores(teacher, dcd_data())
+
+
+def dcd_task(case: str, per_process_batch: int):
+    """``(task, student)`` of a DCD case, the student built with the same seed on every rank and process."""
+    from alignlab.distill.dcd.students import build_dual_student, build_shallow_cross
+    from alignlab.distill.dcd.train import ARMS, DCDRunConfig, DCDTask
+
+    _, arm, student_kind = next(c for c in DCD_CASES if c[0] == case)
+    cfg = DCDRunConfig(student=student_kind, student_config={k: v for k, v in DUAL.items() if k != "image_size"},
+                       pool_size=8, keep=3, seed=2, train=TrainConfig(batch_size=per_process_batch), **ARMS[arm])
+    teacher, ts = dcd_teacher()
+    set_seed(5)
+    if student_kind == "dual":
+        student = build_dual_student(teacher, cfg.student_config, captions=dcd_data().captions)
+    else:
+        student = build_shallow_cross(teacher, fusion_layers=1)
+    return DCDTask(cfg, student, dcd_data(), ts if cfg.needs_teacher else None), student
+
+
+def dcd_step(rank: int, world: int, out_dir: Path) -> None:
+    """One DDP step of every DCD case: loss, gradients and what each rank mined (rank 0 saves)."""
+    for case, _, _ in DCD_CASES:
+        task, student = dcd_task(case, DCD_PER_RANK)
+        wrapped = ddp_.DDPModel(student)  # held until after backward: DDP's gradient hooks live with it
+        b = task.local_batch(0, 0, rank, world)
+        terms = task.loss(wrapped, b)
+        sum(terms.values()).backward()
+        extra = list(task.parameters())  # feature KD's projections: averaged like fit does
+        ddp_.average_gradients(extra)
+        value = ddp_.all_reduce_mean({k: float(v.detach()) for k, v in terms.items()})
+        g = grads(student)
+        g.update({f"task.{i}": p.grad.detach().clone() for i, p in enumerate(extra)})
+        mined = ddp_.all_gather_object({"images": b.images.tolist(), "candidates": b.candidates.tolist(),
+                                        "teacher": None if b.teacher is None else b.teacher.tolist(),
+                                        "shard": [b.shard.lo, b.shard.hi, b.shard.n]})
+        same = ddp_.all_gather_object({k: v.sum().item() for k, v in g.items()})
+        if rank == 0:
+            torch.save({"loss": value, "grads": g, "mined": mined, "ranks_agree": same[0] == same[1],
+                        "diagnostics": task.loss_fn.last}, out_dir / f"dcd_{case}.pt")
+
+
 # --- the worker --------------------------------------------------------------------------------------
 
 
 def worker(rank: int, world: int, out: str) -> None:
     out_dir = Path(out)
     main = rank == 0
+
+    # DCD: one step per arm against one process with the global batch.
+    dcd_step(rank, world, out_dir)
 
     # (a) one DDP step with gathered negatives: loss and gradients.
     for name, loss, local_loss, batch in GRAD_CASES:

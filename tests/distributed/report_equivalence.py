@@ -3,8 +3,8 @@
     .venv/bin/python tests/distributed/report_equivalence.py
 
 Runs the same 2-process scenarios as the tests (ddp_scenarios.worker) and prints, per gathered loss,
-the loss of both sides and ``‖g_ddp − g_1‖ / ‖g_1‖`` over all parameters, then the dev/test metrics of
-the short training runs. The numbers in docs/distributed.md come from this script.
+the loss of both sides and ``‖g_ddp − g_1‖ / ‖g_1‖`` over all parameters (the retrieval losses, then
+one step of every DCD case), then the dev/test metrics of the short training runs. The numbers in docs/distributed.md come from this script.
 """
 
 from __future__ import annotations
@@ -56,6 +56,20 @@ def main() -> None:
     one = float(terms["match_loss"].detach())
     print(f"| cross-encoder grid | 3+3 | {got['loss']['match_loss']:.7f} | {one:.7f} "
           f"| {rel_err(got['grads'], sc.grads(model)):.1e} |")
+
+    # DCD: one step per arm, per-rank batch 5 (the global batch packs 9 images: 5 + 4).
+    print("\n| DCD case | loss terms, 2 processes | loss terms, 1 process | relative gradient difference |")
+    print("|---|---|---|---|")
+    for case, _, _ in sc.DCD_CASES:
+        got = torch.load(out / f"dcd_{case}.pt", weights_only=True)
+        task, student = sc.dcd_task(case, 2 * sc.DCD_PER_RANK)
+        terms = task.loss(student, task.batch(0, 0))
+        sum(terms.values()).backward()
+        g = sc.grads(student)
+        g.update({f"task.{i}": p.grad.detach().clone() for i, p in enumerate(task.parameters())})
+        two = ", ".join(f"{k} {got['loss'][k]:.7f}" for k in sorted(terms))
+        one = ", ".join(f"{k} {float(terms[k].detach()):.7f}" for k in sorted(terms))
+        print(f"| {case} | {two} | {one} | {rel_err(got['grads'], g):.1e} |")
 
     ddp = json.loads((out / "run_ddp.json").read_text())
     one = run_retrieval(sc.run_config(batch=2 * sc.PER_RANK_BATCH), out / "run_one", data=sc.data())

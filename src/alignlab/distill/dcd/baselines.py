@@ -40,6 +40,17 @@ def relation_kd_terms(student: torch.Tensor, teacher: torch.Tensor, tau: float =
     return 0.5 * tau ** 2 * (_kl_rows(teacher, student, tau) + _kl_rows(teacher.T, student.T, tau))
 
 
+def relation_kd_rows(s_rows: torch.Tensor, t_rows: torch.Tensor, s_cols: torch.Tensor, t_cols: torch.Tensor,
+                     tau: float = 1.0) -> torch.Tensor:
+    """:func:`relation_kd_terms` of some samples ``i`` of a larger batch (a DDP rank's shard): ``[n]``.
+
+    ``s_rows``/``t_rows`` ``[n, N]``: row ``i`` of the student's/teacher's grid (image ``i`` against all
+    ``N`` captions); ``s_cols``/``t_cols`` ``[n, N]``: column ``i`` as a row (caption ``i`` against all
+    images). With ``n = N`` and the whole grids this is ``relation_kd_terms(S, T)``.
+    """
+    return 0.5 * tau ** 2 * (_kl_rows(t_rows, s_rows, tau) + _kl_rows(t_cols, s_cols, tau))
+
+
 class FeatureMSE(nn.Module):
     """Learned projections from the student's feature width to the teacher's, and the per-sample MSE."""
 

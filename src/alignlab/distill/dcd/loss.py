@@ -25,6 +25,14 @@ so with ``weighting=False`` (``w_i = r_i = 1/B``) the terms are plain means: tha
 ``shuffle_weights=True`` permutes ``w`` and ``r`` across the batch (a control that keeps the weights'
 distribution but breaks their link to difficulty).
 
+Under DDP (``shard=Shard(...)``) a rank holds rows ``[lo, hi)`` of a global batch of ``N``. The weights
+are normalised over the *global* batch: ``w`` and ``r`` (and the shuffle's permutation) are computed
+from the global teacher scores, identically on every rank, then cut to the rank's rows; the rank
+returns ``W · α Σ_{i∈shard} r_i d_i`` and ``W · (1 − α) Σ_{i∈shard} w_i ℓ_i``. DDP averages the ranks'
+gradients, so the update is that of the one-process loss over the global batch, and the mean over
+ranks of the returned values is its value. (Released mode: ``d`` is the global mean of the per-row
+terms, so a rank contributes ``W · α (Σ_i r_i) (1/N) Σ_{i∈shard} d_i``.)
+
 >>> import torch
 >>> loss = DCDLoss(DCDLossConfig())
 >>> s = torch.tensor([[2.0, 0.0, -1.0], [0.5, 0.4, 0.3]]); t = torch.tensor([[3.0, 0.0, -2.0], [1.0, 1.0, 1.0]])
@@ -63,6 +71,27 @@ class DCDLossConfig:
             raise ValueError(f"temperature must be > 0, got {self.temperature}")
         if self.mode not in MODES:
             raise ValueError(f"mode must be one of {', '.join(MODES)}, got {self.mode!r}")
+
+
+@dataclass(frozen=True)
+class Shard:
+    """This rank's rows ``[lo, hi)`` of a global batch of ``n`` samples split over ``world`` ranks (DDP).
+
+    ``teacher`` holds the *global* batch's teacher scores ``[n, 1 + k]`` (None without a teacher): the
+    per-sample weights are normalised over them, so every rank applies the weights one process would.
+    """
+
+    lo: int
+    hi: int
+    n: int
+    world: int
+    teacher: torch.Tensor | None = None
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.lo < self.hi <= self.n or self.world < 1:
+            raise ValueError(f"bad shard [{self.lo}, {self.hi}) of {self.n} over {self.world} ranks")
+        if self.teacher is not None and len(self.teacher) != self.n:
+            raise ValueError(f"the shard's global teacher scores have {len(self.teacher)} rows, the batch {self.n}")
 
 
 def entropy(logits: torch.Tensor) -> torch.Tensor:
@@ -112,6 +141,8 @@ class DCDLoss(nn.Module):
     ``student`` and ``teacher`` are ``[B, 1+k]`` scores with the positive in column 0 (``teacher`` may be
     None when ``alpha == 0`` and ``weighting`` is off). ``extra_self`` ``[B]`` is added to the per-sample
     ground-truth loss before weighting. ``generator`` seeds the permutation of ``shuffle_weights``.
+    ``shard`` (DDP): the ``B`` rows are rows ``[lo, hi)`` of a larger global batch; weights are taken
+    over the global batch and the terms are this rank's share (see the module docstring).
     Each returned term already carries its factor (``α`` or ``1 − α``), so the total is their sum.
     After a call, ``self.last`` holds diagnostics (weight spread, positive-first rate of the teacher).
     """
@@ -138,13 +169,15 @@ class DCDLoss(nn.Module):
         return w, r
 
     def forward(self, student: torch.Tensor, teacher: torch.Tensor | None, extra_self: torch.Tensor | None = None,
-                generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
+                generator: torch.Generator | None = None, shard: Shard | None = None) -> dict[str, torch.Tensor]:
         cfg = self.cfg
         if teacher is not None and teacher.shape != student.shape:
             raise ConfigError(f"student scores {tuple(student.shape)} and teacher scores {tuple(teacher.shape)} "
                               "differ in shape")
         if teacher is None and cfg.alpha > 0:
             raise ConfigError("alpha > 0 needs teacher scores to distil", fix="give a teacher or set alpha=0")
+        if shard is not None:
+            return self._shard_forward(student, teacher, extra_self, generator, shard)
         w, r = self.weights(teacher, batch=len(student), generator=generator)
         w, r = w.to(student.device, student.dtype), r.to(student.device, student.dtype)
         ell = self_terms(student)
@@ -167,4 +200,39 @@ class DCDLoss(nn.Module):
                      "r_max_rel": float(r.max() * n), "r_min_rel": float(r.min() * n)}
         if teacher is not None:
             self.last["teacher_pos_first"] = float((teacher[:, 0] >= teacher[:, 1:].max(1).values).float().mean())
+        return out
+
+    def _shard_forward(self, student: torch.Tensor, teacher: torch.Tensor | None, extra_self: torch.Tensor | None,
+                       generator: torch.Generator | None, shard: Shard) -> dict[str, torch.Tensor]:
+        """This rank's share of the global loss (module docstring); a separate path, so that one process
+        computes exactly what it always did."""
+        cfg = self.cfg
+        if len(student) != shard.hi - shard.lo:
+            raise ValueError(f"{len(student)} student rows for shard [{shard.lo}, {shard.hi})")
+        if (teacher is None) != (shard.teacher is None):
+            raise ValueError("the shard's teacher scores and the local ones must be given together")
+        # The weights of the whole global batch, the same on every rank (the teacher's scores, no gradient).
+        w_all, r_all = self.weights(shard.teacher, batch=shard.n, generator=generator)
+        w_all = w_all.to(student.device, student.dtype)
+        r_all = r_all.to(student.device, student.dtype)
+        w, r = w_all[shard.lo:shard.hi], r_all[shard.lo:shard.hi]
+        ell = self_terms(student)
+        if extra_self is not None:
+            ell = ell + extra_self
+        out = {"self_loss": shard.world * (1.0 - cfg.alpha) * (w * ell).sum()}
+        if cfg.alpha > 0:
+            assert teacher is not None
+            if cfg.mode == "released":
+                t_used = torch.sort(teacher, dim=1, descending=True).values
+                d_part = kd_terms(student, t_used, cfg.temperature, cfg.center).sum() / shard.n
+                kd = r_all.sum() * d_part
+            else:
+                kd = (r * kd_terms(student, teacher, cfg.temperature, cfg.center)).sum()
+            out["kd_loss"] = shard.world * cfg.alpha * kd
+        n = shard.n
+        self.last = {"w_max_rel": float(w_all.max() * n), "w_min_rel": float(w_all.min() * n),
+                     "r_max_rel": float(r_all.max() * n), "r_min_rel": float(r_all.min() * n)}
+        if shard.teacher is not None:
+            t = shard.teacher
+            self.last["teacher_pos_first"] = float((t[:, 0] >= t[:, 1:].max(1).values).float().mean())
         return out

@@ -19,6 +19,18 @@ The student's per-sample ground-truth loss is ``CE`` over ``[positive, kept nega
 text, as in DCD); a dual student adds ``t2i_weight ·`` caption → image cross-entropy over the batch's
 images (free for a dual encoder, and it trains the direction the candidate lists do not).
 
+Under DDP (torchrun; :mod:`alignlab.train.distributed`) ``train.batch_size`` is per process, as in
+retrieval: the global batch is ``batch_size × world_size`` images. Every rank builds the *global*
+batch (positives, pools, teacher scores and mining are pure functions of ``(seed, epoch, index)``, so
+every rank mines exactly what one process would) and trains its contiguous shard
+(:meth:`DCDTask.local_batch`). The loss is the rank's share of the global one: the per-sample weights
+``w``, ``r`` (and the shuffled control's permutation) are normalised over the global batch, the
+caption → image term ranks the images of every rank (gathered with gradients), relation KD uses the
+global grid, and each share is scaled so that DDP's gradient average is the one-process gradient.
+Cost: each rank scores the global batch's candidates with the teacher (``W×`` the teacher's fusion
+work); scoring only the shard would give the same scores up to float rounding, which could flip
+near-ties in the mining. A Hugging Face student is refused under DDP (not verified there).
+
 A dual student is either alignlab's tiny dual encoder (built for the teacher, or ``student_init=ckpt:<dir>``)
 or a real one, ``student_init="hf:<folder or hub id>"`` (CLIP, SigLIP, BLIP ITC with ``#itc``): all its
 parameters train, its scores are ``scale · cos + bias`` with the model's own learned scale (and SigLIP's
@@ -51,9 +63,9 @@ from alignlab.core.seed import derive_seed, set_seed
 from alignlab.data.pairs import ImageTextPairs, from_shapes
 from alignlab.data.shapes import ShapesConfig, ShapesWorld
 from alignlab.data.text import WordTokenizer
-from alignlab.distill.dcd.baselines import FeatureMSE, relation_kd_terms
+from alignlab.distill.dcd.baselines import FeatureMSE, relation_kd_rows, relation_kd_terms
 from alignlab.distill.dcd.data import GroupBatches, NearDupConfig, groups_of, near_duplicate_pairs
-from alignlab.distill.dcd.loss import MODES, DCDLoss, DCDLossConfig
+from alignlab.distill.dcd.loss import MODES, DCDLoss, DCDLossConfig, Shard
 from alignlab.distill.dcd.miner import TeacherScores, check_pool, draw_pools, select_hard, select_random
 from alignlab.distill.dcd.students import (
     STUDENTS,
@@ -72,6 +84,7 @@ from alignlab.models.factory import build_model, load_model
 from alignlab.retrieval.evaluate import evaluate_model
 from alignlab.retrieval.metrics import evaluate_scores
 from alignlab.retrieval.training import evaluate_dual, load_path_splits
+from alignlab.train import distributed as ddp_
 from alignlab.train.loop import FitResult, TrainConfig, fit, load_best
 
 NEGATIVES = ("teacher", "random")
@@ -399,9 +412,10 @@ class DCDBatch:
     images: np.ndarray  # [B] image ids
     candidates: np.ndarray  # [B, 1 + k] caption ids, positive first
     teacher: torch.Tensor | None  # [B, 1 + k] teacher scores, aligned with candidates
-    relation: torch.Tensor | None  # [B, B] teacher grid (relation KD only)
+    relation: torch.Tensor | None  # [B, B] teacher grid (relation KD only; a shard holds the global [N, N])
     epoch: int
     index: int
+    shard: Shard | None = None  # DDP: these are rows [lo, hi) of the global batch (with its teacher scores)
 
 
 class DCDTask:
@@ -418,7 +432,9 @@ class DCDTask:
             self.train, self.images = train, None
         else:
             self.train, self.images = _images_tensor(train, student.config.image_size)
-        self.batches = GroupBatches(groups_of(train), cfg.train.batch_size, cfg.seed)
+        # train.batch_size is per process (as in retrieval): the global batch spans every rank.
+        self.global_batch = cfg.train.batch_size * ddp_.world_size()
+        self.batches = GroupBatches(groups_of(train), self.global_batch, cfg.seed)
         self.ts = teacher_scores
         self.dev = dev
         self.memo = memo if memo is not None else {}
@@ -440,7 +456,7 @@ class DCDTask:
 
     def _memo_key(self, what: str, epoch: int, index: int) -> tuple:
         c = self.cfg
-        return (what, id(self.ts), c.seed, c.train.batch_size, c.pool_size, epoch, index)
+        return (what, id(self.ts), c.seed, self.global_batch, c.pool_size, epoch, index)
 
     def _teacher(self, what: str, epoch: int, index: int, compute) -> torch.Tensor:
         key = self._memo_key(what, epoch, index)
@@ -475,6 +491,29 @@ class DCDTask:
             assert self.ts is not None
             relation = self._teacher("grid", epoch, index, lambda: self.ts.grid(idx, pos))
         return DCDBatch(idx, np.concatenate([pos[:, None], kept], axis=1), teacher, relation, epoch, index)
+
+    def local_batch(self, epoch: int, index: int, rank: int, world: int) -> DCDBatch:
+        """Rank ``rank``'s contiguous shard of the global batch ``batch(epoch, index)`` (DDP).
+
+        Every rank mines the whole global batch (the same candidates and teacher scores as one process)
+        and keeps its rows; the shard carries the global teacher scores, over which the loss normalises
+        the per-sample weights, and (relation KD) the global teacher grid.
+        """
+        if self.real:
+            raise ConfigError("a Hugging Face dual student is not supported under torch.distributed (DDP) yet",
+                              where="alignlab.distill.dcd", fix="train it in one process, or use a tiny dual student")
+        g = self.batch(epoch, index)
+        n = len(g.images)
+        if n < world:
+            raise ConfigError(f"a global batch of {n} image(s) cannot be split over {world} ranks",
+                              fix="raise train.batch_size, or use fewer processes")
+        lo, hi = ddp_.shard_range(n, world, rank)
+        # Rows are cut together, so each kept list still starts with its positive, and the teacher's row
+        # with the positive's score (select_hard asserted that for the global batch).
+        assert all(int(c) in self.train.relevance[int(i)] for i, c in zip(g.images[lo:hi], g.candidates[lo:hi, 0]))
+        teacher = g.teacher[lo:hi] if g.teacher is not None else None
+        return DCDBatch(g.images[lo:hi], g.candidates[lo:hi], teacher, g.relation, epoch, index,
+                        shard=Shard(lo, hi, n, world, g.teacher))
 
     # -- the loss --
     def student_scores(self, model: nn.Module, b: DCDBatch) -> dict[str, torch.Tensor]:
@@ -524,29 +563,52 @@ class DCDTask:
         length = int(m.sum(1).max())
         return model.fuse(img_tok[ii], txt_tok[cc, :length], m[:, :length]).view(len(b.images), n)
 
+    def _shard(self, b: DCDBatch) -> Shard | None:
+        if b.shard is not None and b.shard.world != ddp_.world_size():
+            raise ConfigError(f"a shard for {b.shard.world} processes in a run of {ddp_.world_size()}",
+                              fix="build batches with local_batch(epoch, index, rank(), world_size())")
+        return b.shard
+
     def loss(self, model: nn.Module, b: DCDBatch) -> dict[str, torch.Tensor]:
         cfg = self.cfg
+        shard = self._shard(b)
         extra = None
+        all_img = offset = None
+        # The student runs as one DDP forward pass (in one process: a plain call, the same operations).
         if cfg.student == "dual":
-            out = self.student_scores(model, b)
+            out = ddp_.forward_through(model, lambda m, batch: self.student_scores(m, batch), b)
             scores = out["scores"]
+            if shard is not None:  # DDP: the images of every rank, gradients back to their owners
+                all_img, offset = ddp_.all_gather_with_grad(out["img"])
             if cfg.t2i_weight > 0:
-                logits = out["scale"] * out["pos_txt"] @ out["img"].T  # caption i ranks the batch's images
-                target = torch.arange(len(logits), device=logits.device)
+                if shard is None:
+                    logits = out["scale"] * out["pos_txt"] @ out["img"].T  # caption i ranks the batch's images
+                    target = torch.arange(len(logits), device=logits.device)
+                else:  # caption i ranks the global batch's images; its own sits at the rank's offset
+                    logits = out["scale"] * out["pos_txt"] @ all_img.T
+                    target = offset + torch.arange(len(logits), device=logits.device)
                 extra = cfg.t2i_weight * F.cross_entropy(logits, target, reduction="none")
         else:
             out = {}
-            scores = self._cross_scores(model, b)
+            scores = ddp_.forward_through(model, lambda m, batch: self._cross_scores(m, batch), b)
         gen = torch.Generator().manual_seed(derive_seed(cfg.seed, "dcd-shuffle", b.epoch, b.index))
         teacher = b.teacher.to(scores.device) if b.teacher is not None else None
-        terms = self.loss_fn(scores, teacher, extra_self=extra, generator=gen)
+        terms = self.loss_fn(scores, teacher, extra_self=extra, generator=gen, shard=shard)
         if cfg.kd in ("relation", "feature"):
             # Baselines: plain means, (1 - alpha) on the ground-truth term and alpha on theirs.
             terms["self_loss"] = (1.0 - cfg.alpha) * terms["self_loss"]
             if cfg.kd == "relation":
                 assert b.relation is not None
-                s_grid = out["scale"] * out["img"] @ out["pos_txt"].T
-                per = relation_kd_terms(s_grid, b.relation.to(s_grid.device), cfg.temperature)
+                if shard is None:
+                    s_grid = out["scale"] * out["img"] @ out["pos_txt"].T
+                    per = relation_kd_terms(s_grid, b.relation.to(s_grid.device), cfg.temperature)
+                else:  # this rank's rows and columns of the global grid, against the global teacher grid
+                    all_txt, _ = ddp_.all_gather_with_grad(out["pos_txt"])
+                    rel = b.relation.to(scores.device)
+                    lo, hi = shard.lo, shard.hi
+                    per = relation_kd_rows(out["scale"] * out["img"] @ all_txt.T, rel[lo:hi],
+                                           out["scale"] * out["pos_txt"] @ all_img.T, rel[:, lo:hi].T,
+                                           cfg.temperature)
             else:
                 assert self.feature is not None and self.ts is not None
                 t_img, t_txt = self.ts.features()
@@ -554,7 +616,8 @@ class DCDTask:
                 cc = torch.from_numpy(b.candidates[:, 0])
                 per = self.feature(out["img_feat"], out["pos_feat"], t_img[ii].to(scores.device),
                                    t_txt[cc].to(scores.device))
-            terms["kd_loss"] = cfg.alpha * per.mean()
+            # DDP: this rank's share of the global mean (W/N times its sum; DDP averages over ranks).
+            terms["kd_loss"] = cfg.alpha * (per.mean() if shard is None else per.sum() * (shard.world / shard.n))
         self._n_stats += 1
         for k, v in self.loss_fn.last.items():
             self.stats[k] = self.stats.get(k, 0.0) + v
