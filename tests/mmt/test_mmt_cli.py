@@ -17,7 +17,7 @@ def test_train_and_eval_an_image_model_on_shapes(tmp_path, capsys):
     assert main(["mmt", "train", "--out", str(run), "--fusion", "gated", "--shapes-train", "24", "--shapes-val",
                  "6", "--epochs", "1", "--quiet", *TINY, "--set", "visual.images=48", "--set", "visual.epochs=1",
                  "--set", "visual.val_images=8"]) == 0
-    for name in ("config.yaml", "model.pt", "visual.pt", "src_tokenizer.json", "tgt_tokenizer.json", "log.jsonl",
+    for name in ("config.yaml", "model.pt", "visual.pt", "src_tokenizer.json", "tgt_tokenizer.json", "train/log.jsonl",
                  "results.json"):
         assert (run / name).is_file(), name
     res = json.loads((run / "results.json").read_text())

@@ -31,6 +31,38 @@ def test_training_lowers_the_loss_and_is_deterministic(shapes_data):
     assert not torch.equal(m1.out.weight, m3.out.weight)
 
 
+def test_an_interrupted_run_resumes_to_the_same_weights(shapes_data, tmp_path):
+    """The shared loop's exact resume: stop in epoch 2 (5 steps per epoch), re-run the same call, and get the
+    model of an uninterrupted run (the rerun continues from the checkpoint at the end of epoch 1)."""
+    from alignlab.train.loop import StopTraining
+
+    full, _ = _train(shapes_data)
+    torch.manual_seed(0)
+    m = MMTModel(MMTConfig(**TINY), shapes_data["src"], shapes_data["tgt"])
+    import alignlab.mmt.train as mt
+
+    calls = {"n": 0}
+    original = mt._EpochLoss.__call__
+
+    def stop_at_three(self, state):
+        original(self, state)
+        calls["n"] += 1
+        if calls["n"] == 7:
+            raise StopTraining
+
+    mt._EpochLoss.__call__ = stop_at_three
+    try:
+        mt.train_model(m, shapes_data["train_pairs"][:160], FAST, seed=0, run_dir=tmp_path / "run")
+    finally:
+        mt._EpochLoss.__call__ = original
+    assert not torch.equal(m.out.weight, full.out.weight)  # stopped early: not yet the full model
+    torch.manual_seed(123)  # a different init: the checkpoint must overwrite it
+    m2 = MMTModel(MMTConfig(**TINY), shapes_data["src"], shapes_data["tgt"])
+    log = mt.train_model(m2, shapes_data["train_pairs"][:160], FAST, seed=0, run_dir=tmp_path / "run")
+    assert [x["epoch"] for x in log] == [2]  # it resumed at epoch 2 rather than starting again
+    assert all(torch.equal(a, b) for a, b in zip(m2.state_dict().values(), full.state_dict().values()))
+
+
 def test_run_folder_round_trip_gives_identical_translations(shapes_data, tiny_encoder, tmp_path):
     from alignlab.mmt.evaluate import translate
     from alignlab.mmt.train import shapes_images

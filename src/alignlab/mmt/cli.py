@@ -22,7 +22,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     t = verbs.add_parser("train", help="train a translation model into a run folder",
                          description="Train on ShapesWorld (--data shapes; images available, any fusion) or on "
                                      "aligned parallel text files (--data parallel; text-only). Writes config.yaml, "
-                                     "model.pt, tokenizers, log.jsonl (and visual.pt) under --out, then "
+                                     "model.pt, tokenizers, train/ (the loop's checkpoints and log.jsonl; re-running resumes) and visual.pt under --out, then "
                                      "evaluates on the validation data into results.json.")
     t.add_argument("--out", type=Path, required=True, help="run folder")
     t.add_argument("--data", choices=["shapes", "parallel"], default="shapes", help="training data (default shapes)")
@@ -151,7 +151,7 @@ def run_train(args: argparse.Namespace) -> int:
             model_cfg = replace(model_cfg, visual_dim=encoder.width, visual_tokens=encoder.n_tokens)
             contrast = contrastive_items(va, 200)
     model = MMTModel(model_cfg, src_tok, tgt_tok)
-    log = train_model(model, train_pairs, train_cfg, seed=args.seed, visual=visual, log_path=args.out / "log.jsonl")
+    log = train_model(model, train_pairs, train_cfg, seed=args.seed, visual=visual, run_dir=args.out / "train")
     save_run(args.out, model, train_cfg=train_cfg, data=data_desc, visual_encoder=encoder, seed=args.seed,
              visual_metrics=vis_metrics)
     metrics = evaluate_model(model, val_pairs, visual, encoder=encoder, contrastive=contrast, seed=args.seed)

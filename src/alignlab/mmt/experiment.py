@@ -207,8 +207,10 @@ def run(out: Path, *, quick: bool = False, seeds: list[int] | None = None,
                                              "visual_tokens": encoder.n_tokens})
                 set_seed(derive_seed("3am-model", seed, set_name, model_name) % (2**31))
                 model = MMTModel(mcfg, src_tok, tgt_tok)
+                # Each model's loop folder: an interrupted experiment resumes where it stopped.
                 log = train_model(model, train_pairs, cfg.train, seed=seed, visual=visual,
-                                  desc=f"{set_name}/{model_name}/seed {seed}")
+                                  desc=f"{set_name}/{model_name}/seed {seed}",
+                                  run_dir=out / "models" / f"{set_name}-{model_name}-seed{seed}")
                 metrics = evaluate_model(model, test, visual, encoder=encoder, contrastive=contrast,
                                          seed=seed, keep_per_item=True)
                 per_item[(set_name, model_name, seed)] = metrics.pop("per_item")

@@ -9,17 +9,21 @@ averaged over cells. Afterwards it is frozen and its visual tokens are computed 
 
     L = -(1/|y|) Σ_t [(1-ε) log p(y_t | y_<t, x, V) + (ε/|Vocab|) Σ_c log p(c | y_<t, x, V)],
 
-AdamW with linear warm-up then cosine decay, gradient clipping. Batches are drawn with a generator
-seeded from the run seed, so the same seed gives the same model.
+It runs in the shared training loop (:func:`alignlab.train.loop.fit`): AdamW (no weight decay on 1-D
+parameters) with linear warm-up then cosine decay, gradient clipping, checkpoints and exact resume;
+batches are a pure function of (seed, epoch, index), so the same seed gives the same model.
 
 A run folder holds ``config.yaml``, ``model.pt`` (state dict), ``src_tokenizer.json``,
-``tgt_tokenizer.json``, ``visual.pt`` (the visual encoder, for image models), ``log.jsonl`` and, after
+``tgt_tokenizer.json``, ``visual.pt`` (the visual encoder, for image models), ``train/`` (the loop's
+checkpoints and ``log.jsonl``; the same command resumes an interrupted run) and, after
 evaluation, ``results.json``.
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
+import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
@@ -32,13 +36,16 @@ import torch.nn.functional as F
 
 from alignlab.core.config import dump_yaml, from_dict, load_yaml
 from alignlab.core.errors import ConfigError, ModelError
-from alignlab.core.io import atomic_path, write_jsonl
+from alignlab.core.io import atomic_path
 from alignlab.core.progress import progress
 from alignlab.core.seed import derive_seed, set_seed
 from alignlab.data.shapes import SENSES, SHAPES, Scene, ShapesConfig, ShapesExample, ShapesWorld
 from alignlab.data.text import WordTokenizer
 from alignlab.mmt.model import MMTConfig, MMTModel, TargetTokenizer, VisualEncoder, default_image_config
 from alignlab.models.tiny import TinyImageConfig
+from alignlab.train.distributed import forward_through
+from alignlab.train.loop import StopTraining, epoch_permutation, fit
+from alignlab.train.loop import TrainConfig as LoopConfig
 
 # Per-cell classes of the visual pretraining task.
 CELL_CLASSES: tuple[str, ...] = ("empty", *SHAPES, *SENSES)
@@ -191,19 +198,68 @@ def build_tokenizers(pairs: Sequence[MMTPair], src_max: int | None = 8000, tgt_m
     return src, tgt
 
 
-def _lr_at(step: int, total: int, cfg: TrainConfig) -> float:
-    if step < cfg.warmup_steps:
-        return cfg.lr * (step + 1) / cfg.warmup_steps
-    frac = (step - cfg.warmup_steps) / max(1, total - cfg.warmup_steps)
-    return cfg.lr * 0.5 * (1 + math.cos(math.pi * min(1.0, frac)))
+class TranslationTask:
+    """Teacher-forced translation batches for the shared training loop (:func:`alignlab.train.loop.fit`).
+
+    A batch is a tensor of pair indices; epoch ``e`` visits the pairs in the order
+    ``epoch_permutation(n, seed, e)``, so batches are a pure function of (seed, epoch, index) and a
+    resumed run continues on exactly the next batch. Sources and targets are encoded once; each batch is
+    trimmed to its longest source and target.
+    """
+
+    def __init__(self, model: MMTModel, pairs: Sequence[MMTPair], batch_size: int, seed: int,
+                 visual: torch.Tensor | None = None, label_smoothing: float = 0.0):
+        self.n, self.bs, self.seed = len(pairs), batch_size, seed
+        self.label_smoothing = label_smoothing
+        self.src_ids, self.src_mask = model.src_tok.encode([p.en for p in pairs], model.config.max_src_len + 1)
+        self.tgt = model.tgt_tok.encode([p.zh for p in pairs], model.config.max_tgt_len)
+        self.img = torch.tensor([p.image for p in pairs])
+        self.visual = visual if model.uses_image else None
+
+    def num_batches(self, epoch: int) -> int:
+        return math.ceil(self.n / self.bs)
+
+    def batch(self, epoch: int, index: int) -> torch.Tensor:
+        order = epoch_permutation(self.n, self.seed, epoch)
+        return torch.from_numpy(order[index * self.bs:(index + 1) * self.bs].copy())
+
+    def batch_size(self, idx: torch.Tensor) -> int:
+        return len(idx)
+
+    def loss(self, model: Any, idx: torch.Tensor) -> dict[str, torch.Tensor]:
+        s_mask = self.src_mask[idx]
+        s_len = int(s_mask.sum(1).max())
+        t = self.tgt[idx]
+        t_len = int((t != TargetTokenizer.PAD).sum(1).max())
+        v = self.visual[self.img[idx]] if self.visual is not None else None
+        return forward_through(model, lambda m: m.loss(self.src_ids[idx, :s_len], s_mask[:, :s_len], t[:, :t_len], v,
+                                                       self.label_smoothing))
+
+
+class _EpochLoss:
+    """Per-epoch mean training loss and the early stop of ``max_minutes`` (a fit() callback)."""
+
+    def __init__(self, max_minutes: float | None):
+        self.max_s = None if max_minutes is None else 60.0 * max_minutes
+        self.t0 = time.time()
+        self.sums: dict[int, list[float]] = {}
+        self.last_step: dict[int, int] = {}
+
+    def __call__(self, state: dict[str, Any]) -> None:
+        self.sums.setdefault(state["epoch"], []).append(sum(state["losses"].values()))
+        self.last_step[state["epoch"]] = state["step"]
+        if self.max_s is not None and time.time() - self.t0 > self.max_s:
+            raise StopTraining
 
 
 def train_model(model: MMTModel, pairs: Sequence[MMTPair], cfg: TrainConfig, *, seed: int = 0,
                 visual: torch.Tensor | None = None, desc: str = "mmt train",
-                log_path: Path | None = None) -> list[dict[str, Any]]:
-    """Train ``model`` on ``pairs`` in place; returns the per-epoch log (also written to ``log_path``).
+                run_dir: Path | None = None, resume: bool = True) -> list[dict[str, Any]]:
+    """Train ``model`` on ``pairs`` in place with the shared loop; returns the per-epoch log.
 
     ``visual`` is the ``[N_images, K, d_v]`` table of frozen visual tokens that ``pair.image`` indexes.
+    ``run_dir`` keeps the loop's checkpoints and ``log.jsonl`` (re-running resumes exactly); without it
+    they go to a temporary folder.
     """
     if not pairs:
         raise ConfigError("no training pairs")
@@ -215,55 +271,23 @@ def train_model(model: MMTModel, pairs: Sequence[MMTPair], cfg: TrainConfig, *, 
             raise ConfigError(f"training pair {bad[0]} has no image (index {pairs[bad[0]].image})",
                               fix="every pair of an image model needs an image")
     set_seed(seed)
-    gen = torch.Generator().manual_seed(derive_seed("mmt-order", seed) % (2**63))
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    steps_per_epoch = math.ceil(len(pairs) / cfg.batch_size)
-    total = cfg.epochs * steps_per_epoch
-    src_ids, src_mask = model.src_tok.encode([p.en for p in pairs], model.config.max_src_len + 1)
-    tgt = model.tgt_tok.encode([p.zh for p in pairs], model.config.max_tgt_len)
-    img = torch.tensor([p.image for p in pairs])
-    log: list[dict[str, Any]] = []
-    t0 = time.time()
-    step = 0
-    model.train()
-    bar = progress(total=total, desc=desc, unit="step")
-    stop = False
-    for epoch in range(cfg.epochs):
-        order = torch.randperm(len(pairs), generator=gen)
-        tot, n_tok = 0.0, 0
-        for i in range(0, len(order), cfg.batch_size):
-            idx = order[i:i + cfg.batch_size]
-            s_mask = src_mask[idx]
-            s_len = int(s_mask.sum(1).max())
-            t = tgt[idx]
-            t_len = int((t != TargetTokenizer.PAD).sum(1).max())
-            v = visual[img[idx]] if model.uses_image else None
-            for g in opt.param_groups:
-                g["lr"] = _lr_at(step, total, cfg)
-            terms = model.loss(src_ids[idx, :s_len], s_mask[:, :s_len], t[:, :t_len], v, cfg.label_smoothing)
-            loss = sum(terms.values())
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            if cfg.grad_clip:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-            opt.step()
-            k = int((t[:, 1:t_len] != TargetTokenizer.PAD).sum())
-            tot += float(loss.detach()) * k
-            n_tok += k
-            step += 1
-            bar.update(1)
-            if cfg.max_minutes is not None and time.time() - t0 > 60 * cfg.max_minutes:
-                stop = True
-                break
-        log.append({"epoch": epoch + 1, "step": step, "train_loss": tot / max(n_tok, 1),
-                    "lr": _lr_at(step, total, cfg), "elapsed_s": round(time.time() - t0, 2)})
-        if stop:
-            break
-    bar.close()
+    task = TranslationTask(model, pairs, cfg.batch_size, seed, visual, cfg.label_smoothing)
+    loop_cfg = LoopConfig(epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr, weight_decay=cfg.weight_decay,
+                          schedule="cosine", warmup_steps=cfg.warmup_steps, grad_clip=cfg.grad_clip,
+                          log_every=20, seed=seed)
+    tracker = _EpochLoss(cfg.max_minutes)
+    with contextlib.ExitStack() as stack:
+        folder = run_dir if run_dir is not None else Path(stack.enter_context(tempfile.TemporaryDirectory()))
+        try:
+            steps = fit(model, task, loop_cfg, folder, resume=resume, callbacks=[tracker], desc=desc,
+                        config_for_hash={"train": asdict(cfg), "seed": seed, "model": asdict(model.config),
+                                         "pairs": len(pairs)}).steps
+        except StopTraining:  # max_minutes: keep the weights reached; re-running resumes from the last epoch
+            steps = max(tracker.last_step.values(), default=0)
     model.eval()
-    if log_path is not None:
-        write_jsonl(log_path, log)
-    return log
+    # Epochs trained in this process (a resumed run logs from where it resumed).
+    return [{"epoch": e + 1, "step": tracker.last_step[e], "train_loss": float(np.mean(v))}
+            for e, v in sorted(tracker.sums.items())] or [{"epoch": 0, "step": steps, "train_loss": float("nan")}]
 
 
 # --- run folders --------------------------------------------------------------------------------------------

@@ -187,12 +187,12 @@ def _default_save(model: nn.Module, out_dir: Path, extra: Mapping[str, Any]) -> 
     if getattr(model, "name", None) in ARCHS and hasattr(model, "tokenizer"):
         save_model(model, out_dir, extra=extra)
         return
-    from safetensors.torch import save_file
+    from safetensors.torch import save_model as save_safetensors
 
     out_dir.mkdir(parents=True, exist_ok=True)
-    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    # safetensors' save_model stores tied weights (e.g. an output layer sharing the embedding) once.
     with atomic_path(out_dir / "model.safetensors") as tmp:
-        save_file(state, str(tmp))
+        save_safetensors(model, str(tmp), force_contiguous=True)
     write_json(out_dir / "info.json", dict(extra))
 
 
@@ -454,15 +454,15 @@ def fit(model: nn.Module, task: Any, cfg: TrainConfig, run_dir: str | os.PathLik
 
 
 def _load_final(model: nn.Module, run_dir: Path) -> None:
-    from safetensors.torch import load_file
+    from safetensors.torch import load_model as load_safetensors
 
-    model.load_state_dict(load_file(str(run_dir / "final" / "model.safetensors")))
+    load_safetensors(model, str(run_dir / "final" / "model.safetensors"))
 
 
 def load_best(model: nn.Module, run_dir: str | os.PathLike) -> dict[str, Any]:
     """Load ``run_dir/best`` weights into ``model``; returns the best entry (epoch, metric, value)."""
-    from safetensors.torch import load_file
+    from safetensors.torch import load_model as load_safetensors
 
     run_dir = Path(run_dir)
-    model.load_state_dict(load_file(str(run_dir / "best" / "model.safetensors")))
+    load_safetensors(model, str(run_dir / "best" / "model.safetensors"))
     return read_json(run_dir / "train_state.json").get("best") or {}
