@@ -18,8 +18,8 @@ STAGE_TITLE = "Ambiguity-aware data selection (3AM) and multimodal translation"
 
 QUICK = {"pool": 30, "select": 20, "train_scenes": 120, "test_scenes": 30, "epochs": 2, "tower_images": 200,
          "tower_epochs": 1, "width": 48, "real": 0}
-FULL = {"pool": 400, "select": 200, "train_scenes": 600, "test_scenes": 100, "epochs": 12, "tower_images": 3000,
-        "tower_epochs": 3, "width": 64, "real": 200}
+FULL = {"pool": 400, "select": 200, "train_scenes": 600, "test_scenes": 100, "epochs": 12, "tower_images": 8000,
+        "tower_epochs": 4, "width": 64, "real": 200}
 
 
 def demo_stage(ctx) -> list[str]:
