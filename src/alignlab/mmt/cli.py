@@ -98,7 +98,9 @@ def run_train(args: argparse.Namespace) -> int:
         save_run,
         train_model,
     )
+    from alignlab.train.distributed import refuse_launcher
 
+    refuse_launcher("alignlab mmt train")
     started = time.time()
     model_cfg, train_cfg, vis_cfg = _train_configs(args)
     encoder = visual = None

@@ -76,6 +76,15 @@ def launched_distributed() -> bool:
     return env_world_size() > 1
 
 
+def refuse_launcher(command: str) -> None:
+    """Stop a command that does not run under torchrun before every rank starts writing the same run folder."""
+    if launched_distributed():
+        raise ConfigError(f"`{command}` does not run under torchrun (WORLD_SIZE={env_world_size()}): every rank "
+                          "would train alone and write the same run folder",
+                          where="WORLD_SIZE", fix=f"run `{command}` as one process; `alignlab train` and "
+                          "`alignlab commonit train` are the commands that scale out (docs/distributed.md)")
+
+
 def init_from_env(device: str | torch.device = "cpu", backend: str | None = None,
                   timeout_s: float = 1800.0) -> bool:
     """Start the default process group from torchrun's environment; returns True if one is running.

@@ -109,6 +109,9 @@ def run_teacher(args: argparse.Namespace) -> int:
 
 def run_train(args: argparse.Namespace) -> int:
     from alignlab.distill.dcd.train import ARMS, load_run_config, run_dcd
+    from alignlab.train.distributed import refuse_launcher
+
+    refuse_launcher("alignlab distill dcd train")
 
     extra: dict[str, Any] = dict(ARMS[args.arm])
     if args.teacher is not None:
