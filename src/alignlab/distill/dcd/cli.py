@@ -109,9 +109,7 @@ def run_teacher(args: argparse.Namespace) -> int:
 
 def run_train(args: argparse.Namespace) -> int:
     from alignlab.distill.dcd.train import ARMS, load_run_config, run_dcd
-    from alignlab.train.distributed import refuse_launcher
-
-    refuse_launcher("alignlab distill dcd train")
+    from alignlab.train import distributed as ddp_
 
     extra: dict[str, Any] = dict(ARMS[args.arm])
     if args.teacher is not None:
@@ -123,7 +121,17 @@ def run_train(args: argparse.Namespace) -> int:
     cfg = load_run_config(_config_dict(args, extra), where=str(args.config) if args.config else None)
     if cfg.needs_teacher and not cfg.teacher:
         raise ConfigError(f"arm {args.arm} needs a teacher", fix="pass --teacher ckpt:<dir>")
-    result = run_dcd(cfg, args.out, resume=not args.no_resume, device=_device(args.device))
+    device = _device(args.device)
+    # torchrun sets WORLD_SIZE > 1: start the process group; train.batch_size is then per process.
+    started_group = ddp_.launched_distributed() and ddp_.init_from_env(device)
+    try:
+        result = run_dcd(cfg, args.out, resume=not args.no_resume, device=str(ddp_.device_for(device)))
+        main = ddp_.is_main()
+    finally:
+        if started_group:
+            ddp_.shutdown()
+    if not main:  # rank 0 prints the summary
+        return 0
     _summary(result, args.out)
     if result.get("student_model"):
         print(f"student: {result['student_model']}")

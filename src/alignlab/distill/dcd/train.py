@@ -302,7 +302,9 @@ def _train_teacher(cfg: TeacherRunConfig, run_dir: Path, data: dict[str, ImageTe
                    device: str, callbacks) -> dict[str, Any]:
     run_dir.mkdir(parents=True, exist_ok=True)
     started = time.time()
-    dump_yaml(run_dir / "config.yaml", asdict(cfg))
+    main = ddp_.is_main()  # under torchrun rank 0 alone writes the run folder (fit() does the same)
+    if main:
+        dump_yaml(run_dir / "config.yaml", asdict(cfg))
     data = data if data is not None else load_dcd_data(cfg.data)
     extra = None
     if cfg.pretrain_epochs > 0 and cfg.pretrain_images > 0:
@@ -687,7 +689,9 @@ def _run_dcd(cfg: DCDRunConfig, run_dir: Path, teacher: Any, data: dict[str, Ima
              callbacks) -> dict[str, Any]:
     run_dir.mkdir(parents=True, exist_ok=True)
     started = time.time()
-    dump_yaml(run_dir / "config.yaml", asdict(cfg))
+    main = ddp_.is_main()  # under torchrun rank 0 alone writes the run folder (fit() does the same)
+    if main:
+        dump_yaml(run_dir / "config.yaml", asdict(cfg))
     data = data if data is not None else load_dcd_data(cfg.data)
     if teacher is None and cfg.needs_teacher:
         teacher = load_teacher(cfg.teacher, device=device)
@@ -716,17 +720,23 @@ def _run_dcd(cfg: DCDRunConfig, run_dir: Path, teacher: Any, data: dict[str, Ima
     if cfg.hf_student:  # the best checkpoint as a model folder: `alignlab eval retrieval --model hf:<run>/student`
         saved = save_trainable_dual(student, run_dir / "student")
         extra = {"student_model": hf_student_spec(student, saved), "student_init": cfg.student_init}
+    if ddp_.is_distributed():
+        extra.update(world_size=ddp_.world_size(), global_batch=task.global_batch * train_cfg.grad_accum)
     test = _test_split(data, cfg.test_images)
     t0 = time.time()
-    report = evaluate_model(student, test)
+    report = evaluate_model(student, test)  # every rank holds the same weights: the same numbers
     score_s = time.time() - t0
-    result = _write_run(run_dir, report, task="retrieval", model=f"dcd-{cfg.student}-student",
-                        data=f"{test.name}:{test.n_images}", seed=cfg.seed, config=asdict(cfg), started=started,
-                        device=device, dev_curve=fit_result.dev_curve, best=best, steps=fit_result.steps,
-                        parameters=count_parameters(student), trainable_parameters=count_parameters(student, True),
-                        test_scoring_s=round(score_s, 3), diagnostics=task.diagnostics(),
-                        teacher_pairs_scored=(ts.pairs_scored - scored_before) if ts is not None else 0,
-                        **extra)
+    kw = dict(task="retrieval", model=f"dcd-{cfg.student}-student", data=f"{test.name}:{test.n_images}",
+              seed=cfg.seed, config=asdict(cfg), started=started, device=device, dev_curve=fit_result.dev_curve,
+              best=best, steps=fit_result.steps, parameters=count_parameters(student),
+              trainable_parameters=count_parameters(student, True), test_scoring_s=round(score_s, 3),
+              diagnostics=task.diagnostics(),
+              teacher_pairs_scored=(ts.pairs_scored - scored_before) if ts is not None else 0, **extra)
+    if main:
+        result = _write_run(run_dir, report, **kw)
+    else:
+        result = make_result(metrics=report.metrics, definitions=report.definitions, **kw)
+    ddp_.barrier()  # results.json exists for every rank once run_dcd returns
     info(f"dcd {cfg.student} seed {cfg.seed}: test RSUM {report.metrics['rsum']:.1f}")
     return result
 
