@@ -49,7 +49,7 @@ import numpy as np
 from alignlab.ambiguity.wordnet import cache_dir, get_wordnet, lemma_of, synsets_of
 from alignlab.core.errors import ConfigError, DependencyError
 from alignlab.core.io import atomic_path
-from alignlab.core.progress import silence_library_bars
+from alignlab.core.progress import library_bars_off
 
 SENSE_TEXT_VERSION = "sense-text-1"  # bump when sense_text() changes: keys the disk cache
 METHODS = ("gloss", "lesk", "mfs")
@@ -159,9 +159,9 @@ def load_encoder(name: str = DEFAULT_ENCODER, batch_size: int = 64) -> SentenceE
         if not (path / "config.json").is_file() and not (path / "modules.json").is_file():
             raise DependencyError("not a sentence-transformers model folder (no config.json/modules.json)",
                                   where=str(path), fix="point the encoder at a saved sentence-transformers model")
-        silence_library_bars()
         try:
-            model = SentenceTransformer(str(path), device="cpu")
+            with library_bars_off():
+                model = SentenceTransformer(str(path), device="cpu")
         except (OSError, ValueError) as e:
             raise DependencyError(f"cannot load sentence encoder: {e}", where=str(path),
                                   fix="check that the folder holds a complete sentence-transformers model") from None

@@ -43,6 +43,7 @@ import numpy as np
 
 from alignlab.core.errors import ConfigError, DataError, DependencyError
 from alignlab.core.io import read_jsonl, write_json, write_jsonl
+from alignlab.core.progress import library_bars_off
 
 METRICS = ("task", "embedding", "length")
 EMBED_TEXTS = ("instruction", "instruction+input")
@@ -279,28 +280,8 @@ def load_encoder(name: str, *, allow_download: bool = False) -> tuple[Any, dict[
     except ImportError:
         raise DependencyError("sentence-transformers is not installed", where=f"encoder {name!r}",
                               fix="pip install 'alignlab[embed]', or use --encoder tfidf") from None
-    with _quiet_loading():
+    with library_bars_off(always=True):  # a bar for a 90 MB local model is only noise
         return _load_encoder(SentenceTransformer, name, allow_download)
-
-
-class _quiet_loading:
-    """Hide transformers' weight-loading progress bar (a bar for a 90 MB local model is only noise)."""
-
-    def __enter__(self) -> None:
-        self.was = None
-        try:
-            from transformers.utils import logging as hf_logging
-
-            self.was = hf_logging.is_progress_bar_enabled()
-            hf_logging.disable_progress_bar()
-        except ImportError:  # pragma: no cover
-            pass
-
-    def __exit__(self, *exc: Any) -> None:
-        if self.was:
-            from transformers.utils import logging as hf_logging
-
-            hf_logging.enable_progress_bar()
 
 
 def _load_encoder(SentenceTransformer: Any, name: str, allow_download: bool) -> tuple[Any, dict[str, Any]]:

@@ -7,6 +7,7 @@ Under torch.distributed only rank 0 shows bars and messages.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 from collections.abc import Iterable, Iterator
@@ -44,26 +45,43 @@ def info(message: str) -> None:
         print(message, file=sys.stderr, flush=True)
 
 
-def silence_library_bars() -> None:
-    """When quiet, also turn off the progress bars that Hugging Face libraries draw themselves.
+@contextlib.contextmanager
+def library_bars_off(always: bool = False) -> Iterator[None]:
+    """Hide the progress bars that Hugging Face libraries draw themselves, restoring them afterwards.
 
-    transformers shows a "Loading weights" bar for every model it loads (sentence-transformers too);
-    it ignores tqdm's ``disable`` and would leak through ``--quiet``. Call before loading a model.
+    transformers shows a "Loading weights" bar for every model it loads (sentence-transformers too) and a
+    bar per saved shard; they ignore tqdm's ``disable`` and would leak through ``--quiet``. Off while
+    quiet, or with ``always=True`` for loads where a bar is only noise (a small local model).
     """
-    if not is_quiet():
+    if not (always or is_quiet()):
+        yield
         return
+    restore: list[Any] = []
     try:
         from transformers.utils import logging as hf_logging
 
-        hf_logging.disable_progress_bar()
-    except ImportError:  # transformers not installed: nothing to silence
+        if hf_logging.is_progress_bar_enabled():
+            hf_logging.disable_progress_bar()
+            restore.append(hf_logging.enable_progress_bar)
+    except ImportError:  # transformers not installed: nothing to hide
         pass
     try:
-        from huggingface_hub.utils import disable_progress_bars
+        from huggingface_hub.utils import (
+            are_progress_bars_disabled,
+            disable_progress_bars,
+            enable_progress_bars,
+        )
 
-        disable_progress_bars()
+        if not are_progress_bars_disabled():
+            disable_progress_bars()
+            restore.append(enable_progress_bars)
     except ImportError:
         pass
+    try:
+        yield
+    finally:
+        for undo in restore:
+            undo()
 
 
 def iter_progress(iterable: Iterable[T], desc: str, total: int | None = None) -> Iterator[T]:

@@ -30,7 +30,7 @@ from typing import Any
 from torch import nn
 
 from alignlab.core.errors import AlignlabError, ConfigError, ModelError
-from alignlab.core.progress import info, silence_library_bars
+from alignlab.core.progress import info, library_bars_off
 from alignlab.data.text import UNK, WordTokenizer, split_words
 from alignlab.models.factory import build_model, load_model
 from alignlab.models.tiny import TinyCrossEncoder, TinyDualEncoder
@@ -167,14 +167,14 @@ def save_trainable_dual(model: Any, folder: str | os.PathLike) -> Path:
     tmp = out.with_name(out.name + ".tmp")
     if tmp.exists():
         shutil.rmtree(tmp)
-    silence_library_bars()  # transformers draws a bar per saved shard
-    model.model.save_pretrained(tmp)
-    proc = model.processor
-    if hasattr(proc, "save_pretrained"):
-        proc.save_pretrained(tmp)
-    else:  # the image processor and tokenizer were loaded separately (no processor_config.json)
-        model.image_processor.save_pretrained(tmp)
-        model.tokenizer.save_pretrained(tmp)
+    with library_bars_off():  # transformers draws a bar per saved shard
+        model.model.save_pretrained(tmp)
+        proc = model.processor
+        if hasattr(proc, "save_pretrained"):
+            proc.save_pretrained(tmp)
+        else:  # the image processor and tokenizer were loaded separately (no processor_config.json)
+            model.image_processor.save_pretrained(tmp)
+            model.tokenizer.save_pretrained(tmp)
     if out.exists():
         shutil.rmtree(out)
     os.replace(tmp, out)

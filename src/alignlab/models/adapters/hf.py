@@ -54,7 +54,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from alignlab.core.errors import ConfigError, DependencyError, ModelError
-from alignlab.core.progress import is_quiet, progress, silence_library_bars
+from alignlab.core.progress import is_quiet, library_bars_off, progress
 from alignlab.models.adapters.common import (
     autocast,
     check_batch_size,
@@ -458,10 +458,10 @@ def _load_parts(transformers: Any, name_or_path: str, cls_name: str, load_kwargs
     cls = getattr(transformers, cls_name)
     missing_is = DependencyError if hub_id else ModelError
     fix = _hub_fix(hub_id, load_kwargs) if hub_id else "check that the folder holds a complete save_pretrained() output"
-    silence_library_bars()
     try:
-        model, info = cls.from_pretrained(name_or_path, output_loading_info=True,
-                                          **_dtype_kwarg(transformers, dtype), **load_kwargs)
+        with library_bars_off():
+            model, info = cls.from_pretrained(name_or_path, output_loading_info=True,
+                                              **_dtype_kwarg(transformers, dtype), **load_kwargs)
     except (OSError, ValueError, RuntimeError) as e:
         raise missing_is(f"cannot load the {cls_name} weights: {_first_line(e)}", where=where, fix=fix) from None
     missing = [k for k in (info or {}).get("missing_keys", []) if not k.endswith("position_ids")]
