@@ -109,13 +109,9 @@ def run_train(args: argparse.Namespace) -> int:
     cfg = _run_config(args.config, args.overrides, args.seed)
     device = _device(args.device)
     # torchrun sets WORLD_SIZE > 1: start the process group (nccl on CUDA, gloo on CPU); fit() then uses DDP.
-    started_group = ddp_.launched_distributed() and ddp_.init_from_env(device)
-    try:
+    with ddp_.group_from_launcher(device):
         result = run_retrieval(cfg, args.out, resume=not args.no_resume, device=str(ddp_.device_for(device)))
         main = ddp_.is_main()
-    finally:
-        if started_group:
-            ddp_.shutdown()
     if not main:  # rank 0 prints the summary
         return 0
     m = result["metrics"]

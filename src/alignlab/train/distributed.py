@@ -76,6 +76,18 @@ def launched_distributed() -> bool:
     return env_world_size() > 1
 
 
+@contextlib.contextmanager
+def group_from_launcher(device: str | torch.device = "cpu") -> Iterator[None]:
+    """Start the process group when a launcher (torchrun) asked for ``> 1`` ranks, and shut it down
+    afterwards; in one process this does nothing. For the commands that scale out."""
+    started = launched_distributed() and init_from_env(device)
+    try:
+        yield
+    finally:
+        if started:
+            shutdown()
+
+
 def refuse_launcher(command: str) -> None:
     """Stop a command that does not run under torchrun before every rank starts writing the same run folder."""
     if launched_distributed():

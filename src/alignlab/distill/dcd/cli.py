@@ -123,13 +123,9 @@ def run_train(args: argparse.Namespace) -> int:
         raise ConfigError(f"arm {args.arm} needs a teacher", fix="pass --teacher ckpt:<dir>")
     device = _device(args.device)
     # torchrun sets WORLD_SIZE > 1: start the process group; train.batch_size is then per process.
-    started_group = ddp_.launched_distributed() and ddp_.init_from_env(device)
-    try:
+    with ddp_.group_from_launcher(device):
         result = run_dcd(cfg, args.out, resume=not args.no_resume, device=str(ddp_.device_for(device)))
         main = ddp_.is_main()
-    finally:
-        if started_group:
-            ddp_.shutdown()
     if not main:  # rank 0 prints the summary
         return 0
     _summary(result, args.out)
