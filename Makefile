@@ -17,7 +17,7 @@ help:
 	@echo "make demo       run the main job on the embedded defaults (ShapesWorld, tiny models)"
 	@echo "make test       run the fast offline test suite"
 	@echo "make test-slow  run the slow tests too"
-	@echo "make lint       ruff check"
+	@echo "make lint       ruff check, import layers (lint-imports), mypy on core/models/train"
 	@echo "make bench      run the benchmarks in benchmarks/"
 
 setup: $(STAMP) system-deps
@@ -32,9 +32,11 @@ $(STAMP): pyproject.toml | $(VENV)/bin/python
 	touch $(STAMP)
 
 # Debian packages, only when missing and only as root: WordNet 3.0 (alignlab.ambiguity) and a CJK font
-# (Chinese captions on the demo's contact sheet). Without them those features explain what is missing.
+# (Chinese captions on the demo's contact sheet), and headless Chromium for the report's browser test.
+# Without them those features explain what is missing.
 DEB_WANTED := /usr/share/wordnet/data.noun:wordnet-base /usr/share/wordnet/index.sense:wordnet-sense-index \
-              /usr/share/fonts/truetype/wqy/wqy-microhei.ttc:fonts-wqy-microhei
+              /usr/share/fonts/truetype/wqy/wqy-microhei.ttc:fonts-wqy-microhei \
+              /usr/bin/chromium:chromium
 system-deps:
 	@missing=""; for pair in $(DEB_WANTED); do f=$${pair%%:*}; pkg=$${pair##*:}; \
 	  [ -f "$$f" ] || missing="$$missing $$pkg"; done; \
@@ -59,8 +61,12 @@ test: setup
 test-slow: setup
 	$(PY) -m pytest -q -p no:cacheprovider -m slow
 
+# House rules CI enforces: ruff, the import layers of DESIGN.md (import-linter, contract in pyproject.toml)
+# and mypy on core, models and train.
 lint: setup
 	$(VENV)/bin/ruff check src tests benchmarks
+	$(VENV)/bin/lint-imports
+	$(VENV)/bin/mypy
 
 bench: setup
 	@for b in benchmarks/bench_*.py; do echo "== $$b"; $(PY) $$b || exit 1; done

@@ -100,7 +100,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _captions(path: Path | None, n: int) -> list[str]:
-    from alignlab.ambiguity.corpus import read_captions
+    from alignlab.data.corpus import read_captions
 
     if path is None:
         default = Path(__file__).resolve().parents[2] / "shared" / "data" / "3am" / "val.en"

@@ -27,7 +27,7 @@ STAGES: tuple[tuple[str, str], ...] = (
     ("probe", "alignlab.probe.demo"),
     ("dcd", "alignlab.distill.dcd.demo"),
     ("pesf", "alignlab.distill.pesf.demo"),
-    ("ambiguity", "alignlab.mmt.demo"),
+    ("ambiguity", "alignlab.threeam.demo"),
     ("commonit", "alignlab.commonit.demo"),
 )
 
@@ -69,15 +69,30 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(run=run_demo)
 
 
+def _check_out(out: Path, stage_names: list[str]) -> None:
+    """--out may be new, empty or an earlier demo (re-running it redoes the demo); nothing else is touched."""
+    from alignlab.core.config import check_run_dir
+
+    if not out.is_dir() or not any(out.iterdir()):
+        check_run_dir(out)  # a file, a folder inside a file, an unwritable place
+        return
+    report = out / "report.md"
+    is_demo = report.is_file() and report.read_text(encoding="utf-8", errors="replace").startswith("# alignlab demo")
+    if not is_demo and not {p.name for p in out.iterdir()} <= {*stage_names, "report.md", "report.html"}:
+        raise ConfigError("--out holds files that are not an alignlab demo", where=str(out),
+                          fix="choose a new or empty folder, or the folder of an earlier demo")
+
+
 def run_demo(args: argparse.Namespace) -> int:
     stages = available_stages()
     if args.only:
         wanted = [s.strip() for s in args.only.split(",") if s.strip()]
         unknown = sorted(set(wanted) - {n for n, _ in stages})
         if unknown:
-            raise ConfigError(f"unknown demo stage(s) {', '.join(unknown)}",
+            raise ConfigError(f"unknown demo stage(s) {', '.join(unknown)}", where=f"--only {args.only}",
                               fix=f"choose from {', '.join(n for n, _ in stages)}")
         stages = [(n, m) for n, m in stages if n in wanted]
+    _check_out(args.out, [n for n, _ in available_stages()])
     ctx = DemoContext(out=args.out, quick=args.quick, seed=args.seed)
     ctx.out.mkdir(parents=True, exist_ok=True)
     t_all = time.time()
@@ -99,5 +114,9 @@ def run_demo(args: argparse.Namespace) -> int:
     lines += ["## Timings", "", "| stage | seconds |", "|---|---|",
               *[f"| {n} | {t:.1f} |" for n, t in timings], f"| total | {total:.1f} |", ""]
     write_text(ctx.out / "report.md", "\n".join(lines) + "\n")
-    print(f"demo finished in {total:.0f} s; report: {ctx.out / 'report.md'}")
+    from alignlab.report.render import render
+
+    render(ctx.out)  # report.html beside report.md: every stage on one page, plots embedded
+    print(f"demo finished in {total:.0f} s; report: {ctx.out / 'report.md'} (one page with every plot: "
+          f"{ctx.out / 'report.html'})")
     return 0

@@ -82,8 +82,8 @@ def test_bad_corpus_spec_and_n(files, tmp_path, capsys):
 
 
 def test_read_parallel_names_the_first_unpaired_line(tmp_path):
-    from alignlab.ambiguity.corpus import read_parallel
     from alignlab.core.errors import DataError
+    from alignlab.data.corpus import read_parallel
 
     a, b = tmp_path / "x.en", tmp_path / "x.zh"
     a.write_text("one\ntwo\nthree\n")

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from alignlab.ambiguity.corpus import read_captions, read_parallel
 from alignlab.core.errors import DataError
+from alignlab.data.corpus import read_captions, read_parallel
 
 
 def test_3am_parallel_files_are_aligned_and_multi30k_is_readable(shared_data):

@@ -143,3 +143,77 @@ def _check_teacher_scores(pairs):
             return dual.score(images, texts)
 
     assert torch.allclose(TeacherScores(Generic(), pairs).pair_scores(imgs, caps), want, atol=2e-3)
+
+
+# --- pools without false negatives; the old pools as a named ablation ------------------------------------
+
+
+def old_pools(batch, pairs, pool_size, rng):
+    """The pools before truth relevance (reference): only the image's own captions and texts left out."""
+    in_batch = [c for i in batch for c in pairs.sources[i]]
+    pools = np.empty((len(batch), pool_size), dtype=np.int64)
+    for row, i in enumerate(batch):
+        own = set(pairs.sources[i])
+        own_text = {pairs.captions[c] for c in own}
+        cand = [c for c in in_batch if c not in own and pairs.captions[c] not in own_text]
+        if len(cand) >= pool_size:
+            pools[row] = rng.choice(np.asarray(cand), size=pool_size, replace=False)
+            continue
+        extra, taken = [], set(cand)
+        for c in rng.permutation(pairs.n_captions):
+            if len(cand) + len(extra) >= pool_size:
+                break
+            if int(c) not in own and int(c) not in taken and pairs.captions[int(c)] not in own_text:
+                extra.append(int(c))
+        pools[row] = rng.permutation(np.asarray(cand + extra))[:pool_size]
+    return pools
+
+
+@pytest.fixture(scope="module")
+def big_pairs():
+    return near_duplicate_pairs(60, seed=2, split="train", cfg=NearDupConfig(group_size=3))
+
+
+def _true_in_pools(pairs, batch, pools):
+    scenes = [Scene.from_dict(m["scene"]) for m in pairs.image_meta]
+    forms = [form_from_dict(m["form"]) for m in pairs.caption_meta]
+    return [[evaluate(forms[c], scenes[i]) for c in pools[row]] for row, i in enumerate(batch)]
+
+
+def test_default_pools_hold_no_caption_true_of_the_image(big_pairs):
+    batches = [np.arange(30), np.arange(30, 60), np.array([4, 5])]  # the last is topped up from the whole set
+    for k, batch in enumerate(batches):
+        pools = draw_pools(batch, big_pairs, 12, np.random.default_rng(k))
+        assert not any(any(row) for row in _true_in_pools(big_pairs, batch, pools))
+        assert all(len(set(row.tolist())) == 12 for row in pools)
+
+
+def test_the_source_pool_ablation_reproduces_the_old_pools_and_their_false_negatives(big_pairs):
+    false_negative_rows = 0
+    for k, batch in enumerate([np.arange(30), np.arange(30, 60), np.array([4, 5])]):
+        got = draw_pools(batch, big_pairs, 12, np.random.default_rng(k), exclude="source")
+        assert np.array_equal(got, old_pools(batch, big_pairs, 12, np.random.default_rng(k)))
+        false_negative_rows += sum(any(row) for row in _true_in_pools(big_pairs, batch, got))
+    assert false_negative_rows > 0  # what the default pools remove
+    with pytest.raises(ConfigError, match="pool exclusion"):
+        draw_pools([0, 1], big_pairs, 4, np.random.default_rng(0), exclude="own")
+
+
+def test_near_duplicate_evaluation_splits_use_truth_relevance_and_train_keeps_its_own_captions(pairs):
+    assert pairs.relevance_kind == "source" and pairs.relevance == pairs.sources
+    test = near_duplicate_pairs(24, seed=0, split="test", cfg=NearDupConfig(group_size=3))
+    assert test.relevance_kind == "truth" and test.sources == near_duplicate_pairs(
+        24, seed=0, split="test", cfg=NearDupConfig(group_size=3), relevance="source").relevance
+    scenes = [Scene.from_dict(m["scene"]) for m in test.image_meta]
+    forms = [form_from_dict(m["form"]) for m in test.caption_meta]
+    for i, row in enumerate(test.relevance):
+        assert sorted(row) == [c for c in range(test.n_captions) if evaluate(forms[c], scenes[i])]
+
+
+def test_the_source_pools_ablation_is_a_named_arm_that_reaches_the_miner():
+    from alignlab.distill.dcd.train import ARMS, load_run_config
+
+    cfg = load_run_config(dict(ARMS["dcd-source-pools"]))
+    assert cfg.pools == "source" and load_run_config(dict(ARMS["dcd"])).pools == "truth"
+    with pytest.raises(ConfigError, match="pools"):
+        load_run_config({"pools": "none"})

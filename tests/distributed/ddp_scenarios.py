@@ -39,10 +39,13 @@ from alignlab.train.loop import StopTraining, TrainConfig, fit
 from alignlab.train.losses import build_loss
 
 SIZE = 32
+# GroupNorm towers: the equivalence "one DDP step = one process with the global batch" holds exactly only
+# for normalisation that does not depend on the batch. With the default BatchNorm each rank normalises with
+# its own batch's statistics (as DDP does everywhere; SyncBatchNorm needs GPUs), which is a different step.
 DUAL = {"image_size": SIZE, "width": 32, "embed_dim": 32, "image_channels": [8, 16, 32], "text_layers": 1,
-        "heads": 2}
+        "heads": 2, "image_norm": "group"}
 CROSS = {"image_size": SIZE, "width": 32, "image_channels": [8, 16, 32], "text_layers": 1, "fusion_layers": 1,
-         "heads": 2, "max_text_len": 16}
+         "heads": 2, "max_text_len": 16, "image_norm": "group"}
 # (name, loss, local_loss, global batch): per-rank batches 4+4 (even) and 4+3 (uneven: padding in the gather).
 GRAD_CASES = [("infonce_local", "infonce", True, 8), ("infonce_full", "infonce", False, 8),
               ("infonce_uneven", "infonce", True, 7), ("vse_max_local", "vse-max", True, 8),

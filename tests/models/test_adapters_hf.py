@@ -350,7 +350,7 @@ def test_cli_flags_become_load_options():
 
     p = argparse.ArgumentParser()
     add_model_arguments(p)
-    assert model_options(p.parse_args([])) == {"device": "auto"}
+    assert model_options(p.parse_args([])) == {"device": "cpu"}  # every command defaults to the CPU
     opts = model_options(p.parse_args(["--device", "cpu", "--allow-download", "--fp16", "--model-batch-size", "8"]))
     assert opts == {"device": "cpu", "allow_download": True, "fp16": True, "batch_size": 8}
 

@@ -88,3 +88,47 @@ def test_a_single_string_is_not_silently_split_into_characters():
     m = build_model("tiny-dual", SMALL)
     with pytest.raises(ModelError, match="list of strings"):
         m.encode_texts("a red circle")
+
+
+def test_default_image_tower_sees_full_resolution_and_keeps_an_8x8_grid():
+    from alignlab.models.tiny import ImageTower, TinyImageConfig
+
+    tower = ImageTower(TinyImageConfig()).eval()
+    first = tower.cnn[0]
+    assert first.stride == (1, 1) and first.in_channels == 3  # the stem runs at 64 x 64
+    strides = [m.stride[0] for m in tower.cnn if isinstance(m, torch.nn.Conv2d)]
+    assert strides.count(2) == 3 and len(strides) == 7  # stem + 3 stages of (stride 2, stride 1)
+    with torch.no_grad():
+        tokens, pooled = tower(tower.preprocess(images(2)))
+    assert tokens.shape == (2, 1 + 8 * 8, 128) and pooled.shape == (2, 128)
+
+
+def test_norm_option_picks_batch_or_group_norm_and_bad_settings_are_rejected():
+    from alignlab.models.tiny import ImageTower, TinyImageConfig
+
+    kinds = {n: {type(m).__name__ for m in ImageTower(TinyImageConfig(norm=n)).cnn} for n in ("batch", "group")}
+    assert "BatchNorm2d" in kinds["batch"] and "GroupNorm" not in kinds["batch"]
+    assert "GroupNorm" in kinds["group"] and "BatchNorm2d" not in kinds["group"]
+    no_stem = ImageTower(TinyImageConfig(stem=0, stage_depth=1))
+    assert [m.stride[0] for m in no_stem.cnn if isinstance(m, torch.nn.Conv2d)] == [2, 2, 2]
+    for bad in ({"norm": "layer"}, {"stage_depth": 0}, {"stem": -1}):
+        with pytest.raises(ValueError):
+            TinyImageConfig(**bad)
+
+
+def test_after_training_steps_an_image_scores_the_same_alone_or_in_a_batch():
+    # BatchNorm: training updates running statistics; in eval mode they, not the batch, normalise.
+    m = build_model("tiny-dual", SMALL, texts=TEXTS)
+    opt = torch.optim.SGD(m.parameters(), lr=0.1)
+    for seed in range(2):
+        out = m(m.image_tower.preprocess(images(4, seed)), *m.tokenize(TEXTS))
+        loss = -(out["image_emb"] @ out["text_emb"].T).diag().mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    m.eval()
+    batch = m.encode_images(images(4, 7))
+    alone = torch.cat([m.encode_images(images(4, 7)[i:i + 1]) for i in range(4)])
+    assert torch.allclose(batch, alone, atol=1e-5)
+    bn = next(x for x in m.image_tower.cnn if isinstance(x, torch.nn.BatchNorm2d))
+    assert int(bn.num_batches_tracked) == 2 and bn.running_mean.abs().sum() > 0  # the statistics were updated

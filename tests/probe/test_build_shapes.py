@@ -99,3 +99,16 @@ def test_unparseable_shuffles_are_false_and_swaps_are_whole_tokens():
     assert not caption_truth("circle red a", scene)  # outside the grammar: asserts nothing
     assert swap_words("an orange circle and a red square", {"orange", "red"}) == "a red circle and an orange square"
     assert swap_words("a red circle", {"red", "blue"}) is None
+
+
+def test_every_distractor_is_false_of_its_image_and_drops_are_counted():
+    items, _, stats = build_shapes_items(ShapesProbeConfig(items_per_category=4, seed=2))
+    for it in items:
+        scenes = [Scene.from_dict(d) for d in it.meta["scenes"]]
+        if it.format == "pair":
+            for k, s in enumerate(scenes):
+                assert not _truth(it.options[1 - it.correct[k]], s), it.id
+        elif it.scoring == "accuracy":
+            assert not any(_truth(o, scenes[0]) for j, o in enumerate(it.options) if j != it.correct), it.id
+    # Shuffles that happened to be true were redrawn, and whole drafts with a true distractor dropped.
+    assert stats["shuffle_draws_coincidentally_true"] > 0 and "true_negatives_dropped" in stats

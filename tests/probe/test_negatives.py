@@ -92,3 +92,31 @@ def test_training_is_deterministic_for_a_seed(tmp_path):
 def test_scenes_travel_with_the_pairs():
     pairs = _pairs(4)
     assert Scene.from_dict(pairs.image_meta[0]["scene"]).objects
+
+
+def test_a_hard_negative_found_true_is_dropped_and_counted():
+    world = ShapesWorld(ShapesConfig())
+    stats: dict[str, int] = {}
+    for ex in world.generate(60, 5, "train"):
+        for c in ex.captions:
+            made = make_hard_negative(c.en, ex.scene, np.random.default_rng(0), stats=stats)
+            assert made is None or not caption_truth(made[0], ex.scene)
+    # "a red circle and a red square" swapped is itself: a swap that stays true happens and is redrawn.
+    assert stats.get("dropped_true", 0) > 0
+
+
+def test_a_hard_negative_true_of_another_batch_image_is_masked_in_the_dual_loss():
+    from alignlab.models.factory import build_model
+
+    pairs = _pairs(32)
+    model = build_model("tiny-dual", TINY_DUAL, texts=pairs.captions)
+    task = DualHardNegativeTask(model, pairs, 16, seed=0, hard_negatives=True)
+    images, texts, idx, negs, positives, negs_true = task.batch(0, 0)
+    hard = [n for n in negs if n is not None]
+    scenes = [Scene.from_dict(pairs.image_meta[int(i)]["scene"]) for i in idx]
+    expected = [[caption_truth(h, s) for h in hard] for s in scenes]
+    assert negs_true.tolist() == expected
+    for r, n in enumerate(negs):  # a hard negative is false of its own image
+        if n is not None:
+            assert not negs_true[r, hard.index(n)]
+    assert torch.isfinite(task.loss(model, (images, texts, idx, negs, positives, negs_true))["contrastive_loss"])

@@ -94,3 +94,33 @@ def test_caption_file_builder_writes_semantic_structure_items(tmp_path):
         assert it.task == "semantic_structure" and it.option_kinds[it.correct] == "gold"
         assert len(set(it.options)) == len(it.options) >= 3
     assert info["tagger"]["tagger"] == "lexicon"
+
+
+def test_caption_items_from_a_shapesworld_export_have_only_false_distractors(tmp_path):
+    from alignlab.data.pairs import from_shapes, save_karpathy
+    from alignlab.data.shapes import GrammarError, Scene, ShapesWorld, evaluate, parse_caption
+    from alignlab.probe.items import load_probe
+    from alignlab.probe.perturb import build_caption_items
+
+    def true_of(text, scene):
+        try:
+            return evaluate(parse_caption(text), scene)
+        except GrammarError:
+            return False
+
+    save_karpathy(tmp_path / "shapes", {"test": from_shapes(ShapesWorld().generate(12, 0, "test"))})
+    path, info = build_caption_items(tmp_path / "shapes", tmp_path / "probe", split="test", tagger="lexicon")
+    ps = load_probe(path)
+    assert len(ps.items) == 12 * 5  # each caption once, with the image it was written for
+    for it in ps.items:
+        scene = Scene.from_dict(_scene_of(tmp_path / "shapes", it.meta["image_id"]))
+        assert it.truth == [[true_of(o, scene) for o in it.options]]
+        assert it.truth[0][it.correct] and sum(it.truth[0]) == 1, it.id
+    assert isinstance(info["dropped_true_negatives"], int) and "truth evaluator" in info["labels"]
+
+
+def _scene_of(folder, image_id):
+    import json
+
+    doc = json.loads((folder / "dataset.json").read_text())
+    return next(img["scene"] for img in doc["images"] if img["filename"].startswith(image_id))

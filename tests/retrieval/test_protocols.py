@@ -35,14 +35,15 @@ def synthetic_pairs(n_images: int, seed: int = 0, max_per_image: int = 3) -> Ima
 
 
 def test_all_named_protocols_are_registered():
-    assert set(PROTOCOLS.names()) == {"f30k-1k", "coco-5k", "coco-1k-5fold", "shapes-1k", "shapes-5k"}
+    assert set(PROTOCOLS.names()) == {"f30k-1k", "coco-5k", "coco-1k-5fold", "shapes-1k", "shapes-5k",
+                                      "shapes-1k-source", "shapes-5k-source", "shapes-1k-disc", "shapes-5k-disc"}
     assert get_protocol("coco-1k-5fold").folds == 5 and get_protocol("coco-5k").folds == 1
 
 
 def test_unknown_protocol_is_a_config_error_listing_the_valid_ones():
     with pytest.raises(ConfigError) as e:
         get_protocol("coco-1k")
-    assert "coco-1k-5fold, coco-5k, f30k-1k, shapes-1k, shapes-5k" in str(e.value)
+    assert "coco-1k-5fold, coco-5k, f30k-1k, shapes-1k" in str(e.value)
     with pytest.raises(ConfigError):
         evaluate_protocol("f30k-5k", np.zeros((1, 2)), np.zeros((1, 2)), synthetic_pairs(1))
 
@@ -126,9 +127,14 @@ def test_single_fold_protocol_is_the_plain_evaluation():
     assert "f30k-1k" in rep.definitions["protocol"] and rep.to_dict()["n_images"] == 1000
 
 
-def test_shapes_1k_is_the_documented_shapesworld_test_split():
+@pytest.fixture(scope="module")
+def shapes_1k() -> ImageTextPairs:
+    return get_protocol("shapes-1k").load()
+
+
+def test_shapes_1k_is_the_documented_shapesworld_test_split(shapes_1k):
     p = get_protocol("shapes-1k")
-    pairs = p.load()
+    pairs = shapes_1k
     direct = from_shapes(ShapesWorld(ShapesConfig()).generate(1000, 0, "test"))
     assert pairs.n_images == 1000 and pairs.image_ids == direct.image_ids
     assert pairs.captions == direct.captions and pairs.relevance == direct.relevance
@@ -144,3 +150,74 @@ def test_shapes_5k_starts_with_shapes_1k():
     one = get_protocol("shapes-1k").load()
     assert five.image_ids[:1000] == one.image_ids
     assert five.subset(range(1000)).captions == one.captions
+
+
+# --- truth relevance and the perfect-ranker ceiling -------------------------------------------------------
+
+
+def test_shapes_protocols_label_with_truth_and_keep_source_labels_by_name():
+    from alignlab.retrieval.protocols import with_relevance
+
+    assert get_protocol("shapes-1k-source").relevance == "source"
+    assert with_relevance("shapes-1k", "source").name == "shapes-1k-source"
+    assert with_relevance("shapes-1k-source", "truth").name == "shapes-1k"
+    assert with_relevance("shapes-1k", None) is get_protocol("shapes-1k")
+    small = Protocol("shapes-tiny", "", 40, shapes_seed=0)
+    truth, source = small.load(), with_relevance(small, "source").load()
+    assert truth.relevance_kind == "truth" and source.relevance_kind == "source"
+    assert truth.sources == source.relevance and truth.captions == source.captions
+    assert any(len(t) > len(s) for t, s in zip(truth.relevance, source.relevance, strict=True))
+    with pytest.raises(ConfigError):
+        with_relevance("shapes-1k", "oracle")
+
+
+def test_perfect_ranker_is_100_under_truth_and_its_closed_form_under_source_labels():
+    from alignlab.retrieval.protocols import perfect_ranker
+
+    # Caption 2 ("there is a circle", written for image 1) is true of images 0 and 1; the others are unique.
+    truth = [[0, 2], [1, 2]]
+    pairs = ImageTextPairs(["a", "b"], ["c0", "c1", "c2"], truth, relevance_kind="truth",
+                           source_relevance=[[0], [1, 2]], image_array=np.zeros((2, 1, 1, 3), np.uint8))
+    from alignlab.retrieval.protocols import _ceiling
+
+    full = _ceiling(truth, truth, 3, (1, 2))
+    assert all(v == 100.0 for k, v in full.items() if k != "rsum") and full["rsum"] == 400.0
+    src = _ceiling(truth, [[0], [1, 2]], 3, (1, 2))
+    # i2t: image 0 ranks {c0, c2} first in random order: R@1 = 1/2 (c0 first); image 1: both of its own.
+    assert src["i2t_R@1"] == pytest.approx(75.0) and src["i2t_R@2"] == 100.0
+    # t2i: c2 is true of both images and labelled for image 1 only: 1/2 at R@1; c0, c1 are unique.
+    assert src["t2i_R@1"] == pytest.approx(100 * (1 + 1 + 0.5) / 3) and src["t2i_R@2"] == 100.0
+    only = perfect_ranker(pairs, (1, 2))  # no scenes: one labelling only, and 100 under it
+    assert set(only) == {"truth"} and only["truth"]["rsum"] == 400.0
+
+
+def test_protocol_reports_carry_the_ceiling_under_each_labelling():
+    p = Protocol("shapes-tiny", "", 60, shapes_seed=0)
+    pairs = p.load()
+    rng = np.random.default_rng(0)
+    rep = evaluate_protocol(p, rng.standard_normal((60, 8)), rng.standard_normal((pairs.n_captions, 8)), pairs)
+    d = rep.to_dict()
+    assert d["relevance"] == "truth" and set(d["perfect_ranker"]) == {"truth", "source"}
+    assert d["perfect_ranker"]["truth"]["rsum"] == 600.0
+    assert 0 < d["perfect_ranker"]["source"]["rsum"] < 600.0
+    assert "perfect ranker under source labels" in rep.format()
+    # The same ceiling from a perfect score matrix scored under the source labels, with random tie order:
+    # its expected value is the closed form (checked here on one direction's R@1 by averaging orders).
+    truth = np.zeros((60, pairs.n_captions))
+    for i, row in enumerate(pairs.relevance):
+        truth[i, row] = 1.0
+    source = pairs.with_relevance("source")
+    draws = [evaluate_scores(truth + 1e-6 * rng.random(truth.shape), source.relevance, ks=(1,)).metrics["t2i_R@1"]
+             for _ in range(40)]
+    assert np.mean(draws) == pytest.approx(d["perfect_ranker"]["source"]["t2i_R@1"], abs=3.0)
+
+
+def test_shapes_1k_relevance_is_the_evaluators_answer_for_sampled_captions(shapes_1k):
+    from alignlab.data.shapes import Scene, evaluate, form_from_dict
+
+    pairs = shapes_1k
+    scenes = [Scene.from_dict(m["scene"]) for m in pairs.image_meta]
+    inverse = pairs.caption_images()
+    for c in np.random.default_rng(0).choice(pairs.n_captions, 15, replace=False):
+        form = form_from_dict(pairs.caption_meta[int(c)]["form"])
+        assert inverse[int(c)] == [i for i, s in enumerate(scenes) if evaluate(form, s)]

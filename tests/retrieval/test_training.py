@@ -73,7 +73,7 @@ def test_pretrained_image_tower_is_loaded_and_a_misfit_is_a_clear_error(tmp_path
     from alignlab.retrieval.pretrain import PretrainConfig, pretrain_image_tower
 
     tower = TinyImageConfig(channels=(8, 16, 32), width=32, heads=2)
-    stats = pretrain_image_tower(tower, PretrainConfig(images=64, epochs=1, batch_size=32), tmp_path / "t.safetensors")
+    stats = pretrain_image_tower(tower, PretrainConfig(images=64, epochs=1, batch_size=32, heldout=32), tmp_path / "t.safetensors")
     assert 0.0 <= stats["heldout_micro_f1"] <= 1.0
     cfg = tiny_cfg(init_image_tower=str(tmp_path / "t.safetensors"))
     cfg = replace(cfg, train=replace(cfg.train, epochs=1))

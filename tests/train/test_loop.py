@@ -114,5 +114,85 @@ def test_unknown_select_metric_is_a_clear_error(tmp_path):
 
 
 def test_bad_optimizer_name_is_rejected():
-    with pytest.raises(ValueError, match="optimizer"):
+    from alignlab.core.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="optimizer"):  # a user's config mistake: one line, exit 2
         TrainConfig(optimizer="adam!")
+
+
+class RequiredOnlyTask:
+    """Only the three required TrainTask methods: every optional hook takes its documented default."""
+
+    def __init__(self) -> None:
+        self.inner = RegressionTask()
+
+    def num_batches(self, epoch: int) -> int:
+        return self.inner.num_batches(epoch)
+
+    def batch(self, epoch: int, index: int):
+        return self.inner.batch(epoch, index)
+
+    def loss(self, model, batch):
+        return self.inner.loss(model, batch)
+
+
+class HookedTask(RegressionTask):
+    """All optional hooks: a trainable output scale, a checkpointed counter and a sample count."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.scale = nn.Parameter(torch.tensor(0.5))
+        self.losses_seen = 0
+        self.loaded: list[dict] = []
+
+    def loss(self, model, batch):
+        self.losses_seen += 1
+        x, y = batch
+        return {"mse_loss": ((self.scale * model(x) - y) ** 2).mean()}
+
+    def parameters(self):
+        return [self.scale]
+
+    def batch_size(self, batch) -> int:
+        return len(batch[0])
+
+    def state_dict(self) -> dict:
+        return {"losses_seen": self.losses_seen}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.loaded.append(dict(state))
+        self.losses_seen = state["losses_seen"]
+
+
+def test_the_optional_hooks_are_recognised_by_their_protocols():
+    from alignlab.train.loop import CountsSamples, EvaluatingTask, HasParameters, ShardingTask, StatefulTask
+
+    hooked, bare = HookedTask(), RequiredOnlyTask()
+    for proto in (EvaluatingTask, CountsSamples, HasParameters, StatefulTask):
+        assert isinstance(hooked, proto) and not isinstance(bare, proto)
+    assert not isinstance(hooked, ShardingTask)
+
+
+def test_a_task_without_evaluate_has_no_dev_curve_and_its_last_epoch_is_best(tmp_path):
+    res = fit(make_model(), RequiredOnlyTask(), cfg(epochs=2, select_metric=None), tmp_path / "r")
+    assert res.dev_curve == [] and res.best == {"epoch": 2, "step": 12, "metric": None, "value": None}
+    assert (tmp_path / "r" / "best" / "model.safetensors").exists()
+    assert all("dev" not in json.loads(line) for line in (tmp_path / "r" / "log.jsonl").read_text().splitlines())
+
+
+def test_task_parameters_train_and_task_state_resumes_from_the_checkpoint(tmp_path):
+    task = HookedTask()
+    full = fit(make_model(), task, cfg(), tmp_path / "full")
+    assert float(task.scale.detach()) != 0.5  # the task's own parameter was optimised with the model's
+    assert full.log[0]["samples_s"] > 0
+
+    def crash(state):
+        if state["step"] == 11:  # after the checkpoint at step 10
+            raise StopTraining
+
+    with pytest.raises(StopTraining):
+        fit(make_model(), HookedTask(), cfg(), tmp_path / "crash", callbacks=[crash])
+    resumed_task = HookedTask()
+    res = fit(make_model(), resumed_task, cfg(), tmp_path / "crash")
+    assert resumed_task.loaded == [{"losses_seen": 10}]  # 10 single-batch steps before the checkpoint
+    assert resumed_task.losses_seen == task.losses_seen == 24 and res.resumed_from_step == 10

@@ -90,3 +90,82 @@ def test_losses_are_registered_by_name_and_reject_bad_shapes():
         build_loss("triplet")
     with pytest.raises(ConfigError, match="must both be"):
         InfoNCELoss()(torch.zeros(3, 4), torch.zeros(2, 4), 1.0)
+
+
+# --- true captions are not negatives (masked InfoNCE) ---------------------------------------------------
+
+
+def masked_infonce_reference(img, txt, scale, positives):
+    """Per pair k: CE over the captions (images) that are not true of image k (caption k), the target kept."""
+    b = len(img)
+    total = 0.0
+    for k in range(b):
+        row = [scale * float(img[k] @ txt[j]) for j in range(b) if j == k or not positives[k][j]]
+        col = [scale * float(img[i] @ txt[k]) for i in range(b) if i == k or not positives[i][k]]
+        pos = scale * float(img[k] @ txt[k])
+        total += 0.5 * (-pos + math.log(sum(math.exp(v) for v in row)))
+        total += 0.5 * (-pos + math.log(sum(math.exp(v) for v in col)))
+    return total / b
+
+
+def test_a_caption_true_of_two_images_is_not_a_negative_of_either():
+    img, txt = _emb(b=5, seed=3)
+    positives = torch.eye(5, dtype=torch.bool)
+    positives[0, 2] = True  # caption 2 ("there is a circle") is also true of image 0
+    got = float(InfoNCELoss()(img, txt, 10.0, positives=positives)["contrastive_loss"])
+    assert got == pytest.approx(masked_infonce_reference(img, txt, 10.0, positives.tolist()), rel=1e-9)
+    # Image 0 without caption 2 among its candidates, caption 2 without image 0: the same as deleting
+    # that one logit from each of the two softmaxes, and not the plain loss.
+    plain = float(InfoNCELoss()(img, txt, 10.0)["contrastive_loss"])
+    assert got != pytest.approx(plain, rel=1e-6)
+    logits = 10.0 * img @ txt.T
+    per = []
+    for k in range(5):
+        row = [logits[k, j] for j in range(5) if not (k == 0 and j == 2)]
+        col = [logits[i, k] for i in range(5) if not (k == 2 and i == 0)]
+        per.append(0.5 * (torch.logsumexp(torch.stack(row), 0) + torch.logsumexp(torch.stack(col), 0)) - logits[k, k])
+    assert got == pytest.approx(float(torch.stack(per).mean()), rel=1e-9)
+
+
+def test_without_shared_truth_the_masked_loss_is_plain_infonce():
+    img, txt = _emb(b=6, seed=4)
+    plain = InfoNCELoss()(img, txt, 7.0)["contrastive_loss"]
+    for positives in (None, torch.eye(6, dtype=torch.bool)):
+        assert float(InfoNCELoss()(img, txt, 7.0, positives=positives)["contrastive_loss"]) == float(plain)
+    assert float(plain) == pytest.approx(infonce_reference(img, txt, 7.0), rel=1e-9)
+
+
+def test_a_true_pair_gets_no_gradient_from_the_contrastive_loss():
+    # One-hot image embeddings: logit[i, j] = scale * txt[j, i], so d loss / d txt[3, 1] is the gradient
+    # of the (image 1, caption 3) logit.
+    img = torch.eye(4, dtype=torch.float64)
+    txt = _emb(b=4, seed=5)[1].clone().requires_grad_(True)
+    positives = torch.eye(4, dtype=torch.bool)
+    positives[1, 3] = True
+    (masked,) = torch.autograd.grad(InfoNCELoss()(img, txt, 5.0, positives=positives)["contrastive_loss"], txt)
+    (plain,) = torch.autograd.grad(InfoNCELoss()(img, txt, 5.0)["contrastive_loss"], txt)
+    assert float(masked[3, 1]) == 0.0 and float(plain[3, 1]) > 0.0  # plain InfoNCE pushes the true pair apart
+    assert torch.isfinite(masked).all() and float(masked[2, 1]) != 0.0  # other negatives still count
+
+
+def test_hinge_losses_give_a_true_pair_no_cost():
+    img, txt = _emb(b=4, seed=6)
+    positives = torch.eye(4, dtype=torch.bool)
+    positives[2, 0] = True
+    for hardest in (False, True):
+        loss = VSEHingeLoss(margin=0.2, max_violation=hardest)
+        got = float(loss(img, txt, positives=positives)["hinge_loss"])
+        # Reference: the pair (image 2, caption 0) is dropped from both sums.
+        s = (img @ txt.T).tolist()
+        total = 0.0
+        for k in range(4):
+            ct = [max(0.0, 0.2 - s[k][k] + s[k][c]) for c in range(4) if c != k and not positives[k, c]]
+            ci = [max(0.0, 0.2 - s[k][k] + s[i][k]) for i in range(4) if i != k and not positives[i, k]]
+            total += (max(ct, default=0.0) + max(ci, default=0.0)) if hardest else (sum(ct) + sum(ci))
+        assert got == pytest.approx(total / 4, rel=1e-9)
+
+
+def test_a_positives_mask_of_the_wrong_size_is_a_config_error():
+    img, txt = _emb(b=3)
+    with pytest.raises(ConfigError, match="positives"):
+        InfoNCELoss()(img, txt, 1.0, positives=torch.eye(4, dtype=torch.bool))

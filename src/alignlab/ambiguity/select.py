@@ -46,11 +46,10 @@ from alignlab.ambiguity.wordnet import lemma_of
 from alignlab.ambiguity.wsd import Disambiguator, Query, context_words, entropy_bits
 from alignlab.core.errors import ConfigError
 from alignlab.core.progress import progress
+from alignlab.data.text import DETERMINERS, STOPWORDS  # noqa: F401  (one shared copy)
 
-# Closed-class words (and a few light verbs) never scored as content words, although WordNet lists
-# noun senses for some of them ("a" = vitamin A, "in" = inch, "it" = information technology).
-STOPWORDS = frozenset(["a", "an", "the", "this", "that", "these", "those", "some", "any", "each", "every", "either", "neither", "no", "none", "all", "both", "few", "many", "much", "more", "most", "several", "such", "other", "another", "own", "same", "what", "which", "who", "whom", "whose", "where", "when", "why", "how", "whatever", "i", "me", "my", "mine", "we", "us", "our", "ours", "you", "your", "yours", "he", "him", "his", "she", "her", "hers", "it", "its", "they", "them", "their", "theirs", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten", "eleven", "twelve", "dozen", "hundred", "thousand", "first", "second", "third", "is", "are", "was", "were", "be", "been", "being", "am", "isn", "aren", "wasn", "weren", "do", "does", "did", "doing", "done", "don", "doesn", "didn", "has", "have", "had", "having", "hasn", "haven", "hadn", "will", "would", "shall", "should", "can", "could", "may", "might", "must", "cannot", "to", "of", "in", "on", "at", "by", "for", "with", "from", "into", "onto", "upon", "about", "above", "below", "over", "under", "between", "among", "through", "during", "before", "after", "behind", "beside", "besides", "near", "off", "out", "up", "down", "around", "across", "along", "against", "toward", "towards", "within", "without", "beneath", "underneath", "inside", "outside", "past", "via", "per", "and", "or", "but", "nor", "so", "yet", "if", "then", "than", "because", "while", "although", "though", "as", "until", "unless", "whether", "not", "very", "too", "also", "just", "only", "even", "still", "again", "ever", "there", "here", "now", "then", "s", "t", "d", "ll", "re", "ve", "m", "o", "y", "get", "gets", "got", "getting", "go", "goes", "going", "gone", "went", "make", "makes", "made", "making"])
-DETERMINERS = frozenset(["a", "an", "the", "this", "that", "these", "those", "his", "her", "their", "its", "my", "our", "your", "some", "several", "many", "few", "each", "every", "another", "no", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten", "both", "all", "any", "other"])
+# STOPWORDS (closed-class words and a few light verbs, alignlab.data.text) are never scored as content
+# words, although WordNet lists noun senses for some of them ("a" = vitamin A, "in" = inch).
 BE_FORMS = frozenset(["is", "are", "was", "were", "be", "been", "being", "am"])
 POS_NAMES = {"n": "noun", "v": "verb"}
 

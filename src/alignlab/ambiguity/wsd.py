@@ -33,9 +33,9 @@ encoded once; contexts are encoded in batches (``batch_size``), each distinct se
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import math
-import os
 import re
 import threading
 import time
@@ -49,9 +49,13 @@ import numpy as np
 from alignlab.ambiguity.wordnet import cache_dir, get_wordnet, lemma_of, synsets_of
 from alignlab.core.errors import ConfigError, DependencyError
 from alignlab.core.io import atomic_path
+from alignlab.core.offline import hub_offline_unless_allowed
 from alignlab.core.progress import library_bars_off
 
-SENSE_TEXT_VERSION = "sense-text-1"  # bump when sense_text() changes: keys the disk cache
+# Bump when sense_text() changes: it names the disk cache file, and opening a store deletes the files of
+# older versions (v1 listed hypernyms in NLTK's set order, which changes with PYTHONHASHSEED, so its cache
+# holds several variants of one sense).
+SENSE_TEXT_VERSION = "sense-text-2"
 METHODS = ("gloss", "lesk", "mfs")
 DEFAULT_ENCODER = "all-MiniLM-L6-v2"
 _WORDS = re.compile(r"[A-Za-z]+(?:['-][A-Za-z]+)*")
@@ -149,8 +153,7 @@ def load_encoder(name: str = DEFAULT_ENCODER, batch_size: int = 64) -> SentenceE
         if name in _encoders:
             return _encoders[name]
         path = encoder_path(name)
-        if not os.environ.get("ALIGNLAB_ALLOW_DOWNLOAD"):
-            os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        hub_offline_unless_allowed()
         try:
             from sentence_transformers import SentenceTransformer
         except ImportError:
@@ -175,10 +178,14 @@ def load_encoder(name: str = DEFAULT_ENCODER, batch_size: int = 64) -> SentenceE
 
 
 def sense_text(synset: Any) -> str:
-    """The text a sense is embedded as: "lemma, lemma: definition (a kind of hypernym, …)"."""
+    """The text a sense is embedded as: "lemma, lemma: definition (a kind of hypernym, …)".
+
+    Hypernyms are sorted by synset name: NLTK returns them in the order of a set, which differs between
+    processes (``PYTHONHASHSEED``), and the text must not.
+    """
     names = ", ".join(lem.name().replace("_", " ") for lem in synset.lemmas())
     hypers = [h.lemmas()[0].name().replace("_", " ")
-              for h in (*synset.hypernyms(), *synset.instance_hypernyms())]
+              for h in sorted((*synset.hypernyms(), *synset.instance_hypernyms()), key=lambda h: h.name())]
     text = f"{names}: {synset.definition()}"
     if hypers:
         text += f" (a kind of {', '.join(hypers)})"
@@ -206,7 +213,17 @@ class _VectorStore:
         self.path = None
         if encoder is not None and disk:
             self.path = cache_dir() / "sense-embeddings" / f"{encoder.tag}-{SENSE_TEXT_VERSION}.npz"
+            self._drop_old_versions()
             self._load()
+
+    def _drop_old_versions(self) -> None:
+        """Delete this encoder's caches of older sense-text versions (their keys are texts never asked again)."""
+        assert self.path is not None
+        prefix = f"{self.encoder.tag}-sense-text-"
+        for old in self.path.parent.glob(f"{prefix}*.npz"):
+            if old != self.path:
+                with contextlib.suppress(OSError):
+                    old.unlink()
 
     def _load(self) -> None:
         if self.path is None or not self.path.is_file():

@@ -7,7 +7,8 @@ import json
 import warnings
 from pathlib import Path
 
-from alignlab.core.errors import ConfigError
+from alignlab.core.config import check_run_dir, clear_run_dir, option_error
+from alignlab.core.errors import AlignlabError, ConfigError, DataError
 
 
 def _add_data_args(p: argparse.ArgumentParser) -> None:
@@ -72,6 +73,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--tokenizer", default="whitespace",
                    help="length: whitespace (default), chars, or a Hugging Face tokenizer folder/name")
     g.add_argument("--seed", type=int, default=0, help="random seed of SVD and k-means (default 0)")
+    g.add_argument("--overwrite", action="store_true", help="replace a grouping already in --out")
+    g.add_argument("--kmeans", choices=["full", "minibatch"], default="full",
+                   help="embedding: full k-means (default) or MiniBatchKMeans for millions of records")
+    from alignlab.scale.cli import add_engine_args
+
+    add_engine_args(g, rows_default=10_000)  # embedding: the encoding step runs sharded (docs/scale.md)
     g.set_defaults(run=run_group)
 
     s = verbs.add_parser("stats", help="group sizes, what the sampler merges or drops, purity against tasks",
@@ -100,6 +107,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     t.add_argument("--lr", type=float, default=2e-3, help="peak learning rate (default 2e-3)")
     t.add_argument("--max-length", type=int, default=128, help="maximum tokens per example (default 128)")
     t.add_argument("--seed", type=int, default=0, help="seed of model init and batch order (default 0)")
+    t.add_argument("--overwrite", action="store_true", help="replace a finished run in --out (never done otherwise)")
     t.set_defaults(run=run_train)
 
 
@@ -109,8 +117,16 @@ def _load(args: argparse.Namespace):
     if args.group_files:
         return load_group_files(args.data, task_field=args.task_field)
     if len(args.data) != 1:
-        raise ConfigError("give one grouped JSONL file (or use --group-files for one file per group)")
+        raise ConfigError(f"give one grouped JSONL file, got {len(args.data)}", where="DATA",
+                          fix="pass one file, or --group-files for one file per group")
     return load_grouped(args.data[0], field_name=args.group_field, task_field=args.task_field)
+
+
+def _options(args: argparse.Namespace) -> dict[str, str]:
+    """Config field -> the option that sets it (errors of the config classes name the option)."""
+    out = {k: "--" + k.replace("_", "-") for k in vars(args) if k not in ("run", "command", "verb")}
+    out.update({"grad_accum_steps": "--grad-accum", "n_head": "--n-embd"})
+    return out
 
 
 def _sampler_options(args: argparse.Namespace) -> dict:
@@ -122,13 +138,34 @@ def _sampler_options(args: argparse.Namespace) -> dict:
 def run_group(args: argparse.Namespace) -> int:
     from alignlab.commonit.grouping import GroupingConfig, group_records, load_records, write_grouped
     from alignlab.core.progress import info
+    from alignlab.scale.cli import engine_name
 
-    cfg = GroupingConfig(metric=args.metric, task_field=args.task_field, encoder=args.encoder, text=args.text,
-                         k=args.k, allow_download=args.allow_download, length_of=args.length_of, bins=args.bins,
-                         tokenizer=args.tokenizer, seed=args.seed)
+    try:
+        cfg = GroupingConfig(metric=args.metric, task_field=args.task_field, encoder=args.encoder, text=args.text,
+                             k=args.k, allow_download=args.allow_download, length_of=args.length_of,
+                             bins=args.bins, tokenizer=args.tokenizer, seed=args.seed, kmeans=args.kmeans)
+    except (AlignlabError, ValueError) as e:
+        raise option_error(e, _options(args), "--metric") from None
+    for path in args.inputs:
+        if not path.is_file():
+            raise DataError("input file not found", where=str(path), fix="give JSONL/JSON files of instruction records")
+    check_run_dir(args.out, overwrite=args.overwrite, finished=("grouped.jsonl",))
+    if args.overwrite:
+        clear_run_dir(args.out)
+    if engine_name(args) is not None and args.metric != "embedding":
+        raise ConfigError("--engine runs the embedding step; it has no use with --metric " + args.metric,
+                          fix="drop --engine, or use --metric embedding")
     records = load_records(args.inputs, task_field=args.task_field)
     info(f"grouping {len(records)} records by {args.metric}")
-    result = group_records(records, cfg)
+    embeddings = None
+    if engine_name(args) is not None:
+        from alignlab.commonit.scale_job import embed_sharded
+        from alignlab.scale.cli import engine_options, shards_dir
+
+        embeddings, report = embed_sharded(args.inputs, shards_dir(args, args.out), cfg, engine_options(args),
+                                           args.rows_per_shard)
+        print(report.summary())
+    result = group_records(records, cfg, embeddings)
     data_path, man_path = write_grouped(args.out, records, result, inputs=args.inputs)
     sizes = result.manifest["group_sizes"]
     print(f"{len(records)} records in {len(sizes)} groups ({args.metric}): "
@@ -147,8 +184,11 @@ def run_stats(args: argparse.Namespace) -> int:
     records, gids = _load(args)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the report below lists merges and drops explicitly
-        sampler = CommonITBatchSampler(gids, args.batch_size, world_size=args.world_size,
-                                       grad_accum_steps=args.grad_accum, **_sampler_options(args))
+        try:
+            sampler = CommonITBatchSampler(gids, args.batch_size, world_size=args.world_size,
+                                           grad_accum_steps=args.grad_accum, **_sampler_options(args))
+        except (AlignlabError, ValueError) as e:
+            raise option_error(e, _options(args), "--batch-size") from None
     tasks = [r.task for r in records]
     stats = group_stats(gids, tasks if all(t is not None for t in tasks) else None, sampler.report)
     if args.json:
@@ -182,13 +222,19 @@ def run_stats(args: argparse.Namespace) -> int:
 def run_train(args: argparse.Namespace) -> int:
     from alignlab.commonit.hf import TrainConfig, train_instruction_lm
 
-    records, gids = _load(args)
-    cfg = TrainConfig(model=args.model, n_layer=args.n_layer, n_embd=args.n_embd, batching=args.batching,
-                      batch_size=args.batch_size, grad_accum=args.grad_accum, epochs=args.epochs, lr=args.lr,
-                      max_length=args.max_length, seed=args.seed, **_sampler_options(args))
+    try:
+        cfg = TrainConfig(model=args.model, n_layer=args.n_layer, n_embd=args.n_embd, batching=args.batching,
+                          batch_size=args.batch_size, grad_accum=args.grad_accum, epochs=args.epochs, lr=args.lr,
+                          max_length=args.max_length, seed=args.seed, **_sampler_options(args))
+    except (AlignlabError, ValueError) as e:
+        raise option_error(e, _options(args), "--model") from None
     if args.world_size != 1:
-        raise ConfigError("--world-size is read from the launcher when training",
+        raise ConfigError("--world-size is read from the launcher when training", where="--world-size",
                           fix="start with torchrun / accelerate launch; drop --world-size")
+    check_run_dir(args.out, overwrite=args.overwrite)
+    records, gids = _load(args)
+    if args.overwrite:
+        clear_run_dir(args.out)
     result = train_instruction_lm(records, gids, cfg, args.out, quiet=args.quiet)
     print(f"trained {cfg.model} with {cfg.batching} batching: {result['metrics']['optimizer_steps']} steps, "
           f"final train loss {result['metrics']['train_loss']:.4f}; wrote {args.out}")

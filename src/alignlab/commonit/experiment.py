@@ -41,7 +41,9 @@ import numpy as np
 
 from alignlab.core.config import dump_yaml, from_dict, merge
 from alignlab.core.io import read_json, write_json, write_text
+from alignlab.core.manifest import code_hash
 from alignlab.core.progress import info
+from alignlab.core.threads import torch_threads
 
 DESCRIPTION = ("CommonIT: random vs Task / Embedding / Length batching of a tiny GPT-2 on six synthetic "
                "instruction tasks (exact match per task, several seeds)")
@@ -100,7 +102,6 @@ def _init_state(seed: int, init: list[Any], vocab_texts: list[str], cfg: CommonI
 
     if cache.exists():
         return torch.load(cache, weights_only=True)
-    torch.set_num_threads(cfg.threads)
     tcfg = TrainConfig(n_layer=cfg.n_layer, n_embd=cfg.n_embd, n_head=cfg.n_head, batching="random",
                        leftover=cfg.leftover, small_groups=cfg.small_groups, batch_size=cfg.batch_size,
                        grad_accum=cfg.grad_accum, epochs=cfg.init_epochs, lr=cfg.init_lr, max_length=96, seed=seed)
@@ -153,7 +154,6 @@ def _groupings(train: list[Any], cfg: CommonITExperimentConfig) -> dict[str, dic
 def _run_one(method: str, seed: int, train: list[Any], test: list[Any], groups: dict[str, Any],
              cfg: CommonITExperimentConfig, workdir: Path, vocab_texts: list[str] | None = None,
              init_state: dict[str, Any] | None = None) -> dict[str, Any]:
-    import torch
 
     from alignlab.commonit.hf import (
         InstructionLMDataset,
@@ -165,7 +165,6 @@ def _run_one(method: str, seed: int, train: list[Any], test: list[Any], groups: 
         step_purity,
     )
 
-    torch.set_num_threads(cfg.threads)
     gids = groups["task" if method == "random" else method]["group_ids"]
     tcfg = TrainConfig(n_layer=cfg.n_layer, n_embd=cfg.n_embd, n_head=cfg.n_head,
                        batching="random" if method == "random" else "commonit", leftover=cfg.leftover,
@@ -307,7 +306,7 @@ def run(out: Path, *, quick: bool, seeds: list[int] | None, overrides: dict) -> 
     gc.collect()
     gc.freeze()
     runs: list[dict[str, Any]] = []
-    key = derive_seed(repr(sorted(asdict(cfg).items())))
+    key = derive_seed(repr(sorted(asdict(cfg).items())), code_hash())  # runs of older code are not reused
     vocab_texts = init = None
     if cfg.init_epochs > 0:
         from alignlab.commonit.hf import prompt_of
@@ -315,21 +314,22 @@ def run(out: Path, *, quick: bool, seeds: list[int] | None, overrides: dict) -> 
         init = _init_records(cfg)
         # One character vocabulary for both stages: every text of the init, train and test sets.
         vocab_texts = [t for r in (*init, *train, *test) for t in (prompt_of(r.instruction, r.input), r.response)]
-    for seed in seeds:
-        init_state = None
-        if init is not None:
-            init_state = _init_state(seed, init, vocab_texts, cfg, out / "init" / f"seed{seed}-{key:x}.pt")
-        for method in cfg.methods:
-            # Each run is cached under the config's hash, so an interrupted full run resumes.
-            cache = out / "runs" / f"{method}-seed{seed}-{key:x}.json"
-            if cache.exists():
-                runs.append(read_json(cache))
-                continue
-            t0 = time.time()
-            r = _run_one(method, seed, train, test, groups, cfg, out / "work", vocab_texts, init_state)
-            write_json(cache, r)
-            runs.append(r)
-            info(f"  {method:>9} seed {seed}: EM {r['em'] * 100:.1f}% ({time.time() - t0:.0f} s)")
+    with torch_threads(cfg.threads):  # pinned: the same command gives the same numbers elsewhere
+        for seed in seeds:
+            init_state = None
+            if init is not None:
+                init_state = _init_state(seed, init, vocab_texts, cfg, out / "init" / f"seed{seed}-{key:x}.pt")
+            for method in cfg.methods:
+                # Each run is cached under the config's hash, so an interrupted full run resumes.
+                cache = out / "runs" / f"{method}-seed{seed}-{key:x}.json"
+                if cache.exists():
+                    runs.append(read_json(cache))
+                    continue
+                t0 = time.time()
+                r = _run_one(method, seed, train, test, groups, cfg, out / "work", vocab_texts, init_state)
+                write_json(cache, r)
+                runs.append(r)
+                info(f"  {method:>9} seed {seed}: EM {r['em'] * 100:.1f}% ({time.time() - t0:.0f} s)")
     analysis = _analyse(runs, cfg.methods, seeds)
     verdict = _verdict(analysis, len(seeds))
     grouping_info = {k: {"manifest": v["manifest"], "agreement_with_tasks": v["agreement_with_tasks"],

@@ -43,11 +43,13 @@ import numpy as np
 
 from alignlab.core.errors import ConfigError, DataError, DependencyError
 from alignlab.core.io import read_jsonl, write_json, write_jsonl
+from alignlab.core.offline import hub_offline_unless_allowed
 from alignlab.core.progress import library_bars_off
 
 METRICS = ("task", "embedding", "length")
 EMBED_TEXTS = ("instruction", "instruction+input")
 LENGTH_OF = ("response", "example")
+KMEANS = ("full", "minibatch")
 DEFAULT_ENCODER = "minilm"
 _MINILM_NAMES = ("minilm", "all-minilm-l6-v2", "sentence-transformers/all-minilm-l6-v2")
 
@@ -75,6 +77,7 @@ class GroupingConfig:
     encoder: str = DEFAULT_ENCODER    # embedding: minilm | tfidf | a sentence-transformers name or folder
     text: str = "instruction"         # embedding: instruction | instruction+input
     k: int = 8                        # embedding: number of k-means clusters
+    kmeans: str = "full"              # embedding: full (KMeans, 10 restarts) | minibatch (MiniBatchKMeans, large data)
     encode_batch_size: int = 64       # embedding: sentences per encoder batch
     allow_download: bool = False      # embedding: let a named hub model download (else local files only)
     length_of: str = "response"       # length: response | example
@@ -91,6 +94,8 @@ class GroupingConfig:
             raise ConfigError(f"unknown length_of {self.length_of!r}", fix=f"choose one of {', '.join(LENGTH_OF)}")
         if self.k < 1:
             raise ConfigError(f"k must be >= 1, got {self.k}")
+        if self.kmeans not in KMEANS:
+            raise ConfigError(f"unknown k-means {self.kmeans!r}", fix=f"choose one of {', '.join(KMEANS)}")
         if self.bins < 1:
             raise ConfigError(f"bins must be >= 1, got {self.bins}")
 
@@ -272,9 +277,7 @@ def load_encoder(name: str, *, allow_download: bool = False) -> tuple[Any, dict[
     Nothing is downloaded unless ``allow_download`` (or ``ALIGNLAB_ALLOW_DOWNLOAD=1``); a model that is not
     available locally raises a :class:`DependencyError` that says how to get one.
     """
-    allow_download = allow_download or os.environ.get("ALIGNLAB_ALLOW_DOWNLOAD", "") not in ("", "0")
-    if not allow_download:
-        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    allow_download = hub_offline_unless_allowed(allow_download or None)
     try:
         from sentence_transformers import SentenceTransformer
     except ImportError:
@@ -335,17 +338,29 @@ def _tfidf_embed(texts: Sequence[str], seed: int) -> tuple[np.ndarray, dict[str,
                                                "vocabulary": int(len(vec.vocabulary_))}
 
 
-def group_by_embedding(records: Sequence[InstructionRecord], cfg: GroupingConfig) -> tuple[list[int], dict[str, Any]]:
-    n = len(records)
-    if cfg.k > n:
-        raise ConfigError(f"k={cfg.k} clusters is more than the {n} records", fix=f"use --k {max(1, n)} or fewer")
+def embedding_texts(records: Sequence[InstructionRecord], cfg: GroupingConfig) -> list[str]:
+    """The text of each record that the embedding metric embeds (an empty one is a DataError)."""
     texts = [r.instruction if cfg.text == "instruction" else r.prompt_text() for r in records]
     for r, t in zip(records, texts):
         if not t.strip():
             raise DataError("text to embed is empty", where=r.where, fix="give the instruction text")
+    return texts
+
+
+def group_by_embedding(records: Sequence[InstructionRecord], cfg: GroupingConfig,
+                       embeddings: tuple[np.ndarray, dict[str, Any]] | None = None) -> tuple[list[int], dict[str, Any]]:
+    """k-means groups of the records' embeddings; ``embeddings`` (one row per record, and the encoder's
+    description) come from a sharded run (alignlab.commonit.scale_job), else they are computed here."""
+    n = len(records)
+    if cfg.k > n:
+        raise ConfigError(f"k={cfg.k} clusters is more than the {n} records", fix=f"use --k {max(1, n)} or fewer")
+    texts = embedding_texts(records, cfg)
     # A neural encoder embeds each distinct text once (instruction templates repeat a lot); TF-IDF is fitted
     # on all records, since repeated texts are part of its document frequencies. k-means sees every record.
-    if cfg.encoder.lower() == "tfidf":
+    if embeddings is not None:
+        uniq = np.unique(np.asarray(texts, dtype=str))
+        emb, desc = embeddings
+    elif cfg.encoder.lower() == "tfidf":
         uniq = np.unique(np.asarray(texts, dtype=str))
         emb, desc = embed_texts(texts, "tfidf", seed=cfg.seed)
     else:
@@ -353,23 +368,30 @@ def group_by_embedding(records: Sequence[InstructionRecord], cfg: GroupingConfig
         emb_u, desc = embed_texts(uniq.tolist(), cfg.encoder, batch_size=cfg.encode_batch_size, seed=cfg.seed,
                                   allow_download=cfg.allow_download)
         emb = emb_u[inverse]
-    labels, inertia = kmeans(emb, cfg.k, cfg.seed)
+    labels, inertia = kmeans(emb, cfg.k, cfg.seed, minibatch=cfg.kmeans == "minibatch")
     return labels.tolist(), {**desc, "text_fields": ["instruction"] if cfg.text == "instruction" else
                              ["instruction", "input"], "k": cfg.k, "dim": int(emb.shape[1]),
                              "distinct_texts": int(uniq.size),
                              "kmeans_inertia": float(inertia)}
 
 
-def kmeans(x: np.ndarray, k: int, seed: int) -> tuple[np.ndarray, float]:
-    """Seeded k-means (scikit-learn, k-means++ init, 10 restarts); clusters renumbered by size, largest 0."""
+def kmeans(x: np.ndarray, k: int, seed: int, minibatch: bool = False) -> tuple[np.ndarray, float]:
+    """Seeded k-means (scikit-learn, k-means++ init, 10 restarts); clusters renumbered by size, largest 0.
+
+    ``minibatch``: MiniBatchKMeans (batches of 4096, 3 restarts) for millions of rows, where full k-means
+    would take hours; its clusters are close to, not the same as, full k-means'.
+    """
     import warnings
 
-    from sklearn.cluster import KMeans
+    from sklearn.cluster import KMeans, MiniBatchKMeans
 
     with warnings.catch_warnings():
         # Fewer distinct points than k: scikit-learn warns and returns duplicate centres; sizes show it.
         warnings.simplefilter("ignore")
-        km = KMeans(n_clusters=k, random_state=seed, n_init=10).fit(x)
+        if minibatch:
+            km = MiniBatchKMeans(n_clusters=k, random_state=seed, n_init=3, batch_size=4096).fit(x)
+        else:
+            km = KMeans(n_clusters=k, random_state=seed, n_init=10).fit(x)
     counts = np.bincount(km.labels_, minlength=k)
     rank = np.empty(k, dtype=np.int64)
     rank[np.lexsort((np.arange(k), -counts))] = np.arange(k)
@@ -416,15 +438,17 @@ def group_by_length(records: Sequence[InstructionRecord], cfg: GroupingConfig) -
                           ["instruction", "input", "output"]}
 
 
-def group_records(records: Sequence[InstructionRecord], cfg: GroupingConfig) -> GroupingResult:
-    """Group ``records`` by ``cfg.metric``; returns the group ids and a manifest."""
+def group_records(records: Sequence[InstructionRecord], cfg: GroupingConfig,
+                  embeddings: tuple[np.ndarray, dict[str, Any]] | None = None) -> GroupingResult:
+    """Group ``records`` by ``cfg.metric``; returns the group ids and a manifest (``embeddings``: see
+    :func:`group_by_embedding`)."""
     if not records:
         raise DataError("no records to group", fix="give a non-empty JSONL file")
     if cfg.metric == "task":
         gids, extra = group_by_task(records)
         extra = {"task_field": cfg.task_field, **extra}
     elif cfg.metric == "embedding":
-        gids, extra = group_by_embedding(records, cfg)
+        gids, extra = group_by_embedding(records, cfg, embeddings)
     else:
         gids, extra = group_by_length(records, cfg)
     sizes = Counter(gids)

@@ -20,7 +20,6 @@ evaluation.
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -287,15 +286,6 @@ def training_arguments(out: str | os.PathLike, *, batch_size: int, grad_accum: i
     return TrainingArguments(**kwargs)
 
 
-def write_lm(out: str | os.PathLike, model: Any, tokenizer: CharTokenizer, meta: dict[str, Any]) -> Path:
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(out)
-    tokenizer.save(out / "char_tokenizer.json")
-    (out / "commonit_meta.json").write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
-    return out
-
-
 # ---------------------------------------------------------------------- training on instruction records
 
 
@@ -324,7 +314,16 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         if self.batching not in ("commonit", "random"):
-            raise ConfigError(f"unknown batching {self.batching!r}", fix="choose commonit or random")
+            raise ConfigError(f"unknown batching {self.batching!r}", key="batching", fix="choose commonit or random")
+        from alignlab.core.config import check_number
+
+        # lr 0 is allowed: it trains nothing, which tests use to check loading a starting checkpoint
+        check_number("lr", self.lr, lo=0, hi=10, fix="give a learning rate such as --lr 0.002")
+        check_number("epochs", self.epochs, lo=0, lo_open=True)
+        for key in ("n_layer", "n_embd", "n_head", "batch_size", "grad_accum", "max_length"):
+            check_number(key, getattr(self, key), lo=1)
+        check_number("warmup_ratio", self.warmup_ratio, lo=0, hi=1)
+        check_number("weight_decay", self.weight_decay, lo=0)
 
     def sampler_options(self) -> dict[str, Any]:
         return {"order": self.order, "temperature": self.temperature, "homogeneity": self.homogeneity,

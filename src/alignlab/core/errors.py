@@ -15,11 +15,20 @@ from __future__ import annotations
 class AlignlabError(Exception):
     """Base class of the errors a user can cause; ``str()`` gives the one-line CLI message."""
 
-    def __init__(self, what: str, *, where: str | None = None, fix: str | None = None):
+    def __init__(self, what: str, *, where: str | None = None, fix: str | None = None, key: str | None = None):
         self.what = what
         self.where = where
         self.fix = fix
+        # The config key (or option name) the error is about, when the raiser knows it but not where the
+        # value came from: from_dict() and the CLI turn it into a ``where`` (the YAML line, --set, the flag).
+        self.key = key
         super().__init__(self.one_line())
+
+    def located(self, where: str | None = None, fix: str | None = None) -> AlignlabError:
+        """The same error with ``where`` and ``fix`` filled in where they were missing."""
+        if (self.where or not where) and (self.fix or not fix):
+            return self
+        return type(self)(self.what, where=self.where or where, fix=self.fix or fix, key=self.key)
 
     def one_line(self) -> str:
         text = self.what

@@ -16,10 +16,12 @@ Readers report the file and line of the first bad record as a :class:`~alignlab.
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import csv
 import io
 import json
 import os
+import re
 import tempfile
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
@@ -36,10 +38,13 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=TEMP_SUFFIX, dir=path.parent)
     os.close(fd)
     tmp_path = Path(tmp)
     try:
+        # mkstemp makes the file 0600; the finished file gets the mode a plain open() would give it, so
+        # others can read results on a shared machine when the umask lets them.
+        os.chmod(tmp_path, 0o666 & ~current_umask())
         yield tmp_path
         _fsync_file(tmp_path)
         os.replace(tmp_path, path)
@@ -47,6 +52,83 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         with contextlib.suppress(FileNotFoundError):
             tmp_path.unlink()
         raise
+
+
+TEMP_SUFFIX = ".tmp"
+# The name atomic_path gives its temporary file: ".<target name>.<mkstemp's 8 random characters>.tmp".
+_TEMP_NAME = re.compile(r"^\..+\.[A-Za-z0-9_]{8}" + re.escape(TEMP_SUFFIX) + "$")
+
+
+def current_umask() -> int:
+    """The process umask (read from /proc where it exists: setting it to read it is not thread-safe)."""
+    with contextlib.suppress(OSError, ValueError):
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def remove_stale_temps(folder: str | os.PathLike, recursive: bool = True) -> list[Path]:
+    """Delete the temporary files that interrupted atomic writes left in ``folder``; returns them.
+
+    Call it when a run starts or resumes, while no other process writes into the folder: a crash between
+    creating the temporary file and renaming it leaves ``.<name>.XXXXXXXX.tmp`` behind (as large as a
+    checkpoint), and nothing else ever removes it.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    found = folder.rglob(f"*{TEMP_SUFFIX}") if recursive else folder.glob(f"*{TEMP_SUFFIX}")
+    removed = []
+    for p in sorted(found):
+        if _TEMP_NAME.match(p.name) and p.is_file() and not p.is_symlink():
+            with contextlib.suppress(FileNotFoundError):
+                p.unlink()
+                removed.append(p)
+    return removed
+
+
+OUTSIDE_ROOT_FIX = ("give a path relative to the data root without '..', or pass --allow-outside-root if the "
+                    "file is meant to be read from there")
+
+
+# The user's permission for data files to name paths outside their data root (`--allow-outside-root`),
+# for commands whose loaders sit deep inside a run (train, repro run, distill dcd): a permission, not a
+# setting of the run, so it stays out of the config and its hash.
+_OUTSIDE_ALLOWED = contextvars.ContextVar("alignlab_outside_root_allowed", default=False)
+
+
+@contextlib.contextmanager
+def outside_root_allowed(allowed: bool = True) -> Iterator[None]:
+    """Within the block, :func:`resolve_inside` accepts paths outside the data root."""
+    token = _OUTSIDE_ALLOWED.set(bool(allowed))
+    try:
+        yield
+    finally:
+        _OUTSIDE_ALLOWED.reset(token)
+
+
+def resolve_inside(root: str | os.PathLike, ref: str | os.PathLike, *, where: str,
+                   allow_outside: bool = False) -> Path:
+    """``root / ref`` for a path ``ref`` read from a data file, refused if it leaves ``root``.
+
+    Both are resolved first (symlinks followed, ``..`` collapsed), then the result must lie inside the
+    resolved root: an absolute ``ref``, a ``../`` escape, or a link out of the root is a
+    :class:`DataError` naming ``where`` (the file and line of the reference), unless ``allow_outside``.
+    """
+    root_path = Path(root)
+    path = root_path / ref  # an absolute ref replaces the root here
+    if allow_outside or _OUTSIDE_ALLOWED.get():
+        return path
+    resolved_root = root_path.resolve()
+    resolved = path.resolve()
+    if not resolved.is_relative_to(resolved_root):
+        kind = "an absolute path" if Path(ref).is_absolute() else "a path"
+        raise DataError(f"{kind} {str(ref)!r} leaves the data root {str(resolved_root)!r}", where=where,
+                        fix=OUTSIDE_ROOT_FIX)
+    return path
 
 
 def _fsync_file(path: Path) -> None:
@@ -206,7 +288,16 @@ def read_csv(path: str | os.PathLike, required: Sequence[str] = (),
         raise DataError(f"CSV header lacks column(s) {', '.join(map(repr, missing))} (found {header})",
                         where=f"{path}:1", fix=f"the header must name {', '.join(map(repr, required))}")
     out = []
-    for rec in reader:
+    rows = iter(reader)
+    while True:
+        try:
+            rec = next(rows)
+        except StopIteration:
+            break
+        except csv.Error as e:  # e.g. a field over csv.field_size_limit(), a NUL byte: the rest is unreadable
+            raise DataError(f"cannot read the CSV: {e}", where=f"{path}:{reader.line_num}",
+                            fix="check the quoting of that row (an unclosed quote swallows the rest of the "
+                                "file), or shorten the field") from None
         line_no = reader.line_num
         if None in rec:
             report(DataError("row has more fields than the header", where=f"{path}:{line_no}",

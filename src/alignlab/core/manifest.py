@@ -38,6 +38,77 @@ def config_hash(config: Any) -> str:
 
 
 @lru_cache(maxsize=1)
+def code_hash() -> str:
+    """SHA-256 over the alignlab package's Python sources (relative path + bytes, in sorted order).
+
+    Part of every result-cache key: a cached result made by other code is never reused silently, even
+    when the config is the same (the git commit alone misses uncommitted edits and installed wheels).
+    """
+    root = Path(alignlab.__file__).resolve().parent
+    h = hashlib.sha256()
+    for path in sorted(root.rglob("*.py")):
+        h.update(path.relative_to(root).as_posix().encode())
+        h.update(b"\0")
+        h.update(path.read_bytes())
+        h.update(b"\0")
+    return h.hexdigest()
+
+
+def cache_key(config: Any) -> str:
+    """The key a cached run result must match: the config, the package version and the code that ran."""
+    return config_hash({"config": to_jsonable(config), "alignlab": alignlab.__version__, "code": code_hash()})
+
+
+@lru_cache(maxsize=1)
+def environment() -> dict[str, Any]:
+    """What decides the numbers besides the config: library builds, BLAS, CPU features, thread defaults."""
+    import numpy
+    import torch
+
+    env: dict[str, Any] = {"machine": platform.machine(), "processor": _cpu_model(),
+                           "cpu_count": os.cpu_count(), "torch": torch.__version__,
+                           "torch_cpu_capability": _safe(lambda: torch.backends.cpu.get_cpu_capability()),
+                           "torch_interop_threads": torch.get_num_interop_threads(),
+                           "mkldnn": bool(torch.backends.mkldnn.is_available()),
+                           "deterministic_algorithms": torch.are_deterministic_algorithms_enabled(),
+                           "numpy": numpy.__version__, "blas": _blas(),
+                           "env": {k: os.environ[k] for k in ("OMP_NUM_THREADS", "MKL_NUM_THREADS",
+                                                              "OPENBLAS_NUM_THREADS", "OPENBLAS_CORETYPE",
+                                                              "CUBLAS_WORKSPACE_CONFIG", "PYTHONHASHSEED")
+                                   if k in os.environ}}
+    return env
+
+
+def _safe(fn: Any) -> Any:
+    try:
+        return fn()
+    except Exception:  # a build without the query: record that it is unknown
+        return None
+
+
+def _cpu_model() -> str | None:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or None
+
+
+def _blas() -> list[dict[str, Any]] | None:
+    """The BLAS libraries numpy and torch call, with their kernels and thread counts (threadpoolctl)."""
+    try:
+        from threadpoolctl import threadpool_info
+    except ImportError:
+        return None
+    keep = ("internal_api", "version", "threading_layer", "architecture", "num_threads")
+    # sorted: threadpoolctl lists libraries in the order they were loaded, which differs between runs
+    rows = [{k: info.get(k) for k in keep} for info in threadpool_info()]
+    return sorted(rows, key=lambda r: tuple(str(r[k]) for k in keep))
+
+
+@lru_cache(maxsize=1)
 def git_commit() -> str | None:
     """The commit of the alignlab source checkout (with ``-dirty`` if it has changes), else None."""
     here = Path(alignlab.__file__).resolve().parent
@@ -73,10 +144,13 @@ def build_manifest(config: Any = None, seed: int | None = None, started: float |
     m["git"] = git_commit()
     m["config"] = to_jsonable(config) if config is not None else None
     m["config_sha256"] = config_hash(config) if config is not None else None
+    m["code_sha256"] = code_hash()
+    m["cache_key"] = cache_key(config) if config is not None else None
     m["seed"] = seed
     m["device"] = device or ("cuda" if torch.cuda.is_available() else "cpu")
     m["threads"] = torch.get_num_threads()
     m["platform"] = platform.platform()
+    m["environment"] = environment()
     m["argv"] = list(sys.argv)
     m["finished_utc"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     m["wall_s"] = round(time.time() - started, 3) if started is not None else None

@@ -5,6 +5,7 @@
   difference; exact when 2**n is small, Monte Carlo otherwise (with the +1 correction, so p > 0).
 * :func:`paired_bootstrap` — percentile bootstrap CI of the mean paired difference.
 * :func:`bootstrap_ci` — percentile bootstrap CI of a mean (e.g. a probe accuracy).
+* :func:`metric_bounds` — the range an alignlab metric can take (for ``summarize(..., bounds=...)``).
 
 All take an explicit ``seed`` and use their own generator.
 
@@ -16,13 +17,21 @@ All take an explicit ``seed`` and use their own generator.
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Callable, Sequence
 
 import numpy as np
 
+_R_AT_K = re.compile(r"^(?:[a-z0-9]+_)?R@\d+$")  # i2t_R@5, R@10
 
-def summarize(values: Sequence[float], confidence: float = 0.95) -> dict[str, float]:
-    """Mean, sample standard deviation (ddof=1), min, max, range and t-interval of the mean."""
+
+def summarize(values: Sequence[float], confidence: float = 0.95,
+              bounds: tuple[float | None, float | None] | None = None) -> dict[str, float]:
+    """Mean, sample standard deviation (ddof=1), min, max, range and t-interval of the mean.
+
+    ``bounds`` is the range the quantity can take (``(0, None)`` for a count, ``(0, 100)`` for a
+    percentage): a t-interval over few values can reach past it, and is then cut to it.
+    """
     from scipy import stats as sps
 
     x = np.asarray(values, dtype=np.float64)
@@ -35,8 +44,37 @@ def summarize(values: Sequence[float], confidence: float = 0.95) -> dict[str, fl
         half = float(sps.t.ppf(0.5 + confidence / 2, df=n - 1)) * sd / math.sqrt(n)
     else:
         half = float("nan")
+    low, high = mean - half, mean + half
+    if bounds is not None and n > 1:
+        lo, hi = bounds
+        low = low if lo is None else max(low, float(lo))
+        high = high if hi is None else min(high, float(hi))
     return {"n": n, "mean": mean, "sd": sd, "min": float(x.min()), "max": float(x.max()),
-            "range": float(x.max() - x.min()), "ci_low": mean - half, "ci_high": mean + half}
+            "range": float(x.max() - x.min()), "ci_low": low, "ci_high": high}
+
+
+def metric_bounds(name: str) -> tuple[float | None, float | None]:
+    """The values metric ``name`` can take, ``(low, high)`` with ``None`` where open.
+
+    R@K and ``*_pct`` lie in [0, 100], fractions (``acc``, ``*_rate``) in [0, 1], counts and RSUM are
+    never negative, ranks are at least 1; differences (``gap``, ``delta``) and unknown names are open.
+
+    >>> metric_bounds("t2i_R@10"), metric_bounds("i2t_tied_queries"), metric_bounds("negation_gap_pct")
+    ((0.0, 100.0), (0.0, None), (None, None))
+    """
+    base = name.split("/")[-1]
+    if any(word in base for word in ("gap", "delta", "diff")):
+        return None, None
+    if _R_AT_K.match(base) or base.endswith("_pct") or base in ("pct", "acc_pct"):
+        return 0.0, 100.0
+    if base.endswith(("medr", "meanr")):
+        return 1.0, None
+    if base == "rsum" or base.endswith(("tied_queries", "_count", "_items", "_words", "_captions")) \
+            or base in ("n", "count", "steps", "epoch", "best_epoch"):
+        return 0.0, None
+    if base in ("acc", "accuracy", "sense_acc", "contrastive_acc") or base.endswith(("_acc", "_rate")):
+        return 0.0, 1.0
+    return None, None
 
 
 def paired_randomization_test(a: Sequence[float], b: Sequence[float], n_resamples: int = 10000,

@@ -12,6 +12,14 @@ Loaders (each reports the file and the line or record of a bad entry):
 * :func:`load_table` — CSV or JSONL with one (image path, caption) per row;
 * :func:`from_shapes` — ShapesWorld examples in memory.
 
+**Relevance on ShapesWorld is truth.** A ShapesWorld caption is true of many images ("there is a
+circle"), so counting only an image's own captions as relevant scores right answers as wrong. ShapesWorld
+pairs (:func:`from_shapes`, and exports loaded back with their scenes and logical forms) therefore take
+``relevance`` from the truth evaluator by default: caption ``c`` is relevant to every image it is true of
+(``relevance_kind == "truth"``). The captions written for each image, the labels Karpathy-style real data
+has, stay available as :attr:`ImageTextPairs.sources` and by name: ``relevance="source"`` in the
+loaders, :meth:`ImageTextPairs.with_relevance`.
+
 :func:`load_pairs` picks the loader from a path. :func:`check_data` runs a loader in collecting mode
 and returns every problem instead of stopping at the first (``alignlab data check``).
 """
@@ -20,7 +28,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -28,8 +36,12 @@ import numpy as np
 import torch
 
 from alignlab.core.errors import DataError
-from alignlab.core.io import atomic_path, read_csv, read_json, read_jsonl, write_json
+from alignlab.core.io import atomic_path, read_csv, read_json, read_jsonl, resolve_inside, write_json
 from alignlab.data.images import check_image, open_image, stack_images
+
+# How relevance is labelled: "source" (the captions written for an image), "truth" (ShapesWorld: every
+# caption the truth evaluator finds true of it).
+RELEVANCE_KINDS = ("truth", "source")
 
 
 @dataclass(frozen=True)
@@ -65,6 +77,8 @@ def check_relevance(relevance: Sequence[Sequence[int]], n_captions: int, n_image
     if n_images is not None and len(relevance) != n_images:
         raise DataError(f"{what} has {len(relevance)} entries for {n_images} images",
                         fix="give one list of caption ids per image")
+    if _relevance_valid(relevance, n_captions):
+        return  # the checks below, vectorised (truth relevance of 5K images lists ~9M pairs)
     covered = np.zeros(n_captions, dtype=bool)
     for i, ids in enumerate(relevance):
         if len(ids) == 0:
@@ -85,6 +99,26 @@ def check_relevance(relevance: Sequence[Sequence[int]], n_captions: int, n_image
                         where=what, fix="every caption must belong to at least one image")
 
 
+def _relevance_valid(relevance: Sequence[Sequence[int]], n_captions: int) -> bool:
+    """True if :func:`check_relevance` would pass (False: let its loop find and word the problem)."""
+    try:
+        rows = [np.asarray(ids) for ids in relevance]
+    except (TypeError, ValueError):
+        return False
+    if any(r.ndim != 1 or len(r) == 0 or r.dtype.kind not in "iu" for r in rows):
+        return False  # empty rows, bools, floats, strings, nested lists: the slow path reports them
+    if not rows:
+        return n_captions == 0
+    flat = np.concatenate(rows).astype(np.int64, copy=False)
+    if flat.min() < 0 or flat.max() >= n_captions:
+        return False
+    owner = np.repeat(np.arange(len(rows), dtype=np.int64), [len(r) for r in rows])
+    keys = np.sort(owner * n_captions + flat)
+    if (keys[1:] == keys[:-1]).any():
+        return False  # a caption listed twice by one image
+    return bool(np.bincount(flat, minlength=n_captions).all())
+
+
 @dataclass
 class ImageTextPairs:
     """Images, captions and the explicit relevance map between them."""
@@ -97,6 +131,10 @@ class ImageTextPairs:
     name: str = "pairs"
     caption_meta: list[dict[str, Any]] | None = None  # per caption: e.g. zh translation, logical form
     image_meta: list[dict[str, Any]] | None = None  # per image: e.g. split, ShapesWorld scene
+    # "source": relevance[i] = the captions written for image i; "truth": every caption true of image i
+    # (ShapesWorld), with the written ones kept in source_relevance.
+    relevance_kind: str = "source"
+    source_relevance: list[list[int]] | None = None  # image -> the captions written for it (None: relevance)
     _caption_images: list[list[int]] | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
@@ -112,10 +150,78 @@ class ImageTextPairs:
             raise ValueError("caption_meta and captions differ in length")
         if self.image_meta is not None and len(self.image_meta) != n:
             raise ValueError("image_meta and image_ids differ in length")
+        if self.relevance_kind not in RELEVANCE_KINDS:
+            raise ValueError(f"relevance_kind must be one of {', '.join(RELEVANCE_KINDS)}, got {self.relevance_kind!r}")
+        if self.source_relevance is not None:
+            check_relevance(self.source_relevance, len(self.captions), n, what=f"{self.name} source relevance")
+        self._truth_inputs: tuple[Any, Any] | None = None  # parsed scenes and forms, made on first use
 
     @property
     def n_images(self) -> int:
         return len(self.image_ids)
+
+    @property
+    def sources(self) -> list[list[int]]:
+        """Image -> the captions written for it (what training draws positives from; source labels)."""
+        return self.source_relevance if self.source_relevance is not None else self.relevance
+
+    @property
+    def has_truth(self) -> bool:
+        """Whether the truth evaluator can label these pairs (every image has a scene, every caption a form)."""
+        return (self.image_meta is not None and self.caption_meta is not None
+                and all(isinstance(m, dict) and "scene" in m for m in self.image_meta)
+                and all(isinstance(m, dict) and "form" in m for m in self.caption_meta))
+
+    def _truth(self) -> tuple[Any, Any]:
+        if self._truth_inputs is None:
+            from alignlab.data.shapes import Scene, SceneTable, form_from_dict
+
+            if not self.has_truth:
+                raise DataError("these pairs carry no ShapesWorld scenes and logical forms", where=self.name,
+                                fix="truth relevance needs ShapesWorld data; use relevance='source'")
+            assert self.image_meta is not None and self.caption_meta is not None
+            try:
+                forms = [form_from_dict(m["form"]) for m in self.caption_meta]
+                table = SceneTable([Scene.from_dict(m["scene"]) for m in self.image_meta])
+            except (KeyError, TypeError, ValueError) as e:
+                raise DataError(f"bad ShapesWorld scene or logical form: {e}", where=self.name,
+                                fix="re-export the data with `alignlab data shapes`") from None
+            self._truth_inputs = (table, forms)
+        return self._truth_inputs
+
+    def with_relevance(self, kind: str) -> ImageTextPairs:
+        """A copy whose ``relevance`` is ``"truth"`` (every caption true of the image) or ``"source"``."""
+        if kind not in RELEVANCE_KINDS:
+            raise DataError(f"unknown relevance {kind!r}", fix=f"use one of {', '.join(RELEVANCE_KINDS)}")
+        if kind == self.relevance_kind:
+            return self
+        sources = self.sources
+        if kind == "source":
+            relevance, source_relevance = sources, None
+        else:
+            from alignlab.data.shapes import truth_relevance
+
+            table, forms = self._truth()
+            relevance, source_relevance = truth_relevance(forms, table, own=sources), sources
+        return replace(self, relevance=relevance, relevance_kind=kind, source_relevance=source_relevance,
+                       _caption_images=None)
+
+    def known_true(self, images: Sequence[int], captions: Sequence[int]) -> np.ndarray:
+        """``[len(images), len(captions)]`` bool: caption known to describe image.
+
+        By the truth evaluator when the pairs carry ShapesWorld scenes and forms (whatever the labelling),
+        else by the relevance map. Training uses it so that a true caption is never a negative.
+        """
+        images = np.asarray(images, dtype=np.int64).reshape(-1)
+        captions = np.asarray(captions, dtype=np.int64).reshape(-1)
+        if self.has_truth:
+            from alignlab.data.shapes import truth_matrix
+
+            table, forms = self._truth()
+            return truth_matrix([forms[c] for c in captions], table.take(images)).T
+        rows = [set(self.relevance[int(i)]) for i in images]
+        return np.array([[int(c) in r for c in captions] for r in rows], dtype=bool).reshape(len(images),
+                                                                                             len(captions))
 
     @property
     def n_captions(self) -> int:
@@ -155,24 +261,37 @@ class ImageTextPairs:
             chunks.append(batch.permute(0, 2, 3, 1).numpy())
         array = np.concatenate(chunks) if chunks else np.zeros((0, size, size, 3), np.uint8)
         return ImageTextPairs(self.image_ids, self.captions, self.relevance, image_array=array, name=self.name,
-                              caption_meta=self.caption_meta, image_meta=self.image_meta)
+                              caption_meta=self.caption_meta, image_meta=self.image_meta,
+                              relevance_kind=self.relevance_kind, source_relevance=self.source_relevance)
 
     def subset(self, image_indices: Sequence[int], name: str | None = None) -> ImageTextPairs:
-        """The images ``image_indices`` with their captions, caption ids renumbered from 0."""
+        """The images ``image_indices`` with their captions, caption ids renumbered from 0.
+
+        The subset's captions are those written for its images (:attr:`sources`, in first-seen order);
+        under truth relevance each image keeps the ones of them true of it.
+        """
         idx = [int(i) for i in image_indices]
         cap_ids: list[int] = []
         new_id: dict[int, int] = {}
-        relevance = []
+        sources = []
         for i in idx:
             row = []
-            for c in self.relevance[i]:
+            for c in self.sources[i]:
                 if c not in new_id:
                     new_id[c] = len(cap_ids)
                     cap_ids.append(c)
                 row.append(new_id[c])
-            relevance.append(row)
+            sources.append(row)
+        if self.source_relevance is None:
+            relevance, source_relevance = sources, None
+        else:
+            # Own captions first, then the others true of the image, in the subset's id order (as from_shapes).
+            relevance = [own + sorted({new_id[c] for c in self.relevance[i] if c in new_id} - set(own))
+                         for i, own in zip(idx, sources, strict=True)]
+            source_relevance = sources
         return ImageTextPairs(
             [self.image_ids[i] for i in idx], [self.captions[c] for c in cap_ids], relevance,
+            relevance_kind=self.relevance_kind, source_relevance=source_relevance,
             image_paths=[self.image_paths[i] for i in idx] if self.image_paths is not None else None,
             image_array=self.image_array[idx] if self.image_array is not None else None,
             name=name or self.name,
@@ -182,6 +301,7 @@ class ImageTextPairs:
     def summary(self) -> dict[str, Any]:
         per = [len(r) for r in self.relevance]
         return {"name": self.name, "images": self.n_images, "captions": self.n_captions,
+                "relevance": self.relevance_kind,
                 "captions_per_image_min": min(per, default=0), "captions_per_image_max": max(per, default=0),
                 "captions_per_image_mean": round(float(np.mean(per)), 3) if per else 0.0}
 
@@ -199,15 +319,28 @@ def _check_paths(paths: Sequence[Path], wheres: Sequence[str], problems: Problem
             problems.add("image not found", f"{where} ({p})", "fix the image root or remove the entry")
 
 
+def _inside(root: Path, ref: str | Path, where: str, problems: Problems, allow_outside: bool) -> Path | None:
+    """``root / ref`` if it stays inside ``root`` (or ``allow_outside``); else a problem, and None (skip it)."""
+    try:
+        return resolve_inside(root, ref, where=where, allow_outside=allow_outside)
+    except DataError as e:
+        problems.add(e.what, where, e.fix or "")
+        return None
+
+
 def load_karpathy(path: str | os.PathLike, split: str | Sequence[str] | None = "test",
                   image_root: str | os.PathLike | None = None, *, problems: Problems | None = None,
-                  check_images: bool = False, check_files: bool = True) -> ImageTextPairs:
+                  check_images: bool = False, check_files: bool = True, relevance: str = "auto",
+                  allow_outside_root: bool = False) -> ImageTextPairs:
     """Load a Karpathy split JSON file.
 
     ``split`` selects ``images[].split`` (a name, a list such as ``["train", "restval"]``, or None for
     all). An image's file is ``image_root / filepath / filename`` (``filepath`` is optional, as in
     Flickr30k's file); ``image_root`` defaults to the JSON file's folder. Extra keys of ShapesWorld
     exports (``zh``, ``form`` per sentence; ``scene`` per image) are kept as metadata.
+
+    ``relevance``: ``"auto"`` (truth relevance when every image has a ShapesWorld scene and every
+    sentence a logical form, as in exports; the file's own labels otherwise), ``"truth"`` or ``"source"``.
     """
     path = Path(path)
     problems = problems or Problems()
@@ -217,7 +350,7 @@ def load_karpathy(path: str | os.PathLike, split: str | Sequence[str] | None = "
                         fix="give dataset_coco.json / dataset_flickr30k.json or an alignlab export")
     root = Path(image_root) if image_root is not None else path.parent
     wanted = None if split is None else ({split} if isinstance(split, str) else set(split))
-    image_ids, paths, wheres, captions, relevance, cmeta, imeta = [], [], [], [], [], [], []
+    image_ids, paths, wheres, captions, relevance_ids, cmeta, imeta = [], [], [], [], [], [], []
     seen: dict[str, int] = {}
     for k, img in enumerate(data["images"]):
         where = f"{path}: images[{k}]"
@@ -228,6 +361,9 @@ def load_karpathy(path: str | os.PathLike, split: str | Sequence[str] | None = "
             continue
         filename = str(img["filename"])
         rel_path = Path(str(img.get("filepath", ""))) / filename
+        full_path = _inside(root, rel_path, where, problems, allow_outside_root)
+        if full_path is None:
+            continue
         key = str(rel_path)
         if key in seen:
             problems.add(f"duplicate image {key!r} (also images[{seen[key]}])", where, "remove the duplicate")
@@ -251,9 +387,9 @@ def load_karpathy(path: str | os.PathLike, split: str | Sequence[str] | None = "
         if not ids:
             continue
         image_ids.append(str(img["cocoid"]) if "cocoid" in img else Path(filename).stem)
-        paths.append(root / rel_path)
+        paths.append(full_path)
         wheres.append(where)
-        relevance.append(ids)
+        relevance_ids.append(ids)
         imeta.append({k2: v for k2, v in img.items() if k2 in ("split", "scene", "cocoid", "imgid")})
     if not image_ids:
         problems.add(f"no images in split {split!r}", str(path),
@@ -262,7 +398,18 @@ def load_karpathy(path: str | os.PathLike, split: str | Sequence[str] | None = "
         _check_paths(paths, wheres, problems, check_images)
     _check_unique(image_ids, wheres, problems)
     name = f"{path.stem}:{split if isinstance(split, str) or split is None else '+'.join(split)}"
-    return _build(image_ids, captions, relevance, paths, name, cmeta, imeta, problems)
+    return _labelled(_build(image_ids, captions, relevance_ids, paths, name, cmeta, imeta, problems), relevance,
+                     where=str(path))
+
+
+def _labelled(pairs: ImageTextPairs, relevance: str, where: str) -> ImageTextPairs:
+    """``pairs`` with the asked labelling (``auto``: truth where the truth evaluator can label them)."""
+    if relevance not in (*RELEVANCE_KINDS, "auto"):
+        raise DataError(f"unknown relevance {relevance!r}", where=where,
+                        fix=f"use auto, {', '.join(RELEVANCE_KINDS)}")
+    if relevance == "auto":
+        relevance = "truth" if pairs.n_images and pairs.has_truth else "source"
+    return pairs.with_relevance(relevance) if pairs.n_images else pairs
 
 
 def _check_unique(image_ids: list[str], wheres: list[str], problems: Problems) -> None:
@@ -285,7 +432,7 @@ def _build(image_ids, captions, relevance, paths, name, cmeta, imeta, problems) 
 
 def load_coco_captions(path: str | os.PathLike, image_root: str | os.PathLike | None = None, *,
                        problems: Problems | None = None, check_images: bool = False,
-                       check_files: bool = True) -> ImageTextPairs:
+                       check_files: bool = True, allow_outside_root: bool = False) -> ImageTextPairs:
     """Load a COCO captions annotation file (``{"images": [...], "annotations": [...]}``)."""
     path = Path(path)
     problems = problems or Problems()
@@ -293,6 +440,10 @@ def load_coco_captions(path: str | os.PathLike, image_root: str | os.PathLike | 
     if not isinstance(data, dict) or "images" not in data or "annotations" not in data:
         raise DataError("not a COCO captions file: needs 'images' and 'annotations'", where=str(path),
                         fix="give e.g. annotations/captions_val2017.json")
+    for key in ("images", "annotations"):
+        if not isinstance(data[key], list):
+            raise DataError(f"'{key}' is {type(data[key]).__name__}, not a list", where=f"{path}: {key}",
+                            fix=f"give '{key}' as a list of entries (a COCO captions file)")
     root = Path(image_root) if image_root is not None else path.parent
     index: dict[Any, int] = {}
     image_ids, paths, wheres = [], [], []
@@ -301,12 +452,18 @@ def load_coco_captions(path: str | os.PathLike, image_root: str | os.PathLike | 
         if not isinstance(img, dict) or "id" not in img or "file_name" not in img:
             problems.add("image entry needs 'id' and 'file_name'", where)
             continue
+        if isinstance(img["id"], bool) or not isinstance(img["id"], (int, str)):
+            problems.add(f"image id {img['id']!r} is not a number or a string", where, "give each image a plain id")
+            continue
         if img["id"] in index:
             problems.add(f"duplicate image id {img['id']!r}", where, "give each image a unique id")
             continue
+        full_path = _inside(root, str(img["file_name"]), where, problems, allow_outside_root)
+        if full_path is None:
+            continue
         index[img["id"]] = len(image_ids)
         image_ids.append(str(img["id"]))
-        paths.append(root / str(img["file_name"]))
+        paths.append(full_path)
         wheres.append(where)
     caps: list[list[str]] = [[] for _ in image_ids]
     for k, ann in enumerate(data["annotations"]):
@@ -314,7 +471,7 @@ def load_coco_captions(path: str | os.PathLike, image_root: str | os.PathLike | 
         if not isinstance(ann, dict) or "image_id" not in ann or "caption" not in ann:
             problems.add("annotation needs 'image_id' and 'caption'", where)
             continue
-        if ann["image_id"] not in index:
+        if isinstance(ann["image_id"], (list, dict)) or ann["image_id"] not in index:
             problems.add(f"annotation refers to unknown image id {ann['image_id']!r}", where)
             continue
         if not isinstance(ann["caption"], str):  # null or a number: str() would make it a caption
@@ -345,7 +502,7 @@ def load_coco_captions(path: str | os.PathLike, image_root: str | os.PathLike | 
 
 def load_table(path: str | os.PathLike, image_root: str | os.PathLike | None = None, *,
                image_field: str = "image", caption_field: str = "caption", problems: Problems | None = None,
-               check_images: bool = False, check_files: bool = True) -> ImageTextPairs:
+               check_images: bool = False, check_files: bool = True, allow_outside_root: bool = False) -> ImageTextPairs:
     """Load (image path, caption) rows from CSV (with a header) or JSONL; rows of one image are grouped."""
     path = Path(path)
     problems = problems or Problems()
@@ -381,9 +538,12 @@ def load_table(path: str | os.PathLike, image_root: str | os.PathLike | None = N
             problems.add("empty image path", where, "give the image's path")
             continue
         if image not in index:
+            full_path = _inside(root, image, where, problems, allow_outside_root)
+            if full_path is None:
+                continue
             index[image] = len(image_ids)
             image_ids.append(image)
-            paths.append(root / image)
+            paths.append(full_path)
             wheres.append(where)
             relevance.append([])
         relevance[index[image]].append(len(captions))
@@ -395,26 +555,41 @@ def load_table(path: str | os.PathLike, image_root: str | os.PathLike | None = N
     return _build(image_ids, captions, relevance, paths, path.stem, None, None, problems)
 
 
-def from_shapes(examples: Sequence[Any], name: str = "shapes") -> ImageTextPairs:
-    """ShapesWorld examples (:class:`alignlab.data.shapes.ShapesExample`) as in-memory pairs."""
-    from alignlab.data.shapes import form_to_dict
+def from_shapes(examples: Sequence[Any], name: str = "shapes", relevance: str = "truth") -> ImageTextPairs:
+    """ShapesWorld examples (:class:`alignlab.data.shapes.ShapesExample`) as in-memory pairs.
 
-    captions, relevance, cmeta = [], [], []
+    ``relevance="truth"`` (default): ``relevance[i]`` is every caption true of image ``i`` (its own
+    captions first), computed by the truth evaluator; ``"source"``: only the captions written for it.
+    """
+    from alignlab.data.shapes import form_to_dict, truth_relevance
+
+    if relevance not in RELEVANCE_KINDS:
+        raise DataError(f"unknown relevance {relevance!r}", fix=f"use one of {', '.join(RELEVANCE_KINDS)}")
+
+    captions, relevance_ids, cmeta = [], [], []
     for ex in examples:
         ids = []
         for c in ex.captions:
             ids.append(len(captions))
             captions.append(c.en)
             cmeta.append({"zh": c.zh, "family": c.family, "form": form_to_dict(c.form)})
-        relevance.append(ids)
+        relevance_ids.append(ids)
     array = np.stack([ex.image for ex in examples]) if examples else np.zeros((0, 64, 64, 3), np.uint8)
-    return ImageTextPairs([ex.image_id for ex in examples], captions, relevance, image_array=array, name=name,
-                          caption_meta=cmeta, image_meta=[{"split": ex.split, "scene": ex.scene.to_dict()}
-                                                          for ex in examples])
+    sources = relevance_ids
+    truth = None
+    if relevance == "truth" and examples:
+        truth = truth_relevance([c.form for ex in examples for c in ex.captions], [ex.scene for ex in examples],
+                                own=sources)
+    return ImageTextPairs([ex.image_id for ex in examples], captions, truth if truth is not None else sources,
+                          image_array=array, name=name, caption_meta=cmeta,
+                          image_meta=[{"split": ex.split, "scene": ex.scene.to_dict()} for ex in examples],
+                          relevance_kind=relevance if examples else "source",
+                          source_relevance=sources if truth is not None else None)
 
 
 def load_pairs(path: str | os.PathLike, split: str | None = "test", image_root: str | os.PathLike | None = None,
-               *, problems: Problems | None = None, check_images: bool = False, **kwargs: Any) -> ImageTextPairs:
+               *, problems: Problems | None = None, check_images: bool = False, relevance: str = "auto",
+               allow_outside_root: bool = False, **kwargs: Any) -> ImageTextPairs:
     """Load pairs from a path, choosing the loader by its content.
 
     * a folder: its ``dataset.json`` (an alignlab/Karpathy export; images relative to the folder);
@@ -426,15 +601,19 @@ def load_pairs(path: str | os.PathLike, split: str | None = "test", image_root: 
         if not (p / "dataset.json").is_file():
             raise DataError("folder has no dataset.json", where=str(p),
                             fix="give the folder written by `alignlab data shapes` or a data file")
-        return load_karpathy(p / "dataset.json", split, image_root, problems=problems, check_images=check_images)
+        return load_karpathy(p / "dataset.json", split, image_root, problems=problems, check_images=check_images,
+                             relevance=relevance, allow_outside_root=allow_outside_root)
     suffix = p.suffix.lower()
     if suffix == ".json":
         data = read_json(p)
         if isinstance(data, dict) and "annotations" in data:
-            return load_coco_captions(p, image_root, problems=problems, check_images=check_images)
-        return load_karpathy(p, split, image_root, problems=problems, check_images=check_images)
+            return load_coco_captions(p, image_root, problems=problems, check_images=check_images,
+                                      allow_outside_root=allow_outside_root)
+        return load_karpathy(p, split, image_root, problems=problems, check_images=check_images,
+                             relevance=relevance, allow_outside_root=allow_outside_root)
     if suffix in (".csv", ".jsonl"):
-        return load_table(p, image_root, problems=problems, check_images=check_images, **kwargs)
+        return load_table(p, image_root, problems=problems, check_images=check_images,
+                          allow_outside_root=allow_outside_root, **kwargs)
     if not p.exists():
         raise DataError("data not found", where=str(p), fix="check the path")
     raise DataError(f"unknown data format {suffix!r}", where=str(p),
@@ -443,9 +622,13 @@ def load_pairs(path: str | os.PathLike, split: str | None = "test", image_root: 
 
 def check_data(path: str | os.PathLike, split: str | None = None, image_root: str | os.PathLike | None = None,
                **kwargs: Any) -> tuple[dict[str, Any] | None, list[Problem]]:
-    """Load ``path`` collecting every problem; returns (summary or None, problems)."""
+    """Load ``path`` collecting every problem; returns (summary or None, problems).
+
+    The summary describes the file's own labels (``relevance="source"`` unless asked otherwise).
+    """
     problems = Problems(collect=True)
     pairs = None
+    kwargs.setdefault("relevance", "source")
     try:
         pairs = load_pairs(path, split, image_root, problems=problems, check_images=True, **kwargs)
     except DataError as e:
@@ -480,7 +663,7 @@ def save_karpathy(out_dir: str | os.PathLike, splits: dict[str, ImageTextPairs],
             with atomic_path(out / "images" / filename) as tmp:
                 Image.fromarray(pairs.image_array[i]).save(tmp, format="PNG")
             sentences = []
-            for c in pairs.relevance[i]:
+            for c in pairs.sources[i]:  # each caption once, with the image it was written for
                 sent = {"raw": pairs.captions[c], "tokens": pairs.captions[c].split(), "imgid": len(images),
                         "sentid": sentid}
                 if pairs.caption_meta is not None:

@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -185,6 +185,9 @@ class ShapesConfig:
     captions_per_image: int = 5
     negation_rate: float = 0.0  # weight of true negated captions ("the circle is not blue")
     background: tuple[int, int, int] = (0, 0, 0)
+    # Captions unique to their image within the generated gallery (checked by the truth evaluator), so
+    # that one relevant image per caption is the truth; see ShapesWorld.generate.
+    discriminative: bool = False
 
     def __post_init__(self) -> None:
         # Count captions name the number of matching objects in words, up to NUMBERS[-1] ("four").
@@ -914,10 +917,18 @@ class ShapesWorld:
             yield self.example(seed, split, i)
 
     def generate(self, n: int, seed: int, split: str = "train", desc: str | None = None) -> list[ShapesExample]:
+        """``n`` examples of ``split``; with ``config.discriminative`` a gallery of unique captions.
+
+        Discriminative galleries (:func:`discriminative_gallery`) depend on the whole gallery: an image
+        whose scene admits no caption unique within it is redrawn, so they differ from ``iter_split``.
+        """
         from alignlab.core.progress import progress
 
-        return list(progress(self.iter_split(n, seed, split), total=n, desc=desc or f"ShapesWorld {split}",
-                             unit="img"))
+        examples = list(progress(self.iter_split(n, seed, split), total=n, desc=desc or f"ShapesWorld {split}",
+                                 unit="img"))
+        if self.config.discriminative:
+            examples = discriminative_gallery(self, examples, seed)
+        return examples
 
 
 def generate_splits(config: ShapesConfig | None = None, seed: int = 0, **sizes: int) -> dict[str, list[ShapesExample]]:
@@ -954,3 +965,295 @@ def form_from_dict(d: dict[str, Any]) -> Form:
         else:
             kwargs[k] = v
     return kind(**kwargs)
+
+
+# --- truth of many captions in many scenes at once ----------------------------------------------------
+#
+# Relevance on ShapesWorld is truth: a caption is relevant to every image it is true of. Calling
+# :func:`evaluate` for every (caption, image) pair of the 5K test set is 25,000 x 5,000 Python calls
+# (minutes). :class:`SceneTable` holds the scenes as padded attribute arrays, and :func:`truth_matrix`
+# evaluates one *distinct meaning* at a time over every scene with NumPy: captions that mean the same
+# (same form, synonyms and the translation-only ``sense`` aside) share one truth row, and noun phrases
+# are matched once per table.
+
+_KIND_CODE = {k: i for i, k in enumerate(all_kinds())}
+_COLOUR_CODE = {c: i for i, c in enumerate(COLOURS)}
+_SIZE_CODE = {s: i for i, s in enumerate(SIZES)}
+
+
+def meaning(form: Form) -> Form:
+    """``form`` with the sense of every noun phrase removed: forms with one meaning compare equal.
+
+    (The sense picks the Chinese word, never the truth; see :class:`NP`.)
+    """
+    if isinstance(form, NP):
+        return NP(form.kind, form.colour, form.size, form.definite) if form.sense is not None else form
+    if isinstance(form, Exists):
+        return Exists(meaning(form.np))
+    if isinstance(form, Relation):
+        return Relation(meaning(form.a), form.rel, meaning(form.b))
+    if isinstance(form, Count):
+        return Count(form.n, meaning(form.np))
+    if isinstance(form, Property):
+        return Property(meaning(form.np), form.value, form.negated)
+    if isinstance(form, And):
+        return And(tuple(meaning(p) for p in form.parts))
+    if isinstance(form, Respectively):
+        return Respectively(meaning(form.a), meaning(form.b), form.value_a, form.value_b)
+    raise TypeError(f"not a ShapesWorld form: {form!r}")
+
+
+class SceneTable:
+    """Scenes as arrays ``[S, K]`` (K = most objects in a scene; padding is marked invalid).
+
+    ``truth(form)`` is :func:`evaluate` of one form in every scene at once (a bool vector ``[S]``).
+    """
+
+    def __init__(self, scenes: Sequence[Scene]):
+        self.n = len(scenes)
+        k = max((len(s.objects) for s in scenes), default=1) or 1
+        self.valid = np.zeros((self.n, k), dtype=bool)
+        self.kind = np.full((self.n, k), -1, dtype=np.int16)
+        self.colour = np.full((self.n, k), -1, dtype=np.int16)
+        self.size = np.full((self.n, k), -1, dtype=np.int16)
+        self.row = np.zeros((self.n, k), dtype=np.int16)
+        self.col = np.zeros((self.n, k), dtype=np.int16)
+        for s, scene in enumerate(scenes):
+            for j, o in enumerate(scene.objects):
+                self.valid[s, j] = True
+                self.kind[s, j] = _KIND_CODE.get(o.kind, -2)
+                self.colour[s, j] = _COLOUR_CODE.get(o.colour, -2)
+                self.size[s, j] = _SIZE_CODE.get(o.size, -2)
+                self.row[s, j], self.col[s, j] = o.row, o.col
+        self._np_cache: dict[NP, np.ndarray] = {}
+        self._rel_cache: dict[str, np.ndarray] = {}
+
+    def take(self, rows: Sequence[int] | np.ndarray) -> SceneTable:
+        """The table of scenes ``rows`` (in that order; repeats allowed)."""
+        rows = np.asarray(rows, dtype=np.int64)
+        out = object.__new__(SceneTable)
+        out.n = len(rows)
+        for name in ("valid", "kind", "colour", "size", "row", "col"):
+            setattr(out, name, getattr(self, name)[rows])
+        out._np_cache, out._rel_cache = {}, {}
+        return out
+
+    def _matches(self, np_: NP) -> np.ndarray:
+        """``[S, K]``: objects ``np_`` describes (kind, colour and size; not definiteness)."""
+        key = NP(np_.kind, np_.colour, np_.size)
+        got = self._np_cache.get(key)
+        if got is None:
+            got = self.valid.copy()
+            for value, codes, table in ((np_.kind, _KIND_CODE, self.kind), (np_.colour, _COLOUR_CODE, self.colour),
+                                        (np_.size, _SIZE_CODE, self.size)):
+                if value is not None:
+                    got &= table == codes.get(value, -3)  # an unknown word matches nothing
+            self._np_cache[key] = got
+        return got
+
+    def _referents(self, np_: NP) -> np.ndarray:
+        m = self._matches(np_)
+        if np_.definite:  # a definite NP refers only when exactly one object matches
+            m = m & (m.sum(axis=1) == 1)[:, None]
+        return m
+
+    def _relation(self, rel: str) -> np.ndarray:
+        """``[S, K, K]``: ``rel(a, b)`` for every ordered pair of object slots."""
+        got = self._rel_cache.get(rel)
+        if got is None:
+            if rel in ("left_of", "right_of"):
+                a, b = self.col[:, :, None], self.col[:, None, :]
+            elif rel in ("above", "below"):
+                a, b = self.row[:, :, None], self.row[:, None, :]
+            else:
+                raise ValueError(f"unknown relation {rel!r}")
+            got = (a < b) if rel in ("left_of", "above") else (a > b)
+            self._rel_cache[rel] = got
+        return got
+
+    def _value(self, refs: np.ndarray, value: str) -> tuple[np.ndarray, np.ndarray]:
+        """(has a referent, the first referent has ``value``), as :func:`evaluate` reads ``refs[0]``."""
+        first = refs.argmax(axis=1)
+        table = self.colour if value in COLOURS else self.size
+        code = _COLOUR_CODE.get(value, -3) if value in COLOURS else _SIZE_CODE.get(value, -3)
+        return refs.any(axis=1), table[np.arange(self.n), first] == code
+
+    def truth(self, form: Form) -> np.ndarray:
+        """``[S]`` bool: whether ``form`` is true of each scene (exactly :func:`evaluate`)."""
+        if isinstance(form, Exists):
+            return self._referents(form.np).any(axis=1)
+        if isinstance(form, Relation):
+            a, b = self._referents(form.a), self._referents(form.b)
+            # The relations are strict, so a pair that satisfies one is two different objects.
+            return (a[:, :, None] & b[:, None, :] & self._relation(form.rel)).any(axis=(1, 2))
+        if isinstance(form, Count):
+            return self._matches(form.np).sum(axis=1) == form.n
+        if isinstance(form, Property):
+            found, has = self._value(self._referents(form.np), form.value)
+            return found & (has != form.negated)
+        if isinstance(form, And):
+            out = np.ones(self.n, dtype=bool)
+            for p in form.parts:
+                out &= self.truth(p)
+            return out
+        if isinstance(form, Respectively):
+            ra, rb = self._referents(form.a), self._referents(form.b)
+            found_a, has_a = self._value(ra, form.value_a)
+            found_b, has_b = self._value(rb, form.value_b)
+            return found_a & found_b & (ra.argmax(axis=1) != rb.argmax(axis=1)) & has_a & has_b
+        raise TypeError(f"not a ShapesWorld form: {form!r}")
+
+
+def group_meanings(forms: Sequence[Form]) -> tuple[list[Form], np.ndarray]:
+    """The distinct meanings of ``forms`` (first-seen order) and each form's index among them."""
+    index: dict[Form, int] = {}
+    inverse = np.empty(len(forms), dtype=np.int64)
+    for c, form in enumerate(forms):
+        inverse[c] = index.setdefault(meaning(form), len(index))
+    return list(index), inverse
+
+
+def truth_matrix(forms: Sequence[Form], scenes: Sequence[Scene] | SceneTable) -> np.ndarray:
+    """``[len(forms), len(scenes)]`` bool: ``evaluate(forms[f], scenes[s])`` for every pair.
+
+    Each distinct meaning is evaluated once over all scenes at once (see :class:`SceneTable`).
+    """
+    table = scenes if isinstance(scenes, SceneTable) else SceneTable(scenes)
+    distinct, inverse = group_meanings(forms)
+    rows = np.stack([table.truth(f) for f in distinct]) if distinct else np.zeros((0, table.n), dtype=bool)
+    return rows[inverse]
+
+
+def truth_relevance(forms: Sequence[Form], scenes: Sequence[Scene] | SceneTable,
+                    own: Sequence[Sequence[int]] | None = None, chunk: int = 512) -> list[list[int]]:
+    """``relevance[i]`` = every caption (index into ``forms``) true of ``scenes[i]``.
+
+    ``own[i]`` (optional) lists the captions written for image ``i``: they come first in its row, in
+    their order, and must be true of it (:class:`DataError` otherwise); the other true captions follow
+    in id order. Distinct meanings are evaluated once each, over all scenes at once.
+    """
+    table = scenes if isinstance(scenes, SceneTable) else SceneTable(scenes)
+    distinct, inverse = group_meanings(forms)
+    truth = (np.stack([table.truth(f) for f in distinct]) if distinct
+             else np.zeros((0, table.n), dtype=bool)).T.copy()  # [S, U]
+    out: list[list[int]] = []
+    for a in range(0, table.n, chunk):
+        block = truth[a:a + chunk][:, inverse]  # [b, C]: caption c true of scene a + r
+        mine: list[list[int]] = [[] for _ in range(len(block))]
+        if own is not None:
+            mine = [[int(c) for c in own[a + r]] for r in range(len(block))]
+            rows = np.repeat(np.arange(len(block)), [len(m) for m in mine])
+            cols = np.fromiter((c for m in mine for c in m), dtype=np.int64, count=len(rows))
+            false = np.flatnonzero(~block[rows, cols])
+            if len(false):
+                i, c = a + int(rows[false[0]]), int(cols[false[0]])
+                raise DataError(f"caption {c} of image {i} is false of its own scene", where=f"image {i}",
+                                fix="regenerate the data (captions must be true of their image)")
+            block[rows, cols] = False  # listed first, not twice
+        r_idx, c_idx = np.nonzero(block)
+        ptr = np.concatenate([[0], np.cumsum(np.bincount(r_idx, minlength=len(block)))])
+        c_list = c_idx.tolist()
+        out.extend(mine[r] + c_list[ptr[r]:ptr[r + 1]] for r in range(len(block)))
+    return out
+
+
+# --- discriminative captions: unique to their image within a gallery -----------------------------------
+
+_DISCRIMINATIVE_STREAM = 0xD15C  # mixed into the redraw seeds so they share no stream with iter_split
+
+
+def _full(o: Obj) -> NP:
+    return NP(o.kind, o.colour, o.size, False, o.sense)
+
+
+def description_forms(scene: Scene) -> list[tuple[Form, str]]:
+    """Specific true forms of ``scene``: the full scene description and one full-NP relation per pair.
+
+    The scene description lists every object with all its attributes ("a large red circle, a small
+    blue square and a big green star"); a relation names both objects in full (for each pair of
+    objects, the first relation of :data:`RELATIONS` that holds between them).
+    """
+    objs = scene.objects
+    out: list[tuple[Form, str]] = [(And(tuple(Exists(_full(o)) for o in objs)) if len(objs) > 1
+                                    else Exists(_full(objs[0])), "scene")]
+    for i, a in enumerate(objs):
+        for b in objs[i + 1:]:
+            rel = next(r for r in RELATIONS if relation_holds(r, a, b))  # distinct cells: one always holds
+            out.append((Relation(_full(a), rel, _full(b)), "relation"))
+    return out
+
+
+def discriminative_gallery(world: ShapesWorld, examples: list[ShapesExample], seed: int,
+                           max_rounds: int = 60) -> list[ShapesExample]:
+    """``examples`` with captions that are true of their own image and of no other image of the gallery.
+
+    Candidates per image: its generated captions, its full scene description and its full-NP relations
+    (:func:`description_forms`). A candidate is kept when the truth evaluator finds it true of exactly
+    one scene of the gallery (its own); each image keeps up to ``captions_per_image`` of them (at least
+    one). A scene with no such caption (e.g. one object that another scene also holds) is redrawn from a
+    seeded stream of its own and every count is updated, until every image has one (:class:`DataError`
+    after ``max_rounds``). A redrawn scene has at least two objects when ``max_objects`` allows: a lone
+    object is seldom unique in a large gallery. Seeded: the same gallery for the same seed, size and config.
+    """
+    cfg = world.config
+    redraw_cfg = replace(cfg, min_objects=max(cfg.min_objects, min(2, cfg.max_objects)))
+    n = len(examples)
+    if n == 0:
+        return examples
+    split = examples[0].split
+    scenes = [ex.scene for ex in examples]
+    base = [list(ex.captions) for ex in examples]
+
+    def candidates(i: int) -> list[tuple[Form, str]]:
+        return [(c.form, c.family) for c in base[i]] + description_forms(scenes[i])
+
+    cands = [candidates(i) for i in range(n)]
+    meanings: dict[Form, int] = {}  # meaning -> row of `counts`
+    counts = np.zeros(0, dtype=np.int64)  # how many scenes of the gallery each meaning is true of
+
+    def register(forms: list[Form], table: SceneTable) -> None:
+        nonlocal counts
+        new = [m for m in dict.fromkeys(meaning(f) for f in forms) if m not in meanings]
+        if new:
+            for m in new:
+                meanings[m] = len(meanings)
+            counts = np.concatenate([counts, np.stack([table.truth(m) for m in new]).sum(axis=1)])
+
+    table = SceneTable(scenes)
+    register([f for cs in cands for f, _ in cs], table)
+    for round_ in range(max_rounds + 1):
+        unique = [[k for k, (f, _) in enumerate(cs) if counts[meanings[meaning(f)]] == 1] for cs in cands]
+        failing = [i for i, u in enumerate(unique) if not u]
+        if not failing:
+            break
+        if round_ == max_rounds:
+            raise DataError(f"{len(failing)} image(s) have no caption unique in a gallery of {n}",
+                            where=f"ShapesWorld {split}, seed {seed}",
+                            fix="use a smaller gallery or more objects per scene (min_objects)")
+        old = SceneTable([scenes[i] for i in failing])
+        known = list(meanings)
+        counts[: len(known)] -= np.stack([old.truth(m) for m in known]).sum(axis=1)
+        for i in failing:
+            rng = np.random.default_rng([int(seed), SPLIT_CODES[split], i, round_ + 1, _DISCRIMINATIVE_STREAM])
+            scenes[i] = sample_scene(rng, redraw_cfg)
+            base[i] = generate_captions(scenes[i], rng, cfg)
+            cands[i] = candidates(i)
+        fresh = SceneTable([scenes[i] for i in failing])
+        counts[: len(known)] += np.stack([fresh.truth(m) for m in known]).sum(axis=1)
+        register([f for i in failing for f, _ in cands[i]], SceneTable(scenes))
+    out = []
+    for i, ex in enumerate(examples):
+        rng = np.random.default_rng([int(seed), SPLIT_CODES[split], i, _DISCRIMINATIVE_STREAM])
+        picked: list[Caption] = []
+        seen: set[Form] = set()
+        for k in rng.permutation(unique[i]):
+            form, family = cands[i][int(k)]
+            if meaning(form) in seen:
+                continue
+            seen.add(meaning(form))
+            picked.append(Caption(form, english(form, rng), chinese(form), family))
+            if len(picked) == cfg.captions_per_image:
+                break
+        image = ex.image if scenes[i] is ex.scene else render_array(scenes[i], cfg.image_size, cfg.background)
+        out.append(ShapesExample(ex.image_id, ex.split, scenes[i], image, picked))
+    return out

@@ -24,6 +24,46 @@ import torch
 from alignlab.core.errors import DataError
 from alignlab.core.io import write_json
 
+# ---- closed-class words (one copy for every area) ----------------------------------------------------
+# Function words shared by every use: determiners, pronouns, prepositions, conjunctions, auxiliaries,
+# numerals and a few adverbs.
+FUNCTION_WORDS = frozenset([
+    "a", "about", "above", "across", "after", "against", "all", "along", "also", "although", "am", "among",
+    "an", "and", "another", "any", "are", "around", "as", "at", "be", "because", "been", "before", "behind",
+    "being", "below", "beneath", "beside", "besides", "between", "both", "but", "by", "can", "could", "did",
+    "do", "does", "done", "down", "during", "each", "eight", "either", "every", "few", "five", "four",
+    "from", "had", "has", "have", "having", "he", "her", "here", "hers", "him", "his", "how", "i", "if",
+    "in", "inside", "into", "is", "it", "its", "just", "many", "may", "me", "might", "mine", "more", "most",
+    "much", "must", "my", "near", "neither", "nine", "no", "nor", "not", "of", "off", "on", "one", "only",
+    "onto", "or", "our", "ours", "out", "outside", "over", "seven", "several", "shall", "she", "should",
+    "six", "so", "some", "such", "ten", "than", "that", "the", "their", "theirs", "them", "then", "there",
+    "these", "they", "this", "those", "though", "three", "through", "to", "too", "toward", "towards", "two",
+    "under", "underneath", "until", "up", "upon", "us", "very", "via", "was", "we", "were", "what", "when",
+    "where", "whether", "which", "while", "who", "whom", "whose", "why", "will", "with", "within",
+    "without", "would", "yet", "you", "your", "yours"
+])
+# Probe perturbations (alignlab.probe.perturb) also count these as function words: the spatial words
+# of ShapesWorld captions and indefinite pronouns.
+CLOSED_CLASS = FUNCTION_WORDS | frozenset([
+    "anyone", "anything", "atop", "bottom", "everyone", "everything", "front", "left", "like", "lot",
+    "lots", "middle", "n't", "next", "nobody", "nothing", "ones", "right", "side", "since", "someone",
+    "something", "top", "whereas", "zero"
+])
+# The noun finder of ambiguity selection also skips contraction pieces, light verbs and ordinals.
+STOPWORDS = FUNCTION_WORDS | frozenset([
+    "again", "aren", "cannot", "d", "didn", "doesn", "doing", "don", "dozen", "eleven", "even", "ever",
+    "first", "for", "get", "gets", "getting", "go", "goes", "going", "gone", "got", "hadn", "hasn", "haven",
+    "hundred", "isn", "ll", "m", "made", "make", "makes", "making", "none", "now", "o", "other", "own",
+    "past", "per", "re", "s", "same", "second", "still", "t", "third", "thousand", "twelve", "unless", "ve",
+    "wasn", "went", "weren", "whatever", "y"
+])
+# Words that mark the next token as a noun for the rule-based noun finder.
+DETERMINERS = frozenset([
+    "a", "all", "an", "another", "any", "both", "each", "eight", "every", "few", "five", "four", "her",
+    "his", "its", "many", "my", "nine", "no", "one", "other", "our", "seven", "several", "six", "some",
+    "ten", "that", "the", "their", "these", "this", "those", "three", "two", "your"
+])
+
 _WORD = re.compile(r"[\u4e00-\u9fff]|[a-z0-9]+(?:'[a-z]+)?")
 SPECIALS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]")
 PAD, UNK, CLS, SEP = 0, 1, 2, 3

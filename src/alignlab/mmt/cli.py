@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import time
 from pathlib import Path
 from typing import Any
@@ -47,6 +48,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="a pretrained visual.pt to reuse (default: pretrain the image tower on ShapesWorld)")
     t.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override config keys, e.g. model.width=64, train.lr=0.002, visual.images=1000")
+    t.add_argument("--overwrite", action="store_true", help="replace a finished run in --out (never done otherwise)")
     t.set_defaults(run=run_train)
 
     e = verbs.add_parser("eval", help="evaluate a trained run",
@@ -67,20 +69,66 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _train_configs(args: argparse.Namespace):
-    from alignlab.core.config import from_dict, parse_overrides
+    from alignlab.core.config import Sources, config_sources, from_dict, parse_overrides
     from alignlab.mmt.model import MMTConfig
     from alignlab.mmt.train import TrainConfig, VisualPretrainConfig
 
     ov = parse_overrides(args.overrides)
+    src = config_sources(None, args.overrides, {"model.fusion": "--fusion", "train.epochs": "--epochs"})
     unknown = set(ov) - {"model", "train", "visual"}
     if unknown:
         raise ConfigError(f"unknown config section(s) {', '.join(sorted(unknown))}",
+                          where=", ".join(f"--set {i}" for i in args.overrides if i.split(".", 1)[0] in unknown),
                           fix="override keys start with model., train. or visual.")
-    model_cfg = from_dict(MMTConfig, {**ov.get("model", {}), "fusion": args.fusion})
+    for name in ("model", "train", "visual"):
+        if not isinstance(ov.get(name, {}), dict):
+            raise ConfigError(f"{name} is a section of keys", where=src.of(name) or name,
+                              fix=f"set its keys, e.g. --set {name}.<key>=<value>")
+
+    def section(name: str) -> Sources:  # the sources of one section's keys, without the section prefix
+        return Sources(None, {k[len(name) + 1:]: v for k, v in src.keys.items() if k.startswith(name + ".")})
+
+    model_cfg = from_dict(MMTConfig, {**ov.get("model", {}), "fusion": args.fusion}, section("model"))
     train_d = dict(ov.get("train", {}))
     if args.epochs is not None:
         train_d["epochs"] = args.epochs
-    return model_cfg, from_dict(TrainConfig, train_d), from_dict(VisualPretrainConfig, ov.get("visual", {}))
+    return (model_cfg, from_dict(TrainConfig, train_d, section("train")),
+            from_dict(VisualPretrainConfig, ov.get("visual", {}), section("visual")))
+
+
+def _check_train_args(args: argparse.Namespace, fusion: str) -> None:
+    """Every option of `mmt train` checked before any data is made or the run folder is touched."""
+    from alignlab.core.config import check_number, check_run_dir, clear_run_dir, option_error
+    from alignlab.core.errors import AlignlabError, DataError
+
+    for name in ("shapes_train", "shapes_val", "val_limit", "limit"):
+        value = getattr(args, name)
+        if value is not None and value < 1:
+            flag = "--" + name.replace("_", "-")
+            raise ConfigError(f"{flag} must be >= 1, got {value}", where=flag, fix=f"give {flag} 1 or more")
+    try:
+        check_number("polysemous_rate", args.polysemous_rate, lo=0, hi=1)
+    except AlignlabError as e:
+        raise option_error(e, {"polysemous_rate": "--polysemous-rate"}) from None
+    if args.data == "parallel":
+        if fusion != "none":
+            raise ConfigError("parallel text data has no images, so only --fusion none can train on it",
+                              where=f"--fusion {fusion}", fix="use --fusion none, or --data shapes for an image model")
+        for name in ("src", "tgt", "val_src", "val_tgt"):
+            flag = "--" + name.replace("_", "-")
+            path = getattr(args, name)
+            if path is None:
+                raise ConfigError(f"--data parallel needs {flag}", where=flag,
+                                  fix=f"give {flag} <file with one sentence per line>")
+            if not path.is_file():
+                raise DataError("file not found", where=f"{flag} {path}", fix="check the path")
+    if args.visual is not None and fusion != "none":
+        from alignlab.mmt.train import load_visual_encoder
+
+        load_visual_encoder(args.visual)  # small: a file that does not load fails now, not after the data
+    check_run_dir(args.out, overwrite=args.overwrite, finished=("results.json",))
+    if args.overwrite:
+        clear_run_dir(args.out)
 
 
 def run_train(args: argparse.Namespace) -> int:
@@ -88,26 +136,31 @@ def run_train(args: argparse.Namespace) -> int:
 
     from alignlab.core.io import write_json
     from alignlab.core.manifest import make_result
-    from alignlab.core.progress import info
     from alignlab.mmt.evaluate import contrastive_items, evaluate_model
     from alignlab.mmt.model import MMTModel
     from alignlab.mmt.train import (
         build_tokenizers,
         load_visual_encoder,
-        pretrain_visual_encoder,
+        pretrain_or_resume_visual,
         save_run,
         train_model,
+        visual_config_hash,
     )
     from alignlab.train.distributed import refuse_launcher
 
     refuse_launcher("alignlab mmt train")
     started = time.time()
     model_cfg, train_cfg, vis_cfg = _train_configs(args)
-    encoder = visual = None
+    _check_train_args(args, model_cfg.fusion)
+    from alignlab.core.io import remove_stale_temps
+    from alignlab.core.seed import set_seed
+
+    remove_stale_temps(args.out)  # temp files of an interrupted run's atomic writes
+    encoder = visual = vis_sha = None
     vis_metrics: dict[str, Any] | None = None
     contrast = None
     if args.data == "parallel":
-        from alignlab.ambiguity.corpus import read_parallel
+        from alignlab.data.corpus import read_parallel
         from alignlab.mmt.train import MMTPair
 
         if model_cfg.fusion != "none":
@@ -147,15 +200,19 @@ def run_train(args: argparse.Namespace) -> int:
             if args.visual is not None:
                 encoder = load_visual_encoder(args.visual)
             else:
-                info("pretraining the image tower on ShapesWorld object/sense recognition")
-                encoder, vis_metrics = pretrain_visual_encoder(vis_cfg, seed=args.seed)
+                # Checkpointed in the run folder: re-running an interrupted run does not pretrain again.
+                encoder, vis_metrics = pretrain_or_resume_visual(vis_cfg, args.seed, args.out / "visual.pt")
+                vis_sha = visual_config_hash(vis_cfg, args.seed)
             visual = encoder.features(shapes_images(tr + va))
             model_cfg = replace(model_cfg, visual_dim=encoder.width, visual_tokens=encoder.n_tokens)
             contrast = contrastive_items(va, 200)
+    # Seed right before the weights are drawn (whether or not the tower was pretrained or reloaded first),
+    # so the same seed gives the same model in a fresh process and in a resumed run.
+    set_seed(args.seed)
     model = MMTModel(model_cfg, src_tok, tgt_tok)
     log = train_model(model, train_pairs, train_cfg, seed=args.seed, visual=visual, run_dir=args.out / "train")
     save_run(args.out, model, train_cfg=train_cfg, data=data_desc, visual_encoder=encoder, seed=args.seed,
-             visual_metrics=vis_metrics)
+             visual_metrics=vis_metrics, visual_config_sha256=vis_sha)
     metrics = evaluate_model(model, val_pairs, visual, encoder=encoder, contrastive=contrast, seed=args.seed)
     result = make_result(task="mmt", model=f"tiny-mmt-{model_cfg.fusion}", data=f"{args.data}-val", seed=args.seed,
                          metrics=metrics, config={"model": vars(model_cfg), "train": vars(train_cfg),
@@ -177,27 +234,54 @@ def _definitions() -> dict[str, str]:
                                "image (0.5 = image ignored)"}
 
 
+_NAN_REASONS = {
+    "sense_acc": "no test caption has an ambiguous word with a sense label",
+    "sense_acc_incongruent": "no test caption has an ambiguous word with a sense label",
+    "sense_gap": "no test caption has an ambiguous word with a sense label",
+    "contrastive_acc": "no contrastive items: no ambiguous word with two sense translations",
+}
+
+
 def _print_metrics(m: dict[str, Any]) -> None:
     keys = ["n", "bleu", "chrf", "sense_acc", "sense_acc_incongruent", "sense_gap", "contrastive_acc"]
     shown = {k: (round(m[k], 4) if isinstance(m[k], float) else m[k]) for k in keys if k in m}
-    print(json.dumps(shown, ensure_ascii=False))
+    # JSON has no NaN: a metric with nothing to measure prints as n/a with the reason, never a bare NaN.
+    reasons = {k: _NAN_REASONS.get(k, "nothing to measure") for k, v in shown.items()
+               if isinstance(v, float) and math.isnan(v)}
+    print(json.dumps({k: ("n/a" if k in reasons else v) for k, v in shown.items()}, ensure_ascii=False))
+    for k, why in reasons.items():
+        print(f"{k}: n/a ({why})")
     print(f"BLEU signature: {m['bleu_signature']}")
 
 
 def run_eval(args: argparse.Namespace) -> int:
+    from alignlab.core.config import check_out_file
     from alignlab.core.io import write_json, write_text
     from alignlab.core.manifest import make_result
     from alignlab.mmt.evaluate import contrastive_items, evaluate_model
     from alignlab.mmt.train import MMTPair, load_run
 
     started = time.time()
+    for name in ("shapes_test", "limit"):
+        value = getattr(args, name)
+        if value is not None and value < 1:
+            flag = "--" + name.replace("_", "-")
+            raise ConfigError(f"{flag} must be >= 1, got {value}", where=flag, fix=f"give {flag} 1 or more")
+    if (args.src is None) != (args.tgt is None):
+        missing = "--tgt" if args.tgt is None else "--src"
+        raise ConfigError("give both --src and --tgt", where=missing,
+                          fix=f"add {missing} <file aligned line by line with the other>")
+    if not 0.0 <= args.polysemous_rate <= 1.0:
+        raise ConfigError(f"--polysemous-rate must be in [0, 1], got {args.polysemous_rate}",
+                          where="--polysemous-rate", fix="give a share such as 0.4")
+    check_out_file(args.out or args.run_dir / "results-eval.json")
+    if args.translations is not None:
+        check_out_file(args.translations, "--translations")
     model, encoder, conf = load_run(args.run_dir)
     visual = contrast = None
     if args.src is not None or args.tgt is not None:
-        from alignlab.ambiguity.corpus import read_parallel
+        from alignlab.data.corpus import read_parallel
 
-        if args.src is None or args.tgt is None:
-            raise ConfigError("give both --src and --tgt")
         if model.uses_image:
             raise ConfigError("this run uses images; parallel text files have none",
                               fix="evaluate it on ShapesWorld (omit --src/--tgt)")

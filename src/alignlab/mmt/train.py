@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import pickle
 import tempfile
 import time
 from collections.abc import Sequence
@@ -35,9 +36,10 @@ import torch
 import torch.nn.functional as F
 
 from alignlab.core.config import dump_yaml, from_dict, load_yaml
-from alignlab.core.errors import ConfigError, ModelError
+from alignlab.core.errors import ConfigError, ModelError, ResumeError
 from alignlab.core.io import atomic_path
-from alignlab.core.progress import progress
+from alignlab.core.manifest import config_hash
+from alignlab.core.progress import info, progress
 from alignlab.core.seed import derive_seed, set_seed
 from alignlab.data.shapes import SENSES, SHAPES, Scene, ShapesConfig, ShapesExample, ShapesWorld
 from alignlab.data.text import WordTokenizer
@@ -84,6 +86,18 @@ class TrainConfig:
     label_smoothing: float = 0.1
     grad_clip: float = 1.0
     max_minutes: float | None = None  # stop early after this much wall time (None: no limit)
+
+    def __post_init__(self) -> None:
+        from alignlab.core.config import check_number
+
+        check_number("epochs", self.epochs, lo=1)
+        check_number("batch_size", self.batch_size, lo=1)
+        check_number("lr", self.lr, lo=0, lo_open=True, hi=10, fix="give a learning rate such as train.lr=0.001")
+        for key in ("warmup_steps", "weight_decay", "grad_clip"):
+            check_number(key, getattr(self, key), lo=0)
+        check_number("label_smoothing", self.label_smoothing, lo=0, hi=1, hi_open=True)
+        if self.max_minutes is not None:
+            check_number("max_minutes", self.max_minutes, lo=0, lo_open=True)
 
 
 @dataclass
@@ -163,11 +177,47 @@ def pretrain_visual_encoder(cfg: VisualPretrainConfig | None = None, seed: int =
     return enc, metrics
 
 
-def save_visual_encoder(path: Path, enc: VisualEncoder, metrics: dict[str, float] | None = None) -> None:
+def visual_config_hash(cfg: VisualPretrainConfig, seed: int) -> str:
+    """What a pretrained tower depends on: its settings and seed (stored in visual.pt to resume from it)."""
+    return config_hash({"visual": asdict(cfg), "seed": seed})
+
+
+def save_visual_encoder(path: Path, enc: VisualEncoder, metrics: dict[str, float] | None = None,
+                        config_sha256: str | None = None) -> None:
     with atomic_path(path) as tmp:
         torch.save({"image_config": asdict(enc.image_config), "pool": enc.pool,
                     "n_classes": enc.cell_head.out_features, "state": enc.state_dict(),
-                    "metrics": metrics or {}}, tmp)
+                    "metrics": metrics or {}, "config_sha256": config_sha256 or ""}, tmp)
+
+
+def pretrain_or_resume_visual(cfg: VisualPretrainConfig, seed: int, checkpoint: Path,
+                              desc: str = "visual pretraining") -> tuple[VisualEncoder, dict[str, float]]:
+    """:func:`pretrain_visual_encoder`, checkpointed to ``checkpoint``: a re-run (after an interruption in the
+    translation training) loads the tower pretrained with the same settings and seed instead of redoing it.
+
+    A checkpoint from other settings is a :class:`ResumeError`: the run folder belongs to another run.
+    """
+    want = visual_config_hash(cfg, seed)
+    if Path(checkpoint).is_file():
+        blob = _read_visual_blob(Path(checkpoint))
+        if blob.get("config_sha256") != want:
+            raise ResumeError("the run folder holds an image tower pretrained with other settings",
+                              where=str(checkpoint),
+                              fix="use a new run folder, or the same --seed and visual.* settings to resume")
+        info(f"{desc}: reusing the tower pretrained earlier in {checkpoint}")
+        return load_visual_encoder(checkpoint), dict(blob.get("metrics") or {})
+    info("pretraining the image tower on ShapesWorld object/sense recognition")
+    enc, metrics = pretrain_visual_encoder(cfg, seed=seed, desc=desc)
+    save_visual_encoder(checkpoint, enc, metrics, config_sha256=want)
+    return enc, metrics
+
+
+def _read_visual_blob(path: Path) -> dict[str, Any]:
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # torch raises several types for a damaged file
+        raise ModelError(f"cannot load the visual encoder: {type(e).__name__}: {e}", where=str(path),
+                         fix="delete the file to pretrain the tower again") from None
 
 
 def load_visual_encoder(path: Path) -> VisualEncoder:
@@ -178,8 +228,12 @@ def load_visual_encoder(path: Path) -> VisualEncoder:
         blob = torch.load(path, map_location="cpu", weights_only=True)
         enc = VisualEncoder(from_dict(TinyImageConfig, blob["image_config"]), blob["pool"], blob["n_classes"])
         enc.load_state_dict(blob["state"])
-    except (OSError, RuntimeError, KeyError, EOFError) as e:
-        raise ModelError(f"cannot load the visual encoder: {e}", where=str(path),
+    except pickle.UnpicklingError:  # not a torch file, or one that needs unpickling code (refused)
+        raise ModelError("cannot load the visual encoder: not a weights file written by alignlab", where=str(path),
+                         fix="give the visual.pt of an `alignlab mmt train --fusion prefix|gated` run") from None
+    except (OSError, RuntimeError, KeyError, TypeError, EOFError) as e:
+        raise ModelError(f"cannot load the visual encoder: {str(e).splitlines()[0] if str(e) else type(e).__name__}",
+                         where=str(path),
                          fix="re-train the run; the file is damaged or from another version") from None
     enc.eval()
     for p in enc.parameters():
@@ -295,7 +349,7 @@ def train_model(model: MMTModel, pairs: Sequence[MMTPair], cfg: TrainConfig, *, 
 
 def save_run(out: Path, model: MMTModel, *, train_cfg: TrainConfig, data: dict[str, Any],
              visual_encoder: VisualEncoder | None = None, seed: int = 0,
-             visual_metrics: dict[str, float] | None = None) -> None:
+             visual_metrics: dict[str, float] | None = None, visual_config_sha256: str | None = None) -> None:
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     dump_yaml(out / "config.yaml", {"model": asdict(model.config), "train": asdict(train_cfg), "data": data,
@@ -305,7 +359,7 @@ def save_run(out: Path, model: MMTModel, *, train_cfg: TrainConfig, data: dict[s
     with atomic_path(out / "model.pt") as tmp:
         torch.save(model.state_dict(), tmp)
     if visual_encoder is not None:
-        save_visual_encoder(out / "visual.pt", visual_encoder, visual_metrics)
+        save_visual_encoder(out / "visual.pt", visual_encoder, visual_metrics, visual_config_sha256)
 
 
 def load_run(run: Path) -> tuple[MMTModel, VisualEncoder | None, dict[str, Any]]:
@@ -320,8 +374,12 @@ def load_run(run: Path) -> tuple[MMTModel, VisualEncoder | None, dict[str, Any]]
     model = MMTModel(cfg, WordTokenizer.load(run / "src_tokenizer.json"), TargetTokenizer.load(run / "tgt_tokenizer.json"))
     try:
         model.load_state_dict(torch.load(run / "model.pt", map_location="cpu", weights_only=True))
+    except pickle.UnpicklingError:  # not a torch file, or one that needs unpickling code (refused)
+        raise ModelError("cannot load the model weights: model.pt is not a weights file written by alignlab",
+                         where=str(run / "model.pt"), fix="re-train the run, or restore its model.pt") from None
     except (RuntimeError, OSError, EOFError) as e:
-        raise ModelError(f"cannot load the model weights: {e}", where=str(run / "model.pt"),
+        raise ModelError(f"cannot load the model weights: {str(e).splitlines()[0] if str(e) else type(e).__name__}",
+                         where=str(run / "model.pt"),
                          fix="re-train the run; the weights do not match its config") from None
     model.eval()
     enc = load_visual_encoder(run / "visual.pt") if cfg.fusion != "none" else None

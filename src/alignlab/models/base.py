@@ -21,7 +21,7 @@ that callers treat scores correctly (e.g. a probe does not softmax probabilities
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import torch
 from PIL import Image
@@ -54,22 +54,22 @@ def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
     try:
         dev = torch.device(device.strip().lower() if isinstance(device, str) else device)
     except (RuntimeError, TypeError, ValueError):
-        raise ConfigError(f"unknown device {device!r}", fix=f"use one of: {', '.join(DEVICE_CHOICES)} "
+        raise ConfigError(f"unknown device {device!r}", key="device", fix=f"use one of: {', '.join(DEVICE_CHOICES)} "
                                                             "(or cuda:<index>)") from None
     if dev.type == "cuda":
         if not torch.cuda.is_available():
             raise ConfigError("CUDA was asked for but torch.cuda.is_available() is False on this machine",
-                              fix="use --device cpu (or auto), or install a CUDA build of torch")
+                              key="device", fix="use --device cpu (or auto), or install a CUDA build of torch")
         if dev.index is not None and dev.index >= torch.cuda.device_count():
             raise ConfigError(f"device {dev} does not exist ({torch.cuda.device_count()} CUDA device(s))",
-                              fix="pick an index below the device count")
+                              key="device", fix="pick an index below the device count")
     elif dev.type == "mps":
         mps = getattr(torch.backends, "mps", None)
         if mps is None or not mps.is_available():
             raise ConfigError("MPS was asked for but is not available on this machine",
-                              fix="use --device cpu (or auto)")
+                              key="device", fix="use --device cpu (or auto)")
     elif dev.type != "cpu":
-        raise ConfigError(f"unsupported device {device!r}", fix=f"use one of: {', '.join(DEVICE_CHOICES)}")
+        raise ConfigError(f"unsupported device {device!r}", key="device", fix=f"use one of: {', '.join(DEVICE_CHOICES)}")
     return dev
 
 
@@ -167,6 +167,63 @@ class DualEncoder(Scorer):
         txt = self.encode_texts(list(texts))
         scores = self.score_scale * (img * txt).sum(-1)
         return scores + self.score_bias if self.score_bias else scores
+
+
+class ProjectedDualEncoder(DualEncoder):
+    """A dual encoder built as two towers, a linear projection each and a learned logit scale (CLIP-style).
+
+    The tiny dual encoder and the pretrained LiT encoder share these mechanics; a subclass provides
+    ``image_tower`` (``preprocess(images, device)``; called, it returns ``(tokens, pooled)``),
+    ``text_tower`` (called with ``(ids, mask)`` likewise), ``image_proj``, ``text_proj``, ``logit_scale``
+    (a log-scale parameter), ``tokenize(texts) -> (ids, mask)``, ``encode_batch``, ``config.embed_dim`` and
+    ``device``. Embeddings are L2-normalised; the scale is capped at 100 as in CLIP.
+    """
+
+    if TYPE_CHECKING:  # what a subclass provides (declared for type checkers only: at run time the
+        # subclass's own definitions must win, and this class comes first in its bases for forward())
+        image_tower: Any
+        text_tower: Any
+        image_proj: Any
+        text_proj: Any
+        logit_scale: Any
+        encode_batch: int
+        config: Any
+
+        @property
+        def device(self) -> torch.device: ...
+
+        def tokenize(self, texts: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]: ...
+
+    # Differentiable embeddings, for training.
+    def embed_images(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.nn.functional.normalize(self.image_proj(self.image_tower(x)[1]), dim=-1)
+
+    def embed_texts(self, ids: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        return torch.nn.functional.normalize(self.text_proj(self.text_tower(ids, mask)[1]), dim=-1)
+
+    def forward(self, images: torch.Tensor, ids: torch.Tensor, mask: torch.Tensor | None = None
+                ) -> dict[str, torch.Tensor]:
+        return {"image_emb": self.embed_images(images), "text_emb": self.embed_texts(ids, mask),
+                "logit_scale": self.logit_scale.exp().clamp(max=100.0)}
+
+    # The scorer contract (no gradients, batched).
+    @torch.no_grad()
+    def encode_images(self, images: ImageInput) -> torch.Tensor:
+        n = num_images(images)
+        out = [self.embed_images(self.image_tower.preprocess(images[i:i + self.encode_batch], self.device))
+               for i in range(0, n, self.encode_batch)]
+        return torch.cat(out) if out else torch.zeros(0, self.config.embed_dim, device=self.device)
+
+    @torch.no_grad()
+    def encode_texts(self, texts: Sequence[str]) -> torch.Tensor:
+        texts = as_text_list(texts)
+        out = [self.embed_texts(*self.tokenize(texts[i:i + self.encode_batch]))
+               for i in range(0, len(texts), self.encode_batch)]
+        return torch.cat(out) if out else torch.zeros(0, self.config.embed_dim, device=self.device)
+
+    @property
+    def score_scale(self) -> float:
+        return float(self.logit_scale.detach().exp().clamp(max=100.0))
 
 
 class CrossEncoder(Scorer):

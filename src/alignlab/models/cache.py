@@ -36,7 +36,7 @@ import os
 import uuid
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -134,6 +134,7 @@ class CachedEncoder(DualEncoder):
             raise ConfigError(f"{getattr(model, 'name', type(model).__name__)} is not a dual encoder",
                               fix="the encoding cache applies to dual encoders; use the model directly")
         self.model = model
+        self.native_images = bool(getattr(model, "native_images", False))  # a class constant of the model
         self.cache_images = bool(images)
         self.identity = model_identity(model)
         self.folder = Path(cache_dir) / self.identity[:_ID_LEN] if cache_dir is not None else None
@@ -159,10 +160,6 @@ class CachedEncoder(DualEncoder):
     @property
     def score_bias(self) -> float:
         return getattr(self.model, "score_bias", 0.0)
-
-    @property
-    def native_images(self) -> bool:
-        return bool(getattr(self.model, "native_images", False))
 
     @property
     def device(self) -> torch.device:
@@ -240,6 +237,9 @@ class CachedEncoder(DualEncoder):
             if len(keys) != emb.shape[0]:
                 raise DataError("encoding-cache shard has mismatched keys and rows", where=str(shard),
                                 fix="delete the file (it is only a cache)")
+            if meta.get("identity", self.identity) != self.identity:
+                raise DataError("encoding-cache shard was written by another model or model version",
+                                where=str(shard), fix="delete the file (it is only a cache)")
             for k, row in zip(keys, emb):
                 self._mem[kind].setdefault(k, row)
                 self._disk_keys.add(k)
@@ -266,7 +266,7 @@ class CachedEncoder(DualEncoder):
             desc = self.model.describe() if hasattr(self.model, "describe") else {"name": self.name}
             write_json(ident_file, {"identity": self.identity, "model": desc})
         with atomic_path(self.folder / f"{kind}-{uuid.uuid4().hex}.safetensors") as tmp:
-            save_file({"emb": emb.contiguous()}, str(tmp), metadata={"keys": json.dumps(keys)})
+            save_file({"emb": emb.contiguous()}, str(tmp), metadata={"keys": json.dumps(keys), "identity": self.identity})
 
 
 def _take(images: ImageInput, idx: list[int]) -> ImageInput:
@@ -279,7 +279,7 @@ def cached(model: Scorer, cache_dir: str | os.PathLike | None = None, *, images:
     """``model`` with an encoding cache if it is a dual encoder; cross encoders are returned unchanged."""
     if isinstance(model, (CachedEncoder, CrossEncoder)) or not getattr(model, "is_dual", False):
         return model
-    return CachedEncoder(model, cache_dir, images=images)
+    return CachedEncoder(cast(DualEncoder, model), cache_dir, images=images)  # is_dual: the dual contract
 
 
 def encode_unique_texts(model: DualEncoder, texts: Sequence[str]) -> torch.Tensor:

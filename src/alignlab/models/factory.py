@@ -20,6 +20,7 @@ import dataclasses
 import importlib
 import json
 import os
+import re
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -34,7 +35,12 @@ from alignlab.core.io import atomic_path, to_jsonable, write_json
 from alignlab.core.registry import Registry
 from alignlab.data.text import WordTokenizer
 from alignlab.models.base import resolve_device
+from alignlab.models.pretrained import PRETRAINED_ARCHS
 from alignlab.models.tiny import ARCHS
+
+# The pretrained LiT dual encoder builds, saves and loads like the tiny models (its locked towers come from
+# their packages, imported only when one is built), so trainers and checkpoints treat it alike.
+ARCHS.update(PRETRAINED_ARCHS)
 
 # Prefix ("hf", "open_clip") -> loader(rest_of_spec, **kwargs) -> Scorer; filled by alignlab.models.adapters.
 SOURCES: Registry[Callable[..., Any]] = Registry("model source")
@@ -56,6 +62,7 @@ def build_model(arch: str, config: Mapping[str, Any] | Any | None = None, tokeni
     if arch not in ARCHS:
         raise ConfigError(f"unknown model architecture {arch!r}", fix=f"choose one of: {', '.join(ARCHS)}")
     cls, cfg_cls = ARCHS[arch]
+    cfg: Any  # the architecture's own config dataclass
     if config is None or isinstance(config, Mapping):
         cfg = from_dict(cfg_cls, config or {})
     elif isinstance(config, cfg_cls):
@@ -74,8 +81,11 @@ def save_model(model: nn.Module, out_dir: str | os.PathLike, extra: Mapping[str,
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     with atomic_path(out / "model.safetensors") as tmp:
         save_file(state, str(tmp))
-    model.tokenizer.save(out / "tokenizer.json")
-    meta = {"arch": model.name, "config": to_jsonable(dataclasses.asdict(model.config)),
+    # A model of ARCHS (tiny or pretrained) has a name, a config dataclass and a tokenizer with save();
+    # nn.Module types such attributes as tensors or modules.
+    arch_model: Any = model
+    arch_model.tokenizer.save(out / "tokenizer.json")
+    meta = {"arch": arch_model.name, "config": to_jsonable(dataclasses.asdict(arch_model.config)),
             "alignlab": alignlab.__version__, **(dict(extra) if extra else {})}
     write_json(out / "model.json", meta)
     return out
@@ -96,9 +106,14 @@ def load_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu")
                          fix="give a folder written by alignlab (a run folder or its best/ or final/)")
     try:
         meta = json.loads((p / "model.json").read_text(encoding="utf-8"))
-        arch = meta["arch"]
-    except (json.JSONDecodeError, KeyError) as e:
-        raise ModelError(f"model.json is not valid: {e}", where=str(p / "model.json")) from None
+        arch = meta["arch"] if isinstance(meta, dict) else None
+    except (json.JSONDecodeError, UnicodeDecodeError, KeyError) as e:
+        raise ModelError(f"model.json is not valid: {e}", where=str(p / "model.json"),
+                         fix="the checkpoint is damaged; save the model again or restore the folder") from None
+    if not isinstance(arch, str) or not isinstance(meta.get("config") or {}, dict):
+        raise ModelError("model.json does not describe a model (needs an 'arch' name and a 'config' mapping)",
+                         where=str(p / "model.json"),
+                         fix="the checkpoint is damaged; save the model again or restore the folder")
     tokenizer = WordTokenizer.load(p / "tokenizer.json")
     model = build_model(arch, meta.get("config") or {}, tokenizer)
     try:
@@ -109,8 +124,26 @@ def load_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu")
     try:
         model.load_state_dict(state, strict=True)
     except RuntimeError as e:
-        raise ModelError(f"weights do not fit the {arch} config: {str(e).splitlines()[0]}", where=str(p)) from None
+        raise ModelError(f"weights do not fit the {arch} config in model.json: {_first_mismatch(e)}",
+                         where=str(p / "model.safetensors"),
+                         fix="load it with the config it was trained with (model.json of the same run)") from None
     return model.to(device).eval()
+
+
+def _first_mismatch(e: RuntimeError) -> str:
+    """The first keys named in torch's load_state_dict message (which starts 'Error(s) in loading ...')."""
+    text = str(e)
+    size = re.search(r"size mismatch for ([^:]+): copying a param with shape torch\.Size\((\[[^\]]*\])\) from "
+                     r"checkpoint, the shape in current model is torch\.Size\((\[[^\]]*\])\)", text)
+    if size:
+        return f"{size.group(1)} has shape {size.group(2)} in the file but {size.group(3)} in the model"
+    parts = []
+    for label in ("Missing", "Unexpected"):
+        m = re.search(label + r' key\(s\) in state_dict: ((?:"[^"]*"(?:, )?)+)', text)
+        if m:
+            keys = re.findall(r'"([^"]+)"', m.group(1))
+            parts.append(f"{label.lower()} key(s) {', '.join(keys[:3])}{' ...' if len(keys) > 3 else ''}")
+    return ", ".join(parts) or text.splitlines()[0]
 
 
 def load_model(spec: str, *, device: str | torch.device = "cpu", config: Mapping[str, Any] | None = None,
@@ -119,6 +152,8 @@ def load_model(spec: str, *, device: str | torch.device = "cpu", config: Mapping
 
     * ``tiny-dual`` / ``tiny-cross`` — a new random tiny model (``config`` overrides; tokenizer from
       ``texts`` or the ShapesWorld vocabulary);
+    * ``pretrained-lit`` — locked EfficientNet-Lite0 + MiniLM towers with new projections
+      (:mod:`alignlab.models.pretrained`; needs the ``pretrained`` and ``embed`` extras);
     * ``ckpt:<dir>`` — a saved tiny model or run folder;
     * ``hf:<hub id or local dir>`` / ``open_clip:<arch>@<tag or file>`` — real models, through
       :mod:`alignlab.models.adapters` (extra keyword arguments go to the adapter).

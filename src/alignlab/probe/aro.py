@@ -33,7 +33,7 @@ from typing import Any
 import numpy as np
 
 from alignlab.core.errors import DataError
-from alignlab.core.io import read_json
+from alignlab.core.io import read_json, resolve_inside
 from alignlab.probe.items import PROBE_VERSION, ProbeItem, write_probe
 from alignlab.probe.perturb import detokenize, tokenize
 
@@ -114,7 +114,7 @@ def split_attribution(caption: str, attributes: list[str]) -> tuple[str, str] | 
 def build_aro_items(out_dir: str | os.PathLike, *, relation_file: str | os.PathLike | None = None,
                     attribution_file: str | os.PathLike | None = None, image_root: str | os.PathLike,
                     seed: int = 0, negation: bool = True, check_images: bool = True,
-                    max_items: int | None = None) -> tuple[Path, dict[str, Any]]:
+                    max_items: int | None = None, allow_outside_root: bool = False) -> tuple[Path, dict[str, Any]]:
     """Write ARO-format items to ``out_dir`` (see the module docstring); returns (items file, info)."""
     if relation_file is None and attribution_file is None:
         raise DataError("nothing to import", fix="give --aro-relation and/or --aro-attribution")
@@ -125,7 +125,9 @@ def build_aro_items(out_dir: str | os.PathLike, *, relation_file: str | os.PathL
 
     def image(e: dict[str, Any], where: str) -> str:
         ref = str(e["image_path"])
-        if check_images and not (root / ref).is_file():
+        # Refused here already (not only when the items are evaluated) if it leaves the image root.
+        path = resolve_inside(root, ref, where=where, allow_outside=allow_outside_root)
+        if check_images and not path.is_file():
             raise DataError(f"image {ref!r} not found under {root}", where=where,
                             fix="give --image-root, the folder that holds ARO's images")
         return ref

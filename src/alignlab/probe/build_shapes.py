@@ -397,6 +397,15 @@ def consistent(draft: Draft, truth: list[list[bool]]) -> bool:
     return sum(row) == 1
 
 
+def _true_distractors(draft: Draft, truth: list[list[bool]]) -> int:
+    """How many options meant to be false of an image are true of it (preference items have none)."""
+    if draft.format == "pair":
+        return sum(truth[k][1 - draft.correct[k]] for k in range(len(truth)))
+    if draft.scoring == "preference":
+        return 0
+    return sum(t for j, t in enumerate(truth[0]) if j != draft.correct)
+
+
 def png_bytes(array: np.ndarray) -> bytes:
     buf = io.BytesIO()
     Image.fromarray(array).save(buf, format="PNG")
@@ -412,6 +421,7 @@ def build_shapes_items(cfg: ShapesProbeConfig) -> tuple[list[ProbeItem], dict[st
                              polysemous_rate=cfg.polysemous_rate)
     tagger = LexiconTagger()
     stats: Counter = Counter()
+    stats["true_negatives_dropped"] = 0  # distractors found true (their draft redrawn); shuffles: see below
     items: list[ProbeItem] = []
     images: dict[str, bytes] = {}
     rendered: dict[Scene, tuple[str, str]] = {}
@@ -444,6 +454,8 @@ def build_shapes_items(cfg: ShapesProbeConfig) -> tuple[list[ProbeItem], dict[st
             truth = label(draft)
             if not consistent(draft, truth):
                 stats["labels_rejected"] += 1
+                # Distractors the evaluator found true of their image: dropped with the draft, counted.
+                stats["true_negatives_dropped"] += _true_distractors(draft, truth)
                 continue
             break
         else:

@@ -7,6 +7,7 @@ import time
 from pathlib import Path
 
 from alignlab.core.errors import ConfigError, DataError
+from alignlab.models.adapters import add_model_arguments, model_options
 
 SANITY_MODELS = ("sanity:random", "sanity:bow", "sanity:scene")
 
@@ -42,6 +43,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     b.add_argument("--image-root", type=Path, default=None, help="aro/captions: folder the image paths are relative to")
     b.add_argument("--max-items", type=int, default=None, help="aro/captions: use only the first N entries/captions")
     b.add_argument("--no-check-images", action="store_true", help="aro/captions: do not check that images exist")
+    b.add_argument("--allow-outside-root", action="store_true",
+                   help="aro/captions: accept image paths that leave the image root or the data's folder "
+                        "(absolute or with '..')")
+    b.add_argument("--overwrite", action="store_true", help="replace items already built in --out")
     b.set_defaults(run=run_build)
 
     e = verbs.add_parser("eval", help="evaluate a model on probe items, with blind baselines and the grounded gap",
@@ -61,12 +66,15 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="training captions for the unigram-LM baseline: a .txt file (one per line), a data "
                         "file/folder (its train split), or 'shapes' (2000 default ShapesWorld training images)")
     e.add_argument("--image-root", type=Path, default=None, help="folder the items' image paths are relative to")
-    e.add_argument("--device", default="cpu", help="auto | cpu | cuda[:i] | mps (default cpu)")
+    add_model_arguments(e)  # --device, --allow-download, --fp16, --model-batch-size
     e.add_argument("--bootstrap", type=int, default=2000, help="bootstrap resamples for CIs (default 2000)")
     e.add_argument("--seed", type=int, default=0,
                    help="seed of the bootstrap, the shuffled-image baseline and the sanity models")
     e.add_argument("--no-verify-hash", action="store_true", help="evaluate items edited since they were built")
+    e.add_argument("--allow-outside-root", action="store_true",
+                   help="accept item image paths that leave the image root (absolute or with '..')")
     e.add_argument("--no-plots", action="store_true", help="do not write the bar charts")
+    e.add_argument("--overwrite", action="store_true", help="replace a finished evaluation in --out")
     e.set_defaults(run=run_eval)
 
 
@@ -83,24 +91,35 @@ def run_build(args: argparse.Namespace) -> int:
             cfg = ShapesProbeConfig(items_per_category=args.items_per_category, seed=args.seed,
                                     image_size=args.image_size, tasks=tasks)
         except ValueError as err:
-            raise ConfigError(str(err)) from None
+            from alignlab.core.config import option_error
+
+            raise option_error(err, {"items_per_category": "--items-per-category", "image_size": "--image-size",
+                                     "tasks": "--tasks", "task": "--tasks", "seed": "--seed"}, "--tasks") from None
+        _check_out(args)
         path, info = build_shapes_probe(cfg, args.out)
     elif args.source == "aro":
         from alignlab.probe.aro import build_aro_items
 
         if args.image_root is None:
-            raise ConfigError("--source aro needs --image-root", fix="give the folder that holds ARO's images")
+            raise ConfigError("--source aro needs --image-root", where="--image-root",
+                              fix="give the folder that holds ARO's images")
+        _check_out(args)
         path, info = build_aro_items(args.out, relation_file=args.aro_relation, attribution_file=args.aro_attribution,
                                      image_root=args.image_root, seed=args.seed, negation=not args.no_negation,
-                                     check_images=not args.no_check_images, max_items=args.max_items)
+                                     check_images=not args.no_check_images, max_items=args.max_items,
+                                     allow_outside_root=args.allow_outside_root)
     else:
         from alignlab.probe.perturb import build_caption_items
 
         if args.captions is None:
-            raise ConfigError("--source captions needs --captions", fix="give a caption file")
+            raise ConfigError("--source captions needs --captions", where="--captions", fix="give a caption file")
+        if not args.captions.exists():
+            raise DataError("caption file not found", where=f"--captions {args.captions}", fix="check the path")
+        _check_out(args)
         path, info = build_caption_items(args.captions, args.out, split=args.split, image_root=args.image_root,
                                          seed=args.seed, tagger=args.tagger, max_items=args.max_items,
-                                         check_images=not args.no_check_images)
+                                         check_images=not args.no_check_images,
+                                         allow_outside_root=args.allow_outside_root)
     from alignlab.core.io import read_json
 
     manifest = read_json(path.parent / "probe.json")
@@ -108,6 +127,14 @@ def run_build(args: argparse.Namespace) -> int:
     print(f"wrote {manifest['n_items']} items to {path} ({counts}); sha256 {manifest['sha256'][:16]}; "
           f"{time.time() - t0:.1f} s")
     return 0
+
+
+def _check_out(args: argparse.Namespace) -> None:
+    from alignlab.core.config import check_run_dir, clear_run_dir
+
+    check_run_dir(args.out, overwrite=args.overwrite)
+    if args.overwrite:
+        clear_run_dir(args.out)
 
 
 def _lm_captions(spec: str | None) -> list[str] | None:
@@ -130,7 +157,7 @@ def _lm_captions(spec: str | None) -> list[str] | None:
     return load_pairs(p, "train", check_files=False).captions
 
 
-def load_scorer(spec: str, ps, device: str = "cpu", seed: int = 0):
+def load_scorer(spec: str, ps, device: str = "cpu", seed: int = 0, **options):
     """A model from ``--model``: a sanity model or anything :func:`alignlab.models.factory.load_model` knows."""
     if spec.startswith("sanity:"):
         from alignlab.probe.baselines import BagOfWordsOracle, RandomScorer, SceneGraphOracle
@@ -141,10 +168,13 @@ def load_scorer(spec: str, ps, device: str = "cpu", seed: int = 0):
             return BagOfWordsOracle.from_probe(ps, seed=seed, unknown="empty")
         if spec == "sanity:scene":
             return SceneGraphOracle.from_probe(ps, seed=seed, unknown="empty")
-        raise ConfigError(f"unknown sanity model {spec!r}", fix=f"use one of: {', '.join(SANITY_MODELS)}")
+        raise ConfigError(f"unknown sanity model {spec!r}", where=f"--model {spec}",
+                          fix=f"use one of: {', '.join(SANITY_MODELS)}")
+    from alignlab.core.seed import set_seed
     from alignlab.models.factory import load_model
 
-    return load_model(spec, device=device)
+    set_seed(seed)  # an untrained model (tiny-dual) draws its weights now: --seed must decide them
+    return load_model(spec, device=device, **options)
 
 
 def run_eval(args: argparse.Namespace) -> int:
@@ -163,7 +193,8 @@ def run_eval(args: argparse.Namespace) -> int:
 
     started = time.time()
     if args.bootstrap < 100:
-        raise ConfigError("--bootstrap must be at least 100")
+        raise ConfigError(f"--bootstrap must be at least 100, got {args.bootstrap}", where="--bootstrap",
+                          fix="give --bootstrap 1000 or more for stable intervals")
     if args.baselines == "all":
         blinds = list(BLINDS)
     elif args.baselines == "none":
@@ -172,12 +203,31 @@ def run_eval(args: argparse.Namespace) -> int:
         blinds = [b.strip() for b in args.baselines.split(",") if b.strip()]
         unknown = [b for b in blinds if b not in BLINDS]
         if unknown:
-            raise ConfigError(f"unknown baseline(s) {', '.join(unknown)}", fix=f"use {', '.join(BLINDS)}, all or none")
-    ps = load_probe(args.items, image_root=args.image_root, verify_hash=not args.no_verify_hash)
-    model = load_scorer(args.model, ps, args.device, args.seed)
+            raise ConfigError(f"unknown baseline(s) {', '.join(unknown)}", where=f"--baselines {args.baselines}",
+                              fix=f"use {', '.join(BLINDS)}, all or none")
+    if args.lm_captions not in (None, "shapes") and not Path(args.lm_captions).exists():
+        raise DataError("LM caption file not found", where=f"--lm-captions {args.lm_captions}",
+                        fix="give a .txt file, a data file or 'shapes'")
+    from alignlab.core.config import check_run_dir, clear_run_dir
+
+    if args.out is not None:
+        check_run_dir(args.out, overwrite=args.overwrite)
+    ps = load_probe(args.items, image_root=args.image_root, verify_hash=not args.no_verify_hash,
+                    allow_outside_root=args.allow_outside_root)
+    out = args.out or Path("runs") / f"probe-{ps.sha256[:12]}"
+    if args.out is None:
+        check_run_dir(out, overwrite=args.overwrite)
+    options = {k: v for k, v in model_options(args).items() if k != "device"}
+    from alignlab.core.errors import AlignlabError
+
+    try:
+        model = load_scorer(args.model, ps, args.device, args.seed, **options)
+    except AlignlabError as e:
+        raise e.located(f"--model {args.model}") from None
     run = run_probe(model, ps, blinds=blinds, lm_captions=_lm_captions(args.lm_captions), bootstrap=args.bootstrap,
                     seed=args.seed, model_name=args.model)
-    out = args.out or Path("runs") / f"probe-{ps.sha256[:12]}"
+    if args.overwrite:
+        clear_run_dir(out)
     out.mkdir(parents=True, exist_ok=True)
     result = make_result(task="probe", model=args.model, data=ps.name, seed=args.seed, metrics=flat_metrics(run),
                          definitions=run["definitions"], config={k: str(v) for k, v in vars(args).items() if k != "run"},

@@ -33,9 +33,9 @@ from typing import Any
 
 import numpy as np
 
-from alignlab.core.config import from_dict
+from alignlab.core.config import experiment_config as _experiment_config
 from alignlab.core.io import read_json, write_json, write_text
-from alignlab.core.manifest import build_manifest
+from alignlab.core.manifest import build_manifest, cache_key
 from alignlab.core.progress import info
 from alignlab.core.stats import (
     bootstrap_ci,
@@ -143,7 +143,8 @@ def _one_run(exp: SnareExperimentConfig, arch: str, arm: str, seed: int, train: 
     cached = run_dir / "probe_result.json"
     if cached.exists():
         rec = read_json(cached)
-        if rec.get("items_sha256") == ps.sha256 and rec.get("train_config") == asdict(cfg):
+        if (rec.get("items_sha256") == ps.sha256 and rec.get("train_config") == asdict(cfg)
+                and rec.get("cache_key") == cache_key(asdict(cfg))):  # same code too: never reuse older results
             return rec
     model, train_info = train_probe_model(cfg, train, run_dir)
     run = run_probe(model, ps, images=images, cache=cache, lm_captions=train.captions, bootstrap=exp.bootstrap,
@@ -155,6 +156,7 @@ def _one_run(exp: SnareExperimentConfig, arch: str, arm: str, seed: int, train: 
             rec_i["pw"] = {k: float(v) for k, v in r.pairwise.items()}
         per_item[iid] = rec_i
     rec = {"arch": arch, "arm": arm, "seed": seed, "items_sha256": ps.sha256, "train_config": asdict(cfg),
+           "cache_key": cache_key(asdict(cfg)),
            "train": train_info, "metrics": flat_metrics(run), "retrieval": _retrieval(model, test),
            "tasks": run["model"]["tasks"], "gaps": run["gaps"],
            "blinds": {b: {t: e["accuracy"]["acc_pct"] for t, e in r["tasks"].items() if "accuracy" in e}
@@ -281,16 +283,19 @@ def _mean(xs: list[Any]) -> float | None:
     return float(np.mean(vals)) if vals else None
 
 
+def experiment_config(*, quick: bool, seeds: list[int] | None = None,
+                      overrides: dict[str, Any] | None = None) -> SnareExperimentConfig:
+    """Quick (or full) settings with ``--set`` overrides merged deeply (:func:`alignlab.core.config.experiment_config`)."""
+    return _experiment_config(SnareExperimentConfig, QUICK, quick=quick, seeds=seeds, overrides=overrides)
+
+
 def run(out: Path, *, quick: bool = False, seeds: list[int] | None = None,
         overrides: dict[str, Any] | None = None) -> dict[str, Any]:
     from alignlab.probe.evaluate import BlindCache, load_all_images
 
     started = time.time()
     out = Path(out)
-    base = {**(QUICK if quick else {}), **(overrides or {})}
-    if seeds is not None:
-        base["seeds"] = list(seeds)
-    exp = from_dict(SnareExperimentConfig, base)
+    exp = experiment_config(quick=quick, seeds=seeds, overrides=overrides)
     out.mkdir(parents=True, exist_ok=True)
     train, test = _data(exp)
     ps = _probe(exp, out)

@@ -61,7 +61,7 @@ import numpy as np
 from PIL import Image
 
 from alignlab.core.errors import DataError
-from alignlab.core.io import read_json, read_jsonl, write_json, write_jsonl
+from alignlab.core.io import read_json, read_jsonl, resolve_inside, write_json, write_jsonl
 
 PROBE_VERSION = "alignlab-probe-1"
 TASKS = ("semantic_structure", "negation", "attribute_ownership", "relationship_composition")
@@ -262,6 +262,7 @@ class ProbeSet:
     root: Path  # folder that relative image paths start from
     sha256: str
     manifest: dict[str, Any] = field(default_factory=dict)
+    allow_outside_root: bool = False  # let image paths leave ``root`` (absolute, ``..``)
 
     def where(self, item: ProbeItem) -> str:
         return f"{self.path}:{item.line}" if item.line is not None else str(self.path)
@@ -272,7 +273,7 @@ class ProbeSet:
 
 
 def load_probe(path: str | os.PathLike, *, image_root: str | os.PathLike | None = None,
-               verify_hash: bool = True, check_images: bool = True) -> ProbeSet:
+               verify_hash: bool = True, check_images: bool = True, allow_outside_root: bool = False) -> ProbeSet:
     """Read and validate a probe set (a folder with ``items.jsonl`` or the file itself).
 
     Every problem is a :class:`DataError` naming the item and ``file:line``: a bad record, fewer than 2
@@ -313,26 +314,27 @@ def load_probe(path: str | os.PathLike, *, image_root: str | os.PathLike | None 
         root = root if root.is_absolute() else items_file.parent / root
     else:
         root = items_file.parent
-    ps = ProbeSet(items, items_file, root, digest, manifest)
-    if check_images:
-        for it in items:
-            for ref in it.images:
-                if not resolve_image(ps, ref).is_file():
-                    _fail(f"image {ref!r} not found", it.id, ps.where(it),
-                          "check the image root (--image-root) or rebuild the probe set")
+    ps = ProbeSet(items, items_file, root, digest, manifest, allow_outside_root)
+    for it in items:
+        for ref in it.images:
+            # An item's image must stay inside the image root (refused otherwise, naming the line).
+            image_path = resolve_image(ps, ref, ps.where(it))
+            if check_images and not image_path.is_file():
+                _fail(f"image {ref!r} not found", it.id, ps.where(it),
+                      "check the image root (--image-root) or rebuild the probe set")
     return ps
 
 
-def resolve_image(ps: ProbeSet, ref: str) -> Path:
-    p = Path(ref)
-    return p if p.is_absolute() else ps.root / p
+def resolve_image(ps: ProbeSet, ref: str, where: str | None = None) -> Path:
+    """The file of image ``ref`` of ``ps``; a :class:`DataError` if it leaves the image root (unless allowed)."""
+    return resolve_inside(ps.root, ref, where=where or str(ps.path), allow_outside=ps.allow_outside_root)
 
 
 def load_item_images(ps: ProbeSet, item: ProbeItem) -> list[Image.Image]:
     """The item's images as RGB Pillow images (cropped when the item gives a box; hashes checked)."""
     out = []
     for k, ref in enumerate(item.images):
-        path = resolve_image(ps, ref)
+        path = resolve_image(ps, ref, ps.where(item))
         if not path.is_file():
             _fail(f"image {ref!r} not found", item.id, ps.where(item),
                   "check the image root (--image-root) or rebuild the probe set")

@@ -12,7 +12,13 @@ words and differs in structure:
 The structural swaps come first (in random order when both apply, as in NegCLIP, whose negatives are
 swaps); a shuffle is the fallback for captions with nothing to swap (most one-object captions). When the
 image's scene graph is known each candidate is checked with the truth evaluator and dropped if it is
-(coincidentally) true of the image, and the next kind is tried. Replacements are whole tokens and articles are made to agree ("an orange circle").
+(coincidentally) true of the image, and the next kind is tried (``dropped_true`` counts the drops).
+Replacements are whole tokens and articles are made to agree ("an orange circle").
+
+True captions are no negatives: a batch also carries ``positives [B, B]`` (a caption of another image
+true of this one, :meth:`~alignlab.retrieval.training._ImageBatches.positives`) and, for the dual task,
+which hard negatives are true of *other* images of the batch (the truth evaluator on their scenes);
+both are masked out of the softmax, as in the retrieval tasks.
 
 Losses (``hard_negatives=False`` gives the plain versions, so both arms of an experiment run the
 same code):
@@ -119,10 +125,12 @@ _MAKERS = {"swap_attribute": _swap_attribute, "swap_relation": _swap_relation, "
 
 
 def make_hard_negative(text: str, scene: Scene | None, rng: np.random.Generator,
-                       kinds: Sequence[str] = HARD_NEGATIVE_KINDS) -> tuple[str, str] | None:
+                       kinds: Sequence[str] = HARD_NEGATIVE_KINDS,
+                       stats: dict[str, int] | None = None) -> tuple[str, str] | None:
     """A hard negative of ``text`` and its kind, or None when no kind applies.
 
-    ``scene`` (optional) is the image's scene graph: a candidate true of it is rejected.
+    ``scene`` (optional) is the image's scene graph: a candidate true of it is rejected (and counted in
+    ``stats["dropped_true"]``).
     """
     tokens = tokenize(text)
     swaps = [k for k in kinds if k != "shuffle"]
@@ -135,6 +143,8 @@ def make_hard_negative(text: str, scene: Scene | None, rng: np.random.Generator,
         if cand.lower() == text.lower():
             continue
         if scene is not None and caption_truth(cand, scene):
+            if stats is not None:
+                stats["dropped_true"] = stats.get("dropped_true", 0) + 1
             continue
         return cand, kind
     return None
@@ -154,6 +164,7 @@ class _HardNegatives:
         meta = pairs.image_meta or []
         self.scenes = [Scene.from_dict(m["scene"]) if isinstance(m, dict) and "scene" in m else None for m in meta]
         self.neg_counts: dict[str, int] = {}
+        self.neg_stats: dict[str, int] = {"dropped_true": 0}  # candidates true of their image, redrawn
 
     def negatives(self, texts: list[str], idx: np.ndarray, epoch: int, index: int) -> list[str | None]:
         if not self.hard_negatives:
@@ -162,11 +173,25 @@ class _HardNegatives:
         out: list[str | None] = []
         for t, i in zip(texts, idx, strict=True):
             scene = self.scenes[int(i)] if self.scenes else None
-            made = make_hard_negative(t, scene, rng, self.kinds)
+            made = make_hard_negative(t, scene, rng, self.kinds, stats=self.neg_stats)
             out.append(made[0] if made else None)
             kind = made[1] if made else "none"
             self.neg_counts[kind] = self.neg_counts.get(kind, 0) + 1
         return out
+
+    def negatives_truth(self, negs: list[str | None], idx: np.ndarray) -> torch.Tensor:
+        """``[B, H]`` bool: hard negative ``h`` (the non-None ones, in order) is true of batch image ``i``.
+
+        False where a scene is unknown (nothing to check against).
+        """
+        hard = [n for n in negs if n is not None]
+        out = np.zeros((len(idx), len(hard)), dtype=bool)
+        if self.scenes and hard:
+            for h, text in enumerate(hard):
+                for r, i in enumerate(idx):
+                    scene = self.scenes[int(i)]
+                    out[r, h] = scene is not None and caption_truth(text, scene)
+        return torch.from_numpy(out)
 
 
 class DualHardNegativeTask(DualContrastiveTask, _HardNegatives):
@@ -181,19 +206,23 @@ class DualHardNegativeTask(DualContrastiveTask, _HardNegatives):
         self._init_negatives(self.pairs, seed, hard_negatives, kinds)
 
     def batch(self, epoch: int, index: int) -> tuple[Any, ...]:
-        images, texts, idx = super().batch(epoch, index)
-        return images, texts, idx, self.negatives(texts, idx, epoch, index)
+        images, texts, idx, positives = super().batch(epoch, index)
+        negs = self.negatives(texts, idx, epoch, index)
+        return images, texts, idx, negs, positives, self.negatives_truth(negs, idx)
 
     def loss(self, model: nn.Module, batch: Any) -> dict[str, torch.Tensor]:
-        images, texts, _, negs = batch
+        images, texts, _, negs, positives, negs_true = batch
         hard = [n for n in negs if n is not None]
         x = model.image_tower.preprocess(images, model.device)
         out = model(x, *model.tokenize(list(texts) + hard))
         b = len(texts)
         logits = out["logit_scale"] * out["image_emb"] @ out["text_emb"].T  # [B, B + H]
         target = torch.arange(b, device=logits.device)
-        i2t = F.cross_entropy(logits, target)
-        t2i = F.cross_entropy(logits[:, :b].T, target)
+        # True pairs are no negatives: other images' true captions, and hard negatives true of an image.
+        off = positives.to(logits.device).bool() & ~torch.eye(b, dtype=torch.bool, device=logits.device)
+        i2t = F.cross_entropy(logits.masked_fill(torch.cat([off, negs_true.to(logits.device)], dim=1),
+                                                 float("-inf")), target)
+        t2i = F.cross_entropy(logits[:, :b].T.masked_fill(off.T, float("-inf")), target)
         return {"contrastive_loss": 0.5 * (i2t + t2i)}
 
 
@@ -210,8 +239,8 @@ class CrossHardNegativeTask(CrossMatchTask, _HardNegatives):
         self.k = sampled_negatives
 
     def batch(self, epoch: int, index: int) -> tuple[Any, ...]:
-        images, texts, idx = super().batch(epoch, index)
-        return images, texts, idx, self.negatives(texts, idx, epoch, index)
+        images, texts, idx, positives = super().batch(epoch, index)
+        return images, texts, idx, self.negatives(texts, idx, epoch, index), positives
 
     def loss(self, model: nn.Module, batch: Any) -> dict[str, torch.Tensor]:
         # The towers and the fusion run in one DDP forward pass when training is distributed (a plain call
@@ -219,7 +248,7 @@ class CrossHardNegativeTask(CrossMatchTask, _HardNegatives):
         return forward_through(model, self._loss, batch)
 
     def _loss(self, model: nn.Module, batch: Any) -> dict[str, torch.Tensor]:
-        images, texts, _, negs = batch
+        images, texts, _, negs, positives = batch
         b = len(texts)
         hard = [n for n in negs if n is not None]
         x = model.image_tower.preprocess(images, model.device)
@@ -244,10 +273,20 @@ class CrossHardNegativeTask(CrossMatchTask, _HardNegatives):
         tt = cand_t[valid]
         logits_t = torch.full(cand_t.shape, float("-inf"), device=dev)
         logits_t[valid] = model.fuse(img_tok[ii], txt_tok[tt], mask[tt])
+        # A sampled caption true of the image (or image the caption is true of) is no negative.
+        pos = positives.to(dev).bool()
+        true_t = pos[rows[:, None], others]  # [B, K + 1]: caption others[r, j] true of image r
+        true_t[:, 0] = False
+        if h:  # the hard-negative column is false of its image by construction
+            true_t = torch.cat([true_t, torch.zeros(b, 1, dtype=torch.bool, device=dev)], dim=1)
+        logits_t = logits_t.masked_fill(true_t, float("-inf"))
         # Text -> image candidates: its image and K other images.
         ii2 = others.reshape(-1)
         tt2 = rows[:, None].expand_as(others).reshape(-1)
         logits_i = model.fuse(img_tok[ii2], txt_tok[tt2], mask[tt2]).view(b, k + 1)
+        true_i = pos[others, rows[:, None]]  # [B, K + 1]: caption r true of image others[r, j]
+        true_i[:, 0] = False
+        logits_i = logits_i.masked_fill(true_i, float("-inf"))
         target = torch.zeros(b, dtype=torch.long, device=dev)
         return {"match_loss": 0.5 * (F.cross_entropy(logits_t, target) + F.cross_entropy(logits_i, target))}
 
@@ -259,7 +298,7 @@ class CrossHardNegativeTask(CrossMatchTask, _HardNegatives):
 class ProbeTrainConfig:
     """One tiny model trained on image–caption pairs, with or without compositional hard negatives."""
 
-    arch: str = "tiny-dual"  # tiny-dual | tiny-cross
+    arch: str = "tiny-dual"  # tiny-dual | tiny-cross | pretrained-lit
     model_config: dict[str, Any] = field(default_factory=dict)
     hard_negatives: bool = False
     negative_kinds: list[str] = field(default_factory=lambda: list(HARD_NEGATIVE_KINDS))
@@ -283,7 +322,7 @@ def train_probe_model(cfg: ProbeTrainConfig, train: ImageTextPairs, run_dir: str
     tokenizer = WordTokenizer.build(train.captions)
     set_seed(cfg.seed)
     model = build_model(cfg.arch, cfg.model_config, tokenizer)
-    if cfg.arch == "tiny-dual":
+    if getattr(model, "is_dual", False):  # tiny-dual, pretrained-lit
         task: Any = DualHardNegativeTask(model, train, tcfg.batch_size, cfg.seed, hard_negatives=cfg.hard_negatives,
                                          kinds=cfg.negative_kinds)
     elif cfg.arch == "tiny-cross":
@@ -295,4 +334,5 @@ def train_probe_model(cfg: ProbeTrainConfig, train: ImageTextPairs, run_dir: str
     res = fit(model, task, tcfg, run_dir, resume=resume, config_for_hash=asdict(cfg), device=device,
               desc=f"{cfg.arch}{' +hardneg' if cfg.hard_negatives else ''} seed {cfg.seed}")
     model.eval()
-    return model, {"steps": res.steps, "wall_s": round(time.time() - t0, 2), "negatives": dict(task.neg_counts)}
+    return model, {"steps": res.steps, "wall_s": round(time.time() - t0, 2), "negatives": dict(task.neg_counts),
+                   "negatives_dropped_true": task.neg_stats["dropped_true"]}

@@ -49,12 +49,12 @@ from typing import Any
 import numpy as np
 
 from alignlab.core.errors import ConfigError, DataError, DependencyError
+from alignlab.data.text import CLOSED_CLASS  # noqa: F401  (one shared copy)
 
 PERTURBATIONS = ("shuffle_content", "shuffle_function", "shuffle_all")
 
 _TOKEN = re.compile(r"[A-Za-z0-9]+(?:['’][A-Za-z]+)*|[^\sA-Za-z0-9]")
 
-CLOSED_CLASS = frozenset(["a", "an", "the", "this", "that", "these", "those", "some", "any", "each", "every", "no", "all", "both", "either", "neither", "another", "such", "what", "which", "whose", "i", "me", "my", "mine", "you", "your", "yours", "he", "him", "his", "she", "her", "hers", "it", "its", "we", "us", "our", "ours", "they", "them", "their", "theirs", "one", "ones", "who", "whom", "someone", "something", "anyone", "anything", "nobody", "nothing", "everyone", "everything", "in", "on", "at", "of", "to", "from", "by", "with", "without", "into", "onto", "over", "under", "above", "below", "beneath", "behind", "between", "among", "through", "across", "along", "around", "near", "beside", "besides", "next", "up", "down", "out", "off", "inside", "outside", "upon", "within", "against", "toward", "towards", "during", "before", "after", "while", "until", "since", "about", "like", "than", "as", "via", "underneath", "atop", "and", "or", "but", "nor", "so", "yet", "if", "because", "although", "though", "whereas", "whether", "then", "also", "too", "very", "not", "n't", "just", "only", "is", "are", "was", "were", "be", "been", "being", "am", "do", "does", "did", "done", "has", "have", "had", "having", "will", "would", "can", "could", "may", "might", "must", "shall", "should", "there", "here", "where", "when", "how", "why", "while", "left", "right", "front", "top", "bottom", "middle", "side", "zero", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten", "several", "many", "few", "more", "most", "much", "lots", "lot"])
 
 COMMON_ADJECTIVES = frozenset(["red", "green", "blue", "yellow", "purple", "orange", "white", "gray", "grey", "black", "brown", "pink", "silver", "golden", "gold", "tan", "beige", "dark", "light", "bright", "colorful", "colourful", "small", "little", "large", "big", "tiny", "huge", "giant", "tall", "short", "long", "wide", "narrow", "thick", "thin", "young", "old", "new", "open", "closed", "empty", "full", "wet", "dry", "clean", "dirty", "wooden", "metal", "plastic", "glass", "stone", "brick", "round", "square", "flat", "high", "low", "hot", "cold", "warm", "fresh", "ripe", "sliced", "cut", "busy", "crowded", "quiet", "happy", "sad", "smiling", "cute", "pretty", "beautiful", "nice", "good", "great", "fancy", "plain", "striped", "spotted", "checkered", "paved", "grassy", "sandy", "snowy", "sunny", "cloudy", "rainy", "cloudy", "electric", "parked", "standing", "sitting", "lying", "laying", "single", "double", "multiple", "various", "other", "same", "different", "several"])
 
@@ -269,26 +269,48 @@ def perturb(text: str, kind: str, rng: np.random.Generator, tagger: Any | None =
 
 def build_caption_items(path: str | os.PathLike, out_dir: str | os.PathLike, *, split: str | None = "test",
                         image_root: str | os.PathLike | None = None, seed: int = 0, tagger: str = "auto",
-                        max_items: int | None = None, check_images: bool = True) -> tuple[Path, dict[str, Any]]:
+                        max_items: int | None = None, check_images: bool = True,
+                        allow_outside_root: bool = False) -> tuple[Path, dict[str, Any]]:
     """Write semantic-structure items (gold + the three perturbations) for the captions of a data file.
 
     ``path`` is anything :func:`alignlab.data.pairs.load_pairs` reads (Karpathy/COCO JSON, CSV, JSONL, a
     folder with ``dataset.json``). Each caption becomes one item; perturbations that cannot differ from
     the caption (or from each other) are left out, and a caption left with fewer than 2 options is
-    skipped and counted. Images are referenced by absolute path (nothing is copied). Whether a shuffled
+    skipped and counted. Images are referenced relative to the data's image root, which ``probe.json``
+    records as ``image_root`` (nothing is copied). Whether a shuffled
     free caption happens to be a true sentence cannot be checked without a truth evaluator: it is
-    labelled a distractor (``truth`` is null) and ``probe.json`` says so.
+    labelled a distractor (``truth`` is null) and ``probe.json`` says so. ShapesWorld exports carry their
+    scenes: there every perturbation is checked with the truth evaluator, one that is true of the image
+    is dropped and redrawn (``dropped_true_negatives`` counts them), and every option is labelled.
     """
     from alignlab.data.pairs import load_pairs
     from alignlab.probe.items import PROBE_VERSION, ProbeItem, write_probe
 
-    pairs = load_pairs(path, split, image_root, check_files=check_images)
+    pairs = load_pairs(path, split, image_root, check_files=check_images, allow_outside_root=allow_outside_root)
+    src = Path(path)
+    # The folder the data's image paths start from (load_pairs' default), recorded for `probe eval`.
+    data_root = Path(image_root if image_root is not None else (src if src.is_dir() else src.parent)).resolve()
     if pairs.image_paths is None:
         raise DataError("caption file has no image paths", where=str(path), fix="give a file with image paths")
     tag = get_tagger(tagger)
     items: list[ProbeItem] = []
     skipped = 0
-    for i, caps in enumerate(pairs.relevance):
+    dropped_true = 0
+    scenes = None
+    if pairs.has_truth:  # a ShapesWorld export: the truth evaluator can check every distractor
+        from alignlab.data.shapes import Scene
+
+        assert pairs.image_meta is not None
+        scenes = [Scene.from_dict(m["scene"]) for m in pairs.image_meta]
+
+    def true_of(text: str, i: int) -> bool:
+        nonlocal dropped_true
+        if scenes is None or not _true_sentence(text, scenes[i]):
+            return False
+        dropped_true += 1
+        return True
+
+    for i, caps in enumerate(pairs.sources):  # each caption once, with the image it was written for
         img = pairs.image_paths[i]
         if check_images and not Path(img).is_file():
             raise DataError("image not found", where=f"{path} (image {pairs.image_ids[i]!r})",
@@ -300,7 +322,8 @@ def build_caption_items(path: str | os.PathLike, out_dir: str | os.PathLike, *, 
             rng = np.random.default_rng([seed, 7, c])
             options, kinds = [gold], ["gold"]
             for kind in PERTURBATIONS:
-                alt = perturb(gold, kind, rng, tag, reject=lambda s, o=options: s.lower() in {x.lower() for x in o})
+                alt = perturb(gold, kind, rng, tag, reject=lambda s, o=options, i=i: (
+                    s.lower() in {x.lower() for x in o} or true_of(s, i)))
                 if alt is not None:
                     options.append(alt)
                     kinds.append(kind)
@@ -308,16 +331,30 @@ def build_caption_items(path: str | os.PathLike, out_dir: str | os.PathLike, *, 
                 skipped += 1
                 continue
             order = rng.permutation(len(options))
+            truth = None if scenes is None else [[_true_sentence(options[k], scenes[i]) for k in order]]
             items.append(ProbeItem(
                 id=f"captions-{c:07d}", task="semantic_structure", category="captions",
-                images=[str(Path(img).resolve())], options=[options[k] for k in order],
-                correct=int(np.flatnonzero(order == 0)[0]), option_kinds=[kinds[k] for k in order],
+                images=[os.path.relpath(Path(img).resolve(), data_root)], options=[options[k] for k in order],
+                correct=int(np.flatnonzero(order == 0)[0]), option_kinds=[kinds[k] for k in order], truth=truth,
                 source="captions", generator=f"{PROBE_VERSION}+perturb", seed=seed,
                 meta={"image_id": pairs.image_ids[i], "caption_id": c}))
     if not items:
         raise DataError("no caption could be perturbed", where=str(path),
                         fix="captions need at least two words that can be reordered")
-    info = {"source": "captions", "input": str(path), "split": split, "seed": seed, "skipped_captions": skipped,
+    info = {"source": "captions", "input": str(path), "image_root": str(data_root), "split": split, "seed": seed,
+            "skipped_captions": skipped, "dropped_true_negatives": dropped_true,
             "tagger": tag.describe(),
-            "labels": "distractors are perturbations, not checked for truth (no evaluator for free text)"}
+            "labels": ("every option labelled by the ShapesWorld truth evaluator; distractors true of the image "
+                       "were dropped and redrawn" if scenes is not None else
+                       "distractors are perturbations, not checked for truth (no evaluator for free text)")}
     return write_probe(out_dir, items, info), info
+
+
+def _true_sentence(text: str, scene: Any) -> bool:
+    """Truth of ``text`` in a ShapesWorld scene; a sentence outside the grammar is false (it asserts nothing)."""
+    from alignlab.data.shapes import GrammarError, evaluate, parse_caption
+
+    try:
+        return evaluate(parse_caption(text), scene)
+    except GrammarError:
+        return False

@@ -4,13 +4,23 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import re
 import time
-from dataclasses import asdict
 from pathlib import Path
 
-from alignlab.core.config import load_yaml, merge, parse_overrides
-from alignlab.core.errors import ConfigError
-from alignlab.core.io import write_json, write_text
+from alignlab.core.config import (
+    check_out_file,
+    check_run_dir,
+    clear_run_dir,
+    config_sources,
+    load_yaml,
+    merge,
+    parse_overrides,
+)
+from alignlab.core.errors import AlignlabError, ConfigError
+from alignlab.core.io import write_json
+from alignlab.models.adapters import add_model_arguments, model_options
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -26,8 +36,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     t.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config value, e.g. --set train.epochs=3 (repeatable)")
     t.add_argument("--no-resume", action="store_true", help="start again even if the run folder has a checkpoint")
+    t.add_argument("--overwrite", action="store_true", help="replace a finished run in --out (never done otherwise)")
+    t.add_argument("--num-workers", type=int, default=None, metavar="N",
+                   help="DataLoader processes decoding training images from files, HF datasets or tar shards "
+                        "(sets data.num_workers; default 0: the main process)")
     t.add_argument("--device", default="cpu", help="cpu, cuda or auto (default: cpu); under torchrun each "
                                                    "process uses GPU LOCAL_RANK")
+    t.add_argument("--allow-outside-root", action="store_true",
+                   help="accept image paths in data files that leave the data root (absolute or with '..')")
     t.set_defaults(run=run_train)
 
     e = sub.add_parser("eval", help="evaluate models (retrieval)",
@@ -42,16 +58,30 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="data: a folder with dataset.json, Karpathy/COCO .json, .csv or .jsonl "
                         "(not needed for shapes-* protocols)")
     r.add_argument("--protocol", default=None,
-                   help="named protocol: f30k-1k, coco-5k, coco-1k-5fold, shapes-1k, shapes-5k")
+                   help="named protocol: f30k-1k, coco-5k, coco-1k-5fold, shapes-1k, shapes-5k (truth relevance), "
+                        "shapes-1k-source, shapes-5k-source (source labels), shapes-1k-disc, shapes-5k-disc "
+                        "(discriminative captions)")
+    r.add_argument("--relevance", default=None, choices=["truth", "source"],
+                   help="relevance labels: truth (ShapesWorld: a caption is relevant to every image it is true "
+                        "of; the default there) or source (only the captions written for an image; the default "
+                        "for other data)")
     r.add_argument("--split", default="test", help="Karpathy split when no protocol is given (default: test)")
     r.add_argument("--image-root", type=Path, default=None, help="folder the image paths are relative to")
+    r.add_argument("--image-size", type=int, default=224, metavar="PX",
+                   help="size tar shards and Hugging Face datasets are decoded at (default 224; each model "
+                        "then resizes to its own input)")
+    r.add_argument("--allow-outside-root", action="store_true",
+                   help="accept image paths in --data that leave the image root (absolute or with '..')")
     r.add_argument("--ties", default="pessimistic", choices=["pessimistic", "optimistic", "index"],
                    help="how a tie between a relevant and an irrelevant item counts (default: pessimistic)")
     r.add_argument("--ks", default="1,5,10", help="cut-offs K of R@K (default: 1,5,10)")
     r.add_argument("--out", type=Path, default=None, help="write results JSON here")
-    r.add_argument("--device", default="cpu", help="cpu, cuda, mps or auto (default: cpu)")
-    r.add_argument("--allow-download", action="store_true",
-                   help="allow downloading a hub model (otherwise only local copies are used)")
+    r.add_argument("--seed", type=int, default=0,
+                   help="seed set before the model is built (decides an untrained tiny model's weights; default 0)")
+    add_model_arguments(r)  # --device, --allow-download, --fp16, --model-batch-size
+    from alignlab.scale.cli import add_engine_args
+
+    add_engine_args(r, rows_default=1024)  # dual encoders: the encoding runs sharded (docs/scale.md)
     r.set_defaults(run=run_eval)
 
     p = sub.add_parser("repro", help="seed-aware reproducibility: run over seeds, compare, diff",
@@ -67,6 +97,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     rr.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                     help="override a config value (repeatable)")
     rr.add_argument("--device", default="cpu", help="cpu, cuda or auto (default: cpu)")
+    rr.add_argument("--overwrite", action="store_true",
+                    help="rewrite the aggregate of a finished repro folder (seed runs of the same config and code "
+                         "are reused, not retrained)")
+    rr.add_argument("--allow-outside-root", action="store_true",
+                    help="accept image paths in data files that leave the data root (absolute or with '..')")
     rr.set_defaults(run=run_repro)
     rc = verbs.add_parser("compare", help="compare two systems with paired tests and their seed ranges",
                           description="Paired randomization test and bootstrap CI over test queries (per-query "
@@ -93,7 +128,7 @@ def _run_config(path: Path | None, overrides: list[str], seed: int | None = None
     data = merge(data, parse_overrides(overrides))
     if seed is not None:
         data["seed"] = seed
-    return load_run_config(data, where=str(path) if path else None)
+    return load_run_config(data, where=config_sources(path, overrides, {"seed": "--seed"} if seed is not None else {}))
 
 
 def _device(name: str) -> str:
@@ -106,8 +141,13 @@ def run_train(args: argparse.Namespace) -> int:
     from alignlab.retrieval.training import run_retrieval
     from alignlab.train import distributed as ddp_
 
-    cfg = _run_config(args.config, args.overrides, args.seed)
+    workers = [f"data.num_workers={args.num_workers}"] if args.num_workers is not None else []
+    cfg = _run_config(args.config, [*args.overrides, *workers], args.seed)
     device = _device(args.device)
+    # Everything is checked before the run folder is touched; a finished run is replaced only on --overwrite.
+    check_run_dir(args.out, overwrite=args.overwrite, config=cfg, resume=not args.no_resume)
+    if args.overwrite and os.environ.get("RANK", "0") == "0":
+        clear_run_dir(args.out)
     # torchrun sets WORLD_SIZE > 1: start the process group (nccl on CUDA, gloo on CPU); fit() then uses DDP.
     with ddp_.group_from_launcher(device):
         result = run_retrieval(cfg, args.out, resume=not args.no_resume, device=str(ddp_.device_for(device)))
@@ -126,26 +166,53 @@ def run_eval(args: argparse.Namespace) -> int:
     from alignlab.data.pairs import load_pairs
     from alignlab.models.factory import load_model
     from alignlab.retrieval.evaluate import evaluate_model
-    from alignlab.retrieval.protocols import get_protocol
+    from alignlab.retrieval.protocols import get_protocol, with_relevance
+    from alignlab.scale.cli import engine_name
 
     try:
         ks = tuple(int(k) for k in args.ks.split(","))
     except ValueError:
-        raise ConfigError(f"cannot read --ks {args.ks!r}", fix="write e.g. 1,5,10") from None
+        raise ConfigError(f"cannot read --ks {args.ks!r}", where="--ks", fix="write e.g. 1,5,10") from None
+    if not ks or min(ks) < 1:
+        raise ConfigError(f"every K of --ks must be >= 1, got {args.ks!r}", where="--ks", fix="write e.g. 1,5,10")
+    if args.out is not None:
+        check_out_file(args.out)
     started = time.time()
     if args.protocol:
-        proto = get_protocol(args.protocol)
+        try:
+            proto = with_relevance(get_protocol(args.protocol), args.relevance)
+        except AlignlabError as e:
+            raise e.located(f"--protocol {args.protocol}") from None
         pairs = proto.load(args.data, args.image_root)
     elif args.data is None:
-        raise ConfigError("give --data or a --protocol", fix="e.g. --protocol shapes-1k")
+        raise ConfigError("give --data or a --protocol", where="--data, --protocol", fix="e.g. --protocol shapes-1k")
     else:
-        pairs = load_pairs(args.data, None if args.split == "all" else args.split, args.image_root)
-    kwargs = {"allow_download": True} if args.allow_download else {}
-    model = load_model(args.model, device=_device(args.device), **kwargs)
-    report = evaluate_model(model, pairs, args.protocol, ks=ks, ties=args.ties)
-    print(report.format() if hasattr(report, "format") else json.dumps(report.metrics, indent=2))
+        from alignlab.data.loading import is_hf_folder, is_tar_source, open_image_text
+
+        split = None if args.split == "all" else args.split
+        if is_tar_source(args.data) or is_hf_folder(Path(args.data)):
+            # webdataset tar shards or a saved Hugging Face dataset: no image files to point at, so the
+            # split is decoded once (at --image-size) into memory, as evaluation holds every image anyway
+            pairs = open_image_text(args.data, split).to_pairs(args.image_size)
+        else:
+            pairs = load_pairs(args.data, split, args.image_root, allow_outside_root=args.allow_outside_root,
+                               relevance=args.relevance or "auto")
+    kwargs = {k: v for k, v in model_options(args).items() if k != "device"}
+    from alignlab.core.seed import set_seed
+
+    set_seed(args.seed)
+    device = _device(args.device)
+    try:
+        model = load_model(args.model, device=device, **kwargs)
+    except AlignlabError as e:
+        raise e.located(f"--model {args.model}") from None
+    if engine_name(args) is not None:
+        report = _evaluate_sharded(args, model, pairs, ks)
+    else:
+        report = evaluate_model(model, pairs, proto if args.protocol else None, ks=ks, ties=args.ties)
+    print(_format_eval(report))
     if args.out:
-        result = make_result(task="retrieval", model=args.model, data=pairs.name, seed=None,
+        result = make_result(task="retrieval", model=args.model, data=pairs.name, seed=args.seed,
                              metrics=report.metrics, definitions=report.definitions,
                              config={"protocol": args.protocol, "ties": args.ties, "ks": list(ks),
                                      "data": str(args.data) if args.data else None},
@@ -155,12 +222,71 @@ def run_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def _format_eval(report) -> str:
+    """The same rounded metrics table for a --protocol run as for --data, then the protocol's ceilings."""
+    from dataclasses import replace
+
+    from alignlab.retrieval.protocols import ProtocolReport
+
+    if not isinstance(report, ProtocolReport):
+        return report.format()
+    folds = f", mean over {len(report.folds)} folds" if len(report.folds) > 1 else ""
+    table = replace(report.folds[0], metrics=report.metrics).format()
+    ceilings = report.format().splitlines()[1:]  # its first line repeats the metrics
+    return "\n".join([f"{report.protocol} ({report.relevance} labels{folds})", "", table, "", *ceilings])
+
+
+def _evaluate_sharded(args: argparse.Namespace, model, pairs, ks: tuple[int, ...]):
+    """Encode with the sharded engine (``--engine local|ray``), then the same exact metrics."""
+    from alignlab.retrieval.metrics import evaluate_embeddings
+    from alignlab.retrieval.protocols import evaluate_protocol
+    from alignlab.retrieval.scale_job import EncodeJob, encode_sharded
+    from alignlab.scale.cli import engine_options, shards_dir
+
+    if not getattr(model, "is_dual", False):
+        raise ConfigError("--engine shards the encoding of a dual encoder; a cross encoder scores every pair",
+                          fix="drop --engine for a cross encoder")
+    if args.out is None and args.shards_dir is None:
+        raise ConfigError("--engine writes resumable shards and needs a place for them",
+                          fix="give --out (shards go next to it) or --shards-dir")
+    job = EncodeJob(args.model, pairs, seed=args.seed, device=_device(args.device),
+                    allow_download=args.allow_download)
+    out = shards_dir(args, args.out) if args.out is not None else args.shards_dir
+    img, txt, run = encode_sharded(job, out, engine_options(args), args.rows_per_shard)
+    print(run.summary())
+    if args.protocol:
+        return evaluate_protocol(args.protocol, img, txt, pairs, ks=ks, ties=args.ties)
+    return evaluate_embeddings(img, txt, pairs.relevance, ks=ks, ties=args.ties)
+
+
+def _check_repro_out(out: Path, overwrite: bool) -> None:
+    """A repro folder holds seed-N/ runs, aggregate.json and report.md. Before any training: a finished one
+    (with its aggregate) is refused without --overwrite, and a folder holding anything else is refused."""
+    from alignlab.core.config import check_run_dir
+
+    if not out.is_dir():
+        check_run_dir(out)  # a file, a folder inside a file, an unwritable place
+        return
+    own = {"aggregate.json", "report.md", "plots"}
+    foreign = sorted(p.name for p in out.iterdir() if p.name not in own and not re.fullmatch(r"seed-\d+", p.name))
+    if foreign:
+        raise ConfigError(f"--out holds files a repro run did not write ({', '.join(foreign[:3])})", where=str(out),
+                          fix="choose a new folder for the repro run")
+    if (out / "aggregate.json").exists() and not overwrite:
+        raise ConfigError("--out already holds a finished repro run, which is never changed", where=str(out),
+                          fix="choose a new folder, or pass --overwrite to rewrite its aggregate")
+
+
 def run_repro(args: argparse.Namespace) -> int:
     from alignlab.core.seed import parse_seeds
     from alignlab.retrieval.repro import format_aggregate, run_seeds
 
     cfg = _run_config(args.config, args.overrides)
-    seeds = parse_seeds(args.seeds)
+    try:
+        seeds = parse_seeds(args.seeds)
+    except AlignlabError as e:
+        raise e.located(f"--seeds {args.seeds}") from None
+    _check_repro_out(args.out, args.overwrite)
     agg = run_seeds(cfg, seeds, args.out, device=_device(args.device))
     print(format_aggregate(agg, title=f"{cfg.model} over seeds {seeds}"))
     print(f"aggregate: {args.out / 'aggregate.json'}")
@@ -184,12 +310,3 @@ def run_diff(args: argparse.Namespace) -> int:
     for key, va, vb in rows:
         print(f"{key}: {json.dumps(va, ensure_ascii=False)} -> {json.dumps(vb, ensure_ascii=False)}")
     return 0
-
-
-def write_config_template(path: Path) -> None:
-    """Write the default run config as YAML (documentation helper)."""
-    import yaml
-
-    from alignlab.retrieval.training import RetrievalRunConfig
-
-    write_text(path, yaml.safe_dump(asdict(RetrievalRunConfig()), sort_keys=False))

@@ -20,6 +20,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from alignlab.core.config import experiment_config as _experiment_config
 from alignlab.core.config import from_dict
 from alignlab.core.io import read_json, write_json, write_text
 from alignlab.core.manifest import build_manifest
@@ -77,14 +78,17 @@ def _eval_gallery(run_dir: Path, cfg: RetrievalRunConfig, n_images: int) -> dict
     return evaluate_dual(model, test).metrics
 
 
+def experiment_config(*, quick: bool, seeds: list[int] | None = None,
+                      overrides: dict[str, Any] | None = None) -> ReproExperimentConfig:
+    """Quick (or full) settings with ``--set`` overrides merged deeply (:func:`alignlab.core.config.experiment_config`)."""
+    return _experiment_config(ReproExperimentConfig, QUICK, quick=quick, seeds=seeds, overrides=overrides)
+
+
 def run(out: Path, *, quick: bool = False, seeds: list[int] | None = None,
         overrides: dict[str, Any] | None = None) -> dict[str, Any]:
     started = time.time()
     out = Path(out)
-    base = {**(QUICK if quick else {}), **(overrides or {})}
-    if seeds is not None:
-        base["seeds"] = list(seeds)
-    exp = from_dict(ReproExperimentConfig, base)
+    exp = experiment_config(quick=quick, seeds=seeds, overrides=overrides)
     out.mkdir(parents=True, exist_ok=True)
     tower_file = None
     if "pretrained" in exp.arms:

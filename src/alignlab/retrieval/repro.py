@@ -26,8 +26,8 @@ import numpy as np
 
 from alignlab.core.errors import DataError
 from alignlab.core.io import read_json, write_json, write_text
-from alignlab.core.manifest import config_hash, diff_manifests
-from alignlab.core.stats import paired_bootstrap, paired_randomization_test, summarize
+from alignlab.core.manifest import cache_key, diff_manifests
+from alignlab.core.stats import metric_bounds, paired_bootstrap, paired_randomization_test, summarize
 from alignlab.retrieval.training import RetrievalRunConfig, load_run_data, run_retrieval
 
 KS = (1, 5, 10)
@@ -43,7 +43,7 @@ def run_seeds(cfg: RetrievalRunConfig, seeds: list[int], out_dir: str | os.PathL
         run_dir = out / f"seed-{seed}"
         seed_cfg = replace(cfg, seed=seed)
         done = run_dir / "results.json"
-        if resume and done.exists() and read_json(done)["manifest"].get("config_sha256") == config_hash(asdict(seed_cfg)):
+        if resume and done.exists() and read_json(done)["manifest"].get("cache_key") == cache_key(asdict(seed_cfg)):
             per_seed.append(read_json(done))
             continue
         per_seed.append(run_retrieval(seed_cfg, run_dir, resume=resume, device=device))
@@ -59,8 +59,8 @@ def aggregate_results(results: list[dict[str, Any]]) -> dict[str, Any]:
     """Per metric: mean, sd, min, max, range and 95% CI over the given per-seed results."""
     if not results:
         raise DataError("no per-seed results to aggregate")
-    metrics = sorted(results[0]["metrics"])
-    summary = {m: summarize([r["metrics"][m] for r in results]) for m in metrics
+    metrics = list(results[0]["metrics"])  # the evaluator's natural order (R@1, R@5, R@10), not text order
+    summary = {m: summarize([r["metrics"][m] for r in results], bounds=metric_bounds(m)) for m in metrics
                if all(isinstance(r["metrics"].get(m), (int, float)) for r in results)}
     return {"seeds": [r["seed"] for r in results], "n_seeds": len(results), "metrics": summary,
             "per_seed": {str(r["seed"]): r["metrics"] for r in results},

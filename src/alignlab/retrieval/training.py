@@ -1,10 +1,15 @@
 """Training image–text retrieval models: tasks for :func:`alignlab.train.fit` and a whole-run driver.
 
 * :class:`DualContrastiveTask` — a dual encoder on in-batch negatives (InfoNCE or VSE++). An epoch is
-  one pass over the *images*; each image comes with one of its captions, drawn per epoch, so that no
-  image appears twice in a batch (its other captions would otherwise be false negatives).
+  one pass over the *images*; each image comes with one of its own captions (``pairs.sources``), drawn
+  per epoch, so that no image appears twice in a batch. A caption of another image can still be true
+  of an image ("there is a circle"): every batch carries ``positives [B, B]``
+  (:meth:`ImageTextPairs.known_true`: the truth evaluator on ShapesWorld, the relevance map and equal
+  texts elsewhere), and the losses take such pairs out of the negatives (masked InfoNCE, see
+  :mod:`alignlab.train.losses`).
 * :class:`CrossMatchTask` — a cross encoder scoring every (image, caption) pair of the batch; the
-  loss is the symmetric cross-entropy over the batch grid (listwise image–text matching).
+  loss is the symmetric cross-entropy over the batch grid (listwise image–text matching), with true
+  pairs masked out of the negatives as above.
 * :func:`run_retrieval` — data, tokenizer, model, :func:`~alignlab.train.fit`, best-checkpoint test
   evaluation, ``results.json`` — what ``alignlab train --config`` and ``alignlab repro run`` call.
 
@@ -13,10 +18,15 @@ task's ``batch(epoch, index)`` is the global micro-batch of ``batch_size × worl
 rank trains its slice (``local_batch``); with ``gather_negatives`` the contrastive losses see the whole
 global batch as negatives, so a run on ``W`` ranks follows the run of one process with ``W`` times the
 batch. Dev and test evaluation shard the encoding over the ranks and gather it once.
+
+A batch is ``(images, texts, image ids, positives)``; ``positives[i, j]`` = caption ``j`` of the batch
+is true of image ``i`` (bool, over the *global* batch, the same on every rank, so every rank masks its
+gathered negatives alike).
 """
 
 from __future__ import annotations
 
+import functools
 import os
 import time
 from dataclasses import asdict, dataclass, field
@@ -42,19 +52,27 @@ from alignlab.models.factory import build_model
 from alignlab.retrieval.metrics import evaluate_embeddings, evaluate_scores
 from alignlab.train import distributed as ddp_
 from alignlab.train.loop import FitResult, TrainConfig, epoch_permutation, fit, load_best
-from alignlab.train.losses import build_loss
+from alignlab.train.losses import build_loss, exclude_true
 
 
 class _ImageBatches:
     """Shared batching: an epoch is a permutation of the images, each with one caption drawn per epoch."""
 
-    def __init__(self, pairs: ImageTextPairs, batch_size: int, seed: int, image_size: int):
-        if pairs.image_array is None or pairs.image_array.shape[1] != image_size:
-            pairs = pairs.materialize(image_size)
+    def __init__(self, pairs: ImageTextPairs, batch_size: int, seed: int, image_size: int, num_workers: int = 0):
         if pairs.n_images < 2:
             raise DataError("training needs at least 2 images", where=pairs.name)
+        # In memory already (ShapesWorld): index the array. Files, a HF dataset or tar shards: a DataLoader
+        # decodes each batch on demand (alignlab.data.loading), so memory is bounded by batch and prefetch.
+        self.images: torch.Tensor | None = None
+        self.loader: Any = None
+        self._loader_state: dict[str, Any] | None = None
+        self._loader_for: tuple[int, int] | None = None  # (rank, world size) the loader's batches are cut for
+        if getattr(pairs, "image_array", None) is not None:
+            if pairs.image_array.shape[1] != image_size:
+                pairs = pairs.materialize(image_size)
+            self.images = torch.from_numpy(pairs.image_array).permute(0, 3, 1, 2)  # uint8 [N, 3, S, S] view
         self.pairs = pairs
-        self.images = torch.from_numpy(pairs.image_array).permute(0, 3, 1, 2)  # uint8 [N, 3, S, S] view
+        self.image_size, self.num_workers = image_size, num_workers
         self.bs = batch_size
         self.seed = seed
 
@@ -69,20 +87,69 @@ class _ImageBatches:
         perm = epoch_permutation(self.pairs.n_images, self.seed, epoch)
         idx = perm[index * self.bs:(index + 1) * self.bs]
         rng = np.random.default_rng(derive_seed(self.seed, "captions", epoch, index))
-        caps = [self.pairs.relevance[i][rng.integers(len(self.pairs.relevance[i]))] for i in idx]
+        # An image's own captions: under truth relevance, `relevance` lists every caption true of it.
+        own = getattr(self.pairs, "sources", self.pairs.relevance)
+        caps = [own[i][rng.integers(len(own[i]))] for i in idx]
         return idx, caps
 
-    def batch(self, epoch: int, index: int) -> tuple[torch.Tensor, list[str], np.ndarray]:
+    def positives(self, idx: np.ndarray, caps: list[int]) -> torch.Tensor:
+        """``[B, B]`` bool: caption ``caps[j]`` is true of image ``idx[i]`` (the diagonal always is).
+
+        :meth:`ImageTextPairs.known_true` (the truth evaluator on ShapesWorld, else the relevance map), or
+        an identical text.
+        """
+        texts = [self.pairs.captions[c] for c in caps]
+        mask = np.array([[a == b for b in texts] for a in texts], dtype=bool).reshape(len(texts), len(texts))
+        mask |= np.eye(len(caps), dtype=bool)
+        if hasattr(self.pairs, "known_true"):
+            mask |= self.pairs.known_true(idx, caps)
+        return torch.from_numpy(mask)
+
+    def batch(self, epoch: int, index: int) -> tuple[torch.Tensor, list[str], np.ndarray, torch.Tensor]:
         idx, caps = self._indices(epoch, index)
-        return self.images[idx], [self.pairs.captions[c] for c in caps], idx
+        return (self._images(epoch, index, idx), [self.pairs.captions[c] for c in caps], idx,
+                self.positives(idx, caps))
+
+    def _images(self, epoch: int, index: int, idx: np.ndarray, rank: int = 0, world: int = 1) -> torch.Tensor:
+        if self.images is not None:
+            return self.images[idx]
+        if self.loader is None or self._loader_for != (rank, world):  # built at first use: the rank is known
+            from alignlab.data.loading import ImageBatchLoader, streaming
+
+            self._loader_for = (rank, world)
+            self.loader = ImageBatchLoader(streaming(self.pairs).images, self.image_size,
+                                           functools.partial(self._rank_indices, rank=rank, world=world),
+                                           self.num_batches, self.num_workers)
+            if self._loader_state:
+                self.loader.load_state_dict(self._loader_state)
+        return self.loader.get(epoch, index)
+
+    def _rank_indices(self, epoch: int, index: int, rank: int, world: int) -> np.ndarray:
+        idx = self._indices(epoch, index)[0]
+        lo, hi = ddp_.shard_range(len(idx), world, rank)
+        return idx[lo:hi]
+
+    def state_dict(self) -> dict[str, Any]:
+        """The image loader's position (epoch, next batch): saved in the training checkpoint."""
+        state = self.loader.state_dict() if self.loader is not None else self._loader_state
+        return {"loader": state} if state else {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self._loader_state = state.get("loader")
+        if self.loader is not None and self._loader_state:
+            self.loader.load_state_dict(self._loader_state)
 
     def local_batch(self, epoch: int, index: int, rank: int, world: int) -> Any:
-        """Rank ``rank``'s contiguous slice of global batch ``index`` (DDP; only its images are loaded)."""
+        """Rank ``rank``'s contiguous slice of global batch ``index`` (DDP; only its images are loaded).
+
+        The ``positives`` mask stays the global batch's: every rank masks its gathered negatives alike.
+        """
         if type(self).batch is not _ImageBatches.batch:  # a subclass changed what a batch holds: cut it whole
             return ddp_.shard_batch(self.batch(epoch, index), rank, world)
         idx, caps = self._indices(epoch, index)  # captions are drawn for the whole global batch, then cut
         lo, hi = ddp_.shard_range(len(idx), world, rank)
-        return self.images[idx[lo:hi]], [self.pairs.captions[c] for c in caps[lo:hi]], idx[lo:hi]
+        return (self._images(epoch, index, idx[lo:hi], rank, world), [self.pairs.captions[c] for c in caps[lo:hi]],
+                idx[lo:hi], self.positives(idx, caps))
 
     def batch_size(self, batch: Any) -> int:
         return len(batch[1])
@@ -92,18 +159,18 @@ class DualContrastiveTask(_ImageBatches):
     """In-batch contrastive training of a dual encoder; dev metric from exact retrieval evaluation."""
 
     def __init__(self, model: nn.Module, train: ImageTextPairs, loss: nn.Module, batch_size: int, seed: int,
-                 dev: ImageTextPairs | None = None):
-        super().__init__(train, batch_size, seed, model.config.image_size)
+                 dev: ImageTextPairs | None = None, num_workers: int = 0):
+        super().__init__(train, batch_size, seed, model.config.image_size, num_workers)
         self.loss_fn = loss
         self.dev = dev
         # DDP has to be told when a model parameter (the temperature, for VSE losses) gets no gradient.
         self.find_unused_parameters = not getattr(loss, "uses_logit_scale", True)
 
     def loss(self, model: nn.Module, batch: Any) -> dict[str, torch.Tensor]:
-        images, texts, _ = batch
+        images, texts, _, positives = batch
         x = model.image_tower.preprocess(images, model.device)
         out = model(x, *model.tokenize(texts))
-        return self.loss_fn(out["image_emb"], out["text_emb"], out["logit_scale"])
+        return self.loss_fn(out["image_emb"], out["text_emb"], out["logit_scale"], positives=positives)
 
     def parameters(self):
         return self.loss_fn.parameters()
@@ -118,23 +185,28 @@ class CrossMatchTask(_ImageBatches):
     """Listwise matching for a cross encoder: CE over the rows and columns of the batch's score grid."""
 
     def __init__(self, model: nn.Module, train: ImageTextPairs, batch_size: int, seed: int,
-                 dev: ImageTextPairs | None = None, dev_images: int = 100, gather: bool = False):
-        super().__init__(train, batch_size, seed, model.config.image_size)
+                 dev: ImageTextPairs | None = None, dev_images: int = 100, gather: bool = False,
+                 num_workers: int = 0):
+        super().__init__(train, batch_size, seed, model.config.image_size, num_workers)
         # Scoring every dev pair with a cross encoder is N x M forward passes: use a fixed dev subset.
         self.dev = dev.subset(range(min(dev_images, dev.n_images))) if dev is not None else None
         self.gather = gather  # under DDP: every rank's captions and images are negatives (the global grid)
 
     def loss(self, model: nn.Module, batch: Any) -> dict[str, torch.Tensor]:
-        images, texts, _ = batch
+        images, texts, _, positives = batch
         x = model.image_tower.preprocess(images, model.device)
         if self.gather and ddp_.is_distributed():
-            return {"match_loss": self._gathered_loss(model, x, *model.tokenize(texts))}
+            return {"match_loss": self._gathered_loss(model, x, *model.tokenize(texts), positives=positives)}
         logits = model.forward_grid(x, *model.tokenize(texts))
         target = torch.arange(len(logits), device=logits.device)
-        return {"match_loss": 0.5 * (F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target))}
+        true_neg = _true_negatives(positives, logits.device)
+        return {"match_loss": 0.5 * (F.cross_entropy(exclude_true(logits, true_neg), target)
+                                     + F.cross_entropy(exclude_true(logits.T, None if true_neg is None
+                                                                    else true_neg.T), target))}
 
     @staticmethod
-    def _gathered_loss(model: Any, x: torch.Tensor, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    def _gathered_loss(model: Any, x: torch.Tensor, ids: torch.Tensor, mask: torch.Tensor,
+                       positives: torch.Tensor | None = None) -> torch.Tensor:
         """This rank's share of the global grid loss: its rows (images) and columns (captions) of ``N × N``.
 
         The towers and the fusion all run inside one DDP forward pass (:func:`forward_through`); tokens
@@ -156,15 +228,27 @@ class CrossMatchTask(_ImageBatches):
             return m._grid(img_tok, all_txt, all_mask), m._grid(all_img, txt_tok, mask), offset, len(all_img)
 
         rows, cols, offset, n = ddp_.forward_through(model, grids, x, ids, mask)
-        target = torch.arange(len(rows), device=rows.device) + offset
-        per = 0.5 * (F.cross_entropy(rows, target, reduction="none")
-                     + F.cross_entropy(cols.T, target, reduction="none"))
+        b = len(rows)
+        target = torch.arange(b, device=rows.device) + offset
+        true_neg = _true_negatives(positives, rows.device)  # the global batch's mask: this rank's part of it
+        per = 0.5 * (F.cross_entropy(exclude_true(rows, None if true_neg is None else true_neg[offset:offset + b]),
+                                     target, reduction="none")
+                     + F.cross_entropy(exclude_true(cols.T, None if true_neg is None
+                                                    else true_neg[:, offset:offset + b].T), target, reduction="none"))
         return per.sum() * (ddp_.world_size() / n)
 
     def evaluate(self, model: nn.Module) -> dict[str, float]:
         if self.dev is None:
             return {}
         return evaluate_cross(model, self.dev, distributed=ddp_.is_distributed()).metrics
+
+
+def _true_negatives(positives: torch.Tensor | None, device: torch.device) -> torch.Tensor | None:
+    """The off-diagonal true pairs of a batch mask (None when there are none)."""
+    if positives is None:
+        return None
+    off = positives.to(device).bool() & ~torch.eye(len(positives), dtype=torch.bool, device=device)
+    return off if bool(off.any()) else None
 
 
 def evaluate_dual(model: Any, pairs: ImageTextPairs, distributed: bool = False, **kwargs: Any) -> Any:
@@ -221,11 +305,32 @@ class DataConfig:
     train_split: str = "train"
     val_split: str = "val"
     test_split: str = "test"
+    num_workers: int = 0  # DataLoader processes decoding training images read from files, HF datasets or tar
+
+    def __post_init__(self) -> None:
+        from alignlab.core.config import check_number
+
+        if self.source not in ("shapes", "path"):
+            raise ConfigError(f"unknown data source {self.source!r}", key="source", fix="use 'shapes' or 'path'")
+        if self.source == "path" and not self.path:
+            raise ConfigError("data.source is 'path' but data.path is not set", key="path",
+                              fix="set data.path to a data folder or file")
+        if self.source == "path" and not Path(self.path).exists():
+            raise DataError("data not found", where=self.path, fix="check data.path")
+        for key in ("train", "val", "test"):
+            check_number(key, getattr(self, key), lo=0)
+        check_number("polysemous_rate", self.polysemous_rate, lo=0, hi=1)
+        check_number("image_size", self.image_size, lo=16)
+
+
+# What a dev evaluation reports (R@K at the default K), i.e. what train.select_metric can name.
+DEV_METRICS = ("rsum", *(f"{d}_R@{k}" for d in ("i2t", "t2i") for k in (1, 5, 10)),
+               *(f"{d}_{m}" for d in ("i2t", "t2i") for m in ("medr", "meanr")))
 
 
 @dataclass
 class RetrievalRunConfig:
-    model: str = "tiny-dual"  # tiny-dual | tiny-cross
+    model: str = "tiny-dual"  # tiny-dual | tiny-cross | pretrained-lit
     model_config: dict[str, Any] = field(default_factory=dict)  # overrides of the model's dataclass config
     init_image_tower: str | None = None  # file with pretrained image-tower weights (see pretrain.py)
     freeze_image_tower: bool = False
@@ -238,6 +343,32 @@ class RetrievalRunConfig:
     gather_negatives: bool = True  # under torchrun/DDP: negatives from every rank (the global batch)
     test_images: int | None = None  # evaluate on the first N test images (None: all of the split)
     seed: int = 0  # model initialisation and batch order
+
+    def __post_init__(self) -> None:
+        # Every name and value is checked here, before a run folder is touched, not when training reaches it.
+        import dataclasses as dc
+
+        from alignlab.core.config import check_number
+        from alignlab.models.factory import ARCHS
+        from alignlab.train.losses import LOSSES
+
+        if self.model not in ARCHS:
+            raise ConfigError(f"cannot train model {self.model!r}", key="model", fix=f"choose one of: {', '.join(ARCHS)}")
+        try:
+            LOSSES.get(self.loss)
+        except ConfigError as e:
+            raise ConfigError(e.what, key="loss", fix=e.fix) from None
+        check_number("margin", self.margin, lo=0)
+        metric = self.train.select_metric
+        if metric is not None and metric not in DEV_METRICS:
+            raise ConfigError(f"unknown dev metric {metric!r} for train.select_metric", key="train.select_metric",
+                              fix=f"choose one of: {', '.join(DEV_METRICS)} (or null for the last epoch)")
+        defaults = {f.name: f.default for f in dc.fields(ARCHS[self.model][1])}
+        size = self.model_config.get("image_size", defaults.get("image_size"))
+        if isinstance(size, int) and size != self.data.image_size:
+            raise ConfigError(f"model image_size {size} differs from data.image_size {self.data.image_size}",
+                              key="data.image_size", fix="set model_config.image_size and data.image_size to the "
+                                                         "same value")
 
 
 def load_run_config(data: dict[str, Any] | None, where: str | None = None) -> RetrievalRunConfig:
@@ -256,7 +387,10 @@ def load_run_config(data: dict[str, Any] | None, where: str | None = None) -> Re
 @lru_cache(maxsize=4)
 def _shapes_splits(seed: int, train: int, val: int, test: int, rate: float, size: int) -> dict[str, ImageTextPairs]:
     world = ShapesWorld(ShapesConfig(image_size=size, polysemous_rate=rate))
-    return {split: from_shapes(world.generate(n, seed, split), name=f"shapes-{split}")
+    # Dev and test are scored under truth relevance. Training draws each image's own captions and masks
+    # true pairs per batch with the truth evaluator, so it needs no whole-set truth map (O(n²) pairs).
+    return {split: from_shapes(world.generate(n, seed, split), name=f"shapes-{split}",
+                               relevance="source" if split == "train" else "truth")
             for split, n in (("train", train), ("val", val), ("test", test)) if n > 0}
 
 
@@ -270,11 +404,23 @@ def load_run_data(cfg: DataConfig) -> dict[str, ImageTextPairs]:
 
 
 def load_path_splits(cfg: Any) -> dict[str, ImageTextPairs]:
-    """Train/val/test pairs from ``cfg.path`` (``*_split``, ``image_root``, ``image_size`` fields), in memory."""
+    """Train/val/test pairs from ``cfg.path`` (``*_split``, ``image_root``, ``image_size`` fields).
+
+    ``cfg.path`` is a data file or folder (:func:`load_pairs`), a saved Hugging Face dataset or tar shards
+    (:func:`alignlab.data.loading.open_image_text`). The training split's images stay on disk (a DataLoader
+    decodes them batch by batch); the val and test splits are decoded into memory once, for evaluation.
+    """
+    from alignlab.data.loading import is_hf_folder, is_tar_source, open_image_text
+
     if not cfg.path:
         raise ConfigError("data.source is 'path' but data.path is not set", fix="set data.path")
-    return {name: load_pairs(cfg.path, split, cfg.image_root).materialize(cfg.image_size)
-            for name, split in (("train", cfg.train_split), ("val", cfg.val_split), ("test", cfg.test_split))}
+    other = is_tar_source(cfg.path) or is_hf_folder(Path(cfg.path))
+    splits: dict[str, Any] = {}
+    for name, split in (("train", cfg.train_split), ("val", cfg.val_split), ("test", cfg.test_split)):
+        pairs = open_image_text(cfg.path, split, cfg.image_root) if other else load_pairs(cfg.path, split,
+                                                                                           cfg.image_root)
+        splits[name] = pairs if name == "train" else pairs.materialize(cfg.image_size)
+    return splits
 
 
 def run_retrieval(cfg: RetrievalRunConfig, run_dir: str | os.PathLike, *, resume: bool = True,
@@ -286,11 +432,8 @@ def run_retrieval(cfg: RetrievalRunConfig, run_dir: str | os.PathLike, *, resume
     val, test pairs) replaces loading ``cfg.data`` when the caller already has it in memory.
     """
     run_dir = Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
     started = time.time()
     distributed, world = ddp_.is_distributed(), ddp_.world_size()  # DDP under torchrun; see the module doc
-    if ddp_.is_main():
-        dump_yaml(run_dir / "config.yaml", asdict(cfg))
     data = data if data is not None else load_run_data(cfg.data)
     train_cfg = TrainConfig(**{**asdict(cfg.train), "seed": cfg.seed})
     tokenizer = WordTokenizer.build(data["train"].captions)
@@ -301,30 +444,42 @@ def run_retrieval(cfg: RetrievalRunConfig, run_dir: str | os.PathLike, *, resume
                           f"{cfg.data.image_size}", fix="set both to the same value")
     if cfg.init_image_tower:
         load_image_tower(model, cfg.init_image_tower)
+    # The run folder is written only now that the data, the model and its pretrained tower have loaded.
+    run_dir.mkdir(parents=True, exist_ok=True)
+    if ddp_.is_main():
+        dump_yaml(run_dir / "config.yaml", asdict(cfg))
     if cfg.freeze_image_tower:
         for p in model.image_tower.parameters():
             p.requires_grad_(False)
     global_batch = train_cfg.batch_size * world  # batch_size is per rank; the task builds global batches
-    if cfg.model == "tiny-dual":
+    if getattr(model, "is_dual", False):  # tiny-dual, pretrained-lit
         loss = build_loss(cfg.loss, cfg.margin, gather=cfg.gather_negatives)
-        task: Any = DualContrastiveTask(model, data["train"], loss, global_batch, cfg.seed, dev=data.get("val"))
+        task: Any = DualContrastiveTask(model, data["train"], loss, global_batch, cfg.seed, dev=data.get("val"),
+                                        num_workers=cfg.data.num_workers)
     elif cfg.model == "tiny-cross":
         task = CrossMatchTask(model, data["train"], global_batch, cfg.seed, dev=data.get("val"),
-                              dev_images=cfg.cross_dev_images, gather=cfg.gather_negatives)
+                              dev_images=cfg.cross_dev_images, gather=cfg.gather_negatives,
+                              num_workers=cfg.data.num_workers)
     else:
-        raise ConfigError(f"cannot train model {cfg.model!r} here", fix="use tiny-dual or tiny-cross")
-    fit_result: FitResult = fit(model, task, train_cfg, run_dir, resume=resume, config_for_hash=asdict(cfg),
+        raise ConfigError(f"cannot train model {cfg.model!r} here", fix="use tiny-dual, tiny-cross or pretrained-lit")
+    # The number of loader workers changes speed, not results: a run may resume with another number.
+    hashed = {**asdict(cfg), "data": {k: v for k, v in asdict(cfg.data).items() if k != "num_workers"}}
+    fit_result: FitResult = fit(model, task, train_cfg, run_dir, resume=resume, config_for_hash=hashed,
                                 device=device, desc=f"{cfg.model} seed {cfg.seed}", callbacks=callbacks)
     best = load_best(model, run_dir) if train_cfg.select_metric else fit_result.best
     model.eval()
     test = data["test"]
     if cfg.test_images is not None:
         test = test.subset(range(min(cfg.test_images, test.n_images)))
-    if cfg.model == "tiny-dual":
+    if getattr(model, "is_dual", False):
         report = evaluate_dual(model, test, distributed=distributed)
     else:
         report = evaluate_cross(model, test, distributed=distributed)
     extra = {"world_size": world, "global_batch": global_batch * train_cfg.grad_accum} if distributed else {}
+    if isinstance(test, ImageTextPairs):  # the labelling and its perfect-ranker ceiling, beside the metrics
+        from alignlab.retrieval.protocols import perfect_ranker
+
+        extra.update(relevance=test.relevance_kind, perfect_ranker=perfect_ranker(test, report.ks))
     result = make_result(task="retrieval", model=cfg.model, data=f"{test.name}:{test.n_images}", seed=cfg.seed,
                          metrics=report.metrics, definitions=report.definitions, config=asdict(cfg),
                          started=started, device=device, dev_curve=fit_result.dev_curve, best=best,
@@ -346,7 +501,11 @@ def load_image_tower(model: nn.Module, path: str | os.PathLike) -> None:
     if not p.is_file():
         raise DataError("pretrained image tower not found", where=str(p),
                         fix="run the pretraining first (alignlab.retrieval.pretrain) or fix the path")
-    state = load_file(str(p))
+    try:
+        state = load_file(str(p))
+    except Exception as e:  # safetensors raises its own error types for a corrupt file
+        raise DataError(f"cannot read the pretrained image tower: {str(e).splitlines()[0] if str(e) else e!r}",
+                        where=str(p), fix="give a safetensors file written by the pretraining") from None
     try:
         model.image_tower.load_state_dict(state)
     except RuntimeError as e:

@@ -168,29 +168,6 @@ def device_for(device: str | torch.device) -> torch.device:
     return d
 
 
-# ------------------------------------------------------------------------------------ rank-0-only IO
-
-
-def main_only(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """Decorator: run ``fn`` on rank 0 only (other ranks get None). No barrier: pair with :func:`barrier`."""
-    @functools.wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        return fn(*args, **kwargs) if is_main() else None
-    return wrapper
-
-
-@contextlib.contextmanager
-def main_first() -> Iterator[None]:
-    """Rank 0 runs the block first (e.g. writes a cache), the others after it, then all continue together."""
-    if not is_main():
-        barrier()
-    try:
-        yield
-    finally:
-        if is_main():
-            barrier()
-
-
 def broadcast_object(obj: Any, src: int = 0) -> Any:
     """Rank ``src``'s ``obj`` on every rank (any picklable object); the identity in one process."""
     if not is_distributed():
@@ -389,7 +366,8 @@ def _slice(batch: Any, lo: int, hi: int, n: int) -> Any:
     if isinstance(batch, (torch.Tensor, np.ndarray)):
         return batch[lo:hi]
     if isinstance(batch, Mapping):
-        return type(batch)((k, _slice(v, lo, hi, n)) for k, v in batch.items())
+        mapping_type: Callable[..., Any] = type(batch)  # dict, OrderedDict, a tokenizer's BatchEncoding ...
+        return mapping_type((k, _slice(v, lo, hi, n)) for k, v in batch.items())
     if isinstance(batch, tuple) or (isinstance(batch, list) and batch and _is_field(batch[0])):
         return type(batch)(_slice(v, lo, hi, n) for v in batch)
     return batch[lo:hi]

@@ -12,6 +12,16 @@ is a matching pair and every other row is a negative. ``s = image_emb @ text_emb
 
 Per-sample ``weights [B]`` multiply the per-pair losses *before* the reduction.
 
+**True captions are not negatives.** ``positives [B, B]`` (bool, optional) marks every caption of the
+batch that is true of an image: ``positives[i, j]`` = caption ``j`` describes image ``i`` (on
+ShapesWorld the truth evaluator decides, e.g. "there is a circle" for two images with circles). Each
+pair ``k`` still has its own caption as the target, but a true off-diagonal caption is removed from the
+softmax of image ``i`` (its logit is −∞) and, symmetrically, image ``i`` from the softmax of caption
+``j`` (masked InfoNCE); the hinge losses give such pairs no cost. With no shared truth (``positives``
+the identity, or None) every loss equals its plain form. Under ``gather=True`` every rank passes the
+mask of the *global* batch ``[N, N]`` (the same on every rank); each rank takes its own rows and
+columns, so the masked DDP loss is again the single-process one.
+
 Cross-rank negatives (``gather=True``, under DDP; the identity in one process): every rank's embeddings
 are gathered (:func:`alignlab.train.distributed.all_gather_with_grad`, gradients flow back to the rank
 that computed them), so each of the ``N = Σ_r n_r`` pairs of the global batch has the ``N − 1`` others
@@ -77,6 +87,26 @@ def _check(image_emb: torch.Tensor, text_emb: torch.Tensor) -> None:
                           f"{tuple(text_emb.shape)}")
 
 
+def _positives(positives: torch.Tensor | None, n: int, device: torch.device) -> torch.Tensor | None:
+    """The ``[n, n]`` bool mask of true pairs without its diagonal (None: no shared truth)."""
+    if positives is None:
+        return None
+    positives = torch.as_tensor(positives, device=device)
+    if positives.shape != (n, n):
+        raise ConfigError(f"positives of shape {tuple(positives.shape)} do not match a batch of {n} pairs",
+                          fix="give the [N, N] mask of the (global) batch: positives[i, j] = caption j is true "
+                              "of image i")
+    off = positives.bool() & ~torch.eye(n, dtype=torch.bool, device=device)
+    return off if bool(off.any()) else None
+
+
+def exclude_true(logits: torch.Tensor, true_negatives: torch.Tensor | None) -> torch.Tensor:
+    """``logits`` with every true non-target pair set to −∞ (out of the softmax); unchanged for None."""
+    if true_negatives is None:
+        return logits
+    return logits.masked_fill(true_negatives, float("-inf"))
+
+
 @LOSSES.register("infonce")
 class InfoNCELoss(nn.Module):
     """Symmetric InfoNCE over in-batch negatives with a (learnable) inverse temperature.
@@ -92,32 +122,42 @@ class InfoNCELoss(nn.Module):
         self.local_loss = local_loss
 
     def forward(self, image_emb: torch.Tensor, text_emb: torch.Tensor, logit_scale: torch.Tensor | float,
-                weights: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+                weights: torch.Tensor | None = None, positives: torch.Tensor | None = None
+                ) -> dict[str, torch.Tensor]:
         _check(image_emb, text_emb)
         if self.gather and _distributed():
-            return {"contrastive_loss": self._gathered(image_emb, text_emb, logit_scale, weights)}
+            return {"contrastive_loss": self._gathered(image_emb, text_emb, logit_scale, weights, positives)}
         logits = logit_scale * image_emb @ text_emb.T
+        mask = _positives(positives, len(logits), logits.device)
         target = torch.arange(len(logits), device=logits.device)
-        per = 0.5 * (F.cross_entropy(logits, target, reduction="none")
-                     + F.cross_entropy(logits.T, target, reduction="none"))
+        per = 0.5 * (F.cross_entropy(exclude_true(logits, mask), target, reduction="none")
+                     + F.cross_entropy(exclude_true(logits.T, None if mask is None else mask.T), target,
+                                       reduction="none"))
         return {"contrastive_loss": _reduce(per, weights)}
 
     def _gathered(self, image_emb: torch.Tensor, text_emb: torch.Tensor, logit_scale: torch.Tensor | float,
-                  weights: torch.Tensor | None) -> torch.Tensor:
+                  weights: torch.Tensor | None, positives: torch.Tensor | None = None) -> torch.Tensor:
         from alignlab.train.distributed import all_gather_nograd
 
         all_img, all_txt, offset, world = _gather_pairs(image_emb, text_emb)
         n = len(all_img)
+        mask = _positives(positives, n, image_emb.device)  # the global batch's mask, the same on every rank
         if self.local_loss:
             # Rows of the N x N matrix for the local images, and its columns for the local captions.
-            target = torch.arange(len(image_emb), device=image_emb.device) + offset
-            per = 0.5 * (F.cross_entropy(logit_scale * image_emb @ all_txt.T, target, reduction="none")
-                         + F.cross_entropy(logit_scale * text_emb @ all_img.T, target, reduction="none"))
+            b = len(image_emb)
+            target = torch.arange(b, device=image_emb.device) + offset
+            rows = None if mask is None else mask[offset:offset + b]  # local image vs every caption
+            cols = None if mask is None else mask[:, offset:offset + b].T  # local caption vs every image
+            per = 0.5 * (F.cross_entropy(exclude_true(logit_scale * image_emb @ all_txt.T, rows), target,
+                                         reduction="none")
+                         + F.cross_entropy(exclude_true(logit_scale * text_emb @ all_img.T, cols), target,
+                                           reduction="none"))
             return _reduce_share(per, weights, n, world)
         logits = logit_scale * all_img @ all_txt.T
         target = torch.arange(n, device=logits.device)
-        per = 0.5 * (F.cross_entropy(logits, target, reduction="none")
-                     + F.cross_entropy(logits.T, target, reduction="none"))
+        per = 0.5 * (F.cross_entropy(exclude_true(logits, mask), target, reduction="none")
+                     + F.cross_entropy(exclude_true(logits.T, None if mask is None else mask.T), target,
+                                       reduction="none"))
         return _reduce(per, None if weights is None else all_gather_nograd(weights))
 
 
@@ -135,13 +175,17 @@ class VSEHingeLoss(nn.Module):
         self.local_loss = local_loss
 
     def forward(self, image_emb: torch.Tensor, text_emb: torch.Tensor, logit_scale: torch.Tensor | float | None = None,
-                weights: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+                weights: torch.Tensor | None = None, positives: torch.Tensor | None = None
+                ) -> dict[str, torch.Tensor]:
         _check(image_emb, text_emb)
         if self.gather and _distributed():
-            return {"hinge_loss": self._gathered(image_emb, text_emb, weights)}
+            return {"hinge_loss": self._gathered(image_emb, text_emb, weights, positives)}
         s = image_emb @ text_emb.T
         pos = s.diag()
         eye = torch.eye(len(s), dtype=torch.bool, device=s.device)
+        mask = _positives(positives, len(s), s.device)
+        if mask is not None:  # a true caption (image) is no negative: it costs nothing
+            eye = eye | mask
         cost_t = (self.margin - pos[:, None] + s).clamp(min=0).masked_fill(eye, 0)  # image k vs caption c'
         cost_i = (self.margin - pos[None, :] + s).clamp(min=0).masked_fill(eye, 0)  # caption k vs image i'
         if self.max_violation:
@@ -156,15 +200,18 @@ class VSEHingeLoss(nn.Module):
         return cost_t.sum(dim=1) + cost_i.sum(dim=0)
 
     def _gathered(self, image_emb: torch.Tensor, text_emb: torch.Tensor,
-                  weights: torch.Tensor | None) -> torch.Tensor:
+                  weights: torch.Tensor | None, positives: torch.Tensor | None = None) -> torch.Tensor:
         from alignlab.train.distributed import all_gather_nograd
 
         all_img, all_txt, offset, world = _gather_pairs(image_emb, text_emb)
         n, b = len(all_img), len(image_emb)
+        mask = _positives(positives, n, image_emb.device)  # the global batch's mask, the same on every rank
         if not self.local_loss:
             s = all_img @ all_txt.T
             pos = s.diag()
             eye = torch.eye(n, dtype=torch.bool, device=s.device)
+            if mask is not None:
+                eye = eye | mask
             cost_t = (self.margin - pos[:, None] + s).clamp(min=0).masked_fill(eye, 0)
             cost_i = (self.margin - pos[None, :] + s).clamp(min=0).masked_fill(eye, 0)
             all_w = None if weights is None else all_gather_nograd(weights)
@@ -175,6 +222,9 @@ class VSEHingeLoss(nn.Module):
         own_r = torch.zeros_like(rows, dtype=torch.bool)
         own_r[k, offset + k] = True
         own_c = own_r.T
+        if mask is not None:
+            own_r = own_r | mask[offset:offset + b]
+            own_c = own_c | mask[:, offset:offset + b]
         cost_t = (self.margin - rows[k, offset + k][:, None] + rows).clamp(min=0).masked_fill(own_r, 0)
         cost_i = (self.margin - cols[offset + k, k][None, :] + cols).clamp(min=0).masked_fill(own_c, 0)
         return _reduce_share(self._per_sample(cost_t, cost_i), weights, n, world)

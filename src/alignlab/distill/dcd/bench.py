@@ -123,7 +123,7 @@ def _sub_columns(pairs: ImageTextPairs, rows: int) -> list[int]:
     """Caption ids of the first ``rows`` images, in the order :meth:`ImageTextPairs.subset` renumbers them."""
     seen: dict[int, None] = {}
     for i in range(rows):
-        for c in pairs.relevance[i]:
+        for c in pairs.sources[i]:  # an image's own captions (truth relevance lists every true one)
             seen.setdefault(c, None)
     return list(seen)
 

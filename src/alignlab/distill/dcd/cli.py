@@ -1,4 +1,4 @@
-"""``alignlab distill dcd teacher|train`` and ``alignlab distill bench``."""
+"""``alignlab distill dcd teacher|train|mine`` and ``alignlab distill bench``."""
 
 from __future__ import annotations
 
@@ -43,8 +43,31 @@ def register_verbs(verbs: argparse._SubParsersAction) -> None:
                     help="dual student to start from: ckpt:<tiny dual dir>, or a real dual encoder hf:<folder or hub "
                          "id> (CLIP, SigLIP, BLIP with #itc), trained whole and saved to <out>/student "
                          "(same as --set student_init=SPEC)")
+    tr.add_argument("--mined", type=Path, default=None, metavar="DIR",
+                    help="teacher scores from `distill dcd mine` (same data, seed, batching and pool size): "
+                         "training reads them instead of running the teacher on those batches")
     _common(tr, default_out="runs/dcd-student")
     tr.set_defaults(run=run_train)
+
+    mi = dv.add_parser("mine", help="score every training batch's candidate pools with the teacher, sharded",
+                       description="Run the teacher over the candidate pools of every training batch ahead of "
+                                   "training (the pools depend only on seed, epoch and batch), in shards that "
+                                   "resume, on this process or on Ray (--engine). `distill dcd train --mined "
+                                   "DIR` then reads the scores. Takes the same config as `distill dcd train`.")
+    mi.add_argument("--teacher", default=None, help="the teacher: ckpt:<dir> (e.g. from `distill dcd teacher`)")
+    mi.add_argument("--config", type=Path, default=None, help="YAML run config of the training to mine for")
+    mi.add_argument("--out", type=Path, default=Path("runs/dcd-mined"),
+                    help="output folder: Parquet shards + manifest.json (default: runs/dcd-mined)")
+    mi.add_argument("--seed", type=int, default=None, help="override the config's seed")
+    mi.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                    help="override a config value, e.g. --set train.epochs=3 (repeatable)")
+    mi.add_argument("--device", default="cpu", help="cpu, cuda or auto (default: cpu)")
+    mi.add_argument("--allow-outside-root", action="store_true",
+                    help="accept image paths in data files that leave the data root (absolute or with '..')")
+    from alignlab.scale.cli import add_engine_args
+
+    add_engine_args(mi, rows_default=8)  # a row is one training batch
+    mi.set_defaults(run=run_mine)
 
     b = verbs.add_parser("bench", help="full-ranking time of a cross-encoder teacher vs its students",
                          description="Rank N images × C captions with the teacher and each student in one "
@@ -72,7 +95,10 @@ def _common(p: argparse.ArgumentParser, default_out: str) -> None:
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config value, e.g. --set train.epochs=3 (repeatable)")
     p.add_argument("--no-resume", action="store_true", help="start again even if the run folder has a checkpoint")
+    p.add_argument("--overwrite", action="store_true", help="replace a finished run in --out (never done otherwise)")
     p.add_argument("--device", default="cpu", help="cpu, cuda or auto (default: cpu)")
+    p.add_argument("--allow-outside-root", action="store_true",
+                   help="accept image paths in data files that leave the data root (absolute or with '..')")
 
 
 def _config_dict(args: argparse.Namespace, extra: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -82,6 +108,29 @@ def _config_dict(args: argparse.Namespace, extra: dict[str, Any] | None = None) 
     if args.seed is not None:
         data["seed"] = args.seed
     return data
+
+
+def _sources(args: argparse.Namespace, flags: dict[str, str] | None = None):
+    from alignlab.core.config import config_sources
+
+    flags = dict(flags or {})
+    if args.seed is not None:
+        flags["seed"] = "--seed"
+    return config_sources(args.config, args.overrides, flags)
+
+
+def _check_out(args: argparse.Namespace, cfg: Any) -> None:
+    """The run folder is checked before any work; a finished run is replaced only on --overwrite."""
+    import os
+
+    from alignlab.core.config import check_run_dir, clear_run_dir
+    from alignlab.distill.dcd.train import _finished
+
+    if not args.overwrite and not args.no_resume and _finished(args.out, cfg) is not None:
+        return  # the same finished run: it is read back, nothing in it changes
+    check_run_dir(args.out, overwrite=args.overwrite, config=cfg, resume=not args.no_resume)
+    if args.overwrite and os.environ.get("RANK", "0") == "0":
+        clear_run_dir(args.out)
 
 
 def _device(name: str) -> str:
@@ -100,7 +149,8 @@ def _summary(result: dict[str, Any], out: Path) -> None:
 def run_teacher(args: argparse.Namespace) -> int:
     from alignlab.distill.dcd.train import load_teacher_config, train_teacher
 
-    cfg = load_teacher_config(_config_dict(args), where=str(args.config) if args.config else None)
+    cfg = load_teacher_config(_config_dict(args), where=_sources(args))
+    _check_out(args, cfg)
     result = train_teacher(cfg, args.out, resume=not args.no_resume, device=_device(args.device))
     _summary(result, args.out)
     print(f"teacher: ckpt:{args.out}")
@@ -118,13 +168,21 @@ def run_train(args: argparse.Namespace) -> int:
         extra["student"] = args.student
     if args.student_init is not None:
         extra["student_init"] = args.student_init
-    cfg = load_run_config(_config_dict(args, extra), where=str(args.config) if args.config else None)
+    flags = {k: f"--{k.replace('_', '-')} {v}" for k, v in extra.items() if k in ("teacher", "student", "student_init")}
+    cfg = load_run_config(_config_dict(args, extra), where=_sources(args, flags))
     if cfg.needs_teacher and not cfg.teacher:
-        raise ConfigError(f"arm {args.arm} needs a teacher", fix="pass --teacher ckpt:<dir>")
+        raise ConfigError(f"arm {args.arm} needs a teacher", where="--teacher",
+                          fix="pass --teacher ckpt:<dir> (train one with `alignlab distill dcd teacher`)")
+    if cfg.needs_teacher and not args.mined and not cfg.teacher.startswith(("hf:", "open_clip:")):
+        from alignlab.distill.dcd.students import load_teacher
+
+        load_teacher(cfg.teacher)  # a tiny checkpoint loads in a moment: check it before any data is made
     device = _device(args.device)
+    _check_out(args, cfg)
     # torchrun sets WORLD_SIZE > 1: start the process group; train.batch_size is then per process.
     with ddp_.group_from_launcher(device):
-        result = run_dcd(cfg, args.out, resume=not args.no_resume, device=str(ddp_.device_for(device)))
+        mined = _mined_inputs(args.mined, cfg, str(ddp_.device_for(device))) if args.mined else {}
+        result = run_dcd(cfg, args.out, resume=not args.no_resume, device=str(ddp_.device_for(device)), **mined)
         main = ddp_.is_main()
     if not main:  # rank 0 prints the summary
         return 0
@@ -134,26 +192,66 @@ def run_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _mined_inputs(mined: Path, cfg: Any, device: str) -> dict[str, Any]:
+    """teacher, data, teacher_scores and the memo of mined scores for :func:`run_dcd`."""
+    from alignlab.distill.dcd.mine import load_mined
+    from alignlab.distill.dcd.miner import TeacherScores
+    from alignlab.distill.dcd.students import load_teacher
+    from alignlab.distill.dcd.train import load_dcd_data
+    from alignlab.train import distributed as ddp_
+
+    if not cfg.needs_teacher:
+        raise ConfigError("--mined holds teacher scores, and this arm uses no teacher", fix="drop --mined")
+    data = load_dcd_data(cfg.data)
+    teacher = load_teacher(cfg.teacher, device=device)
+    ts = TeacherScores(teacher, data["train"])
+    memo = load_mined(mined, cfg, ts, cfg.train.batch_size * ddp_.world_size())
+    return {"teacher": teacher, "data": data, "teacher_scores": ts, "memo": memo}
+
+
+def run_mine(args: argparse.Namespace) -> int:
+    from alignlab.distill.dcd.mine import mine
+    from alignlab.distill.dcd.train import load_run_config
+    from alignlab.scale.cli import engine_options
+
+    extra: dict[str, Any] = {"teacher": args.teacher} if args.teacher is not None else {}
+    cfg = load_run_config(_config_dict(args, extra), where=str(args.config) if args.config else None)
+    out = args.shards_dir or args.out
+    report = mine(cfg, out, engine_options(args), batches_per_shard=args.rows_per_shard, device=_device(args.device))
+    print(report.summary())
+    print(f"mined: {out} (train with --mined {out})")
+    return 0
+
+
+BENCH_FLAGS = {"images": "--images", "captions_per_image": "--captions-per-image", "data": "--data",
+               "teacher_rows": "--teacher-rows", "threads": "--threads", "seed": "--seed"}
+
+
 def _parse_students(items: list[str]) -> dict[str, str]:
     out = {}
     for item in items:
         name, sep, spec = item.partition("=")
         if not sep or not name or not spec:
-            raise ConfigError(f"--student {item!r} is not NAME=SPEC", fix="write e.g. --student dual=ckpt:runs/x")
+            raise ConfigError(f"--student {item!r} is not NAME=SPEC", where=f"--student {item}",
+                              fix="write e.g. --student dual=ckpt:runs/x")
         if name in out or name == "teacher":
-            raise ConfigError(f"student name {name!r} is used twice or is reserved")
+            raise ConfigError(f"student name {name!r} is used twice or is reserved", where=f"--student {item}",
+                              fix="give each student its own name (not 'teacher')")
         out[name] = spec
     return out
 
 
 def run_bench_cli(args: argparse.Namespace) -> int:
-    from alignlab.core.config import from_dict
+    from alignlab.core.config import Sources, check_out_file, from_dict
     from alignlab.distill.dcd.bench import BenchConfig, bench_set, format_bench, goal_met, run_bench
     from alignlab.distill.dcd.students import check_compatible, load_teacher
 
     cfg = from_dict(BenchConfig, {"images": args.images, "captions_per_image": args.captions_per_image,
                                   "data": args.data, "teacher_rows": args.teacher_rows, "threads": args.threads,
-                                  "seed": args.seed})
+                                  "seed": args.seed}, where=Sources(None, BENCH_FLAGS))
+    if args.out is not None:
+        check_out_file(args.out)
+        check_out_file(args.out.with_suffix(".md"))
     teacher = load_teacher(args.teacher)
     students = {name: load_teacher(spec) for name, spec in _parse_students(args.students).items()}
     for s in students.values():

@@ -9,9 +9,12 @@ colour, size or kind changed, or two objects swapped so a relation reverses).
 Each image keeps only **discriminative** captions: captions true of its own scene (checked with the
 truth evaluator) and false of every other scene in its group. So within a group the relevance is
 exact — a sibling's caption is a true negative that differs in exactly the changed attribute or
-relation — and telling siblings apart needs the detail the change touched. (Across groups relevance is
-the generated captions, as in every ShapesWorld set: a generic caption of another group can be true of
-an image too.)
+relation — and telling siblings apart needs the detail the change touched. Across groups a generic
+caption of another group can be true of an image too, so evaluation splits take relevance from the
+truth evaluator (every caption true of an image is relevant to it, as in every ShapesWorld set); the
+training split keeps each image's own captions as ``relevance`` (what training draws positives from)
+and the miner excludes every caption true of an image from its pools
+(:func:`alignlab.distill.dcd.miner.draw_pools`).
 
 Images of a group are stored next to each other (image ``g * group_size + j`` is member ``j`` of group
 ``g``); ``image_meta[i]`` holds ``group``, ``member`` and the scene. :class:`GroupBatches` draws
@@ -127,14 +130,18 @@ def make_group(seed: int, split: str, group: int, cfg: NearDupConfig,
 
 
 def near_duplicate_pairs(n_images: int, seed: int, split: str, cfg: NearDupConfig | None = None,
-                         name: str | None = None) -> ImageTextPairs:
-    """``n_images`` images (rounded down to whole groups) in near-duplicate groups, as :class:`ImageTextPairs`."""
+                         name: str | None = None, relevance: str | None = None) -> ImageTextPairs:
+    """``n_images`` images (rounded down to whole groups) in near-duplicate groups, as :class:`ImageTextPairs`.
+
+    ``relevance``: ``"truth"`` or ``"source"``; None: source for the ``train`` split (training draws an
+    image's own captions; truth is checked per batch), truth for the others (evaluation).
+    """
     cfg = cfg or NearDupConfig()
     n_groups = n_images // cfg.group_size
     if n_groups < 1:
         raise ConfigError(f"{n_images} images make no group of {cfg.group_size}", fix="ask for more images")
     shapes_cfg = cfg.shapes_config()
-    image_ids, captions, relevance, images, cmeta, imeta = [], [], [], [], [], []
+    image_ids, captions, relevance_ids, images, cmeta, imeta = [], [], [], [], [], []
     for g in progress(range(n_groups), desc=f"near-duplicate {split}", unit="group"):
         scenes, caps = make_group(seed, split, g, cfg, shapes_cfg)
         for j, (scene, cs) in enumerate(zip(scenes, caps, strict=True)):
@@ -143,12 +150,13 @@ def near_duplicate_pairs(n_images: int, seed: int, split: str, cfg: NearDupConfi
                 ids.append(len(captions))
                 captions.append(c.en)
                 cmeta.append({"zh": c.zh, "family": c.family, "form": form_to_dict(c.form)})
-            relevance.append(ids)
+            relevance_ids.append(ids)
             image_ids.append(f"{split}_g{g:05d}_{j}")
             images.append(render_array(scene, cfg.image_size, shapes_cfg.background))
             imeta.append({"split": split, "group": g, "member": j, "scene": scene.to_dict()})
-    return ImageTextPairs(image_ids, captions, relevance, image_array=np.stack(images),
-                          name=name or f"shapes-neardup-{split}", caption_meta=cmeta, image_meta=imeta)
+    pairs = ImageTextPairs(image_ids, captions, relevance_ids, image_array=np.stack(images),
+                           name=name or f"shapes-neardup-{split}", caption_meta=cmeta, image_meta=imeta)
+    return pairs.with_relevance(relevance or ("source" if split == "train" else "truth"))
 
 
 def near_duplicate_splits(sizes: dict[str, int], seed: int = 0,
@@ -212,12 +220,18 @@ class GroupBatches:
 
 
 def with_captions(pairs: ImageTextPairs, n: int) -> ImageTextPairs:
-    """A copy keeping at most the first ``n`` captions of each image (for fixed-size benchmarks)."""
-    keep = [ids[:n] for ids in pairs.relevance]
+    """A copy keeping at most the first ``n`` own captions of each image (for fixed-size benchmarks).
+
+    Under truth relevance each image keeps the kept captions true of it.
+    """
+    keep = [ids[:n] for ids in pairs.sources]
     flat = [c for ids in keep for c in ids]
     new_id = {c: k for k, c in enumerate(flat)}
+    sources = [[new_id[c] for c in ids] for ids in keep]
+    truth = pairs.source_relevance is not None
     return replace(pairs, captions=[pairs.captions[c] for c in flat],
-                   relevance=[[new_id[c] for c in ids] for ids in keep],
+                   relevance=[[new_id[c] for c in ids if c in new_id] for ids in pairs.relevance] if truth else sources,
+                   source_relevance=sources if truth else None,
                    caption_meta=[pairs.caption_meta[c] for c in flat] if pairs.caption_meta else None,
                    _caption_images=None)
 
@@ -232,7 +246,10 @@ def concat_pairs(a: ImageTextPairs, b: ImageTextPairs, name: str | None = None) 
                                                           strict=True)]
     meta_a = [{**m, "group": int(g)} for m, g in zip(a.image_meta or [{}] * a.n_images, groups_of(a), strict=True)]
     cmeta = (a.caption_meta + b.caption_meta) if a.caption_meta is not None and b.caption_meta is not None else None
-    return ImageTextPairs(a.image_ids + b.image_ids, a.captions + b.captions,
-                          a.relevance + [[c + shift for c in ids] for ids in b.relevance],
-                          image_array=np.concatenate([a.image_array, b.image_array]), name=name or f"{a.name}+{b.name}",
-                          caption_meta=cmeta, image_meta=meta_a + meta_b)
+    joined = ImageTextPairs(a.image_ids + b.image_ids, a.captions + b.captions,
+                            a.sources + [[c + shift for c in ids] for ids in b.sources],
+                            image_array=np.concatenate([a.image_array, b.image_array]),
+                            name=name or f"{a.name}+{b.name}", caption_meta=cmeta, image_meta=meta_a + meta_b)
+    # Truth across the two sets is new: recompute it when either part was truth-labelled.
+    truth = "truth" in (a.relevance_kind, b.relevance_kind) and joined.has_truth
+    return joined.with_relevance("truth") if truth else joined

@@ -25,7 +25,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from alignlab.core.config import from_dict
+from alignlab.core.config import experiment_config as _experiment_config
 from alignlab.core.io import write_json, write_text
 from alignlab.core.manifest import build_manifest
 from alignlab.core.progress import info
@@ -111,14 +111,17 @@ def arm_config(exp: DCDExperimentConfig, arm: str, seed: int, teacher_spec: str)
     return replace(base, **ARMS[arm])
 
 
+def experiment_config(*, quick: bool, seeds: list[int] | None = None,
+                      overrides: dict[str, Any] | None = None) -> DCDExperimentConfig:
+    """Quick (or full) settings with ``--set`` overrides merged deeply (:func:`alignlab.core.config.experiment_config`)."""
+    return _experiment_config(DCDExperimentConfig, QUICK, quick=quick, seeds=seeds, overrides=overrides)
+
+
 def run(out: Path, *, quick: bool = False, seeds: list[int] | None = None,
         overrides: dict[str, Any] | None = None) -> dict[str, Any]:
     started = time.time()
     out = Path(out)
-    base = {**(QUICK if quick else {}), **(overrides or {})}
-    if seeds is not None:
-        base["seeds"] = list(seeds)
-    exp = from_dict(DCDExperimentConfig, base)
+    exp = experiment_config(quick=quick, seeds=seeds, overrides=overrides)
     unknown = [a for a in exp.arms if a not in ARMS]
     if unknown:
         from alignlab.core.errors import ConfigError

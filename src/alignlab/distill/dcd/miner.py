@@ -3,9 +3,12 @@
 DCD trains a fast student on few, well-chosen negatives. For every image of a batch:
 
 1. **pool** — draw ``M`` candidate captions (:func:`draw_pools`): captions of the *other* images of the
-   batch (batches are whole near-duplicate groups, so siblings' captions are in reach), never one of the
-   image's own captions nor a caption with the same text; topped up from the whole set when the batch
-   is too small;
+   batch (batches are whole near-duplicate groups, so siblings' captions are in reach), never a caption
+   that is true of the image — by the truth evaluator on ShapesWorld data (a generic "there is a red
+   circle" of another image is no negative of an image with a red circle), else its own captions — nor
+   one with the same text as its own; topped up from the whole set when the batch is too small. The
+   old pools, which excluded only the image's own captions, stay available as ``exclude="source"``
+   (:data:`POOL_EXCLUSIONS`; the DCD ablation arm ``dcd-source-pools``);
 2. **score** — the teacher scores the positive ``t⁺`` and the pool ``t_1..t_M``
    (:class:`TeacherScores`);
 3. **keep** — the ``k`` highest-scored candidates (the hardest by the teacher), of which a share
@@ -26,7 +29,6 @@ Without a teacher (baseline), :func:`select_random` keeps ``k`` uniformly drawn 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -47,15 +49,31 @@ def check_pool(pool_size: int, keep: int, random_mix: float = 0.0) -> None:
         raise ConfigError(f"random_mix must be in [0, 1], got {random_mix}")
 
 
+# What a pool leaves out: "truth" (every caption true of the image; ShapesWorld's evaluator, else the
+# relevance map) or "source" (only the image's own captions: the pools before truth relevance, kept as an
+# ablation; they can hold false negatives).
+POOL_EXCLUSIONS = ("truth", "source")
+
+
 def draw_pools(batch: Sequence[int], pairs: ImageTextPairs, pool_size: int,
-               rng: np.random.Generator) -> np.ndarray:
-    """``[B, M]`` candidate caption ids for the images ``batch`` (see the module docstring)."""
+               rng: np.random.Generator, exclude: str = "truth") -> np.ndarray:
+    """``[B, M]`` candidate caption ids for the images ``batch`` (see the module docstring).
+
+    ``exclude="source"`` draws exactly the pools of the code before truth relevance (same random
+    stream): only the image's own captions and their texts are left out.
+    """
+    if exclude not in POOL_EXCLUSIONS:
+        raise ConfigError(f"unknown pool exclusion {exclude!r}", fix=f"use one of {', '.join(POOL_EXCLUSIONS)}")
     batch = [int(i) for i in batch]
-    in_batch = [c for i in batch for c in pairs.relevance[i]]
+    sources = pairs.sources
+    in_batch = [c for i in batch for c in sources[i]]
+    true_in_batch = pairs.known_true(batch, in_batch) if exclude == "truth" and in_batch else None
     pools = np.empty((len(batch), pool_size), dtype=np.int64)
     for row, i in enumerate(batch):
-        own = set(pairs.relevance[i])
-        own_text = {pairs.captions[c] for c in own}
+        own = set(sources[i])
+        if true_in_batch is not None:
+            own |= {c for c, t in zip(in_batch, true_in_batch[row]) if t}
+        own_text = {pairs.captions[c] for c in sources[i]}
         cand = [c for c in in_batch if c not in own and pairs.captions[c] not in own_text]
         if len(cand) >= pool_size:
             pools[row] = rng.choice(np.asarray(cand), size=pool_size, replace=False)
@@ -68,6 +86,8 @@ def draw_pools(batch: Sequence[int], pairs: ImageTextPairs, pool_size: int,
                 break
             c = int(c)
             if c not in own and c not in taken and pairs.captions[c] not in own_text:
+                if exclude == "truth" and pairs.known_true([i], [c])[0, 0]:
+                    continue
                 extra.append(c)
         got = cand + extra
         if len(got) < pool_size:
@@ -106,16 +126,6 @@ def select_random(batch_size: int, pool_size: int, keep: int, rng: np.random.Gen
     """``[B, k]`` pool indices drawn uniformly without replacement (the no-teacher baseline)."""
     check_pool(pool_size, keep)
     return np.stack([rng.choice(pool_size, size=keep, replace=False) for _ in range(batch_size)]).astype(np.int64)
-
-
-@dataclass
-class MinedBatch:
-    """One training batch after mining."""
-
-    images: np.ndarray  # [B] image ids
-    candidates: np.ndarray  # [B, 1 + k] caption ids: the positive first, then the kept negatives
-    teacher: torch.Tensor | None  # [B, 1 + k] teacher scores aligned with ``candidates`` (None: no teacher)
-    pool: np.ndarray  # [B, M] the drawn candidate pool
 
 
 def _is_tiny_cross(model: Any) -> bool:

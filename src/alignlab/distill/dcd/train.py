@@ -42,8 +42,6 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -57,16 +55,24 @@ from torch import nn
 from alignlab.core.config import dump_yaml, from_dict
 from alignlab.core.errors import ConfigError, DataError, ResumeError
 from alignlab.core.io import read_json, write_json
-from alignlab.core.manifest import config_hash, make_result
+from alignlab.core.manifest import cache_key, make_result
 from alignlab.core.progress import info
 from alignlab.core.seed import derive_seed, set_seed
+from alignlab.core.threads import torch_threads  # noqa: F401  (re-exported for dcd callers)
 from alignlab.data.pairs import ImageTextPairs, from_shapes
 from alignlab.data.shapes import ShapesConfig, ShapesWorld
 from alignlab.data.text import WordTokenizer
 from alignlab.distill.dcd.baselines import FeatureMSE, relation_kd_rows, relation_kd_terms
 from alignlab.distill.dcd.data import GroupBatches, NearDupConfig, groups_of, near_duplicate_pairs
 from alignlab.distill.dcd.loss import MODES, DCDLoss, DCDLossConfig, Shard
-from alignlab.distill.dcd.miner import TeacherScores, check_pool, draw_pools, select_hard, select_random
+from alignlab.distill.dcd.miner import (
+    POOL_EXCLUSIONS,
+    TeacherScores,
+    check_pool,
+    draw_pools,
+    select_hard,
+    select_random,
+)
 from alignlab.distill.dcd.students import (
     STUDENTS,
     build_dual_student,
@@ -111,6 +117,8 @@ ARMS: dict[str, dict[str, Any]] = {
     "dcd-released": {"negatives": "teacher", "kd": "score", "weighting": True, "mode": "released"},
     "dcd-shuffled": {"negatives": "teacher", "kd": "score", "weighting": True, "shuffle_weights": True},
     "dcd-raw-mse": {"negatives": "teacher", "kd": "score", "weighting": True, "kd_center": False},  # uncentred
+    # ablation: the pools before truth relevance, which leave captions true of the image in as "negatives"
+    "dcd-source-pools": {"negatives": "teacher", "kd": "score", "weighting": True, "pools": "source"},
     "relation-kd": {"negatives": "random", "kd": "relation", "weighting": False},  # in-batch KL
     "feature-mse": {"negatives": "random", "kd": "feature", "weighting": False},  # FitNets-style hints
 }
@@ -186,27 +194,12 @@ def _finished(run_dir: Path, cfg: Any) -> dict[str, Any] | None:
     path = run_dir / "results.json"
     if path.is_file() and (run_dir / "per_query.json").is_file():
         res = read_json(path)
-        if res.get("manifest", {}).get("config_sha256") == config_hash(asdict(cfg)):
+        # same config *and* same code: results of older code are never reused silently
+        if res.get("manifest", {}).get("cache_key") == cache_key(asdict(cfg)):
             return res
     return None
 
 
-@contextmanager
-def torch_threads(n: int | None) -> Iterator[None]:
-    """Run with ``n`` torch threads (None: unchanged), restoring the previous count afterwards.
-
-    One thread per process avoids oversubscription when several jobs share few cores, which on a busy
-    2-core machine made these tiny models 20-50× slower with the default thread count.
-    """
-    if not n:
-        yield
-        return
-    old = torch.get_num_threads()
-    torch.set_num_threads(int(n))
-    try:
-        yield
-    finally:
-        torch.set_num_threads(old)
 
 
 # --- the teacher --------------------------------------------------------------------------------------
@@ -229,6 +222,22 @@ class TeacherRunConfig:
     pretrain_lr: float = 2e-3
     threads: int | None = None  # torch threads (1 avoids oversubscription on a shared machine)
     seed: int = 0
+
+    def __post_init__(self) -> None:
+        _check_select_metric(self.train)
+        from alignlab.core.config import check_number
+
+        check_number("pretrain_lr", self.pretrain_lr, lo=0, lo_open=True, hi=10)
+
+
+def _check_select_metric(train: TrainConfig) -> None:
+    """train.select_metric must be a metric the dev evaluation reports (checked before any training)."""
+    from alignlab.retrieval.training import DEV_METRICS
+
+    if train.select_metric is not None and train.select_metric not in DEV_METRICS:
+        raise ConfigError(f"unknown dev metric {train.select_metric!r} for train.select_metric",
+                          key="train.select_metric",
+                          fix=f"choose one of: {', '.join(DEV_METRICS)} (or null for the last epoch)")
 
 
 def _pretrain_towers(cfg: TeacherRunConfig, model: nn.Module, train: ImageTextPairs, dev: ImageTextPairs | None,
@@ -256,7 +265,11 @@ def _pretrain_towers(cfg: TeacherRunConfig, model: nn.Module, train: ImageTextPa
 
 
 class TeacherGridTask:
-    """A cross encoder on batches of whole groups: CE over the rows and columns of the batch's score grid."""
+    """A cross encoder on batches of whole groups: CE over the rows and columns of the batch's score grid.
+
+    A caption true of another image of the batch (a near-duplicate scene) is not a negative there: its
+    logit is left out of that row's and column's softmax, as in the retrieval tasks' masked InfoNCE.
+    """
 
     def __init__(self, model: nn.Module, train: ImageTextPairs, batch_size: int, seed: int,
                  dev: ImageTextPairs | None = None):
@@ -271,16 +284,20 @@ class TeacherGridTask:
     def batch(self, epoch: int, index: int) -> tuple[np.ndarray, list[str]]:
         idx = self.batches.batches(epoch)[index]
         rng = np.random.default_rng(derive_seed(self.seed, "teacher-captions", epoch, index))
-        caps = [self.train.relevance[i][rng.integers(len(self.train.relevance[i]))] for i in idx]
-        return idx, [self.train.captions[c] for c in caps]
+        caps = [self.train.sources[i][rng.integers(len(self.train.sources[i]))] for i in idx]
+        texts = [self.train.captions[c] for c in caps]
+        true = self.train.known_true(idx, caps) | np.array([[a == b for b in texts] for a in texts], dtype=bool)
+        np.fill_diagonal(true, False)  # the diagonal is the positive, never masked
+        return idx, texts, torch.from_numpy(true)
 
     def batch_size(self, batch: Any) -> int:
         return len(batch[0])
 
     def loss(self, model: nn.Module, batch: Any) -> dict[str, torch.Tensor]:
-        idx, texts = batch
+        idx, texts, true_negatives = batch
         x = model.image_tower.preprocess(self.images[idx], model.device)
         logits = model.forward_grid(x, *model.tokenize(texts))
+        logits = logits.masked_fill(true_negatives.to(logits.device), torch.finfo(logits.dtype).min)
         target = torch.arange(len(logits), device=logits.device)
         return {"match_loss": 0.5 * (F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target))}
 
@@ -300,11 +317,8 @@ def train_teacher(cfg: TeacherRunConfig, run_dir: str | os.PathLike, *, data: di
 
 def _train_teacher(cfg: TeacherRunConfig, run_dir: Path, data: dict[str, ImageTextPairs] | None, resume: bool,
                    device: str, callbacks) -> dict[str, Any]:
-    run_dir.mkdir(parents=True, exist_ok=True)
     started = time.time()
     main = ddp_.is_main()  # under torchrun rank 0 alone writes the run folder (fit() does the same)
-    if main:
-        dump_yaml(run_dir / "config.yaml", asdict(cfg))
     data = data if data is not None else load_dcd_data(cfg.data)
     extra = None
     if cfg.pretrain_epochs > 0 and cfg.pretrain_images > 0:
@@ -315,6 +329,10 @@ def _train_teacher(cfg: TeacherRunConfig, run_dir: Path, data: dict[str, ImageTe
     tokenizer = WordTokenizer.build(data["train"].captions + (extra.captions if extra is not None else []))
     set_seed(cfg.seed)
     model = build_model("tiny-cross", {**cfg.model_config, "image_size": cfg.data.image_size}, tokenizer)
+    # The run folder is written only once the data and the model exist (a bad setting leaves nothing behind).
+    run_dir.mkdir(parents=True, exist_ok=True)
+    if main:
+        dump_yaml(run_dir / "config.yaml", asdict(cfg))
     pretrain = None
     if cfg.pretrain_epochs > 0:
         pretrain = _pretrain_towers(cfg, model, data["train"], data.get("val"), extra, run_dir / "pretrain", resume,
@@ -368,6 +386,7 @@ class DCDRunConfig:
     weighting: bool = True  # DCD's dynamic per-sample weights (False: plain means)
     mode: str = "correct"  # correct | released (the released code's two defects, for ablation)
     shuffle_weights: bool = False  # control: permute the weights across the batch
+    pools: str = "truth"  # truth: pools leave out every caption true of the image | source: only its own
     t2i_weight: float = 1.0  # dual students: caption -> image CE over the batch, added per sample
     data: DCDDataConfig = field(default_factory=DCDDataConfig)
     train: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=8, batch_size=48, lr=2e-3,
@@ -378,6 +397,7 @@ class DCDRunConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
+        _check_select_metric(self.train)
         if self.student not in STUDENTS:
             raise ValueError(f"student must be one of {', '.join(STUDENTS)}, got {self.student!r}")
         if self.negatives not in NEGATIVES:
@@ -387,6 +407,9 @@ class DCDRunConfig:
         if self.mode not in MODES:
             raise ValueError(f"mode must be one of {', '.join(MODES)}, got {self.mode!r}")
         check_pool(self.pool_size, self.keep, self.random_mix)
+        if self.pools not in POOL_EXCLUSIONS:
+            raise ConfigError(f"pools must be one of {', '.join(POOL_EXCLUSIONS)}, got {self.pools!r}",
+                              fix="truth (default) or source (the ablation arm dcd-source-pools)")
         if self.student_init and self.student != "dual":
             raise ValueError("student_init is for dual students")
         if self.kd in ("relation", "feature") and self.student != "dual":
@@ -418,6 +441,18 @@ class DCDBatch:
     epoch: int
     index: int
     shard: Shard | None = None  # DDP: these are rows [lo, hi) of the global batch (with its teacher scores)
+
+
+def pool_candidates(cfg: DCDRunConfig, batches: GroupBatches, train: ImageTextPairs, epoch: int,
+                    index: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(images ``[B]``, positives ``[B]``, candidate pools ``[B, M]``) of batch ``(epoch, index)``: pure
+    functions of the seed, shared by training and ``distill dcd mine``."""
+    idx = batches.batches(epoch)[index]
+    # The draw of positives and pools uses its own stream, so every arm sees the same candidates.
+    rng = np.random.default_rng(derive_seed(cfg.seed, "dcd-pool", epoch, index))
+    # positives are the image's own captions (a truth-labelled split would offer every true caption)
+    pos = np.array([train.sources[i][rng.integers(len(train.sources[i]))] for i in idx])
+    return idx, pos, draw_pools(idx, train, cfg.pool_size, rng, exclude=cfg.pools)
 
 
 class DCDTask:
@@ -458,7 +493,7 @@ class DCDTask:
 
     def _memo_key(self, what: str, epoch: int, index: int) -> tuple:
         c = self.cfg
-        return (what, id(self.ts), c.seed, self.global_batch, c.pool_size, epoch, index)
+        return (what, id(self.ts), c.seed, self.global_batch, c.pool_size, c.pools, epoch, index)
 
     def _teacher(self, what: str, epoch: int, index: int, compute) -> torch.Tensor:
         key = self._memo_key(what, epoch, index)
@@ -468,11 +503,7 @@ class DCDTask:
 
     def batch(self, epoch: int, index: int) -> DCDBatch:
         cfg = self.cfg
-        idx = self.batches.batches(epoch)[index]
-        # The draw of positives and pools uses its own stream, so every arm sees the same candidates.
-        rng = np.random.default_rng(derive_seed(cfg.seed, "dcd-pool", epoch, index))
-        pos = np.array([self.train.relevance[i][rng.integers(len(self.train.relevance[i]))] for i in idx])
-        pool = draw_pools(idx, self.train, cfg.pool_size, rng)
+        idx, pos, pool = pool_candidates(cfg, self.batches, self.train, epoch, index)
         mine_rng = np.random.default_rng(derive_seed(cfg.seed, "dcd-mine", epoch, index))
         t_all = None
         if cfg.needs_teacher and self.ts is not None:
@@ -512,7 +543,7 @@ class DCDTask:
         lo, hi = ddp_.shard_range(n, world, rank)
         # Rows are cut together, so each kept list still starts with its positive, and the teacher's row
         # with the positive's score (select_hard asserted that for the global batch).
-        assert all(int(c) in self.train.relevance[int(i)] for i, c in zip(g.images[lo:hi], g.candidates[lo:hi, 0]))
+        assert all(int(c) in self.train.sources[int(i)] for i, c in zip(g.images[lo:hi], g.candidates[lo:hi, 0]))
         teacher = g.teacher[lo:hi] if g.teacher is not None else None
         return DCDBatch(g.images[lo:hi], g.candidates[lo:hi], teacher, g.relation, epoch, index,
                         shard=Shard(lo, hi, n, world, g.teacher))
@@ -654,8 +685,9 @@ def build_student(cfg: DCDRunConfig, teacher: Any, train: ImageTextPairs, device
         return student
     if cfg.student_init:
         student = load_model(cfg.student_init)
-        if getattr(student, "name", None) != "tiny-dual":
-            raise ConfigError(f"student_init must be a tiny dual encoder, got {getattr(student, 'name', student)!r}")
+        if getattr(student, "name", None) not in ("tiny-dual", "pretrained-lit"):
+            raise ConfigError(f"student_init must be a tiny dual encoder or pretrained-lit, "
+                              f"got {getattr(student, 'name', student)!r}")
         for p in student.parameters():
             p.requires_grad_(True)
         student.train()
@@ -687,11 +719,8 @@ def run_dcd(cfg: DCDRunConfig, run_dir: str | os.PathLike, *, teacher: Any = Non
 def _run_dcd(cfg: DCDRunConfig, run_dir: Path, teacher: Any, data: dict[str, ImageTextPairs] | None,
              teacher_scores: TeacherScores | None, memo: dict[Any, torch.Tensor] | None, resume: bool, device: str,
              callbacks) -> dict[str, Any]:
-    run_dir.mkdir(parents=True, exist_ok=True)
     started = time.time()
     main = ddp_.is_main()  # under torchrun rank 0 alone writes the run folder (fit() does the same)
-    if main:
-        dump_yaml(run_dir / "config.yaml", asdict(cfg))
     data = data if data is not None else load_dcd_data(cfg.data)
     if teacher is None and cfg.needs_teacher:
         teacher = load_teacher(cfg.teacher, device=device)
@@ -699,6 +728,10 @@ def _run_dcd(cfg: DCDRunConfig, run_dir: Path, teacher: Any, data: dict[str, Ima
         teacher = load_teacher(teacher)
     set_seed(cfg.seed)
     student = build_student(cfg, teacher, data["train"], device=device)
+    # The run folder is written only once the teacher and the student have loaded.
+    run_dir.mkdir(parents=True, exist_ok=True)
+    if main:
+        dump_yaml(run_dir / "config.yaml", asdict(cfg))
     if cfg.hf_student:
         _check_student_source(run_dir, student, resume)
     ts = None

@@ -41,7 +41,7 @@ def register_verbs(verbs: argparse._SubParsersAction) -> None:
 
 
 def _config(args: argparse.Namespace):
-    from alignlab.core.config import from_dict, load_yaml, merge, parse_overrides
+    from alignlab.core.config import config_sources, from_dict, load_yaml, merge, parse_overrides
     from alignlab.distill.pesf.trainer import KDConfig
 
     base = asdict(KDConfig())
@@ -54,14 +54,27 @@ def _config(args: argparse.Namespace):
     if args.teacher_epochs is not None:
         base["teacher"]["epochs"] = args.teacher_epochs
     base = merge(base, parse_overrides(args.overrides))
-    return from_dict(KDConfig, base, where=str(args.config) if args.config else None)
+    flags = {key: flag for key, flag, value in (
+        ("epochs", "--epochs", args.epochs), ("temperature", "--temperature", args.temperature),
+        ("alpha", "--alpha", args.alpha), ("teacher.epochs", "--teacher-epochs", args.teacher_epochs)) if value is not None}
+    flags.update({"method": f"--method {args.method}", "seed": "--seed", "data.name": f"--data {args.data}"})
+    return from_dict(KDConfig, base, where=config_sources(args.config, args.overrides, flags))
 
 
 def run_train(args: argparse.Namespace) -> int:
     from alignlab.distill.pesf.trainer import METHODS, preflight, run_kd, train_teacher
 
     cfg = _config(args)
+    from alignlab.core.config import check_run_dir
+
+    if not args.out.is_dir():  # OUT holds the teacher and student runs; check that it can be made
+        check_run_dir(args.out)
     spec = METHODS[cfg.method]
+    from alignlab.core.seed import set_seed
+
+    # The trainers seed torch per model; Python's and NumPy's global generators (saved in checkpoints,
+    # drawn by libraries) need the run's seed too, or a fresh process starts from a random state.
+    set_seed(cfg.seed)
     data = cfg.data.load()
     preflight(cfg, data)  # bad input fails here, before the teacher is trained
     teacher = None

@@ -92,7 +92,7 @@ def load_digits_split(seed: int = 0, val_fraction: float = 0.2, test_fraction: f
     except ImportError:  # pragma: no cover - sklearn is in the `embed` extra
         from alignlab.core.errors import DependencyError
 
-        raise DependencyError("the digits data needs scikit-learn", fix="pip install 'alignlab[embed]'") from None
+        raise DependencyError("the digits data needs scikit-learn", fix="pip install 'alignlab[pesf]'") from None
     if not (0 < val_fraction < 1 and 0 < test_fraction < 1 and val_fraction + test_fraction < 1):
         raise ConfigError("val_fraction and test_fraction must be in (0, 1) and sum to less than 1")
     bunch = load_digits()

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import shutil
 
-import torch
-
+from alignlab.core.threads import torch_threads
 from alignlab.distill.pesf.trainer import METHODS, DataConfig, KDConfig, TeacherConfig, run_kd, train_teacher
 
 STAGE_TITLE = "PESF-KD: a frozen teacher's adapter makes soft labels student-friendly (digits)"
@@ -25,9 +24,7 @@ def demo_stage(ctx) -> list[str]:
     out = ctx.stage_dir("pesf")
     base = _config(ctx.quick, ctx.seed)
     data = base.data.load()
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
+    with torch_threads(1):
         teacher, summary = train_teacher(base, data, out / "teacher")
         rows = []
         for method in DEMO_METHODS:
@@ -36,8 +33,6 @@ def demo_stage(ctx) -> list[str]:
             for sub in ("ckpt", "final"):  # keep best/ (the student) and the plots; drop the rest
                 shutil.rmtree(res.run_dir / sub, ignore_errors=True)
             rows.append(res)
-    finally:
-        torch.set_num_threads(threads)
     t = summary["test"]
     lines = [f"Digits (scikit-learn, {data.sizes()} examples), seed {ctx.seed}. Teacher: wide CNN with "
              f"{summary['params']:,} parameters, test accuracy {100 * t['acc']:.1f} %, mean max probability "

@@ -25,14 +25,14 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
 from alignlab.core.config import from_dict
 from alignlab.core.errors import ConfigError
 from alignlab.core.io import read_json, to_jsonable, write_json, write_text
-from alignlab.core.manifest import build_manifest, config_hash
+from alignlab.core.manifest import build_manifest, cache_key
 from alignlab.core.progress import info
 from alignlab.core.stats import paired_bootstrap, paired_randomization_test, summarize, welch_t_test
+from alignlab.core.threads import torch_threads
 from alignlab.distill.pesf.trainer import (
     METHODS,
     DataConfig,
@@ -97,7 +97,7 @@ def _run_one(kd: KDConfig, data, run_dir: Path, teacher, keep_weights: bool) -> 
     path = run_dir / "results.json"
     if path.exists():
         old = read_json(path)
-        if old.get("manifest", {}).get("config_sha256") == config_hash(asdict(kd)):
+        if old.get("manifest", {}).get("cache_key") == cache_key(asdict(kd)):  # same config and code
             return old
     run_kd(kd, data, run_dir, teacher, resume=True)
     if not keep_weights:
@@ -116,16 +116,12 @@ def run(out: Path, *, quick: bool = False, seeds: list[int] | None = None,
     cfg = from_dict(ExperimentConfig, merge(base, overrides or {}) if overrides else base)
     _check(cfg)
     seeds = seeds or (QUICK_SEEDS if quick else FULL_SEEDS)
-    old_threads = torch.get_num_threads()
-    torch.set_num_threads(max(1, cfg.threads))
-    try:
+    with torch_threads(cfg.threads):
         per_data = {}
         for name in cfg.datasets:
             kd_base: KDConfig = getattr(cfg, name)
             limit = cfg.seed_limit.get(name)
             per_data[name] = _run_dataset(name, kd_base, cfg, seeds[:limit] if limit else seeds, out)
-    finally:
-        torch.set_num_threads(old_threads)
     results = {"experiment": "pesf", "quick": quick, "seeds": seeds, "config": to_jsonable(asdict(cfg)),
                "datasets": per_data, "verdicts": {d: _verdicts(v, cfg) for d, v in per_data.items()},
                "manifest": build_manifest(config=asdict(cfg), started=started)}

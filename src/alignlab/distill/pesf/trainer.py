@@ -129,6 +129,16 @@ class TeacherConfig:
     batch_size: int = 64
     schedule: str = "cosine"  # cosine | constant ("constant" keeps pushing the logits up to the last step)
 
+    def __post_init__(self) -> None:
+        from alignlab.core.config import check_number
+
+        for key in ("width", "epochs", "batch_size"):
+            check_number(key, getattr(self, key), lo=1)
+        check_number("lr", self.lr, lo=0, lo_open=True, hi=10, fix="give a learning rate such as teacher.lr=0.003")
+        if self.schedule not in ("cosine", "constant"):
+            raise ConfigError(f"schedule must be cosine or constant, got {self.schedule!r}", key="schedule",
+                              fix="choose cosine or constant")
+
 
 @dataclass
 class KDConfig:
@@ -155,14 +165,20 @@ class KDConfig:
 
     def __post_init__(self) -> None:
         if self.method not in METHODS:
-            raise ConfigError(f"unknown KD method {self.method!r}", fix=f"choose one of: {', '.join(METHODS)}")
-        if not self.temperature > 0:
-            raise ConfigError(f"temperature must be > 0, got {self.temperature}")
+            raise ConfigError(f"unknown KD method {self.method!r}", key="method",
+                              fix=f"choose one of: {', '.join(METHODS)} (see `alignlab distill pesf methods`)")
+        from alignlab.core.config import check_number
+
+        check_number("temperature", self.temperature, lo=0, lo_open=True)
         for name in ("alpha", "dml_alpha"):
-            if not 0.0 <= getattr(self, name) <= 1.0:
-                raise ConfigError(f"{name} must be in [0, 1], got {getattr(self, name)}")
-        if not 0.0 <= self.label_smoothing < 1.0:
-            raise ConfigError(f"label_smoothing must be in [0, 1), got {self.label_smoothing}")
+            check_number(name, getattr(self, name), lo=0, hi=1)
+        check_number("label_smoothing", self.label_smoothing, lo=0, hi=1, hi_open=True)
+        for name in ("student_width", "epochs", "batch_size", "adapter_bottleneck", "ece_bins"):
+            check_number(name, getattr(self, name), lo=1)
+        check_number("lr", self.lr, lo=0, lo_open=True, hi=10, fix="give a learning rate such as lr=0.01")
+        for name in ("weight_decay", "adapter_kl_weight"):
+            check_number(name, getattr(self, name), lo=0)
+        check_number("temperature_init", self.temperature_init, lo=0, lo_open=True)
 
     @property
     def spec(self) -> MethodSpec:

@@ -58,10 +58,13 @@ if "open_clip" not in SOURCES:
     SOURCES.register("open_clip", load_open_clip)
 
 
-def add_model_arguments(parser: argparse.ArgumentParser, *, fp16: bool = True, batch_size: bool = True) -> None:
-    """Add ``--device``, ``--allow-download`` (and ``--fp16``, ``--batch-size``) for commands that load models."""
-    parser.add_argument("--device", default="auto", help=f"where to run the model: {'|'.join(DEVICE_CHOICES)} "
-                                                         "or cuda:<index> (default: auto = cuda, then mps, then cpu)")
+def add_model_arguments(parser: argparse.ArgumentParser, *, fp16: bool = True, batch_size: bool = True,
+                        device_default: str = "cpu") -> None:
+    """Add ``--device``, ``--allow-download`` (and ``--fp16``, ``--model-batch-size``) for commands that load
+    models. The device defaults to the CPU like every other command (``auto`` = cuda, then mps, then cpu)."""
+    parser.add_argument("--device", default=device_default,
+                        help=f"where to run the model: {'|'.join(DEVICE_CHOICES)} or cuda:<index> "
+                             f"(default: {device_default}; auto = cuda, then mps, then cpu)")
     parser.add_argument("--allow-download", action="store_true",
                         help=f"let hf:/open_clip: models download from the hub when not cached "
                              f"(same as {ALLOW_DOWNLOAD_ENV}=1); off by default")
@@ -77,7 +80,7 @@ def model_options(args: argparse.Namespace) -> dict[str, Any]:
 
     Only options that were set are returned, so the result also suits the tiny models.
     """
-    opts: dict[str, Any] = {"device": getattr(args, "device", "auto") or "auto"}
+    opts: dict[str, Any] = {"device": getattr(args, "device", "cpu") or "cpu"}
     if getattr(args, "allow_download", False):
         opts["allow_download"] = True
     if getattr(args, "fp16", False):

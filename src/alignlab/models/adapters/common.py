@@ -25,20 +25,7 @@ import torch
 from PIL import Image
 
 from alignlab.core.errors import ConfigError, DataError, ModelError
-
-ALLOW_DOWNLOAD_ENV = "ALIGNLAB_ALLOW_DOWNLOAD"
-_TRUE = ("1", "true", "yes", "on")
-
-
-def download_allowed(allow_download: bool | None = None) -> bool:
-    """Whether a hub model may be downloaded: the explicit argument wins, else ``ALIGNLAB_ALLOW_DOWNLOAD``.
-
-    >>> download_allowed(True), download_allowed(False)
-    (True, False)
-    """
-    if allow_download is not None:
-        return bool(allow_download)
-    return os.environ.get(ALLOW_DOWNLOAD_ENV, "").strip().lower() in _TRUE
+from alignlab.core.offline import ALLOW_DOWNLOAD_ENV, download_allowed  # noqa: F401  (re-exported)
 
 
 def how_to_get(hub_id: str) -> str:
@@ -160,6 +147,7 @@ def no_downloads() -> Iterator[None]:
         url = args[0] if args else kwargs.get("url")
         raise DownloadBlocked(f"download of {getattr(url, 'full_url', url)} refused (downloads are off)")
 
+    hub_constants: Any  # the huggingface_hub.constants module, or None without huggingface_hub
     try:
         from huggingface_hub import constants as hub_constants
     except ImportError:  # pragma: no cover - huggingface_hub comes with transformers and open_clip

@@ -44,7 +44,9 @@ forward (which feeds the tokenizer's ``[CLS]`` to the ITM head; the original BLI
 from __future__ import annotations
 
 import contextlib
+import pickle
 import re
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -180,14 +182,16 @@ class HFAdapter(nn.Module):
     native_images = True  # takes PIL images at their own size (see base.load_images_for)
     text_keys: tuple[str, ...] = ("input_ids", "attention_mask")
     text_padding: str | bool = "longest"
+    # A transformers model of one family (CLIP, SigLIP, BLIP): its heads and config fields differ by family.
+    model: Any
 
     def __init__(self, model: nn.Module, processor: Any, *, source: dict[str, Any], mode: str, fp16: bool = False,
                  batch_size: int = 64, max_text_length: int | None = None, name: str | None = None):
         super().__init__()
         self.model = model.eval()
         self.processor = processor
-        self.image_processor = getattr(processor, "image_processor", None)
-        self.tokenizer = getattr(processor, "tokenizer", None)
+        self.image_processor: Any = getattr(processor, "image_processor", None)
+        self.tokenizer: Any = getattr(processor, "tokenizer", None)
         if self.image_processor is None or self.tokenizer is None:
             raise ModelError("the processor has no image processor or no tokenizer",
                              where=str(source.get("dir") or source.get("hub_id")),
@@ -459,9 +463,16 @@ def _load_parts(transformers: Any, name_or_path: str, cls_name: str, load_kwargs
     missing_is = DependencyError if hub_id else ModelError
     fix = _hub_fix(hub_id, load_kwargs) if hub_id else "check that the folder holds a complete save_pretrained() output"
     try:
-        with library_bars_off():
+        with library_bars_off(), warnings.catch_warnings():
+            # torch warns about a pickle's protocol before refusing it (handled below): one line is enough
+            warnings.filterwarnings("ignore", message="Detected pickle protocol")
             model, info = cls.from_pretrained(name_or_path, output_loading_info=True,
                                               **_dtype_kwarg(transformers, dtype), **load_kwargs)
+    except pickle.UnpicklingError:  # torch.load(weights_only=True) refused a pickle: never unpickle it
+        raise ModelError(f"the {cls_name} weights are a pickle (pytorch_model.bin), which alignlab does not "
+                         "unpickle: it could run code", where=where,
+                         fix="convert the weights to safetensors (model.save_pretrained(folder, "
+                             "safe_serialization=True) where you trust the file)") from None
     except (OSError, ValueError, RuntimeError) as e:
         raise missing_is(f"cannot load the {cls_name} weights: {_first_line(e)}", where=where, fix=fix) from None
     missing = [k for k in (info or {}).get("missing_keys", []) if not k.endswith("position_ids")]
@@ -576,8 +587,8 @@ def _build(transformers: Any, name_or_path: str, load_kwargs: dict[str, Any], wh
                   ) from None
     model_type = getattr(config, "model_type", None)
     if model_type not in SUPPORTED:
-        archs = ", ".join(getattr(config, "architectures", None) or []) or "?"
-        raise ModelError(f"unsupported model type {model_type!r} ({archs})", where=where,
+        arch_text = ", ".join(getattr(config, "architectures", None) or []) or "?"
+        raise ModelError(f"unsupported model type {model_type!r} ({arch_text})", where=where,
                          fix=f"supported: {supported_text()}")
     cls_name, modes, _ = SUPPORTED[model_type]
     archs = getattr(config, "architectures", None) or []
@@ -601,7 +612,7 @@ def _build(transformers: Any, name_or_path: str, load_kwargs: dict[str, Any], wh
     else:
         source["files"] = files_fingerprint(folder)
     model = model.to(dev).eval()
-    common = {"source": source, "mode": mode, "fp16": fp16, "batch_size": batch_size,
+    common: dict[str, Any] = {"source": source, "mode": mode, "fp16": fp16, "batch_size": batch_size,
               "max_text_length": max_text_length,
               "name": f"hf:{hub_id or target}" + ("" if mode == modes[0] else f"#{mode}")}
     if model_type == "clip":

@@ -90,6 +90,7 @@ class OpenClipDual(nn.Module, DualEncoder):
     """An open_clip CLIP (or SigLIP) model as a dual encoder; differentiable pieces as in the HF adapters."""
 
     native_images = True  # takes PIL images at their own size (see base.load_images_for)
+    model: Any  # an open_clip CLIP model: encode_image, encode_text, logit_scale (open_clip is untyped)
 
     def __init__(self, model: nn.Module, preprocess: Any, tokenizer: Any, *, source: dict[str, Any],
                  fp16: bool = False, batch_size: int = 64, name: str):
@@ -181,6 +182,7 @@ def load_open_clip(rest: str, *, device: str | torch.device = "cpu", allow_downl
     open_clip = import_open_clip()
     source: dict[str, Any] = {"arch": arch, "open_clip": getattr(open_clip, "__version__", "?")}
     if not arch.startswith(HF_HUB_PREFIX):
+        assert pretrained is not None  # parse_spec gives weights for every spec that is not hf-hub:
         models = list(open_clip.list_models())
         if arch not in models:
             close = difflib.get_close_matches(arch, models, n=3)

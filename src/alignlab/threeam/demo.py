@@ -124,9 +124,9 @@ def demo_stage(ctx) -> list[str]:
 
 
 def _real_corpora(wsd, n: int) -> list[str]:
-    from alignlab.ambiguity.corpus import read_captions
     from alignlab.ambiguity.select import compare_corpora, score_captions
-    from alignlab.mmt.experiment import find_data_dir
+    from alignlab.data.corpus import read_captions
+    from alignlab.threeam.experiment import find_data_dir
 
     data = find_data_dir()
     if data is None:

@@ -16,7 +16,7 @@ TINY = {"pool_images": 40, "train_size": 80, "test_images": 10, "contrastive_ite
 @pytest.mark.slow
 def test_experiment_writes_results_report_and_verdict(tmp_path):
     from alignlab.ambiguity.wordnet import wordnet_available
-    from alignlab.mmt import experiment
+    from alignlab.threeam import experiment
 
     if not wordnet_available():
         pytest.skip("WordNet not installed")
@@ -61,7 +61,7 @@ def _fake_runs(gap_selected, gap_random, seeds=(0, 1, 2, 3, 4)):
 @pytest.mark.parametrize("gaps, supported", [((0.4, 0.05), True), ((0.05, 0.05), False), ((0.0, 0.3), False)])
 def test_verdict_needs_a_larger_gap_in_every_seed_and_significance(gaps, supported):
     from alignlab.core.stats import summarize
-    from alignlab.mmt.experiment import _comparisons, _verdict
+    from alignlab.threeam.experiment import _comparisons, _verdict
 
     seeds = [0, 1, 2, 3, 4]
     runs, per_item = _fake_runs(*gaps, seeds)
@@ -79,7 +79,7 @@ def test_verdict_needs_a_larger_gap_in_every_seed_and_significance(gaps, support
 def test_demo_stage_quick(tmp_path, monkeypatch):
     from alignlab.ambiguity.wordnet import wordnet_available
     from alignlab.demo import DemoContext
-    from alignlab.mmt import demo
+    from alignlab.threeam import demo
 
     if not wordnet_available():
         pytest.skip("WordNet not installed")

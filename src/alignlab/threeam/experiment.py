@@ -109,9 +109,9 @@ def _corpus_section(cfg: ExperimentConfig) -> dict[str, Any] | None:
     data = find_data_dir(cfg.data_dir)
     if data is None:
         return {"skipped": "real data not found (set data_dir or ALIGNLAB_DATA)"}
-    from alignlab.ambiguity.corpus import read_captions
     from alignlab.ambiguity.select import SelectConfig, compare_corpora, score_captions
     from alignlab.ambiguity.wsd import Disambiguator, WSDConfig
+    from alignlab.data.corpus import read_captions
 
     wsd = Disambiguator(WSDConfig(method=cfg.wsd_method))
     sel = SelectConfig(metric=cfg.metric, granularity=cfg.granularity)

@@ -1,0 +1,1 @@
+"""3AM's data side: WordNet offline, word-sense disambiguation, caption ambiguity scores and selection."""

@@ -1,0 +1,1 @@
+"""Multimodal machine translation (English -> Chinese): model, training, congruent vs incongruent evaluation."""
