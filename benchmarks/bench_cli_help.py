@@ -31,12 +31,12 @@ def main() -> None:
             t0 = time.perf_counter()
             subprocess.run([sys.executable, "-c", code], check=True, capture_output=True)
             times[name].append(time.perf_counter() - t0)
+    from alignlab.core.tables import markdown_table
+
     full = statistics.median(times["full (every area imported)"])
-    print("| variant | median wall s | ratio to full |")
-    print("|---|---:|---:|")
-    for name, ts in times.items():
-        med = statistics.median(ts)
-        print(f"| {name} | {med:.2f} | {med / full:.2f} |")
+    print(markdown_table(["variant", "median wall s", "ratio to full"],
+                         [[name, f"{statistics.median(ts):.2f}", f"{statistics.median(ts) / full:.2f}"]
+                          for name, ts in times.items()], align="lrr"))
 
 
 if __name__ == "__main__":

@@ -126,14 +126,15 @@ def main(argv=None) -> int:
         result[k].update(max_float_diff=worst, other_fields_differing=other)
     print(f"{args.n} captions, shards of {args.rows_per_shard}; load average before {result['loadavg_before']}, "
           f"after {result['loadavg_after']} ({result['cpus']} CPUs)")
-    print("| run | start-up s | wall s | rows/s end to end | rows/s per worker (steady) | vs single (end to end) |")
-    print("|---|---|---|---|---|---|")
-    print(f"| single process, 1 thread | 0 (models {s['load_s']}) | {s['wall_s']} | {s['end_to_end_rows_per_s']} | "
-          f"{s['rows_per_s']} | 1.00 |")
-    for k in ("ray1", "ray2"):
-        r = result[k]
-        print(f"| Ray, {r['workers']} worker(s) | {r['startup_s']} | {r['wall_s']} | {r['end_to_end_rows_per_s']} | "
-              f"{r['per_worker_rows_per_s']} | {r['end_to_end_rows_per_s'] / s['end_to_end_rows_per_s']:.2f} |")
+    from alignlab.core.tables import markdown_table
+
+    rows = [["single process, 1 thread", f"0 (models {s['load_s']})", s["wall_s"], s["end_to_end_rows_per_s"],
+             s["rows_per_s"], "1.00"]]
+    rows += [[f"Ray, {r['workers']} worker(s)", r["startup_s"], r["wall_s"], r["end_to_end_rows_per_s"],
+              r["per_worker_rows_per_s"], f"{r['end_to_end_rows_per_s'] / s['end_to_end_rows_per_s']:.2f}"]
+             for r in (result["ray1"], result["ray2"])]
+    print(markdown_table(["run", "start-up s", "wall s", "rows/s end to end", "rows/s per worker (steady)",
+                          "vs single (end to end)"], rows))
     print(f"Ray 2 workers vs 1 worker (end to end): "
           f"{result['ray2']['end_to_end_rows_per_s'] / result['ray1']['end_to_end_rows_per_s']:.2f}x")
     for k in ("ray1", "ray2"):

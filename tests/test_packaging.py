@@ -13,9 +13,10 @@ import yaml
 from packaging.requirements import Requirement
 
 from alignlab import configs, needs
-from alignlab.cli import build_parser, main
+from alignlab.cli import build_parser, leaf_parsers, main
 from alignlab.core import extras
 from alignlab.core.config import to_dict
+from extras_cases import EXTRA_CASES  # tests/extras_cases.py
 
 ROOT = Path(__file__).resolve().parents[1]
 PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())
@@ -133,43 +134,16 @@ def test_an_experiment_override_of_one_nested_key_keeps_every_other_quick_settin
 
 # ---- optional extras fail cleanly --------------------------------------------------------------------
 
-def _leaves(parser, path=()):
-    import argparse
-
-    subs = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
-    if not subs:
-        return [" ".join(path)]
-    return [leaf for a in subs for name, child in a.choices.items() for leaf in _leaves(child, (*path, name))]
-
-
 def test_every_rule_names_a_real_command_and_extra():
-    leaves = set(_leaves(build_parser()))
+    leaves = set(leaf_parsers(build_parser()))
     assert set(needs.RULES) <= leaves
     for exps in needs._EXPERIMENT_EXTRAS.values():
         assert all(extra in extras.EXTRAS for extra, _ in exps)
 
 
-# argv, the extra its error must name; each runs with that extra's packages hidden.
-MISSING_CASES = [
-    (["report", "{tmp}/run"], "report"),
-    (["probe", "eval", "--items", "{tmp}/items.jsonl", "--model", "tiny-dual", "--out", "{tmp}/out"], "probe"),
-    (["ambiguity", "wsd", "the bat flew", "bat"], "ambiguity"),
-    (["mmt", "train", "--out", "{tmp}/out"], "mmt"),
-    (["commonit", "group", "{tmp}/in.jsonl", "--out", "{tmp}/out", "--metric", "embedding",
-      "--encoder", "tfidf"], "commonit"),
-    (["commonit", "train", "{tmp}/in.jsonl", "--out", "{tmp}/out"], "hf"),
-    (["distill", "pesf", "train", "--out", "{tmp}/out"], "pesf"),
-    (["eval", "retrieval", "--model", "hf:{tmp}/clip", "--protocol", "shapes-1k"], "hf"),
-    (["eval", "retrieval", "--model", "open_clip:ViT-B-32@none", "--protocol", "shapes-1k"], "openclip"),
-    (["experiment", "pesf", "--quick", "--out", "{tmp}/out"], "pesf"),
-    (["demo", "--quick", "--out", "{tmp}/out"], "demo"),
-    (["eval", "retrieval", "--model", "tiny-dual", "--protocol", "shapes-1k", "--engine", "ray"], "scale"),
-    (["distill", "dcd", "mine", "--out", "{tmp}/out", "--ray-address", "127.0.0.1:1"], "scale"),
-    (["eval", "retrieval", "--model", "pretrained-lit", "--protocol", "shapes-1k"], "pretrained"),
-]
 
 
-@pytest.mark.parametrize("argv,extra", MISSING_CASES, ids=[" ".join(c[0][:2]) for c in MISSING_CASES])
+@pytest.mark.parametrize("argv,extra", EXTRA_CASES, ids=[" ".join(c[0][:3]) for c in EXTRA_CASES])
 def test_a_missing_extra_ends_in_one_line_before_any_work(argv, extra, tmp_path, monkeypatch, capsys):
     hidden = set(extras.EXTRAS[extra])
     real = extras.missing_modules

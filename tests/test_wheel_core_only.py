@@ -9,7 +9,6 @@ other installed package (matplotlib, transformers, nltk, ...) can be imported.
 
 from __future__ import annotations
 
-import argparse
 import importlib.metadata as md
 import json
 import os
@@ -22,40 +21,18 @@ import pytest
 import tomllib
 from packaging.requirements import Requirement
 
-from alignlab.cli import build_parser
+from alignlab.cli import build_parser, leaf_parsers
+from extras_cases import EXTRA_CASES  # tests/extras_cases.py
 
 ROOT = Path(__file__).resolve().parents[1]
 
-# argv, the extra the error must name (paths under {tmp} are never created by the command).
-EXTRA_CASES = [
-    (["report", "{tmp}/run"], "report"),
-    (["probe", "eval", "--items", "{tmp}/items.jsonl", "--model", "tiny-dual", "--out", "{tmp}/out"], "probe"),
-    (["ambiguity", "wsd", "the bat flew", "bat"], "ambiguity"),
-    (["mmt", "eval", "--run", "{tmp}/out"], "mmt"),
-    (["commonit", "group", "{tmp}/in.jsonl", "--out", "{tmp}/out", "--metric", "embedding", "--encoder", "tfidf"],
-     "commonit"),
-    (["commonit", "train", "{tmp}/in.jsonl", "--out", "{tmp}/out"], "hf"),
-    (["distill", "pesf", "train", "--out", "{tmp}/out"], "pesf"),
-    (["eval", "retrieval", "--model", "hf:{tmp}/clip", "--protocol", "shapes-1k"], "hf"),
-    (["eval", "retrieval", "--model", "open_clip:ViT-B-32@none", "--protocol", "shapes-1k"], "openclip"),
-    (["experiment", "snare", "--quick", "--out", "{tmp}/out"], "probe"),
-    (["demo", "--quick", "--out", "{tmp}/out"], "demo"),
-    (["eval", "retrieval", "--model", "tiny-dual", "--protocol", "shapes-1k", "--engine", "ray"], "scale"),
-    (["eval", "retrieval", "--model", "pretrained-lit", "--protocol", "shapes-1k"], "pretrained"),
-]
 
 SCRIPT = textwrap.dedent("""
     import argparse, contextlib, io, json, sys
-    from alignlab.cli import build_parser, main
-
-    def leaves(p, path=()):
-        subs = [a for a in p._actions if isinstance(a, argparse._SubParsersAction)]
-        if not subs:
-            return [list(path)]
-        return [leaf for a in subs for n, c in a.choices.items() for leaf in leaves(c, (*path, n))]
+    from alignlab.cli import build_parser, leaf_parsers, main
 
     report = {"help": {}, "cases": [], "optional_loaded": []}
-    for path in leaves(build_parser()):
+    for path in (name.split() for name in leaf_parsers(build_parser())):
         out = io.StringIO()
         with contextlib.redirect_stdout(out), contextlib.redirect_stderr(io.StringIO()):
             try:
@@ -73,13 +50,6 @@ SCRIPT = textwrap.dedent("""
                                        if m in sys.modules)
     print(json.dumps(report))
 """)
-
-
-def _leaves(parser, path=()):
-    subs = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
-    if not subs:
-        return [" ".join(path)]
-    return [leaf for a in subs for name, child in a.choices.items() for leaf in _leaves(child, (*path, name))]
 
 
 def _core_closure() -> set[str]:
@@ -146,7 +116,7 @@ def test_core_only_every_help_works_and_each_extra_fails_in_one_line(core_only):
                           text=True, env=env, cwd=tmp, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     report = json.loads(proc.stdout.strip().splitlines()[-1])
-    assert set(report["help"]) == set(_leaves(build_parser()))  # every command exists without the extras
+    assert set(report["help"]) == set(leaf_parsers(build_parser()))  # every command exists without the extras
     bad_help = {cmd: v for cmd, v in report["help"].items() if v != [0, True]}
     assert not bad_help, bad_help
     for (argv, extra), (code, err) in zip(EXTRA_CASES, report["cases"], strict=True):

@@ -102,25 +102,30 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
             loaded.add(module)
         elif module not in wanted:
             sub.add_parser(name, help=help_text)  # listed only: parsing `name` builds the real one
-    _add_quiet(parser, top=True)
-    needs.tag_commands(parser)
+    for name, leaf in leaf_parsers(parser).items():
+        _add_common_flags(name, leaf)
     return parser
 
 
-def _add_quiet(parser: argparse.ArgumentParser, top: bool = False) -> None:
-    """Give every leaf command a ``--quiet`` flag (progress bars and status lines off)."""
+def leaf_parsers(parser: argparse.ArgumentParser, path: tuple[str, ...] = ()) -> dict[str, argparse.ArgumentParser]:
+    """Every runnable command of the parser tree by its path (``"distill dcd train"``), in listing order."""
     subs = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
     if not subs:
-        if not any("--quiet" in a.option_strings for a in parser._actions):
-            parser.add_argument("--quiet", action="store_true", help="no progress bars or status lines")
-        if not any("--log-level" in a.option_strings for a in parser._actions):
-            parser.add_argument("--verbose", action="store_true", help="also show debug lines (= --log-level DEBUG)")
-            parser.add_argument("--log-level", default=None, type=str.upper, choices=LOG_LEVELS,
-                                help="lines shown on stderr: DEBUG, INFO (default), WARNING or ERROR")
-        return
-    for action in subs:
-        for child in set(action.choices.values()):
-            _add_quiet(child)
+        return {" ".join(path): parser}
+    return {name: leaf for action in subs for child_name, child in action.choices.items()
+            for name, leaf in leaf_parsers(child, (*path, child_name)).items()}
+
+
+def _add_common_flags(name: str, parser: argparse.ArgumentParser) -> None:
+    """Give a command ``--quiet``, ``--verbose`` and ``--log-level``, and record its path for the extras
+    check (:mod:`alignlab.needs`)."""
+    if not any("--quiet" in a.option_strings for a in parser._actions):
+        parser.add_argument("--quiet", action="store_true", help="no progress bars or status lines")
+    if not any("--log-level" in a.option_strings for a in parser._actions):
+        parser.add_argument("--verbose", action="store_true", help="also show debug lines (= --log-level DEBUG)")
+        parser.add_argument("--log-level", default=None, type=str.upper, choices=LOG_LEVELS,
+                            help="lines shown on stderr: DEBUG, INFO (default), WARNING or ERROR")
+    parser.set_defaults(**{needs.COMMAND_KEY: name})
 
 
 def main(argv: Sequence[str] | None = None) -> int:

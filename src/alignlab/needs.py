@@ -1,6 +1,6 @@
 """What each command needs from the optional extras, checked before the command does any work.
 
-The CLI tags every leaf parser with its command path (``"mmt train"``) and, after parsing, calls
+The CLI records each command's path (``"mmt train"``) in its defaults and, after parsing, calls
 :func:`check` with the parsed options. Each rule below returns the extras (and optionally just the
 modules of an extra) that this invocation needs, so that, e.g., ``commonit group --metric task``
 needs nothing while ``--metric embedding --encoder tfidf`` needs scikit-learn. A missing package ends
@@ -39,9 +39,9 @@ def _model_specs(*specs: Any) -> list[Need]:
 
 def _engine(args: argparse.Namespace) -> list[Need]:
     """``--engine ray`` (or a Ray address or CPU count, which imply it) needs the scale extra."""
-    ray = (getattr(args, "engine", None) == "ray" or getattr(args, "ray_address", None)
-           or getattr(args, "ray_cpus", None))
-    return [("scale", None)] if ray else []
+    from alignlab.scale.cli import engine_name
+
+    return [("scale", None)] if engine_name(args) == "ray" else []
 
 
 def _ambiguity(args: argparse.Namespace) -> list[Need]:
@@ -91,17 +91,6 @@ RULES: dict[str, Rule] = {
     "experiment": lambda a: _EXPERIMENT_EXTRAS.get(getattr(a, "name", ""), []),
     "demo": lambda a: [("demo", None)],
 }
-
-
-def tag_commands(parser: argparse.ArgumentParser, path: tuple[str, ...] = ()) -> None:
-    """Record each leaf command's path (``"distill dcd train"``) in its defaults."""
-    subs = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
-    if not subs:
-        parser.set_defaults(**{COMMAND_KEY: " ".join(path)})
-        return
-    for action in subs:
-        for name, child in action.choices.items():
-            tag_commands(child, (*path, name))
 
 
 def needed(args: argparse.Namespace) -> list[Need]:
