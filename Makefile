@@ -11,7 +11,7 @@ STAMP := $(VENV)/.alignlab-installed
 TORCH_SPEC ?= torch==2.13.0
 EXTRAS ?= all,dev
 
-.PHONY: help setup system-deps demo demo-quick test test-slow lint bench clean
+.PHONY: help setup system-deps demo demo-quick test test-slow lint bench results-docs clean
 
 help:
 	@echo "make demo       run the main job on the embedded defaults (ShapesWorld, tiny models)"
@@ -19,6 +19,7 @@ help:
 	@echo "make test-slow  run the slow tests too"
 	@echo "make lint       ruff check, import layers (lint-imports), mypy on core/models/train"
 	@echo "make bench      run the benchmarks in benchmarks/"
+	@echo "make results-docs  re-render docs/results/*.md and docs/RESULTS.md from docs/results/*.json"
 
 setup: $(STAMP) system-deps
 
@@ -67,6 +68,13 @@ lint: setup
 	$(VENV)/bin/ruff check src tests benchmarks
 	$(VENV)/bin/lint-imports
 	$(VENV)/bin/mypy
+
+# docs/results/NAME.md and docs/RESULTS.md from the stored results (docs/results/NAME.json); to publish a
+# new run: cp runs/experiment-NAME/results.json docs/results/NAME.json, then this.
+results-docs: setup
+	@for n in repro dcd pesf snare 3am commonit; do \
+	  $(VENV)/bin/alignlab experiment $$n --render docs/results/$$n.json --to docs/results/$$n.md || exit 1; done
+	$(VENV)/bin/alignlab experiment summary --to docs/RESULTS.md
 
 bench: setup
 	@for b in benchmarks/bench_*.py; do echo "== $$b"; $(PY) $$b || exit 1; done

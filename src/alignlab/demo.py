@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from alignlab.core.cliargs import add_out, add_seed
 from alignlab.core.errors import ConfigError
 from alignlab.core.io import write_text
 from alignlab.core.progress import info
@@ -60,9 +61,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("demo", help="run every method on the built-in data and write a report",
                        description="Generate ShapesWorld, train the tiny models and run each method's "
                                    "main job on them; ends by printing where the report is.")
-    p.add_argument("--out", type=Path, default=Path("demo-out"), help="output folder (default: demo-out)")
+    add_out(p, default=Path("demo-out"), help="output folder (default: demo-out)")
     p.add_argument("--quick", action="store_true", help="small settings: the whole demo in under 2 minutes")
-    p.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    add_seed(p, default=0, help="random seed (default: 0)")
     p.add_argument("--only", default=None,
                    help="comma-separated stages to run (default: all): "
                         + ", ".join(n for n, _ in STAGES))

@@ -28,6 +28,7 @@ CASES: list[tuple[str, str, tuple[str, ...]]] = [
     ("data-shapes-into-run", "data shapes --out {run} --train 2 --val 0 --test 0", ()),
     ("data-shapes-into-other-folder", "data shapes --out {w}/notrun --train 2 --val 0 --test 0", NOTE),
     ("data-check-missing", "data check {w}/missing", ()),
+    ("data-shapes-negative-seed", "data shapes --out {w}/o --train 2 --val 0 --test 0 --seed -3", ()),
     # --- train -----------------------------------------------------------------------------------------
     ("train-finished-run-other-lr", "train --out {run} " + T + " --set train.lr=0.001", ()),
     ("train-finished-run-again", "train --out {run} " + T, ()),
@@ -227,6 +228,11 @@ CASES: list[tuple[str, str, tuple[str, ...]]] = [
     ("exp-out-is-file", "experiment repro --quick --out {fx}/plain.txt", ()),
     ("exp-into-finished-run", "experiment repro --quick --out {run}", ()),
     ("exp-pesf-unknown-key", "experiment pesf --quick --out {w}/e --set bogus=1", ()),
+    ("exp-render-missing", "experiment repro --render {w}/missing.json", ()),
+    ("exp-render-other-file", "experiment repro --render {fx}/hello.json", ()),
+    ("exp-render-broken-json", "experiment dcd --render {fx}/broken.json", ()),
+    ("exp-to-without-render", "experiment repro --quick --to {w}/page.md", ()),
+    ("exp-summary-missing-results", "experiment summary --render {w}", ()),
     # --- demo --------------------------------------------------------------------------------------------
     ("demo-out-is-file", "demo --quick --out {fx}/plain.txt", ()),
     ("demo-out-under-file", "demo --quick --out {fx}/plain.txt/sub", ()),

@@ -79,20 +79,80 @@ def test_train_commonit_and_random_on_the_same_data(data, tmp_path):
     assert (tmp_path / "c" / "model" / "char_tokenizer.json").exists()
 
 
-def test_quick_experiment_compares_all_methods_on_the_same_data(tmp_path):
+@pytest.fixture(scope="module")
+def quick_results(tmp_path_factory):
     from alignlab.commonit.experiment import run
 
-    res = run(tmp_path, quick=True, seeds=[0, 1], overrides={"n_train": 120, "n_test": 30})
-    assert sorted(res["metrics"]) == ["embedding", "length", "random", "task"]
-    runs = res["runs"]
-    assert len(runs) == 8
-    assert len({r["examples_trained"] for r in runs}) == 1  # every method trains on the same examples
-    pure = {m: s["task_pure_steps"] for m, s in res["analysis"]["summary"].items()}
-    assert pure["task"] == 1.0 and pure["random"] < 0.3
-    assert set(res["analysis"]["comparisons"]) == {"task", "embedding", "length"}
-    assert all(0 < c["p_seeds"] <= 1 for c in res["analysis"]["comparisons"].values())
-    report = (tmp_path / "report.md").read_text()
-    assert "Verdict" in report and "| random |" in report
+    out = tmp_path_factory.mktemp("commonit-quick")
+    return out, run(out, quick=True, seeds=[0, 1], overrides={})
+
+
+def test_quick_experiment_writes_analysed_claims_and_a_report_with_the_plan_first(quick_results):
+    out, res = quick_results
+    assert res["experiment"] == "commonit" and res["quick"] is True
+    declared = [c["name"] for c in res["config"]["claims"]]
+    assert [r["claim"] for r in res["claims"]] == declared and len(declared) >= 4
+    for row in res["claims"]:
+        assert row["n"] == 2
+        assert row["verdict"] in ("improves", "hurts", "inconclusive") or row["verdict"].startswith("equivalent within")
+        assert 0 <= row["p_difference"] <= 1 and row["smallest_p"] == 0.5
+    # per-arm per-seed values of every claimed metric, for the four cells of the grid and their mean
+    assert set(res["metrics"]) == {s["metric"] for s in res["settings"]} | {"em@mean"}
+    assert len(res["settings"]) == 4 and all(set(v) == set(res["config"]["arms"]) for v in res["metrics"].values())
+    report = (out / "report.md").read_text()
+    assert "supports no verdict" in report
+    assert report.index("## Pre-registered plan") < report.index("## Pre-registered claims: results")
+    assert report.index("## Pre-registered claims: results") < report.index("## Exploratory")
+
+
+def test_quick_report_is_rendered_from_the_stored_results(quick_results):
+    from alignlab.commonit.experiment import render_report
+
+    out, _ = quick_results
+    stored = json.loads((out / "results.json").read_text())
+    assert render_report(stored) == (out / "report.md").read_text()
+    assert (out / "results.json").stat().st_size < 300_000
+
+
+def test_small_groups_are_dropped_only_in_the_drop_arm_and_counted(quick_results):
+    _, res = quick_results
+    sizes = res["supporting"]["groupings"]["task"]["sizes"]
+    for st in res["settings"]:
+        s = res["summary"][st["metric"]]
+        small = sum(n for n in sizes.values() if n < st["batch_size"])
+        assert small > 0  # the long-tailed mix makes groups smaller than one step
+        assert s["task_drop"]["dropped_examples"] == small
+        assert s["task_drop"]["examples_kept"] == res["data"]["train"]["n"] - small
+        assert s["random"]["dropped_examples"] == s["task"]["dropped_examples"] == 0
+        # random batching trains exactly the examples CommonIT-Task trains, in mixed steps
+        assert s["random"]["examples_trained"] == s["task"]["examples_trained"] == res["data"]["train"]["n"]
+        assert s["task_drop"]["task_pure_steps"] == 1.0 and s["random"]["task_pure_steps"] < 0.5
+
+
+def test_regime_is_chosen_on_dev_with_dev_seeds_only(quick_results):
+    out, res = quick_results
+    sel = res["regime_selection"]
+    assert set(sel["candidates"]) == set(res["config"]["regimes"]) and sel["chosen"] in sel["candidates"]
+    assert not set(sel["dev_seeds"]) & set(res["seeds"])
+    dev_runs = [json.loads(p.read_text()) for p in (out / "runs" / "dev").glob("*.json")]
+    assert dev_runs and all(r["split"] == "dev" for r in dev_runs)
+    assert all(r["split"] == "test" and r["regime"] == res["config"]["regime"] for r in res["runs"])
+
+
+@pytest.mark.parametrize("claim, message", [
+    ("{name: c, treatment: nope, control: random, metric: em@mean, direction: improves, margin: 1}",
+     "compares arm 'nope'"),
+    ("{name: c, treatment: task, control: random, metric: em@mean, direction: improves, margin: 0}",
+     "margin must be a positive number"),
+    ("{name: c, treatment: task, control: random, metric: acc, direction: improves, margin: 1}",
+     "does not measure"),
+])
+def test_a_bad_claim_fails_before_any_training(tmp_path, capsys, claim, message):
+    out = tmp_path / "exp"
+    assert main(["experiment", "commonit", "--quick", "--out", str(out), "--set", f"claims=[{claim}]"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and message in err
+    assert not (out / "runs").exists() and not (out / "base").exists()
 
 
 def test_demo_stage_shows_homogeneous_steps(tmp_path):

@@ -155,3 +155,31 @@ def test_markdown_table_escapes_and_checks_shape():
     assert markdown_table(["a"], [["x|y"]]) == "| a |\n|---|\n| x\\|y |"
     with pytest.raises(ValueError):
         markdown_table(["a", "b"], [["only one"]])
+
+
+def _claim(name="a", treatment="x", control="y", direction="improves"):
+    return dict(name=name, treatment=treatment, control=control, metric="m", direction=direction, margin=1.0)
+
+
+def test_claims_from_config_refuses_a_plan_that_cannot_be_analysed():
+    claims = A.claims_from_config([_claim(), _claim("b", control="z")], arms=["x", "y", "z"])
+    assert [c.name for c in claims] == ["a", "b"]
+    with pytest.raises(ConfigError, match="declared twice"):
+        A.claims_from_config([_claim(), _claim()])
+    with pytest.raises(ConfigError, match="does not run"):
+        A.claims_from_config([_claim(control="w")], arms=["x", "y"])
+    with pytest.raises(ConfigError, match="no claims"):
+        A.claims_from_config([])
+
+
+def test_seeds_note_states_the_floor_that_holm_raises():
+    assert "cannot give p below 0.0625" in A.seeds_note(5) and "no claim can reach" in A.seeds_note(5)
+    ten = A.seeds_note(10, n_claims=3)
+    assert "0.00195" in ten and "0.00586" in ten and "no claim" not in ten
+
+
+def test_verdict_line_says_whether_the_declared_direction_held():
+    claims = A.claims_from_config([_claim(direction="hurts")])
+    rows = A.analyse(claims, {"x": {s: 5.0 + s for s in range(8)}, "y": {s: 1.0 + s for s in range(8)}})
+    line = A.verdict_line(rows[0])
+    assert "**improves**" in line and "not supported (declared: hurts)" in line and "+4.00" in line

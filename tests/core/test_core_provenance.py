@@ -14,9 +14,21 @@ def test_the_manifest_records_the_environment_that_decides_the_numbers():
     m = M.build_manifest(config={"lr": 0.1}, seed=0)
     env = m["environment"]
     assert {"machine", "processor", "cpu_count", "torch", "torch_cpu_capability", "torch_interop_threads",
-            "deterministic_algorithms", "numpy", "blas", "env"} <= set(env)
+            "deterministic_algorithms", "numpy", "blas", "env", "cpu_vector_flags"} <= set(env)
     assert m["code_sha256"] == M.code_hash() and len(m["code_sha256"]) == 64
     assert m["cache_key"] == M.cache_key({"lr": 0.1})
+
+
+def test_kernel_pins_are_recorded(monkeypatch):
+    # A pin of the CPU kernels changes the numbers (docs/reproducibility.md): the manifest must say so.
+    monkeypatch.setenv("ATEN_CPU_CAPABILITY", "avx2")
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX2")
+    M.environment.cache_clear()
+    try:
+        env = M.environment()["env"]
+    finally:
+        M.environment.cache_clear()
+    assert env["ATEN_CPU_CAPABILITY"] == "avx2" and env["ONEDNN_MAX_CPU_ISA"] == "AVX2"
 
 
 def test_cache_key_changes_with_code_version_and_config(monkeypatch):

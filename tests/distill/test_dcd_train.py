@@ -22,14 +22,17 @@ from alignlab.distill.dcd.students import (
 )
 from alignlab.distill.dcd.train import (
     ARMS,
+    TEACHER_MODEL,
     DCDDataConfig,
     DCDRunConfig,
     DCDTask,
+    TeacherHardTask,
     TeacherRunConfig,
     load_dcd_data,
     run_dcd,
     torch_threads,
     train_teacher,
+    train_tower_dual,
 )
 from alignlab.models.factory import build_model, load_checkpoint
 from alignlab.retrieval.repro import compare
@@ -191,3 +194,110 @@ def test_cli_trains_a_student_and_benchmarks_it(teacher_dir, tmp_path, capsys):
                "--set", "keep=20", "--quiet"])
     assert rc == 2 and "pool size" in capsys.readouterr().err
 
+
+
+# --- the teacher's recipe: a dual first, then the fusion on its hard negatives ------------------------
+
+DUAL_SCORE_CROSS = {**TINY_CROSS, "dual_score": True, "head_pool": "mean"}
+
+
+def _teacher_cfg(**kw) -> TeacherRunConfig:
+    base = TeacherRunConfig(model_config=dict(DUAL_SCORE_CROSS), data=DATA, dev_images=12, threads=1,
+                            pretrain_epochs=2, pretrain_batch_size=24, hard_pool=6, hard_negatives=3,
+                            random_negatives=2, train=TrainConfig(epochs=2, batch_size=24, lr=3e-3,
+                                                                  select_metric="rsum"))
+    return replace(base, **kw)
+
+
+def test_default_teacher_is_a_dual_score_cross_encoder_trained_on_hard_negatives():
+    cfg = TeacherRunConfig()
+    assert cfg.fusion == "hard" and cfg.pretrain_epochs > 0 and not cfg.tune_towers
+    assert TEACHER_MODEL["dual_score"] and cfg.model_config == TEACHER_MODEL
+
+
+def test_hard_batches_hold_the_positive_first_and_only_false_negatives_from_the_duals_pool(tmp_path):
+    cfg = _teacher_cfg()
+    data = load_dcd_data(DATA)
+    train = data["train"]
+    tok = WordTokenizer.build(train.captions)
+    with torch_threads(1):
+        dual, _ = train_tower_dual(cfg, tok, train, data["val"], tmp_path / "dual")
+        cross = build_model("tiny-cross", {**DUAL_SCORE_CROSS, "image_size": 64}, tok)
+        cross.load_dual(dual)
+        task = TeacherHardTask(cross, dual, train, cfg, batch_size=24)
+        b = task.batch(1, 0)
+    assert np.array_equal(b.captions[:, 0], b.positives) and np.array_equal(b.rivals[:, 0], b.images)
+    truth = train.known_true(np.arange(train.n_images), np.arange(train.n_captions))
+    # positives="truth" (default): any caption true of the image, not only its own ones
+    assert all(truth[i, p] for i, p in zip(b.images, b.positives))
+    drawn = [(i, p) for e in range(3) for j in range(task.num_batches(e))
+             for i, p in zip(task.batch(e, j).images, task.batch(e, j).positives)]
+    assert any(p not in train.relevance[i] for i, p in drawn)  # ...so other images' true captions turn up
+    own_task = TeacherHardTask(cross, dual, train, replace(cfg, positives="own"), batch_size=24)
+    ob = own_task.batch(1, 0)
+    assert all(p in train.sources[i] for i, p in zip(ob.images, ob.positives))
+    # every negative left in the softmax is false of its image by the truth evaluator
+    for r, i in enumerate(b.images):
+        kept = b.captions[r, 1:][b.caption_false[r, 1:].numpy()]
+        assert not truth[i, kept].any() and not set(kept) & set(train.relevance[i])
+        masked = b.captions[r, 1:][~b.caption_false[r, 1:].numpy()]
+        assert all(truth[i, c] or c in train.relevance[i] for c in masked)  # masked: only true ones
+        kept_img = b.rivals[r, 1:][b.rival_false[r, 1:].numpy()]
+        assert not truth[kept_img, b.positives[r]].any()
+        # the hard part of the list comes from the dual's top captions among the false ones
+        hard = b.captions[r, 1:1 + task.n_hard]
+        assert set(hard) <= set(task.hard_captions[i])
+    with torch.no_grad():
+        sims = dual.encode_images(train.load_images([int(b.images[0])])) @ dual.encode_texts(train.captions).T
+    false = np.flatnonzero(~truth[b.images[0]] & ~np.isin(np.arange(train.n_captions), train.relevance[b.images[0]]))
+    top = false[np.argsort(-sims[0, false].numpy(), kind="stable")[:cfg.hard_pool]]
+    assert set(task.hard_captions[b.images[0]]) == set(top)
+    again = task.batch(1, 0)  # a pure function of (seed, epoch, index): resumable
+    assert np.array_equal(again.captions, b.captions) and np.array_equal(again.rivals, b.rivals)
+    assert not np.array_equal(task.batch(2, 0).captions, b.captions)
+
+
+def test_teacher_trains_only_its_fusion_on_top_of_the_stage_one_dual(tmp_path):
+    res = train_teacher(_teacher_cfg(), tmp_path / "t")
+    teacher = load_teacher(f"ckpt:{tmp_path / 't'}")
+    dual = load_checkpoint(tmp_path / "t" / "pretrain" / "best")
+    # towers, projections and scale are the stage-1 dual's best checkpoint, frozen through stage 2
+    for name in ("image_tower", "text_tower", "image_proj", "text_proj"):
+        for a, b in zip(getattr(teacher, name).state_dict().values(), getattr(dual, name).state_dict().values()):
+            assert torch.equal(a, b)
+    assert torch.equal(teacher.logit_scale, dual.logit_scale)
+    assert teacher.head[1].weight.abs().sum() > 0  # the fusion head learned (it starts at zero)
+    # the teacher's score is the dual's plus the fusion's: the difference is the fusion alone
+    test = load_dcd_data(DATA)["test"]
+    imgs = test.load_images(range(4))
+    diff = teacher.score(imgs, test.captions[:6]) - dual.score(imgs, test.captions[:6])
+    x = teacher.image_tower.preprocess(imgs)
+    ids, mask = teacher.tokenize(test.captions[:6])
+    with torch.no_grad():
+        it, _ = teacher.image_tower(x)
+        tt, _ = teacher.text_tower(ids, mask)
+        fusion = teacher.fusion_logits(it.repeat_interleave(6, 0), tt.repeat(4, 1, 1), mask.repeat(4, 1)).view(4, 6)
+    assert torch.allclose(diff, fusion, atol=1e-4)
+    assert set(res["train_cpu_s"]) == {"data_s", "stage1_s", "stage2_s", "total_s"}
+    assert res["train_cpu_s"]["total_s"] >= res["train_cpu_s"]["stage1_s"] > 0
+    assert res["pretrain"]["groups"] and res["metrics"]["rsum"] > 0
+    # the earlier recipe stays available by name
+    grid = train_teacher(_teacher_cfg(fusion="grid", pretrain_epochs=0,
+                                      model_config=dict(TINY_CROSS), train=TrainConfig(epochs=1, batch_size=24)),
+                         tmp_path / "grid")
+    assert grid["pretrain"] is None and "stage1_s" not in grid["train_cpu_s"]
+
+
+def test_bad_teacher_settings_are_clear_errors_before_anything_is_written(tmp_path):
+    with pytest.raises(ConfigError, match="fusion must be one of"):
+        _teacher_cfg(fusion="all")
+    with pytest.raises(ConfigError, match="exceeds hard_pool"):
+        _teacher_cfg(hard_pool=2, hard_negatives=3)
+    with pytest.raises(ConfigError, match="pretrain_epochs"):
+        _teacher_cfg(pretrain_epochs=0)
+    with pytest.raises(ConfigError, match="positives must be"):
+        _teacher_cfg(positives="all")
+    cross = build_model("tiny-cross", {**DUAL_SCORE_CROSS, "image_size": 64}, texts=["a red circle"])
+    with pytest.raises(ModelError, match="shapes"):
+        cross.load_dual(build_model("tiny-dual", {**TINY_DUAL, "width": 64}, texts=["a red circle"]))
+    assert not (tmp_path / "t").exists()

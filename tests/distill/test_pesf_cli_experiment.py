@@ -53,41 +53,82 @@ def quick(tmp_path_factory):
     return out, run(out, quick=True, seeds=None, overrides={})
 
 
-def test_quick_experiment_runs_every_method_over_seeds_and_writes_verdicts(quick):
+def test_quick_experiment_writes_analysed_claims_and_a_report_with_the_plan_first(quick):
+    from alignlab.core.analysis import claims_from_config
+    from alignlab.distill.pesf.experiment import ExperimentConfig, arms_of
+
     out, res = quick
-    d = res["datasets"]["digits"]
-    assert set(d["methods"]) == set(METHODS)
-    assert res["seeds"] == [0, 1]
-    for m, e in d["methods"].items():
-        assert len(e["acc"]) == 2 and all(0.0 <= a <= 1.0 for a in e["acc"])
-        if m != "kd":
-            assert set(e["vs_baseline"]) >= {"delta", "p_randomization", "p_welch", "ci_low", "ci_high"}
-    v = res["verdicts"]["digits"]
-    assert set(v) == {"pesf_vs_kd", "adapter_vs_temperature", "pesf_vs_dml", "released_cv_code",
-                      "released_nlp_typo", "adapter_kl_term"}
-    # The released CV code trains an adapter the student never sees: its students equal KD's, seed by seed.
-    assert v["released_cv_code"]["answer"] == "identical"
-    costs = {m: e["cost"] for m, e in d["methods"].items()}
-    assert costs["pesf"]["teacher_bwd_per_step"] == 0 and costs["dml"]["teacher_bwd_per_step"] == 1
-    assert costs["pesf"]["trainable_params"] < costs["pesf_teacher_unfrozen"]["trainable_params"]
-    assert all(e["teacher_unchanged"] == [True, True] for m, e in d["methods"].items()
-               if METHODS[m].teacher == "frozen")
+    stored = json.loads((out / "results.json").read_text())
+    assert stored["experiment"] == "pesf" and stored["quick"] is True and stored["seeds"] == [0, 1]
+    # Quick settings keep the pre-registered plan of the full config: the same claims, in the same order.
+    declared = claims_from_config(ExperimentConfig().claims, arms=arms_of(ExperimentConfig()))
+    assert [r["claim"] for r in stored["claims"]] == [c.name for c in declared]
+    for row in stored["claims"]:
+        assert row["n"] == 2
+        assert row["verdict"] in ("improves", "hurts", "inconclusive") or row["verdict"].startswith("equivalent")
+        assert row["smallest_p"] == 0.5 and row["p_difference"] >= row["smallest_p"]
+    # Per-seed values of every arm; per-item correctness lives in the run folders, not in results.json.
+    for d in ("digits", "shapes"):
+        ms = stored["datasets"][d]["methods"]
+        assert set(ms) == set(ExperimentConfig().methods)
+        for e in ms.values():
+            assert len(e["acc_pct"]) == 2 and all(0.0 <= a <= 100.0 for a in e["acc_pct"])
+        items = json.loads((out / "runs" / d / "pesf" / "seed0" / "items.json").read_text())["correct_pct"]
+        assert len(items) == stored["datasets"][d]["data"]["sizes"]["test"]
+        assert sum(items) / len(items) == pytest.approx(ms["pesf"]["acc_pct"][0])
+        assert all(ok for m, e in ms.items() if METHODS[m].teacher == "frozen" for ok in e["teacher_unchanged"])
+        assert stored["datasets"][d]["floors"]["chance_pct"] == pytest.approx(100 / stored["datasets"][d]["data"]["n_classes"])
+        # The cost benchmark: DML back-propagates through its wide peer, PESF never through the teacher.
+        bench = stored["benchmark"][d]["methods"]
+        assert bench["dml"]["teacher_bwd_per_step"] == 1 and bench["pesf"]["teacher_bwd_per_step"] == 0
+        assert bench["pesf"]["trainable_params"] < bench["dml"]["trainable_params"]
+        assert stored["benchmark"][d]["dml_over_pesf"]["median"] > 0
     report = (out / "report.md").read_text()
-    for m in METHODS:
-        assert f"| {m} |" in report
-    assert (out / "plots" / "pesf_digits.png").read_bytes()[:4] == b"\x89PNG"
-    assert json.loads((out / "results.json").read_text())["experiment"] == "pesf"
+    assert "Quick settings: supports no verdict" in report
+    plan = report.index("## Pre-registered plan")
+    assert plan < report.index("## Pre-registered claims: results") < report.index("## Exploratory")
+
+
+def test_render_report_of_the_quick_results_is_the_report(quick):
+    from alignlab.cli import main
+    from alignlab.distill.pesf.experiment import render_report
+
+    out, _ = quick
+    stored = json.loads((out / "results.json").read_text())
+    assert render_report(stored) == (out / "report.md").read_text()
+    assert main(["experiment", "pesf", "--render", str(out / "results.json"), "--to", str(out / "again.md"),
+                 "--quiet"]) == 0
+    assert (out / "again.md").read_text() == (out / "report.md").read_text()
 
 
 def test_rerunning_the_experiment_reuses_finished_runs(quick):
     from alignlab.distill.pesf.experiment import run
 
     out, res = quick
-    probe = out / "runs" / "digits" / "pesf" / "seed0" / "results.json"
+    probe = out / "runs" / "digits" / "pesf" / "seed0" / "record.json"
     before = probe.stat().st_mtime_ns
     again = run(out, quick=True, seeds=None, overrides={})
     assert probe.stat().st_mtime_ns == before
-    assert again["datasets"]["digits"]["methods"]["pesf"]["acc"] == res["datasets"]["digits"]["methods"]["pesf"]["acc"]
+    assert again["datasets"]["digits"]["methods"]["pesf"]["acc_pct"] == res["datasets"]["digits"]["methods"]["pesf"]["acc_pct"]
+
+
+@pytest.mark.parametrize("claim, message", [
+    ("{name: x, treatment: digits/pesf, control: digits/nope, metric: acc_pct, direction: improves, margin: 1}",
+     "which the experiment does not run"),
+    ("{name: x, treatment: digits/pesf, control: digits/kd, metric: acc_pct, direction: improves, margin: 0}",
+     "margin must be a positive number"),
+    ("{name: x, treatment: digits/pesf, control: digits/kd, metric: nll, direction: improves, margin: 1}",
+     "does not measure"),
+])
+def test_a_bad_claim_fails_in_one_line_before_any_training(tmp_path, capsys, claim, message):
+    from alignlab.cli import main
+
+    out = tmp_path / "exp"
+    code = main(["experiment", "pesf", "--quick", "--out", str(out), "--set", f"claims=[{claim}]", "--quiet"])
+    err = capsys.readouterr().err.strip()
+    assert code == 2
+    assert err.startswith("error:") and message in err and len(err.splitlines()) == 1
+    assert not (out / "runs").exists() and not (out / "teachers").exists()
 
 
 def test_experiment_rejects_unknown_methods_before_training(tmp_path):

@@ -132,3 +132,52 @@ def test_after_training_steps_an_image_scores_the_same_alone_or_in_a_batch():
     assert torch.allclose(batch, alone, atol=1e-5)
     bn = next(x for x in m.image_tower.cnn if isinstance(x, torch.nn.BatchNorm2d))
     assert int(bn.num_batches_tracked) == 2 and bn.running_mean.abs().sum() > 0  # the statistics were updated
+
+
+def _trained_looking(model):
+    """Move every parameter off its initial value (a fresh model's zero-initialised head would hide bugs)."""
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.05 * torch.randn(p.shape, generator=torch.Generator().manual_seed(p.numel())))
+    return model
+
+
+def test_cross_encoder_with_a_dual_score_starts_as_the_dual_it_copies():
+    dual = _trained_looking(build_model("tiny-dual", {**SMALL, "embed_dim": 16}, texts=TEXTS)).eval()
+    cross = build_model("tiny-cross", {**SMALL, "fusion_layers": 1, "dual_score": True, "embed_dim": 16,
+                                       "head_pool": "mean", "pair_chunk": 5}, dual.tokenizer).eval()
+    cross.load_dual(dual)
+    # the fusion head starts at zero: the cross encoder's scores are the dual's, grid and pairs alike
+    assert torch.allclose(cross.score(images(3), TEXTS), dual.score(images(3), TEXTS), atol=1e-5)
+    assert torch.allclose(cross.score_pairs(images(3), TEXTS[:3]), dual.score(images(3), TEXTS[:3]).diag(),
+                          atol=1e-5)
+    # once the head is not zero the fusion adds to the dual score, and only it differs between the two
+    with torch.no_grad():
+        cross.head[1].bias.fill_(0.5)
+    x = cross.image_tower.preprocess(images(3))
+    ids, mask = cross.tokenize(TEXTS[:3])
+    with torch.no_grad():
+        img, _ = cross.image_tower(x)
+        txt, _ = cross.text_tower(ids, mask)
+        fused = cross.fuse(img, txt, mask)
+        assert torch.allclose(fused, cross.dual_logits(img, txt, mask) + cross.fusion_logits(img, txt, mask))
+    assert torch.allclose(cross.score(images(3), TEXTS[:3]).diag(), fused, atol=1e-5)
+    assert not torch.allclose(cross.score(images(3), TEXTS), dual.score(images(3), TEXTS), atol=1e-3)
+
+
+def test_cross_encoder_defaults_keep_the_old_layout_and_load_dual_refuses_other_shapes(tmp_path):
+    plain = build_model("tiny-cross", {**SMALL, "fusion_layers": 1}, texts=TEXTS)
+    assert not any(k.startswith(("image_proj", "text_proj", "logit_scale")) for k in plain.state_dict())
+    # a dual-score cross encoder saves and loads like any tiny model
+    m = build_model("tiny-cross", {**SMALL, "fusion_layers": 1, "dual_score": True}, texts=TEXTS).eval()
+    save_model(_trained_looking(m), tmp_path / "m")
+    assert torch.equal(m.score(images(), TEXTS), load_model(f"ckpt:{tmp_path / 'm'}").score(images(), TEXTS))
+    wide = build_model("tiny-dual", {**SMALL, "width": 64}, texts=TEXTS)
+    with pytest.raises(ModelError, match="shapes"):
+        m.load_dual(wide)
+    with pytest.raises(ModelError, match="shapes"):
+        m.load_dual(build_model("tiny-dual", {**SMALL, "pool": "cls"}, texts=TEXTS))
+    with pytest.raises(ModelError, match="embed_dim"):
+        m.load_dual(build_model("tiny-dual", {**SMALL, "embed_dim": 8}, texts=TEXTS))
+    with pytest.raises(ConfigError, match="head_pool"):
+        build_model("tiny-cross", {**SMALL, "head_pool": "max"})

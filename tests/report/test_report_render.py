@@ -139,6 +139,26 @@ def test_experiment_folder_renders_claims_tables_and_every_plot(experiment_folde
     assert_self_contained(page)
 
 
+def test_experiment_with_analysed_claims_shows_one_claims_table(tmp_path):
+    from alignlab.core.analysis import analyse, claims_from_config
+
+    claims = claims_from_config([
+        {"name": "KD helps", "treatment": "kd", "control": "none", "metric": "acc", "direction": "improves",
+         "margin": 0.5},
+        {"name": "adapter is as good as a temperature", "treatment": "adapter", "control": "temp", "metric": "acc",
+         "direction": "equivalent", "margin": 5.0}])
+    runs = {"kd": {s: 80.0 + s for s in range(6)}, "none": {s: 78.0 + s for s in range(6)},
+            "adapter": {s: 70.0 + 0.1 * s for s in range(6)}, "temp": {s: 70.0 + 0.1 * (s % 2) for s in range(6)}}
+    folder = tmp_path / "experiment-x"
+    folder.mkdir()
+    write_json(folder / "results.json", {"experiment": "x", "quick": False, "claims": analyse(claims, runs)})
+    page = _html(render(folder))
+    assert "<h2>Pre-registered claims and verdicts</h2>" in page
+    assert "<td>KD helps</td><td class=num>6</td><td class=num>+2.00</td>" in page
+    assert "<td>equivalent within ±5</td><td>yes</td>" in page
+    assert "<h2>Claims and verdicts</h2>" not in page  # the old scan of verdict keys is not shown as well
+
+
 def test_demo_folder_renders_every_stage_and_its_runs_curves(demo_folder):
     own_md = (demo_folder / "report.md").read_bytes()
     render(demo_folder)

@@ -1,4 +1,4 @@
-"""`alignlab experiment 3am` (tiny settings) and the demo stage."""
+"""`alignlab experiment 3am` (tiny settings: pre-registered claims, analysis, rendering) and the demo stage."""
 
 from __future__ import annotations
 
@@ -6,74 +6,76 @@ import json
 
 import pytest
 
-TINY = {"pool_images": 40, "train_size": 80, "test_images": 10, "contrastive_items": 20, "corpus_captions": 0,
-        "pool_polysemous_rate": 0.1,
+TINY = {"pool_images": 40, "train_size": 60, "test_images": 10, "contrastive_items": 20,
+        "pool_polysemous_rate": 0.1, "corpus_chunks": 2, "corpus_chunk_size": 8,
         "model": {"width": 32, "heads": 2, "encoder_layers": 1, "decoder_layers": 1, "max_tgt_len": 40},
         "train": {"epochs": 1, "batch_size": 32, "warmup_steps": 2},
         "visual": {"images": 48, "val_images": 8, "epochs": 1}}
 
 
-@pytest.mark.slow
-def test_experiment_writes_results_report_and_verdict(tmp_path):
+def _needs_real_data():
     from alignlab.ambiguity.wordnet import wordnet_available
-    from alignlab.threeam import experiment
+    from alignlab.threeam.experiment import find_data_dir
 
     if not wordnet_available():
         pytest.skip("WordNet not installed")
+    if find_data_dir() is None:
+        pytest.skip("the real 3AM / Multi30K captions are not on this machine")
+
+
+def test_quick_run_analyses_the_declared_claims_and_renders_its_report(tmp_path):
+    from alignlab.threeam import experiment
+
+    _needs_real_data()
     res = experiment.run(tmp_path, quick=True, seeds=[0, 1], overrides=TINY)
     saved = json.loads((tmp_path / "results.json").read_text())
-    assert saved["verdict"]["claim"] == res["verdict"]["claim"] and saved["seeds"] == [0, 1]
-    assert len(saved["runs"]) == 8  # 2 seeds x {selected, random} x {text, visual}
-    for run in saved["runs"]:
-        if run["model"] == "text":
-            assert run["metrics"]["sense_gap"] == 0.0 and run["metrics"]["contrastive_acc"] == 0.5
+    assert saved["experiment"] == "3am" and saved["quick"] and saved["seeds"] == [0, 1]
+    # every declared claim analysed, in the declared order, on the arms it names
+    declared = [c["name"] for c in experiment.DEFAULT_CLAIMS]
+    assert [r["claim"] for r in saved["claims"]] == declared
+    rows = {r["claim"]: r for r in saved["claims"]}
+    assert rows["selection raises image use"]["n"] == 2  # training claims: paired by seed
+    assert rows["3AM more ambiguous (supersenses)"]["n"] == 2  # corpus claims: paired by chunk
+    assert all(r["verdict"] in ("improves", "hurts", "inconclusive") or r["verdict"].startswith("equivalent")
+               for r in saved["claims"])
+    # the claimed metric's per-seed values are stored per arm, and the analysis used exactly them
+    gaps = saved["runs"]["sense_gap"]
+    assert set(gaps) == {"selected", "random", "matched"}
+    diff = [a - b for a, b in zip(gaps["selected"], gaps["random"])]
+    assert rows["selection raises image use"]["mean_diff"] == pytest.approx(sum(diff) / len(diff))
+    # one pool per seed, and the matched arm copies the selected set's share of image-needing captions
     sel = saved["selection"]
-    assert sel["pool_captions"] == 200 and set(sel["strategy_ablation"]) >= {"balanced_fine", "score_only_fine"}
-    # the random sets really are drawn per seed; the selected set is the same for every seed
-    assert {r["train_visually_necessary"] for r in saved["runs"] if r["set"] == "selected"} == {
-        sel["selected_visually_necessary"]}
+    assert sel["0"]["pool_seed"] != sel["1"]["pool_seed"]
+    for s in sel.values():
+        assert s["needs_image"]["matched"] == s["needs_image"]["selected"]
+    corpus = saved["corpus"]["corpora"]
+    assert len(corpus["3AM"]["ambiguous_share_synset"]) == 2 == len(corpus["Multi30K"]["ambiguous_share_supersense"])
+    # the report: rendered from the stored file, quick flagged, the plan before the results
     report = (tmp_path / "report.md").read_text()
-    assert "Verdict" in report and "tok:zh" in report and "| selected | visual |" in report
+    assert experiment.render_report(saved) == report
+    assert "supports no verdict" in report
+    assert -1 < report.find("## Pre-registered plan") < report.find("## Pre-registered claims: results")
+    assert res["claims"] == saved["claims"]
+    # a second run in the same folder reuses every seed (keyed on config, code and seed)
+    again = experiment.run(tmp_path, quick=True, seeds=[0, 1], overrides=TINY)
+    assert again["runs"] == saved["runs"]
 
 
-def _fake_runs(gap_selected, gap_random, seeds=(0, 1, 2, 3, 4)):
-    """Runs and per-caption results as the experiment records them, with chosen congruence gaps."""
-    import numpy as np
+@pytest.mark.parametrize("claim, message", [
+    ({"name": "x", "treatment": "nosuch", "control": "random", "metric": "sense_gap", "direction": "improves",
+      "margin": 0.05}, "nosuch"),
+    ({"name": "x", "treatment": "selected", "control": "random", "metric": "sense_gap", "direction": "improves",
+      "margin": 0}, "margin"),
+])
+def test_a_bad_claim_fails_before_any_training(tmp_path, capsys, claim, message):
+    from alignlab.cli import main
 
-    runs, per_item = [], {}
-    rng = np.random.default_rng(0)
-    for seed in seeds:
-        for set_name, gap in (("selected", gap_selected), ("random", gap_random)):
-            for model in ("text", "visual"):
-                g = gap + rng.normal(0, 0.01) if model == "visual" else 0.0
-                cong = (rng.random(200) < 0.5 + g / 2).astype(float)
-                inc = (rng.random(200) < 0.5 - g / 2).astype(float) if model == "visual" else cong
-                m = {"sense_acc": cong.mean(), "sense_acc_incongruent": inc.mean(),
-                     "sense_gap": cong.mean() - inc.mean(), "bleu": 50.0, "bleu_incongruent": 49.0, "bleu_gap": 1.0,
-                     "chrf": 60.0, "contrastive_acc": 0.5 + g / 2, "sense_wrong_rate": 0.1}
-                runs.append({"set": set_name, "model": model, "seed": seed, "metrics": m,
-                             "train_visually_necessary": 0.2 if set_name == "selected" else 0.02})
-                per_item[(set_name, model, seed)] = {"sense_congruent": cong.tolist(),
-                                                     "sense_incongruent": inc.tolist()}
-    return runs, per_item
-
-
-@pytest.mark.parametrize("gaps, supported", [((0.4, 0.05), True), ((0.05, 0.05), False), ((0.0, 0.3), False)])
-def test_verdict_needs_a_larger_gap_in_every_seed_and_significance(gaps, supported):
-    from alignlab.core.stats import summarize
-    from alignlab.threeam.experiment import _comparisons, _verdict
-
-    seeds = [0, 1, 2, 3, 4]
-    runs, per_item = _fake_runs(*gaps, seeds)
-    summary = {f"{s}/{m}": {k: summarize([r["metrics"][k] for r in runs if r["set"] == s and r["model"] == m])
-                            for k in runs[0]["metrics"]} for s in ("selected", "random") for m in ("text", "visual")}
-    comp = _comparisons(runs, per_item, seeds)
-    verdict = _verdict(summary, comp, len(seeds))
-    assert verdict["supported"] is supported
-    c = comp["visual_selected_minus_random/sense_gap"]
-    assert c["delta"] == pytest.approx(summary["selected/visual"]["sense_gap"]["mean"]
-                                       - summary["random/visual"]["sense_gap"]["mean"])
-    assert comp["selected/visual/congruent_minus_incongruent"]["seed_summary"]["n"] == 5
+    out = tmp_path / "run"
+    code = main(["experiment", "3am", "--quick", "--out", str(out), "--set", f"claims=[{json.dumps(claim)}]"])
+    err = capsys.readouterr().err.strip()
+    assert code == 2
+    assert len(err.splitlines()) == 1 and err.startswith("error:") and message in err
+    assert not (out / "seeds").exists() and not (out / "corpus.json").exists()
 
 
 def test_demo_stage_quick(tmp_path, monkeypatch):

@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from alignlab.core.cliargs import add_out, add_overwrite, add_seed
 from alignlab.core.errors import ConfigError, DataError
 
 
@@ -49,7 +50,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                                      "the caption score. Prints the corpus statistics.")
     s.add_argument("input", type=Path, help="captions, one per line (with --engine also JSONL/Parquet rows with "
                                             "a 'text' field, or a folder of such shards)")
-    s.add_argument("--out", type=Path, required=True, help="output JSONL file (written atomically)")
+    add_out(s, required=True, help="output JSONL file (written atomically)")
     s.add_argument("--limit", type=int, default=None, help="score only the first N captions")
     _add_scoring_args(s)
     from alignlab.scale.cli import add_engine_args
@@ -69,12 +70,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     src.add_argument("--input", type=Path, help="captions, one per line (scored first)")
     sel.add_argument("--zh", type=Path, default=None, help="aligned translations (one per caption line)")
     sel.add_argument("--n", type=int, required=True, help="how many captions to select")
-    sel.add_argument("--out", type=Path, required=True, help="output folder")
+    add_out(sel, required=True, help="output folder")
     sel.add_argument("--strategy", choices=["balanced", "score"], default="balanced",
                      help="balanced: words take turns (coverage); score: top scores with --per-word-cap")
     sel.add_argument("--per-word-cap", type=int, default=None, help="at most K captions per ambiguous word")
-    sel.add_argument("--seed", type=int, default=0, help="random seed (recorded; selection is deterministic)")
-    sel.add_argument("--overwrite", action="store_true", help="replace a selection already in --out")
+    add_seed(sel, default=0, help="random seed (recorded; selection is deterministic)")
+    add_overwrite(sel, help="replace a selection already in --out")
     _add_scoring_args(sel)
     sel.set_defaults(run=run_select)
 
@@ -89,8 +90,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     st.add_argument("--corpus", action="append", required=True, metavar="NAME=PATH",
                     help="a corpus: captions file or scores .jsonl (repeat for each corpus)")
     st.add_argument("--sample", type=int, default=None, help="score a seeded random sample of N captions each")
-    st.add_argument("--seed", type=int, default=0, help="random seed of the sample (default 0)")
-    st.add_argument("--out", type=Path, default=None, help="write the statistics as JSON here")
+    add_seed(st, default=0, help="random seed of the sample (default 0)")
+    add_out(st, default=None, help="write the statistics as JSON here")
     st.add_argument("--save-scores", type=Path, default=None,
                     help="folder to save each corpus's scores JSONL (reuse with NAME=PATH.jsonl)")
     _add_scoring_args(st)

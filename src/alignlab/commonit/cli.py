@@ -7,6 +7,7 @@ import json
 import warnings
 from pathlib import Path
 
+from alignlab.core.cliargs import add_out, add_overwrite, add_seed
 from alignlab.core.config import check_run_dir, clear_run_dir, option_error
 from alignlab.core.errors import AlignlabError, ConfigError, DataError
 
@@ -55,7 +56,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                          description="Read Alpaca-style or chat JSONL, assign a group to every record and write "
                                      "OUT/grouped.jsonl (records + group_id) and OUT/manifest.json.")
     g.add_argument("inputs", type=Path, nargs="+", help="JSONL/JSON files of instruction records")
-    g.add_argument("--out", type=Path, required=True, help="output folder")
+    add_out(g, required=True, help="output folder")
     g.add_argument("--metric", choices=METRICS, default="task", help="grouping metric (default task)")
     g.add_argument("--task-field", default="task",
                    help="task: field with the task label; records without it use their file name (default task)")
@@ -72,8 +73,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--bins", type=int, default=4, help="length: number of quantile bins (default 4)")
     g.add_argument("--tokenizer", default="whitespace",
                    help="length: whitespace (default), chars, or a Hugging Face tokenizer folder/name")
-    g.add_argument("--seed", type=int, default=0, help="random seed of SVD and k-means (default 0)")
-    g.add_argument("--overwrite", action="store_true", help="replace a grouping already in --out")
+    add_seed(g, default=0, help="random seed of SVD and k-means (default 0)")
+    add_overwrite(g, help="replace a grouping already in --out")
     g.add_argument("--kmeans", choices=["full", "minibatch"], default="full",
                    help="embedding: full k-means (default) or MiniBatchKMeans for millions of records")
     from alignlab.scale.cli import add_engine_args
@@ -96,7 +97,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                                      "GPT-2 built from a config with a character tokenizer (no download).")
     _add_data_args(t)
     _add_sampler_args(t, batch_default=16)
-    t.add_argument("--out", type=Path, required=True, help="output folder (model, results.json)")
+    add_out(t, required=True, help="output folder (model, results.json)")
     t.add_argument("--batching", choices=["commonit", "random"], default="commonit",
                    help="commonit (default) or the random baseline on exactly the same data")
     t.add_argument("--model", default="tiny-gpt2",
@@ -106,8 +107,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     t.add_argument("--epochs", type=float, default=3.0, help="training epochs (default 3)")
     t.add_argument("--lr", type=float, default=2e-3, help="peak learning rate (default 2e-3)")
     t.add_argument("--max-length", type=int, default=128, help="maximum tokens per example (default 128)")
-    t.add_argument("--seed", type=int, default=0, help="seed of model init and batch order (default 0)")
-    t.add_argument("--overwrite", action="store_true", help="replace a finished run in --out (never done otherwise)")
+    add_seed(t, default=0, help="seed of model init and batch order (default 0)")
+    add_overwrite(t)
     t.set_defaults(run=run_train)
 
 

@@ -14,6 +14,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from alignlab.core.cliargs import add_out
 from alignlab.core.errors import ConfigError
 
 # name -> (what it configures, "module:loader"); the loader maps a (partial) dict to the config object.
@@ -74,7 +75,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     ls.set_defaults(run=run_list)
     show = verbs.add_parser("show", help="print one config (or write it with --out)")
     show.add_argument("name", choices=sorted(CONFIGS), help="which config")
-    show.add_argument("--out", type=Path, default=None, help="write it to this file instead of printing it")
+    add_out(show, default=None, help="write it to this file instead of printing it")
     show.set_defaults(run=run_show)
 
 

@@ -309,3 +309,60 @@ def claims_markdown(rows: Sequence[Mapping[str, Any]], digits: int = 2) -> str:
     return markdown_table(["claim", "seeds", "Δ (mean)", "95% CI", "same sign", "p (difference, Holm)",
                            "p (TOST, Holm)", "smallest p possible", "verdict", "as declared"], body,
                           align="lrrrrrrrll")
+
+
+# ---- the experiment kit: claims from a config, the analysis section of a report, one results file ----
+
+def claims_from_config(raw: Sequence[Mapping[str, Any] | Claim], *, arms: Sequence[str] | None = None) -> list[Claim]:
+    """The declared claims of an experiment config (a list of dicts, as YAML or ``--set`` give them).
+
+    Names must be unique, and with ``arms`` every claim must compare two of them: a plan that cannot be
+    analysed fails before any training.
+    """
+    claims = [c if isinstance(c, Claim) else Claim.from_dict(c) for c in raw]
+    if not claims:
+        raise ConfigError("the experiment declares no claims", where="config key claims",
+                          fix="declare at least one claim (arms, metric, direction, margin) before running")
+    seen: set[str] = set()
+    for c in claims:
+        if c.name in seen:
+            raise ConfigError(f"claim {c.name!r} is declared twice", where="config key claims",
+                              fix="give every claim its own name")
+        seen.add(c.name)
+        if arms is not None:
+            for arm in (c.treatment, c.control):
+                if arm not in arms:
+                    raise ConfigError(f"claim {c.name!r} compares arm {arm!r}, which the experiment does not run",
+                                      where="config key claims", fix=f"use one of: {', '.join(arms)}")
+    return claims
+
+
+def seeds_note(n: int, test: str = "sign-flip", alpha: float = 0.05, n_claims: int = 1) -> str:
+    """One sentence on what ``n`` paired seeds can show, for the report's plan."""
+    floor = smallest_p(n, test)
+    text = f"{n} paired seeds"
+    if test == "sign-flip":
+        text += f": the exact sign-flip test cannot give p below {floor:.3g}"
+        if n_claims > 1:
+            text += f" (below {min(1.0, floor * n_claims):.3g} for the first of {n_claims} claims after Holm)"
+        if floor * n_claims >= alpha:
+            text += f", so no claim can reach alpha {alpha:g} with this many seeds"
+    return text + "."
+
+
+def analysis_markdown(claims: Sequence[Claim], rows: Sequence[Mapping[str, Any]], digits: int = 2) -> str:
+    """The report's analysis: the claims table and one sentence per verdict (plan printed separately)."""
+    lines = ["## Pre-registered claims: results", "",
+             "Δ is treatment − control per seed (sign flipped when lower is better), averaged over the paired "
+             "seeds; the CI is a bootstrap over seeds (and items within seeds where recorded); p-values are "
+             "Holm-adjusted across the claims below.", "", claims_markdown(rows, digits), ""]
+    return "\n".join(lines) + "\n"
+
+
+def verdict_line(row: Mapping[str, Any], digits: int = 2) -> str:
+    """``claim: verdict (Δ +x [lo, hi], n seeds)`` for summaries such as docs/RESULTS.md."""
+    plan = row["plan"]
+    expected = plan["direction"]
+    tag = "supported" if row["supported"] else f"not supported (declared: {expected})"
+    return (f"{row['claim']}: **{row['verdict']}** — {tag}; Δ {row['mean_diff']:+.{digits}f} "
+            f"[{row['ci'][0]:+.{digits}f}, {row['ci'][1]:+.{digits}f}], {row['n']} seeds")

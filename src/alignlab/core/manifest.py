@@ -66,17 +66,36 @@ def environment() -> dict[str, Any]:
     import torch
 
     env: dict[str, Any] = {"machine": platform.machine(), "processor": _cpu_model(),
+                           "cpu_vector_flags": _cpu_vector_flags(),
                            "cpu_count": os.cpu_count(), "torch": torch.__version__,
                            "torch_cpu_capability": _safe(lambda: torch.backends.cpu.get_cpu_capability()),
                            "torch_interop_threads": torch.get_num_interop_threads(),
                            "mkldnn": bool(torch.backends.mkldnn.is_available()),
                            "deterministic_algorithms": torch.are_deterministic_algorithms_enabled(),
                            "numpy": numpy.__version__, "blas": _blas(),
-                           "env": {k: os.environ[k] for k in ("OMP_NUM_THREADS", "MKL_NUM_THREADS",
-                                                              "OPENBLAS_NUM_THREADS", "OPENBLAS_CORETYPE",
-                                                              "CUBLAS_WORKSPACE_CONFIG", "PYTHONHASHSEED")
-                                   if k in os.environ}}
+                           "env": {k: os.environ[k] for k in KERNEL_ENV if k in os.environ}}
     return env
+
+
+# Environment variables that change which kernels run, and so the last bits of every number
+# (docs/reproducibility.md measures by how much): thread counts, and the CPU-kernel pins of ATen, MKL, oneDNN.
+KERNEL_ENV = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "OPENBLAS_CORETYPE",
+              "ATEN_CPU_CAPABILITY", "MKL_CBWR", "MKL_ENABLE_INSTRUCTIONS", "ONEDNN_MAX_CPU_ISA",
+              "DNNL_MAX_CPU_ISA", "CUBLAS_WORKSPACE_CONFIG", "PYTHONHASHSEED")
+_VECTOR_FLAGS = ("sse4_2", "avx", "avx2", "fma", "avx512f", "avx512bw", "avx512_vnni", "avx512_bf16", "amx_tile",
+                 "asimd", "sve")
+
+
+def _cpu_vector_flags() -> list[str] | None:
+    """The CPU's vector-instruction flags that kernel dispatch looks at (Linux; None elsewhere)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith(("flags", "Features")):
+                have = set(line.split(":", 1)[1].split())
+                return [f for f in _VECTOR_FLAGS if f in have]
+    except OSError:
+        pass
+    return None
 
 
 def _safe(fn: Any) -> Any:

@@ -6,6 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
+from alignlab.core.cliargs import add_out, add_overwrite, add_seed
 from alignlab.core.errors import ConfigError, DataError
 
 
@@ -17,11 +18,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     s = verbs.add_parser("shapes", help="generate ShapesWorld and export it (Karpathy JSON + PNG)",
                          description="Generate ShapesWorld scenes and write images/*.png and dataset.json "
                                      "(Karpathy split format, with Chinese translations and scene graphs).")
-    s.add_argument("--out", type=Path, required=True, help="output folder")
+    add_out(s, required=True, help="output folder")
     s.add_argument("--train", type=int, default=1000, help="training images (default 1000)")
     s.add_argument("--val", type=int, default=200, help="validation images (default 200)")
     s.add_argument("--test", type=int, default=1000, help="test images (default 1000)")
-    s.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    add_seed(s, default=0, help="random seed (default 0)")
     s.add_argument("--image-size", type=int, default=64, help="image width and height in pixels (default 64)")
     s.add_argument("--polysemous-rate", type=float, default=0.2,
                    help="chance that an object is a polysemous kind such as 'bat' (default 0.2)")
@@ -29,7 +30,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--discriminative", action="store_true",
                    help="captions unique to their image within each split (checked by the truth evaluator; "
                         "scenes without one are redrawn), so that one relevant image per caption is the truth")
-    s.add_argument("--overwrite", action="store_true", help="replace an export already in --out")
+    add_overwrite(s, help="replace an export already in --out")
     s.set_defaults(run=run_shapes)
 
     c = verbs.add_parser("check", help="validate a data set and list every problem",

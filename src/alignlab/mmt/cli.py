@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from alignlab.core.cliargs import add_out, add_overwrite, add_seed
 from alignlab.core.errors import ConfigError
 
 
@@ -25,7 +26,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                                      "aligned parallel text files (--data parallel; text-only). Writes config.yaml, "
                                      "model.pt, tokenizers, train/ (the loop's checkpoints and log.jsonl; re-running resumes) and visual.pt under --out, then "
                                      "evaluates on the validation data into results.json.")
-    t.add_argument("--out", type=Path, required=True, help="run folder")
+    add_out(t, required=True, help="run folder")
     t.add_argument("--data", choices=["shapes", "parallel"], default="shapes", help="training data (default shapes)")
     t.add_argument("--src", type=Path, help="English training file, one sentence per line (--data parallel)")
     t.add_argument("--tgt", type=Path, help="Chinese training file aligned with --src (--data parallel)")
@@ -43,12 +44,12 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="Chinese target units: jieba words or characters (default: word for shapes, char for "
                         "parallel text, whose vocabulary is open)")
     t.add_argument("--epochs", type=int, default=None, help="training epochs (default from the config: 12)")
-    t.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    add_seed(t, default=0, help="random seed (default 0)")
     t.add_argument("--visual", type=Path, default=None,
                    help="a pretrained visual.pt to reuse (default: pretrain the image tower on ShapesWorld)")
     t.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override config keys, e.g. model.width=64, train.lr=0.002, visual.images=1000")
-    t.add_argument("--overwrite", action="store_true", help="replace a finished run in --out (never done otherwise)")
+    add_overwrite(t)
     t.set_defaults(run=run_train)
 
     e = verbs.add_parser("eval", help="evaluate a trained run",
@@ -62,8 +63,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     e.add_argument("--limit", type=int, default=None, help="evaluate the first N pairs only")
     e.add_argument("--shapes-test", type=int, default=200, help="ShapesWorld test scenes (when no --src)")
     e.add_argument("--polysemous-rate", type=float, default=0.4, help="ShapesWorld test polysemous rate")
-    e.add_argument("--seed", type=int, default=0, help="seed of the test scenes and the image shuffle")
-    e.add_argument("--out", type=Path, default=None, help="results JSON (default: <run>/results-eval.json)")
+    add_seed(e, default=0, help="seed of the test scenes and the image shuffle")
+    add_out(e, default=None, help="results JSON (default: <run>/results-eval.json)")
     e.add_argument("--translations", type=Path, default=None, help="also write the translations here")
     e.set_defaults(run=run_eval)
 

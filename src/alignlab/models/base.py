@@ -26,13 +26,14 @@ from typing import TYPE_CHECKING, Any, Literal
 import torch
 from PIL import Image
 
+from alignlab.core.cliargs import DEVICES
 from alignlab.core.errors import ConfigError, ModelError
 
 ImageInput = torch.Tensor | Sequence[Image.Image]
 ScoreSemantics = Literal["cosine", "itm_probability", "logit"]
 
 
-DEVICE_CHOICES = ("auto", "cpu", "cuda", "mps")
+DEVICE_CHOICES = DEVICES  # the names --device takes (alignlab.core.cliargs)
 
 
 def resolve_device(device: str | torch.device | None = "auto") -> torch.device:

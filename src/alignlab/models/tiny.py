@@ -118,6 +118,20 @@ class TinyCrossConfig:
     image_stem: int = 16
     image_stage_depth: int = 2
     image_norm: str = "batch"
+    # A dual-encoder score beside the fusion: ``score = exp(s) * cos(proj(pooled image), proj(pooled text))
+    # + fusion logit``, with the projections and scale of a tiny dual encoder (pool "mean"). The towers
+    # and these can be copied from a trained dual (:meth:`TinyCrossEncoder.load_dual`), and the fusion
+    # head starts at zero, so the cross encoder starts as that dual and its fusion learns a correction.
+    dual_score: bool = False
+    embed_dim: int = 0  # projection size of the dual score (0: width)
+    init_temperature: float = 0.05  # the dual score's initial temperature (as TinyDualConfig)
+    head_pool: str = "first"  # what the match head reads: the "first" fused text token, or the "mean" of them
+
+    def __post_init__(self) -> None:
+        if self.head_pool not in ("first", "mean"):
+            raise ValueError("head_pool must be 'first' or 'mean'")
+        if self.embed_dim < 0:
+            raise ValueError("embed_dim must be at least 0 (0: the width)")
 
     def image_config(self) -> TinyImageConfig:
         return TinyImageConfig(self.image_size, tuple(self.image_channels), self.width, self.image_layers,
@@ -261,14 +275,67 @@ class TinyCrossEncoder(_TinyBase, CrossEncoder):
             nn.TransformerDecoderLayer(cfg.width, cfg.heads, dim_feedforward=2 * cfg.width, dropout=cfg.dropout,
                                        activation="gelu", batch_first=True, norm_first=True)
             for _ in range(cfg.fusion_layers))
-        self.head = nn.Sequential(nn.LayerNorm(cfg.width), nn.Linear(cfg.width, 1))
+        score_layer = nn.Linear(cfg.width, 1)
+        self.head = nn.Sequential(nn.LayerNorm(cfg.width), score_layer)
+        if cfg.dual_score:
+            dim = cfg.embed_dim or cfg.width
+            self.image_proj = nn.Linear(cfg.width, dim, bias=False)
+            self.text_proj = nn.Linear(cfg.width, dim, bias=False)
+            self.logit_scale = nn.Parameter(torch.tensor(math.log(1.0 / cfg.init_temperature)))
+            nn.init.zeros_(score_layer.weight)  # the fusion adds nothing until it has learned something
+            nn.init.zeros_(score_layer.bias)
 
-    def fuse(self, image_tokens: torch.Tensor, text_tokens: torch.Tensor, text_mask: torch.Tensor) -> torch.Tensor:
-        """Match logits ``[P]`` of ``P`` aligned (image tokens, text tokens) pairs."""
+    def dual_logits(self, image_tokens: torch.Tensor, text_tokens: torch.Tensor,
+                    text_mask: torch.Tensor) -> torch.Tensor:
+        """The dual-encoder part of the score ``[P]`` (``dual_score``): scale · cosine of the pooled towers."""
+        m = text_mask.unsqueeze(-1).to(text_tokens.dtype)
+        txt = (text_tokens * m).sum(1) / m.sum(1).clamp(min=1.0)  # the text tower's "mean" pool
+        img = F.normalize(self.image_proj(image_tokens.mean(1)), dim=-1)  # the image tower's "mean" pool
+        txt = F.normalize(self.text_proj(txt), dim=-1)
+        return self.logit_scale.exp().clamp(max=100.0) * (img * txt).sum(-1)
+
+    def fusion_logits(self, image_tokens: torch.Tensor, text_tokens: torch.Tensor,
+                      text_mask: torch.Tensor) -> torch.Tensor:
+        """The fusion part of the score ``[P]``: text tokens attend to image tokens, a head reads the logit."""
         x = text_tokens
         for layer in self.fusion:
             x = layer(x, image_tokens, tgt_key_padding_mask=~text_mask)
+        if self.config.head_pool == "mean":
+            m = text_mask.unsqueeze(-1).to(x.dtype)
+            return self.head((x * m).sum(1) / m.sum(1).clamp(min=1.0)).squeeze(-1)
         return self.head(x[:, 0]).squeeze(-1)
+
+    def fuse(self, image_tokens: torch.Tensor, text_tokens: torch.Tensor, text_mask: torch.Tensor) -> torch.Tensor:
+        """Match logits ``[P]`` of ``P`` aligned (image tokens, text tokens) pairs."""
+        logits = self.fusion_logits(image_tokens, text_tokens, text_mask)
+        if self.config.dual_score:
+            logits = logits + self.dual_logits(image_tokens, text_tokens, text_mask)
+        return logits
+
+    def load_dual(self, dual: TinyDualEncoder) -> None:
+        """Copy a tiny dual encoder's towers (and, with ``dual_score``, its projections and scale) into this model.
+
+        The dual must have this model's tower shapes and ``pool="mean"``; with ``dual_score`` and a zero
+        fusion head the cross encoder then scores exactly as the dual does.
+        """
+        dc, cc = dual.config, self.config
+        same = (dc.image_size, dc.width, tuple(dc.image_channels), dc.image_layers, dc.text_layers, dc.heads,
+                dc.max_text_len, dc.image_stem, dc.image_stage_depth, dc.image_norm) == (
+            cc.image_size, cc.width, tuple(cc.image_channels), cc.image_layers, cc.text_layers, cc.heads,
+            cc.max_text_len, cc.image_stem, cc.image_stage_depth, cc.image_norm)
+        if not same or dc.pool != "mean":
+            raise ModelError("the dual encoder's towers do not have this cross encoder's shapes",
+                             fix="build the dual from the cross encoder's tower settings with pool='mean'")
+        if cc.dual_score and dc.embed_dim != (cc.embed_dim or cc.width):
+            raise ModelError(f"dual embed_dim {dc.embed_dim} differs from the cross encoder's "
+                             f"{cc.embed_dim or cc.width}", fix="set the same embed_dim on both")
+        self.image_tower.load_state_dict(dual.image_tower.state_dict())
+        self.text_tower.load_state_dict(dual.text_tower.state_dict())
+        if cc.dual_score:
+            self.image_proj.load_state_dict(dual.image_proj.state_dict())
+            self.text_proj.load_state_dict(dual.text_proj.state_dict())
+            with torch.no_grad():
+                self.logit_scale.copy_(dual.logit_scale)
 
     def forward(self, images: torch.Tensor, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """Logits of aligned pairs: image ``k`` with text ``k`` (differentiable, for training)."""

@@ -6,6 +6,7 @@ import argparse
 import time
 from pathlib import Path
 
+from alignlab.core.cliargs import add_out, add_overwrite, add_seed
 from alignlab.core.errors import ConfigError, DataError
 from alignlab.models.adapters import add_model_arguments, model_options
 
@@ -23,8 +24,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                                      "option labelled by the truth evaluator), import ARO's Visual Genome files, or "
                                      "make word-order perturbations of any caption file.")
     b.add_argument("--source", choices=["shapes", "aro", "captions"], required=True, help="where the items come from")
-    b.add_argument("--out", type=Path, required=True, help="output folder")
-    b.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    add_out(b, required=True, help="output folder")
+    add_seed(b, default=0, help="random seed (default 0)")
     b.add_argument("--items-per-category", type=int, default=100,
                    help="shapes: items in each category of each task (default 100)")
     b.add_argument("--tasks", default=None,
@@ -46,7 +47,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     b.add_argument("--allow-outside-root", action="store_true",
                    help="aro/captions: accept image paths that leave the image root or the data's folder "
                         "(absolute or with '..')")
-    b.add_argument("--overwrite", action="store_true", help="replace items already built in --out")
+    add_overwrite(b, help="replace items already built in --out")
     b.set_defaults(run=run_build)
 
     e = verbs.add_parser("eval", help="evaluate a model on probe items, with blind baselines and the grounded gap",
@@ -58,7 +59,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="tiny-dual | tiny-cross | ckpt:<dir> | hf:<id or dir> | open_clip:<arch>@<tag>, or a "
                         "sanity model: sanity:random, sanity:bow (bag-of-words oracle), sanity:scene "
                         "(scene-graph oracle; ShapesWorld items only)")
-    e.add_argument("--out", type=Path, default=None, help="output folder (default runs/probe-<items hash>)")
+    add_out(e, default=None, help="output folder (default runs/probe-<items hash>)")
     e.add_argument("--baselines", default="all",
                    help="comma-separated blind baselines: null_image, mean_image, shuffled_image, never_not, "
                         "shorter, unigram_lm; 'all' (default) or 'none'")
@@ -68,13 +69,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     e.add_argument("--image-root", type=Path, default=None, help="folder the items' image paths are relative to")
     add_model_arguments(e)  # --device, --allow-download, --fp16, --model-batch-size
     e.add_argument("--bootstrap", type=int, default=2000, help="bootstrap resamples for CIs (default 2000)")
-    e.add_argument("--seed", type=int, default=0,
-                   help="seed of the bootstrap, the shuffled-image baseline and the sanity models")
+    add_seed(e, default=0, help="seed of the bootstrap, the shuffled-image baseline and the sanity models")
     e.add_argument("--no-verify-hash", action="store_true", help="evaluate items edited since they were built")
     e.add_argument("--allow-outside-root", action="store_true",
                    help="accept item image paths that leave the image root (absolute or with '..')")
     e.add_argument("--no-plots", action="store_true", help="do not write the bar charts")
-    e.add_argument("--overwrite", action="store_true", help="replace a finished evaluation in --out")
+    add_overwrite(e, help="replace a finished evaluation in --out")
     e.set_defaults(run=run_eval)
 
 

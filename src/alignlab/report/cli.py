@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from alignlab.core.cliargs import add_out
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("report", help="render a run, repro, probe, experiment or demo folder as HTML + Markdown, "
@@ -18,9 +20,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                                    "overlaid curves; --csv exports the metrics).")
     p.add_argument("paths", nargs="+", type=Path, metavar="PATH",
                    help="a run, repro, probe, experiment or demo folder, or a results JSON file")
-    p.add_argument("--out", type=Path, default=None,
-                   help="Markdown file to write; the HTML page goes beside it (default: <folder>/report.md, "
-                        "or compare/report.md for several paths)")
+    add_out(p, default=None, help="Markdown file to write; the HTML page goes beside it "
+                                  "(default: <folder>/report.md, or compare/report.md for several paths)")
     p.add_argument("--csv", type=Path, default=None, metavar="FILE",
                    help="also write every run's metrics as CSV (one row per run)")
     p.set_defaults(run=run_report)

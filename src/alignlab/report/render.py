@@ -317,7 +317,19 @@ def _verdicts(obj: Any, path: str = "", out: list[list[str]] | None = None) -> l
 def _experiment_page(folder: Path, data: dict[str, Any]) -> Page:
     name = data.get("experiment") or data.get("task") or folder.name
     page = Page(f"Experiment: {name}" + (" (quick settings)" if data.get("quick") else ""))
-    verdicts = _verdicts({k: v for k, v in data.items() if k != "verdict"})
+    claims = data.get("claims")
+    if isinstance(claims, list) and claims and all(isinstance(r, dict) and "verdict" in r for r in claims):
+        # the pre-registered claims as core.analysis left them: one standard for every experiment
+        page.heading("Pre-registered claims and verdicts")
+        page.table(["claim", "seeds", "Δ (mean)", "95% CI", "p (difference, Holm)", "p (TOST, Holm)", "verdict",
+                    "as declared"],
+                   [[str(r["claim"]), str(r["n"]), f"{r['mean_diff']:+.2f}",
+                     f"[{r['ci'][0]:+.2f}, {r['ci'][1]:+.2f}]", f"{r['p_difference']:.2g}",
+                     f"{r['p_equivalence']:.2g}", str(r["verdict"]),
+                     "yes" if r["supported"] else f"no (declared: {r['plan']['direction']})"] for r in claims])
+        verdicts = []
+    else:
+        verdicts = _verdicts({k: v for k, v in data.items() if k != "verdict"})
     top = data.get("verdict")
     if isinstance(top, str):
         page.para(f"**Verdict:** {top}")
@@ -511,14 +523,14 @@ def metrics_csv(paths: list[str | os.PathLike], csv_path: str | os.PathLike) -> 
 
 
 def _paired_verdict(page: Page, a: Path, b: Path) -> None:
-    """Two retrieval runs or repro folders on the same test set: the paired test of ``repro compare``."""
+    """Two retrieval runs or repro folders on the same test set: ``repro compare``'s analysis (paired by seed)."""
     from alignlab.retrieval.repro import compare as repro_compare
 
     try:
         c = repro_compare(a, b)
     except (DataError, KeyError, ValueError):
         return  # not two retrieval runs with per-query ranks on one test set: no paired test to run
-    page.heading("Verdict (paired test over queries)")
+    page.heading("Verdict (paired by seed)")
     page.para(f"B = {b.name} vs A = {a.name} on {c['queries']} queries: {c['verdict']}")
 
 

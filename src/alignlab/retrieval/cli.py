@@ -9,6 +9,7 @@ import re
 import time
 from pathlib import Path
 
+from alignlab.core.cliargs import add_device, add_out, add_overwrite, add_seed
 from alignlab.core.config import (
     check_out_file,
     check_run_dir,
@@ -31,17 +32,16 @@ def register(sub: argparse._SubParsersAction) -> None:
                                    "--nproc_per_node N -m alignlab train ...` it trains with DDP on N processes "
                                    "(train.batch_size is then the per-process batch; see docs/distributed.md).")
     t.add_argument("--config", type=Path, default=None, help="YAML run config (default: the built-in defaults)")
-    t.add_argument("--out", type=Path, default=Path("runs/train"), help="run folder (default: runs/train)")
-    t.add_argument("--seed", type=int, default=None, help="override the config's seed")
+    add_out(t, default=Path("runs/train"), help="run folder (default: runs/train)")
+    add_seed(t, default=None, help="override the config's seed")
     t.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config value, e.g. --set train.epochs=3 (repeatable)")
     t.add_argument("--no-resume", action="store_true", help="start again even if the run folder has a checkpoint")
-    t.add_argument("--overwrite", action="store_true", help="replace a finished run in --out (never done otherwise)")
+    add_overwrite(t)
     t.add_argument("--num-workers", type=int, default=None, metavar="N",
                    help="DataLoader processes decoding training images from files, HF datasets or tar shards "
                         "(sets data.num_workers; default 0: the main process)")
-    t.add_argument("--device", default="cpu", help="cpu, cuda or auto (default: cpu); under torchrun each "
-                                                   "process uses GPU LOCAL_RANK")
+    add_device(t, note="under torchrun each process uses GPU LOCAL_RANK")
     t.add_argument("--allow-outside-root", action="store_true",
                    help="accept image paths in data files that leave the data root (absolute or with '..')")
     t.set_defaults(run=run_train)
@@ -75,9 +75,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     r.add_argument("--ties", default="pessimistic", choices=["pessimistic", "optimistic", "index"],
                    help="how a tie between a relevant and an irrelevant item counts (default: pessimistic)")
     r.add_argument("--ks", default="1,5,10", help="cut-offs K of R@K (default: 1,5,10)")
-    r.add_argument("--out", type=Path, default=None, help="write results JSON here")
-    r.add_argument("--seed", type=int, default=0,
-                   help="seed set before the model is built (decides an untrained tiny model's weights; default 0)")
+    add_out(r, default=None, help="write results JSON here")
+    add_seed(r, default=0,
+             help="seed set before the model is built (decides an untrained tiny model's weights; default 0)")
     add_model_arguments(r)  # --device, --allow-download, --fp16, --model-batch-size
     from alignlab.scale.cli import add_engine_args
 
@@ -93,24 +93,26 @@ def register(sub: argparse._SubParsersAction) -> None:
                                       "seed's results plus mean ± sd, min–max and 95% CI per metric.")
     rr.add_argument("--config", type=Path, default=None, help="YAML run config (default: built-in defaults)")
     rr.add_argument("--seeds", default="0-4", help="seeds, e.g. 0-4 or 0,3,7 (default: 0-4)")
-    rr.add_argument("--out", type=Path, default=Path("runs/repro"), help="output folder (default: runs/repro)")
+    add_out(rr, default=Path("runs/repro"), help="output folder (default: runs/repro)")
     rr.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                     help="override a config value (repeatable)")
-    rr.add_argument("--device", default="cpu", help="cpu, cuda or auto (default: cpu)")
-    rr.add_argument("--overwrite", action="store_true",
-                    help="rewrite the aggregate of a finished repro folder (seed runs of the same config and code "
-                         "are reused, not retrained)")
+    add_device(rr)
+    add_overwrite(rr, help="rewrite the aggregate of a finished repro folder (seed runs of the same config and "
+                           "code are reused, not retrained)")
     rr.add_argument("--allow-outside-root", action="store_true",
                     help="accept image paths in data files that leave the data root (absolute or with '..')")
     rr.set_defaults(run=run_repro)
-    rc = verbs.add_parser("compare", help="compare two systems with paired tests and their seed ranges",
-                          description="Paired randomization test and bootstrap CI over test queries (per-query "
-                                      "RSUM contributions averaged over seeds), the seed range of each system, and "
-                                      "a plain verdict.")
+    rc = verbs.add_parser("compare", help="compare two systems run with the same seeds (paired test over seeds)",
+                          description="B − A on RSUM, paired by training seed: exact sign-flip test over the "
+                                      "paired seeds, TOST at --margin for equivalence, and a 95%% CI from a "
+                                      "hierarchical bootstrap over seeds and test queries; the verdict is improves, "
+                                      "hurts, equivalent within ±margin or inconclusive (alignlab.core.analysis).")
     rc.add_argument("a", type=Path, help="system A: a `repro run` folder (or one run folder)")
     rc.add_argument("b", type=Path, help="system B: a `repro run` folder (or one run folder)")
-    rc.add_argument("--resamples", type=int, default=10000, help="randomization/bootstrap resamples")
-    rc.add_argument("--seed", type=int, default=0, help="seed of the resampling")
+    rc.add_argument("--resamples", type=int, default=10000, help="bootstrap resamples")
+    rc.add_argument("--margin", type=float, default=5.0,
+                    help="smallest RSUM difference that matters; equivalence is tested at ±margin (default 5)")
+    add_seed(rc, default=0, help="seed of the resampling")
     rc.add_argument("--json", action="store_true", help="print JSON instead of a table")
     rc.set_defaults(run=run_compare)
     rd = verbs.add_parser("diff", help="what differs between two runs' settings and environment",
@@ -294,9 +296,14 @@ def run_repro(args: argparse.Namespace) -> int:
 
 
 def run_compare(args: argparse.Namespace) -> int:
+    import math
+
     from alignlab.retrieval.repro import compare, format_compare
 
-    c = compare(args.a, args.b, n_resamples=args.resamples, seed=args.seed)
+    if not (math.isfinite(args.margin) and args.margin > 0):
+        raise ConfigError(f"the margin must be a positive number of RSUM points, got {args.margin}",
+                          where="--margin", fix="give the smallest difference that matters, e.g. --margin 5")
+    c = compare(args.a, args.b, n_resamples=args.resamples, seed=args.seed, margin=args.margin)
     print(json.dumps(c, indent=2) if args.json else format_compare(c))
     return 0
 

@@ -7,11 +7,12 @@ range of each system and a significance test, not one number per system.
 * :func:`run_seeds` — trains and evaluates ``cfg`` once per seed (``<out>/seed-<s>/``, each resumable),
   then writes ``aggregate.json`` and ``report.md``: per metric mean ± sd, min–max (range) and 95% CI,
   plus built-in sanity checks (random scores give chance R@K, an oracle gives 100).
-* :func:`compare` — system A vs B on the same test queries. Each query's contribution to RSUM,
-  ``c_q = (100 / n_dir) · Σ_K hit@K(q)``, is averaged over seeds; the RSUM difference is
-  ``Σ_q (c_q^B − c_q^A)``. Its p-value comes from a paired randomization (sign-flip) test over queries and
-  its 95% CI from a paired bootstrap over queries. The verdict also weighs the difference against each
-  system's seed range.
+* :func:`compare` — system B vs A on the same test queries, analysed as every claim in alignlab is
+  (:mod:`alignlab.core.analysis`): the unit is the training run, runs are paired by seed, the difference
+  test is the exact sign-flip test over the paired seeds' RSUM differences, "no difference" needs a TOST
+  at the margin, and the 95% CI is a hierarchical bootstrap over seeds and then test queries (each
+  query's contribution to RSUM, ``c_q = (100 / n_dir) · Σ_K hit@K(q)``). Tests over queries alone would
+  ignore training variance, so with fewer than two paired seeds the verdict is ``inconclusive``.
 * :func:`diff_runs` — what changed between two runs' settings and environment.
 """
 
@@ -24,10 +25,11 @@ from typing import Any
 
 import numpy as np
 
+from alignlab.core.analysis import Claim, analyse, smallest_p
 from alignlab.core.errors import DataError
 from alignlab.core.io import read_json, write_json, write_text
 from alignlab.core.manifest import cache_key, diff_manifests
-from alignlab.core.stats import metric_bounds, paired_bootstrap, paired_randomization_test, summarize
+from alignlab.core.stats import metric_bounds, paired_bootstrap, summarize
 from alignlab.retrieval.training import RetrievalRunConfig, load_run_data, run_retrieval
 
 KS = (1, 5, 10)
@@ -116,8 +118,12 @@ def _per_query_contributions(run: Path) -> tuple[np.ndarray, dict[str, Any]]:
     return contrib, read_json(run / "results.json")
 
 
-def compare(a: str | os.PathLike, b: str | os.PathLike, n_resamples: int = 10000, seed: int = 0) -> dict[str, Any]:
-    """Compare systems A and B (repro folders or single runs) on RSUM with paired tests over queries."""
+def compare(a: str | os.PathLike, b: str | os.PathLike, n_resamples: int = 10000, seed: int = 0,
+            margin: float = 5.0) -> dict[str, Any]:
+    """Compare systems A and B (repro folders or single runs) on RSUM: B − A, paired by training seed.
+
+    ``margin`` (RSUM points) is the smallest difference that matters: "equivalent" needs the TOST at it.
+    """
     runs_a, runs_b = _seed_runs(Path(a)), _seed_runs(Path(b))
     ca = [_per_query_contributions(r) for r in runs_a]
     cb = [_per_query_contributions(r) for r in runs_b]
@@ -126,20 +132,35 @@ def compare(a: str | os.PathLike, b: str | os.PathLike, n_resamples: int = 10000
     if len(shapes) != 1 or len(datas) != 1:
         raise DataError(f"A and B were evaluated on different test sets ({sorted(datas)})",
                         fix="compare runs evaluated with the same data and protocol")
-    qa = np.mean([c for c, _ in ca], axis=0)
-    qb = np.mean([c for c, _ in cb], axis=0)
-    n_q = len(qa)
-    p = paired_randomization_test(qa, qb, n_resamples=n_resamples, seed=seed)
-    boot = paired_bootstrap(qa, qb, n_resamples=n_resamples, seed=seed)
-    delta = float(qb.sum() - qa.sum())
+    n_q = shapes.pop()[0]
+    by_seed_a = {res.get("seed", i): (c, res) for i, (c, res) in enumerate(ca)}
+    by_seed_b = {res.get("seed", i): (c, res) for i, (c, res) in enumerate(cb)}
+    paired = sorted(set(by_seed_a) & set(by_seed_b), key=str)
     rsum_a = [res["metrics"]["rsum"] for _, res in ca]
     rsum_b = [res["metrics"]["rsum"] for _, res in cb]
-    out = {"a": str(a), "b": str(b), "data": datas.pop(), "queries": n_q,
-           "seeds_a": len(ca), "seeds_b": len(cb),
-           "rsum_a": summarize(rsum_a), "rsum_b": summarize(rsum_b),
-           "delta_rsum": delta, "ci_low": boot["ci_low"] * n_q, "ci_high": boot["ci_high"] * n_q, "p_value": p,
-           "metrics_a": {m: summarize([res["metrics"][m] for _, res in ca]) for m in _r_at_k()},
-           "metrics_b": {m: summarize([res["metrics"][m] for _, res in cb]) for m in _r_at_k()}}
+    out: dict[str, Any] = {
+        "a": str(a), "b": str(b), "data": datas.pop(), "queries": n_q, "seeds_a": len(ca), "seeds_b": len(cb),
+        "paired_seeds": paired, "margin": margin, "rsum_a": summarize(rsum_a), "rsum_b": summarize(rsum_b),
+        "metrics_a": {m: summarize([res["metrics"][m] for _, res in ca]) for m in _r_at_k()},
+        "metrics_b": {m: summarize([res["metrics"][m] for _, res in cb]) for m in _r_at_k()}}
+    if len(paired) >= 2:
+        claim = Claim("B vs A", treatment="B", control="A", metric="rsum", direction="improves", margin=margin)
+        runs = {"A": {s: by_seed_a[s][1]["metrics"]["rsum"] for s in paired},
+                "B": {s: by_seed_b[s][1]["metrics"]["rsum"] for s in paired}}
+        # per-query contributions x n_q: their mean over queries is the run's RSUM, so the CI is in RSUM points
+        items = {"A": {s: by_seed_a[s][0] * n_q for s in paired}, "B": {s: by_seed_b[s][0] * n_q for s in paired}}
+        row = analyse([claim], runs, items, n_resamples=min(n_resamples, 2000), seed=seed)[0]
+        out.update(delta_rsum=row["mean_diff"], ci_low=row["ci"][0], ci_high=row["ci"][1],
+                   p_value=row["p_difference"], p_equivalence=row["p_equivalence"], same_sign=row["same_sign"],
+                   smallest_p=row["smallest_p"], verdict_word=row["verdict"])
+    else:
+        # One training run per side (or no shared seed): queries can say how two *runs* differ, not two systems.
+        qa = np.mean([c for c, _ in ca], axis=0)
+        qb = np.mean([c for c, _ in cb], axis=0)
+        boot = paired_bootstrap(qa, qb, n_resamples=n_resamples, seed=seed)
+        out.update(delta_rsum=float(qb.sum() - qa.sum()), ci_low=boot["ci_low"] * n_q,
+                   ci_high=boot["ci_high"] * n_q, p_value=None, p_equivalence=None, same_sign=None,
+                   smallest_p=smallest_p(len(paired)), verdict_word="inconclusive")
     out["verdict"] = verdict(out)
     return out
 
@@ -148,21 +169,18 @@ def _r_at_k() -> list[str]:
     return [f"{d}_R@{k}" for d in ("i2t", "t2i") for k in KS] + ["rsum"]
 
 
-def verdict(c: dict[str, Any], alpha: float = 0.05) -> str:
-    """A plain-language verdict weighing the difference against significance and seed ranges."""
-    delta, p = c["delta_rsum"], c["p_value"]
-    range_a = c["rsum_a"]["range"]
-    range_b = c["rsum_b"]["range"]
-    head = (f"B − A = {delta:+.2f} RSUM (95% CI [{c['ci_low']:+.2f}, {c['ci_high']:+.2f}]), p = {p:.3g}; "
-            f"seed ranges: A {range_a:.2f} over {c['seeds_a']} seed(s), B {range_b:.2f} over {c['seeds_b']}")
-    if c["seeds_a"] < 2 or c["seeds_b"] < 2:
-        return head + ": only one seed on a side, so seed variation is unknown: not a reliable comparison"
-    if p >= alpha:
-        return head + ": not significant: no reliable difference"
-    if abs(delta) <= max(range_a, range_b):
-        return head + (f": significant over queries but smaller than the seed range "
-                       f"({max(range_a, range_b):.2f}): not a reliable {'improvement' if delta > 0 else 'drop'}")
-    return head + f": significant and larger than either seed range: a reliable {'improvement' if delta > 0 else 'drop'}"
+def verdict(c: dict[str, Any]) -> str:
+    """The comparison in one sentence, ending in the shared vocabulary (improves / hurts / equivalent / inconclusive)."""
+    head = (f"B − A = {c['delta_rsum']:+.2f} RSUM (95% CI [{c['ci_low']:+.2f}, {c['ci_high']:+.2f}])")
+    n = len(c["paired_seeds"])
+    if c["p_value"] is None:
+        why = ("no seed is shared by A and B, so runs cannot be paired" if n == 0 else
+               "one paired seed: the CI covers test queries only, not training variance")
+        return f"{head}; {why}: {c['verdict_word']} (run both with the same ≥ 2 seeds; 6 or more can reach p < 0.05)"
+    word = c["verdict_word"]
+    return (f"{head} over {n} paired seeds ({c['same_sign']}/{n} same sign); sign-flip p = {c['p_value']:.3g} "
+            f"(smallest possible {c['smallest_p']:.3g}), TOST at ±{c['margin']:g} p = {c['p_equivalence']:.3g}: "
+            + (f"B {word} on A" if word in ("improves", "hurts") else word))
 
 
 def format_compare(c: dict[str, Any]) -> str:

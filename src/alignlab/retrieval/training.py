@@ -7,6 +7,9 @@
   (:meth:`ImageTextPairs.known_true`: the truth evaluator on ShapesWorld, the relevance map and equal
   texts elsewhere), and the losses take such pairs out of the negatives (masked InfoNCE, see
   :mod:`alignlab.train.losses`).
+  A *warm start* (``warm_loss`` for the first ``warm_epochs`` epochs, then ``loss``; e.g. VSE++
+  max-violation after epochs of the sum of hinges, as hardest-negative training from random
+  initialisation tends to collapse) is a run option; by default the run's loss is used throughout.
 * :class:`CrossMatchTask` — a cross encoder scoring every (image, caption) pair of the batch; the
   loss is the symmetric cross-entropy over the batch grid (listwise image–text matching), with true
   pairs masked out of the negatives as above.
@@ -75,6 +78,7 @@ class _ImageBatches:
         self.image_size, self.num_workers = image_size, num_workers
         self.bs = batch_size
         self.seed = seed
+        self.current_epoch = 0
 
     def num_batches(self, epoch: int) -> int:
         n = self.pairs.n_images
@@ -106,6 +110,7 @@ class _ImageBatches:
         return torch.from_numpy(mask)
 
     def batch(self, epoch: int, index: int) -> tuple[torch.Tensor, list[str], np.ndarray, torch.Tensor]:
+        self.current_epoch = epoch  # the epoch of the batch about to be trained (a warm start reads it)
         idx, caps = self._indices(epoch, index)
         return (self._images(epoch, index, idx), [self.pairs.captions[c] for c in caps], idx,
                 self.positives(idx, caps))
@@ -146,6 +151,7 @@ class _ImageBatches:
         """
         if type(self).batch is not _ImageBatches.batch:  # a subclass changed what a batch holds: cut it whole
             return ddp_.shard_batch(self.batch(epoch, index), rank, world)
+        self.current_epoch = epoch
         idx, caps = self._indices(epoch, index)  # captions are drawn for the whole global batch, then cut
         lo, hi = ddp_.shard_range(len(idx), world, rank)
         return (self._images(epoch, index, idx[lo:hi], rank, world), [self.pairs.captions[c] for c in caps[lo:hi]],
@@ -159,21 +165,33 @@ class DualContrastiveTask(_ImageBatches):
     """In-batch contrastive training of a dual encoder; dev metric from exact retrieval evaluation."""
 
     def __init__(self, model: nn.Module, train: ImageTextPairs, loss: nn.Module, batch_size: int, seed: int,
-                 dev: ImageTextPairs | None = None, num_workers: int = 0):
+                 dev: ImageTextPairs | None = None, num_workers: int = 0, warm_loss: nn.Module | None = None,
+                 warm_epochs: int = 0):
         super().__init__(train, batch_size, seed, model.config.image_size, num_workers)
         self.loss_fn = loss
+        # Warm start: batches of epochs < warm_epochs train with warm_loss (None or 0: loss throughout).
+        self.warm_loss = warm_loss if warm_epochs > 0 else None
+        self.warm_epochs = warm_epochs if warm_loss is not None else 0
         self.dev = dev
         # DDP has to be told when a model parameter (the temperature, for VSE losses) gets no gradient.
-        self.find_unused_parameters = not getattr(loss, "uses_logit_scale", True)
+        self.find_unused_parameters = any(not getattr(f, "uses_logit_scale", True)
+                                          for f in (loss, self.warm_loss) if f is not None)
+
+    def loss_for(self, epoch: int) -> nn.Module:
+        """The loss that trains the batches of ``epoch`` (the warm-start loss before ``warm_epochs``)."""
+        return self.warm_loss if self.warm_loss is not None and epoch < self.warm_epochs else self.loss_fn
 
     def loss(self, model: nn.Module, batch: Any) -> dict[str, torch.Tensor]:
         images, texts, _, positives = batch
         x = model.image_tower.preprocess(images, model.device)
         out = model(x, *model.tokenize(texts))
-        return self.loss_fn(out["image_emb"], out["text_emb"], out["logit_scale"], positives=positives)
+        return self.loss_for(self.current_epoch)(out["image_emb"], out["text_emb"], out["logit_scale"],
+                                                 positives=positives)
 
     def parameters(self):
-        return self.loss_fn.parameters()
+        if self.warm_loss is None:
+            return self.loss_fn.parameters()
+        return [*self.loss_fn.parameters(), *self.warm_loss.parameters()]
 
     def evaluate(self, model: nn.Module) -> dict[str, float]:
         if self.dev is None:
@@ -336,6 +354,9 @@ class RetrievalRunConfig:
     freeze_image_tower: bool = False
     loss: str = "infonce"  # infonce | vse-sum | vse-max (dual encoders)
     margin: float = 0.2
+    # Warm start (dual encoders): the first warm_epochs epochs train with warm_loss, then `loss` (0: none).
+    warm_loss: str = "vse-sum"
+    warm_epochs: int = 0
     data: DataConfig = field(default_factory=DataConfig)
     train: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=8, batch_size=128, lr=2e-3,
                                                                    warmup_steps=20, select_metric="rsum"))
@@ -354,11 +375,17 @@ class RetrievalRunConfig:
 
         if self.model not in ARCHS:
             raise ConfigError(f"cannot train model {self.model!r}", key="model", fix=f"choose one of: {', '.join(ARCHS)}")
-        try:
-            LOSSES.get(self.loss)
-        except ConfigError as e:
-            raise ConfigError(e.what, key="loss", fix=e.fix) from None
+        for key in ("loss", "warm_loss"):
+            try:
+                LOSSES.get(getattr(self, key))
+            except ConfigError as e:
+                raise ConfigError(e.what, key=key, fix=e.fix) from None
         check_number("margin", self.margin, lo=0)
+        check_number("warm_epochs", self.warm_epochs, lo=0)
+        if self.warm_epochs and self.warm_epochs >= self.train.epochs:
+            raise ConfigError(f"warm_epochs {self.warm_epochs} leaves no epoch for the loss {self.loss!r} "
+                              f"(train.epochs {self.train.epochs})", key="warm_epochs",
+                              fix="use fewer warm-start epochs than train.epochs, or 0 for no warm start")
         metric = self.train.select_metric
         if metric is not None and metric not in DEV_METRICS:
             raise ConfigError(f"unknown dev metric {metric!r} for train.select_metric", key="train.select_metric",
@@ -454,8 +481,10 @@ def run_retrieval(cfg: RetrievalRunConfig, run_dir: str | os.PathLike, *, resume
     global_batch = train_cfg.batch_size * world  # batch_size is per rank; the task builds global batches
     if getattr(model, "is_dual", False):  # tiny-dual, pretrained-lit
         loss = build_loss(cfg.loss, cfg.margin, gather=cfg.gather_negatives)
+        warm = build_loss(cfg.warm_loss, cfg.margin, gather=cfg.gather_negatives) if cfg.warm_epochs else None
         task: Any = DualContrastiveTask(model, data["train"], loss, global_batch, cfg.seed, dev=data.get("val"),
-                                        num_workers=cfg.data.num_workers)
+                                        num_workers=cfg.data.num_workers, warm_loss=warm,
+                                        warm_epochs=cfg.warm_epochs)
     elif cfg.model == "tiny-cross":
         task = CrossMatchTask(model, data["train"], global_batch, cfg.seed, dev=data.get("val"),
                               dev_images=cfg.cross_dev_images, gather=cfg.gather_negatives,
@@ -464,6 +493,8 @@ def run_retrieval(cfg: RetrievalRunConfig, run_dir: str | os.PathLike, *, resume
         raise ConfigError(f"cannot train model {cfg.model!r} here", fix="use tiny-dual, tiny-cross or pretrained-lit")
     # The number of loader workers changes speed, not results: a run may resume with another number.
     hashed = {**asdict(cfg), "data": {k: v for k, v in asdict(cfg.data).items() if k != "num_workers"}}
+    if not cfg.warm_epochs:  # no warm start: the run's hash is the one it had before the option existed
+        hashed.pop("warm_loss"), hashed.pop("warm_epochs")
     fit_result: FitResult = fit(model, task, train_cfg, run_dir, resume=resume, config_for_hash=hashed,
                                 device=device, desc=f"{cfg.model} seed {cfg.seed}", callbacks=callbacks)
     best = load_best(model, run_dir) if train_cfg.select_metric else fit_result.best

@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from alignlab.core.cliargs import add_device, add_out, add_overwrite, add_seed
 from alignlab.core.config import load_yaml, merge, parse_overrides
 from alignlab.core.errors import ConfigError
 from alignlab.core.io import write_json, write_text
@@ -56,12 +57,12 @@ def register_verbs(verbs: argparse._SubParsersAction) -> None:
                                    "DIR` then reads the scores. Takes the same config as `distill dcd train`.")
     mi.add_argument("--teacher", default=None, help="the teacher: ckpt:<dir> (e.g. from `distill dcd teacher`)")
     mi.add_argument("--config", type=Path, default=None, help="YAML run config of the training to mine for")
-    mi.add_argument("--out", type=Path, default=Path("runs/dcd-mined"),
-                    help="output folder: Parquet shards + manifest.json (default: runs/dcd-mined)")
-    mi.add_argument("--seed", type=int, default=None, help="override the config's seed")
+    add_out(mi, default=Path("runs/dcd-mined"),
+            help="output folder: Parquet shards + manifest.json (default: runs/dcd-mined)")
+    add_seed(mi, default=None, help="override the config's seed")
     mi.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                     help="override a config value, e.g. --set train.epochs=3 (repeatable)")
-    mi.add_argument("--device", default="cpu", help="cpu, cuda or auto (default: cpu)")
+    add_device(mi)
     mi.add_argument("--allow-outside-root", action="store_true",
                     help="accept image paths in data files that leave the data root (absolute or with '..')")
     from alignlab.scale.cli import add_engine_args
@@ -83,20 +84,20 @@ def register_verbs(verbs: argparse._SubParsersAction) -> None:
     b.add_argument("--teacher-rows", type=int, default=None,
                    help="time cross encoders on the first N image rows and extrapolate (default: all rows)")
     b.add_argument("--threads", type=int, default=1, help="torch threads (default: 1)")
-    b.add_argument("--seed", type=int, default=0, help="data seed (default: 0)")
-    b.add_argument("--out", type=Path, default=None, help="write the results JSON here (and a .md beside it)")
+    add_seed(b, default=0, help="data seed (default: 0)")
+    add_out(b, default=None, help="write the results JSON here (and a .md beside it)")
     b.set_defaults(run=run_bench_cli)
 
 
 def _common(p: argparse.ArgumentParser, default_out: str) -> None:
     p.add_argument("--config", type=Path, default=None, help="YAML run config (default: built-in defaults)")
-    p.add_argument("--out", type=Path, default=Path(default_out), help=f"run folder (default: {default_out})")
-    p.add_argument("--seed", type=int, default=None, help="override the config's seed")
+    add_out(p, default=Path(default_out), help=f"run folder (default: {default_out})")
+    add_seed(p, default=None, help="override the config's seed")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config value, e.g. --set train.epochs=3 (repeatable)")
     p.add_argument("--no-resume", action="store_true", help="start again even if the run folder has a checkpoint")
-    p.add_argument("--overwrite", action="store_true", help="replace a finished run in --out (never done otherwise)")
-    p.add_argument("--device", default="cpu", help="cpu, cuda or auto (default: cpu)")
+    add_overwrite(p)
+    add_device(p)
     p.add_argument("--allow-outside-root", action="store_true",
                    help="accept image paths in data files that leave the data root (absolute or with '..')")
 

@@ -87,6 +87,7 @@ from alignlab.distill.dcd.students import (
 )
 from alignlab.models.base import load_images_for
 from alignlab.models.factory import build_model, load_model
+from alignlab.models.tiny import TinyCrossConfig
 from alignlab.retrieval.evaluate import evaluate_model
 from alignlab.retrieval.metrics import evaluate_scores
 from alignlab.retrieval.training import evaluate_dual, load_path_splits
@@ -96,9 +97,20 @@ from alignlab.train.loop import FitResult, TrainConfig, fit, load_best
 NEGATIVES = ("teacher", "random")
 KD_KINDS = ("none", "score", "relation", "feature")
 
-# A small teacher that trains in minutes on one CPU thread (a 4 x 4 grid of image tokens).
-TEACHER_MODEL: dict[str, Any] = {"width": 48, "image_channels": [16, 32, 48], "text_layers": 1,
-                                 "fusion_layers": 2, "heads": 4}
+# The teacher (issue 15): a tiny cross encoder whose towers, projections and scale come from a dual
+# encoder trained first (stage 1, TEACHER_DUAL_EPOCHS), with a fusion layer whose logit is added to the
+# dual's score, trained on the dual's hard negatives with the towers frozen (stage 2,
+# TEACHER_FUSION_EPOCHS). An 8 x 8 grid of image tokens. Measured against the dual trained with the same
+# CPU budget by benchmarks/compare_teacher_dual.py (docs/dcd.md, "The teacher").
+TEACHER_MODEL: dict[str, Any] = {"width": 64, "embed_dim": 64, "image_channels": [32, 64], "text_layers": 1,
+                                 "heads": 4, "fusion_layers": 1, "dual_score": True, "head_pool": "mean"}
+TEACHER_DUAL_EPOCHS = 30
+TEACHER_FUSION_EPOCHS = 4
+TEACHER_FUSIONS = ("hard", "grid")
+# The earlier default teacher, kept for comparison: a 4 x 4 grid of image tokens, two fusion layers, the
+# whole model trained on each batch's score grid (fusion="grid").
+GRID_TEACHER_MODEL: dict[str, Any] = {"width": 48, "image_channels": [16, 32, 48], "text_layers": 1,
+                                      "fusion_layers": 2, "heads": 4}
 # A real dual student without a learned logit scale (BLIP ITC) is trained with CLIP's initial scale,
 # 1 / 0.07: a softmax over cosines in [-1, 1] at scale 1 is nearly flat. A constant scale does not change
 # rankings, so the saved model still scores with its own (scale 1).
@@ -207,19 +219,45 @@ def _finished(run_dir: Path, cfg: Any) -> dict[str, Any] | None:
 
 @dataclass
 class TeacherRunConfig:
+    """How the cross-encoder teacher is trained: a dual encoder first, then the fusion on its hard negatives.
+
+    * **Stage 1 (towers):** a tiny dual encoder with the teacher's tower shapes (``pool="mean"``) trained
+      with masked InfoNCE for ``pretrain_epochs`` on the training images (plus ``pretrain_images`` extra
+      near-duplicate images from data seed + 1000), in batches of whole near-duplicate groups
+      (``pretrain_groups``); its best checkpoint (dev RSUM) gives the teacher its towers and, with the
+      model's ``dual_score``, its projections and scale (:meth:`~alignlab.models.tiny.TinyCrossEncoder.load_dual`).
+    * **Stage 2 (fusion), ``fusion="hard"``:** the towers stay frozen (``tune_towers=False``: their outputs
+      are computed once); the fusion learns on the dual's hard negatives: per image, a positive caption
+      (``positives="truth"``: any caption true of it, generic ones included; ``"own"``: one of its own),
+      ``hard_negatives`` of the ``hard_pool`` captions the dual scores highest among those *false* of
+      the image (truth evaluator) and ``random_negatives`` random ones; per positive caption the same
+      over images (weight ``t2i_weight``). Listwise CE over ``[positive, negatives]``. (With own
+      captions only as positives the fusion cut image → text R@1 far below the dual's; see
+      docs/dcd.md, "The teacher".)
+    * ``fusion="grid"`` is the earlier recipe: every parameter trains on the symmetric CE of each batch's
+      score grid (:class:`TeacherGridTask`).
+    """
+
     model_config: dict[str, Any] = field(default_factory=lambda: dict(TEACHER_MODEL))
     data: DCDDataConfig = field(default_factory=DCDDataConfig)
-    train: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=10, batch_size=24, lr=1e-3,
-                                                                   warmup_steps=20, select_metric="rsum"))
+    train: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=TEACHER_FUSION_EPOCHS, batch_size=32,
+                                                                   lr=1e-3, warmup_steps=20, select_metric="rsum"))
+    fusion: str = "hard"  # hard (dual-mined negatives, frozen towers) | grid (the batch's score grid, all trains)
+    hard_pool: int = 24  # per image (caption): the dual's top captions (images) among the false ones
+    hard_negatives: int = 12  # drawn from that pool per positive and step
+    random_negatives: int = 16  # drawn from the whole training set per positive and step
+    positives: str = "truth"  # fusion="hard": an image's positive is any caption true of it (truth) or its own
+    t2i_weight: float = 1.0  # weight of the caption -> images term
+    tune_towers: bool = False  # fusion="hard": also train the towers (slower: they run every step)
     dev_images: int = 60  # dev images scored all-pairs after each epoch (a cross encoder is slow)
     test_images: int | None = None  # evaluate on the first N test images (None: all)
-    # Pretraining of the towers (as for real teachers, which are pretrained before fine-tuning): a dual
-    # encoder with the teacher's towers trained with InfoNCE on the training images plus pretrain_images
-    # extra near-duplicate images from another data seed; its towers initialise the teacher.
-    pretrain_epochs: int = 0  # 0: no pretraining (towers from scratch)
-    pretrain_images: int = 0
-    pretrain_batch_size: int = 64
-    pretrain_lr: float = 2e-3
+    # Stage 1: the dual encoder whose towers the teacher starts from (0 epochs: towers from scratch,
+    # only with fusion="grid"). As for real teachers, the towers are pretrained before the fusion.
+    pretrain_epochs: int = TEACHER_DUAL_EPOCHS
+    pretrain_images: int = 0  # extra near-duplicate images (data seed + 1000) for stage 1
+    pretrain_batch_size: int = 48
+    pretrain_lr: float = 1e-3  # at 2e-3 the dual's dev RSUM fell by half or more for epochs at a time
+    pretrain_groups: bool = True  # stage-1 batches of whole near-duplicate groups (False: random images)
     threads: int | None = None  # torch threads (1 avoids oversubscription on a shared machine)
     seed: int = 0
 
@@ -228,6 +266,23 @@ class TeacherRunConfig:
         from alignlab.core.config import check_number
 
         check_number("pretrain_lr", self.pretrain_lr, lo=0, lo_open=True, hi=10)
+        if self.fusion not in TEACHER_FUSIONS:
+            raise ConfigError(f"fusion must be one of {', '.join(TEACHER_FUSIONS)}, got {self.fusion!r}", key="fusion",
+                              fix="hard (the dual's hard negatives; default) or grid (the earlier recipe)")
+        if self.positives not in ("truth", "own"):
+            raise ConfigError(f"positives must be truth or own, got {self.positives!r}", key="positives",
+                              fix="truth (any caption true of the image; default) or own (its own captions)")
+        for key in ("hard_pool", "hard_negatives"):
+            check_number(key, getattr(self, key), lo=1)
+        for key in ("random_negatives", "t2i_weight"):
+            check_number(key, getattr(self, key), lo=0)
+        if self.hard_negatives > self.hard_pool:
+            raise ConfigError(f"hard_negatives {self.hard_negatives} exceeds hard_pool {self.hard_pool}",
+                              key="hard_negatives", fix="draw at most hard_pool negatives")
+        if self.fusion == "hard" and self.pretrain_epochs < 1:
+            raise ConfigError("fusion='hard' mines with the stage-1 dual encoder: pretrain_epochs must be >= 1",
+                              key="pretrain_epochs", fix="set pretrain_epochs (default "
+                                                         f"{TEACHER_DUAL_EPOCHS}) or use fusion='grid'")
 
 
 def _check_select_metric(train: TrainConfig) -> None:
@@ -240,36 +295,21 @@ def _check_select_metric(train: TrainConfig) -> None:
                           fix=f"choose one of: {', '.join(DEV_METRICS)} (or null for the last epoch)")
 
 
-def _pretrain_towers(cfg: TeacherRunConfig, model: nn.Module, train: ImageTextPairs, dev: ImageTextPairs | None,
-                     extra: ImageTextPairs | None, run_dir: Path, resume: bool, device: str) -> dict[str, Any]:
-    """Train a dual encoder with ``model``'s tower shapes (InfoNCE), then copy its towers into ``model``."""
-    from alignlab.distill.dcd.data import concat_pairs
-    from alignlab.retrieval.training import DualContrastiveTask
-    from alignlab.train.losses import InfoNCELoss
-
-    mc = model.config
-    dual = build_model("tiny-dual", {"image_size": mc.image_size, "width": mc.width, "embed_dim": mc.width,
-                                     "image_channels": list(mc.image_channels), "image_layers": mc.image_layers,
-                                     "text_layers": mc.text_layers, "heads": mc.heads,
-                                     "max_text_len": mc.max_text_len}, model.tokenizer)
-    pairs = concat_pairs(train, extra, name="teacher-pretrain") if extra is not None else train
-    tcfg = TrainConfig(epochs=cfg.pretrain_epochs, batch_size=cfg.pretrain_batch_size, lr=cfg.pretrain_lr,
-                       warmup_steps=20, select_metric="rsum", log_every=20, seed=cfg.seed)
-    task = DualContrastiveTask(dual, pairs, InfoNCELoss(), tcfg.batch_size, cfg.seed, dev=dev)
-    res = fit(dual, task, tcfg, run_dir, resume=resume, config_for_hash={"teacher": asdict(cfg), "train": asdict(tcfg)},
-              device=device, desc="dcd teacher pretraining")
-    load_best(dual, run_dir)
-    model.image_tower.load_state_dict(dual.image_tower.state_dict())
-    model.text_tower.load_state_dict(dual.text_tower.state_dict())
-    return {"images": pairs.n_images, "best": res.best, "dev_curve": res.dev_curve}
+def tower_dual_config(model_config: dict[str, Any], image_size: int) -> dict[str, Any]:
+    """The tiny-dual config with the towers (and dual-score projection) of a tiny-cross ``model_config``."""
+    mc = from_dict(TinyCrossConfig, {**model_config, "image_size": image_size})
+    return {"image_size": mc.image_size, "width": mc.width, "embed_dim": mc.embed_dim or mc.width,
+            "image_channels": list(mc.image_channels), "image_layers": mc.image_layers,
+            "text_layers": mc.text_layers, "heads": mc.heads, "max_text_len": mc.max_text_len,
+            "init_temperature": mc.init_temperature, "image_stem": mc.image_stem,
+            "image_stage_depth": mc.image_stage_depth, "image_norm": mc.image_norm, "pool": "mean"}
 
 
-class TeacherGridTask:
-    """A cross encoder on batches of whole groups: CE over the rows and columns of the batch's score grid.
+class _GroupGridTask:
+    """Batches of whole near-duplicate groups (siblings meet), one of each image's own captions drawn per
+    batch, with the ``[images, captions]`` grid of pairs known to be true (truth evaluator, or equal text)."""
 
-    A caption true of another image of the batch (a near-duplicate scene) is not a negative there: its
-    logit is left out of that row's and column's softmax, as in the retrieval tasks' masked InfoNCE.
-    """
+    stream = "group-captions"  # the name of the caption draw's random stream (kept per task: same batches)
 
     def __init__(self, model: nn.Module, train: ImageTextPairs, batch_size: int, seed: int,
                  dev: ImageTextPairs | None = None):
@@ -281,17 +321,94 @@ class TeacherGridTask:
     def num_batches(self, epoch: int) -> int:
         return len(self.batches.batches(epoch))
 
-    def batch(self, epoch: int, index: int) -> tuple[np.ndarray, list[str]]:
+    def batch_size(self, batch: Any) -> int:
+        return len(batch[0])
+
+    def _draw(self, epoch: int, index: int) -> tuple[np.ndarray, list[str], np.ndarray]:
         idx = self.batches.batches(epoch)[index]
-        rng = np.random.default_rng(derive_seed(self.seed, "teacher-captions", epoch, index))
+        rng = np.random.default_rng(derive_seed(self.seed, self.stream, epoch, index))
         caps = [self.train.sources[i][rng.integers(len(self.train.sources[i]))] for i in idx]
         texts = [self.train.captions[c] for c in caps]
         true = self.train.known_true(idx, caps) | np.array([[a == b for b in texts] for a in texts], dtype=bool)
-        np.fill_diagonal(true, False)  # the diagonal is the positive, never masked
+        return idx, texts, true
+
+
+class GroupDualTask(_GroupGridTask):
+    """Masked InfoNCE for a dual encoder on batches of whole near-duplicate groups (siblings meet).
+
+    One caption per image is drawn per batch; a caption true of another image of the batch is left out
+    of that row's and column's softmax (truth evaluator), as in the retrieval tasks.
+    """
+
+    stream = "teacher-dual-captions"
+
+    def __init__(self, model: nn.Module, train: ImageTextPairs, batch_size: int, seed: int,
+                 dev: ImageTextPairs | None = None):
+        from alignlab.train.losses import InfoNCELoss
+
+        super().__init__(model, train, batch_size, seed, dev)
+        self.loss_fn = InfoNCELoss()
+
+    def batch(self, epoch: int, index: int) -> tuple[np.ndarray, list[str], torch.Tensor]:
+        idx, texts, true = self._draw(epoch, index)
+        np.fill_diagonal(true, True)  # InfoNCELoss's positives: the diagonal and every true pair
         return idx, texts, torch.from_numpy(true)
 
-    def batch_size(self, batch: Any) -> int:
-        return len(batch[0])
+    def loss(self, model: nn.Module, batch: Any) -> dict[str, torch.Tensor]:
+        idx, texts, positives = batch
+        x = model.image_tower.preprocess(self.images[idx], model.device)
+        out = model(x, *model.tokenize(texts))
+        return self.loss_fn(out["image_emb"], out["text_emb"], out["logit_scale"], positives=positives)
+
+    def parameters(self):
+        return self.loss_fn.parameters()
+
+    def evaluate(self, model: nn.Module) -> dict[str, float]:
+        return evaluate_dual(model, self.dev).metrics if self.dev is not None else {}
+
+
+def train_tower_dual(cfg: TeacherRunConfig, tokenizer: WordTokenizer, train: ImageTextPairs,
+                     dev: ImageTextPairs | None, run_dir: Path, *, epochs: int | None = None,
+                     extra: ImageTextPairs | None = None, resume: bool = True, device: str = "cpu",
+                     desc: str = "dcd teacher stage 1 (dual)", callbacks=()) -> tuple[nn.Module, FitResult]:
+    """Stage 1: the dual encoder with the teacher's tower shapes, best checkpoint (dev RSUM) loaded.
+
+    Also the teacher's baseline: the same recipe given the teacher's whole CPU budget
+    (``epochs``; ``benchmarks/compare_teacher_dual.py``).
+    """
+    from alignlab.distill.dcd.data import concat_pairs
+    from alignlab.retrieval.training import DualContrastiveTask
+    from alignlab.train.losses import InfoNCELoss
+
+    epochs = epochs or cfg.pretrain_epochs
+    dual = build_model("tiny-dual", tower_dual_config(cfg.model_config, cfg.data.image_size), tokenizer)
+    pairs = concat_pairs(train, extra, name="teacher-pretrain") if extra is not None else train
+    tcfg = TrainConfig(epochs=epochs, batch_size=cfg.pretrain_batch_size, lr=cfg.pretrain_lr,
+                       warmup_steps=20, select_metric="rsum", log_every=20, seed=cfg.seed)
+    if cfg.pretrain_groups:
+        task: Any = GroupDualTask(dual, pairs, tcfg.batch_size, cfg.seed, dev=dev)
+    else:
+        task = DualContrastiveTask(dual, pairs, InfoNCELoss(), tcfg.batch_size, cfg.seed, dev=dev)
+    res = fit(dual, task, tcfg, run_dir, resume=resume, config_for_hash={"teacher": asdict(cfg), "train": asdict(tcfg)},
+              device=device, desc=desc, callbacks=callbacks)
+    load_best(dual, run_dir)
+    dual.eval()
+    return dual, res
+
+
+class TeacherGridTask(_GroupGridTask):
+    """A cross encoder on batches of whole groups: CE over the rows and columns of the batch's score grid.
+
+    A caption true of another image of the batch (a near-duplicate scene) is not a negative there: its
+    logit is left out of that row's and column's softmax, as in the retrieval tasks' masked InfoNCE.
+    """
+
+    stream = "teacher-captions"
+
+    def batch(self, epoch: int, index: int) -> tuple[np.ndarray, list[str], torch.Tensor]:
+        idx, texts, true = self._draw(epoch, index)
+        np.fill_diagonal(true, False)  # the diagonal is the positive, never masked
+        return idx, texts, torch.from_numpy(true)
 
     def loss(self, model: nn.Module, batch: Any) -> dict[str, torch.Tensor]:
         idx, texts, true_negatives = batch
@@ -300,6 +417,133 @@ class TeacherGridTask:
         logits = logits.masked_fill(true_negatives.to(logits.device), torch.finfo(logits.dtype).min)
         target = torch.arange(len(logits), device=logits.device)
         return {"match_loss": 0.5 * (F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target))}
+
+    def evaluate(self, model: nn.Module) -> dict[str, float]:
+        return _evaluate_cross(model, self.dev)
+
+
+@dataclass
+class HardBatch:
+    images: np.ndarray  # [B] training images
+    positives: np.ndarray  # [B] one own caption each
+    captions: np.ndarray  # [B, 1 + n]: the positive, then negatives for the image
+    caption_false: torch.Tensor  # [B, 1 + n] bool: which of them may be a negative (False: true of the image)
+    rivals: np.ndarray  # [B, 1 + n]: the image, then negative images for its positive caption
+    rival_false: torch.Tensor  # [B, 1 + n] bool
+
+
+class TeacherHardTask:
+    """Stage 2 of the teacher: the fusion on hard negatives mined by the stage-1 dual encoder.
+
+    The dual scores every training image against every training caption once. Per image, the
+    ``hard_pool`` captions it scores highest *among those false of the image* (truth evaluator; also
+    never one of the image's own captions) form its hard pool; per caption the same over images. A
+    batch (whole groups, seeded by ``(seed, epoch, index)``) draws for each image one positive caption
+    (any caption true of it, or one of its own: ``cfg.positives``),
+    ``hard_negatives`` from its pool and ``random_negatives`` from all captions (a random one that is
+    true of the image is masked out), and the same over images for that caption. The loss is CE with the
+    positive first, image → captions plus ``t2i_weight`` × caption → images.
+
+    With frozen towers (``tune_towers=False``) the tower outputs of every training image and caption
+    are computed once and a step costs only the fusion of its pairs.
+    """
+
+    def __init__(self, model: nn.Module, dual: nn.Module, train: ImageTextPairs, cfg: TeacherRunConfig,
+                 batch_size: int, dev: ImageTextPairs | None = None):
+        self.cfg = cfg
+        self.train, self.images = _images_tensor(train, model.config.image_size)
+        self.batches = GroupBatches(groups_of(train), batch_size, cfg.seed)
+        self.dev = dev
+        n, c = train.n_images, train.n_captions
+        with torch.no_grad():
+            img = torch.cat([dual.encode_images(self.images[s:s + 256]) for s in range(0, n, 256)]).float()
+            txt = torch.cat([dual.encode_texts(train.captions[s:s + 512]) for s in range(0, c, 512)]).float()
+            sims = img.cpu() @ txt.cpu().T
+        true = np.zeros((n, c), dtype=bool)
+        for s in range(0, n, 256):  # the truth table in blocks of images (bounded memory)
+            true[s:s + 256] = train.known_true(np.arange(s, min(s + 256, n)), np.arange(c))
+        for i, own in enumerate(train.relevance):
+            true[i, own] = True
+        self.true_np = true
+        self.true = torch.from_numpy(true)
+        sims = sims.masked_fill(self.true, float("-inf"))
+        k_c, k_i = min(cfg.hard_pool, c - 1), min(cfg.hard_pool, n - 1)
+        self.hard_captions = sims.topk(k_c, dim=1).indices.numpy()  # [N, K]
+        self.hard_images = sims.T.topk(k_i, dim=1).indices.numpy()  # [C, K]
+        # a pool slot whose score is -inf holds a true caption (fewer than K false ones): never drawn
+        self.caption_ok = torch.isfinite(sims.topk(k_c, dim=1).values).numpy()
+        self.image_ok = torch.isfinite(sims.T.topk(k_i, dim=1).values).numpy()
+        self.n_hard = min(cfg.hard_negatives, k_c, k_i)
+        self.tokens: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None
+        if not cfg.tune_towers:
+            self.tokens = self._tower_outputs(model)
+
+    @torch.no_grad()
+    def _tower_outputs(self, model: nn.Module) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        was = model.training
+        model.eval()
+        dev = model.device
+        img = torch.cat([model.image_tower(model.image_tower.preprocess(self.images[s:s + 256], dev))[0]
+                         for s in range(0, len(self.images), 256)])
+        ids, mask = model.tokenize(self.train.captions)
+        txt = torch.cat([model.text_tower(ids[s:s + 512], mask[s:s + 512])[0] for s in range(0, len(ids), 512)])
+        model.train(was)
+        return img, txt, mask
+
+    def num_batches(self, epoch: int) -> int:
+        return len(self.batches.batches(epoch))
+
+    def batch_size(self, batch: HardBatch) -> int:
+        return len(batch.images)
+
+    def _draw(self, pool: np.ndarray, ok: np.ndarray, n_all: int, rng: np.random.Generator) -> np.ndarray:
+        p = ok / ok.sum() if ok.sum() else None
+        hard = rng.choice(pool, size=min(self.n_hard, int(ok.sum()) or len(pool)), replace=False, p=p)
+        hard = np.concatenate([hard, rng.choice(pool, size=self.n_hard - len(hard))]) if len(hard) < self.n_hard \
+            else hard
+        return np.concatenate([hard, rng.integers(0, n_all, self.cfg.random_negatives)])
+
+    def batch(self, epoch: int, index: int) -> HardBatch:
+        idx = np.asarray(self.batches.batches(epoch)[index], dtype=np.int64)
+        rng = np.random.default_rng(derive_seed(self.cfg.seed, "teacher-hard", epoch, index))
+        tr = self.train
+        if self.cfg.positives == "truth":  # any caption true of the image, generic ones included
+            pos = np.array([rng.choice(np.flatnonzero(self.true_np[i])) for i in idx], dtype=np.int64)
+        else:
+            pos = np.array([tr.sources[i][rng.integers(len(tr.sources[i]))] for i in idx], dtype=np.int64)
+        caps = np.stack([np.concatenate([[p], self._draw(self.hard_captions[i], self.caption_ok[i], tr.n_captions,
+                                                           rng)]) for i, p in zip(idx, pos, strict=True)])
+        rivals = np.stack([np.concatenate([[i], self._draw(self.hard_images[p], self.image_ok[p], tr.n_images, rng)])
+                           for i, p in zip(idx, pos, strict=True)])
+        cap_false = ~self.true[torch.from_numpy(np.repeat(idx, caps.shape[1])), torch.from_numpy(caps.reshape(-1))]
+        riv_false = ~self.true[torch.from_numpy(rivals.reshape(-1)), torch.from_numpy(np.repeat(pos, rivals.shape[1]))]
+        cap_false, riv_false = cap_false.view(caps.shape).clone(), riv_false.view(rivals.shape).clone()
+        cap_false[:, 0] = True  # the positive is column 0 (its "false" flag means: keep in the softmax)
+        riv_false[:, 0] = True
+        return HardBatch(idx, pos, caps, cap_false, rivals, riv_false)
+
+    def _pair_logits(self, model: nn.Module, images: np.ndarray, captions: np.ndarray) -> torch.Tensor:
+        if self.tokens is not None:
+            img_tok, txt_tok, mask = self.tokens
+            ii, cc = torch.from_numpy(images), torch.from_numpy(captions)
+            m = mask[cc]
+            length = int(m.sum(1).max())
+            return model.fuse(img_tok[ii], txt_tok[cc, :length], m[:, :length])
+        x = model.image_tower.preprocess(self.images[images], model.device)
+        return model(x, *model.tokenize([self.train.captions[c] for c in captions]))
+
+    def loss(self, model: nn.Module, b: HardBatch) -> dict[str, torch.Tensor]:
+        bsz, n = b.captions.shape
+        logits = self._pair_logits(model, np.repeat(b.images, n), b.captions.reshape(-1)).view(bsz, n)
+        target = torch.zeros(bsz, dtype=torch.long, device=logits.device)
+        neg_inf = torch.finfo(logits.dtype).min
+        out = {"i2t_loss": F.cross_entropy(logits.masked_fill(~b.caption_false.to(logits.device), neg_inf), target)}
+        if self.cfg.t2i_weight > 0:
+            m = b.rivals.shape[1]
+            rl = self._pair_logits(model, b.rivals.reshape(-1), np.repeat(b.positives, m)).view(bsz, m)
+            out["t2i_loss"] = self.cfg.t2i_weight * F.cross_entropy(
+                rl.masked_fill(~b.rival_false.to(rl.device), neg_inf), target)
+        return out
 
     def evaluate(self, model: nn.Module) -> dict[str, float]:
         return _evaluate_cross(model, self.dev)
@@ -318,6 +562,7 @@ def train_teacher(cfg: TeacherRunConfig, run_dir: str | os.PathLike, *, data: di
 def _train_teacher(cfg: TeacherRunConfig, run_dir: Path, data: dict[str, ImageTextPairs] | None, resume: bool,
                    device: str, callbacks) -> dict[str, Any]:
     started = time.time()
+    cpu0 = time.process_time()
     main = ddp_.is_main()  # under torchrun rank 0 alone writes the run folder (fit() does the same)
     data = data if data is not None else load_dcd_data(cfg.data)
     extra = None
@@ -333,27 +578,52 @@ def _train_teacher(cfg: TeacherRunConfig, run_dir: Path, data: dict[str, ImageTe
     run_dir.mkdir(parents=True, exist_ok=True)
     if main:
         dump_yaml(run_dir / "config.yaml", asdict(cfg))
-    pretrain = None
+    pretrain = dual = None
+    cpu = {"data_s": round(time.process_time() - cpu0, 1)}
     if cfg.pretrain_epochs > 0:
-        pretrain = _pretrain_towers(cfg, model, data["train"], data.get("val"), extra, run_dir / "pretrain", resume,
-                                    device)
+        t0 = time.process_time()
+        dual, res = train_tower_dual(cfg, tokenizer, data["train"], data.get("val"), run_dir / "pretrain",
+                                     extra=extra, resume=resume, device=device)
+        model.load_dual(dual)
+        cpu["stage1_s"] = round(time.process_time() - t0, 1)
+        pretrain = {"images": data["train"].n_images + (extra.n_images if extra is not None else 0),
+                    "best": res.best, "dev_curve": res.dev_curve, "groups": cfg.pretrain_groups}
     dev = data.get("val")
     dev = dev.subset(range(min(cfg.dev_images, dev.n_images))) if dev is not None else None
     train_cfg = TrainConfig(**{**asdict(cfg.train), "seed": cfg.seed})
-    task = TeacherGridTask(model, data["train"], train_cfg.batch_size, cfg.seed, dev=dev)
+    t0 = time.process_time()
+    task: Any
+    if cfg.fusion == "hard":
+        assert dual is not None
+        for tower in (model.image_tower, model.text_tower):
+            for p in tower.parameters():
+                p.requires_grad_(cfg.tune_towers)
+        if getattr(model.config, "dual_score", False):  # the dual's score is kept as it was trained
+            for p in (model.image_proj.weight, model.text_proj.weight, model.logit_scale):
+                p.requires_grad_(cfg.tune_towers)
+        task = TeacherHardTask(model, dual, data["train"], cfg, train_cfg.batch_size, dev=dev)
+    else:
+        task = TeacherGridTask(model, data["train"], train_cfg.batch_size, cfg.seed, dev=dev)
     fit_result: FitResult = fit(model, task, train_cfg, run_dir, resume=resume, config_for_hash=asdict(cfg),
                                 device=device, desc="dcd teacher", callbacks=callbacks)
     best = load_best(model, run_dir) if train_cfg.select_metric else fit_result.best
+    for p in model.parameters():
+        p.requires_grad_(True)
+    cpu["stage2_s"] = round(time.process_time() - t0, 1)
+    cpu["total_s"] = round(time.process_time() - cpu0, 1)
     model.eval()
     test = _test_split(data, cfg.test_images)
     t0 = time.time()
     report = evaluate_model(model, test)
     score_s = time.time() - t0
+    # train_cpu_s: CPU seconds of this process from data to the best checkpoint (a resumed run counts
+    # only what this call did); the dev evaluations that pick checkpoints are part of it.
     result = _write_run(run_dir, report, task="retrieval", model="dcd-teacher-tiny-cross",
                         data=f"{test.name}:{test.n_images}", seed=cfg.seed, config=asdict(cfg), started=started,
                         device=device, dev_curve=fit_result.dev_curve, best=best, steps=fit_result.steps,
                         parameters=count_parameters(model), test_scoring_s=round(score_s, 3),
-                        pairs_scored=test.n_images * test.n_captions, pretrain=pretrain)
+                        pairs_scored=test.n_images * test.n_captions, pretrain=pretrain, train_cpu_s=cpu,
+                        threads=torch.get_num_threads())
     info(f"dcd teacher: test RSUM {report.metrics['rsum']:.1f} ({test.n_images} images, {score_s:.0f} s to score)")
     return result
 
@@ -388,6 +658,9 @@ class DCDRunConfig:
     shuffle_weights: bool = False  # control: permute the weights across the batch
     pools: str = "truth"  # truth: pools leave out every caption true of the image | source: only its own
     t2i_weight: float = 1.0  # dual students: caption -> image CE over the batch, added per sample
+    # caption -> image term: another image of the batch the caption is true of is not a negative (masked out);
+    # False keeps the old behaviour (every other image counts as wrong), for ablation
+    t2i_mask_true: bool = True
     data: DCDDataConfig = field(default_factory=DCDDataConfig)
     train: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=8, batch_size=48, lr=2e-3,
                                                                    warmup_steps=20, select_metric="rsum"))
@@ -441,6 +714,8 @@ class DCDBatch:
     epoch: int
     index: int
     shard: Shard | None = None  # DDP: these are rows [lo, hi) of the global batch (with its teacher scores)
+    # [rows, global batch] bool: the row's positive caption is true of that other image (masked in caption -> image)
+    t2i_true: torch.Tensor | None = None
 
 
 def pool_candidates(cfg: DCDRunConfig, batches: GroupBatches, train: ImageTextPairs, epoch: int,
@@ -523,7 +798,13 @@ class DCDTask:
         if cfg.kd == "relation":
             assert self.ts is not None
             relation = self._teacher("grid", epoch, index, lambda: self.ts.grid(idx, pos))
-        return DCDBatch(idx, np.concatenate([pos[:, None], kept], axis=1), teacher, relation, epoch, index)
+        t2i_true = None
+        if cfg.student == "dual" and cfg.t2i_weight > 0 and cfg.t2i_mask_true:
+            true = self.train.known_true(idx, pos).T  # [caption of row i, image j]
+            np.fill_diagonal(true, False)  # the row's own image is the target, never masked
+            t2i_true = torch.from_numpy(true)
+        return DCDBatch(idx, np.concatenate([pos[:, None], kept], axis=1), teacher, relation, epoch, index,
+                        t2i_true=t2i_true)
 
     def local_batch(self, epoch: int, index: int, rank: int, world: int) -> DCDBatch:
         """Rank ``rank``'s contiguous shard of the global batch ``batch(epoch, index)`` (DDP).
@@ -546,7 +827,8 @@ class DCDTask:
         assert all(int(c) in self.train.sources[int(i)] for i, c in zip(g.images[lo:hi], g.candidates[lo:hi, 0]))
         teacher = g.teacher[lo:hi] if g.teacher is not None else None
         return DCDBatch(g.images[lo:hi], g.candidates[lo:hi], teacher, g.relation, epoch, index,
-                        shard=Shard(lo, hi, n, world, g.teacher))
+                        shard=Shard(lo, hi, n, world, g.teacher),
+                        t2i_true=g.t2i_true[lo:hi] if g.t2i_true is not None else None)
 
     # -- the loss --
     def student_scores(self, model: nn.Module, b: DCDBatch) -> dict[str, torch.Tensor]:
@@ -620,6 +902,8 @@ class DCDTask:
                 else:  # caption i ranks the global batch's images; its own sits at the rank's offset
                     logits = out["scale"] * out["pos_txt"] @ all_img.T
                     target = offset + torch.arange(len(logits), device=logits.device)
+                if b.t2i_true is not None:  # images the caption is true of are not negatives
+                    logits = logits.masked_fill(b.t2i_true.to(logits.device), torch.finfo(logits.dtype).min)
                 extra = cfg.t2i_weight * F.cross_entropy(logits, target, reduction="none")
         else:
             out = {}

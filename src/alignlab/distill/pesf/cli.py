@@ -6,6 +6,8 @@ import argparse
 from dataclasses import asdict
 from pathlib import Path
 
+from alignlab.core.cliargs import add_out, add_seed
+
 
 def register_verbs(verbs: argparse._SubParsersAction) -> None:
     p = verbs.add_parser("pesf", help="PESF-KD and classic KD baselines for classification (digits, ShapesWorld)",
@@ -23,8 +25,8 @@ def register_verbs(verbs: argparse._SubParsersAction) -> None:
                                    "accuracy, sharpness gap and cost. Bad settings fail before any training.")
     t.add_argument("--method", default="pesf", help="KD method (see `alignlab distill pesf methods`; default pesf)")
     t.add_argument("--data", choices=["digits", "shapes"], default="digits", help="data set (default digits)")
-    t.add_argument("--out", type=Path, default=Path("runs/pesf"), help="output folder (default runs/pesf)")
-    t.add_argument("--seed", type=int, default=0, help="model and batch-order seed (default 0)")
+    add_out(t, default=Path("runs/pesf"), help="output folder (default runs/pesf)")
+    add_seed(t, default=0, help="model and batch-order seed (default 0)")
     t.add_argument("--epochs", type=int, default=None, help="student epochs (default 25)")
     t.add_argument("--teacher-epochs", type=int, default=None, help="teacher epochs (default 30)")
     t.add_argument("--temperature", type=float, default=None, help="KD temperature T (default 4)")

@@ -33,6 +33,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from alignlab.core.cliargs import add_device
 from alignlab.models.adapters.common import (
     ALLOW_DOWNLOAD_ENV,
     download_allowed,
@@ -49,7 +50,7 @@ from alignlab.models.adapters.hf import (
     load_hf,
 )
 from alignlab.models.adapters.openclip import OpenClipDual, load_open_clip
-from alignlab.models.base import DEVICE_CHOICES, load_images_for, resolve_device
+from alignlab.models.base import load_images_for, resolve_device
 from alignlab.models.factory import SOURCES
 
 if "hf" not in SOURCES:
@@ -62,9 +63,7 @@ def add_model_arguments(parser: argparse.ArgumentParser, *, fp16: bool = True, b
                         device_default: str = "cpu") -> None:
     """Add ``--device``, ``--allow-download`` (and ``--fp16``, ``--model-batch-size``) for commands that load
     models. The device defaults to the CPU like every other command (``auto`` = cuda, then mps, then cpu)."""
-    parser.add_argument("--device", default=device_default,
-                        help=f"where to run the model: {'|'.join(DEVICE_CHOICES)} or cuda:<index> "
-                             f"(default: {device_default}; auto = cuda, then mps, then cpu)")
+    add_device(parser, default=device_default, note="where the model runs")
     parser.add_argument("--allow-download", action="store_true",
                         help=f"let hf:/open_clip: models download from the hub when not cached "
                              f"(same as {ALLOW_DOWNLOAD_ENV}=1); off by default")
