@@ -183,3 +183,10 @@ def test_verdict_line_says_whether_the_declared_direction_held():
     rows = A.analyse(claims, {"x": {s: 5.0 + s for s in range(8)}, "y": {s: 1.0 + s for s in range(8)}})
     line = A.verdict_line(rows[0])
     assert "**improves**" in line and "not supported (declared: hurts)" in line and "+4.00" in line
+
+
+def test_a_t_test_claim_shows_no_floor_on_p():
+    claims = A.claims_from_config([{**_claim(), "test": "t"}])
+    rows = A.analyse(claims, {"x": {s: 5.0 + s * 1.1 for s in range(6)}, "y": {s: 1.0 + s for s in range(6)}})
+    line = A.claims_markdown(rows).splitlines()[-1]
+    assert rows[0]["smallest_p"] == 0.0 and "| — |" in line and "0.0e+00" not in line

@@ -304,7 +304,9 @@ def claims_markdown(rows: Sequence[Mapping[str, Any]], digits: int = 2) -> str:
 
     body = [[r["claim"], str(r["n"]), f"{r['mean_diff']:+.{digits}f}",
              f"[{r['ci'][0]:+.{digits}f}, {r['ci'][1]:+.{digits}f}]", f"{r['same_sign']}/{r['n']}",
-             p(r["p_difference"]), p(r["p_equivalence"]), p(r["smallest_p"]), r["verdict"],
+             p(r["p_difference"]), p(r["p_equivalence"]),
+             p(r["smallest_p"]) if r["smallest_p"] > 0 else "—",  # a t-test has no floor on p
+             r["verdict"],
              "yes" if r["supported"] else "no"] for r in rows]
     return markdown_table(["claim", "seeds", "Δ (mean)", "95% CI", "same sign", "p (difference, Holm)",
                            "p (TOST, Holm)", "smallest p possible", "verdict", "as declared"], body,
