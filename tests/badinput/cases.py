@@ -228,6 +228,8 @@ CASES: list[tuple[str, str, tuple[str, ...]]] = [
     ("exp-out-is-file", "experiment repro --quick --out {fx}/plain.txt", ()),
     ("exp-into-finished-run", "experiment repro --quick --out {run}", ()),
     ("exp-pesf-unknown-key", "experiment pesf --quick --out {w}/e --set bogus=1", ()),
+    ("exp-3am-claim-unknown-metric", "experiment 3am --quick --out {w}/e --set 'claims=[{{name: c, treatment: "
+     "selected, control: random, metric: nope, direction: improves, margin: 0.05}}]'", ()),
     ("exp-render-missing", "experiment repro --render {w}/missing.json", ()),
     ("exp-render-other-file", "experiment repro --render {fx}/hello.json", ()),
     ("exp-render-broken-json", "experiment dcd --render {fx}/broken.json", ()),

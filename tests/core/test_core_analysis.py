@@ -170,6 +170,9 @@ def test_claims_from_config_refuses_a_plan_that_cannot_be_analysed():
         A.claims_from_config([_claim(control="w")], arms=["x", "y"])
     with pytest.raises(ConfigError, match="no claims"):
         A.claims_from_config([])
+    assert A.claims_from_config([_claim()], metrics=["m", "n"])[0].metric == "m"
+    with pytest.raises(ConfigError, match="metric 'm', which the experiment does not measure"):
+        A.claims_from_config([_claim()], metrics=["rsum"])
 
 
 def test_seeds_note_states_the_floor_that_holm_raises():

@@ -315,11 +315,12 @@ def claims_markdown(rows: Sequence[Mapping[str, Any]], digits: int = 2) -> str:
 
 # ---- the experiment kit: claims from a config, the analysis section of a report, one results file ----
 
-def claims_from_config(raw: Sequence[Mapping[str, Any] | Claim], *, arms: Sequence[str] | None = None) -> list[Claim]:
+def claims_from_config(raw: Sequence[Mapping[str, Any] | Claim], *, arms: Sequence[str] | None = None,
+                       metrics: Sequence[str] | None = None) -> list[Claim]:
     """The declared claims of an experiment config (a list of dicts, as YAML or ``--set`` give them).
 
-    Names must be unique, and with ``arms`` every claim must compare two of them: a plan that cannot be
-    analysed fails before any training.
+    Names must be unique, with ``arms`` every claim must compare two of them, and with ``metrics`` its
+    metric must be one the experiment measures: a plan that cannot be analysed fails before any training.
     """
     claims = [c if isinstance(c, Claim) else Claim.from_dict(c) for c in raw]
     if not claims:
@@ -336,6 +337,9 @@ def claims_from_config(raw: Sequence[Mapping[str, Any] | Claim], *, arms: Sequen
                 if arm not in arms:
                     raise ConfigError(f"claim {c.name!r} compares arm {arm!r}, which the experiment does not run",
                                       where="config key claims", fix=f"use one of: {', '.join(arms)}")
+        if metrics is not None and c.metric not in metrics:
+            raise ConfigError(f"claim {c.name!r} uses metric {c.metric!r}, which the experiment does not measure",
+                              where="config key claims", fix=f"use one of: {', '.join(metrics)}")
     return claims
 
 

@@ -122,6 +122,8 @@ QUICK_SEEDS = [0, 1, 2]
 # Per-seed quantities stored in results.json (the per-caption arrays stay in the run folders).
 RUN_KEYS = ("sense_acc", "sense_acc_incongruent", "sense_gap", "contrastive_acc", "bleu", "bleu_incongruent",
             "chrf", "sense_wrong_rate")
+# corpus-level quantities (3AM vs Multi30K; the unit is a chunk of captions, not a training run)
+CORPUS_KEYS = ("ambiguous_share_synset", "ambiguous_share_supersense", "mean_score_synset", "mean_score_supersense")
 
 
 def find_data_dir(configured: str | None = None) -> Path | None:
@@ -154,7 +156,7 @@ def _corpus_files(cfg: ExperimentConfig) -> dict[str, Path]:
 
 def _check(cfg: ExperimentConfig, seeds: list[int]) -> tuple[list[Any], dict[str, Path]]:
     """Everything that can fail before any training: the claims, the seeds, the real data."""
-    claims = claims_from_config(cfg.claims, arms=[*ARMS, *CORPORA])
+    claims = claims_from_config(cfg.claims, arms=[*ARMS, *CORPORA], metrics=[*RUN_KEYS, *CORPUS_KEYS])
     if not seeds:
         raise ConfigError("no seeds", where="--seeds", fix="give at least one seed")
     if cfg.corpus_chunks < 1 or cfg.corpus_chunk_size < 1:
@@ -369,7 +371,7 @@ def run(out: Path, *, quick: bool = False, seeds: list[int] | None = None,
     names = [n for n in [*ARMS, *(f"{a}-text" for a in ARMS)] if n in found]
     runs_by_metric: dict[str, Any] = {k: {n: {s: per_seed[s]["metrics"][n][k] for s in seeds} for n in names}
                                       for k in RUN_KEYS}
-    for k in ("ambiguous_share_synset", "ambiguous_share_supersense", "mean_score_synset", "mean_score_supersense"):
+    for k in CORPUS_KEYS:
         runs_by_metric[k] = {c: dict(enumerate(corpus["corpora"][c][k])) for c in CORPORA}
     all_items = {s: _load_items(out, s) for s in seeds}
     items_by_metric = {"sense_gap": {n: {s: all_items[s][n]["sense_gap"] for s in seeds} for n in names},
