@@ -34,9 +34,16 @@ def main() -> None:
     from alignlab.core.tables import markdown_table
 
     full = statistics.median(times["full (every area imported)"])
-    print(markdown_table(["variant", "median wall s", "ratio to full"],
-                         [[name, f"{statistics.median(ts):.2f}", f"{statistics.median(ts) / full:.2f}"]
-                          for name, ts in times.items()], align="lrr"))
+    print(
+        markdown_table(
+            ["variant", "median wall s", "ratio to full"],
+            [
+                [name, f"{statistics.median(ts):.2f}", f"{statistics.median(ts) / full:.2f}"]
+                for name, ts in times.items()
+            ],
+            align="lrr",
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -87,17 +87,22 @@ def main() -> None:
     lengths = np.minimum(2048, np.maximum(1, rng.lognormal(5.0, 1.0, n))).astype(np.int32)
     print(f"N = {n:,} examples, batch {b}, torch {torch.__version__}, numpy {np.__version__}")
 
-    print(f"load average before: {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs "
-          "(wall times stretch under load; CPU times do not)")
+    print(
+        f"load average before: {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs "
+        "(wall times stretch under load; CPU times do not)"
+    )
     (gids, _), t_group, _, m_group, r_group = measure(lambda: quantile_bins(lengths, args.bins))
     gids = gids.astype(np.int32)
     print(f"grouping into {args.bins} length bins: {t_group:.3f} s, traced peak {m_group:.0f} MB")
 
     rows = []
-    for label, kw in (("CommonIT W=1 A=1", dict(world_size=1, grad_accum_steps=1)),
-                      ("CommonIT W=8 A=4", dict(world_size=8, grad_accum_steps=4))):
+    for label, kw in (
+        ("CommonIT W=1 A=1", dict(world_size=1, grad_accum_steps=1)),
+        ("CommonIT W=8 A=4", dict(world_size=8, grad_accum_steps=4)),
+    ):
         sampler, t_ctor, c_ctor, m_ctor, r_ctor = measure(
-            lambda kw=kw: CommonITBatchSampler(gids, b, seed=0, warn=False, **kw))
+            lambda kw=kw: CommonITBatchSampler(gids, b, seed=0, warn=False, **kw)
+        )
 
         def plan(s=sampler):
             s.set_epoch(1)
@@ -109,10 +114,12 @@ def main() -> None:
         n_batches = sum(1 for _ in sampler)
         t_pass = time.perf_counter() - t0
         rows.append((label, t_plan, c_plan, m_plan, r_plan))
-        print(f"{label}: construct {t_ctor:.3f} s wall / {c_ctor:.3f} s CPU (traced {m_ctor:.0f} MB, RSS "
-              f"+{r_ctor:.0f} MB); plan one epoch {t_plan:.3f} s wall / {c_plan:.3f} s CPU (traced {m_plan:.0f} MB, "
-              f"RSS +{r_plan:.0f} MB); "
-              f"full pass over rank 0's {n_batches:,} micro-batches {t_pass:.2f} s")
+        print(
+            f"{label}: construct {t_ctor:.3f} s wall / {c_ctor:.3f} s CPU (traced {m_ctor:.0f} MB, RSS "
+            f"+{r_ctor:.0f} MB); plan one epoch {t_plan:.3f} s wall / {c_plan:.3f} s CPU (traced {m_plan:.0f} MB, "
+            f"RSS +{r_plan:.0f} MB); "
+            f"full pass over rank 0's {n_batches:,} micro-batches {t_pass:.2f} s"
+        )
         del sampler
 
     if not args.skip_hf:
@@ -124,20 +131,30 @@ def main() -> None:
         t0 = time.perf_counter()
         n_idx = sum(1 for _ in it)
         t_lgs_pass = time.perf_counter() - t0
-        print(f"LengthGroupedSampler: plan one epoch {t_lgs:.3f} s wall / {c_lgs:.3f} s CPU (traced {m_lgs:.0f} MB, "
-              f"RSS +{r_lgs:.0f} MB); "
-              f"full pass over its {n_idx:,} indices {t_lgs_pass:.2f} s")
+        print(
+            f"LengthGroupedSampler: plan one epoch {t_lgs:.3f} s wall / {c_lgs:.3f} s CPU (traced {m_lgs:.0f} MB, "
+            f"RSS +{r_lgs:.0f} MB); "
+            f"full pass over its {n_idx:,} indices {t_lgs_pass:.2f} s"
+        )
         print()
-        print("| sampler | plan one epoch: wall s | CPU s | traced peak MB | RSS growth MB | "
-              "LGS/this (CPU time) | LGS/this (memory) |")
+        print(
+            "| sampler | plan one epoch: wall s | CPU s | traced peak MB | RSS growth MB | "
+            "LGS/this (CPU time) | LGS/this (memory) |"
+        )
         print("|---|---|---|---|---|---|---|")
         for label, t, c, m, r in rows:
-            print(f"| {label} | {t:.3f} | {c:.3f} | {m:.0f} | {r:.0f} | {c_lgs / c:.1f}x | "
-                  f"{max(m_lgs, r_lgs) / max(m, r, 1e-9):.1f}x |")
-        print(f"| LengthGroupedSampler | {t_lgs:.3f} | {c_lgs:.3f} | {m_lgs:.0f} | {r_lgs:.0f} | 1.0x | 1.0x |")
+            print(
+                f"| {label} | {t:.3f} | {c:.3f} | {m:.0f} | {r:.0f} | {c_lgs / c:.1f}x | "
+                f"{max(m_lgs, r_lgs) / max(m, r, 1e-9):.1f}x |"
+            )
+        print(
+            f"| LengthGroupedSampler | {t_lgs:.3f} | {c_lgs:.3f} | {m_lgs:.0f} | {r_lgs:.0f} | 1.0x | 1.0x |"
+        )
     ok = all(c < 1.0 and max(m, r) < 100 for _, _, c, m, r in rows)
-    print(f"\ntarget (plan < 1 s of CPU and < 100 MB): {'met' if ok else 'NOT met'}; "
-          f"load average after: {os.getloadavg()[0]:.1f}")
+    print(
+        f"\ntarget (plan < 1 s of CPU and < 100 MB): {'met' if ok else 'NOT met'}; "
+        f"load average after: {os.getloadavg()[0]:.1f}"
+    )
 
 
 if __name__ == "__main__":

@@ -40,8 +40,10 @@ def _random_models(folder: Path) -> tuple[str, dict[str, str]]:
     save_model(teacher, folder / "teacher")
     save_model(build_dual_student(teacher, STUDENT_MODEL), folder / "dual")
     save_model(build_shallow_cross(teacher, fusion_layers=1), folder / "shallow-cross")
-    return f"ckpt:{folder / 'teacher'}", {"dual": f"ckpt:{folder / 'dual'}",
-                                          "shallow-cross": f"ckpt:{folder / 'shallow-cross'}"}
+    return f"ckpt:{folder / 'teacher'}", {
+        "dual": f"ckpt:{folder / 'dual'}",
+        "shallow-cross": f"ckpt:{folder / 'shallow-cross'}",
+    }
 
 
 EXPERIMENT = Path("runs/experiment-dcd")
@@ -64,7 +66,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.random_init:
         with tempfile.TemporaryDirectory() as tmp:
             teacher, students = _random_models(Path(tmp))
-            extra = ["--teacher", teacher] + [a for n, s in students.items() for a in ("--student", f"{n}={s}")]
+            extra = ["--teacher", teacher] + [
+                a for n, s in students.items() for a in ("--student", f"{n}={s}")
+            ]
             return alignlab_main(["distill", "bench", *extra, *rest])
     return alignlab_main(["distill", "bench", *rest])
 

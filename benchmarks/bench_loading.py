@@ -84,7 +84,8 @@ class PeakRss:
             try:
                 own = self.proc.memory_info().rss
                 total = self.proc.memory_full_info().pss + sum(
-                    c.memory_full_info().pss for c in self.proc.children(recursive=True))
+                    c.memory_full_info().pss for c in self.proc.children(recursive=True)
+                )
             except psutil.Error:
                 continue
             self.peak_self = max(self.peak_self, own)
@@ -114,6 +115,7 @@ def measure(mode: str, csv: Path, n: int, size: int, batch: int) -> dict:
     torch.set_num_threads(1)
     pairs = load_pairs(csv, image_root=csv.parent).subset(range(n))
     mb = 1024 * 1024
+
     def cpu(who: int) -> float:
         r = resource.getrusage(who)
         return r.ru_utime + r.ru_stime
@@ -128,9 +130,13 @@ def measure(mode: str, csv: Path, n: int, size: int, batch: int) -> dict:
             workers = int(mode.split("=")[1])
             perm = np.random.default_rng(0).permutation(n)
             n_batches = n // batch
-            loader = ImageBatchLoader(streaming(pairs).images, size,
-                                      lambda epoch, b: perm[b * batch:(b + 1) * batch], lambda epoch: n_batches,
-                                      num_workers=workers)
+            loader = ImageBatchLoader(
+                streaming(pairs).images,
+                size,
+                lambda epoch, b: perm[b * batch : (b + 1) * batch],
+                lambda epoch: n_batches,
+                num_workers=workers,
+            )
             checksum = 0
             for b in range(n_batches):
                 checksum += int(loader.get(0, b)[:, :, ::97, ::97].sum())
@@ -140,10 +146,17 @@ def measure(mode: str, csv: Path, n: int, size: int, batch: int) -> dict:
         seconds = time.perf_counter() - t
         cpu_main = cpu(resource.RUSAGE_SELF) - cpu_main  # includes the memory sampler's share
         cpu_kids = cpu(resource.RUSAGE_CHILDREN) - cpu_kids
-    return {"mode": mode, "images": n, "seconds": round(seconds, 2), "images_s": round(n / seconds, 1),
-            "main_cpu_ms": round(1000 * cpu_main / n, 1), "total_cpu_ms": round(1000 * (cpu_main + cpu_kids) / n, 1),
-            "peak_main_mb": round((mem.peak_self - mem.base) / mb, 1),
-            "peak_with_workers_mb": round((mem.peak_total - mem.base_total) / mb, 1), "checksum": checksum}
+    return {
+        "mode": mode,
+        "images": n,
+        "seconds": round(seconds, 2),
+        "images_s": round(n / seconds, 1),
+        "main_cpu_ms": round(1000 * cpu_main / n, 1),
+        "total_cpu_ms": round(1000 * (cpu_main + cpu_kids) / n, 1),
+        "peak_main_mb": round((mem.peak_self - mem.base) / mb, 1),
+        "peak_with_workers_mb": round((mem.peak_total - mem.base_total) / mb, 1),
+        "checksum": checksum,
+    }
 
 
 def main() -> None:
@@ -162,35 +175,67 @@ def main() -> None:
     t = time.perf_counter()
     make_images(args.out, args.images)
     kb = sum(p.stat().st_size for p in args.out.glob("*.jpg")) / args.images / 1024
-    print(f"{args.images} JPEG files of 500x375, {kb:.0f} KB each on average ({time.perf_counter() - t:.0f} s to "
-          f"write or reuse); model input {args.size}x{args.size}, batch {args.batch}; uptime: "
-          f"{subprocess.run(['uptime'], capture_output=True, text=True).stdout.strip()}")
-    runs = [("everything", args.images // 2), ("everything", args.images), ("workers=0", args.images),
-            ("workers=1", args.images), ("workers=2", args.images)]
+    print(
+        f"{args.images} JPEG files of 500x375, {kb:.0f} KB each on average ({time.perf_counter() - t:.0f} s to "
+        f"write or reuse); model input {args.size}x{args.size}, batch {args.batch}; uptime: "
+        f"{subprocess.run(['uptime'], capture_output=True, text=True).stdout.strip()}"
+    )
+    runs = [
+        ("everything", args.images // 2),
+        ("everything", args.images),
+        ("workers=0", args.images),
+        ("workers=1", args.images),
+        ("workers=2", args.images),
+    ]
     results = []
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
     for mode, n in runs:
-        out = subprocess.run([sys.executable, __file__, "--mode", mode, "--n", str(n), "--size", str(args.size),
-                              "--batch", str(args.batch), "--out", str(args.out)],
-                             capture_output=True, text=True, env=env, check=True)
+        out = subprocess.run(
+            [
+                sys.executable,
+                __file__,
+                "--mode",
+                mode,
+                "--n",
+                str(n),
+                "--size",
+                str(args.size),
+                "--batch",
+                str(args.batch),
+                "--out",
+                str(args.out),
+            ],
+            capture_output=True,
+            text=True,
+            env=env,
+            check=True,
+        )
         results.append(json.loads(out.stdout.strip().splitlines()[-1]))
-    print("| mode | images | s | images/s | CPU ms/image, main | CPU ms/image, all | peak RSS main (MB) | "
-          "peak PSS main + workers (MB) |")
+    print(
+        "| mode | images | s | images/s | CPU ms/image, main | CPU ms/image, all | peak RSS main (MB) | "
+        "peak PSS main + workers (MB) |"
+    )
     print("|---|---|---|---|---|---|---|---|")
     for r in results:
-        print(f"| {r['mode']} | {r['images']} | {r['seconds']} | {r['images_s']} | {r['main_cpu_ms']} | "
-              f"{r['total_cpu_ms']} | {r['peak_main_mb']} | {r['peak_with_workers_mb']} |")
+        print(
+            f"| {r['mode']} | {r['images']} | {r['seconds']} | {r['images_s']} | {r['main_cpu_ms']} | "
+            f"{r['total_cpu_ms']} | {r['peak_main_mb']} | {r['peak_with_workers_mb']} |"
+        )
     half, full = results[0], results[1]
     # The slope between N/2 and N images (both past materialize()'s first 256-image chunk) is the cost of
     # one more image; the array that training then holds is size x size x 3 bytes per image.
     per_image = (full["peak_main_mb"] - half["peak_main_mb"]) / (full["images"] - half["images"])
     array_mb = args.size * args.size * 3 / 1024 / 1024
-    print(f"load-everything: {per_image * 1024:.0f} KB more peak memory per image (the array kept for training: "
-          f"{array_mb * 1024:.0f} KB); for {FLICKR30K_TRAIN:,} images: peak {per_image * FLICKR30K_TRAIN / 1024:.1f} GB, "
-          f"held {array_mb * FLICKR30K_TRAIN / 1024:.1f} GB")
+    print(
+        f"load-everything: {per_image * 1024:.0f} KB more peak memory per image (the array kept for training: "
+        f"{array_mb * 1024:.0f} KB); for {FLICKR30K_TRAIN:,} images: peak {per_image * FLICKR30K_TRAIN / 1024:.1f} GB, "
+        f"held {array_mb * FLICKR30K_TRAIN / 1024:.1f} GB"
+    )
     streamed = [r for r in results if r["mode"].startswith("workers")]
-    print("streaming: peak memory independent of the split size (batch x prefetch); "
-          + ", ".join(f"{r['mode']} {r['peak_with_workers_mb']} MB" for r in streamed))
+    print(
+        "streaming: peak memory independent of the split size (batch x prefetch); "
+        + ", ".join(f"{r['mode']} {r['peak_with_workers_mb']} MB" for r in streamed)
+    )
     if len({r["checksum"] for r in streamed}) != 1:
         raise SystemExit("the loaders returned different images")
 

@@ -46,8 +46,14 @@ def main(argv: list[str] | None = None) -> int:
         model.train()
         task = KDTask(cfg.spec, data, cfg)
         params = [q for q in model.parameters() if q.requires_grad]
-        runs[m] = {"model": model, "task": task, "opt": torch.optim.AdamW(params, lr=1e-3), "times": [],
-                   "memory": training_memory(model, task.loss, task.batch(0, 0)), "trainable": sum(q.numel() for q in params)}
+        runs[m] = {
+            "model": model,
+            "task": task,
+            "opt": torch.optim.AdamW(params, lr=1e-3),
+            "times": [],
+            "memory": training_memory(model, task.loss, task.batch(0, 0)),
+            "trainable": sum(q.numel() for q in params),
+        }
     for r in range(args.rounds):
         for run in runs.values():
             model, task, opt = run["model"], run["task"], run["opt"]
@@ -60,17 +66,23 @@ def main(argv: list[str] | None = None) -> int:
             run["times"].append((time.perf_counter() - t0) / args.steps)
     ce = statistics.median(runs["ce"]["times"])
     pesf = statistics.median(runs["pesf"]["times"])
-    print(f"{args.data}: batch {base.batch_size}, teacher width {base.teacher.width}, student width "
-          f"{base.student_width}, {args.steps} steps × {args.rounds} rounds, {args.threads} thread(s)")
-    print(f"{'method':24s} {'ms/step':>8s} {'×CE':>6s} {'×PESF':>6s} {'trainable':>10s} {'T fwd/bwd':>9s} "
-          f"{'memory MiB':>10s} {'activ. MiB':>10s}")
+    print(
+        f"{args.data}: batch {base.batch_size}, teacher width {base.teacher.width}, student width "
+        f"{base.student_width}, {args.steps} steps × {args.rounds} rounds, {args.threads} thread(s)"
+    )
+    print(
+        f"{'method':24s} {'ms/step':>8s} {'×CE':>6s} {'×PESF':>6s} {'trainable':>10s} {'T fwd/bwd':>9s} "
+        f"{'memory MiB':>10s} {'activ. MiB':>10s}"
+    )
     for m, run in runs.items():
         t = statistics.median(run["times"])
         c = run["model"].counter
         steps = args.steps * args.rounds
         fb = f"{c.forward / steps:g}/{c.backward / steps:g}" if c is not None else "0/0"
-        print(f"{m:24s} {1000 * t:8.2f} {t / ce:6.2f} {t / pesf:6.2f} {run['trainable']:10,d} {fb:>9s} "
-              f"{run['memory']['total_mib']:10.3f} {run['memory']['activations_mib']:10.3f}")
+        print(
+            f"{m:24s} {1000 * t:8.2f} {t / ce:6.2f} {t / pesf:6.2f} {run['trainable']:10,d} {fb:>9s} "
+            f"{run['memory']['total_mib']:10.3f} {run['memory']['activations_mib']:10.3f}"
+        )
     return 0
 
 

@@ -42,8 +42,9 @@ from alignlab.retrieval.metrics import DEFAULT_BLOCK_ENTRIES
 METHODS = ("matmul", "blocks", "ours", "ours_pessimistic", "common")
 
 
-def make_inputs(n_images: int, per_image: int, dim: int, seed: int, noise: float
-                ) -> tuple[torch.Tensor, torch.Tensor, list[list[int]]]:
+def make_inputs(
+    n_images: int, per_image: int, dim: int, seed: int, noise: float
+) -> tuple[torch.Tensor, torch.Tensor, list[list[int]]]:
     g = torch.Generator().manual_seed(seed)
     img = torch.nn.functional.normalize(torch.randn(n_images, dim, generator=g), dim=1)
     m = n_images * per_image
@@ -53,14 +54,17 @@ def make_inputs(n_images: int, per_image: int, dim: int, seed: int, noise: float
     for a in range(0, m, 8192):  # in slices: keep the input-making peak small
         b = min(a + 8192, m)
         txt[perm[a:b]] = torch.nn.functional.normalize(
-            img[owner[a:b]] + noise / dim ** 0.5 * torch.randn(b - a, dim, generator=g), dim=1)
+            img[owner[a:b]] + noise / dim**0.5 * torch.randn(b - a, dim, generator=g), dim=1
+        )
     relevance: list[list[int]] = [[] for _ in range(n_images)]
     for k, c in enumerate(perm.tolist()):
         relevance[k // per_image].append(c)
     return img, txt, relevance
 
 
-def common_way(img: torch.Tensor, txt: torch.Tensor, relevance: list[list[int]]) -> tuple[np.ndarray, np.ndarray]:
+def common_way(
+    img: torch.Tensor, txt: torch.Tensor, relevance: list[list[int]]
+) -> tuple[np.ndarray, np.ndarray]:
     n, m = len(img), len(txt)
     scores = img @ txt.T
     onehot = torch.zeros(n, m, dtype=torch.bool)
@@ -77,7 +81,7 @@ def common_way(img: torch.Tensor, txt: torch.Tensor, relevance: list[list[int]])
 def blocks_only(img: torch.Tensor, txt: torch.Tensor) -> None:
     rows = max(1, DEFAULT_BLOCK_ENTRIES // len(txt))
     for a in range(0, len(img), rows):
-        img[a:a + rows] @ txt.T
+        img[a : a + rows] @ txt.T
 
 
 def run(method: str, img, txt, relevance):
@@ -110,15 +114,34 @@ def measure_memory(method: str, args: argparse.Namespace) -> None:
     result = run(method, img, txt, relevance)
     peak = _status_kb("VmHWM")
     del result
-    print(json.dumps({"method": method, "peak_extra_mb": (peak - before) / 1024, "rss_before_mb": before / 1024}))
+    print(
+        json.dumps(
+            {"method": method, "peak_extra_mb": (peak - before) / 1024, "rss_before_mb": before / 1024}
+        )
+    )
 
 
 def _memory_all(args: argparse.Namespace) -> dict[str, float]:
     memory = {}
     for method in METHODS:
-        cmd = [sys.executable, __file__, "--memory-of", method, "--images", str(args.images), "--per-image",
-               str(args.per_image), "--dim", str(args.dim), "--threads", str(args.threads), "--seed",
-               str(args.seed), "--noise", str(args.noise)]
+        cmd = [
+            sys.executable,
+            __file__,
+            "--memory-of",
+            method,
+            "--images",
+            str(args.images),
+            "--per-image",
+            str(args.per_image),
+            "--dim",
+            str(args.dim),
+            "--threads",
+            str(args.threads),
+            "--seed",
+            str(args.seed),
+            "--noise",
+            str(args.noise),
+        ]
         # Every allocation of 128 KB or more gets its own mapping, returned to the kernel when freed: without
         # this, glibc reuses freed heap memory (up to 32 MB blocks) and a method's peak can hide in it.
         env = dict(os.environ, MALLOC_MMAP_THRESHOLD_="131072")
@@ -135,7 +158,12 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2, help="torch threads (at most 2 on the shared machine)")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--noise", type=float, default=7.0, help="caption = image embedding + noise * N(0, I/D), then normalised")
+    ap.add_argument(
+        "--noise",
+        type=float,
+        default=7.0,
+        help="caption = image embedding + noise * N(0, I/D), then normalised",
+    )
     ap.add_argument("--out", type=Path, help="write the figures as JSON here")
     ap.add_argument("--memory-only", action="store_true", help="only the peak-memory measurements")
     ap.add_argument("--memory-of", choices=METHODS, help=argparse.SUPPRESS)
@@ -150,15 +178,19 @@ def main() -> None:
         for m in METHODS:
             print(f"{m:<18}{memory[m]:>10.1f} MB")
         print(f"common / ours (peak memory, goal >= 10): {memory['common'] / max(memory['ours'], 1e-9):.2f}")
-        print(f"common / ours_pessimistic (peak memory): {memory['common'] / max(memory['ours_pessimistic'], 1e-9):.2f}")
+        print(
+            f"common / ours_pessimistic (peak memory): {memory['common'] / max(memory['ours_pessimistic'], 1e-9):.2f}"
+        )
         return
     img, txt, relevance = make_inputs(args.images, args.per_image, args.dim, args.seed, args.noise)
     load_start = os.getloadavg()[0]
-    print(f"{args.images} images x {len(txt)} captions, D={args.dim}, {torch.get_num_threads()} threads, "
-          f"torch {torch.__version__}, OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', '(default)')}, "
-          f"load average {load_start:.1f} on {os.cpu_count()} cores")
+    print(
+        f"{args.images} images x {len(txt)} captions, D={args.dim}, {torch.get_num_threads()} threads, "
+        f"torch {torch.__version__}, OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', '(default)')}, "
+        f"load average {load_start:.1f} on {os.cpu_count()} cores"
+    )
     full = img @ txt.T
-    same_bits = all(torch.equal(img[a:a + 97] @ txt.T, full[a:a + 97]) for a in range(0, args.images, 97))
+    same_bits = all(torch.equal(img[a : a + 97] @ txt.T, full[a : a + 97]) for a in range(0, args.images, 97))
     del full
     print(f"row blocks of the matmul have the same bits as the full product: {same_bits}")
 
@@ -175,10 +207,12 @@ def main() -> None:
     ours, common = results["ours"], results["common"]
     assert np.array_equal(ours.i2t_ranks, common[0]), "i2t ranks differ from the full sort"
     assert np.array_equal(ours.t2i_ranks, common[1]), "t2i ranks differ from the full sort"
-    print("identical per-query ranks (ours, ties='index') and full stable sort: yes "
-          f"(i2t R@1 {ours.metrics['i2t_R@1']:.2f}, t2i R@1 {ours.metrics['t2i_R@1']:.2f}, "
-          f"rsum {ours.metrics['rsum']:.2f}; t2i {ours.t2i_method}; "
-          f"tied queries i2t {ours.ties['i2t_tied_queries']}, t2i {ours.ties['t2i_tied_queries']})")
+    print(
+        "identical per-query ranks (ours, ties='index') and full stable sort: yes "
+        f"(i2t R@1 {ours.metrics['i2t_R@1']:.2f}, t2i R@1 {ours.metrics['t2i_R@1']:.2f}, "
+        f"rsum {ours.metrics['rsum']:.2f}; t2i {ours.t2i_method}; "
+        f"tied queries i2t {ours.ties['i2t_tied_queries']}, t2i {ours.ties['t2i_tied_queries']})"
+    )
 
     memory = _memory_all(args)
 
@@ -197,18 +231,31 @@ def main() -> None:
     print()
     for k, v in ratios.items():
         print(f"{k}: {v:.2f}")
-    goals = {"time vs matmul": ratios["ours / matmul (time, goal <= 1.3)"] <= 1.3,
-             "speed vs common": ratios["common / ours (time, goal >= 5)"] >= 5,
-             "memory vs common": ratios["common / ours (peak memory, goal >= 10)"] >= 10}
+    goals = {
+        "time vs matmul": ratios["ours / matmul (time, goal <= 1.3)"] <= 1.3,
+        "speed vs common": ratios["common / ours (time, goal >= 5)"] >= 5,
+        "memory vs common": ratios["common / ours (peak memory, goal >= 10)"] >= 10,
+    }
     load_end = os.getloadavg()[0]
     print(f"load average at the end: {load_end:.1f}")
     print("goals: " + ", ".join(f"{k} {'met' if ok else 'NOT met'}" for k, ok in goals.items()))
     if args.out:
-        args.out.write_text(json.dumps({"args": {k: str(v) for k, v in vars(args).items()}, "times_s": times,
-                                        "peak_extra_mb": memory, "ratios": ratios, "goals": goals,
-                                        "same_bits": same_bits, "metrics": ours.metrics,
-                                        "load_average": [load_start, load_end],
-                                        "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY")}, indent=2))
+        args.out.write_text(
+            json.dumps(
+                {
+                    "args": {k: str(v) for k, v in vars(args).items()},
+                    "times_s": times,
+                    "peak_extra_mb": memory,
+                    "ratios": ratios,
+                    "goals": goals,
+                    "same_bits": same_bits,
+                    "metrics": ours.metrics,
+                    "load_average": [load_start, load_end],
+                    "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"),
+                },
+                indent=2,
+            )
+        )
 
 
 if __name__ == "__main__":

@@ -54,9 +54,15 @@ def single_process(src: Path, wsd_cfg, sel_cfg) -> dict:
     score_s = time.time() - t1
     out = src.with_suffix(".plain.jsonl")
     write_scores(out, scores)
-    return {"rows": len(scores), "load_s": round(load_s, 2), "score_s": round(score_s, 2),
-            "wall_s": round(load_s + score_s, 2), "rows_per_s": round(len(scores) / score_s, 1),
-            "end_to_end_rows_per_s": round(len(scores) / (load_s + score_s), 1), "out": str(out)}
+    return {
+        "rows": len(scores),
+        "load_s": round(load_s, 2),
+        "score_s": round(score_s, 2),
+        "wall_s": round(load_s + score_s, 2),
+        "rows_per_s": round(len(scores) / score_s, 1),
+        "end_to_end_rows_per_s": round(len(scores) / (load_s + score_s), 1),
+        "out": str(out),
+    }
 
 
 def on_ray(src: Path, wsd_cfg, sel_cfg, workers: int, rows_per_shard: int, work: Path) -> dict:
@@ -66,14 +72,26 @@ def on_ray(src: Path, wsd_cfg, sel_cfg, workers: int, rows_per_shard: int, work:
     from alignlab.scale import EngineOptions, load_manifest
 
     t0 = time.time()
-    ray.init(address="local", num_cpus=workers, include_dashboard=False, log_to_driver=False, logging_level="warning")
+    ray.init(
+        address="local",
+        num_cpus=workers,
+        include_dashboard=False,
+        log_to_driver=False,
+        logging_level="warning",
+    )
     startup_s = time.time() - t0
     ray.data.DataContext.get_current().enable_progress_bars = False
     shards = work / f"ray-{workers}"
     try:
         t1 = time.time()
-        _, lines, report = score_sharded(src, shards, wsd_cfg, sel_cfg,
-                                         EngineOptions(engine="ray", workers=workers, quiet=True), rows_per_shard)
+        _, lines, report = score_sharded(
+            src,
+            shards,
+            wsd_cfg,
+            sel_cfg,
+            EngineOptions(engine="ray", workers=workers, quiet=True),
+            rows_per_shard,
+        )
         wall = time.time() - t1
     finally:
         ray.shutdown()
@@ -81,9 +99,16 @@ def on_ray(src: Path, wsd_cfg, sel_cfg, workers: int, rows_per_shard: int, work:
     in_shards = sum(d["seconds"] for d in done.values())
     out = src.with_suffix(f".ray{workers}.jsonl")
     out.write_text("".join(line + "\n" for line in lines))
-    return {"workers": workers, "rows": report.rows, "startup_s": round(startup_s, 2), "wall_s": round(wall, 2),
-            "end_to_end_rows_per_s": round(report.rows / wall, 1),
-            "per_worker_rows_per_s": round(report.rows / in_shards, 1), "retries": report.retries, "out": str(out)}
+    return {
+        "workers": workers,
+        "rows": report.rows,
+        "startup_s": round(startup_s, 2),
+        "wall_s": round(wall, 2),
+        "end_to_end_rows_per_s": round(report.rows / wall, 1),
+        "per_worker_rows_per_s": round(report.rows / in_shards, 1),
+        "retries": report.retries,
+        "out": str(out),
+    }
 
 
 def main(argv=None) -> int:
@@ -107,9 +132,15 @@ def main(argv=None) -> int:
     with open(args.captions, encoding="utf-8") as f:
         src.write_text("".join(next(f) for _ in range(args.n)), encoding="utf-8")
     wsd_cfg, sel_cfg = WSDConfig(), SelectConfig()
-    result: dict = {"captions": args.n, "rows_per_shard": args.rows_per_shard, "cpus": os.cpu_count(),
-                    "loadavg_before": loadavg()}
-    warm = single_process(src, wsd_cfg, sel_cfg)  # warm-up: loads the models, fills the sense-vector disk cache
+    result: dict = {
+        "captions": args.n,
+        "rows_per_shard": args.rows_per_shard,
+        "cpus": os.cpu_count(),
+        "loadavg_before": loadavg(),
+    }
+    warm = single_process(
+        src, wsd_cfg, sel_cfg
+    )  # warm-up: loads the models, fills the sense-vector disk cache
     result["single"] = single_process(src, wsd_cfg, sel_cfg)
     s = result["single"]
     s["load_s"] = warm["load_s"]  # WordNet + encoder, loaded once per process (measured by the warm-up)
@@ -124,23 +155,56 @@ def main(argv=None) -> int:
     for k in ("ray1", "ray2"):
         worst, other = compare_records(plain, Path(result[k]["out"]).read_text().splitlines())
         result[k].update(max_float_diff=worst, other_fields_differing=other)
-    print(f"{args.n} captions, shards of {args.rows_per_shard}; load average before {result['loadavg_before']}, "
-          f"after {result['loadavg_after']} ({result['cpus']} CPUs)")
+    print(
+        f"{args.n} captions, shards of {args.rows_per_shard}; load average before {result['loadavg_before']}, "
+        f"after {result['loadavg_after']} ({result['cpus']} CPUs)"
+    )
     from alignlab.core.tables import markdown_table
 
-    rows = [["single process, 1 thread", f"0 (models {s['load_s']})", s["wall_s"], s["end_to_end_rows_per_s"],
-             s["rows_per_s"], "1.00"]]
-    rows += [[f"Ray, {r['workers']} worker(s)", r["startup_s"], r["wall_s"], r["end_to_end_rows_per_s"],
-              r["per_worker_rows_per_s"], f"{r['end_to_end_rows_per_s'] / s['end_to_end_rows_per_s']:.2f}"]
-             for r in (result["ray1"], result["ray2"])]
-    print(markdown_table(["run", "start-up s", "wall s", "rows/s end to end", "rows/s per worker (steady)",
-                          "vs single (end to end)"], rows))
-    print(f"Ray 2 workers vs 1 worker (end to end): "
-          f"{result['ray2']['end_to_end_rows_per_s'] / result['ray1']['end_to_end_rows_per_s']:.2f}x")
+    rows = [
+        [
+            "single process, 1 thread",
+            f"0 (models {s['load_s']})",
+            s["wall_s"],
+            s["end_to_end_rows_per_s"],
+            s["rows_per_s"],
+            "1.00",
+        ]
+    ]
+    rows += [
+        [
+            f"Ray, {r['workers']} worker(s)",
+            r["startup_s"],
+            r["wall_s"],
+            r["end_to_end_rows_per_s"],
+            r["per_worker_rows_per_s"],
+            f"{r['end_to_end_rows_per_s'] / s['end_to_end_rows_per_s']:.2f}",
+        ]
+        for r in (result["ray1"], result["ray2"])
+    ]
+    print(
+        markdown_table(
+            [
+                "run",
+                "start-up s",
+                "wall s",
+                "rows/s end to end",
+                "rows/s per worker (steady)",
+                "vs single (end to end)",
+            ],
+            rows,
+        )
+    )
+    print(
+        f"Ray 2 workers vs 1 worker (end to end): "
+        f"{result['ray2']['end_to_end_rows_per_s'] / result['ray1']['end_to_end_rows_per_s']:.2f}x"
+    )
     for k in ("ray1", "ray2"):
         r = result[k]
-        print(f"{k} vs single process: largest float difference {r['max_float_diff']:.1e} (tolerance {TOLERANCE:.0e}), "
-              f"other fields differing: {r['other_fields_differing']}, retries: {r['retries']}")
+        print(
+            f"{k} vs single process: largest float difference {r['max_float_diff']:.1e} (tolerance {TOLERANCE:.0e}), "
+            f"other fields differing: {r['other_fields_differing']}, retries: {r['retries']}"
+        )
     if args.json:
         args.json.write_text(json.dumps(result, indent=2) + "\n")
     return 0

@@ -63,7 +63,9 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--n", type=int, default=2000, help="images per job (default 2000)")
     ap.add_argument("--size", type=int, default=64, help="image width and height (default 64)")
-    ap.add_argument("--repeats", type=int, default=3, help="timed repeats per job; the best counts (default 3)")
+    ap.add_argument(
+        "--repeats", type=int, default=3, help="timed repeats per job; the best counts (default 3)"
+    )
     ap.add_argument("--polysemous-rate", type=float, default=0.2, help="as in ShapesConfig (default 0.2)")
     args = ap.parse_args()
     torch.set_num_threads(1)
@@ -103,29 +105,42 @@ def main() -> None:
         shutil.rmtree(out, ignore_errors=True)
         save_karpathy(out, pairs, dataset="bench")
 
-    jobs = {"render": render, "example": example, "png-encode": png_encode, "png-files": png_files,
-            "export": export}
+    jobs = {
+        "render": render,
+        "example": example,
+        "png-encode": png_encode,
+        "png-files": png_files,
+        "export": export,
+    }
     try:
         seconds = {name: best_of(fn, args.repeats) for name, fn in jobs.items()}
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
-    print(f"ShapesWorld benchmark: {args.n} images of {args.size}x{args.size}, best of {args.repeats}, "
-          f"torch threads {torch.get_num_threads()}, Python {platform.python_version()}, Pillow {PIL.__version__}, "
-          f"{platform.machine()}, {os.cpu_count()} cores, load average {load:.1f}")
+    print(
+        f"ShapesWorld benchmark: {args.n} images of {args.size}x{args.size}, best of {args.repeats}, "
+        f"torch threads {torch.get_num_threads()}, Python {platform.python_version()}, Pillow {PIL.__version__}, "
+        f"{platform.machine()}, {os.cpu_count()} cores, load average {load:.1f}"
+    )
     base_cpu = args.n / seconds["render"][1]
     print(f"{'job':<11} {'img/s wall':>11} {'img/s CPU':>10} {'ms/img CPU':>11} {'vs render (CPU)':>16}")
     for name, (wall, cpu) in seconds.items():
         rate_cpu = args.n / cpu
-        print(f"{name:<11} {args.n / wall:>11,.0f} {rate_cpu:>10,.0f} {1000 * cpu / args.n:>11.3f} "
-              f"{rate_cpu / base_cpu:>15.3f}x")
+        print(
+            f"{name:<11} {args.n / wall:>11,.0f} {rate_cpu:>10,.0f} {1000 * cpu / args.n:>11.3f} "
+            f"{rate_cpu / base_cpu:>15.3f}x"
+        )
     base_wall = args.n / seconds["render"][0]
     verdict = "met" if min(base_cpu, base_wall) >= 1000 else "NOT met"
-    print(f"target >= 1,000 rendered images/s at 64x64 on one core: {verdict} "
-          f"({base_wall:,.0f}/s wall, {base_cpu:,.0f}/s CPU at {args.size}x{args.size})")
-    print(f"atomic export vs plain PNG files, wall time: "
-          f"{seconds['export'][0] / seconds['png-files'][0]:.1f}x (temp file + fsync + rename per image)")
+    print(
+        f"target >= 1,000 rendered images/s at 64x64 on one core: {verdict} "
+        f"({base_wall:,.0f}/s wall, {base_cpu:,.0f}/s CPU at {args.size}x{args.size})"
+    )
+    print(
+        f"atomic export vs plain PNG files, wall time: "
+        f"{seconds['export'][0] / seconds['png-files'][0]:.1f}x (temp file + fsync + rename per image)"
+    )
 
 
 if __name__ == "__main__":

@@ -52,8 +52,13 @@ def make(steps: int, pairs, tok):
 
 def bare_loop(model, task, cfg: TrainConfig) -> float:
     params = [p for p in model.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW([{"params": [p for p in params if p.ndim >= 2], "weight_decay": cfg.weight_decay},
-                             {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0}], lr=cfg.lr)
+    opt = torch.optim.AdamW(
+        [
+            {"params": [p for p in params if p.ndim >= 2], "weight_decay": cfg.weight_decay},
+            {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0},
+        ],
+        lr=cfg.lr,
+    )
     sched = torch.optim.lr_scheduler.LambdaLR(opt, _lr_lambda(cfg, task.num_batches(0)))
     model.train()
     t = time.perf_counter()
@@ -78,7 +83,9 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--steps", type=int, default=60)
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--repeats", type=int, default=5, help="alternating runs of each loop (the fastest is kept)")
+    ap.add_argument(
+        "--repeats", type=int, default=5, help="alternating runs of each loop (the fastest is kept)"
+    )
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     pairs = from_shapes(ShapesWorld().generate(1000, 0, "train"), "bench")
@@ -90,8 +97,10 @@ def main() -> None:
             model, task = make(args.steps, pairs, tok)
             times[name].append(loop(model, task, cfg))
     bare, fitted = min(times["bare"]), min(times["fit"])
-    print(f"steps: {args.steps}, batch 64, threads {args.threads}, repeats {args.repeats}, "
-          f"load average {os.getloadavg()[0]:.2f}")
+    print(
+        f"steps: {args.steps}, batch 64, threads {args.threads}, repeats {args.repeats}, "
+        f"load average {os.getloadavg()[0]:.2f}"
+    )
     for name, ts in times.items():
         print(f"  {name:5s} runs (s): {', '.join(f'{t:.2f}' for t in ts)}")
     print(f"bare loop: {bare:.2f} s ({args.steps / bare:.2f} steps/s)")

@@ -24,8 +24,12 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--items", type=int, default=500, help="WordNet test items (default 500)")
     p.add_argument("--captions", type=int, default=300, help="captions for the throughput run (default 300)")
-    p.add_argument("--captions-file", type=Path, default=None,
-                   help="captions (default: ../shared/data/3am/val.en, else ShapesWorld captions)")
+    p.add_argument(
+        "--captions-file",
+        type=Path,
+        default=None,
+        help="captions (default: ../shared/data/3am/val.en, else ShapesWorld captions)",
+    )
     p.add_argument("--fit", action="store_true", help="refit temperature and prior weight on 600 dev items")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", type=Path, default=None, help="write the numbers here")
@@ -56,22 +60,31 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.fit:
         dev = wordnet_examples(wn, split="dev", max_items=600, seed=args.seed)
-        out["fit"] = fit_calibration(gloss, dev, temperatures=(0.02, 0.03, 0.05, 0.07, 0.1, 0.15, 0.2, 0.3),
-                                     prior_weights=(0.0, 0.1, 0.25, 0.5, 1.0))
+        out["fit"] = fit_calibration(
+            gloss,
+            dev,
+            temperatures=(0.02, 0.03, 0.05, 0.07, 0.1, 0.15, 0.2, 0.3),
+            prior_weights=(0.0, 0.1, 0.25, 0.5, 1.0),
+        )
         print(f"fit on {len(dev)} dev items: {out['fit']}")
 
     items = wordnet_examples(wn, split="test", max_items=args.items, seed=args.seed)
     acc = {}
-    for name, cfg in (("gloss", WSDConfig(disk_cache=False)), ("gloss+examples", WSDConfig(disk_cache=False,
-                                                                                              use_examples=True)),
-                      ("lesk", WSDConfig(method="lesk")), ("mfs", WSDConfig(method="mfs"))):
+    for name, cfg in (
+        ("gloss", WSDConfig(disk_cache=False)),
+        ("gloss+examples", WSDConfig(disk_cache=False, use_examples=True)),
+        ("lesk", WSDConfig(method="lesk")),
+        ("mfs", WSDConfig(method="mfs")),
+    ):
         d = Disambiguator(cfg, wn=wn, encoder=gloss.encoder if cfg.method == "gloss" else None)
         t0 = time.time()
         acc[name] = evaluate_wsd(d, items)
         acc[name]["seconds"] = round(time.time() - t0, 2)
     out["accuracy"] = acc
-    print(f"\nWordNet example sentences of polysemous nouns (test half, n = {len(items)}; "
-          f"random-sense baseline {acc['mfs']['random_baseline']:.3f}):")
+    print(
+        f"\nWordNet example sentences of polysemous nouns (test half, n = {len(items)}; "
+        f"random-sense baseline {acc['mfs']['random_baseline']:.3f}):"
+    )
     print("| method | accuracy | mean p(gold) | NLL |\n|---|---|---|---|")
     for name, r in acc.items():
         print(f"| {name} | {r['accuracy']:.3f} | {r['mean_gold_prob']:.3f} | {r['nll']:.3f} |")

@@ -41,8 +41,11 @@ def main(model_name: str, budget: float, out: str, epochs: int = 8, seed: int = 
 
     t0, w0 = time.process_time(), time.time()
     set_seed(seed)
-    model = build_model(model_name, {"cache_dir": None} if model_name == "pretrained-lit" else {},
-                        WordTokenizer.build(train.captions))
+    model = build_model(
+        model_name,
+        {"cache_dir": None} if model_name == "pretrained-lit" else {},
+        WordTokenizer.build(train.captions),
+    )
     task = DualContrastiveTask(model, train, InfoNCELoss(), 128, seed)
     stopped: dict = {"at": None}
 
@@ -52,8 +55,14 @@ def main(model_name: str, budget: float, out: str, epochs: int = 8, seed: int = 
             raise StopTraining()
 
     run_dir = Path(out).with_suffix("") / "run"
-    res = fit(model, task, TrainConfig(epochs=epochs, batch_size=128, lr=2e-3, warmup_steps=20, seed=seed),
-              run_dir, resume=False, callbacks=[budget_stop])
+    res = fit(
+        model,
+        task,
+        TrainConfig(epochs=epochs, batch_size=128, lr=2e-3, warmup_steps=20, seed=seed),
+        run_dir,
+        resume=False,
+        callbacks=[budget_stop],
+    )
     train_cpu, train_wall = time.process_time() - t0, time.time() - w0
     model.eval()
     t1 = time.process_time()
@@ -63,11 +72,20 @@ def main(model_name: str, budget: float, out: str, epochs: int = 8, seed: int = 
     def keep(metrics: dict) -> dict:
         return {k: round(v, 2) for k, v in metrics.items() if "R@" in k or k == "rsum"}
 
-    row = {"model": model_name, "seed": seed, "epochs_planned": epochs, "stopped_at": stopped["at"],
-           "steps": res.steps, "train_cpu_s": round(train_cpu, 1), "train_wall_s": round(train_wall, 1),
-           "eval_cpu_s": round(eval_cpu, 1), "budget_cpu_s": budget, "threads": 1,
-           "truth": keep(evaluate_embeddings(img, txt, truth).metrics),
-           "source": keep(evaluate_embeddings(img, txt, source.relevance).metrics)}
+    row = {
+        "model": model_name,
+        "seed": seed,
+        "epochs_planned": epochs,
+        "stopped_at": stopped["at"],
+        "steps": res.steps,
+        "train_cpu_s": round(train_cpu, 1),
+        "train_wall_s": round(train_wall, 1),
+        "eval_cpu_s": round(eval_cpu, 1),
+        "budget_cpu_s": budget,
+        "threads": 1,
+        "truth": keep(evaluate_embeddings(img, txt, truth).metrics),
+        "source": keep(evaluate_embeddings(img, txt, source.relevance).metrics),
+    }
     Path(out).write_text(json.dumps(row, indent=1))
     print(json.dumps(row, indent=1))
     return row

@@ -13,15 +13,17 @@ from pathlib import Path
 
 import pytest
 
-os.environ.update({
-    "HF_HUB_OFFLINE": "1",
-    "TRANSFORMERS_OFFLINE": "1",
-    "HF_DATASETS_OFFLINE": "1",
-    "CUDA_VISIBLE_DEVICES": "",
-    "TOKENIZERS_PARALLELISM": "false",
-    "ALIGNLAB_QUIET": "1",
-    "MPLBACKEND": "Agg",
-})
+os.environ.update(
+    {
+        "HF_HUB_OFFLINE": "1",
+        "TRANSFORMERS_OFFLINE": "1",
+        "HF_DATASETS_OFFLINE": "1",
+        "CUDA_VISIBLE_DEVICES": "",
+        "TOKENIZERS_PARALLELISM": "false",
+        "ALIGNLAB_QUIET": "1",
+        "MPLBACKEND": "Agg",
+    }
+)
 os.environ.pop("ALIGNLAB_ALLOW_DOWNLOAD", None)
 
 import torch  # noqa: E402

@@ -7,12 +7,27 @@ folder; ``{tmp}/out`` must never be created, because the check comes before any 
 
 EXTRA_CASES = [
     (["report", "{tmp}/run"], "report"),
-    (["probe", "eval", "--items", "{tmp}/items.jsonl", "--model", "tiny-dual", "--out", "{tmp}/out"], "probe"),
+    (
+        ["probe", "eval", "--items", "{tmp}/items.jsonl", "--model", "tiny-dual", "--out", "{tmp}/out"],
+        "probe",
+    ),
     (["ambiguity", "wsd", "the bat flew", "bat"], "ambiguity"),
     (["mmt", "train", "--out", "{tmp}/out"], "mmt"),
     (["mmt", "eval", "--run", "{tmp}/out"], "mmt"),
-    (["commonit", "group", "{tmp}/in.jsonl", "--out", "{tmp}/out", "--metric", "embedding", "--encoder", "tfidf"],
-     "commonit"),
+    (
+        [
+            "commonit",
+            "group",
+            "{tmp}/in.jsonl",
+            "--out",
+            "{tmp}/out",
+            "--metric",
+            "embedding",
+            "--encoder",
+            "tfidf",
+        ],
+        "commonit",
+    ),
     (["commonit", "train", "{tmp}/in.jsonl", "--out", "{tmp}/out"], "hf"),
     (["distill", "pesf", "train", "--out", "{tmp}/out"], "pesf"),
     (["eval", "retrieval", "--model", "hf:{tmp}/clip", "--protocol", "shapes-1k"], "hf"),

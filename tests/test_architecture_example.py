@@ -35,17 +35,21 @@ def fake_mylab(monkeypatch):
 
 
 def test_the_documented_model_registers_loads_and_ranks(fake_mylab):
-    code = re.search(r"## Adding a model.*?```python\n(.*?)```", DOC.read_text(encoding="utf-8"), re.S).group(1)
+    code = re.search(r"## Adding a model.*?```python\n(.*?)```", DOC.read_text(encoding="utf-8"), re.S).group(
+        1
+    )
     exec(compile(code, str(DOC), "exec"), {"__name__": "docs_example"})
     model = load_model("mylab:checkpoint-name")
     images = np.zeros((3, 8, 8, 3), np.uint8)
     for i in range(3):
         images[i, :, :, i] = 255  # a red, a green and a blue image
-    pairs = ImageTextPairs(["r", "g", "b"], ["a red one", "a green one", "a blue one"], [[0], [1], [2]],
-                           image_array=images)
+    pairs = ImageTextPairs(
+        ["r", "g", "b"], ["a red one", "a green one", "a blue one"], [[0], [1], [2]], image_array=images
+    )
     report = evaluate_model(model, pairs)
     assert report.metrics["i2t_R@1"] == 100.0 and report.metrics["t2i_R@1"] == 100.0
     # the same model with the colours swapped in the captions ranks the wrong image first
-    swapped = ImageTextPairs(["r", "g", "b"], ["a green one", "a blue one", "a red one"], [[0], [1], [2]],
-                             image_array=images)
+    swapped = ImageTextPairs(
+        ["r", "g", "b"], ["a green one", "a blue one", "a red one"], [[0], [1], [2]], image_array=images
+    )
     assert evaluate_model(model, swapped).metrics["i2t_R@1"] == 0.0

@@ -307,6 +307,8 @@ def test_whole_quick_demo_runs_every_stage_into_one_report(tmp_path, capsys):
 
     if wordnet_available():  # the only stage that may skip, naming what to install, is the WordNet one
         assert "Skipped:" not in report
+
+
 def test_demo_with_an_unknown_stage_is_a_one_line_error(tmp_path, capsys):
     line = _user_error(capsys, ["demo", "--only", "data,nope", "--out", str(tmp_path / "d")])
     assert "unknown demo stage(s) nope" in line

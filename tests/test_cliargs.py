@@ -34,7 +34,9 @@ def test_every_device_flag_is_checked_when_parsed():
 def test_every_out_flag_is_a_path():
     outs = _options("--out")
     assert len(outs) >= 19
-    assert {name for name, a in outs.items() if a.type.__name__ not in ("Path", "PosixPath", "WindowsPath")} == set()
+    assert {
+        name for name, a in outs.items() if a.type.__name__ not in ("Path", "PosixPath", "WindowsPath")
+    } == set()
 
 
 @pytest.mark.parametrize("text", ["-1", "1.5", "x", ""])
@@ -43,8 +45,18 @@ def test_bad_seeds_are_refused(text):
         cliargs.seed_value(text)
 
 
-@pytest.mark.parametrize("text,ok", [("cpu", True), ("CUDA:1", True), ("auto", True), ("mps", True),
-                                     ("gpu", False), ("cuda:", False), ("cuda:x", False)])
+@pytest.mark.parametrize(
+    "text,ok",
+    [
+        ("cpu", True),
+        ("CUDA:1", True),
+        ("auto", True),
+        ("mps", True),
+        ("gpu", False),
+        ("cuda:", False),
+        ("cuda:x", False),
+    ],
+)
 def test_device_names(text, ok):
     if ok:
         assert cliargs.device_value(text) == text.lower()

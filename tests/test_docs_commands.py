@@ -27,8 +27,10 @@ from alignlab.cli import build_parser
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]
 SHELL_LANGS = {"bash", "sh", "shell", "console"}
-FENCE = re.compile(r"^(?P<marker><!-- docs-test: (?P<mode>run|user-data) -->\n)?```(?P<lang>\w*)\n(?P<body>.*?)^```",
-                   re.S | re.M)
+FENCE = re.compile(
+    r"^(?P<marker><!-- docs-test: (?P<mode>run|user-data) -->\n)?```(?P<lang>\w*)\n(?P<body>.*?)^```",
+    re.S | re.M,
+)
 
 
 @dataclass(frozen=True)
@@ -88,9 +90,9 @@ def _alignlab_argv(cmd: Command) -> list[str] | None:
         return None
     for i, word in enumerate(words):
         if Path(word).name == "alignlab" and not word.startswith("-"):
-            return words[i + 1:]
-        if word == "-m" and words[i + 1:i + 2] == ["alignlab"]:
-            return words[i + 2:]
+            return words[i + 1 :]
+        if word == "-m" and words[i + 1 : i + 2] == ["alignlab"]:
+            return words[i + 2 :]
     return None
 
 
@@ -105,7 +107,9 @@ def test_documented_alignlab_command_parses(cmd, capsys):
     try:
         parser.parse_args(_alignlab_argv(cmd))
     except SystemExit as e:
-        pytest.fail(f"{cmd} does not parse: {capsys.readouterr().err.strip().splitlines()[-1:]} (exit {e.code})")
+        pytest.fail(
+            f"{cmd} does not parse: {capsys.readouterr().err.strip().splitlines()[-1:]} (exit {e.code})"
+        )
 
 
 def _benchmark_flags(cmd: Command) -> tuple[Path, list[str]] | None:
@@ -113,7 +117,9 @@ def _benchmark_flags(cmd: Command) -> tuple[Path, list[str]] | None:
     scripts = [w for w in words if w.startswith("benchmarks/") and w.endswith(".py")]
     if not scripts:
         return None
-    return ROOT / scripts[0], [w.split("=")[0] for w in words[words.index(scripts[0]) + 1:] if w.startswith("--")]
+    return ROOT / scripts[0], [
+        w.split("=")[0] for w in words[words.index(scripts[0]) + 1 :] if w.startswith("--")
+    ]
 
 
 @pytest.mark.parametrize("cmd", [c for c in COMMANDS if _benchmark_flags(c) is not None], ids=str)
@@ -122,8 +128,9 @@ def test_documented_benchmark_exists_with_its_flags(cmd):
     assert script.is_file(), f"{cmd}: no {script}"
     if not flags:
         return
-    proc = subprocess.run([sys.executable, str(script), "--help"], capture_output=True, text=True, timeout=120,
-                          cwd=ROOT)
+    proc = subprocess.run(
+        [sys.executable, str(script), "--help"], capture_output=True, text=True, timeout=120, cwd=ROOT
+    )
     assert proc.returncode == 0, f"{cmd}: --help failed: {proc.stderr[-500:]}"
     missing = [f for f in flags if f not in proc.stdout]
     assert not missing, f"{cmd}: {script.name} has no {missing}"
@@ -146,13 +153,16 @@ def test_documented_make_targets_and_extras_exist():
                 assert not unknown, f"{cmd}: unknown extras {unknown}"
 
 
-@pytest.mark.skipif(not (ROOT.parent / "shared" / "data").is_dir(), reason="no ../shared/data beside this checkout")
+@pytest.mark.skipif(
+    not (ROOT.parent / "shared" / "data").is_dir(), reason="no ../shared/data beside this checkout"
+)
 def test_documented_shared_data_paths_exist():
     for cmd in COMMANDS:
         for w in re.findall(r"\.\./shared/data/[\w./-]+", cmd.text):
             assert (ROOT / w).exists(), f"{cmd}: {w} does not exist"
         assert not re.search(r"(?<![./\w])data/(3am|multi30k)/", cmd.text), (
-            f"{cmd}: the caption data lives at ../shared/data/, not data/")
+            f"{cmd}: the caption data lives at ../shared/data/, not data/"
+        )
 
 
 RUN = [c for c in COMMANDS if c.mode == "run"]
@@ -175,6 +185,12 @@ def test_cheap_documented_commands_run_in_order(scratch_root):
     for cmd in RUN:
         argv = _alignlab_argv(cmd)
         assert argv is not None, f"{cmd}: only alignlab commands can be marked to run"
-        proc = subprocess.run([sys.executable, "-m", "alignlab", *argv], capture_output=True, text=True, env=env,
-                              cwd=scratch_root, timeout=600)
+        proc = subprocess.run(
+            [sys.executable, "-m", "alignlab", *argv],
+            capture_output=True,
+            text=True,
+            env=env,
+            cwd=scratch_root,
+            timeout=600,
+        )
         assert proc.returncode == 0, f"{cmd} failed ({proc.returncode}): {proc.stderr[-1500:]}"

@@ -48,7 +48,9 @@ def test_the_modules_an_extra_promises_come_from_the_packages_it_installs(extra)
         owners = {d.lower().replace("_", "-") for d in provided.get(module, [])}
         if not owners:
             pytest.skip(f"{module} is not installed here, so its distribution cannot be looked up")
-        assert owners & dists, f"extra {extra!r} promises {module}, which comes from {owners}, not from {dists}"
+        assert owners & dists, (
+            f"extra {extra!r} promises {module}, which comes from {owners}, not from {dists}"
+        )
 
 
 def test_all_installs_every_building_block_but_openclip():
@@ -75,11 +77,13 @@ def test_package_data_names_only_files_that_exist():
 
 # ---- shipped configs -------------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("name", sorted(configs.CONFIGS))
 def test_each_shipped_config_is_its_commands_full_default(name):
     shipped = configs.text(name)
     assert shipped == configs.render(name), (
-        f"{name}.yaml differs from the built-in defaults: run python -c 'import alignlab.configs as c; c.write_all()'")
+        f"{name}.yaml differs from the built-in defaults: run python -c 'import alignlab.configs as c; c.write_all()'"
+    )
     data = yaml.safe_load(shipped)
     assert to_dict(configs.loader(name)(data)) == to_dict(configs.loader(name)({}))
 
@@ -106,6 +110,7 @@ def test_a_shipped_config_runs_through_the_train_command_loader(tmp_path):
 
 # ---- nested overrides keep the command's own defaults -----------------------------------------------
 
+
 def test_a_nested_dcd_override_changes_only_that_key():
     from alignlab.distill.dcd.train import load_run_config, load_teacher_config
 
@@ -116,8 +121,10 @@ def test_a_nested_dcd_override_changes_only_that_key():
         assert changed == default
 
 
-@pytest.mark.parametrize("module", ["alignlab.retrieval.experiment", "alignlab.distill.dcd.experiment",
-                                    "alignlab.probe.experiment"])
+@pytest.mark.parametrize(
+    "module",
+    ["alignlab.retrieval.experiment", "alignlab.distill.dcd.experiment", "alignlab.probe.experiment"],
+)
 def test_an_experiment_override_of_one_nested_key_keeps_every_other_quick_setting(module):
     import importlib
 
@@ -134,6 +141,7 @@ def test_an_experiment_override_of_one_nested_key_keeps_every_other_quick_settin
 
 # ---- optional extras fail cleanly --------------------------------------------------------------------
 
+
 def test_every_rule_names_a_real_command_and_extra():
     leaves = set(leaf_parsers(build_parser()))
     assert set(needs.RULES) <= leaves
@@ -141,15 +149,15 @@ def test_every_rule_names_a_real_command_and_extra():
         assert all(extra in extras.EXTRAS for extra, _ in exps)
 
 
-
-
 @pytest.mark.parametrize("argv,extra", EXTRA_CASES, ids=[" ".join(c[0][:3]) for c in EXTRA_CASES])
 def test_a_missing_extra_ends_in_one_line_before_any_work(argv, extra, tmp_path, monkeypatch, capsys):
     hidden = set(extras.EXTRAS[extra])
     real = extras.missing_modules
-    monkeypatch.setattr(extras, "missing_modules",
-                        lambda modules: [m for m in modules if m in hidden] + [m for m in real(modules)
-                                                                               if m not in hidden])
+    monkeypatch.setattr(
+        extras,
+        "missing_modules",
+        lambda modules: [m for m in modules if m in hidden] + [m for m in real(modules) if m not in hidden],
+    )
     argv = [a.replace("{tmp}", str(tmp_path)) for a in argv]
     assert main(argv) == 2
     err = capsys.readouterr().err.strip().splitlines()
@@ -162,8 +170,9 @@ def test_narrow_needs_ask_only_for_what_the_options_use():
     parser = build_parser()
     task = parser.parse_args(["commonit", "group", "x.jsonl", "--out", "o", "--metric", "task"])
     assert needs.needed(task) == []
-    tfidf = parser.parse_args(["commonit", "group", "x.jsonl", "--out", "o", "--metric", "embedding",
-                               "--encoder", "tfidf"])
+    tfidf = parser.parse_args(
+        ["commonit", "group", "x.jsonl", "--out", "o", "--metric", "embedding", "--encoder", "tfidf"]
+    )
     assert needs.needed(tfidf) == [("commonit", ("sklearn",))]
     lesk = parser.parse_args(["ambiguity", "wsd", "--method", "lesk", "a bat", "bat"])
     assert needs.needed(lesk) == [("ambiguity", ("nltk",))]

@@ -25,8 +25,9 @@ def test_page_is_rendered_from_its_results(name: str) -> None:
     assert not data.get("quick"), "the docs must hold a full run, not --quick settings"
     assert data.get("claims"), "the results carry the analysed pre-registered claims"
     page = (RESULTS / f"{name}.md").read_text(encoding="utf-8")
-    assert module.render_report(data) == page, f"re-render: alignlab experiment {name} --render " \
-                                                f"docs/results/{name}.json --to docs/results/{name}.md"
+    assert module.render_report(data) == page, (
+        f"re-render: alignlab experiment {name} --render docs/results/{name}.json --to docs/results/{name}.md"
+    )
 
 
 def test_summary_is_rendered_from_the_six_results() -> None:

@@ -86,17 +86,48 @@ def _link_core(target: Path) -> None:
 @pytest.fixture(scope="module")
 def core_only(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("wheel")
-    build = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
-                            "-w", str(tmp / "dist"), str(ROOT)], capture_output=True, text=True, timeout=300)
+    build = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--no-deps",
+            "--no-build-isolation",
+            "-q",
+            "-w",
+            str(tmp / "dist"),
+            str(ROOT),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     if build.returncode != 0:
         pytest.fail(f"building the wheel failed: {build.stderr[-2000:]}")
     wheel = next((tmp / "dist").glob("alignlab-*.whl"))
-    install = subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "-q", "--target",
-                              str(tmp / "site"), str(wheel)], capture_output=True, text=True, timeout=300)
+    install = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "--no-deps",
+            "-q",
+            "--target",
+            str(tmp / "site"),
+            str(wheel),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert install.returncode == 0, install.stderr[-2000:]
     _link_core(tmp / "core")
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTHON", "ALIGNLAB"))}
-    env.update(PYTHONPATH=f"{tmp / 'site'}{os.pathsep}{tmp / 'core'}", PYTHONNOUSERSITE="1", ALIGNLAB_QUIET="1")
+    env.update(
+        PYTHONPATH=f"{tmp / 'site'}{os.pathsep}{tmp / 'core'}", PYTHONNOUSERSITE="1", ALIGNLAB_QUIET="1"
+    )
     return tmp, wheel, env
 
 
@@ -106,14 +137,22 @@ def test_the_wheel_ships_the_license_and_the_example_configs(core_only):
     _, wheel, _ = core_only
     names = zipfile.ZipFile(wheel).namelist()
     assert any(n.endswith("licenses/LICENSE") for n in names)
-    assert {"alignlab/configs/train.yaml", "alignlab/configs/dcd-teacher.yaml", "alignlab/py.typed"} <= set(names)
+    assert {"alignlab/configs/train.yaml", "alignlab/configs/dcd-teacher.yaml", "alignlab/py.typed"} <= set(
+        names
+    )
 
 
 def test_core_only_every_help_works_and_each_extra_fails_in_one_line(core_only):
     tmp, _, env = core_only
     argvs = [[a.replace("{tmp}", str(tmp)) for a in argv] for argv, _ in EXTRA_CASES]
-    proc = subprocess.run([sys.executable, "-S", "-c", SCRIPT, json.dumps(argvs)], capture_output=True,
-                          text=True, env=env, cwd=tmp, timeout=600)
+    proc = subprocess.run(
+        [sys.executable, "-S", "-c", SCRIPT, json.dumps(argvs)],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=tmp,
+        timeout=600,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     report = json.loads(proc.stdout.strip().splitlines()[-1])
     assert set(report["help"]) == set(leaf_parsers(build_parser()))  # every command exists without the extras
@@ -131,8 +170,29 @@ def test_core_only_every_help_works_and_each_extra_fails_in_one_line(core_only):
 def test_core_only_a_core_command_really_runs(core_only):
     tmp, _, env = core_only
     out = tmp / "shapes"
-    proc = subprocess.run([sys.executable, "-S", "-m", "alignlab", "data", "shapes", "--out", str(out),
-                           "--train", "4", "--val", "2", "--test", "2", "--quiet"],
-                          capture_output=True, text=True, env=env, cwd=tmp, timeout=300)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-S",
+            "-m",
+            "alignlab",
+            "data",
+            "shapes",
+            "--out",
+            str(out),
+            "--train",
+            "4",
+            "--val",
+            "2",
+            "--test",
+            "2",
+            "--quiet",
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=tmp,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert (out / "dataset.json").is_file() or any(out.glob("*.json"))

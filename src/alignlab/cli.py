@@ -52,12 +52,16 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "repro": ("alignlab.retrieval.cli", "seed-aware reproducibility: run over seeds, compare, diff"),
     "distill": ("alignlab.distill.cli", "distil image–text and classification models (DCD, PESF-KD)"),
     "probe": ("alignlab.probe.cli", "build and run SNARE probes (structure, negation, ownership, relations)"),
-    "ambiguity": ("alignlab.ambiguity.cli",
-                  "word-sense disambiguation, caption ambiguity scores and selection (3AM)"),
+    "ambiguity": (
+        "alignlab.ambiguity.cli",
+        "word-sense disambiguation, caption ambiguity scores and selection (3AM)",
+    ),
     "mmt": ("alignlab.mmt.cli", "multimodal machine translation: train and evaluate (English -> Chinese)"),
     "commonit": ("alignlab.commonit.cli", "CommonIT: group instruction data and train one group per step"),
-    "report": ("alignlab.report.cli", "render a run, repro, probe, experiment or demo folder as HTML + Markdown, "
-                                      "or compare several runs"),
+    "report": (
+        "alignlab.report.cli",
+        "render a run, repro, probe, experiment or demo folder as HTML + Markdown, or compare several runs",
+    ),
     "config": ("alignlab.configs", "list or print the example configs shipped with alignlab"),
     "experiment": ("alignlab.experiments", "run a method's headline-claim experiment"),
     "demo": ("alignlab.demo", "run every method on the built-in data and write a report"),
@@ -88,11 +92,13 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
         prog="alignlab",
         description="alignlab: align vision and language models and curate the data that trains them.",
         epilog="Run `alignlab <command> --help` for a command's options. `alignlab demo --quick` shows "
-               "every stage on the built-in data in under two minutes.",
+        "every stage on the built-in data in under two minutes.",
     )
     parser.add_argument("--version", action="version", version=f"alignlab {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="<command>")
-    wanted = AREA_CLIS if command is None else tuple(m for name, (m, _) in COMMANDS.items() if name == command)
+    wanted = (
+        AREA_CLIS if command is None else tuple(m for name, (m, _) in COMMANDS.items() if name == command)
+    )
     loaded: set[str] = set()
     for name, (module, help_text) in COMMANDS.items():
         if module in loaded:
@@ -107,13 +113,19 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     return parser
 
 
-def leaf_parsers(parser: argparse.ArgumentParser, path: tuple[str, ...] = ()) -> dict[str, argparse.ArgumentParser]:
+def leaf_parsers(
+    parser: argparse.ArgumentParser, path: tuple[str, ...] = ()
+) -> dict[str, argparse.ArgumentParser]:
     """Every runnable command of the parser tree by its path (``"distill dcd train"``), in listing order."""
     subs = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
     if not subs:
         return {" ".join(path): parser}
-    return {name: leaf for action in subs for child_name, child in action.choices.items()
-            for name, leaf in leaf_parsers(child, (*path, child_name)).items()}
+    return {
+        name: leaf
+        for action in subs
+        for child_name, child in action.choices.items()
+        for name, leaf in leaf_parsers(child, (*path, child_name)).items()
+    }
 
 
 def _add_common_flags(name: str, parser: argparse.ArgumentParser) -> None:
@@ -122,9 +134,16 @@ def _add_common_flags(name: str, parser: argparse.ArgumentParser) -> None:
     if not any("--quiet" in a.option_strings for a in parser._actions):
         parser.add_argument("--quiet", action="store_true", help="no progress bars or status lines")
     if not any("--log-level" in a.option_strings for a in parser._actions):
-        parser.add_argument("--verbose", action="store_true", help="also show debug lines (= --log-level DEBUG)")
-        parser.add_argument("--log-level", default=None, type=str.upper, choices=LOG_LEVELS,
-                            help="lines shown on stderr: DEBUG, INFO (default), WARNING or ERROR")
+        parser.add_argument(
+            "--verbose", action="store_true", help="also show debug lines (= --log-level DEBUG)"
+        )
+        parser.add_argument(
+            "--log-level",
+            default=None,
+            type=str.upper,
+            choices=LOG_LEVELS,
+            help="lines shown on stderr: DEBUG, INFO (default), WARNING or ERROR",
+        )
     parser.set_defaults(**{needs.COMMAND_KEY: name})
 
 
@@ -150,8 +169,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         if e.filename is None:  # not about a path the user gave: treat it as a bug
             return _bug()
         # The system refused a path (permissions, disk full, a file where a folder should be).
-        print(f"error: {e.strerror or e} ({e.filename}); check that path, its permissions and the free space",
-              file=sys.stderr)
+        print(
+            f"error: {e.strerror or e} ({e.filename}); check that path, its permissions and the free space",
+            file=sys.stderr,
+        )
         return 2
     except Exception:
         return _bug()
@@ -173,8 +194,11 @@ def _located(e: AlignlabError, args: argparse.Namespace) -> AlignlabError:
 
 def _bug() -> int:
     traceback.print_exc()
-    print(f"This is a bug in alignlab {__version__}, not a mistake in your input: please report it with the "
-          "command you ran and the traceback above.", file=sys.stderr)
+    print(
+        f"This is a bug in alignlab {__version__}, not a mistake in your input: please report it with the "
+        "command you ran and the traceback above.",
+        file=sys.stderr,
+    )
     return 1
 
 

@@ -54,23 +54,45 @@ def available() -> dict[str, str]:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("experiment", help="run a method's headline-claim experiment",
-                       description="Run the small-scale test of a paper's headline claim and write its "
-                                   "results.json and report.md.")
+    p = sub.add_parser(
+        "experiment",
+        help="run a method's headline-claim experiment",
+        description="Run the small-scale test of a paper's headline claim and write its "
+        "results.json and report.md.",
+    )
     names = available()
-    p.add_argument("name", choices=[*sorted(names), "summary"],
-                   help="which experiment; 'summary' renders docs/RESULTS.md from the stored results")
+    p.add_argument(
+        "name",
+        choices=[*sorted(names), "summary"],
+        help="which experiment; 'summary' renders docs/RESULTS.md from the stored results",
+    )
     add_out(p, default=None, help="output folder (default: runs/experiment-<name>)")
     p.add_argument("--quick", action="store_true", help="small settings (minutes), as the tests use")
     add_overwrite(p, help="replace a finished experiment in --out")
     p.add_argument("--seeds", default=None, help="seeds, e.g. 0-4 (default: the experiment's own)")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a setting of the experiment's config (repeatable)")
-    p.add_argument("--render", type=Path, default=None, metavar="RESULTS_JSON",
-                   help="render the report of a stored results.json (no run); with 'summary', the folder of "
-                        "NAME.json files (default docs/results)")
-    p.add_argument("--to", type=Path, default=None, metavar="PAGE",
-                   help="with --render or summary: write the page here instead of printing it")
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a setting of the experiment's config (repeatable)",
+    )
+    p.add_argument(
+        "--render",
+        type=Path,
+        default=None,
+        metavar="RESULTS_JSON",
+        help="render the report of a stored results.json (no run); with 'summary', the folder of "
+        "NAME.json files (default docs/results)",
+    )
+    p.add_argument(
+        "--to",
+        type=Path,
+        default=None,
+        metavar="PAGE",
+        help="with --render or summary: write the page here instead of printing it",
+    )
     p.set_defaults(run=run_experiment)
 
 
@@ -97,8 +119,11 @@ def load_results(path: Path, name: str) -> dict:
     data = read_json(path)
     if not isinstance(data, dict) or data.get("experiment") != name:
         found = data.get("experiment") if isinstance(data, dict) else None
-        raise DataError(f"not the results of experiment {name!r} (experiment: {found!r})", where=str(path),
-                        fix=f"give the results.json that `alignlab experiment {name}` wrote")
+        raise DataError(
+            f"not the results of experiment {name!r} (experiment: {found!r})",
+            where=str(path),
+            fix=f"give the results.json that `alignlab experiment {name}` wrote",
+        )
     return data
 
 
@@ -115,10 +140,29 @@ def render_summary(results_dir: Path = RESULTS_DIR) -> str:
         supported = sum(bool(r["supported"]) for r in claims)
         verdicts = "<br>".join(verdict_line(r) for r in claims)
         seeds = sorted({r["n"] for r in claims})
-        rows.append([module.SUMMARY["paper"], module.SUMMARY["claim"], f"{supported}/{len(claims)}", verdicts,
-                     ", ".join(map(str, seeds)), f"`alignlab experiment {name}`", f"[results/{name}.md](results/{name}.md)"])
-    table = markdown_table(["paper", "claims tested", "supported as declared", "verdicts (Holm-adjusted)", "seeds",
-                            "command", "details"], rows)
+        rows.append(
+            [
+                module.SUMMARY["paper"],
+                module.SUMMARY["claim"],
+                f"{supported}/{len(claims)}",
+                verdicts,
+                ", ".join(map(str, seeds)),
+                f"`alignlab experiment {name}`",
+                f"[results/{name}.md](results/{name}.md)",
+            ]
+        )
+    table = markdown_table(
+        [
+            "paper",
+            "claims tested",
+            "supported as declared",
+            "verdicts (Holm-adjusted)",
+            "seeds",
+            "command",
+            "details",
+        ],
+        rows,
+    )
     return SUMMARY_HEADER + "\n" + table + "\n"
 
 
@@ -147,7 +191,9 @@ def run_experiment(args: argparse.Namespace) -> int:
     if args.name == "summary" or args.render is not None:
         return render_command(args)
     if args.to is not None:
-        raise ConfigError("--to needs --render (or the summary)", where="--to", fix="add --render RESULTS_JSON")
+        raise ConfigError(
+            "--to needs --render (or the summary)", where="--to", fix="add --render RESULTS_JSON"
+        )
     module = importlib.import_module(EXPERIMENTS[args.name])
     out = args.out or Path("runs") / f"experiment-{args.name}"
     try:
@@ -165,8 +211,10 @@ def run_experiment(args: argparse.Namespace) -> int:
         result = module.run(out, quick=args.quick, seeds=seeds, overrides=overrides)
     except AlignlabError as e:
         # The experiment's config classes know the key, not that it came from --set: say so.
-        key = e.where[len("config key "):] if e.where and e.where.startswith("config key ") else None
-        items = [i for i in args.overrides if key and i.partition("=")[0].strip() in (key, key.rpartition(".")[2])]
+        key = e.where[len("config key ") :] if e.where and e.where.startswith("config key ") else None
+        items = [
+            i for i in args.overrides if key and i.partition("=")[0].strip() in (key, key.rpartition(".")[2])
+        ]
         if not items:
             raise
         raise type(e)(e.what, where=f"--set {items[-1]}", fix=e.fix) from None

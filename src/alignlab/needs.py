@@ -71,13 +71,17 @@ _EXPERIMENT_EXTRAS: dict[str, list[Need]] = {  # repro and dcd run on the core a
 
 RULES: dict[str, Rule] = {
     "eval retrieval": lambda a: _model_specs(getattr(a, "model", None)) + _engine(a),
-    "distill dcd train": lambda a: _model_specs(getattr(a, "teacher", None), getattr(a, "student_init", None)),
+    "distill dcd train": lambda a: _model_specs(
+        getattr(a, "teacher", None), getattr(a, "student_init", None)
+    ),
     "distill dcd mine": lambda a: _model_specs(getattr(a, "teacher", None)) + _engine(a),
-    "distill bench": lambda a: _model_specs(getattr(a, "teacher", None),
-                                            *[s.partition("=")[2] for s in getattr(a, "students", []) or []]),
+    "distill bench": lambda a: _model_specs(
+        getattr(a, "teacher", None), *[s.partition("=")[2] for s in getattr(a, "students", []) or []]
+    ),
     "distill pesf train": lambda a: [("pesf", ("sklearn",))],
-    "probe eval": lambda a: _model_specs(getattr(a, "model", None))
-    + ([] if getattr(a, "no_plots", False) else [("probe", None)]),
+    "probe eval": lambda a: (
+        _model_specs(getattr(a, "model", None)) + ([] if getattr(a, "no_plots", False) else [("probe", None)])
+    ),
     "ambiguity wsd": _ambiguity,
     "ambiguity score": _ambiguity,
     "ambiguity select": _ambiguity,

@@ -8,9 +8,20 @@ import pytest
 
 from alignlab.cli import main
 
-CAPTIONS = ["a man holding a baseball bat", "a bat flew out of the cave", "a crane lifting steel beams",
-            "two dogs running on the beach", "a seal resting on a rock by the sea"]
-CHINESE = ["一个男人拿着棒球棒", "一只蝙蝠飞出了山洞", "一台起重机吊起钢梁", "两只狗在海滩上奔跑", "一只海豹在海边的岩石上休息"]
+CAPTIONS = [
+    "a man holding a baseball bat",
+    "a bat flew out of the cave",
+    "a crane lifting steel beams",
+    "two dogs running on the beach",
+    "a seal resting on a rock by the sea",
+]
+CHINESE = [
+    "一个男人拿着棒球棒",
+    "一只蝙蝠飞出了山洞",
+    "一台起重机吊起钢梁",
+    "两只狗在海滩上奔跑",
+    "一只海豹在海边的岩石上休息",
+]
 
 
 @pytest.fixture
@@ -28,8 +39,26 @@ def test_score_select_and_stats_end_to_end(files, tmp_path, capsys, wn):
     recs = [json.loads(x) for x in scores.read_text().splitlines()]
     assert [r["line"] for r in recs] == [1, 2, 3, 4, 5] and recs[2]["words"][0]["lemma"] == "crane"
     sel = tmp_path / "sel"
-    assert main(["ambiguity", "select", "--scores", str(scores), "--zh", str(zh), "--n", "2", "--out", str(sel),
-                 "--method", "mfs", "--quiet"]) == 0
+    assert (
+        main(
+            [
+                "ambiguity",
+                "select",
+                "--scores",
+                str(scores),
+                "--zh",
+                str(zh),
+                "--n",
+                "2",
+                "--out",
+                str(sel),
+                "--method",
+                "mfs",
+                "--quiet",
+            ]
+        )
+        == 0
+    )
     picked = [json.loads(x) for x in (sel / "selection.jsonl").read_text().splitlines()]
     assert len(picked) == 2 and all(CHINESE[p["line"] - 1] == p["zh"] for p in picked)
     assert (sel / "selection.en").read_text().splitlines() == [p["text"] for p in picked]
@@ -38,8 +67,24 @@ def test_score_select_and_stats_end_to_end(files, tmp_path, capsys, wn):
     assert manifest["selected"] == 2 and manifest["pool"] == 5 and "config_sha256" in manifest["manifest"]
     assert not [p for p in sel.iterdir() if p.name.endswith(".tmp")]  # atomic writes leave no temp files
     out = tmp_path / "stats.json"
-    assert main(["ambiguity", "stats", "--corpus", f"a={en}", "--corpus", f"b={scores}", "--method", "mfs",
-                 "--out", str(out), "--quiet"]) == 0
+    assert (
+        main(
+            [
+                "ambiguity",
+                "stats",
+                "--corpus",
+                f"a={en}",
+                "--corpus",
+                f"b={scores}",
+                "--method",
+                "mfs",
+                "--out",
+                str(out),
+                "--quiet",
+            ]
+        )
+        == 0
+    )
     stats = json.loads(out.read_text())
     assert stats["corpora"]["a"]["captions"] == stats["corpora"]["b"]["captions"] == 5
     assert "| share_with_ambiguous_word |" in capsys.readouterr().out
@@ -51,10 +96,13 @@ def test_wsd_command_prints_senses(capsys, wn):
     assert out[0].split()[1] == "sealing_wax.n.01" and len(out) == 9
 
 
-@pytest.mark.parametrize("content, problem, line", [
-    (b"a bat\n\na crane\n", "empty line", 2),
-    (b"a bat\na cr\xffane\n", "not valid UTF-8", 2),
-])
+@pytest.mark.parametrize(
+    "content, problem, line",
+    [
+        (b"a bat\n\na crane\n", "empty line", 2),
+        (b"a bat\na cr\xffane\n", "not valid UTF-8", 2),
+    ],
+)
 def test_bad_caption_files_name_file_and_line(tmp_path, capsys, content, problem, line, wn):
     bad = tmp_path / "bad.en"
     bad.write_bytes(content)
@@ -67,8 +115,25 @@ def test_bad_caption_files_name_file_and_line(tmp_path, capsys, content, problem
 def test_misaligned_translations_are_refused(files, tmp_path, capsys, wn):
     en, zh = files
     zh.write_text("\n".join(CHINESE[:3]) + "\n", encoding="utf-8")
-    assert main(["ambiguity", "select", "--input", str(en), "--zh", str(zh), "--n", "2", "--out",
-                 str(tmp_path / "sel"), "--method", "mfs"]) == 2
+    assert (
+        main(
+            [
+                "ambiguity",
+                "select",
+                "--input",
+                str(en),
+                "--zh",
+                str(zh),
+                "--n",
+                "2",
+                "--out",
+                str(tmp_path / "sel"),
+                "--method",
+                "mfs",
+            ]
+        )
+        == 2
+    )
     err = capsys.readouterr().err
     assert "misaligned" in err and f"{zh}:4" in err
     assert not (tmp_path / "sel" / "selection.jsonl").exists()

@@ -21,8 +21,10 @@ def test_scoring_real_captions_with_the_mfs_baseline(shared_data, wn):
     from alignlab.ambiguity.wsd import Disambiguator, WSDConfig
 
     wsd = Disambiguator(WSDConfig(method="mfs"), wn=wn)
-    named = {name: score_captions(read_captions(shared_data / rel, limit=60), wsd, SelectConfig())
-             for name, rel in (("3am", "3am/val.en"), ("multi30k", "multi30k/val.en"))}
+    named = {
+        name: score_captions(read_captions(shared_data / rel, limit=60), wsd, SelectConfig())
+        for name, rel in (("3am", "3am/val.en"), ("multi30k", "multi30k/val.en"))
+    }
     res = compare_corpora(named)
     for st in res["corpora"].values():
         assert st["captions"] == 60 and 1.0 < st["content_nouns_per_caption"] < 6.0

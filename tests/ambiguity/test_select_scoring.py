@@ -34,7 +34,10 @@ def _words(finder, text, pos=("n",)):
 
 def test_content_nouns_skip_function_words_adjectives_and_verbs(finder):
     assert _words(finder, "A man riding a red bike next to the river.") == [
-        ("man", "n"), ("bike", "n"), ("river", "n")]
+        ("man", "n"),
+        ("bike", "n"),
+        ("river", "n"),
+    ]
     assert _words(finder, "Two dogs are running in the park") == [("dogs", "n"), ("park", "n")]
 
 
@@ -53,8 +56,13 @@ def test_verbs_are_found_only_when_asked(finder):
 def test_word_measures_from_a_distribution(wn):
     wsd = Disambiguator(WSDConfig(method="mfs"), wn=wn)
     m = Mention("bat", "bat", "n", 1, 5)
-    senses = [("bat.n.01", 0.4), ("bat.n.05", 0.35), ("cricket_bat.n.01", 0.15), ("bat.n.02", 0.06),
-              ("squash_racket.n.01", 0.04)]
+    senses = [
+        ("bat.n.01", 0.4),
+        ("bat.n.05", 0.35),
+        ("cricket_bat.n.01", 0.15),
+        ("bat.n.02", 0.06),
+        ("squash_racket.n.01", 0.04),
+    ]
     ws = word_score(wsd, m, senses, SelectConfig(top_senses=2))
     assert ws.entropy == pytest.approx(-sum(p * __import__("math").log2(p) for _, p in senses))
     assert ws.margin == pytest.approx(0.05) and ws.plausible == 2  # p >= 0.2: two senses

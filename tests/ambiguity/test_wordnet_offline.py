@@ -66,7 +66,9 @@ def test_missing_wordnet_everywhere_is_a_dependency_error(tmp_path, monkeypatch)
     with pytest.raises(DependencyError) as e:
         wnmod.get_wordnet(refresh=True)
     msg = str(e.value)
-    assert "WordNet 3.0 not found" in msg and "nltk.download('wordnet')" in msg and "wordnet-sense-index" in msg
+    assert (
+        "WordNet 3.0 not found" in msg and "nltk.download('wordnet')" in msg and "wordnet-sense-index" in msg
+    )
     assert wnmod._reader is cached  # a failed reload leaves the loaded reader alone
     assert not wnmod.wordnet_available() or cached is not None
 

@@ -26,7 +26,9 @@ GAME = "he swung the bat and hit the ball over the fence"
 def test_probabilities_sum_to_one_most_probable_first(method, wn, fake_encoder):
     wsd = Disambiguator(WSDConfig(method=method, disk_cache=False), wn=wn, encoder=fake_encoder)
     res = wsd.disambiguate(CAVE, "bat")
-    assert [n for n, _ in res] and sorted(n for n, _ in res) == sorted(s.name() for s in wn.synsets("bat", "n"))
+    assert [n for n, _ in res] and sorted(n for n, _ in res) == sorted(
+        s.name() for s in wn.synsets("bat", "n")
+    )
     probs = [p for _, p in res]
     assert abs(sum(probs) - 1) < 1e-9 and probs == sorted(probs, reverse=True) and min(probs) > 0
 
@@ -61,16 +63,21 @@ def test_lesk_pick_is_nltks_and_mfs_pick_is_wordnet_first_sense(wn):
 
     les = Disambiguator(WSDConfig(method="lesk"), wn=wn)
     mfs = Disambiguator(WSDConfig(method="mfs"), wn=wn)
-    for sent, word in [(CAVE, "bat"), (GAME, "bat"), ("the seal swam in the cold sea", "seal"),
-                       ("a crane lifted steel beams at the building site", "crane")]:
+    for sent, word in [
+        (CAVE, "bat"),
+        (GAME, "bat"),
+        ("the seal swam in the cold sea", "seal"),
+        ("a crane lifted steel beams at the building site", "crane"),
+    ]:
         syns = wn.synsets(word, "n")
         assert les.disambiguate(sent, word)[0][0] == lesk(context_words(sent), word, "n", synsets=syns).name()
         assert mfs.disambiguate(sent, word)[0][0] == syns[0].name()
 
 
 def test_held_out_example_leaves_its_sense_vector(wn, fake_encoder):
-    wsd = Disambiguator(WSDConfig(use_examples=True, example_weight=1.0, disk_cache=False), wn=wn,
-                        encoder=fake_encoder)
+    wsd = Disambiguator(
+        WSDConfig(use_examples=True, example_weight=1.0, disk_cache=False), wn=wn, encoder=fake_encoder
+    )
     syn = next(s for s in wn.synsets("bat", "n") if len(s.examples()) >= 1)
     ex = syn.examples()[0]
     wsd.gloss_scores([Query(ex, "bat", held_out=ex)])  # fills the vector store
@@ -85,15 +92,33 @@ def test_held_out_example_leaves_its_sense_vector(wn, fake_encoder):
 
 
 # Common polysemous nouns with WordNet example sentences (a fixed, fast subset of the benchmark).
-NOUNS = ["bank", "plant", "spring", "bass", "star", "club", "court", "cell", "crane", "seal", "mouse", "kite",
-         "bat", "wave"]
+NOUNS = [
+    "bank",
+    "plant",
+    "spring",
+    "bass",
+    "star",
+    "club",
+    "court",
+    "cell",
+    "crane",
+    "seal",
+    "mouse",
+    "kite",
+    "bat",
+    "wave",
+]
 
 
 def test_gloss_beats_lesk_and_mfs_on_wordnet_examples_of_common_nouns(wn, encoder):
     items = wordnet_examples(wn, lemmas=NOUNS)
     assert len(items) >= 30 and {it.lemma for it in items} <= set(NOUNS)
-    acc = {m: evaluate_wsd(Disambiguator(WSDConfig(method=m, disk_cache=False), wn=wn, encoder=encoder),
-                           items)["accuracy"] for m in ("gloss", "lesk", "mfs")}
+    acc = {
+        m: evaluate_wsd(Disambiguator(WSDConfig(method=m, disk_cache=False), wn=wn, encoder=encoder), items)[
+            "accuracy"
+        ]
+        for m in ("gloss", "lesk", "mfs")
+    }
     assert acc["gloss"] > acc["lesk"] + 0.05 and acc["gloss"] > acc["mfs"] + 0.05, acc
 
 
@@ -102,8 +127,12 @@ def test_wordnet_benchmark_gloss_beats_lesk_and_mfs(wn, encoder):
     items = wordnet_examples(wn, split="test", max_items=200, seed=0)
     assert len(items) == 200 and all(it.split == "test" for it in items)
     assert not {it.lemma for it in items} & {it.lemma for it in wordnet_examples(wn, split="dev")}
-    acc = {m: evaluate_wsd(Disambiguator(WSDConfig(method=m, disk_cache=False), wn=wn, encoder=encoder),
-                           items)["accuracy"] for m in ("gloss", "lesk", "mfs")}
+    acc = {
+        m: evaluate_wsd(Disambiguator(WSDConfig(method=m, disk_cache=False), wn=wn, encoder=encoder), items)[
+            "accuracy"
+        ]
+        for m in ("gloss", "lesk", "mfs")
+    }
     assert acc["gloss"] > acc["lesk"] and acc["gloss"] > acc["mfs"], acc
 
 
@@ -112,8 +141,11 @@ def test_fit_calibration_picks_a_grid_point_with_lowest_nll(wn, fake_encoder):
     wsd = Disambiguator(WSDConfig(disk_cache=False), wn=wn, encoder=fake_encoder)
     best = fit_calibration(wsd, items, temperatures=(0.05, 1.0), prior_weights=(0.0, 1.0))
     assert best["temperature"] in (0.05, 1.0) and best["prior_weight"] in (0.0, 1.0)
-    each = [fit_calibration(wsd, items, temperatures=(t,), prior_weights=(b,))
-            for t in (0.05, 1.0) for b in (0.0, 1.0)]
+    each = [
+        fit_calibration(wsd, items, temperatures=(t,), prior_weights=(b,))
+        for t in (0.05, 1.0)
+        for b in (0.0, 1.0)
+    ]
     assert best["nll"] == pytest.approx(min(e["nll"] for e in each))
 
 

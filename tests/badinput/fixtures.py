@@ -13,8 +13,20 @@ import shutil
 from pathlib import Path
 
 # The settings of the finished tiny retrieval run; a case that repeats them targets "the same command again".
-TRAIN_SETTINGS = ["--set", "data.train=24", "--set", "data.val=8", "--set", "data.test=8", "--set", "train.epochs=1",
-                  "--set", "train.batch_size=8", "--set", "train.warmup_steps=0"]
+TRAIN_SETTINGS = [
+    "--set",
+    "data.train=24",
+    "--set",
+    "data.val=8",
+    "--set",
+    "data.test=8",
+    "--set",
+    "train.epochs=1",
+    "--set",
+    "train.batch_size=8",
+    "--set",
+    "train.warmup_steps=0",
+]
 MMT_SETTINGS = ["--shapes-train", "6", "--shapes-val", "3", "--epochs", "1"]
 
 
@@ -40,29 +52,69 @@ def build(root: Path, main) -> dict[str, str]:
     run, mmt, data = root / "run", root / "mmt", root / "data"
     assert main(["train", "--out", str(run), *TRAIN_SETTINGS, "--quiet"]) == 0
     assert main(["mmt", "train", "--out", str(mmt), *MMT_SETTINGS, "--quiet"]) == 0
-    assert main(["data", "shapes", "--out", str(data), "--train", "4", "--val", "2", "--test", "4", "--quiet"]) == 0
+    assert (
+        main(["data", "shapes", "--out", str(data), "--train", "4", "--val", "2", "--test", "4", "--quiet"])
+        == 0
+    )
     probe = root / "probe"
-    assert main(["probe", "build", "--source", "shapes", "--out", str(probe), "--items-per-category", "2",
-                 "--quiet"]) == 0
+    assert (
+        main(
+            [
+                "probe",
+                "build",
+                "--source",
+                "shapes",
+                "--out",
+                str(probe),
+                "--items-per-category",
+                "2",
+                "--quiet",
+            ]
+        )
+        == 0
+    )
 
     (fx / "plain.txt").write_text("hello\n")
     (fx / "en.txt").write_text("the bat flew over the bank\na seal on the rock\n")
     (fx / "hello.json").write_text(json.dumps({"hello": "world"}))
     (fx / "broken.json").write_text('{"metrics": {"a": 1,')
     (fx / "bigfield.csv").write_text("image,caption\nimg.png," + "x" * 200_000 + "\n")
-    (fx / "coco_null.json").write_text(json.dumps({"images": [{"id": 1, "file_name": "a.png"}], "annotations": None}))
-    (fx / "coco_listid.json").write_text(json.dumps({"images": [{"id": [1], "file_name": "a.png"}],
-                                                     "annotations": [{"image_id": [1], "caption": "a cat"}]}))
+    (fx / "coco_null.json").write_text(
+        json.dumps({"images": [{"id": 1, "file_name": "a.png"}], "annotations": None})
+    )
+    (fx / "coco_listid.json").write_text(
+        json.dumps(
+            {
+                "images": [{"id": [1], "file_name": "a.png"}],
+                "annotations": [{"image_id": [1], "caption": "a cat"}],
+            }
+        )
+    )
     (fx / "bad.yaml").write_text("train:\n  lr: [0.1\n")
     (fx / "list.yaml").write_text("- 1\n- 2\n")
     (fx / "unknown_key.yaml").write_text("train:\n  epochs: 1\n  lrr: 0.1\n")
     (fx / "lr_nan.yaml").write_text("train:\n  epochs: 1\n  lr: .nan\n")
     (fx / "good.yaml").write_text("train:\n  epochs: 1\n  lr: 0.01\n")
-    (fx / "instr.jsonl").write_text("".join(json.dumps({"instruction": f"say {i}", "response": f"{i}",
-                                                        "task": "t" + str(i % 2)}) + "\n" for i in range(8)))
-    (fx / "grouped.jsonl").write_text("".join(json.dumps({"instruction": f"say {i}", "response": f"{i}",
-                                                          "task": "t" + str(i % 2), "group_id": "g" + str(i % 2)})
-                                              + "\n" for i in range(8)))
+    (fx / "instr.jsonl").write_text(
+        "".join(
+            json.dumps({"instruction": f"say {i}", "response": f"{i}", "task": "t" + str(i % 2)}) + "\n"
+            for i in range(8)
+        )
+    )
+    (fx / "grouped.jsonl").write_text(
+        "".join(
+            json.dumps(
+                {
+                    "instruction": f"say {i}",
+                    "response": f"{i}",
+                    "task": "t" + str(i % 2),
+                    "group_id": "g" + str(i % 2),
+                }
+            )
+            + "\n"
+            for i in range(8)
+        )
+    )
 
     # Saved tiny models with one thing wrong each (copies of the finished run's best/ model).
     best = run / "best"

@@ -39,7 +39,9 @@ def judge(code: int | None, stderr: str) -> list[str]:
     return problems
 
 
-def prepare(case: tuple[str, str, tuple[str, ...]], places: dict[str, str], root: Path) -> tuple[list[str], Path]:
+def prepare(
+    case: tuple[str, str, tuple[str, ...]], places: dict[str, str], root: Path
+) -> tuple[list[str], Path]:
     """The case's argv and its own folder (with the setup made in it)."""
     name, line, setup = case
     w = root / name
@@ -79,12 +81,19 @@ def run_inprocess(argv: list[str], cwd: Path) -> tuple[int | None, str]:
     return code, err.getvalue()
 
 
-def run_subprocess(argv: list[str], cwd: Path, timeout: float = 120, env: dict[str, str] | None = None
-                   ) -> tuple[int | None, str]:
+def run_subprocess(
+    argv: list[str], cwd: Path, timeout: float = 120, env: dict[str, str] | None = None
+) -> tuple[int | None, str]:
     """``python -m alignlab ...`` in a new process."""
     try:
-        p = subprocess.run([sys.executable, "-m", "alignlab", *argv], cwd=cwd, capture_output=True, text=True,
-                           timeout=timeout, env=env)
+        p = subprocess.run(
+            [sys.executable, "-m", "alignlab", *argv],
+            cwd=cwd,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            env=env,
+        )
     except subprocess.TimeoutExpired:
         return None, f"timed out after {timeout} s"
     return p.returncode, p.stderr

@@ -57,16 +57,31 @@ def _check(case, places, case_root, runner):
     code, err = runner(argv, w)
     problems = judge(code, err)
     after = watched(argv, places, w)
-    problems += [f"{'the case folder' if k == 'w' else 'finished ' + k} changed" for k in before
-                 if before[k] != after[k]]
+    problems += [
+        f"{'the case folder' if k == 'w' else 'finished ' + k} changed"
+        for k in before
+        if before[k] != after[k]
+    ]
     assert not problems, f"{case[0]}: {' '.join(argv)}\n" + "\n".join(problems)
 
 
 def test_the_corpus_covers_every_area_with_at_least_100_cases():
     areas = {c[1].split()[0] for c in CASES}
     assert len(CASES) >= 100 and len(BY_ID) == len(CASES)
-    assert {"data", "train", "eval", "distill", "probe", "ambiguity", "mmt", "commonit", "report", "experiment",
-            "demo", "repro"} <= areas
+    assert {
+        "data",
+        "train",
+        "eval",
+        "distill",
+        "probe",
+        "ambiguity",
+        "mmt",
+        "commonit",
+        "report",
+        "experiment",
+        "demo",
+        "repro",
+    } <= areas
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c[0] for c in CASES])
@@ -87,12 +102,16 @@ def test_bad_input_in_a_real_process(name, places, case_root):
 
 def test_a_bug_shows_its_traceback_and_asks_for_a_report(tmp_path):
     """A non-user error (here: a command whose code raises ZeroDivisionError) is not turned into one line."""
-    code = ("import sys, alignlab.data.cli as c\n"
-            "def boom(args): return 1 / 0\n"
-            "c.run_check = boom\n"
-            "from alignlab.cli import main\n"
-            "sys.exit(main(['data', 'check', '.']))\n")
-    p = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    code = (
+        "import sys, alignlab.data.cli as c\n"
+        "def boom(args): return 1 / 0\n"
+        "c.run_check = boom\n"
+        "from alignlab.cli import main\n"
+        "sys.exit(main(['data', 'check', '.']))\n"
+    )
+    p = subprocess.run(
+        [sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=120
+    )
     assert p.returncode == 1
     assert "Traceback" in p.stderr and "ZeroDivisionError" in p.stderr
     assert "bug in alignlab" in p.stderr.splitlines()[-1] and "please report it" in p.stderr

@@ -63,8 +63,12 @@ def test_overwrite_replaces_a_finished_run_and_nothing_else_does(tmp_path, capsy
     finished = tree_hash(out)
     assert main(["train", "--out", str(out), *TRAIN_SETTINGS, "--set", "train.lr=0.001", "--quiet"]) == 2
     assert "--overwrite" in _err(capsys) and tree_hash(out) == finished
-    assert main(["train", "--out", str(out), *TRAIN_SETTINGS, "--set", "train.lr=0.001", "--overwrite",
-                 "--quiet"]) == 0
+    assert (
+        main(
+            ["train", "--out", str(out), *TRAIN_SETTINGS, "--set", "train.lr=0.001", "--overwrite", "--quiet"]
+        )
+        == 0
+    )
     assert yaml.safe_load((out / "config.yaml").read_text())["train"]["lr"] == 0.001
 
 

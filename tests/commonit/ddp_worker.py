@@ -21,14 +21,20 @@ def main(out: str) -> None:
     from alignlab.commonit.hf import training_arguments
 
     ds, gids, model, _ = tiny(n=40)
-    args = training_arguments(Path(out) / "trainer", batch_size=2, grad_accum=2, epochs=2, lr=1e-3, seed=4,
-                              ddp_backend="gloo")
-    trainer = StepRecordingTrainer(model=model, args=args, train_dataset=ds, data_collator=IndexCollator(0),
-                                   group_ids=gids)
+    args = training_arguments(
+        Path(out) / "trainer", batch_size=2, grad_accum=2, epochs=2, lr=1e-3, seed=4, ddp_backend="gloo"
+    )
+    trainer = StepRecordingTrainer(
+        model=model, args=args, train_dataset=ds, data_collator=IndexCollator(0), group_ids=gids
+    )
     trainer.train()
     rank = trainer.args.process_index
-    payload = {"world_size": trainer.args.world_size, "len": len(trainer.commonit_sampler),
-               "steps": {str(k): v for k, v in trainer.by_step.items()}, "groups": gids}
+    payload = {
+        "world_size": trainer.args.world_size,
+        "len": len(trainer.commonit_sampler),
+        "steps": {str(k): v for k, v in trainer.by_step.items()},
+        "groups": gids,
+    }
     (Path(out) / f"rank{rank}.json").write_text(json.dumps(payload))
 
 

@@ -32,22 +32,57 @@ def test_group_then_stats_report_sizes_and_purity(data, tmp_path, capsys):
 
 
 def test_length_grouping_prints_bin_edges(data, tmp_path, capsys):
-    assert main(["commonit", "group", str(data), "--metric", "length", "--tokenizer", "chars", "--bins", "3",
-                 "--out", str(tmp_path / "l"), "--quiet"]) == 0
+    assert (
+        main(
+            [
+                "commonit",
+                "group",
+                str(data),
+                "--metric",
+                "length",
+                "--tokenizer",
+                "chars",
+                "--bins",
+                "3",
+                "--out",
+                str(tmp_path / "l"),
+                "--quiet",
+            ]
+        )
+        == 0
+    )
     assert "bin edges (chars tokens of response)" in capsys.readouterr().out
 
 
 def test_bad_input_exits_2_with_one_line_naming_record_and_field(tmp_path, capsys):
     bad = tmp_path / "bad.jsonl"
-    bad.write_text('{"instruction": "a", "output": "b"}\n{"instruction": "c", "input": "d"}\n', encoding="utf-8")
+    bad.write_text(
+        '{"instruction": "a", "output": "b"}\n{"instruction": "c", "input": "d"}\n', encoding="utf-8"
+    )
     assert main(["commonit", "group", str(bad), "--out", str(tmp_path / "o")]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: record lacks field 'output'") and f"{bad}:2" in err
 
 
 def test_k_larger_than_data_and_small_groups_under_error_policy_exit_2(data, tmp_path, capsys):
-    assert main(["commonit", "group", str(data), "--metric", "embedding", "--encoder", "tfidf", "--k", "100",
-                 "--out", str(tmp_path / "e")]) == 2
+    assert (
+        main(
+            [
+                "commonit",
+                "group",
+                str(data),
+                "--metric",
+                "embedding",
+                "--encoder",
+                "tfidf",
+                "--k",
+                "100",
+                "--out",
+                str(tmp_path / "e"),
+            ]
+        )
+        == 2
+    )
     assert "k=100" in capsys.readouterr().err
     out = tmp_path / "g"
     main(["commonit", "group", str(data), "--out", str(out), "--quiet"])
@@ -59,7 +94,9 @@ def test_stats_reads_one_file_per_group(tmp_path, capsys):
     d = tmp_path / "groups"
     d.mkdir()
     for name in ("alpha", "beta"):
-        (d / f"{name}.jsonl").write_text(json.dumps({"instruction": name, "output": "x"}) + "\n", encoding="utf-8")
+        (d / f"{name}.jsonl").write_text(
+            json.dumps({"instruction": name, "output": "x"}) + "\n", encoding="utf-8"
+        )
     (d / "gamma.jsonl").write_text("", encoding="utf-8")
     assert main(["commonit", "stats", str(d), "--group-files"]) == 2
     assert "group file is empty" in capsys.readouterr().err
@@ -70,7 +107,10 @@ def test_train_commonit_and_random_on_the_same_data(data, tmp_path):
     main(["commonit", "group", str(data), "--out", str(g), "--quiet"])
     common = ["--epochs", "1", "--batch-size", "4", "--n-embd", "16", "--n-layer", "1", "--quiet"]
     assert main(["commonit", "train", str(g), "--out", str(tmp_path / "c"), *common]) == 0
-    assert main(["commonit", "train", str(g), "--out", str(tmp_path / "r"), "--batching", "random", *common]) == 0
+    assert (
+        main(["commonit", "train", str(g), "--out", str(tmp_path / "r"), "--batching", "random", *common])
+        == 0
+    )
     c = json.loads((tmp_path / "c" / "results.json").read_text())
     r = json.loads((tmp_path / "r" / "results.json").read_text())
     assert c["metrics"]["task_pure_steps"] == 1.0
@@ -94,11 +134,15 @@ def test_quick_experiment_writes_analysed_claims_and_a_report_with_the_plan_firs
     assert [r["claim"] for r in res["claims"]] == declared and len(declared) >= 4
     for row in res["claims"]:
         assert row["n"] == 2
-        assert row["verdict"] in ("improves", "hurts", "inconclusive") or row["verdict"].startswith("equivalent within")
+        assert row["verdict"] in ("improves", "hurts", "inconclusive") or row["verdict"].startswith(
+            "equivalent within"
+        )
         assert 0 <= row["p_difference"] <= 1 and row["smallest_p"] == 0.5
     # per-arm per-seed values of every claimed metric, for the four cells of the grid and their mean
     assert set(res["metrics"]) == {s["metric"] for s in res["settings"]} | {"em@mean"}
-    assert len(res["settings"]) == 4 and all(set(v) == set(res["config"]["arms"]) for v in res["metrics"].values())
+    assert len(res["settings"]) == 4 and all(
+        set(v) == set(res["config"]["arms"]) for v in res["metrics"].values()
+    )
     report = (out / "report.md").read_text()
     assert "supports no verdict" in report
     assert report.index("## Pre-registered plan") < report.index("## Pre-registered claims: results")
@@ -139,14 +183,23 @@ def test_regime_is_chosen_on_dev_with_dev_seeds_only(quick_results):
     assert all(r["split"] == "test" and r["regime"] == res["config"]["regime"] for r in res["runs"])
 
 
-@pytest.mark.parametrize("claim, message", [
-    ("{name: c, treatment: nope, control: random, metric: em@mean, direction: improves, margin: 1}",
-     "compares arm 'nope'"),
-    ("{name: c, treatment: task, control: random, metric: em@mean, direction: improves, margin: 0}",
-     "margin must be a positive number"),
-    ("{name: c, treatment: task, control: random, metric: acc, direction: improves, margin: 1}",
-     "does not measure"),
-])
+@pytest.mark.parametrize(
+    "claim, message",
+    [
+        (
+            "{name: c, treatment: nope, control: random, metric: em@mean, direction: improves, margin: 1}",
+            "compares arm 'nope'",
+        ),
+        (
+            "{name: c, treatment: task, control: random, metric: em@mean, direction: improves, margin: 0}",
+            "margin must be a positive number",
+        ),
+        (
+            "{name: c, treatment: task, control: random, metric: acc, direction: improves, margin: 1}",
+            "does not measure",
+        ),
+    ],
+)
 def test_a_bad_claim_fails_before_any_training(tmp_path, capsys, claim, message):
     out = tmp_path / "exp"
     assert main(["experiment", "commonit", "--quick", "--out", str(out), "--set", f"claims=[{claim}]"]) == 2

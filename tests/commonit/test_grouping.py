@@ -35,11 +35,19 @@ def synthetic_records(n=60, seed=0):
 
 def test_alpaca_chat_and_sharegpt_records_read_alike():
     a = normalize_record({"instruction": "Say hi.", "input": "", "output": "hi"}, "a:1")
-    c = normalize_record({"messages": [{"role": "system", "content": "be brief"},
-                                       {"role": "user", "content": "Say hi."},
-                                       {"role": "assistant", "content": "hi"}]}, "c:1")
-    s = normalize_record({"conversations": [{"from": "human", "value": "Say hi."},
-                                            {"from": "gpt", "value": "hi"}]}, "s:1")
+    c = normalize_record(
+        {
+            "messages": [
+                {"role": "system", "content": "be brief"},
+                {"role": "user", "content": "Say hi."},
+                {"role": "assistant", "content": "hi"},
+            ]
+        },
+        "c:1",
+    )
+    s = normalize_record(
+        {"conversations": [{"from": "human", "value": "Say hi."}, {"from": "gpt", "value": "hi"}]}, "s:1"
+    )
     assert (a.instruction, a.response) == (c.instruction, c.response) == (s.instruction, s.response)
 
 
@@ -134,8 +142,10 @@ def test_grouped_output_round_trips_with_its_manifest(tmp_path):
 
 
 def test_grouped_file_without_group_ids_is_an_error(tmp_path):
-    p = write_jsonl(tmp_path / "g.jsonl", [{"instruction": "a", "output": "b", "group_id": 1},
-                                           {"instruction": "c", "output": "d"}])
+    p = write_jsonl(
+        tmp_path / "g.jsonl",
+        [{"instruction": "a", "output": "b", "group_id": 1}, {"instruction": "c", "output": "d"}],
+    )
     with pytest.raises(DataError) as e:
         load_grouped(p)
     assert e.value.where == f"{p}:2" and "group_id" in str(e.value)

@@ -67,7 +67,7 @@ def test_set_epoch_reaches_the_sampler_through_accelerate(tmp_path):
         ref.set_epoch(epoch)
         expected.append(list(ref))
     n = len(ref)
-    seen = [coll.batches[i * n: (i + 1) * n] for i in range(3)]
+    seen = [coll.batches[i * n : (i + 1) * n] for i in range(3)]
     assert seen == expected  # each epoch trained on that epoch's plan...
     assert seen[0] != seen[1] != seen[2]  # ...and the plans differ, so set_epoch arrived
 
@@ -76,8 +76,9 @@ def accumulated_steps(tmp_path, **commonit):
     ds, gids, model, _ = tiny()
     coll = IndexCollator(0)
     args = training_arguments(tmp_path, batch_size=2, grad_accum=3, epochs=2, lr=1e-3, seed=1)
-    trainer = StepRecordingTrainer(model=model, args=args, train_dataset=ds, data_collator=coll, group_ids=gids,
-                                   commonit=commonit)
+    trainer = StepRecordingTrainer(
+        model=model, args=args, train_dataset=ds, data_collator=coll, group_ids=gids, commonit=commonit
+    )
     trainer.train()
     steps = [trainer.by_step[k] for k in sorted(trainer.by_step)]
     return steps, gids, trainer
@@ -100,22 +101,34 @@ def test_per_device_homogeneity_alone_lets_accumulated_steps_mix_groups(tmp_path
 
 def test_resuming_from_a_mid_epoch_checkpoint_trains_the_same_remaining_batches(tmp_path):
     ds, gids, model, coll = tiny()
-    args = training_arguments(tmp_path / "a", batch_size=2, grad_accum=2, epochs=2, lr=1e-3, seed=3,
-                              save_strategy="steps", save_steps=3)
+    args = training_arguments(
+        tmp_path / "a",
+        batch_size=2,
+        grad_accum=2,
+        epochs=2,
+        lr=1e-3,
+        seed=3,
+        save_strategy="steps",
+        save_steps=3,
+    )
     CommonITTrainer(model=model, args=args, train_dataset=ds, data_collator=coll, group_ids=gids).train()
     full = coll.batches
     ds2, _, model2, coll2 = tiny()
-    args2 = training_arguments(tmp_path / "a", batch_size=2, grad_accum=2, epochs=2, lr=1e-3, seed=3,
-                               save_strategy="no")
-    CommonITTrainer(model=model2, args=args2, train_dataset=ds2, data_collator=coll2,
-                    group_ids=gids).train(resume_from_checkpoint=str(tmp_path / "a" / "checkpoint-3"))
-    assert coll2.batches == full[3 * 2:]
+    args2 = training_arguments(
+        tmp_path / "a", batch_size=2, grad_accum=2, epochs=2, lr=1e-3, seed=3, save_strategy="no"
+    )
+    CommonITTrainer(model=model2, args=args2, train_dataset=ds2, data_collator=coll2, group_ids=gids).train(
+        resume_from_checkpoint=str(tmp_path / "a" / "checkpoint-3")
+    )
+    assert coll2.batches == full[3 * 2 :]
 
 
 def test_group_ids_must_match_the_training_set(tmp_path):
     ds, gids, model, coll = tiny()
     args = training_arguments(tmp_path, batch_size=2, grad_accum=1, epochs=1, lr=1e-3, seed=0)
-    trainer = CommonITTrainer(model=model, args=args, train_dataset=ds, data_collator=coll, group_ids=gids[:-1])
+    trainer = CommonITTrainer(
+        model=model, args=args, train_dataset=ds, data_collator=coll, group_ids=gids[:-1]
+    )
     with pytest.raises(DataError, match="29 group ids for 30 training examples"):
         trainer.train()
 

@@ -74,15 +74,18 @@ def test_pad_leftover_fills_every_micro_batch_from_the_same_group():
     assert s.report["leftover"]["repeats_per_epoch"] == 2 + 1
 
 
-@pytest.mark.parametrize("kwargs, message", [
-    ({"batch_size": 0}, "batch_size"),
-    ({"rank": 2, "world_size": 2}, "rank 2"),
-    ({"order": "sorted"}, "unknown order"),
-    ({"mix_ratio": 1.5}, "mix_ratio"),
-    ({"temperature": 0.0}, "temperature"),
-    ({"steps_per_epoch": 3}, "steps_per_epoch"),
-    ({"leftover": "keep"}, "unknown leftover"),
-])
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"batch_size": 0}, "batch_size"),
+        ({"rank": 2, "world_size": 2}, "rank 2"),
+        ({"order": "sorted"}, "unknown order"),
+        ({"mix_ratio": 1.5}, "mix_ratio"),
+        ({"temperature": 0.0}, "temperature"),
+        ({"steps_per_epoch": 3}, "steps_per_epoch"),
+        ({"leftover": "keep"}, "unknown leftover"),
+    ],
+)
 def test_bad_options_are_config_errors(kwargs, message):
     args = {"batch_size": 2, **kwargs}
     with pytest.raises(ConfigError, match=message):
@@ -156,9 +159,11 @@ def test_resume_builds_only_the_remaining_batches(monkeypatch):
 def test_state_from_other_settings_is_refused():
     a = CommonITBatchSampler(groups(20, 20), 4, seed=0)
     state = a.state_dict()
-    for other in (CommonITBatchSampler(groups(20, 20), 4, seed=1),
-                  CommonITBatchSampler(groups(20, 20), 2, seed=0),
-                  CommonITBatchSampler(groups(21, 19), 4, seed=0)):
+    for other in (
+        CommonITBatchSampler(groups(20, 20), 4, seed=1),
+        CommonITBatchSampler(groups(20, 20), 2, seed=0),
+        CommonITBatchSampler(groups(21, 19), 4, seed=0),
+    ):
         with pytest.raises(ResumeError, match="different data or settings"):
             other.load_state_dict(state)
     with pytest.raises(ResumeError, match="malformed"):

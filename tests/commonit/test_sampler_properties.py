@@ -21,10 +21,15 @@ def setups(draw, orders=("proportional",), leftovers=("partial", "pad", "drop", 
     sizes = draw(st.lists(st.integers(1, 40), min_size=n_groups, max_size=n_groups))
     gids = np.repeat(np.arange(n_groups), sizes)
     gids = gids[np.random.default_rng(draw(st.integers(0, 999))).permutation(gids.size)]
-    kw = dict(batch_size=draw(st.integers(1, 5)), world_size=draw(st.integers(1, 3)),
-              grad_accum_steps=draw(st.integers(1, 3)), seed=draw(st.integers(0, 10**6)),
-              order=draw(st.sampled_from(orders)), leftover=draw(st.sampled_from(leftovers)),
-              small_groups=draw(st.sampled_from(["merge", "drop"])))
+    kw = dict(
+        batch_size=draw(st.integers(1, 5)),
+        world_size=draw(st.integers(1, 3)),
+        grad_accum_steps=draw(st.integers(1, 3)),
+        seed=draw(st.integers(0, 10**6)),
+        order=draw(st.sampled_from(orders)),
+        leftover=draw(st.sampled_from(leftovers)),
+        small_groups=draw(st.sampled_from(["merge", "drop"])),
+    )
     return gids.tolist(), kw
 
 
@@ -46,7 +51,7 @@ def steps_of(ranks, epoch=0):
         s.set_epoch(epoch)
         per_rank.append(list(s))
     n = len(per_rank[0])
-    return [[b for r in per_rank for b in r[k: k + A]] for k in range(0, n, A)], per_rank
+    return [[b for r in per_rank for b in r[k : k + A]] for k in range(0, n, A)], per_rank
 
 
 @SETTINGS
@@ -172,7 +177,10 @@ def test_random_mode_and_mix_ratio_use_exactly_the_commonit_data(setup, ratio):
             base = CommonITBatchSampler(gids, **kw)
         except Exception:
             return
-        other = [CommonITBatchSampler(gids, mode="random", **kw), CommonITBatchSampler(gids, mix_ratio=ratio, **kw)]
+        other = [
+            CommonITBatchSampler(gids, mode="random", **kw),
+            CommonITBatchSampler(gids, mix_ratio=ratio, **kw),
+        ]
     ref = Counter(i for b in base for i in b)
     for o in other:
         assert len(o) == len(base)
@@ -184,8 +192,12 @@ def test_random_mode_and_mix_ratio_use_exactly_the_commonit_data(setup, ratio):
 def test_batch_homogeneity_keeps_each_device_batch_in_one_group(homogeneity):
     rng = np.random.default_rng(0)
     gids = rng.integers(0, 4, 200).tolist()
-    ranks = [CommonITBatchSampler(gids, 5, world_size=2, rank=r, grad_accum_steps=2, homogeneity=homogeneity,
-                                  seed=1) for r in range(2)]
+    ranks = [
+        CommonITBatchSampler(
+            gids, 5, world_size=2, rank=r, grad_accum_steps=2, homogeneity=homogeneity, seed=1
+        )
+        for r in range(2)
+    ]
     per_rank = [list(s) for s in ranks]
     assert len(per_rank[0]) == len(per_rank[1])
     for batches in per_rank:

@@ -64,8 +64,8 @@ def test_t_test_is_scipys_paired_t():
 def test_tost_finds_equivalence_only_inside_the_margin():
     d = np.array([0.1, -0.1, 0.05, -0.05, 0.0, 0.08, -0.02, 0.03])
     assert A.tost_p(d, margin=1.0) == pytest.approx(1 / 256)  # every seed inside ±1: the exact floor
-    assert A.tost_p(d, margin=0.05) > 0.05                    # differences reach the margin: no equivalence
-    assert A.tost_p(d + 2.0, margin=1.0) == 1.0               # a clear effect is not equivalent
+    assert A.tost_p(d, margin=0.05) > 0.05  # differences reach the margin: no equivalence
+    assert A.tost_p(d + 2.0, margin=1.0) == 1.0  # a clear effect is not equivalent
 
 
 def test_holm_golden_and_monotone():
@@ -93,28 +93,47 @@ def _runs(diffs, base=50.0):
     return {"new": {s: base + d for s, d in enumerate(diffs)}, "old": {s: base for s in range(len(diffs))}}
 
 
-@pytest.mark.parametrize("diffs,direction,higher,verdict,supported", [
-    ([1, 2, 1.5, 1, 2, 3], "improves", True, "improves", True),
-    ([1, 2, 1.5, 1, 2, 3], "improves", False, "hurts", False),      # lower is better: the rise hurts
-    ([0.01, -0.02, 0.0, 0.02, -0.01, 0.01], "equivalent", True, "equivalent within ±0.5", True),
-    ([3, -2, 0.5, -1, 2, -3], "improves", True, "inconclusive", False),
-])
+@pytest.mark.parametrize(
+    "diffs,direction,higher,verdict,supported",
+    [
+        ([1, 2, 1.5, 1, 2, 3], "improves", True, "improves", True),
+        ([1, 2, 1.5, 1, 2, 3], "improves", False, "hurts", False),  # lower is better: the rise hurts
+        ([0.01, -0.02, 0.0, 0.02, -0.01, 0.01], "equivalent", True, "equivalent within ±0.5", True),
+        ([3, -2, 0.5, -1, 2, -3], "improves", True, "inconclusive", False),
+    ],
+)
 def test_verdicts_use_one_vocabulary(diffs, direction, higher, verdict, supported):
-    c = A.Claim("c", treatment="new", control="old", metric="rsum", direction=direction, margin=0.5,
-                higher_is_better=higher)
+    c = A.Claim(
+        "c",
+        treatment="new",
+        control="old",
+        metric="rsum",
+        direction=direction,
+        margin=0.5,
+        higher_is_better=higher,
+    )
     row = A.analyse([c], _runs(diffs))[0]
     assert row["verdict"] == verdict and row["supported"] is supported
     assert row["n"] == len(diffs) and row["smallest_p"] == pytest.approx(2 / 2 ** len(diffs))
 
 
 def test_holm_across_declared_claims_can_undo_a_lone_significant_result():
-    runs = {"a": {s: 1.0 + s for s in range(6)}, "b": {s: 0.0 + s for s in range(6)},
-            "c": {s: (-1) ** s * 5.0 for s in range(6)}, "d": {s: 0.0 for s in range(6)}}
+    runs = {
+        "a": {s: 1.0 + s for s in range(6)},
+        "b": {s: 0.0 + s for s in range(6)},
+        "c": {s: (-1) ** s * 5.0 for s in range(6)},
+        "d": {s: 0.0 for s in range(6)},
+    }
     alone = A.analyse([A.Claim("a>b", "a", "b", "m", "improves", 0.1)], runs)[0]
     assert alone["verdict"] == "improves"  # p = 1/32
-    with_others = A.analyse([A.Claim("a>b", "a", "b", "m", "improves", 0.1),
-                             A.Claim("c>d", "c", "d", "m", "improves", 0.1),
-                             A.Claim("c>b", "c", "b", "m", "improves", 0.1)], runs)
+    with_others = A.analyse(
+        [
+            A.Claim("a>b", "a", "b", "m", "improves", 0.1),
+            A.Claim("c>d", "c", "d", "m", "improves", 0.1),
+            A.Claim("c>b", "c", "b", "m", "improves", 0.1),
+        ],
+        runs,
+    )
     assert with_others[0]["p_difference"] > alone["p_difference_raw"]
 
 
@@ -130,8 +149,17 @@ def test_pairing_uses_shared_seeds_only_and_bad_runs_are_clear_errors():
         A.analyse([A.Claim("x", "a", "b", "m", "improves", 0.1)], {"a": {0: float("nan")}, "b": {0: 1.0}})
 
 
-@pytest.mark.parametrize("bad", [dict(margin=0), dict(margin=float("nan")), dict(direction="helps"),
-                                 dict(alpha=1.5), dict(test="wilcoxon"), dict(control="a")])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        dict(margin=0),
+        dict(margin=float("nan")),
+        dict(direction="helps"),
+        dict(alpha=1.5),
+        dict(test="wilcoxon"),
+        dict(control="a"),
+    ],
+)
 def test_a_claim_that_cannot_be_tested_is_refused_before_the_runs(bad):
     kwargs = dict(name="x", treatment="a", control="b", metric="m", direction="improves", margin=1.0) | bad
     with pytest.raises(ConfigError):
@@ -139,11 +167,28 @@ def test_a_claim_that_cannot_be_tested_is_refused_before_the_runs(bad):
 
 
 def test_claims_load_from_config_dicts_and_render_plan_and_table():
-    c = A.Claim.from_dict({"name": "kd helps", "treatment": "kd", "control": "none", "metric": "acc",
-                           "direction": "improves", "margin": 0.5})
+    c = A.Claim.from_dict(
+        {
+            "name": "kd helps",
+            "treatment": "kd",
+            "control": "none",
+            "metric": "acc",
+            "direction": "improves",
+            "margin": 0.5,
+        }
+    )
     with pytest.raises(ConfigError, match="unknown key"):
-        A.Claim.from_dict({"name": "x", "treatment": "a", "control": "b", "metric": "m", "direction": "improves",
-                           "margin": 1, "magrin": 2})
+        A.Claim.from_dict(
+            {
+                "name": "x",
+                "treatment": "a",
+                "control": "b",
+                "metric": "m",
+                "direction": "improves",
+                "margin": 1,
+                "magrin": 2,
+            }
+        )
     plan = A.plan_markdown([c])
     assert plan.startswith("## Pre-registered plan") and "margin ±0.5" in plan
     rows = A.analyse([c], {"kd": {s: 2.0 + s for s in range(5)}, "none": {s: float(s) for s in range(5)}})

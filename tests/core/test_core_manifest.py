@@ -116,6 +116,12 @@ def test_diff_manifests_lists_changed_added_and_removed_keys_but_not_times():
     assert diff["config.lr"] == (0.1, 0.2)
     assert diff["config.w"] == (8, None)
     assert diff["config_sha256"] == (config_hash({"lr": 0.1, "w": 8}), config_hash({"lr": 0.2}))
-    assert set(diff) == {"seed", "config.lr", "config.w", "config_sha256", "cache_key"}  # the key follows the config
+    assert set(diff) == {
+        "seed",
+        "config.lr",
+        "config.w",
+        "config_sha256",
+        "cache_key",
+    }  # the key follows the config
     whole = {k for k, _, _ in diff_manifests(a, c)}
     assert {"metrics.acc", "seed", "manifest.seed", "manifest.config.lr"} <= whole

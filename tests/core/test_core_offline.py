@@ -7,8 +7,19 @@ import pytest
 from alignlab.core.offline import ALLOW_DOWNLOAD_ENV, download_allowed, hub_offline_unless_allowed
 
 
-@pytest.mark.parametrize("value,expected", [("1", True), ("true", True), ("YES", True), ("on", True),
-                                            ("0", False), ("false", False), ("no", False), ("", False)])
+@pytest.mark.parametrize(
+    "value,expected",
+    [
+        ("1", True),
+        ("true", True),
+        ("YES", True),
+        ("on", True),
+        ("0", False),
+        ("false", False),
+        ("no", False),
+        ("", False),
+    ],
+)
 def test_the_environment_switch_reads_true_and_false_words(value, expected, monkeypatch):
     monkeypatch.setenv(ALLOW_DOWNLOAD_ENV, value)
     assert download_allowed() is expected
@@ -36,7 +47,10 @@ def test_every_loader_uses_the_one_switch():
     from pathlib import Path
 
     src = Path(__file__).resolve().parents[2] / "src" / "alignlab"
-    readers = [p.relative_to(src).as_posix() for p in src.rglob("*.py")
-               if 'environ.get("ALIGNLAB_ALLOW_DOWNLOAD"' in p.read_text() or
-               "environ.get(ALLOW_DOWNLOAD_ENV" in p.read_text()]
+    readers = [
+        p.relative_to(src).as_posix()
+        for p in src.rglob("*.py")
+        if 'environ.get("ALIGNLAB_ALLOW_DOWNLOAD"' in p.read_text()
+        or "environ.get(ALLOW_DOWNLOAD_ENV" in p.read_text()
+    ]
     assert readers == ["core/offline.py"]

@@ -61,7 +61,10 @@ def test_slow_work_gets_a_line_every_30_seconds_and_a_closing_line(lines_mode, c
     err = _run(total=10_000, steps=10, dt=10.0, clock=lines_mode, capsys=capsys)  # 100 s, 0.1 % done
     lines = err.splitlines()
     assert [line.split(" | ")[1].split(", ")[1] for line in lines[:3]] == [
-        "elapsed 0:30", "elapsed 1:00", "elapsed 1:30"]
+        "elapsed 0:30",
+        "elapsed 1:00",
+        "elapsed 1:30",
+    ]
     assert len(lines) == 4 and lines[-1].startswith("work: 10/10000 batch (0%) in 1:40")
 
 
@@ -106,10 +109,17 @@ def test_bar_postfix_does_not_redraw_more_often_than_mininterval(loud):
 
 
 def test_tqdm_environment_variables_win_over_our_defaults():
-    code = ("import sys; from alignlab.core.progress import progress; "
-            "p = progress(total=3); print(p.bar.mininterval, p.bar.ncols)")
-    env = {**os.environ, "ALIGNLAB_PROGRESS": "bars", "TQDM_MININTERVAL": "7", "TQDM_NCOLS": "50",
-           "ALIGNLAB_QUIET": "0"}
+    code = (
+        "import sys; from alignlab.core.progress import progress; "
+        "p = progress(total=3); print(p.bar.mininterval, p.bar.ncols)"
+    )
+    env = {
+        **os.environ,
+        "ALIGNLAB_PROGRESS": "bars",
+        "TQDM_MININTERVAL": "7",
+        "TQDM_NCOLS": "50",
+        "ALIGNLAB_QUIET": "0",
+    }
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     assert out.stdout.split() == ["7.0", "50"]

@@ -13,8 +13,19 @@ from alignlab.core.io import write_json
 def test_the_manifest_records_the_environment_that_decides_the_numbers():
     m = M.build_manifest(config={"lr": 0.1}, seed=0)
     env = m["environment"]
-    assert {"machine", "processor", "cpu_count", "torch", "torch_cpu_capability", "torch_interop_threads",
-            "deterministic_algorithms", "numpy", "blas", "env", "cpu_vector_flags"} <= set(env)
+    assert {
+        "machine",
+        "processor",
+        "cpu_count",
+        "torch",
+        "torch_cpu_capability",
+        "torch_interop_threads",
+        "deterministic_algorithms",
+        "numpy",
+        "blas",
+        "env",
+        "cpu_vector_flags",
+    } <= set(env)
     assert m["code_sha256"] == M.code_hash() and len(m["code_sha256"]) == 64
     assert m["cache_key"] == M.cache_key({"lr": 0.1})
 
@@ -55,8 +66,10 @@ def test_a_finished_dcd_run_of_other_code_is_not_reused(tmp_path, monkeypatch):
 
     cfg = load_run_config({})
     (tmp_path / "per_query.json").write_text("{}")
-    write_json(tmp_path / "results.json", {"manifest": {"cache_key": M.cache_key(asdict(cfg)),
-                                                        "config_sha256": M.config_hash(asdict(cfg))}})
+    write_json(
+        tmp_path / "results.json",
+        {"manifest": {"cache_key": M.cache_key(asdict(cfg)), "config_sha256": M.config_hash(asdict(cfg))}},
+    )
     assert _finished(tmp_path, cfg) is not None
     monkeypatch.setattr(M, "code_hash", lambda: "f" * 64)  # the code changed since
     import alignlab.distill.dcd.train as T
@@ -77,6 +90,10 @@ def test_blas_libraries_are_listed_in_a_stable_order():
     blas = M.environment()["blas"]
     if not blas:
         pytest.skip("threadpoolctl is not installed")
-    keys = [tuple(str(r[k]) for k in ("internal_api", "version", "threading_layer", "architecture",
-                                      "num_threads")) for r in blas]
+    keys = [
+        tuple(
+            str(r[k]) for k in ("internal_api", "version", "threading_layer", "architecture", "num_threads")
+        )
+        for r in blas
+    ]
     assert keys == sorted(keys)

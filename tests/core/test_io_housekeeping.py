@@ -39,7 +39,12 @@ def test_atomically_written_files_get_the_mode_of_a_plain_open(tmp_path, umask, 
 def test_only_temp_files_named_like_atomic_writes_are_removed(tmp_path):
     (tmp_path / "ckpt").mkdir()
     stale = [tmp_path / "ckpt" / ".last.pt.k2j_8x0q.tmp", tmp_path / ".results.json.abcdefgh.tmp"]
-    kept = [tmp_path / "notes.tmp", tmp_path / ".x.tmp", tmp_path / "ckpt" / "last.pt", tmp_path / ".a.toolong123.tmp"]
+    kept = [
+        tmp_path / "notes.tmp",
+        tmp_path / ".x.tmp",
+        tmp_path / "ckpt" / "last.pt",
+        tmp_path / ".a.toolong123.tmp",
+    ]
     for p in stale + kept:
         p.write_bytes(b"x")
     assert sorted(remove_stale_temps(tmp_path)) == sorted(stale)

@@ -72,8 +72,9 @@ def test_run_log_records_status_lines_and_library_warnings_in_one_line_each(cons
     assert any(line.endswith("INFO alignlab: epoch 1 dev rsum=12.00") for line in lines)
     assert any(line.endswith("DEBUG alignlab.x: a detail") for line in lines)
     warn = [line for line in lines if "py.warnings" in line]
-    assert len(warn) == 1 and re.search(r"WARNING py\.warnings: .*test_logs\.py:\d+: UserWarning: a library complains$",
-                                        warn[0])
+    assert len(warn) == 1 and re.search(
+        r"WARNING py\.warnings: .*test_logs\.py:\d+: UserWarning: a library complains$", warn[0]
+    )
     assert "after the run" not in text
     assert capsys.readouterr().err.splitlines() == ["warning: " + warn[0].split("py.warnings: ")[1]]
 
@@ -95,9 +96,26 @@ def _check_piped(stderr: bytes, max_lines: int) -> list[str]:
 
 def test_a_piped_training_run_writes_plain_bounded_lines_and_a_text_log(tmp_path):
     run = tmp_path / "run"
-    cmd = [str(ALIGNLAB), "train", "--out", str(run), "--set", "data.train=96", "--set", "data.val=16",
-           "--set", "data.test=16", "--set", "train.epochs=2", "--set", "train.batch_size=16",
-           "--set", "train.log_every=2", "--set", "model_config.width=32"]
+    cmd = [
+        str(ALIGNLAB),
+        "train",
+        "--out",
+        str(run),
+        "--set",
+        "data.train=96",
+        "--set",
+        "data.val=16",
+        "--set",
+        "data.test=16",
+        "--set",
+        "train.epochs=2",
+        "--set",
+        "train.batch_size=16",
+        "--set",
+        "train.log_every=2",
+        "--set",
+        "model_config.width=32",
+    ]
     out = subprocess.run(cmd, env=_clean_env(), capture_output=True, timeout=240)
     assert out.returncode == 0, out.stderr.decode()
     lines = _check_piped(out.stderr, max_lines=40)
@@ -110,8 +128,19 @@ def test_a_piped_training_run_writes_plain_bounded_lines_and_a_text_log(tmp_path
 
 def test_piped_data_generation_shows_progress_as_plain_lines(tmp_path):
     env = {**_clean_env(), "ALIGNLAB_PROGRESS": "lines"}
-    cmd = [str(ALIGNLAB), "data", "shapes", "--out", str(tmp_path / "d"), "--train", "120", "--val", "10",
-           "--test", "10"]
+    cmd = [
+        str(ALIGNLAB),
+        "data",
+        "shapes",
+        "--out",
+        str(tmp_path / "d"),
+        "--train",
+        "120",
+        "--val",
+        "10",
+        "--test",
+        "10",
+    ]
     out = subprocess.run(cmd, env=env, capture_output=True, timeout=240)
     assert out.returncode == 0, out.stderr.decode()
     # At most one line per 10 % step and a closing line for each of the few bars, plus status lines.

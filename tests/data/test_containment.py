@@ -33,20 +33,41 @@ def test_a_table_path_that_leaves_the_root_is_refused_with_file_line_and_the_fla
     assert e.value.where == f"{csv}:3"
     assert "leaves the data root" in e.value.what and "--allow-outside-root" in e.value.fix
     pairs = load_pairs(csv, allow_outside_root=True)
-    assert pairs.n_images == 2 and pairs.image_paths[1].resolve() == (layout.parent / "outside" / "x.png").resolve()
+    assert (
+        pairs.n_images == 2
+        and pairs.image_paths[1].resolve() == (layout.parent / "outside" / "x.png").resolve()
+    )
 
 
 def test_karpathy_and_coco_entries_are_checked_too(layout):
     kp = layout / "dataset.json"
-    kp.write_text(json.dumps({"images": [
-        {"filename": "in.png", "split": "test", "sentences": [{"raw": "a red square"}]},
-        {"filepath": "..", "filename": "outside/x.png", "split": "test", "sentences": [{"raw": "a square"}]}]}))
+    kp.write_text(
+        json.dumps(
+            {
+                "images": [
+                    {"filename": "in.png", "split": "test", "sentences": [{"raw": "a red square"}]},
+                    {
+                        "filepath": "..",
+                        "filename": "outside/x.png",
+                        "split": "test",
+                        "sentences": [{"raw": "a square"}],
+                    },
+                ]
+            }
+        )
+    )
     with pytest.raises(DataError, match="leaves the data root") as e:
         load_pairs(layout)
     assert e.value.where == f"{kp}: images[1]"
     coco = layout / "captions.json"
-    coco.write_text(json.dumps({"images": [{"id": 1, "file_name": "/etc/passwd"}],
-                                "annotations": [{"image_id": 1, "caption": "text"}]}))
+    coco.write_text(
+        json.dumps(
+            {
+                "images": [{"id": 1, "file_name": "/etc/passwd"}],
+                "annotations": [{"image_id": 1, "caption": "text"}],
+            }
+        )
+    )
     with pytest.raises(DataError, match="an absolute path '/etc/passwd' leaves the data root"):
         load_pairs(coco)
 
@@ -83,9 +104,18 @@ def test_eval_retrieval_refuses_an_escape_in_one_line_before_building_a_model(la
 def _probe(folder, refs):
     from alignlab.probe.items import ProbeItem, write_probe
 
-    items = [ProbeItem(id=f"i{k}", task="semantic_structure", category="c", images=[ref],
-                       options=["a red square", "square red a"], correct=0, source="captions")
-             for k, ref in enumerate(refs)]
+    items = [
+        ProbeItem(
+            id=f"i{k}",
+            task="semantic_structure",
+            category="c",
+            images=[ref],
+            options=["a red square", "square red a"],
+            correct=0,
+            source="captions",
+        )
+        for k, ref in enumerate(refs)
+    ]
     return write_probe(folder, items)
 
 
@@ -116,12 +146,24 @@ def test_aro_entries_are_refused_at_build_time(layout):
     from alignlab.probe.aro import build_aro_items
 
     rel = layout / "rel.json"
-    rel.write_text(json.dumps([{"image_path": "../outside/x.png", "relation_name": "on",
-                                "true_caption": "the cat on the mat", "false_caption": "the mat on the cat"}]))
+    rel.write_text(
+        json.dumps(
+            [
+                {
+                    "image_path": "../outside/x.png",
+                    "relation_name": "on",
+                    "true_caption": "the cat on the mat",
+                    "false_caption": "the mat on the cat",
+                }
+            ]
+        )
+    )
     with pytest.raises(DataError, match="leaves the data root") as e:
         build_aro_items(layout.parent / "probe", relation_file=rel, image_root=layout)
     assert e.value.where == f"{rel}[0]"
-    path, _ = build_aro_items(layout.parent / "probe", relation_file=rel, image_root=layout, allow_outside_root=True)
+    path, _ = build_aro_items(
+        layout.parent / "probe", relation_file=rel, image_root=layout, allow_outside_root=True
+    )
     assert path.is_file()
 
 
@@ -132,19 +174,55 @@ def test_training_commands_accept_outside_paths_only_when_the_user_allows_it(tmp
     from alignlab.cli import main
 
     data = tmp_path / "data"
-    assert main(["data", "shapes", "--out", str(data), "--train", "8", "--val", "4", "--test", "4",
-                 "--image-size", "32", "--quiet"]) == 0
+    assert (
+        main(
+            [
+                "data",
+                "shapes",
+                "--out",
+                str(data),
+                "--train",
+                "8",
+                "--val",
+                "4",
+                "--test",
+                "4",
+                "--image-size",
+                "32",
+                "--quiet",
+            ]
+        )
+        == 0
+    )
     spec = json.loads((data / "dataset.json").read_text())
     first = spec["images"][0]
     outside = tmp_path / "elsewhere"
     outside.mkdir()
     moved = outside / first["filename"]
     (data / first["filepath"] / first["filename"]).rename(moved)
-    first["filepath"], first["filename"] = str(outside), first["filename"]  # an absolute folder: outside the root
+    first["filepath"], first["filename"] = (
+        str(outside),
+        first["filename"],
+    )  # an absolute folder: outside the root
     (data / "dataset.json").write_text(json.dumps(spec))
-    common = ["train", "--set", "data.source=path", "--set", f"data.path={data}", "--set", "train.epochs=1",
-              "--set", "data.image_size=32", "--set", "model_config.image_size=32", "--set", "data.train=8",
-              "--set", "train.batch_size=4", "--quiet"]
+    common = [
+        "train",
+        "--set",
+        "data.source=path",
+        "--set",
+        f"data.path={data}",
+        "--set",
+        "train.epochs=1",
+        "--set",
+        "data.image_size=32",
+        "--set",
+        "model_config.image_size=32",
+        "--set",
+        "data.train=8",
+        "--set",
+        "train.batch_size=4",
+        "--quiet",
+    ]
     capsys.readouterr()
     assert main([*common, "--out", str(tmp_path / "refused")]) == 2
     assert "leaves the data root" in capsys.readouterr().err

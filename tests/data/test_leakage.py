@@ -21,13 +21,22 @@ def _split(name, rows):
 
 def test_each_kind_counts_the_later_splits_records_and_names_both_places():
     train = _split("train", [("A dog runs.", "1.jpg"), ("a cat sleeps", "2.jpg"), ("a bird sings", "3.jpg")])
-    test = _split("test", [("a  dog runs.", "9.jpg"), ("a cat sleeps", "2.jpg"), ("new words", "2.jpg"),
-                           ("a fish swims", "8.jpg")])
+    test = _split(
+        "test",
+        [
+            ("a  dog runs.", "9.jpg"),
+            ("a cat sleeps", "2.jpg"),
+            ("new words", "2.jpg"),
+            ("a fish swims", "8.jpg"),
+        ],
+    )
     leaks = {leak.kind: leak for leak in find_leakage({"test": test, "train": train})}
     assert leaks["caption"].records == 2 and leaks["caption"].distinct == 2  # case and spaces do not matter
     assert leaks["image"].records == 2 and leaks["image"].distinct == 1
     assert leaks["pair"].records == 1
-    assert leaks["caption"].later == "test" and leaks["caption"].earlier == "train"  # order by split, not by dict
+    assert (
+        leaks["caption"].later == "test" and leaks["caption"].earlier == "train"
+    )  # order by split, not by dict
     assert leaks["caption"].example == "test.en:1 = train.en:1"
     assert find_leakage({"train": train, "test": _split("test", [("unseen", "7.jpg")])}) == []
 
@@ -36,11 +45,14 @@ def test_each_kind_counts_the_later_splits_records_and_names_both_places():
 def parallel(tmp_path):
     d = tmp_path / "3am"
     d.mkdir()
-    files = {"train.en": ["a man rides a bike", "two dogs play", "a bat in a cave"],
-             "train.zh": ["一个男人骑自行车", "两只狗在玩", "山洞里的一只蝙蝠"],
-             "images-train.txt": ["1.jpg", "2.jpg", "3.jpg"],
-             "val.en": ["Two dogs  play", "a crane lifts steel"], "val.zh": ["两只狗在玩", "一台起重机吊起钢材"],
-             "images-val.txt": ["5.jpg", "3.jpg"]}
+    files = {
+        "train.en": ["a man rides a bike", "two dogs play", "a bat in a cave"],
+        "train.zh": ["一个男人骑自行车", "两只狗在玩", "山洞里的一只蝙蝠"],
+        "images-train.txt": ["1.jpg", "2.jpg", "3.jpg"],
+        "val.en": ["Two dogs  play", "a crane lifts steel"],
+        "val.zh": ["两只狗在玩", "一台起重机吊起钢材"],
+        "images-val.txt": ["5.jpg", "3.jpg"],
+    }
     for name, lines in files.items():
         (d / name).write_text("".join(x + "\n" for x in lines), encoding="utf-8")
     return d
@@ -54,7 +66,9 @@ def test_data_check_accepts_parallel_text_and_reports_leakage(parallel, capsys):
     assert "1 of 2 val records repeat train images (1 distinct; first: val.en:2 = train.en:3)" in out
     assert "pairs" not in out  # no (caption, image) pair is shared
     assert "no problems found (besides the leakage above)" in out
-    assert main(["data", "check", str(parallel / "train.en"), "--json", "--fail-on-leakage"]) == 2  # via a file
+    assert (
+        main(["data", "check", str(parallel / "train.en"), "--json", "--fail-on-leakage"]) == 2
+    )  # via a file
     report = json.loads(capsys.readouterr().out)
     assert {(x["kind"], x["records"]) for x in report["leakage"]} == {("caption", 1), ("image", 1)}
 
@@ -78,13 +92,26 @@ def test_a_clean_parallel_set_passes(parallel, capsys):
 def test_karpathy_splits_are_checked_for_shared_captions(tmp_path, capsys):
     for name in ("a.png", "b.png"):
         write_png(tmp_path / name)
-    (tmp_path / "dataset.json").write_text(json.dumps({"images": [
-        {"filename": "a.png", "split": "train", "sentences": [{"raw": "a red square"}, {"raw": "a square"}]},
-        {"filename": "b.png", "split": "test", "sentences": [{"raw": "A red square"}]}]}))
+    (tmp_path / "dataset.json").write_text(
+        json.dumps(
+            {
+                "images": [
+                    {
+                        "filename": "a.png",
+                        "split": "train",
+                        "sentences": [{"raw": "a red square"}, {"raw": "a square"}],
+                    },
+                    {"filename": "b.png", "split": "test", "sentences": [{"raw": "A red square"}]},
+                ]
+            }
+        )
+    )
     assert main(["data", "check", str(tmp_path), "--fail-on-leakage"]) == 2
     out = capsys.readouterr().out
     assert "1 of 1 test records repeat train captions (1 distinct; first: image 'b' = image 'a')" in out
-    assert main(["data", "check", str(tmp_path), "--split", "test", "--fail-on-leakage"]) == 0  # nothing to compare
+    assert (
+        main(["data", "check", str(tmp_path), "--split", "test", "--fail-on-leakage"]) == 0
+    )  # nothing to compare
 
 
 def test_the_real_3am_release_repeats_train_sentences_and_images_in_val(shared_data, capsys):
@@ -93,5 +120,9 @@ def test_the_real_3am_release_repeats_train_sentences_and_images_in_val(shared_d
     assert main(["data", "check", str(shared_data / "3am"), "--json", "--fail-on-leakage"]) == 2
     report = json.loads(capsys.readouterr().out)
     found = {(x["later"], x["earlier"], x["kind"]): x["records"] for x in report["leakage"]}
-    assert found == {("val", "train", "caption"): 3, ("val", "train", "image"): 32, ("val", "train", "pair"): 2}
+    assert found == {
+        ("val", "train", "caption"): 3,
+        ("val", "train", "image"): 32,
+        ("val", "train", "pair"): 2,
+    }
     assert report["summary"]["splits"]["train"]["lines"] == 23931

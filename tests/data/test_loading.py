@@ -31,7 +31,9 @@ SIZES = {"train": 40, "val": 12, "test": 12}
 @pytest.fixture(scope="module")
 def shapes():
     world = ShapesWorld(ShapesConfig(image_size=64, captions_per_image=2))
-    return {split: from_shapes(world.generate(n, 5, split), name=f"shapes-{split}") for split, n in SIZES.items()}
+    return {
+        split: from_shapes(world.generate(n, 5, split), name=f"shapes-{split}") for split, n in SIZES.items()
+    }
 
 
 @pytest.fixture(scope="module")
@@ -62,14 +64,22 @@ def write_shards(root: Path, shapes: dict[str, ImageTextPairs]) -> Path:
         with wds.TarWriter(str(root / split / "shard-000.tar")) as sink:
             for i in range(half):
                 caps = [pairs.captions[c] for c in pairs.relevance[i]]
-                sink.write({"__key__": f"{split}/{i:05d}", "png": _png(pairs.image_array[i]),
-                            "json": json.dumps({"captions": caps}).encode()})
+                sink.write(
+                    {
+                        "__key__": f"{split}/{i:05d}",
+                        "png": _png(pairs.image_array[i]),
+                        "json": json.dumps({"captions": caps}).encode(),
+                    }
+                )
         with tarfile.open(root / split / "shard-001.tar", "w") as tar:
             for i in range(half, pairs.n_images):
                 key = f"{split}/{i:05d}"
                 _add(tar, f"{key}.png", _png(pairs.image_array[i]))
-                _add(tar, f"{key}.json", json.dumps({"captions": [pairs.captions[c] for c in pairs.relevance[i]]})
-                     .encode())
+                _add(
+                    tar,
+                    f"{key}.json",
+                    json.dumps({"captions": [pairs.captions[c] for c in pairs.relevance[i]]}).encode(),
+                )
     return root
 
 
@@ -89,10 +99,21 @@ def test_loader_batches_equal_the_in_memory_images_in_and_out_of_order(karpathy,
     perm = np.random.default_rng(0).permutation(pairs.n_images)
 
     def batch_indices(epoch, index):
-        return np.roll(perm, epoch)[index * 8:(index + 1) * 8]
+        return np.roll(perm, epoch)[index * 8 : (index + 1) * 8]
 
     loader = ImageBatchLoader(pairs.images, 32, batch_indices, lambda epoch: 5, num_workers=workers)
-    order = [(0, 0), (0, 1), (0, 2), (0, 3), (0, 4), (1, 0), (1, 1), (1, 3), (0, 2), (1, 4)]  # jumps restart it
+    order = [
+        (0, 0),
+        (0, 1),
+        (0, 2),
+        (0, 3),
+        (0, 4),
+        (1, 0),
+        (1, 1),
+        (1, 3),
+        (0, 2),
+        (1, 4),
+    ]  # jumps restart it
     for epoch, index in order:
         assert torch.equal(loader.get(epoch, index), memory[batch_indices(epoch, index)])
     assert loader.state_dict() == {"epoch": 1, "batch": 5}
@@ -105,8 +126,9 @@ def test_loader_batches_equal_the_in_memory_images_in_and_out_of_order(karpathy,
 def test_a_missing_image_is_one_data_error_even_from_a_worker(tmp_path, workers):
     good = tmp_path / "a.png"
     Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(good)
-    loader = ImageBatchLoader(FileImages([good, tmp_path / "gone.png"]), 8, lambda e, b: [0, 1], lambda e: 1,
-                              num_workers=workers)
+    loader = ImageBatchLoader(
+        FileImages([good, tmp_path / "gone.png"]), 8, lambda e, b: [0, 1], lambda e: 1, num_workers=workers
+    )
     with pytest.raises(DataError, match="image not found") as e:
         loader.get(0, 0)
     assert str(e.value) == f"image not found ({tmp_path / 'gone.png'}); check the image root and file name"
@@ -118,12 +140,21 @@ def test_a_missing_image_is_one_data_error_even_from_a_worker(tmp_path, workers)
 def _run_config(path: Path, workers: int):
     from alignlab.retrieval.training import load_run_config
 
-    return load_run_config({
-        "model_config": {"width": 32, "embed_dim": 32, "text_layers": 1},
-        "data": {"source": "path", "path": str(path), "num_workers": workers},
-        "train": {"epochs": 2, "batch_size": 8, "lr": 0.003, "warmup_steps": 0, "log_every": 1,
-                  "checkpoint_every": 3, "select_metric": "rsum"},
-    })
+    return load_run_config(
+        {
+            "model_config": {"width": 32, "embed_dim": 32, "text_layers": 1},
+            "data": {"source": "path", "path": str(path), "num_workers": workers},
+            "train": {
+                "epochs": 2,
+                "batch_size": 8,
+                "lr": 0.003,
+                "warmup_steps": 0,
+                "log_every": 1,
+                "checkpoint_every": 3,
+                "select_metric": "rsum",
+            },
+        }
+    )
 
 
 def test_training_from_files_streams_images_and_resumes_exactly_with_workers(karpathy, tmp_path):
@@ -153,8 +184,9 @@ def _model():
     from alignlab.data.text import WordTokenizer
     from alignlab.models.factory import build_model
 
-    return build_model("tiny-dual", {"width": 32, "embed_dim": 32, "text_layers": 1},
-                       WordTokenizer.build(["a red square"]))
+    return build_model(
+        "tiny-dual", {"width": 32, "embed_dim": 32, "text_layers": 1}, WordTokenizer.build(["a red square"])
+    )
 
 
 # --- tar shards ---------------------------------------------------------------------------------------
@@ -193,8 +225,11 @@ def _hf_dataset(pairs: ImageTextPairs, one_row_per_caption: bool):
     images = [Image.fromarray(a) for a in pairs.image_array]
     if one_row_per_caption:
         rows = [(i, pairs.captions[c]) for i in range(pairs.n_images) for c in pairs.relevance[i]]
-        table = {"image": [images[i] for i, _ in rows], "caption": [c for _, c in rows],
-                 "image_id": [f"img{i}" for i, _ in rows]}
+        table = {
+            "image": [images[i] for i, _ in rows],
+            "caption": [c for _, c in rows],
+            "image_id": [f"img{i}" for i, _ in rows],
+        }
     else:
         table = {"image": images, "caption": [[pairs.captions[c] for c in r] for r in pairs.relevance]}
     return datasets.Dataset.from_dict(table).cast_column("image", datasets.Image())
@@ -202,8 +237,9 @@ def _hf_dataset(pairs: ImageTextPairs, one_row_per_caption: bool):
 
 def test_a_saved_hf_dataset_dict_and_a_dataset_object_give_the_same_pairs(tmp_path, shapes):
     datasets = pytest.importorskip("datasets")
-    dd = datasets.DatasetDict({"train": _hf_dataset(shapes["train"], False),
-                               "validation": _hf_dataset(shapes["val"], True)})
+    dd = datasets.DatasetDict(
+        {"train": _hf_dataset(shapes["train"], False), "validation": _hf_dataset(shapes["val"], True)}
+    )
     dd.save_to_disk(str(tmp_path / "hf"))
     val = open_image_text(tmp_path / "hf", "val")  # "val" finds the "validation" split
     _same_pairs(val, shapes["val"])
@@ -211,8 +247,9 @@ def test_a_saved_hf_dataset_dict_and_a_dataset_object_give_the_same_pairs(tmp_pa
     obj = load_hf(dd["train"])
     _same_pairs(obj, shapes["train"])
     small = obj.to_pairs(32).image_array[3]
-    assert np.array_equal(small, pil_to_uint8(Image.fromarray(shapes["train"].image_array[3]), 32)
-                          .permute(1, 2, 0).numpy())
+    assert np.array_equal(
+        small, pil_to_uint8(Image.fromarray(shapes["train"].image_array[3]), 32).permute(1, 2, 0).numpy()
+    )
     with pytest.raises(DataError, match="no column 'text'"):
         load_hf(dd["train"], caption_column="text")
     with pytest.raises(DataError, match="no split 'test'"):
@@ -247,12 +284,33 @@ def test_eval_retrieval_reads_tar_shards_and_gives_the_in_memory_numbers(tmp_pat
 
     root = write_shards(tmp_path / "shards", shapes)
     out = tmp_path / "eval.json"
-    assert main(["eval", "retrieval", "--model", "tiny-dual", "--data", str(root), "--split", "test",
-                 "--image-size", "64", "--seed", "3", "--out", str(out), "--quiet"]) == 0
+    assert (
+        main(
+            [
+                "eval",
+                "retrieval",
+                "--model",
+                "tiny-dual",
+                "--data",
+                str(root),
+                "--split",
+                "test",
+                "--image-size",
+                "64",
+                "--seed",
+                "3",
+                "--out",
+                str(out),
+                "--quiet",
+            ]
+        )
+        == 0
+    )
     in_memory = load_tar_shards(root, "test").to_pairs(64)
     assert np.array_equal(in_memory.image_array, shapes["test"].image_array)
     set_seed(3)
     expected = evaluate_model(load_model("tiny-dual"), in_memory, None).metrics
     got = read_json(out)["metrics"]
     assert {k: round(v, 6) for k, v in got.items() if "R@" in k} == {
-        k: round(v, 6) for k, v in expected.items() if "R@" in k}
+        k: round(v, 6) for k, v in expected.items() if "R@" in k
+    }

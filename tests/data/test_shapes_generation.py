@@ -125,7 +125,10 @@ def test_asking_for_more_distinct_captions_than_a_scene_has_is_a_config_error():
     world = ShapesWorld(ShapesConfig(min_objects=1, max_objects=1, captions_per_image=15))
     with pytest.raises(ConfigError, match="could not make 15 distinct captions for a scene of 1 object"):
         world.example(0, "train", 0)
-    assert len(ShapesWorld(ShapesConfig(max_objects=1, captions_per_image=10)).example(0, "train", 0).captions) == 10
+    assert (
+        len(ShapesWorld(ShapesConfig(max_objects=1, captions_per_image=10)).example(0, "train", 0).captions)
+        == 10
+    )
 
 
 def test_scenes_respect_object_counts_distinct_cells_and_config_vocabulary():

@@ -48,7 +48,7 @@ def test_truth_relevance_equals_the_evaluator_on_every_pair(gallery):
     for i in range(pairs.n_images):
         assert sorted(pairs.relevance[i]) == np.flatnonzero(truth[:, i]).tolist()
         own = pairs.sources[i]
-        assert pairs.relevance[i][:len(own)] == own  # the image's own captions first
+        assert pairs.relevance[i][: len(own)] == own  # the image's own captions first
     assert sum(len(r) for r in pairs.relevance) > sum(len(r) for r in pairs.sources)  # shared truth exists
 
 
@@ -60,17 +60,27 @@ def test_vectorised_table_equals_per_pair_evaluation_on_every_form_type(gallery)
     # with one object named twice, counts of zero, conjunctions of mixed kinds, unknown words.
     kinds, colours = ["circle", "bat", "square", None], ["red", "blue", None]
     for _ in range(300):
-        a = NP(kinds[rng.integers(4)], colours[rng.integers(3)], [None, "small", "large"][rng.integers(3)],
-               bool(rng.integers(2)))
+        a = NP(
+            kinds[rng.integers(4)],
+            colours[rng.integers(3)],
+            [None, "small", "large"][rng.integers(3)],
+            bool(rng.integers(2)),
+        )
         b = NP(kinds[rng.integers(4)], colours[rng.integers(3)], None, bool(rng.integers(2)))
-        forms += [Property(a, ["red", "large", "small"][rng.integers(3)], bool(rng.integers(2))),
-                  Respectively(a, b, "red", ["blue", "small"][rng.integers(2)]),
-                  Relation(a, ["left_of", "right_of", "above", "below"][rng.integers(4)], b),
-                  Count(int(rng.integers(0, 5)), a), Exists(a), And((Exists(a), Count(1, b)))]
+        forms += [
+            Property(a, ["red", "large", "small"][rng.integers(3)], bool(rng.integers(2))),
+            Respectively(a, b, "red", ["blue", "small"][rng.integers(2)]),
+            Relation(a, ["left_of", "right_of", "above", "below"][rng.integers(4)], b),
+            Count(int(rng.integers(0, 5)), a),
+            Exists(a),
+            And((Exists(a), Count(1, b))),
+        ]
     forms.append(Exists(NP("dragon")))
     assert np.array_equal(truth_matrix(forms, scenes), brute_force(forms, scenes))
-    assert np.array_equal(truth_matrix(forms, SceneTable(scenes).take([5, 0, 5])),
-                          brute_force(forms, [scenes[5], scenes[0], scenes[5]]))
+    assert np.array_equal(
+        truth_matrix(forms, SceneTable(scenes).take([5, 0, 5])),
+        brute_force(forms, [scenes[5], scenes[0], scenes[5]]),
+    )
 
 
 def test_captions_with_one_meaning_share_one_truth_row():
@@ -96,7 +106,7 @@ def test_relevance_is_computed_once_per_meaning_not_per_pair(monkeypatch, galler
     n_once = len(calls)
     twice = truth_relevance(forms + forms, scenes)  # every meaning twice: no more evaluations
     assert len(calls) == 2 * n_once
-    assert [r[:len(o)] for r, o in zip(twice, once, strict=True)] == once
+    assert [r[: len(o)] for r, o in zip(twice, once, strict=True)] == once
 
 
 def test_source_labels_stay_available_by_name(gallery):
@@ -165,8 +175,15 @@ def test_discriminative_captions_are_true_of_their_own_image_only():
 
 def test_discriminative_gallery_redraws_scenes_without_a_unique_caption():
     # Few kinds and colours: one-object scenes repeat and cannot be told apart, so some are redrawn.
-    cfg = ShapesConfig(discriminative=True, min_objects=1, max_objects=3, shapes=("circle", "square"),
-                       colours=("red", "blue"), polysemous_rate=0.0, captions_per_image=1)
+    cfg = ShapesConfig(
+        discriminative=True,
+        min_objects=1,
+        max_objects=3,
+        shapes=("circle", "square"),
+        colours=("red", "blue"),
+        polysemous_rate=0.0,
+        captions_per_image=1,
+    )
     gallery = ShapesWorld(cfg).generate(12, seed=1, split="val")
     plain = ShapesWorld(ShapesConfig(**{**cfg.__dict__, "discriminative": False})).generate(12, 1, "val")
     assert [ex.scene for ex in gallery] != [ex.scene for ex in plain]
@@ -179,7 +196,24 @@ def test_data_shapes_cli_writes_discriminative_captions(tmp_path, capsys):
     from alignlab.cli import main
 
     out = tmp_path / "disc"
-    assert main(["data", "shapes", "--out", str(out), "--train", "0", "--val", "0", "--test", "30",
-                 "--discriminative", "--quiet"]) == 0
+    assert (
+        main(
+            [
+                "data",
+                "shapes",
+                "--out",
+                str(out),
+                "--train",
+                "0",
+                "--val",
+                "0",
+                "--test",
+                "30",
+                "--discriminative",
+                "--quiet",
+            ]
+        )
+        == 0
+    )
     pairs = load_pairs(out, "test")
     assert pairs.relevance_kind == "truth" and pairs.relevance == pairs.sources  # each caption: one image

@@ -15,7 +15,12 @@ def test_areas_use_the_shared_lists_not_copies():
 def test_both_lists_extend_the_same_function_words():
     assert text.FUNCTION_WORDS <= text.CLOSED_CLASS and text.FUNCTION_WORDS <= text.STOPWORDS
     assert {"the", "a", "of", "and", "is", "not"} <= text.FUNCTION_WORDS
-    assert {"left", "right", "top", "bottom"} <= text.CLOSED_CLASS - text.STOPWORDS  # spatial words of captions
+    assert {
+        "left",
+        "right",
+        "top",
+        "bottom",
+    } <= text.CLOSED_CLASS - text.STOPWORDS  # spatial words of captions
     assert text.DETERMINERS <= text.STOPWORDS  # a determiner is never a content word either
 
 

@@ -30,8 +30,10 @@ from typing import Any
 
 HASH_SEEDS = ("1", "2")
 # Keys whose values measure time, not results.
-TIME_KEY = re.compile(r"(^|_)(wall|seconds|secs|elapsed|utc|date|started|finished|duration|timing)($|_)"
-                      r"|_s$|_s_per_|_time$|^time")
+TIME_KEY = re.compile(
+    r"(^|_)(wall|seconds|secs|elapsed|utc|date|started|finished|duration|timing)($|_)"
+    r"|_s$|_s_per_|_time$|^time"
+)
 _TIMESTAMP = re.compile(r"\d{4}-\d\d-\d\d[ T]\d\d:\d\d:\d\d([.,]\d+)?Z?")
 _PID = re.compile(r"\bpid \d+")
 # Progress and epoch lines: "elapsed 0:01, ETA 0:00", "samples_s=13", "train_s=0.17".
@@ -41,10 +43,20 @@ _DURATION = re.compile(r"\b\d+(\.\d+)?( ?s\b| [a-z]+/s\b)")
 
 def env_for(hash_seed: str, cache: Path) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTEST_", "ALIGNLAB_"))}
-    env.update({"PYTHONHASHSEED": hash_seed, "ALIGNLAB_CACHE": str(cache), "ALIGNLAB_QUIET": "1",
-                "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": "",
-                "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false",
-                "MPLBACKEND": "Agg"})
+    env.update(
+        {
+            "PYTHONHASHSEED": hash_seed,
+            "ALIGNLAB_CACHE": str(cache),
+            "ALIGNLAB_QUIET": "1",
+            "OMP_NUM_THREADS": "1",
+            "MKL_NUM_THREADS": "1",
+            "CUDA_VISIBLE_DEVICES": "",
+            "HF_HUB_OFFLINE": "1",
+            "TRANSFORMERS_OFFLINE": "1",
+            "TOKENIZERS_PARALLELISM": "false",
+            "MPLBACKEND": "Agg",
+        }
+    )
     return env
 
 
@@ -58,11 +70,18 @@ class Step:
     stdout: bool = False  # compare stdout too (for commands that only print)
 
 
-def run_in(folder: Path, hash_seed: str, args: list[str], timeout: float = 300) -> subprocess.CompletedProcess:
+def run_in(
+    folder: Path, hash_seed: str, args: list[str], timeout: float = 300
+) -> subprocess.CompletedProcess:
     folder.mkdir(parents=True, exist_ok=True)
-    return subprocess.run([sys.executable, "-m", "alignlab", *args], cwd=folder,
-                          env=env_for(hash_seed, folder / ".cache"), capture_output=True, text=True,
-                          timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "alignlab", *args],
+        cwd=folder,
+        env=env_for(hash_seed, folder / ".cache"),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 def run_twice(root: Path, step: Step, pool: cf.Executor) -> tuple[subprocess.CompletedProcess, ...]:
@@ -72,8 +91,11 @@ def run_twice(root: Path, step: Step, pool: cf.Executor) -> tuple[subprocess.Com
 
 
 def failures(step: Step, procs: tuple[subprocess.CompletedProcess, ...]) -> list[str]:
-    return [f"{step.name} failed (PYTHONHASHSEED={seed}, exit {p.returncode}):\n{p.stderr[-2000:]}"
-            for seed, p in zip(HASH_SEEDS, procs) if p.returncode != 0]
+    return [
+        f"{step.name} failed (PYTHONHASHSEED={seed}, exit {p.returncode}):\n{p.stderr[-2000:]}"
+        for seed, p in zip(HASH_SEEDS, procs)
+        if p.returncode != 0
+    ]
 
 
 # The variables the two runs differ in on purpose; a manifest that records the environment shows them.
@@ -91,7 +113,9 @@ def strip_times(obj: Any) -> Any:
 def _canonical_json_lines(path: Path) -> list[str]:
     text = path.read_text(encoding="utf-8")
     if path.suffix == ".jsonl":
-        return [json.dumps(strip_times(json.loads(ln)), sort_keys=True) for ln in text.splitlines() if ln.strip()]
+        return [
+            json.dumps(strip_times(json.loads(ln)), sort_keys=True) for ln in text.splitlines() if ln.strip()
+        ]
     return [json.dumps(strip_times(json.loads(text)), sort_keys=True)]
 
 
@@ -100,12 +124,24 @@ def _same_torch_objects(a: Any, b: Any) -> bool:
 
     if isinstance(a, torch.Tensor):
         # Bit for bit (NaN included): compare the raw bytes.
-        return isinstance(b, torch.Tensor) and a.dtype == b.dtype and a.shape == b.shape and bool(
-            torch.equal(a.contiguous().view(-1).view(torch.uint8), b.contiguous().view(-1).view(torch.uint8)))
+        return (
+            isinstance(b, torch.Tensor)
+            and a.dtype == b.dtype
+            and a.shape == b.shape
+            and bool(
+                torch.equal(
+                    a.contiguous().view(-1).view(torch.uint8), b.contiguous().view(-1).view(torch.uint8)
+                )
+            )
+        )
     if isinstance(a, dict):
-        return isinstance(b, dict) and a.keys() == b.keys() and all(_same_torch_objects(a[k], b[k]) for k in a)
+        return (
+            isinstance(b, dict) and a.keys() == b.keys() and all(_same_torch_objects(a[k], b[k]) for k in a)
+        )
     if isinstance(a, (list, tuple)):
-        return type(a) is type(b) and len(a) == len(b) and all(_same_torch_objects(x, y) for x, y in zip(a, b))
+        return (
+            type(a) is type(b) and len(a) == len(b) and all(_same_torch_objects(x, y) for x, y in zip(a, b))
+        )
     if isinstance(a, str) and isinstance(b, str) and a[:1] in "[{" and a != b:  # JSON kept in a checkpoint
         try:
             return strip_times(json.loads(a)) == strip_times(json.loads(b))
@@ -128,8 +164,10 @@ def differences(a: Path, b: Path) -> list[str]:
         bad = [i for i, (x, y) in enumerate(zip(la, lb)) if x != y]
         if len(la) != len(lb):
             return [f"{a.name}: {len(la)} vs {len(lb)} records"]
-        return [f"{a.name} record {i}: {_first_key_difference(json.loads(la[i]), json.loads(lb[i]))}"
-                for i in bad[:3]]
+        return [
+            f"{a.name} record {i}: {_first_key_difference(json.loads(la[i]), json.loads(lb[i]))}"
+            for i in bad[:3]
+        ]
     if a.suffix == ".pt":
         import torch
 
@@ -161,8 +199,9 @@ def _flatten(obj: Any, prefix: str = "") -> dict[str, Any]:
 def _first_key_difference(a: Any, b: Any) -> str:
     fa, fb = _flatten(a), _flatten(b)
     keys = [k for k in sorted(set(fa) | set(fb)) if fa.get(k, "<absent>") != fb.get(k, "<absent>")]
-    return "; ".join(f"{k}: {str(fa.get(k, '<absent>'))[:120]} != {str(fb.get(k, '<absent>'))[:120]}"
-                     for k in keys[:5])
+    return "; ".join(
+        f"{k}: {str(fa.get(k, '<absent>'))[:120]} != {str(fb.get(k, '<absent>'))[:120]}" for k in keys[:5]
+    )
 
 
 def _first_difference(a: str, b: str) -> str:
@@ -173,15 +212,20 @@ def _first_difference(a: str, b: str) -> str:
 
 
 def _files(folder: Path) -> list[Path]:
-    return sorted(p.relative_to(folder) for p in folder.rglob("*")
-                  if p.is_file() and "tensorboard" not in p.relative_to(folder).parts)
+    return sorted(
+        p.relative_to(folder)
+        for p in folder.rglob("*")
+        if p.is_file() and "tensorboard" not in p.relative_to(folder).parts
+    )
 
 
 def compare(root: Path, step: Step, procs: tuple[subprocess.CompletedProcess, ...]) -> list[str]:
     out = []
     for rel in step.outputs:
-        out += [f"{step.name}: {d}" for d in differences(root / f"run{HASH_SEEDS[0]}" / rel,
-                                                           root / f"run{HASH_SEEDS[1]}" / rel)]
+        out += [
+            f"{step.name}: {d}"
+            for d in differences(root / f"run{HASH_SEEDS[0]}" / rel, root / f"run{HASH_SEEDS[1]}" / rel)
+        ]
     if step.stdout:
         sa, sb = (mask_clock(p.stdout) for p in procs)
         if sa != sb:

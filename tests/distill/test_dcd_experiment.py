@@ -34,7 +34,9 @@ def test_quick_run_analyses_every_declared_claim(quick):
     for row in saved["claims"]:
         assert row["n"] == 2 and row["seeds"] == [0, 1]
         assert row["verdict"].split()[0] in ("improves", "hurts", "equivalent", "inconclusive")
-        assert row["plan"]["test"] == "t" and row["p_difference"] >= row["p_difference_raw"]  # Holm never lowers p
+        assert (
+            row["plan"]["test"] == "t" and row["p_difference"] >= row["p_difference_raw"]
+        )  # Holm never lowers p
     # per-arm, per-seed values of the claimed metric; each is the run folder's own test RSUM
     for arm in saved["config"]["arms"]:
         for seed in (0, 1):
@@ -57,7 +59,10 @@ def test_quick_run_reports_floor_initialisations_teacher_and_ceiling(quick):
     assert res["teacher"]["pretrain"]["images"] > res["data"]["train"]["images"]
     # the -init arms start from the teacher's pretrained towers, at the init learning rate
     cfg = read_json(out / "arms" / "dcd-init" / "seed-0" / "results.json")["manifest"]["config"]
-    assert cfg["student_init"].endswith("teacher/pretrain/best") and cfg["train"]["lr"] == res["config"]["init_lr"]
+    assert (
+        cfg["student_init"].endswith("teacher/pretrain/best")
+        and cfg["train"]["lr"] == res["config"]["init_lr"]
+    )
     # the no-teacher arm never asked the teacher; DCD logged the weights it applied
     assert res["arms"]["no-kd"]["teacher_pairs_scored"] == 0
     assert "w_max_rel" in res["arms"]["dcd"]["diagnostics"]
@@ -92,12 +97,33 @@ def _cli(tmp_path: Path, *sets: str) -> subprocess.CompletedProcess:
     return subprocess.run(args, capture_output=True, text=True, timeout=120)
 
 
-@pytest.mark.parametrize("claim, needle", [
-    ({"name": "x", "treatment": "dcd", "control": "no-such-arm", "metric": "rsum", "direction": "improves",
-      "margin": 6}, "no-such-arm"),
-    ({"name": "x", "treatment": "dcd", "control": "no-kd", "metric": "rsum", "direction": "improves",
-      "margin": 0}, "margin"),
-])
+@pytest.mark.parametrize(
+    "claim, needle",
+    [
+        (
+            {
+                "name": "x",
+                "treatment": "dcd",
+                "control": "no-such-arm",
+                "metric": "rsum",
+                "direction": "improves",
+                "margin": 6,
+            },
+            "no-such-arm",
+        ),
+        (
+            {
+                "name": "x",
+                "treatment": "dcd",
+                "control": "no-kd",
+                "metric": "rsum",
+                "direction": "improves",
+                "margin": 0,
+            },
+            "margin",
+        ),
+    ],
+)
 def test_a_bad_plan_fails_before_any_training(tmp_path, claim, needle):
     proc = _cli(tmp_path, f"claims={json.dumps([claim])}")
     assert proc.returncode == 2
@@ -108,8 +134,11 @@ def test_a_bad_plan_fails_before_any_training(tmp_path, claim, needle):
 
 def test_init_arms_need_a_pretrained_teacher():
     with pytest.raises(Exception, match="pretrained"):
-        experiment.validate(experiment.experiment_config(quick=True, overrides={"teacher": {"pretrain_epochs": 0,
-                                                                                       "fusion": "grid"}}))
+        experiment.validate(
+            experiment.experiment_config(
+                quick=True, overrides={"teacher": {"pretrain_epochs": 0, "fusion": "grid"}}
+            )
+        )
 
 
 def test_demo_stage_returns_markdown_and_leaves_checkpoints(tmp_path, monkeypatch):

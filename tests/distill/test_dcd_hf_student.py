@@ -45,14 +45,27 @@ DATA = DCDDataConfig(train=48, val=24, test=24, image_size=SIZE)
 def _tokenizer(words: set[str]):
     from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors
 
-    vocab = {"[PAD]": 0, "[UNK]": 1, "[BOS]": 2, "[EOS]": 3, **{w: i + 4 for i, w in enumerate(sorted(words))}}
+    vocab = {
+        "[PAD]": 0,
+        "[UNK]": 1,
+        "[BOS]": 2,
+        "[EOS]": 3,
+        **{w: i + 4 for i, w in enumerate(sorted(words))},
+    }
     tok = Tokenizer(models.WordLevel(vocab, unk_token="[UNK]"))
     tok.normalizer = normalizers.Lowercase()
     tok.pre_tokenizer = pre_tokenizers.Whitespace()  # splits "mouse," into "mouse" and ","
-    tok.post_processor = processors.TemplateProcessing(single="[BOS] $A [EOS]",
-                                                       special_tokens=[("[BOS]", 2), ("[EOS]", 3)])
-    return transformers.PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="[BOS]", eos_token="[EOS]",
-                                                pad_token="[PAD]", unk_token="[UNK]", model_max_length=32)
+    tok.post_processor = processors.TemplateProcessing(
+        single="[BOS] $A [EOS]", special_tokens=[("[BOS]", 2), ("[EOS]", 3)]
+    )
+    return transformers.PreTrainedTokenizerFast(
+        tokenizer_object=tok,
+        bos_token="[BOS]",
+        eos_token="[EOS]",
+        pad_token="[PAD]",
+        unk_token="[UNK]",
+        model_max_length=32,
+    )
 
 
 def _image_processor(name: str, **kw):
@@ -63,24 +76,50 @@ def _image_processor(name: str, **kw):
 def _build_models(root: Path, words: set[str]) -> tuple[Path, Path]:
     torch.manual_seed(0)
     tok = _tokenizer(words | {","})
-    vision = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
-                  image_size=SIZE, patch_size=8)
-    text = dict(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                num_attention_heads=2, max_position_embeddings=32, bos_token_id=2, eos_token_id=3, pad_token_id=0)
+    vision = dict(
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        image_size=SIZE,
+        patch_size=8,
+    )
+    text = dict(
+        vocab_size=len(tok),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        max_position_embeddings=32,
+        bos_token_id=2,
+        eos_token_id=3,
+        pad_token_id=0,
+    )
     clip_dir, blip_dir = root / "clip", root / "blip"
-    clip = transformers.CLIPModel(transformers.CLIPConfig(text_config=text, vision_config=vision, projection_dim=16))
+    clip = transformers.CLIPModel(
+        transformers.CLIPConfig(text_config=text, vision_config=vision, projection_dim=16)
+    )
     clip.save_pretrained(clip_dir)
-    transformers.CLIPProcessor(image_processor=_image_processor("CLIPImageProcessor", size={"shortest_edge": SIZE},
-                                                                crop_size={"height": SIZE, "width": SIZE}),
-                               tokenizer=tok).save_pretrained(clip_dir)
+    transformers.CLIPProcessor(
+        image_processor=_image_processor(
+            "CLIPImageProcessor", size={"shortest_edge": SIZE}, crop_size={"height": SIZE, "width": SIZE}
+        ),
+        tokenizer=tok,
+    ).save_pretrained(clip_dir)
     # A larger init spreads the random ITM scores apart (the default 0.02 makes them all ~equal).
-    blip = transformers.BlipForImageTextRetrieval(transformers.BlipConfig(
-        text_config={**text, "sep_token_id": 3, "encoder_hidden_size": 32, "initializer_range": 0.2},
-        vision_config={**vision, "initializer_range": 0.2}, image_text_hidden_size=16, initializer_range=0.2))
+    blip = transformers.BlipForImageTextRetrieval(
+        transformers.BlipConfig(
+            text_config={**text, "sep_token_id": 3, "encoder_hidden_size": 32, "initializer_range": 0.2},
+            vision_config={**vision, "initializer_range": 0.2},
+            image_text_hidden_size=16,
+            initializer_range=0.2,
+        )
+    )
     blip.save_pretrained(blip_dir)
-    transformers.BlipProcessor(image_processor=_image_processor("BlipImageProcessor",
-                                                                size={"height": SIZE, "width": SIZE}),
-                               tokenizer=tok).save_pretrained(blip_dir)
+    transformers.BlipProcessor(
+        image_processor=_image_processor("BlipImageProcessor", size={"height": SIZE, "width": SIZE}),
+        tokenizer=tok,
+    ).save_pretrained(blip_dir)
     return clip_dir, blip_dir
 
 
@@ -107,9 +146,15 @@ def teacher_scores(teacher, data):
 
 def _cfg(models, **kw) -> DCDRunConfig:
     clip_dir, blip_dir = models
-    base = DCDRunConfig(teacher=f"hf:{blip_dir}#itm-logit", student_init=f"hf:{clip_dir}", data=DATA,
-                        pool_size=8, keep=3, threads=1,
-                        train=TrainConfig(epochs=2, batch_size=12, lr=3e-3, select_metric="rsum", log_every=1))
+    base = DCDRunConfig(
+        teacher=f"hf:{blip_dir}#itm-logit",
+        student_init=f"hf:{clip_dir}",
+        data=DATA,
+        pool_size=8,
+        keep=3,
+        threads=1,
+        train=TrainConfig(epochs=2, batch_size=12, lr=3e-3, select_metric="rsum", log_every=1),
+    )
     return replace(base, **kw)
 
 
@@ -136,16 +181,23 @@ def _state(model) -> dict[str, torch.Tensor]:
 # --- training -----------------------------------------------------------------------------------------
 
 
-def test_hf_student_trains_both_towers_and_scale_while_the_teacher_stays_frozen(models, teacher, teacher_scores,
-                                                                              data, tmp_path):
+def test_hf_student_trains_both_towers_and_scale_while_the_teacher_stays_frozen(
+    models, teacher, teacher_scores, data, tmp_path
+):
     cfg = _cfg(models)
     before_teacher = _state(teacher)
     init = build_student(cfg, teacher, data["train"])
     assert is_trainable_dual(init) and init.training  # built for training
     assert all(p.requires_grad for p in init.parameters())
     seen_modes: list[bool] = []
-    res = run_dcd(cfg, tmp_path / "run", teacher=teacher, data=data, teacher_scores=teacher_scores,
-                  callbacks=[lambda st: seen_modes.append(st["model"].training)])
+    res = run_dcd(
+        cfg,
+        tmp_path / "run",
+        teacher=teacher,
+        data=data,
+        teacher_scores=teacher_scores,
+        callbacks=[lambda st: seen_modes.append(st["model"].training)],
+    )
     assert seen_modes and all(seen_modes)  # train mode during training steps
     trained = load_model(f"hf:{tmp_path / 'run' / 'student'}")
     a, b = init.model.state_dict(), trained.model.state_dict()
@@ -160,7 +212,9 @@ def test_hf_student_trains_both_towers_and_scale_while_the_teacher_stays_frozen(
     assert res["teacher_pairs_scored"] > 0 and res["trainable_parameters"] == res["parameters"] > 0
 
 
-def test_distillation_moves_the_student_towards_the_teacher_ranking(models, teacher, teacher_scores, data, tmp_path):
+def test_distillation_moves_the_student_towards_the_teacher_ranking(
+    models, teacher, teacher_scores, data, tmp_path
+):
     # The BLIP teacher is random, so its ranking of the candidates carries no ground truth: only
     # distillation can teach it. The same training without KD (random negatives, no teacher) is the control.
     train = TrainConfig(epochs=10, batch_size=12, lr=1e-2, select_metric=None, log_every=5)
@@ -169,8 +223,10 @@ def test_distillation_moves_the_student_towards_the_teacher_ranking(models, teac
     run_dcd(kd, tmp_path / "kd", teacher=teacher, data=data, teacher_scores=teacher_scores)
     control = _cfg(models, train=train, **ARMS["no-kd"])
     run_dcd(control, tmp_path / "no-kd", teacher=teacher, data=data, teacher_scores=teacher_scores)
-    got = {name: _teacher_agreement(kd, load_model(f"hf:{tmp_path / name / 'student'}"), data, teacher_scores)
-           for name in ("kd", "no-kd")}
+    got = {
+        name: _teacher_agreement(kd, load_model(f"hf:{tmp_path / name / 'student'}"), data, teacher_scores)
+        for name in ("kd", "no-kd")
+    }
     assert abs(start) < 0.1
     assert got["kd"] > start + 0.1
     assert got["kd"] > got["no-kd"] + 0.1
@@ -182,9 +238,9 @@ def test_distillation_moves_the_student_towards_the_teacher_ranking(models, teac
 # --- saving, evaluation, resume -------------------------------------------------------------------------
 
 
-def test_saved_student_scores_like_the_best_checkpoint_and_reproduces_the_test_metrics(models, teacher,
-                                                                                      teacher_scores, data,
-                                                                                      tmp_path):
+def test_saved_student_scores_like_the_best_checkpoint_and_reproduces_the_test_metrics(
+    models, teacher, teacher_scores, data, tmp_path
+):
     from safetensors.torch import load_file
 
     cfg = _cfg(models)
@@ -199,13 +255,19 @@ def test_saved_student_scores_like_the_best_checkpoint_and_reproduces_the_test_m
     images, texts = test.load_images(range(8)), test.captions[:20]
     torch.testing.assert_close(saved.score(images, texts), in_memory.score(images, texts))
     assert saved.score_scale == pytest.approx(in_memory.score_scale)
-    assert saved.score_scale != pytest.approx(load_model(cfg.student_init).score_scale)  # the scale was trained
+    assert saved.score_scale != pytest.approx(
+        load_model(cfg.student_init).score_scale
+    )  # the scale was trained
     assert evaluate_model(saved, test).metrics == res["metrics"]
 
 
 def test_interrupted_hf_run_resumes_to_the_same_student(models, teacher, teacher_scores, data, tmp_path):
-    cfg = _cfg(models, train=TrainConfig(epochs=2, batch_size=12, lr=3e-3, select_metric="rsum", log_every=1,
-                                         checkpoint_every=1))
+    cfg = _cfg(
+        models,
+        train=TrainConfig(
+            epochs=2, batch_size=12, lr=3e-3, select_metric="rsum", log_every=1, checkpoint_every=1
+        ),
+    )
     full = run_dcd(cfg, tmp_path / "full", teacher=teacher, data=data, teacher_scores=teacher_scores)
 
     def stop(state):
@@ -213,7 +275,9 @@ def test_interrupted_hf_run_resumes_to_the_same_student(models, teacher, teacher
             raise StopTraining
 
     with pytest.raises(StopTraining):
-        run_dcd(cfg, tmp_path / "cut", teacher=teacher, data=data, teacher_scores=teacher_scores, callbacks=[stop])
+        run_dcd(
+            cfg, tmp_path / "cut", teacher=teacher, data=data, teacher_scores=teacher_scores, callbacks=[stop]
+        )
     assert not (tmp_path / "cut" / "student").exists()
     resumed = run_dcd(cfg, tmp_path / "cut", teacher=teacher, data=data, teacher_scores=teacher_scores)
     assert resumed["metrics"] == full["metrics"]
@@ -227,15 +291,20 @@ def test_resume_refuses_a_student_folder_whose_files_changed(models, teacher, te
 
     clip_copy = tmp_path / "clip"
     shutil.copytree(models[0], clip_copy)
-    cfg = _cfg(models, student_init=f"hf:{clip_copy}",
-               train=TrainConfig(epochs=2, batch_size=12, lr=3e-3, select_metric="rsum", checkpoint_every=1))
+    cfg = _cfg(
+        models,
+        student_init=f"hf:{clip_copy}",
+        train=TrainConfig(epochs=2, batch_size=12, lr=3e-3, select_metric="rsum", checkpoint_every=1),
+    )
 
     def stop(state):
         if state["step"] == 2:  # after the checkpoint of step 1
             raise StopTraining
 
     with pytest.raises(StopTraining):
-        run_dcd(cfg, tmp_path / "run", teacher=teacher, data=data, teacher_scores=teacher_scores, callbacks=[stop])
+        run_dcd(
+            cfg, tmp_path / "run", teacher=teacher, data=data, teacher_scores=teacher_scores, callbacks=[stop]
+        )
     # Other weights under the same name: the checkpoint would silently overwrite them with the old run's.
     other = transformers.CLIPModel.from_pretrained(clip_copy)
     with torch.no_grad():
@@ -244,7 +313,9 @@ def test_resume_refuses_a_student_folder_whose_files_changed(models, teacher, te
     with pytest.raises(ResumeError, match="other files or settings"):
         run_dcd(cfg, tmp_path / "run", teacher=teacher, data=data, teacher_scores=teacher_scores)
     # Starting again is allowed.
-    res = run_dcd(cfg, tmp_path / "run", teacher=teacher, data=data, teacher_scores=teacher_scores, resume=False)
+    res = run_dcd(
+        cfg, tmp_path / "run", teacher=teacher, data=data, teacher_scores=teacher_scores, resume=False
+    )
     assert res["steps"] == 8
 
 
@@ -262,19 +333,60 @@ def test_a_cross_encoder_or_feature_kd_is_refused_as_a_real_student(models, teac
 
 
 def test_cli_recipe_trains_a_clip_student_that_eval_retrieval_reads(models, data, tmp_path, capsys):
-    folder = save_karpathy(tmp_path / "shapes", {"train": data["train"], "val": data["val"], "test": data["test"]})
+    folder = save_karpathy(
+        tmp_path / "shapes", {"train": data["train"], "val": data["val"], "test": data["test"]}
+    )
     clip_dir, blip_dir = models
     out = tmp_path / "run"
-    rc = main(["distill", "dcd", "train", "--teacher", f"hf:{blip_dir}#itm-logit", "--student-init", f"hf:{clip_dir}",
-               "--set", "data.source=path", "--set", f"data.path={folder}", "--set", f"data.image_size={SIZE}",
-               "--set", "pool_size=8", "--set", "keep=3", "--set", "train.epochs=1", "--set", "train.batch_size=12",
-               "--device", "cpu", "--out", str(out), "--quiet"])
+    rc = main(
+        [
+            "distill",
+            "dcd",
+            "train",
+            "--teacher",
+            f"hf:{blip_dir}#itm-logit",
+            "--student-init",
+            f"hf:{clip_dir}",
+            "--set",
+            "data.source=path",
+            "--set",
+            f"data.path={folder}",
+            "--set",
+            f"data.image_size={SIZE}",
+            "--set",
+            "pool_size=8",
+            "--set",
+            "keep=3",
+            "--set",
+            "train.epochs=1",
+            "--set",
+            "train.batch_size=12",
+            "--device",
+            "cpu",
+            "--out",
+            str(out),
+            "--quiet",
+        ]
+    )
     assert rc == 0
     assert f"student: hf:{out / 'student'}" in capsys.readouterr().out
     res = read_json(out / "results.json")
     assert res["student_init"] == f"hf:{clip_dir}" and res["manifest"]["device"] == "cpu"
-    rc = main(["eval", "retrieval", "--model", f"hf:{out / 'student'}", "--data", str(folder), "--split", "test",
-               "--out", str(tmp_path / "eval.json"), "--quiet"])
+    rc = main(
+        [
+            "eval",
+            "retrieval",
+            "--model",
+            f"hf:{out / 'student'}",
+            "--data",
+            str(folder),
+            "--split",
+            "test",
+            "--out",
+            str(tmp_path / "eval.json"),
+            "--quiet",
+        ]
+    )
     assert rc == 0
     metrics = read_json(tmp_path / "eval.json")["metrics"]
     for k in ("i2t_R@1", "t2i_R@1", "rsum"):

@@ -126,16 +126,23 @@ def _check_teacher_scores(pairs):
     ts = TeacherScores(cross, pairs)
     imgs, caps = np.array([0, 0, 5, 7]), np.array([3, 40, 2, 11])
     got = ts.pair_scores(imgs, caps)
-    want = torch.stack([cross.score(pairs.load_images([i]), [pairs.captions[c]])[0, 0] for i, c in zip(imgs, caps)])
+    want = torch.stack(
+        [cross.score(pairs.load_images([i]), [pairs.captions[c]])[0, 0] for i, c in zip(imgs, caps)]
+    )
     assert torch.allclose(got, want, atol=1e-5)
     assert ts.pairs_scored == 4
     grid = ts.grid(np.array([1, 2]), np.array([0, 1, 2]))
     assert torch.allclose(grid, cross.score(pairs.load_images([1, 2]), pairs.captions[:3]), atol=1e-5)
     # any other scorer goes through score(); a dual encoder through its embeddings (encoded in one padded
     # batch, hence not bit-equal to one caption at a time)
-    dual = build_model("tiny-dual", {"width": 32, "embed_dim": 16, "image_channels": [8, 16, 32], "heads": 2},
-                       texts=pairs.captions).eval()
-    want = torch.stack([dual.score(pairs.load_images([i]), [pairs.captions[c]])[0, 0] for i, c in zip(imgs, caps)])
+    dual = build_model(
+        "tiny-dual",
+        {"width": 32, "embed_dim": 16, "image_channels": [8, 16, 32], "heads": 2},
+        texts=pairs.captions,
+    ).eval()
+    want = torch.stack(
+        [dual.score(pairs.load_images([i]), [pairs.captions[c]])[0, 0] for i, c in zip(imgs, caps)]
+    )
     assert torch.allclose(TeacherScores(dual, pairs).pair_scores(imgs, caps), want, atol=2e-3)
 
     class Generic:
@@ -202,8 +209,13 @@ def test_the_source_pool_ablation_reproduces_the_old_pools_and_their_false_negat
 def test_near_duplicate_evaluation_splits_use_truth_relevance_and_train_keeps_its_own_captions(pairs):
     assert pairs.relevance_kind == "source" and pairs.relevance == pairs.sources
     test = near_duplicate_pairs(24, seed=0, split="test", cfg=NearDupConfig(group_size=3))
-    assert test.relevance_kind == "truth" and test.sources == near_duplicate_pairs(
-        24, seed=0, split="test", cfg=NearDupConfig(group_size=3), relevance="source").relevance
+    assert (
+        test.relevance_kind == "truth"
+        and test.sources
+        == near_duplicate_pairs(
+            24, seed=0, split="test", cfg=NearDupConfig(group_size=3), relevance="source"
+        ).relevance
+    )
     scenes = [Scene.from_dict(m["scene"]) for m in test.image_meta]
     forms = [form_from_dict(m["form"]) for m in test.caption_meta]
     for i, row in enumerate(test.relevance):

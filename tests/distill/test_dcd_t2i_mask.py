@@ -21,8 +21,18 @@ DATA = DCDDataConfig(train=72, val=24, test=24)
 
 
 def _task(**kw) -> tuple[DCDTask, object]:
-    cfg = replace(DCDRunConfig(student_config=dict(TINY_DUAL), data=DATA, pool_size=8, keep=3, threads=1,
-                               train=TrainConfig(epochs=1, batch_size=24)), **ARMS["no-kd"], **kw)
+    cfg = replace(
+        DCDRunConfig(
+            student_config=dict(TINY_DUAL),
+            data=DATA,
+            pool_size=8,
+            keep=3,
+            threads=1,
+            train=TrainConfig(epochs=1, batch_size=24),
+        ),
+        **ARMS["no-kd"],
+        **kw,
+    )
     train = load_dcd_data(DATA)["train"]
     torch.manual_seed(0)
     student = build_model("tiny-dual", TINY_DUAL)

@@ -44,18 +44,33 @@ DATA = DCDDataConfig(train=72, val=24, test=24)
 
 
 def _cfg(**kw) -> DCDRunConfig:
-    base = DCDRunConfig(student_config=dict(TINY_DUAL), data=DATA, pool_size=8, keep=3, dev_images=12, threads=1,
-                        train=TrainConfig(epochs=2, batch_size=24, lr=3e-3, select_metric="rsum", log_every=1,
-                                          checkpoint_every=2))
+    base = DCDRunConfig(
+        student_config=dict(TINY_DUAL),
+        data=DATA,
+        pool_size=8,
+        keep=3,
+        dev_images=12,
+        threads=1,
+        train=TrainConfig(
+            epochs=2, batch_size=24, lr=3e-3, select_metric="rsum", log_every=1, checkpoint_every=2
+        ),
+    )
     return replace(base, **kw)
 
 
 @pytest.fixture(scope="module")
 def teacher_dir(tmp_path_factory):
     out = tmp_path_factory.mktemp("dcd") / "teacher"
-    cfg = TeacherRunConfig(model_config=dict(TINY_CROSS), data=DATA, dev_images=12, threads=1,
-                           pretrain_epochs=1, pretrain_images=24, pretrain_batch_size=24,
-                           train=TrainConfig(epochs=1, batch_size=24, lr=2e-3, select_metric="rsum"))
+    cfg = TeacherRunConfig(
+        model_config=dict(TINY_CROSS),
+        data=DATA,
+        dev_images=12,
+        threads=1,
+        pretrain_epochs=1,
+        pretrain_images=24,
+        pretrain_batch_size=24,
+        train=TrainConfig(epochs=1, batch_size=24, lr=2e-3, select_metric="rsum"),
+    )
     train_teacher(cfg, out)
     return out
 
@@ -71,8 +86,11 @@ def test_teacher_and_students_write_run_folders_that_repro_compare_reads(teacher
     assert res_t["pairs_scored"] == 24 * len(load_dcd_data(DATA)["test"].captions)
     for arm in ("no-kd", "dcd"):
         for seed in (0, 1):
-            res = run_dcd(_cfg(teacher=f"ckpt:{teacher_dir}", seed=seed, **ARMS[arm]), tmp_path / arm / f"seed-{seed}",
-                          teacher=teacher)
+            res = run_dcd(
+                _cfg(teacher=f"ckpt:{teacher_dir}", seed=seed, **ARMS[arm]),
+                tmp_path / arm / f"seed-{seed}",
+                teacher=teacher,
+            )
             assert {"metrics", "manifest", "dev_curve", "best", "diagnostics"} <= set(res)
             assert res["data"] == res_t["data"]  # same test set as the teacher: comparable
             pq = read_json(tmp_path / arm / f"seed-{seed}" / "per_query.json")
@@ -81,8 +99,9 @@ def test_teacher_and_students_write_run_folders_that_repro_compare_reads(teacher
     c = compare(tmp_path / "no-kd", tmp_path / "dcd", n_resamples=200)
     assert c["seeds_a"] == 2 and c["seeds_b"] == 2 and "verdict" in c
     # the teacher's own run folder compares with a student's too
-    assert compare(teacher_dir, tmp_path / "dcd" / "seed-0", n_resamples=100)["queries"] == len(pq["i2t_rank"]) + len(
-        pq["t2i_rank"])
+    assert compare(teacher_dir, tmp_path / "dcd" / "seed-0", n_resamples=100)["queries"] == len(
+        pq["i2t_rank"]
+    ) + len(pq["t2i_rank"])
 
 
 def test_interrupted_dcd_run_resumes_to_the_same_metrics(teacher, tmp_path):
@@ -110,8 +129,10 @@ def _check_shared_pools(teacher):
     data = load_dcd_data(DATA)
     ts = TeacherScores(teacher, data["train"])
     memo: dict = {}
-    tasks = {arm: DCDTask(_cfg(**ARMS[arm]), build_dual_student(teacher, TINY_DUAL), data["train"], ts, memo=memo)
-             for arm in ("no-kd", "hard-negatives", "dcd", "dcd-released")}
+    tasks = {
+        arm: DCDTask(_cfg(**ARMS[arm]), build_dual_student(teacher, TINY_DUAL), data["train"], ts, memo=memo)
+        for arm in ("no-kd", "hard-negatives", "dcd", "dcd-released")
+    }
     batches = {arm: t.batch(0, 1) for arm, t in tasks.items()}
     pos = batches["dcd"].candidates[:, 0]
     assert all(np.array_equal(b.candidates[:, 0], pos) for b in batches.values())
@@ -129,9 +150,13 @@ def _check_shared_pools(teacher):
 
 
 def test_shallow_cross_student_shares_the_teachers_frozen_towers(teacher, tmp_path):
-    res = run_dcd(_cfg(student="shallow-cross", train=TrainConfig(epochs=1, batch_size=24, lr=3e-3,
-                                                                  select_metric="rsum")),
-                  tmp_path / "cross", teacher=teacher)
+    res = run_dcd(
+        _cfg(
+            student="shallow-cross", train=TrainConfig(epochs=1, batch_size=24, lr=3e-3, select_metric="rsum")
+        ),
+        tmp_path / "cross",
+        teacher=teacher,
+    )
     student = load_checkpoint(tmp_path / "cross")
     assert student.config.fusion_layers == 1
     for a, b in zip(student.image_tower.state_dict().values(), teacher.image_tower.state_dict().values()):
@@ -172,13 +197,56 @@ def test_incompatible_students_and_bad_teachers_are_clear_errors(teacher, tmp_pa
 
 def test_cli_trains_a_student_and_benchmarks_it(teacher_dir, tmp_path, capsys):
     out = tmp_path / "student"
-    rc = main(["distill", "dcd", "train", "--teacher", f"ckpt:{teacher_dir}", "--arm", "dcd", "--out", str(out),
-               "--quiet", "--set", f"student_config={json.dumps(TINY_DUAL)}", "--set", "data.train=72",
-               "--set", "data.val=24", "--set", "data.test=24", "--set", "train.epochs=1",
-               "--set", "train.batch_size=24", "--set", "pool_size=8", "--set", "keep=3", "--set", "threads=1"])
+    rc = main(
+        [
+            "distill",
+            "dcd",
+            "train",
+            "--teacher",
+            f"ckpt:{teacher_dir}",
+            "--arm",
+            "dcd",
+            "--out",
+            str(out),
+            "--quiet",
+            "--set",
+            f"student_config={json.dumps(TINY_DUAL)}",
+            "--set",
+            "data.train=72",
+            "--set",
+            "data.val=24",
+            "--set",
+            "data.test=24",
+            "--set",
+            "train.epochs=1",
+            "--set",
+            "train.batch_size=24",
+            "--set",
+            "pool_size=8",
+            "--set",
+            "keep=3",
+            "--set",
+            "threads=1",
+        ]
+    )
     assert rc == 0 and (out / "results.json").is_file()
-    rc = main(["distill", "bench", "--teacher", f"ckpt:{teacher_dir}", "--student", f"dual=ckpt:{out}",
-               "--images", "30", "--teacher-rows", "10", "--out", str(tmp_path / "bench.json"), "--quiet"])
+    rc = main(
+        [
+            "distill",
+            "bench",
+            "--teacher",
+            f"ckpt:{teacher_dir}",
+            "--student",
+            f"dual=ckpt:{out}",
+            "--images",
+            "30",
+            "--teacher-rows",
+            "10",
+            "--out",
+            str(tmp_path / "bench.json"),
+            "--quiet",
+        ]
+    )
     assert rc == 0
     res = read_json(tmp_path / "bench.json")
     t, d = res["models"]["teacher"], res["models"]["dual"]
@@ -190,10 +258,21 @@ def test_cli_trains_a_student_and_benchmarks_it(teacher_dir, tmp_path, capsys):
     capsys.readouterr()
     rc = main(["distill", "dcd", "train", "--arm", "dcd", "--out", str(tmp_path / "x"), "--quiet"])
     assert rc == 2 and "needs a teacher" in capsys.readouterr().err
-    rc = main(["distill", "dcd", "train", "--teacher", f"ckpt:{tmp_path / 'nothing'}", "--out", str(tmp_path / "y"),
-               "--set", "keep=20", "--quiet"])
+    rc = main(
+        [
+            "distill",
+            "dcd",
+            "train",
+            "--teacher",
+            f"ckpt:{tmp_path / 'nothing'}",
+            "--out",
+            str(tmp_path / "y"),
+            "--set",
+            "keep=20",
+            "--quiet",
+        ]
+    )
     assert rc == 2 and "pool size" in capsys.readouterr().err
-
 
 
 # --- the teacher's recipe: a dual first, then the fusion on its hard negatives ------------------------
@@ -202,10 +281,18 @@ DUAL_SCORE_CROSS = {**TINY_CROSS, "dual_score": True, "head_pool": "mean"}
 
 
 def _teacher_cfg(**kw) -> TeacherRunConfig:
-    base = TeacherRunConfig(model_config=dict(DUAL_SCORE_CROSS), data=DATA, dev_images=12, threads=1,
-                            pretrain_epochs=2, pretrain_batch_size=24, hard_pool=6, hard_negatives=3,
-                            random_negatives=2, train=TrainConfig(epochs=2, batch_size=24, lr=3e-3,
-                                                                  select_metric="rsum"))
+    base = TeacherRunConfig(
+        model_config=dict(DUAL_SCORE_CROSS),
+        data=DATA,
+        dev_images=12,
+        threads=1,
+        pretrain_epochs=2,
+        pretrain_batch_size=24,
+        hard_pool=6,
+        hard_negatives=3,
+        random_negatives=2,
+        train=TrainConfig(epochs=2, batch_size=24, lr=3e-3, select_metric="rsum"),
+    )
     return replace(base, **kw)
 
 
@@ -230,8 +317,12 @@ def test_hard_batches_hold_the_positive_first_and_only_false_negatives_from_the_
     truth = train.known_true(np.arange(train.n_images), np.arange(train.n_captions))
     # positives="truth" (default): any caption true of the image, not only its own ones
     assert all(truth[i, p] for i, p in zip(b.images, b.positives))
-    drawn = [(i, p) for e in range(3) for j in range(task.num_batches(e))
-             for i, p in zip(task.batch(e, j).images, task.batch(e, j).positives)]
+    drawn = [
+        (i, p)
+        for e in range(3)
+        for j in range(task.num_batches(e))
+        for i, p in zip(task.batch(e, j).images, task.batch(e, j).positives)
+    ]
     assert any(p not in train.relevance[i] for i, p in drawn)  # ...so other images' true captions turn up
     own_task = TeacherHardTask(cross, dual, train, replace(cfg, positives="own"), batch_size=24)
     ob = own_task.batch(1, 0)
@@ -245,12 +336,14 @@ def test_hard_batches_hold_the_positive_first_and_only_false_negatives_from_the_
         kept_img = b.rivals[r, 1:][b.rival_false[r, 1:].numpy()]
         assert not truth[kept_img, b.positives[r]].any()
         # the hard part of the list comes from the dual's top captions among the false ones
-        hard = b.captions[r, 1:1 + task.n_hard]
+        hard = b.captions[r, 1 : 1 + task.n_hard]
         assert set(hard) <= set(task.hard_captions[i])
     with torch.no_grad():
         sims = dual.encode_images(train.load_images([int(b.images[0])])) @ dual.encode_texts(train.captions).T
-    false = np.flatnonzero(~truth[b.images[0]] & ~np.isin(np.arange(train.n_captions), train.relevance[b.images[0]]))
-    top = false[np.argsort(-sims[0, false].numpy(), kind="stable")[:cfg.hard_pool]]
+    false = np.flatnonzero(
+        ~truth[b.images[0]] & ~np.isin(np.arange(train.n_captions), train.relevance[b.images[0]])
+    )
+    top = false[np.argsort(-sims[0, false].numpy(), kind="stable")[: cfg.hard_pool]]
     assert set(task.hard_captions[b.images[0]]) == set(top)
     again = task.batch(1, 0)  # a pure function of (seed, epoch, index): resumable
     assert np.array_equal(again.captions, b.captions) and np.array_equal(again.rivals, b.rivals)
@@ -263,7 +356,9 @@ def test_teacher_trains_only_its_fusion_on_top_of_the_stage_one_dual(tmp_path):
     dual = load_checkpoint(tmp_path / "t" / "pretrain" / "best")
     # towers, projections and scale are the stage-1 dual's best checkpoint, frozen through stage 2
     for name in ("image_tower", "text_tower", "image_proj", "text_proj"):
-        for a, b in zip(getattr(teacher, name).state_dict().values(), getattr(dual, name).state_dict().values()):
+        for a, b in zip(
+            getattr(teacher, name).state_dict().values(), getattr(dual, name).state_dict().values()
+        ):
             assert torch.equal(a, b)
     assert torch.equal(teacher.logit_scale, dual.logit_scale)
     assert teacher.head[1].weight.abs().sum() > 0  # the fusion head learned (it starts at zero)
@@ -276,15 +371,23 @@ def test_teacher_trains_only_its_fusion_on_top_of_the_stage_one_dual(tmp_path):
     with torch.no_grad():
         it, _ = teacher.image_tower(x)
         tt, _ = teacher.text_tower(ids, mask)
-        fusion = teacher.fusion_logits(it.repeat_interleave(6, 0), tt.repeat(4, 1, 1), mask.repeat(4, 1)).view(4, 6)
+        fusion = teacher.fusion_logits(
+            it.repeat_interleave(6, 0), tt.repeat(4, 1, 1), mask.repeat(4, 1)
+        ).view(4, 6)
     assert torch.allclose(diff, fusion, atol=1e-4)
     assert set(res["train_cpu_s"]) == {"data_s", "stage1_s", "stage2_s", "total_s"}
     assert res["train_cpu_s"]["total_s"] >= res["train_cpu_s"]["stage1_s"] > 0
     assert res["pretrain"]["groups"] and res["metrics"]["rsum"] > 0
     # the earlier recipe stays available by name
-    grid = train_teacher(_teacher_cfg(fusion="grid", pretrain_epochs=0,
-                                      model_config=dict(TINY_CROSS), train=TrainConfig(epochs=1, batch_size=24)),
-                         tmp_path / "grid")
+    grid = train_teacher(
+        _teacher_cfg(
+            fusion="grid",
+            pretrain_epochs=0,
+            model_config=dict(TINY_CROSS),
+            train=TrainConfig(epochs=1, batch_size=24),
+        ),
+        tmp_path / "grid",
+    )
     assert grid["pretrain"] is None and "stage1_s" not in grid["train_cpu_s"]
 
 

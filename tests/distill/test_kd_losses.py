@@ -46,8 +46,11 @@ def _np_reference() -> dict:
         e = np.exp(z / T - (z / T).max(axis=1, keepdims=True))
         return e / e.sum(axis=1, keepdims=True)
 
-    out = {"command": ".venv/bin/python tests/distill/test_kd_losses.py --write",
-           "inputs": {"student": STUDENT, "teacher": TEACHER, "labels": LABELS}, "values": {}}
+    out = {
+        "command": ".venv/bin/python tests/distill/test_kd_losses.py --write",
+        "inputs": {"student": STUDENT, "teacher": TEACHER, "labels": LABELS},
+        "values": {},
+    }
     for T in (1.0, 4.0, 6.0):
         p, q = softmax(zs, T), softmax(zt, T)
         kl = (q * (np.log(q) - np.log(p))).sum(axis=1) * T * T
@@ -81,7 +84,9 @@ def test_kd_terms_match_the_golden_numpy_reference():
         assert entropy(zt, T).tolist() == pytest.approx(v[f"entropy_teacher_T{T:g}"], rel=1e-10)
         assert max_prob(zt, T).tolist() == pytest.approx(v[f"maxp_teacher_T{T:g}"], rel=1e-10)
     for eps in (0.1, 0.3):
-        assert float(label_smoothing_loss(zs, y, eps)) == pytest.approx(v[f"label_smoothing_eps{eps:g}"], rel=1e-10)
+        assert float(label_smoothing_loss(zs, y, eps)) == pytest.approx(
+            v[f"label_smoothing_eps{eps:g}"], rel=1e-10
+        )
     terms = vanilla_kd_loss(zs, zt, y, T=4.0, alpha=0.9)
     assert set(terms) == {"ce_loss", "kd_loss"}
     assert float(terms["ce_loss"]) == pytest.approx(v["vanilla_kd_ce"], rel=1e-10)
@@ -160,7 +165,9 @@ def test_ece_by_hand():
     y = torch.tensor([0, 1, 0, 1])
     assert expected_calibration_error(z, y, n_bins=4) == pytest.approx(0.4, abs=1e-12)
     # A perfectly confident, always-right model is perfectly calibrated.
-    assert expected_calibration_error(_t([[50.0, 0.0], [0.0, 50.0]]), torch.tensor([0, 1])) == pytest.approx(0.0, abs=1e-12)
+    assert expected_calibration_error(_t([[50.0, 0.0], [0.0, 50.0]]), torch.tensor([0, 1])) == pytest.approx(
+        0.0, abs=1e-12
+    )
 
 
 def test_uniform_logits_have_maximal_entropy():

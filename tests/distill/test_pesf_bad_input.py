@@ -29,8 +29,14 @@ def _one_torch_thread():
 
 
 def cfg(method: str = "pesf", **kw) -> KDConfig:
-    base = dict(method=method, data=DataConfig(name="digits", max_train=100),
-                teacher=TeacherConfig(width=4, epochs=1), student_width=2, epochs=1, adapter_bottleneck=4)
+    base = dict(
+        method=method,
+        data=DataConfig(name="digits", max_train=100),
+        teacher=TeacherConfig(width=4, epochs=1),
+        student_width=2,
+        epochs=1,
+        adapter_bottleneck=4,
+    )
     base.update(kw)
     return KDConfig(**base)
 
@@ -69,7 +75,9 @@ def test_adapter_that_does_not_fit_the_teacher_features_is_rejected(digits, tmp_
 
 def test_non_frozen_teacher_is_rejected_when_pesf_needs_it_frozen(digits, tmp_path):
     teacher = WideCNN(1, 10, width=4)
-    model = KDModel(TinyCNN(1, 10, 2), teacher, LogitAdapter(teacher.feature_dim, 10, 4), teacher_trainable=False)
+    model = KDModel(
+        TinyCNN(1, 10, 2), teacher, LogitAdapter(teacher.feature_dim, 10, 4), teacher_trainable=False
+    )
     with pytest.raises(ModelError, match="needs a frozen teacher"):
         run_kd(cfg("pesf"), digits, tmp_path / "run", model=model)
     _assert_nothing_trained(tmp_path / "run")
@@ -80,7 +88,9 @@ def test_the_required_grad_typo_is_caught(digits, tmp_path):
     teacher = WideCNN(1, 10, width=4)
     for p in teacher.parameters():
         p.required_grad = False
-    model = KDModel(TinyCNN(1, 10, 2), teacher, LogitAdapter(teacher.feature_dim, 10, 4), teacher_trainable=False)
+    model = KDModel(
+        TinyCNN(1, 10, 2), teacher, LogitAdapter(teacher.feature_dim, 10, 4), teacher_trainable=False
+    )
     with pytest.raises(ModelError, match="required_grad"):
         run_kd(cfg("pesf"), digits, tmp_path / "run", model=model)
 
@@ -110,16 +120,34 @@ def test_missing_teacher_is_a_model_error(digits):
 def test_cli_prints_one_line_and_exits_2(tmp_path, capsys):
     from alignlab.cli import main
 
-    code = main(["distill", "pesf", "train", "--method", "pesf", "--out", str(tmp_path),
-                 "--set", "adapter_feature_dim=3", "--set", "data.max_train=100", "--set", "teacher.width=4",
-                 "--teacher-epochs", "1", "--epochs", "1", "--quiet"])
+    code = main(
+        [
+            "distill",
+            "pesf",
+            "train",
+            "--method",
+            "pesf",
+            "--out",
+            str(tmp_path),
+            "--set",
+            "adapter_feature_dim=3",
+            "--set",
+            "data.max_train=100",
+            "--set",
+            "teacher.width=4",
+            "--teacher-epochs",
+            "1",
+            "--epochs",
+            "1",
+            "--quiet",
+        ]
+    )
     err = capsys.readouterr().err
     assert code == 2
     assert err.startswith("error: the adapter reads 3-d features") and err.count("\n") == 1
     code = main(["distill", "pesf", "train", "--set", "bogus=1", "--quiet"])
     assert code == 2
     assert "unknown key 'bogus'" in capsys.readouterr().err
-
 
 
 def test_a_plain_classifier_teacher_works_for_kd_but_not_for_the_adapter(digits, tmp_path):

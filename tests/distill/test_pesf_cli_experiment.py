@@ -32,9 +32,30 @@ def test_methods_command_lists_every_method(capsys):
 def test_train_command_writes_results_and_reports_freezing(tmp_path, capsys):
     from alignlab.cli import main
 
-    code = main(["distill", "pesf", "train", "--method", "pesf", "--data", "digits", "--out", str(tmp_path),
-                 "--epochs", "1", "--teacher-epochs", "1", "--set", "data.max_train=120", "--set", "teacher.width=4",
-                 "--set", "student_width=2", "--quiet"])
+    code = main(
+        [
+            "distill",
+            "pesf",
+            "train",
+            "--method",
+            "pesf",
+            "--data",
+            "digits",
+            "--out",
+            str(tmp_path),
+            "--epochs",
+            "1",
+            "--teacher-epochs",
+            "1",
+            "--set",
+            "data.max_train=120",
+            "--set",
+            "teacher.width=4",
+            "--set",
+            "student_width=2",
+            "--quiet",
+        ]
+    )
     out = capsys.readouterr().out
     assert code == 0
     assert "teacher weights bit-identical after training: True" in out
@@ -65,7 +86,9 @@ def test_quick_experiment_writes_analysed_claims_and_a_report_with_the_plan_firs
     assert [r["claim"] for r in stored["claims"]] == [c.name for c in declared]
     for row in stored["claims"]:
         assert row["n"] == 2
-        assert row["verdict"] in ("improves", "hurts", "inconclusive") or row["verdict"].startswith("equivalent")
+        assert row["verdict"] in ("improves", "hurts", "inconclusive") or row["verdict"].startswith(
+            "equivalent"
+        )
         assert row["smallest_p"] == 0.5 and row["p_difference"] >= row["smallest_p"]
     # Per-seed values of every arm; per-item correctness lives in the run folders, not in results.json.
     for d in ("digits", "shapes"):
@@ -76,8 +99,12 @@ def test_quick_experiment_writes_analysed_claims_and_a_report_with_the_plan_firs
         items = json.loads((out / "runs" / d / "pesf" / "seed0" / "items.json").read_text())["correct_pct"]
         assert len(items) == stored["datasets"][d]["data"]["sizes"]["test"]
         assert sum(items) / len(items) == pytest.approx(ms["pesf"]["acc_pct"][0])
-        assert all(ok for m, e in ms.items() if METHODS[m].teacher == "frozen" for ok in e["teacher_unchanged"])
-        assert stored["datasets"][d]["floors"]["chance_pct"] == pytest.approx(100 / stored["datasets"][d]["data"]["n_classes"])
+        assert all(
+            ok for m, e in ms.items() if METHODS[m].teacher == "frozen" for ok in e["teacher_unchanged"]
+        )
+        assert stored["datasets"][d]["floors"]["chance_pct"] == pytest.approx(
+            100 / stored["datasets"][d]["data"]["n_classes"]
+        )
         # The cost benchmark: DML back-propagates through its wide peer, PESF never through the teacher.
         bench = stored["benchmark"][d]["methods"]
         assert bench["dml"]["teacher_bwd_per_step"] == 1 and bench["pesf"]["teacher_bwd_per_step"] == 0
@@ -96,8 +123,20 @@ def test_render_report_of_the_quick_results_is_the_report(quick):
     out, _ = quick
     stored = json.loads((out / "results.json").read_text())
     assert render_report(stored) == (out / "report.md").read_text()
-    assert main(["experiment", "pesf", "--render", str(out / "results.json"), "--to", str(out / "again.md"),
-                 "--quiet"]) == 0
+    assert (
+        main(
+            [
+                "experiment",
+                "pesf",
+                "--render",
+                str(out / "results.json"),
+                "--to",
+                str(out / "again.md"),
+                "--quiet",
+            ]
+        )
+        == 0
+    )
     assert (out / "again.md").read_text() == (out / "report.md").read_text()
 
 
@@ -109,17 +148,29 @@ def test_rerunning_the_experiment_reuses_finished_runs(quick):
     before = probe.stat().st_mtime_ns
     again = run(out, quick=True, seeds=None, overrides={})
     assert probe.stat().st_mtime_ns == before
-    assert again["datasets"]["digits"]["methods"]["pesf"]["acc_pct"] == res["datasets"]["digits"]["methods"]["pesf"]["acc_pct"]
+    assert (
+        again["datasets"]["digits"]["methods"]["pesf"]["acc_pct"]
+        == res["datasets"]["digits"]["methods"]["pesf"]["acc_pct"]
+    )
 
 
-@pytest.mark.parametrize("claim, message", [
-    ("{name: x, treatment: digits/pesf, control: digits/nope, metric: acc_pct, direction: improves, margin: 1}",
-     "which the experiment does not run"),
-    ("{name: x, treatment: digits/pesf, control: digits/kd, metric: acc_pct, direction: improves, margin: 0}",
-     "margin must be a positive number"),
-    ("{name: x, treatment: digits/pesf, control: digits/kd, metric: nll, direction: improves, margin: 1}",
-     "does not measure"),
-])
+@pytest.mark.parametrize(
+    "claim, message",
+    [
+        (
+            "{name: x, treatment: digits/pesf, control: digits/nope, metric: acc_pct, direction: improves, margin: 1}",
+            "which the experiment does not run",
+        ),
+        (
+            "{name: x, treatment: digits/pesf, control: digits/kd, metric: acc_pct, direction: improves, margin: 0}",
+            "margin must be a positive number",
+        ),
+        (
+            "{name: x, treatment: digits/pesf, control: digits/kd, metric: nll, direction: improves, margin: 1}",
+            "does not measure",
+        ),
+    ],
+)
 def test_a_bad_claim_fails_in_one_line_before_any_training(tmp_path, capsys, claim, message):
     from alignlab.cli import main
 

@@ -33,9 +33,16 @@ def _one_torch_thread():
 
 
 def small_cfg(method: str = "pesf", **kw) -> KDConfig:
-    base = dict(method=method, data=DataConfig(name="digits", max_train=160),
-                teacher=TeacherConfig(width=8, epochs=2, lr=1e-2), student_width=4, epochs=2, batch_size=32,
-                lr=1e-2, adapter_bottleneck=4)
+    base = dict(
+        method=method,
+        data=DataConfig(name="digits", max_train=160),
+        teacher=TeacherConfig(width=8, epochs=2, lr=1e-2),
+        student_width=4,
+        epochs=2,
+        batch_size=32,
+        lr=1e-2,
+        adapter_bottleneck=4,
+    )
     base.update(kw)
     return KDConfig(**base)
 
@@ -71,7 +78,9 @@ def test_pesf_trains_only_adapter_and_student_and_leaves_the_teacher_bit_identic
     # The adapter actually moved away from its zero initialisation (it was trained).
     saved = json.loads((tmp_path / "pesf" / "results.json").read_text())
     assert saved["teacher_unchanged"] is True
-    assert saved["metrics"]["test_adapted_entropy"] != pytest.approx(saved["metrics"]["test_teacher_entropy"], abs=1e-6)
+    assert saved["metrics"]["test_adapted_entropy"] != pytest.approx(
+        saved["metrics"]["test_teacher_entropy"], abs=1e-6
+    )
 
 
 def test_released_cv_code_mode_gives_exactly_the_vanilla_kd_student(digits, teacher, tmp_path):
@@ -86,7 +95,9 @@ def test_released_cv_code_mode_gives_exactly_the_vanilla_kd_student(digits, teac
     # Whereas PESF proper (adapter feeding the student) gives a different student.
     pesf_model = build_kd_model(small_cfg("pesf"), digits, teacher)
     run_kd(small_cfg("pesf"), digits, tmp_path / "pesf", model=pesf_model)
-    assert not all(torch.equal(v, pesf_model.student.state_dict()[k]) for k, v in kd_model.student.state_dict().items())
+    assert not all(
+        torch.equal(v, pesf_model.student.state_dict()[k]) for k, v in kd_model.student.state_dict().items()
+    )
 
 
 def test_typo_variant_trains_the_whole_teacher_and_costs_teacher_backward_passes(digits, teacher, tmp_path):
@@ -126,8 +137,11 @@ def test_frozen_teacher_check_catches_batch_norm_drift(digits, teacher, tmp_path
 
 def test_diagnostics_are_logged_every_epoch_and_plotted(digits, teacher, tmp_path):
     run_kd(small_cfg("kd_learned_t", epochs=3), digits, tmp_path / "lt", teacher)
-    dev = [json.loads(line)["dev"] for line in (tmp_path / "lt" / "log.jsonl").read_text().splitlines()
-           if '"dev"' in line]
+    dev = [
+        json.loads(line)["dev"]
+        for line in (tmp_path / "lt" / "log.jsonl").read_text().splitlines()
+        if '"dev"' in line
+    ]
     assert len(dev) == 3
     for d in dev:
         for role in ("teacher", "adapted", "student"):

@@ -42,23 +42,44 @@ SIZE = 32
 # GroupNorm towers: the equivalence "one DDP step = one process with the global batch" holds exactly only
 # for normalisation that does not depend on the batch. With the default BatchNorm each rank normalises with
 # its own batch's statistics (as DDP does everywhere; SyncBatchNorm needs GPUs), which is a different step.
-DUAL = {"image_size": SIZE, "width": 32, "embed_dim": 32, "image_channels": [8, 16, 32], "text_layers": 1,
-        "heads": 2, "image_norm": "group"}
-CROSS = {"image_size": SIZE, "width": 32, "image_channels": [8, 16, 32], "text_layers": 1, "fusion_layers": 1,
-         "heads": 2, "max_text_len": 16, "image_norm": "group"}
+DUAL = {
+    "image_size": SIZE,
+    "width": 32,
+    "embed_dim": 32,
+    "image_channels": [8, 16, 32],
+    "text_layers": 1,
+    "heads": 2,
+    "image_norm": "group",
+}
+CROSS = {
+    "image_size": SIZE,
+    "width": 32,
+    "image_channels": [8, 16, 32],
+    "text_layers": 1,
+    "fusion_layers": 1,
+    "heads": 2,
+    "max_text_len": 16,
+    "image_norm": "group",
+}
 # (name, loss, local_loss, global batch): per-rank batches 4+4 (even) and 4+3 (uneven: padding in the gather).
-GRAD_CASES = [("infonce_local", "infonce", True, 8), ("infonce_full", "infonce", False, 8),
-              ("infonce_uneven", "infonce", True, 7), ("vse_max_local", "vse-max", True, 8),
-              ("vse_sum_full", "vse-sum", False, 7)]
+GRAD_CASES = [
+    ("infonce_local", "infonce", True, 8),
+    ("infonce_full", "infonce", False, 8),
+    ("infonce_uneven", "infonce", True, 7),
+    ("vse_max_local", "vse-max", True, 8),
+    ("vse_sum_full", "vse-sum", False, 7),
+]
 PER_RANK_BATCH = 4  # fit runs: 2 ranks x 4 (DDP) against 1 process x 8, both with 2 accumulation steps
 
 
 @lru_cache(maxsize=1)
 def data() -> dict[str, ImageTextPairs]:
     world = ShapesWorld(ShapesConfig(image_size=SIZE))
-    return {"train": from_shapes(world.generate(40, 0, "train"), name="shapes-train"),
-            "val": from_shapes(world.generate(13, 0, "val"), name="shapes-val"),  # odd: padded eval shards
-            "test": from_shapes(world.generate(11, 0, "test"), name="shapes-test")}
+    return {
+        "train": from_shapes(world.generate(40, 0, "train"), name="shapes-train"),
+        "val": from_shapes(world.generate(13, 0, "val"), name="shapes-val"),  # odd: padded eval shards
+        "test": from_shapes(world.generate(11, 0, "test"), name="shapes-test"),
+    }
 
 
 def tokenizer() -> WordTokenizer:
@@ -76,20 +97,35 @@ def cross(seed: int = 0) -> nn.Module:
 
 
 def grad_task(model: nn.Module, loss: str, local_loss: bool, batch: int, gather: bool) -> DualContrastiveTask:
-    return DualContrastiveTask(model, data()["train"], build_loss(loss, 0.2, gather=gather, local_loss=local_loss),
-                               batch, seed=3)
+    return DualContrastiveTask(
+        model, data()["train"], build_loss(loss, 0.2, gather=gather, local_loss=local_loss), batch, seed=3
+    )
 
 
 def grads(model: nn.Module) -> dict[str, torch.Tensor]:
     return {k: p.grad.detach().clone() for k, p in model.named_parameters() if p.grad is not None}
 
 
-def run_config(*, batch: int, epochs: int = 2, dropout: float = 0.0,
-               checkpoint_every: int = 0) -> RetrievalRunConfig:
-    train = TrainConfig(epochs=epochs, batch_size=batch, lr=3e-3, warmup_steps=0, grad_accum=2, log_every=1,
-                        select_metric="rsum", checkpoint_every=checkpoint_every)
-    return RetrievalRunConfig(model="tiny-dual", model_config={**DUAL, "dropout": dropout},
-                              data=DataConfig(image_size=SIZE), train=train, seed=1)
+def run_config(
+    *, batch: int, epochs: int = 2, dropout: float = 0.0, checkpoint_every: int = 0
+) -> RetrievalRunConfig:
+    train = TrainConfig(
+        epochs=epochs,
+        batch_size=batch,
+        lr=3e-3,
+        warmup_steps=0,
+        grad_accum=2,
+        log_every=1,
+        select_metric="rsum",
+        checkpoint_every=checkpoint_every,
+    )
+    return RetrievalRunConfig(
+        model="tiny-dual",
+        model_config={**DUAL, "dropout": dropout},
+        data=DataConfig(image_size=SIZE),
+        train=train,
+        seed=1,
+    )
 
 
 # --- a toy regression task for the generic path (shard_batch) and CommonIT (SamplerBatches) ---------
@@ -113,7 +149,7 @@ class RegressionTask:
 
     def batch(self, epoch: int, index: int):
         perm = np.random.default_rng(derive_seed("reg", epoch)).permutation(len(self.x))
-        idx = torch.from_numpy(perm[index * self.bs:(index + 1) * self.bs])
+        idx = torch.from_numpy(perm[index * self.bs : (index + 1) * self.bs])
         return self.x[idx], self.y[idx]
 
     def loss(self, model, batch):
@@ -165,10 +201,17 @@ class CommonITTask(ddp_.SamplerBatches):
 # the ranks get 5 + 4 (uneven shards: padding in the gathers, W/N scaling).
 DCD_PER_RANK = 5
 # (case, DCD arm, student): the arms of the experiment, the two in-batch baselines, a shallow cross student.
-DCD_CASES = [("dcd", "dcd", "dual"), ("static-kd", "static-kd", "dual"), ("no-kd", "no-kd", "dual"),
-             ("dcd-released", "dcd-released", "dual"), ("dcd-shuffled", "dcd-shuffled", "dual"),
-             ("hard-negatives", "hard-negatives", "dual"), ("relation-kd", "relation-kd", "dual"),
-             ("feature-mse", "feature-mse", "dual"), ("dcd-shallow-cross", "dcd", "shallow-cross")]
+DCD_CASES = [
+    ("dcd", "dcd", "dual"),
+    ("static-kd", "static-kd", "dual"),
+    ("no-kd", "no-kd", "dual"),
+    ("dcd-released", "dcd-released", "dual"),
+    ("dcd-shuffled", "dcd-shuffled", "dual"),
+    ("hard-negatives", "hard-negatives", "dual"),
+    ("relation-kd", "relation-kd", "dual"),
+    ("feature-mse", "feature-mse", "dual"),
+    ("dcd-shallow-cross", "dcd", "shallow-cross"),
+]
 
 
 @lru_cache(maxsize=1)
@@ -200,8 +243,15 @@ def dcd_task(case: str, per_process_batch: int):
     from alignlab.distill.dcd.train import ARMS, DCDRunConfig, DCDTask
 
     _, arm, student_kind = next(c for c in DCD_CASES if c[0] == case)
-    cfg = DCDRunConfig(student=student_kind, student_config={k: v for k, v in DUAL.items() if k != "image_size"},
-                       pool_size=8, keep=3, seed=2, train=TrainConfig(batch_size=per_process_batch), **ARMS[arm])
+    cfg = DCDRunConfig(
+        student=student_kind,
+        student_config={k: v for k, v in DUAL.items() if k != "image_size"},
+        pool_size=8,
+        keep=3,
+        seed=2,
+        train=TrainConfig(batch_size=per_process_batch),
+        **ARMS[arm],
+    )
     teacher, ts = dcd_teacher()
     set_seed(5)
     if student_kind == "dual":
@@ -224,13 +274,26 @@ def dcd_step(rank: int, world: int, out_dir: Path) -> None:
         value = ddp_.all_reduce_mean({k: float(v.detach()) for k, v in terms.items()})
         g = grads(student)
         g.update({f"task.{i}": p.grad.detach().clone() for i, p in enumerate(extra)})
-        mined = ddp_.all_gather_object({"images": b.images.tolist(), "candidates": b.candidates.tolist(),
-                                        "teacher": None if b.teacher is None else b.teacher.tolist(),
-                                        "shard": [b.shard.lo, b.shard.hi, b.shard.n]})
+        mined = ddp_.all_gather_object(
+            {
+                "images": b.images.tolist(),
+                "candidates": b.candidates.tolist(),
+                "teacher": None if b.teacher is None else b.teacher.tolist(),
+                "shard": [b.shard.lo, b.shard.hi, b.shard.n],
+            }
+        )
         same = ddp_.all_gather_object({k: v.sum().item() for k, v in g.items()})
         if rank == 0:
-            torch.save({"loss": value, "grads": g, "mined": mined, "ranks_agree": same[0] == same[1],
-                        "diagnostics": task.loss_fn.last}, out_dir / f"dcd_{case}.pt")
+            torch.save(
+                {
+                    "loss": value,
+                    "grads": g,
+                    "mined": mined,
+                    "ranks_agree": same[0] == same[1],
+                    "diagnostics": task.loss_fn.last,
+                },
+                out_dir / f"dcd_{case}.pt",
+            )
 
 
 # --- the worker --------------------------------------------------------------------------------------
@@ -254,8 +317,15 @@ def worker(rank: int, world: int, out: str) -> None:
         g = grads(model)
         same = ddp_.all_gather_object({k: v.sum().item() for k, v in g.items()})
         if main:
-            torch.save({"loss": value, "grads": g, "ranks_agree": same[0] == same[1],
-                        "local_size": len(task.local_batch(0, 0, rank, world)[1])}, out_dir / f"grad_{name}.pt")
+            torch.save(
+                {
+                    "loss": value,
+                    "grads": g,
+                    "ranks_agree": same[0] == same[1],
+                    "local_size": len(task.local_batch(0, 0, rank, world)[1]),
+                },
+                out_dir / f"grad_{name}.pt",
+            )
     model = cross()
     task = CrossMatchTask(model, data()["train"], 6, seed=3, gather=True)
     wrapped = ddp_.DDPModel(model)  # held until after backward: DDP's gradient hooks live with it
@@ -273,15 +343,26 @@ def worker(rank: int, world: int, out: str) -> None:
     rep2 = evaluate_model(model, data()["val"], distributed=True)
     crep = evaluate_cross(cross(seed=4), data()["val"], distributed=True)
     if main:
-        (out_dir / "eval.json").write_text(json.dumps(to_jsonable(
-            {"dual": rep.metrics, "dual_ranks": [rep.i2t_ranks, rep.t2i_ranks], "model": rep2.metrics,
-             "cross": crep.metrics, "cross_ranks": [crep.i2t_ranks, crep.t2i_ranks]})))
+        (out_dir / "eval.json").write_text(
+            json.dumps(
+                to_jsonable(
+                    {
+                        "dual": rep.metrics,
+                        "dual_ranks": [rep.i2t_ranks, rep.t2i_ranks],
+                        "model": rep2.metrics,
+                        "cross": crep.metrics,
+                        "cross_ranks": [crep.i2t_ranks, crep.t2i_ranks],
+                    }
+                )
+            )
+        )
 
     # (b) a short training run: 2 ranks x batch 4 x 2 accumulation steps (global 16 per step).
     result = run_retrieval(run_config(batch=PER_RANK_BATCH), out_dir / "run_ddp", data=data())
     if main:
-        (out_dir / "run_ddp.json").write_text(json.dumps({"metrics": result["metrics"],
-                                                          "dev_curve": result["dev_curve"]}))
+        (out_dir / "run_ddp.json").write_text(
+            json.dumps({"metrics": result["metrics"], "dev_curve": result["dev_curve"]})
+        )
 
     # Resume: stop every rank at step 3 (checkpoints every 2 steps), resume; compare with one run.
     # Dropout makes every rank's generator matter, so a wrong per-rank RNG restore would show.
@@ -296,9 +377,16 @@ def worker(rank: int, world: int, out: str) -> None:
         run_retrieval(cfg, out_dir / "resume_cut", data=data(), callbacks=[stop])
     resumed = run_retrieval(cfg, out_dir / "resume_cut", data=data())
     if main:
-        (out_dir / "resume.json").write_text(json.dumps({
-            "full": full["dev_curve"], "resumed": resumed["dev_curve"],
-            "full_metrics": full["metrics"], "resumed_metrics": resumed["metrics"]}))
+        (out_dir / "resume.json").write_text(
+            json.dumps(
+                {
+                    "full": full["dev_curve"],
+                    "resumed": resumed["dev_curve"],
+                    "full_metrics": full["metrics"],
+                    "resumed_metrics": resumed["metrics"],
+                }
+            )
+        )
     # Ranks draw different random numbers after the rank-offset seeding.
     draws = ddp_.all_gather_object(torch.rand(3).tolist())
     if main:
@@ -306,8 +394,12 @@ def worker(rank: int, world: int, out: str) -> None:
 
     # The generic path: a task without local_batch, sharded by the loop (shard_batch); 2 x 6 vs 1 x 12.
     model = regression_model()
-    fit(model, RegressionTask(12), TrainConfig(epochs=2, lr=0.05, optimizer="sgd", log_every=1, grad_clip=0),
-        out_dir / "reg_ddp")
+    fit(
+        model,
+        RegressionTask(12),
+        TrainConfig(epochs=2, lr=0.05, optimizer="sgd", log_every=1, grad_clip=0),
+        out_dir / "reg_ddp",
+    )
     if main:
         torch.save(model.state_dict(), out_dir / "reg_ddp.pt")
 
@@ -323,16 +415,24 @@ def worker(rank: int, world: int, out: str) -> None:
     # (c) CommonIT: the sampler's own rank sharding; every optimizer step one group across both ranks.
     from alignlab.commonit import CommonITBatchSampler
 
-    sampler = CommonITBatchSampler(COMMONIT_GROUPS, COMMONIT_B, world_size=world, rank=rank,
-                                   grad_accum_steps=COMMONIT_A, seed=2, warn=False)
+    sampler = CommonITBatchSampler(
+        COMMONIT_GROUPS,
+        COMMONIT_B,
+        world_size=world,
+        rank=rank,
+        grad_accum_steps=COMMONIT_A,
+        seed=2,
+        warn=False,
+    )
     task = CommonITTask(sampler)
     model = regression_model()
     fit(model, task, TrainConfig(epochs=2, lr=0.01, grad_accum=COMMONIT_A, log_every=1), out_dir / "commonit")
     seen = ddp_.all_gather_object(task.seen)
     weights = ddp_.all_gather_object([p.detach().sum().item() for p in model.parameters()])
     if main:
-        (out_dir / "commonit.json").write_text(json.dumps({"seen": seen, "weights": weights,
-                                                           "len": len(sampler)}))
+        (out_dir / "commonit.json").write_text(
+            json.dumps({"seen": seen, "weights": weights, "len": len(sampler)})
+        )
 
 
 def config_dict(cfg: RetrievalRunConfig) -> dict[str, Any]:

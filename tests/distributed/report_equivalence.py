@@ -45,17 +45,21 @@ def main() -> None:
         task = sc.grad_task(model, loss, local_loss, batch, gather=False)
         terms = task.loss(model, task.batch(0, 0))
         sum(terms.values()).backward()
-        (key, value), = terms.items()
-        print(f"| {name} | {(batch + 1) // 2}+{batch // 2} | {got['loss'][key]:.7f} | {float(value.detach()):.7f} "
-              f"| {rel_err(got['grads'], sc.grads(model)):.1e} |")
+        ((key, value),) = terms.items()
+        print(
+            f"| {name} | {(batch + 1) // 2}+{batch // 2} | {got['loss'][key]:.7f} | {float(value.detach()):.7f} "
+            f"| {rel_err(got['grads'], sc.grads(model)):.1e} |"
+        )
     got = torch.load(out / "grad_cross.pt", weights_only=True)
     model = sc.cross()
     task = CrossMatchTask(model, sc.data()["train"], 6, seed=3)
     terms = task.loss(model, task.batch(0, 0))
     sum(terms.values()).backward()
     one = float(terms["match_loss"].detach())
-    print(f"| cross-encoder grid | 3+3 | {got['loss']['match_loss']:.7f} | {one:.7f} "
-          f"| {rel_err(got['grads'], sc.grads(model)):.1e} |")
+    print(
+        f"| cross-encoder grid | 3+3 | {got['loss']['match_loss']:.7f} | {one:.7f} "
+        f"| {rel_err(got['grads'], sc.grads(model)):.1e} |"
+    )
 
     # DCD: one step per arm, per-rank batch 5 (the global batch packs 9 images: 5 + 4).
     print("\n| DCD case | loss terms, 2 processes | loss terms, 1 process | relative gradient difference |")
@@ -78,8 +82,10 @@ def main() -> None:
     for label, r in (("2 processes x batch 4 x accum 2", ddp), ("1 process x batch 8 x accum 2", one)):
         m = r["metrics"]
         curve = [e["rsum"] for e in r["dev_curve"]]
-        print(f"| {label} | {curve[0]:.4f} | {curve[1]:.4f} | {m['rsum']:.4f} | {m['i2t_R@1']:.4f} | "
-              f"{m['t2i_R@1']:.4f} |")
+        print(
+            f"| {label} | {curve[0]:.4f} | {curve[1]:.4f} | {m['rsum']:.4f} | {m['i2t_R@1']:.4f} | "
+            f"{m['t2i_R@1']:.4f} |"
+        )
 
 
 if __name__ == "__main__":

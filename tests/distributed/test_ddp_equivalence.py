@@ -27,12 +27,15 @@ def _close(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor], rtol: float =
     total = torch.sqrt(sum(v.double().pow(2).sum() for v in b.values()))
     for k in a:
         err = (a[k].double() - b[k].double()).norm()
-        assert err <= rtol * b[k].double().norm() + 1e-6 * total, f"{k}: |diff| {err:.3g}, |ref| {b[k].norm():.3g}"
+        assert err <= rtol * b[k].double().norm() + 1e-6 * total, (
+            f"{k}: |diff| {err:.3g}, |ref| {b[k].norm():.3g}"
+        )
 
 
 @pytest.mark.parametrize("name,loss,local_loss,batch", sc.GRAD_CASES, ids=[c[0] for c in sc.GRAD_CASES])
-def test_one_ddp_step_with_gathered_negatives_equals_one_process_with_the_global_batch(ddp_run, name, loss,
-                                                                                      local_loss, batch):
+def test_one_ddp_step_with_gathered_negatives_equals_one_process_with_the_global_batch(
+    ddp_run, name, loss, local_loss, batch
+):
     got = torch.load(ddp_run / f"grad_{name}.pt", weights_only=True)
     model = sc.dual()
     task = sc.grad_task(model, loss, local_loss, batch, gather=False)
@@ -78,7 +81,9 @@ def test_distributed_evaluation_equals_single_process_evaluation(ddp_run):
     assert got["cross_ranks"] == to_jsonable([crep.i2t_ranks, crep.t2i_ranks])
 
 
-def test_two_process_training_reaches_the_metrics_of_one_process_with_the_same_global_batch(ddp_run, tmp_path):
+def test_two_process_training_reaches_the_metrics_of_one_process_with_the_same_global_batch(
+    ddp_run, tmp_path
+):
     got = json.loads((ddp_run / "run_ddp.json").read_text())
     ref = run_retrieval(sc.run_config(batch=2 * sc.PER_RANK_BATCH), tmp_path / "run", data=sc.data())
     assert [e["epoch"] for e in got["dev_curve"]] == [1, 2]
@@ -110,8 +115,12 @@ def test_ranks_are_seeded_with_an_offset_after_model_initialisation(ddp_run):
 def test_the_loop_shards_global_batches_of_a_task_without_local_batch(ddp_run, tmp_path):
     got = torch.load(ddp_run / "reg_ddp.pt", weights_only=True)
     model = sc.regression_model()
-    fit(model, sc.RegressionTask(12), TrainConfig(epochs=2, lr=0.05, optimizer="sgd", log_every=1, grad_clip=0),
-        tmp_path / "reg")
+    fit(
+        model,
+        sc.RegressionTask(12),
+        TrainConfig(epochs=2, lr=0.05, optimizer="sgd", log_every=1, grad_clip=0),
+        tmp_path / "reg",
+    )
     _close(got, dict(model.state_dict()), rtol=1e-5)
 
 
@@ -137,7 +146,9 @@ def test_commonit_steps_are_one_group_across_both_ranks_and_rank_shards_are_disj
         assert not shards[0] & shards[1]
         assert shards[0] | shards[1] == set(range(len(groups)))
         # The ranks trained exactly the sampler's plan: slot r*A + a of each step is rank r's a-th micro-batch.
-        ref = CommonITBatchSampler(groups, sc.COMMONIT_B, world_size=2, grad_accum_steps=A, seed=2, warn=False)
+        ref = CommonITBatchSampler(
+            groups, sc.COMMONIT_B, world_size=2, grad_accum_steps=A, seed=2, warn=False
+        )
         for s, (_, batches) in enumerate(ref.steps(epoch)):
             for r in range(2):
-                assert [idx for i, idx in per_rank[r] if i // A == s] == batches[r * A:(r + 1) * A]
+                assert [idx for i, idx in per_rank[r] if i // A == s] == batches[r * A : (r + 1) * A]

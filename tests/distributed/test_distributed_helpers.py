@@ -71,8 +71,14 @@ def test_init_from_env_does_nothing_without_a_launcher(monkeypatch):
         ddp_.init_from_env("cpu")
 
 
-@pytest.mark.parametrize("make", [lambda g: InfoNCELoss(gather=g), lambda g: VSEMaxLoss(gather=g),
-                                  lambda g: build_loss("vse-sum", 0.2, gather=g, local_loss=False)])
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda g: InfoNCELoss(gather=g),
+        lambda g: VSEMaxLoss(gather=g),
+        lambda g: build_loss("vse-sum", 0.2, gather=g, local_loss=False),
+    ],
+)
 def test_gathering_losses_equal_the_plain_ones_in_one_process(make):
     img, txt = F.normalize(torch.randn(6, 8), dim=-1), F.normalize(torch.randn(6, 8), dim=-1)
     w = torch.rand(6)

@@ -9,7 +9,16 @@ import sys
 
 import pytest
 
-DATA = ["--set", "data.train=48", "--set", "data.val=12", "--set", "data.test=12", "--set", "data.image_size=32"]
+DATA = [
+    "--set",
+    "data.train=48",
+    "--set",
+    "data.val=12",
+    "--set",
+    "data.test=12",
+    "--set",
+    "data.image_size=32",
+]
 
 
 def _run(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess:
@@ -20,15 +29,65 @@ def _run(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess:
 def test_torchrun_dcd_student_matches_one_process_with_the_global_batch(tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": "", "ALIGNLAB_QUIET": "1"}
     alignlab = [sys.executable, "-m", "alignlab"]
-    teacher = _run([*alignlab, "distill", "dcd", "teacher", "--out", str(tmp_path / "teacher"), *DATA,
-                    "--set", "train.epochs=1", "--set", "model_config.width=16",
-                    "--set", "model_config.image_channels=[8, 16]", "--set", "dev_images=6"], env)
+    teacher = _run(
+        [
+            *alignlab,
+            "distill",
+            "dcd",
+            "teacher",
+            "--out",
+            str(tmp_path / "teacher"),
+            *DATA,
+            "--set",
+            "train.epochs=1",
+            "--set",
+            "model_config.width=16",
+            "--set",
+            "model_config.image_channels=[8, 16]",
+            "--set",
+            "dev_images=6",
+        ],
+        env,
+    )
     assert teacher.returncode == 0, teacher.stderr[-3000:]
-    student = ["distill", "dcd", "train", "--teacher", f"ckpt:{tmp_path / 'teacher'}", "--arm", "dcd", *DATA,
-               "--set", "train.epochs=2", "--set", "pool_size=6", "--set", "keep=3", "--set", "threads=1",
-               "--set", "student_config.image_size=32"]
-    ddp = _run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-                "-m", "alignlab", *student, "--set", "train.batch_size=6", "--out", str(tmp_path / "ddp")], env)
+    student = [
+        "distill",
+        "dcd",
+        "train",
+        "--teacher",
+        f"ckpt:{tmp_path / 'teacher'}",
+        "--arm",
+        "dcd",
+        *DATA,
+        "--set",
+        "train.epochs=2",
+        "--set",
+        "pool_size=6",
+        "--set",
+        "keep=3",
+        "--set",
+        "threads=1",
+        "--set",
+        "student_config.image_size=32",
+    ]
+    ddp = _run(
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            "--nproc_per_node",
+            "2",
+            "-m",
+            "alignlab",
+            *student,
+            "--set",
+            "train.batch_size=6",
+            "--out",
+            str(tmp_path / "ddp"),
+        ],
+        env,
+    )
     assert ddp.returncode == 0, ddp.stderr[-3000:]
     assert ddp.stdout.count("results:") == 1  # rank 0 alone prints the summary
     one = _run([*alignlab, *student, "--set", "train.batch_size=12", "--out", str(tmp_path / "one")], env)

@@ -16,8 +16,14 @@ def shapes_data():
     train_pairs = pairs_from_shapes(train)
     test_pairs = pairs_from_shapes(test, image_offset=len(train))
     src, tgt = build_tokenizers(train_pairs + test_pairs)
-    return {"train": train, "test": test, "train_pairs": train_pairs, "test_pairs": test_pairs, "src": src,
-            "tgt": tgt}
+    return {
+        "train": train,
+        "test": test,
+        "train_pairs": train_pairs,
+        "test_pairs": test_pairs,
+        "src": src,
+        "tgt": tgt,
+    }
 
 
 @pytest.fixture(scope="session")
@@ -26,5 +32,7 @@ def tiny_encoder():
     from alignlab.mmt.model import default_image_config
     from alignlab.mmt.train import VisualPretrainConfig, pretrain_visual_encoder
 
-    return pretrain_visual_encoder(VisualPretrainConfig(images=64, val_images=16, epochs=1, batch_size=32,
-                                                        image=default_image_config()), seed=0)
+    return pretrain_visual_encoder(
+        VisualPretrainConfig(images=64, val_images=16, epochs=1, batch_size=32, image=default_image_config()),
+        seed=0,
+    )

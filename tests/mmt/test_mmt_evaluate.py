@@ -23,8 +23,11 @@ from alignlab.mmt.train import MMTPair
 
 
 def test_sense_accuracy_counts_intended_other_and_missing_words():
-    pair = MMTPair("a bat left of a bat", "一只蝙蝠在一根球棒的左边", senses=(("bat", "bat.n.01", "蝙蝠"),
-                                                                      ("bat", "bat.n.05", "球棒")))
+    pair = MMTPair(
+        "a bat left of a bat",
+        "一只蝙蝠在一根球棒的左边",
+        senses=(("bat", "bat.n.01", "蝙蝠"), ("bat", "bat.n.05", "球棒")),
+    )
     assert sense_correct("一只蝙蝠在一根球棒的左边", pair) == (2, 0, 2)
     assert sense_correct("一只蝙蝠在一只蝙蝠的左边", pair) == (1, 1, 2)  # the club came out as the animal
     one = MMTPair("a bat", "有一只蝙蝠", senses=(("bat", "bat.n.01", "蝙蝠"),))
@@ -47,8 +50,12 @@ def test_flipped_scene_and_caption_swap_senses_and_chinese_words():
     form = Relation(NP("bat", "red", sense="bat.n.01"), "above", NP("circle", "blue"))
     assert "蝙蝠" in chinese(form) and "球棒" in chinese(flip_form(form))
     assert other_sense(other_sense("kite.n.04")) == "kite.n.04"
-    mixed = Scene((Obj("bat", "red", "small", 0, 0, sense="bat.n.01"), Obj("bat", "red", "small", 0, 1,
-                                                                          sense="bat.n.05")))
+    mixed = Scene(
+        (
+            Obj("bat", "red", "small", 0, 0, sense="bat.n.01"),
+            Obj("bat", "red", "small", 0, 1, sense="bat.n.05"),
+        )
+    )
     assert flip_scene(mixed) is None  # "a bat" would not say which one
     assert flip_form(Exists(NP("circle"))) == Exists(NP("circle"))
 
@@ -61,8 +68,11 @@ def test_contrastive_items_pair_true_and_flipped_images(shapes_data):
 
 def test_text_only_model_scores_exactly_half_and_has_no_image_gap(shapes_data):
     torch.manual_seed(0)
-    m = MMTModel(MMTConfig(width=32, heads=2, encoder_layers=1, decoder_layers=1, max_tgt_len=24), shapes_data["src"],
-                 shapes_data["tgt"]).eval()
+    m = MMTModel(
+        MMTConfig(width=32, heads=2, encoder_layers=1, decoder_layers=1, max_tgt_len=24),
+        shapes_data["src"],
+        shapes_data["tgt"],
+    ).eval()
     items = contrastive_items(shapes_data["test"], max_items=20)
     assert contrastive_score(m, None, items)["contrastive_acc"] == 0.5
     res = evaluate_model(m, shapes_data["test_pairs"][:20], contrastive=items)
@@ -75,11 +85,28 @@ def test_image_model_gap_uses_shuffled_images(shapes_data, tiny_encoder):
     enc, _ = tiny_encoder
     visual = enc.features(shapes_images(shapes_data["train"] + shapes_data["test"]))
     torch.manual_seed(0)
-    m = MMTModel(MMTConfig(width=32, heads=2, encoder_layers=1, decoder_layers=1, fusion="prefix", max_tgt_len=24,
-                           visual_dim=enc.width, visual_tokens=enc.n_tokens), shapes_data["src"],
-                 shapes_data["tgt"]).eval()
-    res = evaluate_model(m, shapes_data["test_pairs"], visual, encoder=enc, keep_per_item=True,
-                         contrastive=contrastive_items(shapes_data["test"], 10))
+    m = MMTModel(
+        MMTConfig(
+            width=32,
+            heads=2,
+            encoder_layers=1,
+            decoder_layers=1,
+            fusion="prefix",
+            max_tgt_len=24,
+            visual_dim=enc.width,
+            visual_tokens=enc.n_tokens,
+        ),
+        shapes_data["src"],
+        shapes_data["tgt"],
+    ).eval()
+    res = evaluate_model(
+        m,
+        shapes_data["test_pairs"],
+        visual,
+        encoder=enc,
+        keep_per_item=True,
+        contrastive=contrastive_items(shapes_data["test"], 10),
+    )
     assert res["sense_gap"] == pytest.approx(res["sense_acc"] - res["sense_acc_incongruent"])
     assert 0.0 <= res["contrastive_acc"] <= 1.0 and 0.0 <= res["sense_gap_p"] <= 1.0
     per = res["per_item"]

@@ -31,8 +31,20 @@ def test_word_tokenizer_makes_a_sense_word_one_unit_and_saves_its_unit(tmp_path)
 
 def _model(shapes_data, fusion, **kw):
     torch.manual_seed(0)
-    m = MMTModel(MMTConfig(width=32, heads=2, encoder_layers=1, decoder_layers=2, fusion=fusion, visual_dim=16,
-                           dropout=0.0, **kw), shapes_data["src"], shapes_data["tgt"])
+    m = MMTModel(
+        MMTConfig(
+            width=32,
+            heads=2,
+            encoder_layers=1,
+            decoder_layers=2,
+            fusion=fusion,
+            visual_dim=16,
+            dropout=0.0,
+            **kw,
+        ),
+        shapes_data["src"],
+        shapes_data["tgt"],
+    )
     with torch.no_grad():  # large random weights: decoding produces varied, non-trivial ids
         for p in m.parameters():
             p.normal_(0, 0.5)
@@ -51,7 +63,7 @@ def test_cached_decoding_steps_equal_teacher_forcing(shapes_data, fusion):
     kvs, mem_mask = m._memory_kv(memory, pad)
     caches = [{} for _ in m.decoder]
     for t in range(y.shape[1]):  # one position at a time, with cached keys/values
-        h = m.tgt_embed(y[:, t:t + 1]) + m.tgt_pos[:, t:t + 1]
+        h = m.tgt_embed(y[:, t : t + 1]) + m.tgt_pos[:, t : t + 1]
         for layer, kv, cache in zip(m.decoder, kvs, caches):
             h = layer(h, kv, mem_mask, cache)
         assert torch.allclose(m.out(m.dec_norm(h))[:, 0], full[:, t], atol=1e-4), t

@@ -70,10 +70,15 @@ def test_run_folder_round_trip_gives_identical_translations(shapes_data, tiny_en
     enc, metrics = tiny_encoder
     visual = enc.features(shapes_images(shapes_data["train"] + shapes_data["test"]))
     torch.manual_seed(0)
-    m = MMTModel(MMTConfig(**TINY, fusion="gated", visual_dim=enc.width, visual_tokens=enc.n_tokens),
-                 shapes_data["src"], shapes_data["tgt"])
+    m = MMTModel(
+        MMTConfig(**TINY, fusion="gated", visual_dim=enc.width, visual_tokens=enc.n_tokens),
+        shapes_data["src"],
+        shapes_data["tgt"],
+    )
     train_model(m, shapes_data["train_pairs"][:64], TrainConfig(epochs=1, batch_size=32), visual=visual)
-    save_run(tmp_path / "run", m, train_cfg=FAST, data={"kind": "test"}, visual_encoder=enc, visual_metrics=metrics)
+    save_run(
+        tmp_path / "run", m, train_cfg=FAST, data={"kind": "test"}, visual_encoder=enc, visual_metrics=metrics
+    )
     m2, enc2, conf = load_run(tmp_path / "run")
     assert conf["model"]["fusion"] == "gated" and enc2 is not None
     test = shapes_data["test"]
@@ -99,8 +104,12 @@ def test_bad_runs_and_missing_images_are_clear_errors(shapes_data, tmp_path):
 def test_cell_labels_name_shapes_and_senses():
     scene = Scene((Obj("circle", "red", "small", 0, 0), Obj("bat", "blue", "large", 2, 2, sense="bat.n.05")))
     labels = cell_labels(scene)
-    assert len(labels) == 9 and labels[0] == CELL_CLASSES.index("circle") and labels[8] == CELL_CLASSES.index(
-        "bat.n.05") and labels[1:8] == [0] * 7
+    assert (
+        len(labels) == 9
+        and labels[0] == CELL_CLASSES.index("circle")
+        and labels[8] == CELL_CLASSES.index("bat.n.05")
+        and labels[1:8] == [0] * 7
+    )
     assert len(CELL_CLASSES) == 16
 
 

@@ -8,10 +8,35 @@ import shutil
 
 from alignlab.cli import main
 
-TINY = ["--fusion", "gated", "--shapes-train", "6", "--shapes-val", "2", "--epochs", "1", "--quiet",
-        "--set", "model.width=16", "--set", "model.heads=2", "--set", "model.encoder_layers=1",
-        "--set", "model.decoder_layers=1", "--set", "model.max_tgt_len=40", "--set", "train.batch_size=16",
-        "--set", "visual.images=32", "--set", "visual.epochs=1", "--set", "visual.val_images=8"]
+TINY = [
+    "--fusion",
+    "gated",
+    "--shapes-train",
+    "6",
+    "--shapes-val",
+    "2",
+    "--epochs",
+    "1",
+    "--quiet",
+    "--set",
+    "model.width=16",
+    "--set",
+    "model.heads=2",
+    "--set",
+    "model.encoder_layers=1",
+    "--set",
+    "model.decoder_layers=1",
+    "--set",
+    "model.max_tgt_len=40",
+    "--set",
+    "train.batch_size=16",
+    "--set",
+    "visual.images=32",
+    "--set",
+    "visual.epochs=1",
+    "--set",
+    "visual.val_images=8",
+]
 
 
 def _interrupt_before_the_first_translation_checkpoint(run):
@@ -22,8 +47,9 @@ def _interrupt_before_the_first_translation_checkpoint(run):
     (run / "train").mkdir()
 
 
-def test_a_rerun_after_an_interruption_reuses_the_pretrained_tower_and_gets_the_same_numbers(tmp_path,
-                                                                                             monkeypatch, capsys):
+def test_a_rerun_after_an_interruption_reuses_the_pretrained_tower_and_gets_the_same_numbers(
+    tmp_path, monkeypatch, capsys
+):
     import alignlab.mmt.train as mmt_train
 
     run = tmp_path / "run"

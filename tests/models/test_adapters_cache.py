@@ -75,10 +75,15 @@ def test_cached_scores_equal_the_models_scores(model):
     imgs = _images(4)
     enc = cached(model)
     assert isinstance(enc, CachedEncoder)
-    assert (enc.name, enc.score_semantics, enc.score_scale) == (model.name, model.score_semantics, model.score_scale)
+    assert (enc.name, enc.score_semantics, enc.score_scale) == (
+        model.name,
+        model.score_semantics,
+        model.score_scale,
+    )
     torch.testing.assert_close(enc.score(imgs, TEXTS), model.score(imgs, TEXTS), atol=1e-5, rtol=1e-5)
-    torch.testing.assert_close(enc.score_pairs(imgs, TEXTS[:4]), model.score_pairs(imgs, TEXTS[:4]),
-                               atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(
+        enc.score_pairs(imgs, TEXTS[:4]), model.score_pairs(imgs, TEXTS[:4]), atol=1e-5, rtol=1e-5
+    )
 
 
 def test_disk_cache_is_reused_by_a_later_run(model, tmp_path):
@@ -120,7 +125,9 @@ def test_torn_shard_is_a_clear_error(model, tmp_path):
 
 
 def test_cross_encoders_pass_through_and_cannot_be_wrapped():
-    cross = load_model("tiny-cross", config={"width": 32, "image_size": 32, "image_channels": [8]}, texts=TEXTS)
+    cross = load_model(
+        "tiny-cross", config={"width": 32, "image_size": 32, "image_channels": [8]}, texts=TEXTS
+    )
     assert cached(cross) is cross
     with pytest.raises(ConfigError, match="not a dual encoder"):
         CachedEncoder(cross)
@@ -128,5 +135,7 @@ def test_cross_encoders_pass_through_and_cannot_be_wrapped():
 
 def test_dedupe_helpers(model):
     assert dedupe(["b", "a", "b", "c", "a"]) == ([0, 1, 3], [0, 1, 0, 2, 1])
-    torch.testing.assert_close(encode_unique_texts(model, TEXTS), model.encode_texts(TEXTS), atol=1e-6, rtol=1e-5)
+    torch.testing.assert_close(
+        encode_unique_texts(model, TEXTS), model.encode_texts(TEXTS), atol=1e-6, rtol=1e-5
+    )
     assert CachedEncoder(model).encode_texts([]).shape == (0, 16)

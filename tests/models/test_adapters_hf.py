@@ -24,15 +24,58 @@ from alignlab.models.adapters import add_model_arguments, download_allowed, mode
 from alignlab.models.cache import CachedEncoder  # noqa: E402
 from alignlab.models.factory import load_model  # noqa: E402
 
-WORDS = ["a", "the", "red", "blue", "green", "yellow", "circle", "square", "triangle", "star", "left", "right",
-         "of", "above", "below", "and", "is", "not", "big", "small", "one", "two"]
+WORDS = [
+    "a",
+    "the",
+    "red",
+    "blue",
+    "green",
+    "yellow",
+    "circle",
+    "square",
+    "triangle",
+    "star",
+    "left",
+    "right",
+    "of",
+    "above",
+    "below",
+    "and",
+    "is",
+    "not",
+    "big",
+    "small",
+    "one",
+    "two",
+]
 VOCAB = {"[PAD]": 0, "[UNK]": 1, "[BOS]": 2, "[EOS]": 3, **{w: i + 4 for i, w in enumerate(WORDS)}}
-TEXTS = ["a red circle", "a blue square left of a big green triangle", "two small stars",
-         "the yellow star is not above the circle", "one big square", "a red circle"]
-VISION = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2, image_size=30,
-              patch_size=6)
-TEXT = dict(vocab_size=len(VOCAB), hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
-            max_position_embeddings=16, bos_token_id=2, eos_token_id=3, pad_token_id=0)
+TEXTS = [
+    "a red circle",
+    "a blue square left of a big green triangle",
+    "two small stars",
+    "the yellow star is not above the circle",
+    "one big square",
+    "a red circle",
+]
+VISION = dict(
+    hidden_size=32,
+    intermediate_size=64,
+    num_hidden_layers=2,
+    num_attention_heads=2,
+    image_size=30,
+    patch_size=6,
+)
+TEXT = dict(
+    vocab_size=len(VOCAB),
+    hidden_size=32,
+    intermediate_size=64,
+    num_hidden_layers=2,
+    num_attention_heads=2,
+    max_position_embeddings=16,
+    bos_token_id=2,
+    eos_token_id=3,
+    pad_token_id=0,
+)
 
 
 def _tokenizer(template: str):
@@ -41,9 +84,17 @@ def _tokenizer(template: str):
     tok = Tokenizer(models.WordLevel(VOCAB, unk_token="[UNK]"))
     tok.normalizer = normalizers.Lowercase()
     tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
-    tok.post_processor = processors.TemplateProcessing(single=template, special_tokens=[("[BOS]", 2), ("[EOS]", 3)])
-    return transformers.PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="[BOS]", eos_token="[EOS]",
-                                                pad_token="[PAD]", unk_token="[UNK]", model_max_length=16)
+    tok.post_processor = processors.TemplateProcessing(
+        single=template, special_tokens=[("[BOS]", 2), ("[EOS]", 3)]
+    )
+    return transformers.PreTrainedTokenizerFast(
+        tokenizer_object=tok,
+        bos_token="[BOS]",
+        eos_token="[EOS]",
+        pad_token="[PAD]",
+        unk_token="[UNK]",
+        model_max_length=16,
+    )
 
 
 def _image_processor(name: str, **kw):
@@ -55,12 +106,16 @@ def _image_processor(name: str, **kw):
 def _build(root: Path) -> dict[str, Path]:
     torch.manual_seed(0)
     dirs = {k: root / k for k in ("clip", "siglip", "blip")}
-    clip = transformers.CLIPModel(transformers.CLIPConfig(text_config=TEXT, vision_config=VISION, projection_dim=16))
+    clip = transformers.CLIPModel(
+        transformers.CLIPConfig(text_config=TEXT, vision_config=VISION, projection_dim=16)
+    )
     clip.save_pretrained(dirs["clip"])
     transformers.CLIPProcessor(
-        image_processor=_image_processor("CLIPImageProcessor", size={"shortest_edge": 30},
-                                         crop_size={"height": 30, "width": 30}),
-        tokenizer=_tokenizer("[BOS] $A [EOS]")).save_pretrained(dirs["clip"])
+        image_processor=_image_processor(
+            "CLIPImageProcessor", size={"shortest_edge": 30}, crop_size={"height": 30, "width": 30}
+        ),
+        tokenizer=_tokenizer("[BOS] $A [EOS]"),
+    ).save_pretrained(dirs["clip"])
 
     siglip = transformers.SiglipModel(transformers.SiglipConfig(text_config=TEXT, vision_config=VISION))
     with torch.no_grad():  # non-trivial scale and bias, so that the test can tell them apart
@@ -69,16 +124,23 @@ def _build(root: Path) -> dict[str, Path]:
     siglip.save_pretrained(dirs["siglip"])
     transformers.SiglipProcessor(
         image_processor=_image_processor("SiglipImageProcessor", size={"height": 30, "width": 30}),
-        tokenizer=_tokenizer("$A [EOS]")).save_pretrained(dirs["siglip"])
+        tokenizer=_tokenizer("$A [EOS]"),
+    ).save_pretrained(dirs["siglip"])
 
     # A larger init spreads the random ITM scores apart (the default 0.02 makes them all ~equal).
-    blip = transformers.BlipForImageTextRetrieval(transformers.BlipConfig(
-        text_config={**TEXT, "sep_token_id": 3, "encoder_hidden_size": 32, "initializer_range": 0.2},
-        vision_config={**VISION, "initializer_range": 0.2}, image_text_hidden_size=16, initializer_range=0.2))
+    blip = transformers.BlipForImageTextRetrieval(
+        transformers.BlipConfig(
+            text_config={**TEXT, "sep_token_id": 3, "encoder_hidden_size": 32, "initializer_range": 0.2},
+            vision_config={**VISION, "initializer_range": 0.2},
+            image_text_hidden_size=16,
+            initializer_range=0.2,
+        )
+    )
     blip.save_pretrained(dirs["blip"])
     transformers.BlipProcessor(
         image_processor=_image_processor("BlipImageProcessor", size={"height": 30, "width": 30}),
-        tokenizer=_tokenizer("[BOS] $A [EOS]")).save_pretrained(dirs["blip"])
+        tokenizer=_tokenizer("[BOS] $A [EOS]"),
+    ).save_pretrained(dirs["blip"])
     return dirs
 
 
@@ -116,15 +178,18 @@ def test_clip_scores_equal_clip_logits_per_image(tiny_dirs, images):
     adapter = load_model(f"hf:{tiny_dirs['clip']}")
     model, proc = _reference(tiny_dirs["clip"])
     with torch.no_grad():
-        ref = model(**proc(text=TEXTS, images=_pil(images), return_tensors="pt", padding=True)).logits_per_image
+        ref = model(
+            **proc(text=TEXTS, images=_pil(images), return_tensors="pt", padding=True)
+        ).logits_per_image
     got = adapter.score(images, TEXTS)
     assert adapter.score_semantics == "cosine" and adapter.is_dual
     assert adapter.score_scale == pytest.approx(float(model.logit_scale.detach().exp()))
     torch.testing.assert_close(got, ref, atol=1e-5, rtol=1e-5)
     # PIL input and aligned pairs give the same numbers.
     torch.testing.assert_close(adapter.score(_pil(images), TEXTS), got)
-    torch.testing.assert_close(adapter.score_pairs(images, TEXTS[:5]), torch.diagonal(got[:, :5]),
-                               atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(
+        adapter.score_pairs(images, TEXTS[:5]), torch.diagonal(got[:, :5]), atol=1e-5, rtol=1e-5
+    )
     assert got.std() > 0.01  # the test would be empty if every score were equal
 
 
@@ -150,8 +215,12 @@ def _blip_pair_forward(model, proc, images, texts, use_itm_head=True):
     with torch.no_grad():
         for i in range(n):
             inputs = proc(text=texts, images=[pil[i]] * m, return_tensors="pt", padding=True)
-            out = model(input_ids=inputs["input_ids"], pixel_values=inputs["pixel_values"],
-                        attention_mask=inputs["attention_mask"], use_itm_head=use_itm_head).itm_score
+            out = model(
+                input_ids=inputs["input_ids"],
+                pixel_values=inputs["pixel_values"],
+                attention_mask=inputs["attention_mask"],
+                use_itm_head=use_itm_head,
+            ).itm_score
             rows.append(out)
     return torch.stack(rows)  # [n, m, 2]
 
@@ -164,11 +233,14 @@ def test_blip_itm_score_is_the_itm_head_match_probability(tiny_dirs, images):
     assert adapter.score_semantics == "itm_probability" and not adapter.is_dual
     torch.testing.assert_close(got, logits.softmax(-1)[..., 1], atol=1e-5, rtol=1e-5)
     assert float(got.min()) >= 0.0 and float(got.max()) <= 1.0 and got.std() > 1e-3
-    torch.testing.assert_close(adapter.score_pairs(images, TEXTS[:5]), torch.diagonal(got[:, :5]),
-                               atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(
+        adapter.score_pairs(images, TEXTS[:5]), torch.diagonal(got[:, :5]), atol=1e-5, rtol=1e-5
+    )
     as_logit = load_model(f"hf:{tiny_dirs['blip']}#itm-logit")
     assert as_logit.score_semantics == "logit"
-    torch.testing.assert_close(as_logit.score(images, TEXTS), torch.logit(got.double()).float(), atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(
+        as_logit.score(images, TEXTS), torch.logit(got.double()).float(), atol=1e-4, rtol=1e-4
+    )
 
 
 def test_blip_itc_mode_equals_forward_without_itm_head(tiny_dirs, images):
@@ -215,7 +287,9 @@ def test_retrieval_evaluation_end_to_end_matches_the_reference_scores(tiny_dirs,
     clip = load_model(f"hf:{tiny_dirs['clip']}")
     model, proc = _reference(tiny_dirs["clip"])
     with torch.no_grad():
-        ref = model(**proc(text=TEXTS, images=_pil(images), return_tensors="pt", padding=True)).logits_per_image
+        ref = model(
+            **proc(text=TEXTS, images=_pil(images), return_tensors="pt", padding=True)
+        ).logits_per_image
     want = retrieval.evaluate_scores(ref, relevance)
     cached = CachedEncoder(clip)
     rep = retrieval.evaluate_embeddings(cached.encode_images(images), cached.encode_texts(TEXTS), relevance)
@@ -248,8 +322,11 @@ def _fake_hub_cache(cache: Path, repo: str, src: Path) -> Path:
 
 def test_hub_id_without_opt_in_fails_clearly_and_touches_nothing(tmp_path, monkeypatch):
     calls = []
-    monkeypatch.setattr(transformers.AutoConfig, "from_pretrained",
-                        classmethod(lambda cls, *a, **k: calls.append(a) or (_ for _ in ()).throw(AssertionError)))
+    monkeypatch.setattr(
+        transformers.AutoConfig,
+        "from_pretrained",
+        classmethod(lambda cls, *a, **k: calls.append(a) or (_ for _ in ()).throw(AssertionError)),
+    )
     with pytest.raises(DependencyError) as e:  # the conftest also fails any socket connection
         load_model("hf:someorg/not-downloaded-clip", cache_dir=str(tmp_path))
     msg = str(e.value)
@@ -287,8 +364,9 @@ def test_hub_id_in_the_local_cache_loads_offline(tiny_dirs, tmp_path, images):
 
 
 def test_unsupported_model_type_names_the_supported_ones(tmp_path):
-    transformers.BertConfig(vocab_size=30, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
-                            intermediate_size=64).save_pretrained(tmp_path)
+    transformers.BertConfig(
+        vocab_size=30, hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64
+    ).save_pretrained(tmp_path)
     with pytest.raises(ModelError) as e:
         load_model(f"hf:{tmp_path}")
     msg = str(e.value)
@@ -342,7 +420,9 @@ def test_bad_images_and_texts_are_clear_errors(tiny_dirs, images):
     with pytest.raises(ModelError, match="single string"):
         adapter.encode_texts("a red circle")
     arr = images.permute(0, 2, 3, 1).numpy()
-    torch.testing.assert_close(adapter.encode_images(np.ascontiguousarray(arr)), adapter.encode_images(images))
+    torch.testing.assert_close(
+        adapter.encode_images(np.ascontiguousarray(arr)), adapter.encode_images(images)
+    )
 
 
 def test_cli_flags_become_load_options():
@@ -351,7 +431,9 @@ def test_cli_flags_become_load_options():
     p = argparse.ArgumentParser()
     add_model_arguments(p)
     assert model_options(p.parse_args([])) == {"device": "cpu"}  # every command defaults to the CPU
-    opts = model_options(p.parse_args(["--device", "cpu", "--allow-download", "--fp16", "--model-batch-size", "8"]))
+    opts = model_options(
+        p.parse_args(["--device", "cpu", "--allow-download", "--fp16", "--model-batch-size", "8"])
+    )
     assert opts == {"device": "cpu", "allow_download": True, "fp16": True, "batch_size": 8}
 
 
@@ -365,8 +447,13 @@ def _karpathy_folder(root: Path, sizes: list[tuple[int, int]]) -> Path:
     entries = []
     for i, (h, w) in enumerate(sizes):
         Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8)).save(root / f"img{i}.png")
-        entries.append({"filename": f"img{i}.png", "split": "test",
-                        "sentences": [{"raw": TEXTS[i]}, {"raw": TEXTS[i] + " and a star"}]})
+        entries.append(
+            {
+                "filename": f"img{i}.png",
+                "split": "test",
+                "sentences": [{"raw": TEXTS[i]}, {"raw": TEXTS[i] + " and a star"}],
+            }
+        )
     (root / "dataset.json").write_text(json.dumps({"images": entries}))
     return root / "dataset.json"
 
@@ -382,10 +469,15 @@ def test_photos_of_different_sizes_reach_the_model_at_their_own_size(tiny_dirs, 
     assert [im.size for im in imgs] == [(50, 40), (36, 52), (30, 30), (45, 64)]  # PIL, not squashed
     model, proc = _reference(tiny_dirs["clip"])
     with torch.no_grad():
-        ref = model(**proc(text=pairs.captions, images=imgs, return_tensors="pt", padding=True)).logits_per_image
+        ref = model(
+            **proc(text=pairs.captions, images=imgs, return_tensors="pt", padding=True)
+        ).logits_per_image
     rep = evaluate_embeddings(clip.encode_images(imgs), clip.encode_texts(pairs.captions), pairs.relevance)
     want = evaluate_scores(ref, pairs.relevance)
-    assert rep.i2t_ranks.tolist() == want.i2t_ranks.tolist() and rep.t2i_ranks.tolist() == want.t2i_ranks.tolist()
+    assert (
+        rep.i2t_ranks.tolist() == want.i2t_ranks.tolist()
+        and rep.t2i_ranks.tolist() == want.t2i_ranks.tolist()
+    )
     tiny = load_model("tiny-dual", config={"width": 32, "embed_dim": 16, "image_size": 32})
     assert load_images_for(tiny, pairs.materialize(32), [0, 1]).shape == (2, 3, 32, 32)
 
@@ -395,13 +487,26 @@ def test_eval_retrieval_command_runs_an_hf_model_offline(tiny_dirs, tmp_path):
 
     data = _karpathy_folder(tmp_path, [(30, 30)] * 5)
     out = tmp_path / "res.json"
-    rc = main(["eval", "retrieval", "--model", f"hf:{tiny_dirs['clip']}", "--data", str(data), "--out", str(out),
-               "--quiet"])
+    rc = main(
+        [
+            "eval",
+            "retrieval",
+            "--model",
+            f"hf:{tiny_dirs['clip']}",
+            "--data",
+            str(data),
+            "--out",
+            str(out),
+            "--quiet",
+        ]
+    )
     assert rc == 0
     res = json.loads(out.read_text())
     assert res["model"] == f"hf:{tiny_dirs['clip']}" and "i2t_R@1" in res["metrics"]
     # A hub id that is not cached: the one-line error and exit status 2, no network.
-    assert main(["eval", "retrieval", "--model", "hf:someorg/missing-clip", "--data", str(data), "--quiet"]) == 2
+    assert (
+        main(["eval", "retrieval", "--model", "hf:someorg/missing-clip", "--data", str(data), "--quiet"]) == 2
+    )
 
 
 @pytest.mark.parametrize("kind", ["clip", "blip"])
@@ -413,11 +518,46 @@ def test_probe_build_and_eval_run_end_to_end_on_an_hf_model(kind, tiny_dirs, tmp
     from alignlab.models.factory import load_model
 
     items = tmp_path / "items"
-    assert main(["probe", "build", "--source", "shapes", "--out", str(items), "--items-per-category", "2",
-                 "--tasks", "negation,attribute_ownership", "--quiet"]) == 0
+    assert (
+        main(
+            [
+                "probe",
+                "build",
+                "--source",
+                "shapes",
+                "--out",
+                str(items),
+                "--items-per-category",
+                "2",
+                "--tasks",
+                "negation,attribute_ownership",
+                "--quiet",
+            ]
+        )
+        == 0
+    )
     out = tmp_path / "eval"
-    assert main(["probe", "eval", "--items", str(items), "--model", f"hf:{tiny_dirs[kind]}", "--out", str(out),
-                 "--baselines", "none", "--bootstrap", "100", "--no-plots", "--quiet"]) == 0
+    assert (
+        main(
+            [
+                "probe",
+                "eval",
+                "--items",
+                str(items),
+                "--model",
+                f"hf:{tiny_dirs[kind]}",
+                "--out",
+                str(out),
+                "--baselines",
+                "none",
+                "--bootstrap",
+                "100",
+                "--no-plots",
+                "--quiet",
+            ]
+        )
+        == 0
+    )
     res = json.loads((out / "results.json").read_text())
     assert 0.0 <= res["metrics"]["negation_acc_pct"] <= 100.0
     records = [json.loads(line) for line in (items / "items.jsonl").read_text().splitlines()]
@@ -427,4 +567,6 @@ def test_probe_build_and_eval_run_end_to_end_on_an_hf_model(kind, tiny_dirs, tmp
     for rec in records[:3]:
         imgs = [Image.open(items / p).convert("RGB") for p in rec["images"]]
         direct = model.score(imgs, rec["options"]).double()
-        assert torch.allclose(torch.tensor(per_item[rec["id"]]["scores"], dtype=torch.float64), direct, atol=1e-5)
+        assert torch.allclose(
+            torch.tensor(per_item[rec["id"]]["scores"], dtype=torch.float64), direct, atol=1e-5
+        )

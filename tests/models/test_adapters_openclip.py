@@ -18,15 +18,19 @@ def _open_clip():
     try:
         import open_clip
     except Exception as e:  # ImportError, or torchvision failing to load beside this torch
-        pytest.skip(f"open_clip is not importable here ({type(e).__name__}: {e}); install the openclip extra "
-                    "(torch==2.14.1 + torchvision==0.29.1 on x86_64) to run these tests")
+        pytest.skip(
+            f"open_clip is not importable here ({type(e).__name__}: {e}); install the openclip extra "
+            "(torch==2.14.1 + torchvision==0.29.1 on x86_64) to run these tests"
+        )
     return open_clip
 
 
 TEXTS = ["a red circle", "a blue square left of a green triangle", "two small stars", "a red circle"]
-TINY = {"embed_dim": 16,
-        "vision_cfg": {"image_size": 30, "layers": 2, "width": 32, "patch_size": 6, "head_width": 16},
-        "text_cfg": {"context_length": 16, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 2}}
+TINY = {
+    "embed_dim": 16,
+    "vision_cfg": {"image_size": 30, "layers": 2, "width": 32, "patch_size": 6, "head_width": 16},
+    "text_cfg": {"context_length": 16, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 2},
+}
 
 
 def test_missing_open_clip_is_a_dependency_error_naming_the_extra(monkeypatch):
@@ -63,7 +67,9 @@ def test_open_clip_scores_equal_its_own_encoders(tiny_open_clip):
     model, _, preprocess = open_clip.create_model_and_transforms("alignlab-tiny-oc", pretrained=str(weights))
     model.eval()
     tokenizer = open_clip.get_tokenizer("alignlab-tiny-oc")
-    imgs = torch.randint(0, 256, (3, 3, 40, 44), generator=torch.Generator().manual_seed(2), dtype=torch.uint8)
+    imgs = torch.randint(
+        0, 256, (3, 3, 40, 44), generator=torch.Generator().manual_seed(2), dtype=torch.uint8
+    )
     pil = [Image.fromarray(a.permute(1, 2, 0).numpy()) for a in imgs]
     with torch.no_grad():
         img = model.encode_image(torch.stack([preprocess(p) for p in pil]), normalize=True)
@@ -83,7 +89,9 @@ def test_open_clip_sigmoid_model_scores_are_logits_with_its_bias(tiny_open_clip,
     torch.save(open_clip.create_model("alignlab-tiny-oc-sig").state_dict(), weights)
     adapter = load_model(f"open_clip:alignlab-tiny-oc-sig@{weights}")
     assert adapter.score_semantics == "logit" and adapter.score_bias == pytest.approx(-10.0)
-    imgs = torch.randint(0, 256, (2, 3, 30, 30), generator=torch.Generator().manual_seed(3), dtype=torch.uint8)
+    imgs = torch.randint(
+        0, 256, (2, 3, 30, 30), generator=torch.Generator().manual_seed(3), dtype=torch.uint8
+    )
     cos = adapter.encode_images(imgs) @ adapter.encode_texts(TEXTS).T
     torch.testing.assert_close(adapter.score(imgs, TEXTS), adapter.score_scale * cos - 10.0)
 

@@ -57,7 +57,9 @@ def test_packaged_state_dict_fits_the_architecture_strictly(state):
     net = load_efficientnet_lite0()
     assert set(net.state_dict()) == set(state)
     assert not net.training and not any(p.requires_grad for p in net.parameters())
-    assert len(net._blocks) == 16 and all(m.eps == 1e-3 for m in net.modules() if isinstance(m, torch.nn.BatchNorm2d))
+    assert len(net._blocks) == 16 and all(
+        m.eps == 1e-3 for m in net.modules() if isinstance(m, torch.nn.BatchNorm2d)
+    )
 
 
 def test_imagenet_predictions_on_the_sample_photos_are_right(state, photos):

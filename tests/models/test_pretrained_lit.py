@@ -53,8 +53,10 @@ def _images(n: int, seed: int) -> torch.Tensor:
 def _tower_state(model: PretrainedLiT) -> dict[str, torch.Tensor]:
     net = model._image_features.model.net
     text = model._text_features.model.tower.model
-    return {**{f"img.{k}": v.clone() for k, v in net.state_dict().items()},
-            **{f"txt.{k}": v.clone() for k, v in text.state_dict().items()}}
+    return {
+        **{f"img.{k}": v.clone() for k, v in net.state_dict().items()},
+        **{f"txt.{k}": v.clone() for k, v in text.state_dict().items()},
+    }
 
 
 def test_it_is_registered_by_name_and_encodes_under_the_scorer_contract(lit, pairs):
@@ -66,7 +68,10 @@ def test_it_is_registered_by_name_and_encodes_under_the_scorer_contract(lit, pai
     torch.testing.assert_close(img.norm(dim=-1), torch.ones(4))
     torch.testing.assert_close(lit.score(images, pairs.captions[:6]), lit.score_scale * img @ txt.T)
     # Only the head is the model's state: the towers come from their packages.
-    assert all(k.split(".")[0] in ("image_proj", "text_proj", "logit_scale", "towers_sha256") for k in lit.state_dict())
+    assert all(
+        k.split(".")[0] in ("image_proj", "text_proj", "logit_scale", "towers_sha256")
+        for k in lit.state_dict()
+    )
 
 
 def test_training_through_the_retrieval_trainer_moves_the_head_not_the_towers(lit, pairs, tmp_path):

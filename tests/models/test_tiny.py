@@ -10,12 +10,18 @@ from alignlab.models.base import check_score_shape
 from alignlab.models.factory import build_model, load_checkpoint, load_model, save_model
 
 SMALL = {"width": 32, "image_channels": [8, 16], "text_layers": 1, "heads": 2}
-TEXTS = ["a red circle", "a blue square to the left of a green star", "there are two objects",
-         "the bat is not red"]
+TEXTS = [
+    "a red circle",
+    "a blue square to the left of a green star",
+    "there are two objects",
+    "the bat is not red",
+]
 
 
 def images(n=3, seed=0):
-    return torch.randint(0, 256, (n, 3, 64, 64), dtype=torch.uint8, generator=torch.Generator().manual_seed(seed))
+    return torch.randint(
+        0, 256, (n, 3, 64, 64), dtype=torch.uint8, generator=torch.Generator().manual_seed(seed)
+    )
 
 
 def test_dual_score_is_scaled_cosine_of_normalised_embeddings():
@@ -56,8 +62,11 @@ def test_images_of_another_size_are_resized_by_the_model():
 def test_save_and_load_round_trip_gives_identical_scores(tmp_path, arch):
     m = build_model(arch, SMALL, texts=TEXTS).eval()
     save_model(m, tmp_path / "m")
-    assert sorted(p.name for p in (tmp_path / "m").iterdir()) == ["model.json", "model.safetensors",
-                                                                  "tokenizer.json"]
+    assert sorted(p.name for p in (tmp_path / "m").iterdir()) == [
+        "model.json",
+        "model.safetensors",
+        "tokenizer.json",
+    ]
     loaded = load_model(f"ckpt:{tmp_path / 'm'}")
     assert torch.equal(m.score(images(), TEXTS), loaded.score(images(), TEXTS))
     assert loaded.tokenizer.vocab == m.tokenizer.vocab
@@ -106,7 +115,9 @@ def test_default_image_tower_sees_full_resolution_and_keeps_an_8x8_grid():
 def test_norm_option_picks_batch_or_group_norm_and_bad_settings_are_rejected():
     from alignlab.models.tiny import ImageTower, TinyImageConfig
 
-    kinds = {n: {type(m).__name__ for m in ImageTower(TinyImageConfig(norm=n)).cnn} for n in ("batch", "group")}
+    kinds = {
+        n: {type(m).__name__ for m in ImageTower(TinyImageConfig(norm=n)).cnn} for n in ("batch", "group")
+    }
     assert "BatchNorm2d" in kinds["batch"] and "GroupNorm" not in kinds["batch"]
     assert "GroupNorm" in kinds["group"] and "BatchNorm2d" not in kinds["group"]
     no_stem = ImageTower(TinyImageConfig(stem=0, stage_depth=1))
@@ -128,7 +139,7 @@ def test_after_training_steps_an_image_scores_the_same_alone_or_in_a_batch():
         opt.step()
     m.eval()
     batch = m.encode_images(images(4, 7))
-    alone = torch.cat([m.encode_images(images(4, 7)[i:i + 1]) for i in range(4)])
+    alone = torch.cat([m.encode_images(images(4, 7)[i : i + 1]) for i in range(4)])
     assert torch.allclose(batch, alone, atol=1e-5)
     bn = next(x for x in m.image_tower.cnn if isinstance(x, torch.nn.BatchNorm2d))
     assert int(bn.num_batches_tracked) == 2 and bn.running_mean.abs().sum() > 0  # the statistics were updated
@@ -144,13 +155,24 @@ def _trained_looking(model):
 
 def test_cross_encoder_with_a_dual_score_starts_as_the_dual_it_copies():
     dual = _trained_looking(build_model("tiny-dual", {**SMALL, "embed_dim": 16}, texts=TEXTS)).eval()
-    cross = build_model("tiny-cross", {**SMALL, "fusion_layers": 1, "dual_score": True, "embed_dim": 16,
-                                       "head_pool": "mean", "pair_chunk": 5}, dual.tokenizer).eval()
+    cross = build_model(
+        "tiny-cross",
+        {
+            **SMALL,
+            "fusion_layers": 1,
+            "dual_score": True,
+            "embed_dim": 16,
+            "head_pool": "mean",
+            "pair_chunk": 5,
+        },
+        dual.tokenizer,
+    ).eval()
     cross.load_dual(dual)
     # the fusion head starts at zero: the cross encoder's scores are the dual's, grid and pairs alike
     assert torch.allclose(cross.score(images(3), TEXTS), dual.score(images(3), TEXTS), atol=1e-5)
-    assert torch.allclose(cross.score_pairs(images(3), TEXTS[:3]), dual.score(images(3), TEXTS[:3]).diag(),
-                          atol=1e-5)
+    assert torch.allclose(
+        cross.score_pairs(images(3), TEXTS[:3]), dual.score(images(3), TEXTS[:3]).diag(), atol=1e-5
+    )
     # once the head is not zero the fusion adds to the dual score, and only it differs between the two
     with torch.no_grad():
         cross.head[1].bias.fill_(0.5)

@@ -17,13 +17,34 @@ def _aro(tmp_path, n_attr=4):
     root = tmp_path / "images"
     root.mkdir()
     Image.new("RGB", (40, 30), (200, 10, 10)).save(root / "1.jpg")
-    rel = [{"image_id": 1, "image_path": "1.jpg", "bbox_x": 5, "bbox_y": 4, "bbox_w": 20, "bbox_h": 10,
-            "relation_name": "sitting on", "true_caption": "the cat is sitting on the mat",
-            "false_caption": "the mat is sitting on the cat"},
-           {"image_path": "1.jpg", "relation_name": "holding", "true_caption": "the man holding the lemon",
-            "false_caption": "the lemon holding the man"}]
-    attr = [{"image_path": "1.jpg", "attributes": ["white", "wooden"], "true_caption": "the white plate and the wooden table",
-             "false_caption": "the wooden plate and the white table"} for _ in range(n_attr)]
+    rel = [
+        {
+            "image_id": 1,
+            "image_path": "1.jpg",
+            "bbox_x": 5,
+            "bbox_y": 4,
+            "bbox_w": 20,
+            "bbox_h": 10,
+            "relation_name": "sitting on",
+            "true_caption": "the cat is sitting on the mat",
+            "false_caption": "the mat is sitting on the cat",
+        },
+        {
+            "image_path": "1.jpg",
+            "relation_name": "holding",
+            "true_caption": "the man holding the lemon",
+            "false_caption": "the lemon holding the man",
+        },
+    ]
+    attr = [
+        {
+            "image_path": "1.jpg",
+            "attributes": ["white", "wooden"],
+            "true_caption": "the white plate and the wooden table",
+            "false_caption": "the wooden plate and the white table",
+        }
+        for _ in range(n_attr)
+    ]
     (tmp_path / "rel.json").write_text(json.dumps(rel))
     (tmp_path / "attr.json").write_text(json.dumps(attr))
     return root
@@ -31,8 +52,12 @@ def _aro(tmp_path, n_attr=4):
 
 def test_aro_files_become_items_with_crops_and_balanced_negation(tmp_path):
     root = _aro(tmp_path)
-    path, info = build_aro_items(tmp_path / "probe", relation_file=tmp_path / "rel.json",
-                                 attribution_file=tmp_path / "attr.json", image_root=root)
+    path, info = build_aro_items(
+        tmp_path / "probe",
+        relation_file=tmp_path / "rel.json",
+        attribution_file=tmp_path / "attr.json",
+        image_root=root,
+    )
     ps = load_probe(path)
     by_task = {}
     for it in ps.items:
@@ -40,14 +65,25 @@ def test_aro_files_become_items_with_crops_and_balanced_negation(tmp_path):
     rel = [it for it in by_task["relationship_composition"] if it.scoring == "accuracy"]
     assert {it.category for it in rel} == {"sitting on", "holding"}
     for it in rel + by_task["attribute_ownership"]:
-        assert it.options[it.correct] in ("the cat is sitting on the mat", "the man holding the lemon",
-                                          "the white plate and the wooden table")
+        assert it.options[it.correct] in (
+            "the cat is sitting on the mat",
+            "the man holding the lemon",
+            "the white plate and the wooden table",
+        )
     conj = [it for it in by_task["relationship_composition"] if it.scoring == "preference"]
     assert sorted(it.options[1] for it in conj) == ["the cat and the mat", "the man and the lemon"]
     neg = by_task["negation"]
-    assert sorted(it.category for it in neg) == ["affirmative_true", "affirmative_true", "negated_true", "negated_true"]
+    assert sorted(it.category for it in neg) == [
+        "affirmative_true",
+        "affirmative_true",
+        "negated_true",
+        "negated_true",
+    ]
     right = {it.options[it.correct] for it in neg}
-    assert right == {"the plate is white and the table is wooden", "the plate is not wooden and the table is not white"}
+    assert right == {
+        "the plate is white and the table is wooden",
+        "the plate is not wooden and the table is not white",
+    }
     imgs = load_all_images(ps)
     assert imgs[0][0].size == (20, 10)  # cropped to the bbox
     assert info["source"] == "aro" and ps.root == root.resolve()

@@ -58,7 +58,10 @@ def test_negation_is_a_balanced_two_by_two(shapes_probe):
     negated_right = [it.option_kinds[it.correct] == "negated" for it in neg]
     assert sum(negated_right) * 2 == len(neg)
     for it in neg:
-        aff, ng = it.options[it.option_kinds.index("affirmative")], it.options[it.option_kinds.index("negated")]
+        aff, ng = (
+            it.options[it.option_kinds.index("affirmative")],
+            it.options[it.option_kinds.index("negated")],
+        )
         assert ng.replace(" not", "") == aff and ng.count(" not ") == 2
         assert (it.category == "negated_true") == (it.option_kinds[it.correct] == "negated")
 
@@ -92,12 +95,20 @@ def test_the_build_is_deterministic_and_depends_on_the_seed():
 
 
 def test_unparseable_shuffles_are_false_and_swaps_are_whole_tokens():
-    scene = Scene.from_dict({"objects": [
-        {"kind": "circle", "colour": "red", "size": "large", "row": 0, "col": 0},
-        {"kind": "square", "colour": "blue", "size": "small", "row": 0, "col": 2}]})
+    scene = Scene.from_dict(
+        {
+            "objects": [
+                {"kind": "circle", "colour": "red", "size": "large", "row": 0, "col": 0},
+                {"kind": "square", "colour": "blue", "size": "small", "row": 0, "col": 2},
+            ]
+        }
+    )
     assert caption_truth("a red circle", scene)
     assert not caption_truth("circle red a", scene)  # outside the grammar: asserts nothing
-    assert swap_words("an orange circle and a red square", {"orange", "red"}) == "a red circle and an orange square"
+    assert (
+        swap_words("an orange circle and a red square", {"orange", "red"})
+        == "a red circle and an orange square"
+    )
     assert swap_words("a red circle", {"red", "blue"}) is None
 
 

@@ -50,20 +50,25 @@ def test_random_scores_are_at_chance(shapes_probe, shapes_images):
 
 
 def test_bag_of_words_oracle_is_at_chance_on_ownership_composition_and_order(shapes_probe, shapes_images):
-    run = evaluate_scorer(BagOfWordsOracle.from_probe(shapes_probe), shapes_probe, shapes_images, bootstrap=200)
+    run = evaluate_scorer(
+        BagOfWordsOracle.from_probe(shapes_probe), shapes_probe, shapes_images, bootstrap=200
+    )
     acc, chance, n = _pooled(run, STRUCTURE_TASKS)
     assert _within_chance(acc, chance, n)
     assert all(run["tasks"][t]["accuracy"]["tie_rate_pct"] == 0 for t in STRUCTURE_TASKS)
     # Without random tie-breaking every same-bag distractor ties, and ties count as wrong.
-    tied = evaluate_scorer(BagOfWordsOracle.from_probe(shapes_probe, tie_break=False), shapes_probe, shapes_images,
-                           bootstrap=200)
+    tied = evaluate_scorer(
+        BagOfWordsOracle.from_probe(shapes_probe, tie_break=False), shapes_probe, shapes_images, bootstrap=200
+    )
     for t in ("attribute_ownership", "semantic_structure"):
         assert tied["tasks"][t]["accuracy"]["acc_pct"] == 0.0
         assert tied["tasks"][t]["accuracy"]["tie_rate_pct"] == 100.0
 
 
 def test_scene_graph_oracle_scores_100(shapes_probe, shapes_images):
-    run = evaluate_scorer(SceneGraphOracle.from_probe(shapes_probe), shapes_probe, shapes_images, bootstrap=200)
+    run = evaluate_scorer(
+        SceneGraphOracle.from_probe(shapes_probe), shapes_probe, shapes_images, bootstrap=200
+    )
     for t, entry in run["tasks"].items():
         assert entry["accuracy"]["acc_pct"] == 100.0, t
         for name, cat in entry["categories"].items():
@@ -90,7 +95,11 @@ def test_ties_count_as_wrong_and_are_reported(shapes_probe, shapes_images):
 
 
 def test_heuristic_baselines_on_balanced_negation_score_50(shapes_probe, shapes_images):
-    for s in (NeverNotScorer(), ShorterScorer(), UnigramLMScorer(["the circle is red", "the square is not blue"])):
+    for s in (
+        NeverNotScorer(),
+        ShorterScorer(),
+        UnigramLMScorer(["the circle is red", "the square is not blue"]),
+    ):
         neg = evaluate_scorer(s, shapes_probe, shapes_images, bootstrap=200)["tasks"]["negation"]
         assert neg["accuracy"]["acc_pct"] == 50.0
         assert neg["categories"]["affirmative_true"]["acc_pct"] == 100.0
@@ -98,7 +107,9 @@ def test_heuristic_baselines_on_balanced_negation_score_50(shapes_probe, shapes_
 
 
 def test_heuristics_tie_on_same_bag_distractors_and_earn_exactly_chance(shapes_probe, shapes_images):
-    run = evaluate_scorer(UnigramLMScorer(["a red circle", "the big star"]), shapes_probe, shapes_images, bootstrap=200)
+    run = evaluate_scorer(
+        UnigramLMScorer(["a red circle", "the big star"]), shapes_probe, shapes_images, bootstrap=200
+    )
     for t in ("semantic_structure", "attribute_ownership"):
         acc = run["tasks"][t]["accuracy"]
         assert acc["tie_rate_pct"] == 100.0 and acc["acc_pct"] == pytest.approx(acc["chance_pct"])
@@ -116,7 +127,9 @@ def test_expected_tie_credit_is_one_over_the_number_of_tied_options():
 
 def test_unigram_lm_prefers_frequent_words_and_shorter_sentences():
     lm = UnigramLMScorer(["a red circle", "a red square", "a blue circle"])
-    s = lm.score(torch.zeros(1, 3, 4, 4, dtype=torch.uint8), ["a red circle", "a green circle", "a red circle red"])
+    s = lm.score(
+        torch.zeros(1, 3, 4, 4, dtype=torch.uint8), ["a red circle", "a green circle", "a red circle red"]
+    )
     assert s[0, 0] > s[0, 1] and s[0, 0] > s[0, 2]
 
 
@@ -128,15 +141,33 @@ def test_grounded_gap_is_model_minus_best_blind(shapes_probe, shapes_images):
         assert a["best_blind_pct"] == max(a["blinds_pct"].values())
         assert a["gap_pct"] == pytest.approx(100.0 - a["best_blind_pct"])
         assert a["ci_low"] <= a["gap_pct"] <= a["ci_high"]
-    assert set(run["blinds"]) == {"null_image", "mean_image", "shuffled_image", "never_not", "shorter", "unigram_lm"}
+    assert set(run["blinds"]) == {
+        "null_image",
+        "mean_image",
+        "shuffled_image",
+        "never_not",
+        "shorter",
+        "unigram_lm",
+    }
     # A text-only view of the oracle cannot solve counterfactual pairs: both images are the same blind image.
-    assert run["blinds"]["null_image"]["tasks"]["relationship_composition"]["pairs"]["all"]["group"]["pct"] == 0.0
+    assert (
+        run["blinds"]["null_image"]["tasks"]["relationship_composition"]["pairs"]["all"]["group"]["pct"]
+        == 0.0
+    )
 
 
 def _item(fmt="choice", correct=0, n=2, kinds=None, scoring="accuracy"):
-    return ProbeItem(id="x", task="relationship_composition", category="c", images=["a"] * (2 if fmt == "pair" else 1),
-                     options=[f"o{j}" for j in range(n)], correct=correct, format=fmt, option_kinds=kinds,
-                     scoring=scoring)
+    return ProbeItem(
+        id="x",
+        task="relationship_composition",
+        category="c",
+        images=["a"] * (2 if fmt == "pair" else 1),
+        options=[f"o{j}" for j in range(n)],
+        correct=correct,
+        format=fmt,
+        option_kinds=kinds,
+        scoring=scoring,
+    )
 
 
 def test_winoground_text_image_and_group_scores():
@@ -163,7 +194,10 @@ def test_categories_under_25_items_are_not_broken_out():
         it.id, it.category = f"i{k}", "big" if k < 25 else "small"
         results.append(judge(it, np.array([[1.0, 0.0]])))
     s = summarize_results(results, bootstrap=100)["relationship_composition"]
-    assert set(s["categories"]) == {"big"} and s["small_categories"] == {"categories": {"small": 15}, "n_items": 15}
+    assert set(s["categories"]) == {"big"} and s["small_categories"] == {
+        "categories": {"small": 15},
+        "n_items": 15,
+    }
     assert s["accuracy"]["n"] == 40
 
 
@@ -197,7 +231,9 @@ def test_probabilities_outside_the_unit_interval_are_refused(shapes_probe, shape
 def test_tiny_dual_and_cross_encoders_run_through_the_harness(shapes_probe, shapes_images):
     from alignlab.models.factory import load_model
 
-    few = type(shapes_probe)(shapes_probe.items[::6], shapes_probe.path, shapes_probe.root, shapes_probe.sha256)
+    few = type(shapes_probe)(
+        shapes_probe.items[::6], shapes_probe.path, shapes_probe.root, shapes_probe.sha256
+    )
     imgs = shapes_images[::6]
     for spec, cfg in (("tiny-dual", TINY_DUAL), ("tiny-cross", TINY_CROSS)):
         model = load_model(spec, config=cfg)
@@ -208,6 +244,7 @@ def test_tiny_dual_and_cross_encoders_run_through_the_harness(shapes_probe, shap
         # dual: one matrix per block; the scores must equal scoring each item on its own
         if spec == "tiny-dual":
             it, ims = few.items[0], imgs[0]
-            direct = model.score(torch.stack([torch.from_numpy(np.array(i)).permute(2, 0, 1) for i in ims]),
-                                 it.options).numpy()
+            direct = model.score(
+                torch.stack([torch.from_numpy(np.array(i)).permute(2, 0, 1) for i in ims]), it.options
+            ).numpy()
             assert np.allclose(run["model"]["per_item"][it.id].scores, direct, atol=1e-5)

@@ -19,8 +19,14 @@ def _write(tmp_path, items, image=True):
 
 
 def _item(i=0, **kw):
-    base = dict(id=f"it{i}", task="negation", category="affirmative_true", images=["img.png"],
-                options=["the circle is red", "the circle is not red"], correct=0)
+    base = dict(
+        id=f"it{i}",
+        task="negation",
+        category="affirmative_true",
+        images=["img.png"],
+        options=["the circle is red", "the circle is not red"],
+        correct=0,
+    )
     return ProbeItem(**{**base, **kw})
 
 
@@ -44,7 +50,9 @@ def test_round_trip_keeps_items_and_hash(tmp_path):
 
 def test_hash_ignores_key_order_but_not_content(tmp_path):
     a = _item(0)
-    assert items_hash([a]) == items_hash([ProbeItem(**{k: v for k, v in reversed(list(a.to_dict().items()))})])
+    assert items_hash([a]) == items_hash(
+        [ProbeItem(**{k: v for k, v in reversed(list(a.to_dict().items()))})]
+    )
     assert items_hash([a]) != items_hash([_item(0, correct=1)])
 
 
@@ -56,16 +64,19 @@ def test_items_edited_after_the_build_fail_the_hash_check(tmp_path):
     assert load_probe(tmp_path, verify_hash=False).items[1].correct == 1
 
 
-@pytest.mark.parametrize("change, message", [
-    (lambda r: r.update(options=["only one"]), "at least 2 options"),
-    (lambda r: r.update(correct=5), "out of range"),
-    (lambda r: r.update(correct=-1), "out of range"),
-    (lambda r: r.update(images=["missing.png"]), "not found"),
-    (lambda r: r.update(extra=1), "unknown field"),
-    (lambda r: r.update(task="counting"), "unknown task"),
-    (lambda r: r.update(truth=[[True, True]]), "exactly one true option"),
-    (lambda r: r.pop("correct"), "lacks field"),
-])
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        (lambda r: r.update(options=["only one"]), "at least 2 options"),
+        (lambda r: r.update(correct=5), "out of range"),
+        (lambda r: r.update(correct=-1), "out of range"),
+        (lambda r: r.update(images=["missing.png"]), "not found"),
+        (lambda r: r.update(extra=1), "unknown field"),
+        (lambda r: r.update(task="counting"), "unknown task"),
+        (lambda r: r.update(truth=[[True, True]]), "exactly one true option"),
+        (lambda r: r.pop("correct"), "lacks field"),
+    ],
+)
 def test_bad_items_name_the_item_and_the_line(tmp_path, change, message):
     path = _write(tmp_path, [_item(0), _item(1), _item(2)])
     _rewrite_line(path, 2, change)

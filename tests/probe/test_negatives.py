@@ -25,9 +25,12 @@ from .conftest import TINY_CROSS, TINY_DUAL
 def test_swaps_exchange_whole_attributes_and_relation_arguments():
     rng = np.random.default_rng(0)
     assert make_hard_negative("an orange circle and a red square", None, rng, ("swap_attribute",)) == (
-        "a red circle and an orange square", "swap_attribute")
-    assert make_hard_negative("the big circle is left of a small blue square", None, rng, ("swap_relation",)) == (
-        "a small blue square is left of the big circle", "swap_relation")
+        "a red circle and an orange square",
+        "swap_attribute",
+    )
+    assert make_hard_negative(
+        "the big circle is left of a small blue square", None, rng, ("swap_relation",)
+    ) == ("a small blue square is left of the big circle", "swap_relation")
     assert make_hard_negative("a red circle", None, rng, ("swap_attribute", "swap_relation")) is None
     assert np_spans(tokenize("there is a big red circle above the star")) == [(2, 6), (7, 9)]
 
@@ -76,8 +79,12 @@ def test_cross_task_scores_sampled_candidates_and_trains():
 
 def test_training_is_deterministic_for_a_seed(tmp_path):
     pairs = _pairs(32)
-    cfg = ProbeTrainConfig(arch="tiny-dual", model_config=TINY_DUAL, hard_negatives=True,
-                           train=TrainConfig(epochs=1, batch_size=16, lr=2e-3, log_every=1))
+    cfg = ProbeTrainConfig(
+        arch="tiny-dual",
+        model_config=TINY_DUAL,
+        hard_negatives=True,
+        train=TrainConfig(epochs=1, batch_size=16, lr=2e-3, log_every=1),
+    )
     a, info = train_probe_model(cfg, pairs, tmp_path / "a", resume=False)
     b, _ = train_probe_model(cfg, pairs, tmp_path / "b", resume=False)
     assert info["steps"] == 2 and sum(info["negatives"].values()) == 32
@@ -85,8 +92,9 @@ def test_training_is_deterministic_for_a_seed(tmp_path):
         assert torch.equal(va, vb), k
     # A finished run folder is loaded, not retrained.
     c, again = train_probe_model(cfg, pairs, tmp_path / "a")
-    assert again["negatives"] == {} and torch.equal(next(iter(c.state_dict().values())),
-                                                      next(iter(a.state_dict().values())))
+    assert again["negatives"] == {} and torch.equal(
+        next(iter(c.state_dict().values())), next(iter(a.state_dict().values()))
+    )
 
 
 def test_scenes_travel_with_the_pairs():
@@ -119,4 +127,6 @@ def test_a_hard_negative_true_of_another_batch_image_is_masked_in_the_dual_loss(
     for r, n in enumerate(negs):  # a hard negative is false of its own image
         if n is not None:
             assert not negs_true[r, hard.index(n)]
-    assert torch.isfinite(task.loss(model, (images, texts, idx, negs, positives, negs_true))["contrastive_loss"])
+    assert torch.isfinite(
+        task.loss(model, (images, texts, idx, negs, positives, negs_true))["contrastive_loss"]
+    )

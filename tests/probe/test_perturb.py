@@ -27,7 +27,9 @@ def test_every_perturbation_differs_from_the_caption_token_wise():
         for _ in range(20):
             out = perturb(caption, kind, rng)
             assert out is not None and tokenize(out) != tokenize(caption)
-            assert sorted(tokenize(out.replace("an ", "a "))) == sorted(tokenize(caption.replace("an ", "a ")))
+            assert sorted(tokenize(out.replace("an ", "a "))) == sorted(
+                tokenize(caption.replace("an ", "a "))
+            )
 
 
 def test_shuffle_content_moves_nouns_among_nouns_and_adjectives_among_adjectives():
@@ -66,7 +68,17 @@ def test_punctuation_stays_in_place_and_detokenizes_cleanly():
 def test_lexicon_tagger_is_exact_on_the_shapesworld_vocabulary():
     tag = LexiconTagger()
     assert tag.tag(tokenize("there are two large green stars above the little seal")) == [
-        "other", "other", "other", "adj", "adj", "noun", "other", "other", "adj", "noun"]
+        "other",
+        "other",
+        "other",
+        "adj",
+        "adj",
+        "noun",
+        "other",
+        "other",
+        "adj",
+        "noun",
+    ]
     assert tag.tag_word("square") == "noun" and tag.tag_word("orange") == "adj"
     assert tag.tag_word("walking") == "other" and tag.tag_word("giraffe") == "noun"
 
@@ -85,9 +97,12 @@ def test_caption_file_builder_writes_semantic_structure_items(tmp_path):
     for name in ("a.png", "b.png"):
         Image.new("RGB", (8, 8)).save(tmp_path / name)
     csv = tmp_path / "caps.csv"
-    csv.write_text("image,caption\na.png,a brown dog runs on the green grass\nb.png,two men ride red bikes\n"
-                   "b.png,dog\n")
-    path, info = build_caption_items(csv, tmp_path / "probe", split=None, image_root=tmp_path, tagger="lexicon")
+    csv.write_text(
+        "image,caption\na.png,a brown dog runs on the green grass\nb.png,two men ride red bikes\nb.png,dog\n"
+    )
+    path, info = build_caption_items(
+        csv, tmp_path / "probe", split=None, image_root=tmp_path, tagger="lexicon"
+    )
     ps = load_probe(path)
     assert len(ps.items) == 2 and info["skipped_captions"] == 1
     for it in ps.items:

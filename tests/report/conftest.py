@@ -19,15 +19,29 @@ import pytest
 
 from alignlab.core.io import write_json
 
-RK = {"i2t_R@1": 13.459999999999999, "i2t_R@5": 40.666666666666664, "i2t_R@10": 48.0,
-      "t2i_R@1": 11.066666666666666, "t2i_R@5": 28.799999999999997, "t2i_R@10": 39.2}
+RK = {
+    "i2t_R@1": 13.459999999999999,
+    "i2t_R@5": 40.666666666666664,
+    "i2t_R@10": 48.0,
+    "t2i_R@1": 11.066666666666666,
+    "t2i_R@5": 28.799999999999997,
+    "t2i_R@10": 39.2,
+}
 
 
 def run_metrics(shift: float = 0.0) -> dict[str, float]:
     m = {k: v + shift for k, v in RK.items()}
     m["rsum"] = sum(m.values())
-    m.update({"i2t_medr": 12.0, "i2t_meanr": 19.313333333333333, "t2i_medr": 19.0, "t2i_meanr": 50.992,
-              "i2t_tied_queries": 0, "t2i_tied_queries": 3})
+    m.update(
+        {
+            "i2t_medr": 12.0,
+            "i2t_meanr": 19.313333333333333,
+            "t2i_medr": 19.0,
+            "t2i_meanr": 50.992,
+            "i2t_tied_queries": 0,
+            "t2i_tied_queries": 3,
+        }
+    )
     return m
 
 
@@ -39,18 +53,41 @@ def write_log(run: Path, losses: list[float], devs: list[float], interval_mean: 
             rec.update(lr=0.001, samples_s=200.0)
         lines.append(rec)
         if i % 2 == 1:
-            lines.append({"step": 10 * (i + 1), "epoch": i // 2,
-                          "dev": {"rsum": devs[i // 2], "i2t_R@1": devs[i // 2] / 6}})
+            lines.append(
+                {
+                    "step": 10 * (i + 1),
+                    "epoch": i // 2,
+                    "dev": {"rsum": devs[i // 2], "i2t_R@1": devs[i // 2] / 6},
+                }
+            )
     run.mkdir(parents=True, exist_ok=True)
-    (run / "log.jsonl").write_text("".join(json.dumps(r) + "\n" for r in lines) + '{"step": 99, "lo', encoding="utf-8")
+    (run / "log.jsonl").write_text(
+        "".join(json.dumps(r) + "\n" for r in lines) + '{"step": 99, "lo', encoding="utf-8"
+    )
 
 
 def make_run(run: Path, seed: int = 0, shift: float = 0.0, interval_mean: bool = True) -> Path:
-    write_json(run / "results.json", {
-        "task": "retrieval", "model": "tiny-dual", "data": "shapes-test:300", "seed": seed,
-        "metrics": run_metrics(shift), "best": {"epoch": 1, "metric": "rsum", "value": 216.6}, "steps": 40,
-        "manifest": {"alignlab": "0.1.0", "torch": "2.13.0", "device": "cpu", "wall_s": 11.479999999999999}})
-    write_log(run, [4.2 - 0.3 * i - shift / 100 for i in range(4)], [200.0 + shift, 216.6 + shift], interval_mean)
+    write_json(
+        run / "results.json",
+        {
+            "task": "retrieval",
+            "model": "tiny-dual",
+            "data": "shapes-test:300",
+            "seed": seed,
+            "metrics": run_metrics(shift),
+            "best": {"epoch": 1, "metric": "rsum", "value": 216.6},
+            "steps": 40,
+            "manifest": {
+                "alignlab": "0.1.0",
+                "torch": "2.13.0",
+                "device": "cpu",
+                "wall_s": 11.479999999999999,
+            },
+        },
+    )
+    write_log(
+        run, [4.2 - 0.3 * i - shift / 100 for i in range(4)], [200.0 + shift, 216.6 + shift], interval_mean
+    )
     return run
 
 
@@ -65,14 +102,20 @@ def seeds_folder(tmp_path) -> Path:
     from alignlab.retrieval.repro import aggregate_results
 
     folder = tmp_path / "repro"
-    results = [json.loads((make_run(folder / f"seed-{s}", seed=s, shift=s) / "results.json").read_text())
-               for s in range(3)]
+    results = [
+        json.loads((make_run(folder / f"seed-{s}", seed=s, shift=s) / "results.json").read_text())
+        for s in range(3)
+    ]
     results[0]["metrics"]["t2i_tied_queries"] = 0
     results[1]["metrics"]["t2i_tied_queries"] = 0
     results[2]["metrics"]["t2i_tied_queries"] = 1  # mean 1/3, sd 0.58: the t-interval reaches below 0
     agg = aggregate_results(results)
-    agg["sanity"] = {"oracle": {k: 100.0 for k in RK} | {"rsum": 600.0}, "oracle_ok": True,
-                     "chance": {k: 2.0 * int(k.split("@")[1]) for k in RK}, "random_ok": False}
+    agg["sanity"] = {
+        "oracle": {k: 100.0 for k in RK} | {"rsum": 600.0},
+        "oracle_ok": True,
+        "chance": {k: 2.0 * int(k.split("@")[1]) for k in RK},
+        "random_ok": False,
+    }
     write_json(folder / "aggregate.json", agg)
     return folder
 
@@ -83,10 +126,42 @@ def probe_folder(tmp_path_factory) -> Path:
     from alignlab.cli import main
 
     root = tmp_path_factory.mktemp("probe")
-    assert main(["probe", "build", "--source", "shapes", "--out", str(root / "items"), "--items-per-category", "5",
-                 "--quiet"]) == 0
-    assert main(["probe", "eval", "--items", str(root / "items"), "--model", "tiny-dual", "--out", str(root / "run"),
-                 "--bootstrap", "200", "--baselines", "null_image,never_not,shorter", "--quiet"]) == 0
+    assert (
+        main(
+            [
+                "probe",
+                "build",
+                "--source",
+                "shapes",
+                "--out",
+                str(root / "items"),
+                "--items-per-category",
+                "5",
+                "--quiet",
+            ]
+        )
+        == 0
+    )
+    assert (
+        main(
+            [
+                "probe",
+                "eval",
+                "--items",
+                str(root / "items"),
+                "--model",
+                "tiny-dual",
+                "--out",
+                str(root / "run"),
+                "--bootstrap",
+                "200",
+                "--baselines",
+                "null_image,never_not,shorter",
+                "--quiet",
+            ]
+        )
+        == 0
+    )
     return root / "run"
 
 
@@ -113,15 +188,33 @@ def experiment_folder(tmp_path) -> Path:
     (folder / "plots").mkdir(parents=True)
     (folder / "plots" / "pesf_digits.png").write_bytes(png_bytes())
     (folder / "plots" / "extra_diagnostics.png").write_bytes(png_bytes("#C44E52"))
-    write_json(folder / "results.json", {
-        "experiment": "pesf", "quick": True, "seeds": [0, 1],
-        "verdicts": {"digits": {
-            "pesf_beats_kd": {"claim": "PESF-KD beats vanilla KD", "holds": False,
-                              "verdict": "not significant: +0.4 [-1.2, +2.0] points"},
-            "teacher_frozen": {"claim": "the teacher stays bit-identical", "holds": True, "verdict": "0 bytes changed"}}}})
+    write_json(
+        folder / "results.json",
+        {
+            "experiment": "pesf",
+            "quick": True,
+            "seeds": [0, 1],
+            "verdicts": {
+                "digits": {
+                    "pesf_beats_kd": {
+                        "claim": "PESF-KD beats vanilla KD",
+                        "holds": False,
+                        "verdict": "not significant: +0.4 [-1.2, +2.0] points",
+                    },
+                    "teacher_frozen": {
+                        "claim": "the teacher stays bit-identical",
+                        "holds": True,
+                        "verdict": "0 bytes changed",
+                    },
+                }
+            },
+        },
+    )
     (folder / "report.md").write_text(
         "# PESF-KD experiment\n\n| claim | delta | verdict |\n|---|---|---|\n"
-        "| PESF-KD beats vanilla KD | +0.4 | not significant |\n\n![digits](plots/pesf_digits.png)\n", encoding="utf-8")
+        "| PESF-KD beats vanilla KD | +0.4 | not significant |\n\n![digits](plots/pesf_digits.png)\n",
+        encoding="utf-8",
+    )
     return folder
 
 
@@ -138,17 +231,28 @@ def demo_folder(tmp_path) -> Path:
         "# alignlab demo\n\nSettings: quick, seed 0.\n\n## ShapesWorld data\n\n| split | images |\n|---|---|\n"
         "| train | 1200 |\n\n![contact sheet](data/contact_sheet.png)\n\n## Image–text retrieval\n\n"
         "| direction | R@1 |\n|---|---|\n| i2t | 15.3 |\n\n## DCD\n\nTwo students.\n\n## Timings\n\n"
-        "| stage | seconds |\n|---|---|\n| total | 9.0 |\n", encoding="utf-8")
+        "| stage | seconds |\n|---|---|\n| total | 9.0 |\n",
+        encoding="utf-8",
+    )
     return folder
 
 
 # --- a headless browser, driven through its command line --------------------------------------------------------
 
-BROWSER_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                 "--disable-dev-shm-usage",  # containers often have a tiny /dev/shm
-                 # A page that tries the network fails visibly instead of fetching: nothing resolves.
-                 "--host-resolver-rules=MAP * ~NOTFOUND", "--hide-scrollbars"]
+BROWSER_FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--disable-dev-shm-usage",  # containers often have a tiny /dev/shm
+    # A page that tries the network fails visibly instead of fetching: nothing resolves.
+    "--host-resolver-rules=MAP * ~NOTFOUND",
+    "--hide-scrollbars",
+]
 
 
 def find_browser() -> str | None:
@@ -192,8 +296,16 @@ class Browser:
 
     def _run(self, url: str, extra: list[str], name: str) -> subprocess.CompletedProcess:
         profile = self.work / f"profile-{name}"  # a fresh profile for every launch
-        cmd = [self.exe, *BROWSER_FLAGS, f"--user-data-dir={profile}", "--enable-logging=stderr", "--v=0",
-               "--virtual-time-budget=10000", *extra, url]
+        cmd = [
+            self.exe,
+            *BROWSER_FLAGS,
+            f"--user-data-dir={profile}",
+            "--enable-logging=stderr",
+            "--v=0",
+            "--virtual-time-budget=10000",
+            *extra,
+            url,
+        ]
         return subprocess.run(cmd, capture_output=True, text=True, timeout=120, check=False)
 
     def load(self, page: Path) -> tuple[_PageFacts, list[str]]:
@@ -215,5 +327,7 @@ class Browser:
 def browser(tmp_path) -> Browser:
     exe = find_browser()
     if exe is None:
-        pytest.skip("no headless Chromium here (Debian: apt-get install chromium; `make` installs it as root)")
+        pytest.skip(
+            "no headless Chromium here (Debian: apt-get install chromium; `make` installs it as root)"
+        )
     return Browser(exe, tmp_path)

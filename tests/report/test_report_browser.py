@@ -61,7 +61,8 @@ def test_a_page_with_a_broken_image_or_script_error_is_caught(browser, tmp_path)
     bad = tmp_path / "bad.html"
     good = render(make_run(tmp_path / "r")).with_suffix(".html")
     text = good.read_text(encoding="utf-8").replace(
-        "</body>", '<img src="missing.png"><script>notAFunction();</script></body>')
+        "</body>", '<img src="missing.png"><script>notAFunction();</script></body>'
+    )
     bad.write_text(text, encoding="utf-8")
     facts, console = browser.load(bad)
     assert facts.status["data-broken-images"] == "1"

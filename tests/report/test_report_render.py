@@ -36,12 +36,26 @@ def _rows(md: str, first_cell: str) -> list[str]:
 
 
 def test_metrics_come_in_natural_order_not_text_order():
-    text_order = sorted(["t2i_R@5", "rsum", "i2t_R@10", "i2t_medr", "i2t_R@1", "t2i_R@1", "t2i_R@10", "i2t_R@5"])
+    text_order = sorted(
+        ["t2i_R@5", "rsum", "i2t_R@10", "i2t_medr", "i2t_R@1", "t2i_R@1", "t2i_R@10", "i2t_R@5"]
+    )
     assert text_order[:3] == ["i2t_R@1", "i2t_R@10", "i2t_R@5"]  # what the issue saw
-    assert order_names(text_order) == ["i2t_R@1", "i2t_R@5", "i2t_R@10", "t2i_R@1", "t2i_R@5", "t2i_R@10",
-                                       "rsum", "i2t_medr"]
-    assert order_names(["negation_acc_pct", "accuracy", "R@10", "R@5"]) == ["R@5", "R@10", "negation_acc_pct",
-                                                                            "accuracy"]
+    assert order_names(text_order) == [
+        "i2t_R@1",
+        "i2t_R@5",
+        "i2t_R@10",
+        "t2i_R@1",
+        "t2i_R@5",
+        "t2i_R@10",
+        "rsum",
+        "i2t_medr",
+    ]
+    assert order_names(["negation_acc_pct", "accuracy", "R@10", "R@5"]) == [
+        "R@5",
+        "R@10",
+        "negation_acc_pct",
+        "accuracy",
+    ]
 
 
 def test_numbers_are_rounded_without_float_noise():
@@ -76,7 +90,7 @@ def test_run_folder_renders_metrics_curves_and_chance_note(run_folder):
     assert (run_folder / "plots" / "final.png").stat().st_size > 2000
     assert "chance level is not recorded" in md and "single logged steps" not in md
     assert_self_contained(page)
-    assert page.count("<img ") == 2 and page.count("<table>") == 1 and 'id=report-status' in page
+    assert page.count("<img ") == 2 and page.count("<table>") == 1 and "id=report-status" in page
 
 
 def test_log_of_single_step_losses_is_labelled_as_such(tmp_path):
@@ -91,7 +105,9 @@ def test_repro_folder_shows_every_seed_mean_with_bounded_ci_and_verdicts(seeds_f
     (seeds_folder / "aggregate.json").write_text(json.dumps(agg))
     md_path = render(seeds_folder)
     md, page = md_path.read_text(encoding="utf-8"), _html(md_path)
-    order = [line.split(" | ")[0][2:] for line in md.splitlines() if re.match(r"\| [it]2[it]_R@\d+ \| \d", line)]
+    order = [
+        line.split(" | ")[0][2:] for line in md.splitlines() if re.match(r"\| [it]2[it]_R@\d+ \| \d", line)
+    ]
     assert order == ["i2t_R@1", "i2t_R@5", "i2t_R@10", "t2i_R@1", "t2i_R@5", "t2i_R@10"]
     (tied,) = _rows(md, "t2i_tied_queries")
     assert "[0, " in tied and "-" not in tied.split("|")[6]
@@ -135,20 +151,41 @@ def test_experiment_folder_renders_claims_tables_and_every_plot(experiment_folde
     assert "<td>PESF-KD beats vanilla KD</td><td>does not hold</td>" in page
     assert "<td>the teacher stays bit-identical</td><td>holds</td>" in page
     assert "<h2>Claim tables (report.md)</h2>" in page and "<td class=num>+0.4</td>" in page
-    assert 'alt="digits"' in page and 'alt="extra diagnostics"' in page  # referenced plot + the one it does not cite
+    assert (
+        'alt="digits"' in page and 'alt="extra diagnostics"' in page
+    )  # referenced plot + the one it does not cite
     assert_self_contained(page)
 
 
 def test_experiment_with_analysed_claims_shows_one_claims_table(tmp_path):
     from alignlab.core.analysis import analyse, claims_from_config
 
-    claims = claims_from_config([
-        {"name": "KD helps", "treatment": "kd", "control": "none", "metric": "acc", "direction": "improves",
-         "margin": 0.5},
-        {"name": "adapter is as good as a temperature", "treatment": "adapter", "control": "temp", "metric": "acc",
-         "direction": "equivalent", "margin": 5.0}])
-    runs = {"kd": {s: 80.0 + s for s in range(6)}, "none": {s: 78.0 + s for s in range(6)},
-            "adapter": {s: 70.0 + 0.1 * s for s in range(6)}, "temp": {s: 70.0 + 0.1 * (s % 2) for s in range(6)}}
+    claims = claims_from_config(
+        [
+            {
+                "name": "KD helps",
+                "treatment": "kd",
+                "control": "none",
+                "metric": "acc",
+                "direction": "improves",
+                "margin": 0.5,
+            },
+            {
+                "name": "adapter is as good as a temperature",
+                "treatment": "adapter",
+                "control": "temp",
+                "metric": "acc",
+                "direction": "equivalent",
+                "margin": 5.0,
+            },
+        ]
+    )
+    runs = {
+        "kd": {s: 80.0 + s for s in range(6)},
+        "none": {s: 78.0 + s for s in range(6)},
+        "adapter": {s: 70.0 + 0.1 * s for s in range(6)},
+        "temp": {s: 70.0 + 0.1 * (s % 2) for s in range(6)},
+    }
     folder = tmp_path / "experiment-x"
     folder.mkdir()
     write_json(folder / "results.json", {"experiment": "x", "quick": False, "claims": analyse(claims, runs)})
@@ -164,7 +201,13 @@ def test_demo_folder_renders_every_stage_and_its_runs_curves(demo_folder):
     render(demo_folder)
     page = (demo_folder / "report.html").read_text(encoding="utf-8")
     assert (demo_folder / "report.md").read_bytes() == own_md
-    for heading in ("ShapesWorld data", "Image–text retrieval", "DCD", "Timings", "Training curves of the demo"):
+    for heading in (
+        "ShapesWorld data",
+        "Image–text retrieval",
+        "DCD",
+        "Timings",
+        "Training curves of the demo",
+    ):
         assert heading in page
     assert 'alt="contact sheet"' in page and "<h3>dcd</h3>" in page and "<h3>retrieval</h3>" in page
     assert_self_contained(page)
@@ -172,7 +215,10 @@ def test_demo_folder_renders_every_stage_and_its_runs_curves(demo_folder):
 
 
 def test_results_json_file_alone_renders_its_metrics(tmp_path):
-    write_json(tmp_path / "eval.json", {"task": "retrieval", "model": "m", "metrics": {"i2t_R@10": 5.0, "i2t_R@5": 4.0}})
+    write_json(
+        tmp_path / "eval.json",
+        {"task": "retrieval", "model": "m", "metrics": {"i2t_R@10": 5.0, "i2t_R@5": 4.0}},
+    )
     md = render(tmp_path / "eval.json").read_text(encoding="utf-8")
     assert md.index("i2t_R@5") < md.index("i2t_R@10") and (tmp_path / "report.html").is_file()
 
@@ -202,11 +248,14 @@ def test_comparing_repro_folders_uses_mean_over_seeds(seeds_folder, tmp_path):
     assert "| i2t_R@1 | 14.46 | 12.46 |" in md  # seeds 0..2 shift by 0, 1, 2: mean +1
 
 
-@pytest.mark.parametrize("content, message", [
-    ("[1, 2, 3]", "not an alignlab results file"),
-    ('{"hello": "world"}', "not an alignlab results file"),
-    ('{"metrics": {', "invalid JSON"),
-])
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        ("[1, 2, 3]", "not an alignlab results file"),
+        ('{"hello": "world"}', "not an alignlab results file"),
+        ('{"metrics": {', "invalid JSON"),
+    ],
+)
 def test_garbage_input_fails_with_a_clear_one_line_error(tmp_path, capsys, content, message):
     (tmp_path / "results.json").write_text(content, encoding="utf-8")
     with pytest.raises(DataError, match=message):

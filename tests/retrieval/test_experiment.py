@@ -75,11 +75,14 @@ def test_a_second_run_in_the_same_folder_reuses_every_finished_seed(quick, monke
     assert again["runs"] == res["runs"]
 
 
-@pytest.mark.parametrize("claim, words", [
-    ({"treatment": "no-such-arm", "control": "infonce", "margin": 6}, "no-such-arm"),
-    ({"treatment": "pretrained", "control": "infonce", "margin": -1}, "margin"),
-    ({"treatment": "gallery-large", "control": "infonce", "margin": 6}, "gallery condition"),
-])
+@pytest.mark.parametrize(
+    "claim, words",
+    [
+        ({"treatment": "no-such-arm", "control": "infonce", "margin": 6}, "no-such-arm"),
+        ({"treatment": "pretrained", "control": "infonce", "margin": -1}, "margin"),
+        ({"treatment": "gallery-large", "control": "infonce", "margin": 6}, "gallery condition"),
+    ],
+)
 def test_a_plan_that_cannot_be_analysed_stops_the_cli_before_training(tmp_path, capsys, claim, words):
     spec = {"name": "x", "metric": "rsum", "direction": "improves", **claim}
     value = "[{" + ", ".join(f"{k}: {v}" for k, v in spec.items()) + "}]"
@@ -91,8 +94,16 @@ def test_a_plan_that_cannot_be_analysed_stops_the_cli_before_training(tmp_path, 
 
 
 def test_an_unknown_metric_fails_before_training(tmp_path):
-    claims = [{"name": "x", "treatment": "pretrained", "control": "infonce", "metric": "accuracy",
-               "direction": "improves", "margin": 1}]
+    claims = [
+        {
+            "name": "x",
+            "treatment": "pretrained",
+            "control": "infonce",
+            "metric": "accuracy",
+            "direction": "improves",
+            "margin": 1,
+        }
+    ]
     with pytest.raises(ConfigError, match="accuracy"):
         experiment.run(tmp_path, quick=True, overrides={"claims": claims})
     assert not (tmp_path / "arms").exists()
@@ -100,12 +111,22 @@ def test_an_unknown_metric_fails_before_training(tmp_path):
 
 # ---- the warm start (RetrievalRunConfig.warm_loss / warm_epochs) -----------------------------------------
 
+
 def _tiny_run(tmp_path, name, **kwargs):
     cfg = RetrievalRunConfig(
-        model_config={"image_size": 32, "width": 32, "embed_dim": 32, "image_channels": [8, 16], "image_stem": 4,
-                      "text_layers": 1, "heads": 2},
+        model_config={
+            "image_size": 32,
+            "width": 32,
+            "embed_dim": 32,
+            "image_channels": [8, 16],
+            "image_stem": 4,
+            "text_layers": 1,
+            "heads": 2,
+        },
         data=DataConfig(train=64, val=16, test=16, image_size=32),
-        train=TrainConfig(epochs=2, batch_size=32, lr=2e-3, warmup_steps=2, select_metric="rsum"), **kwargs)
+        train=TrainConfig(epochs=2, batch_size=32, lr=2e-3, warmup_steps=2, select_metric="rsum"),
+        **kwargs,
+    )
     return run_retrieval(cfg, tmp_path / name, resume=False)
 
 

@@ -64,14 +64,16 @@ def reference(scores: np.ndarray, relevance: list[list[int]], ties: str) -> dict
     return {"i2t": i2t, "t2i": t2i, "i2t_tied": i2t_tied, "t2i_tied": t2i_tied}
 
 
-def random_relevance(rng: np.random.Generator, n_images: int, shared: int = 10) -> tuple[list[list[int]], int]:
+def random_relevance(
+    rng: np.random.Generator, n_images: int, shared: int = 10
+) -> tuple[list[list[int]], int]:
     """1–7 captions per image, shuffled ids (never caption // 5), and a few captions shared by two images."""
     per = rng.integers(1, 8, size=n_images)
     m = int(per.sum())
     perm = rng.permutation(m)
     relevance, start = [], 0
     for k in per:
-        relevance.append([int(c) for c in perm[start:start + k]])
+        relevance.append([int(c) for c in perm[start : start + k]])
         start += k
     for _ in range(shared):
         i, c = int(rng.integers(n_images)), int(rng.integers(m))
@@ -129,12 +131,18 @@ def test_continuous_embeddings_match_reference_on_the_same_float32_scores(ties):
 
 
 def test_any_relevant_caption_in_the_top_k_is_a_hit():
-    scores = np.array([[0.1, 0.2, 0.9, 0.8],     # image 0: captions 0, 1 relevant; two irrelevant above
-                       [0.5, 0.4, 0.3, 0.6]])    # image 1: captions 2, 3 relevant; 3 is on top
+    scores = np.array(
+        [
+            [0.1, 0.2, 0.9, 0.8],  # image 0: captions 0, 1 relevant; two irrelevant above
+            [0.5, 0.4, 0.3, 0.6],
+        ]
+    )  # image 1: captions 2, 3 relevant; 3 is on top
     rep = evaluate_scores(scores, [[0, 1], [2, 3]], ks=(1, 2, 3))
     assert rep.i2t_ranks.tolist() == [3, 1]  # image 0: best relevant (0.2) has two irrelevant above
     assert rep.t2i_ranks.tolist() == [2, 2, 2, 2]  # each caption: the other image scores it higher
-    assert rep.metrics["i2t_R@1"] == 50.0 and rep.metrics["i2t_R@2"] == 50.0 and rep.metrics["i2t_R@3"] == 100.0
+    assert (
+        rep.metrics["i2t_R@1"] == 50.0 and rep.metrics["i2t_R@2"] == 50.0 and rep.metrics["i2t_R@3"] == 100.0
+    )
     assert rep.metrics["t2i_R@1"] == 0.0 and rep.metrics["t2i_R@2"] == 100.0
 
 
@@ -159,7 +167,9 @@ def test_ranks_do_not_depend_on_chunk_size(ties):
     img = rng.integers(-2, 3, size=(45, 3)).astype(np.float32)
     txt = rng.integers(-2, 3, size=(m, 3)).astype(np.float32)
     s_reports = [evaluate_scores(scores, relevance, ties=ties, chunk_size=c) for c in (1, 4, 45, 1000)]
-    e_reports = [evaluate_embeddings(img, txt, relevance, ties=ties, chunk_size=c) for c in (1, 6, 1000, None)]
+    e_reports = [
+        evaluate_embeddings(img, txt, relevance, ties=ties, chunk_size=c) for c in (1, 6, 1000, None)
+    ]
     for reports in (s_reports, e_reports):
         for rep in reports[1:]:
             np.testing.assert_array_equal(rep.i2t_ranks, reports[0].i2t_ranks)
@@ -237,7 +247,9 @@ def test_numpy_torch_and_half_precision_inputs_agree():
     txt = rng.standard_normal((m, 8)).astype(np.float16)
     a = evaluate_embeddings(img, txt, relevance)
     b = evaluate_embeddings(torch.from_numpy(img), torch.from_numpy(txt), relevance)
-    c = evaluate_embeddings(img.astype(np.float32), txt.astype(np.float32), relevance)  # fp16 -> fp32 is exact
+    c = evaluate_embeddings(
+        img.astype(np.float32), txt.astype(np.float32), relevance
+    )  # fp16 -> fp32 is exact
     for rep in (b, c):
         np.testing.assert_array_equal(rep.i2t_ranks, a.i2t_ranks)
         np.testing.assert_array_equal(rep.t2i_ranks, a.t2i_ranks)
@@ -291,8 +303,10 @@ def test_chance_formula_equals_enumerating_every_ranking():
     relevance = [[0], [1, 2]]
     expected = chance_metrics(relevance, 3, ks=(1, 2))
     for k in (1, 2):
-        hits = [np.mean([any(c in ids for c in perm[:k]) for perm in itertools.permutations(range(3))])
-                for ids in relevance]
+        hits = [
+            np.mean([any(c in ids for c in perm[:k]) for perm in itertools.permutations(range(3))])
+            for ids in relevance
+        ]
         assert expected[f"i2t_R@{k}"] == pytest.approx(100 * np.mean(hits))
     assert expected["i2t_meanr"] == pytest.approx(np.mean([1 + 2 / 2, 1 + 1 / 3]))
     assert expected["t2i_R@1"] == pytest.approx(50.0)  # each caption: one of 2 images
@@ -329,24 +343,31 @@ def test_oracle_report_is_perfect_and_matches_a_dense_oracle():
 # --- bad input ----------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("bad, error, message", [
-    (dict(image_emb=np.ones((3, 4)), text_emb=np.ones((3, 5))), DataError, "widths differ"),
-    (dict(image_emb=np.ones((3,))), DataError, "2-D"),
-    (dict(relevance=[[0], [1]]), DataError, "2 entries for 3 images"),
-    (dict(relevance=[[0], [], [1, 2]]), DataError, "no relevant caption"),
-    (dict(relevance=[[0], [1], [2, 3]]), DataError, "out of range"),
-    (dict(relevance=[[0], [1], [1]]), DataError, "caption 2 is relevant to no image"),
-    (dict(image_emb=np.array([[1.0, 0], [np.nan, 0], [0, 1]])), DataError, "image_emb row 1 has NaN"),
-    (dict(text_emb=np.array([[1.0, 0], [np.inf, 0], [0, 1]])), DataError, "text_emb row 1 has NaN or inf"),
-    (dict(ties="random"), ConfigError, "unknown tie policy 'random'"),
-    (dict(ks=()), ConfigError, "ks is empty"),
-    (dict(ks=(0, 1)), ConfigError, "bad K 0"),
-    (dict(ks=(1, 1)), ConfigError, "repeats"),
-    (dict(ks=("1",)), ConfigError, "bad K"),
-    (dict(chunk_size=0), ConfigError, "chunk_size"),
-    (dict(image_emb=np.ones((0, 2)), relevance=[]), DataError, "nothing to evaluate"),
-    (dict(image_emb=np.array([["a", "b"]] * 3)), DataError, "not numbers"),
-])
+@pytest.mark.parametrize(
+    "bad, error, message",
+    [
+        (dict(image_emb=np.ones((3, 4)), text_emb=np.ones((3, 5))), DataError, "widths differ"),
+        (dict(image_emb=np.ones((3,))), DataError, "2-D"),
+        (dict(relevance=[[0], [1]]), DataError, "2 entries for 3 images"),
+        (dict(relevance=[[0], [], [1, 2]]), DataError, "no relevant caption"),
+        (dict(relevance=[[0], [1], [2, 3]]), DataError, "out of range"),
+        (dict(relevance=[[0], [1], [1]]), DataError, "caption 2 is relevant to no image"),
+        (dict(image_emb=np.array([[1.0, 0], [np.nan, 0], [0, 1]])), DataError, "image_emb row 1 has NaN"),
+        (
+            dict(text_emb=np.array([[1.0, 0], [np.inf, 0], [0, 1]])),
+            DataError,
+            "text_emb row 1 has NaN or inf",
+        ),
+        (dict(ties="random"), ConfigError, "unknown tie policy 'random'"),
+        (dict(ks=()), ConfigError, "ks is empty"),
+        (dict(ks=(0, 1)), ConfigError, "bad K 0"),
+        (dict(ks=(1, 1)), ConfigError, "repeats"),
+        (dict(ks=("1",)), ConfigError, "bad K"),
+        (dict(chunk_size=0), ConfigError, "chunk_size"),
+        (dict(image_emb=np.ones((0, 2)), relevance=[]), DataError, "nothing to evaluate"),
+        (dict(image_emb=np.array([["a", "b"]] * 3)), DataError, "not numbers"),
+    ],
+)
 def test_bad_embedding_input_raises_an_error_naming_the_problem(bad, error, message):
     args = dict(image_emb=np.eye(3, 2), text_emb=np.eye(3, 2), relevance=[[0], [1], [2]])
     args.update(bad)

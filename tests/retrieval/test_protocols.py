@@ -30,13 +30,27 @@ def synthetic_pairs(n_images: int, seed: int = 0, max_per_image: int = 3) -> Ima
     relevance = [[] for _ in range(n_images)]
     for k, c in enumerate(ids):
         relevance[owner[k]].append(int(c))
-    return ImageTextPairs([f"im{i}" for i in range(n_images)], [f"cap{c}" for c in range(m)], relevance,
-                          image_array=np.zeros((n_images, 1, 1, 3), np.uint8), name="synthetic")
+    return ImageTextPairs(
+        [f"im{i}" for i in range(n_images)],
+        [f"cap{c}" for c in range(m)],
+        relevance,
+        image_array=np.zeros((n_images, 1, 1, 3), np.uint8),
+        name="synthetic",
+    )
 
 
 def test_all_named_protocols_are_registered():
-    assert set(PROTOCOLS.names()) == {"f30k-1k", "coco-5k", "coco-1k-5fold", "shapes-1k", "shapes-5k",
-                                      "shapes-1k-source", "shapes-5k-source", "shapes-1k-disc", "shapes-5k-disc"}
+    assert set(PROTOCOLS.names()) == {
+        "f30k-1k",
+        "coco-5k",
+        "coco-1k-5fold",
+        "shapes-1k",
+        "shapes-5k",
+        "shapes-1k-source",
+        "shapes-5k-source",
+        "shapes-1k-disc",
+        "shapes-5k-disc",
+    }
     assert get_protocol("coco-1k-5fold").folds == 5 and get_protocol("coco-5k").folds == 1
 
 
@@ -65,7 +79,7 @@ def test_coco_1k_folds_are_sequential_thousands_with_renumbered_captions():
         # Built by hand: the fold's images against only the fold's captions, relevance renumbered.
         local = {c: j for j, c in enumerate(rep.fold_caption_ids[k].tolist())}
         relevance = [[local[c] for c in pairs.relevance[i]] for i in images]
-        own = evaluate_embeddings(img[1000 * k:1000 * (k + 1)], txt[rep.fold_caption_ids[k]], relevance)
+        own = evaluate_embeddings(img[1000 * k : 1000 * (k + 1)], txt[rep.fold_caption_ids[k]], relevance)
         np.testing.assert_array_equal(fold.i2t_ranks, own.i2t_ranks)
         np.testing.assert_array_equal(fold.t2i_ranks, own.t2i_ranks)
         assert fold.n_images == 1000 and fold.n_captions == len(cap_ids)
@@ -96,8 +110,12 @@ def test_score_matrix_protocol_equals_embedding_protocol():
 
 
 def test_fold_pairs_keeps_captions_shared_across_images():
-    pairs = ImageTextPairs(["a", "b", "c"], ["x", "y", "z", "w"], [[0, 1], [1, 2], [3]],
-                           image_array=np.zeros((3, 1, 1, 3), np.uint8))
+    pairs = ImageTextPairs(
+        ["a", "b", "c"],
+        ["x", "y", "z", "w"],
+        [[0, 1], [1, 2], [3]],
+        image_array=np.zeros((3, 1, 1, 3), np.uint8),
+    )
     sub, cap_ids = fold_pairs(pairs, [1, 2])
     assert cap_ids.tolist() == [1, 2, 3] and sub.relevance == [[0, 1], [2]]
     assert sub.captions == ["y", "z", "w"]
@@ -176,8 +194,14 @@ def test_perfect_ranker_is_100_under_truth_and_its_closed_form_under_source_labe
 
     # Caption 2 ("there is a circle", written for image 1) is true of images 0 and 1; the others are unique.
     truth = [[0, 2], [1, 2]]
-    pairs = ImageTextPairs(["a", "b"], ["c0", "c1", "c2"], truth, relevance_kind="truth",
-                           source_relevance=[[0], [1, 2]], image_array=np.zeros((2, 1, 1, 3), np.uint8))
+    pairs = ImageTextPairs(
+        ["a", "b"],
+        ["c0", "c1", "c2"],
+        truth,
+        relevance_kind="truth",
+        source_relevance=[[0], [1, 2]],
+        image_array=np.zeros((2, 1, 1, 3), np.uint8),
+    )
     from alignlab.retrieval.protocols import _ceiling
 
     full = _ceiling(truth, truth, 3, (1, 2))
@@ -195,7 +219,9 @@ def test_protocol_reports_carry_the_ceiling_under_each_labelling():
     p = Protocol("shapes-tiny", "", 60, shapes_seed=0)
     pairs = p.load()
     rng = np.random.default_rng(0)
-    rep = evaluate_protocol(p, rng.standard_normal((60, 8)), rng.standard_normal((pairs.n_captions, 8)), pairs)
+    rep = evaluate_protocol(
+        p, rng.standard_normal((60, 8)), rng.standard_normal((pairs.n_captions, 8)), pairs
+    )
     d = rep.to_dict()
     assert d["relevance"] == "truth" and set(d["perfect_ranker"]) == {"truth", "source"}
     assert d["perfect_ranker"]["truth"]["rsum"] == 600.0
@@ -207,8 +233,10 @@ def test_protocol_reports_carry_the_ceiling_under_each_labelling():
     for i, row in enumerate(pairs.relevance):
         truth[i, row] = 1.0
     source = pairs.with_relevance("source")
-    draws = [evaluate_scores(truth + 1e-6 * rng.random(truth.shape), source.relevance, ks=(1,)).metrics["t2i_R@1"]
-             for _ in range(40)]
+    draws = [
+        evaluate_scores(truth + 1e-6 * rng.random(truth.shape), source.relevance, ks=(1,)).metrics["t2i_R@1"]
+        for _ in range(40)
+    ]
     assert np.mean(draws) == pytest.approx(d["perfect_ranker"]["source"]["t2i_R@1"], abs=3.0)
 
 

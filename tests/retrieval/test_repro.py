@@ -18,9 +18,17 @@ def fake_run(folder, seed, i2t, t2i, data="shapes-test:4", lr=0.1):
 
     folder.mkdir(parents=True)
     write_json(folder / "per_query.json", {"i2t_rank": list(i2t), "t2i_rank": list(t2i)})
-    write_json(folder / "results.json", {"task": "retrieval", "model": "m", "data": data, "seed": seed,
-                                         "metrics": metrics_from_ranks(np.array(i2t), np.array(t2i)),
-                                         "manifest": {"config": {"lr": lr, "seed": seed}, "torch": "x"}})
+    write_json(
+        folder / "results.json",
+        {
+            "task": "retrieval",
+            "model": "m",
+            "data": data,
+            "seed": seed,
+            "metrics": metrics_from_ranks(np.array(i2t), np.array(t2i)),
+            "manifest": {"config": {"lr": lr, "seed": seed}, "torch": "x"},
+        },
+    )
 
 
 def test_aggregate_reports_mean_sd_range_and_ci_per_metric():
@@ -90,8 +98,11 @@ def test_diff_lists_changed_settings(tmp_path):
 
 def test_run_seeds_end_to_end_with_cli_compare(tmp_path, capsys):
     model = {"width": 32, "embed_dim": 32, "image_channels": [8, 16, 32], "text_layers": 1, "heads": 2}
-    cfg = RetrievalRunConfig(model_config=model, data=DataConfig(train=64, val=16, test=24),
-                             train=TrainConfig(epochs=1, batch_size=32, select_metric="rsum"))
+    cfg = RetrievalRunConfig(
+        model_config=model,
+        data=DataConfig(train=64, val=16, test=24),
+        train=TrainConfig(epochs=1, batch_size=32, select_metric="rsum"),
+    )
     agg = run_seeds(cfg, [0, 1], tmp_path / "A")
     assert agg["n_seeds"] == 2 and agg["sanity"]["oracle_ok"] and agg["sanity"]["random_ok"]
     assert (tmp_path / "A" / "report.md").read_text().count("| rsum |") == 1

@@ -15,9 +15,13 @@ TINY_MODEL = {"width": 32, "embed_dim": 32, "image_channels": [8, 16, 32], "text
 
 
 def tiny_cfg(**kw) -> RetrievalRunConfig:
-    cfg = RetrievalRunConfig(model_config=dict(TINY_MODEL), data=DataConfig(train=96, val=32, test=40),
-                             train=TrainConfig(epochs=2, batch_size=32, lr=3e-3, select_metric="rsum",
-                                               log_every=1, checkpoint_every=2))
+    cfg = RetrievalRunConfig(
+        model_config=dict(TINY_MODEL),
+        data=DataConfig(train=96, val=32, test=40),
+        train=TrainConfig(
+            epochs=2, batch_size=32, lr=3e-3, select_metric="rsum", log_every=1, checkpoint_every=2
+        ),
+    )
     return replace(cfg, **kw)
 
 
@@ -25,7 +29,17 @@ def test_run_writes_results_with_manifest_and_per_query_ranks(tmp_path):
     res = run_retrieval(tiny_cfg(), tmp_path / "run")
     saved = read_json(tmp_path / "run" / "results.json")
     assert saved["metrics"] == res["metrics"]
-    assert {"task", "model", "data", "seed", "metrics", "definitions", "manifest", "dev_curve", "best"} <= set(saved)
+    assert {
+        "task",
+        "model",
+        "data",
+        "seed",
+        "metrics",
+        "definitions",
+        "manifest",
+        "dev_curve",
+        "best",
+    } <= set(saved)
     assert saved["manifest"]["config_sha256"] and saved["manifest"]["torch"]
     pq = read_json(tmp_path / "run" / "per_query.json")
     assert len(pq["i2t_rank"]) == 40 and len(pq["t2i_rank"]) == 200
@@ -59,8 +73,12 @@ def test_same_seed_same_numbers_and_different_seed_differs(tmp_path):
 
 
 def test_cross_encoder_trains_and_is_evaluated_on_all_pairs(tmp_path):
-    cfg = tiny_cfg(model="tiny-cross", model_config={**{k: v for k, v in TINY_MODEL.items() if k != "embed_dim"}, "fusion_layers": 1}, cross_dev_images=16,
-                   test_images=16)
+    cfg = tiny_cfg(
+        model="tiny-cross",
+        model_config={**{k: v for k, v in TINY_MODEL.items() if k != "embed_dim"}, "fusion_layers": 1},
+        cross_dev_images=16,
+        test_images=16,
+    )
     cfg = replace(cfg, train=replace(cfg.train, epochs=1))
     res = run_retrieval(cfg, tmp_path / "cross")
     assert res["model"] == "tiny-cross" and 0 <= res["metrics"]["i2t_R@1"] <= 100
@@ -73,7 +91,9 @@ def test_pretrained_image_tower_is_loaded_and_a_misfit_is_a_clear_error(tmp_path
     from alignlab.retrieval.pretrain import PretrainConfig, pretrain_image_tower
 
     tower = TinyImageConfig(channels=(8, 16, 32), width=32, heads=2)
-    stats = pretrain_image_tower(tower, PretrainConfig(images=64, epochs=1, batch_size=32, heldout=32), tmp_path / "t.safetensors")
+    stats = pretrain_image_tower(
+        tower, PretrainConfig(images=64, epochs=1, batch_size=32, heldout=32), tmp_path / "t.safetensors"
+    )
     assert 0.0 <= stats["heldout_micro_f1"] <= 1.0
     cfg = tiny_cfg(init_image_tower=str(tmp_path / "t.safetensors"))
     cfg = replace(cfg, train=replace(cfg.train, epochs=1))

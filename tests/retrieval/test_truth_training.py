@@ -14,8 +14,14 @@ from alignlab.retrieval.training import CrossMatchTask, DataConfig, DualContrast
 from alignlab.train.losses import InfoNCELoss
 
 SIZE = 32
-TINY = {"image_size": SIZE, "width": 32, "embed_dim": 32, "image_channels": [8, 16, 32], "text_layers": 1,
-        "heads": 2}
+TINY = {
+    "image_size": SIZE,
+    "width": 32,
+    "embed_dim": 32,
+    "image_channels": [8, 16, 32],
+    "text_layers": 1,
+    "heads": 2,
+}
 
 
 @pytest.fixture(scope="module")
@@ -58,8 +64,9 @@ def test_the_dual_loss_uses_the_mask(task):
     model = build_model("tiny-dual", TINY, WordTokenizer.build(task.pairs.captions))
     with torch.no_grad():
         masked = float(task.loss(model, (images, texts, idx, positives))["contrastive_loss"])
-        plain = float(task.loss(model, (images, texts, idx, torch.eye(len(idx), dtype=torch.bool)))
-                      ["contrastive_loss"])
+        plain = float(
+            task.loss(model, (images, texts, idx, torch.eye(len(idx), dtype=torch.bool)))["contrastive_loss"]
+        )
     assert masked < plain  # removing true captions from the negatives lowers the loss
 
 
@@ -72,7 +79,9 @@ def test_the_cross_encoder_grid_masks_true_pairs(examples):
     assert int(positives.sum()) > len(idx)
     with torch.no_grad():
         masked = float(task.loss(model, (images, texts, idx, positives))["match_loss"])
-        plain = float(task.loss(model, (images, texts, idx, torch.eye(len(idx), dtype=torch.bool)))["match_loss"])
+        plain = float(
+            task.loss(model, (images, texts, idx, torch.eye(len(idx), dtype=torch.bool)))["match_loss"]
+        )
     assert masked < plain
 
 

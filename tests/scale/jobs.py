@@ -44,9 +44,13 @@ class _LengthWorker:
                 os._exit(1)  # a worker crash: no exception, the process is gone
         time.sleep(self.job.sleep_s)
         texts = [text_of(r, shard) for r in rows]
-        return {"row": [r["_row"] for r in rows], "line": [r["_line"] for r in rows],
-                "upper": [t.upper() for t in texts], "chars": [len(t) for t in texts],
-                "pid": [os.getpid()] * len(rows)}
+        return {
+            "row": [r["_row"] for r in rows],
+            "line": [r["_line"] for r in rows],
+            "upper": [t.upper() for t in texts],
+            "chars": [len(t) for t in texts],
+            "pid": [os.getpid()] * len(rows),
+        }
 
 
 @dataclass

@@ -39,12 +39,31 @@ def _folder(tmp_path: Path) -> Path:
 def test_text_jsonl_and_parquet_shards_come_back_in_input_order(tmp_path):
     shards = plan_files(_folder(tmp_path), rows_per_shard=2)
     assert [(Path(s.source).name, s.start, s.stop, s.offset) for s in shards] == [
-        ("a.txt", 0, 2, 0), ("a.txt", 2, 4, 2), ("a.txt", 4, 5, 4),
-        ("b.jsonl", 0, 2, 5), ("b.jsonl", 2, 4, 7), ("c.parquet", 0, 2, 9), ("c.parquet", 2, 3, 11)]
+        ("a.txt", 0, 2, 0),
+        ("a.txt", 2, 4, 2),
+        ("a.txt", 4, 5, 4),
+        ("b.jsonl", 0, 2, 5),
+        ("b.jsonl", 2, 4, 7),
+        ("c.parquet", 0, 2, 9),
+        ("c.parquet", 2, 3, 11),
+    ]
     report = run_job(LengthJob(), shards, tmp_path / "out", LOCAL)
     assert (report.ran, report.skipped, report.rows, report.retries) == (7, 0, 12, 0)
     out = read_output(tmp_path / "out").to_pydict()
-    words = ["one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten", "eleven", "twelve"]
+    words = [
+        "one",
+        "two",
+        "three",
+        "four",
+        "five",
+        "six",
+        "seven",
+        "eight",
+        "nine",
+        "ten",
+        "eleven",
+        "twelve",
+    ]
     assert out["upper"] == [w.upper() for w in words]
     assert out["row"] == list(range(12))
     # JSONL line numbers count the blank line; Parquet rows are numbered from 1
@@ -133,7 +152,7 @@ def test_a_killed_driver_resumes_and_skips_the_shards_that_were_done(tmp_path):
             proc.kill()
     # the manifest (rewritten at most once a second) lists done shards; a part written after its last
     # rewrite is complete too (atomic rename) and is adopted on resume
-    done = sorted(p.name[len("part-"):-len(".parquet")] for p in out.glob("part-*.parquet"))
+    done = sorted(p.name[len("part-") : -len(".parquet")] for p in out.glob("part-*.parquet"))
     assert set(load_manifest(out)["done"]) <= set(done) and 2 <= len(done) < 8
     report = run_job(LengthJob(), plan_files(src, rows_per_shard=2), out, LOCAL)
     assert report.skipped == len(done) and report.ran == 8 - len(done)
@@ -156,8 +175,21 @@ def test_an_unreachable_cluster_is_one_line_and_exit_2_within_seconds(tmp_path, 
     src = tmp_path / "caps.txt"
     src.write_text("a bat flew out\n")
     t0 = time.time()
-    rc = main(["ambiguity", "score", str(src), "--out", str(tmp_path / "s.jsonl"), "--method", "mfs",
-               "--engine", "ray", "--ray-address", f"127.0.0.1:{_free_port()}"])
+    rc = main(
+        [
+            "ambiguity",
+            "score",
+            str(src),
+            "--out",
+            str(tmp_path / "s.jsonl"),
+            "--method",
+            "mfs",
+            "--engine",
+            "ray",
+            "--ray-address",
+            f"127.0.0.1:{_free_port()}",
+        ]
+    )
     err = capsys.readouterr().err
     assert rc == 2 and time.time() - t0 < 15
     assert err.startswith("error: cannot reach the Ray cluster at 127.0.0.1:") and err.count("\n") == 1
@@ -172,8 +204,19 @@ def test_without_ray_the_ray_engine_names_the_scale_extra(tmp_path, monkeypatch,
         import_ray()
     src = tmp_path / "caps.txt"
     src.write_text("a bat flew out\n")
-    rc = main(["ambiguity", "score", str(src), "--out", str(tmp_path / "s.jsonl"), "--method", "mfs",
-               "--engine", "ray"])
+    rc = main(
+        [
+            "ambiguity",
+            "score",
+            str(src),
+            "--out",
+            str(tmp_path / "s.jsonl"),
+            "--method",
+            "mfs",
+            "--engine",
+            "ray",
+        ]
+    )
     err = capsys.readouterr().err
     assert rc == 2 and err.count("\n") == 1 and "scale" in err
 

@@ -16,15 +16,35 @@ def test_gloss_scores_sharded_match_the_single_process_within_the_stated_toleran
 
     if not wordnet_available():
         pytest.skip("WordNet 3.0 is not installed")
-    caps = ["A man swings a bat at the ball.", "Bats fly out of the cave at night.",
-            "A woman sits on the bank of the river near the old mill.", "People wait in line at the bank.",
-            "A crane lifts steel beams over the building site.", "A crane stands in the water."] * 2
+    caps = [
+        "A man swings a bat at the ball.",
+        "Bats fly out of the cave at night.",
+        "A woman sits on the bank of the river near the old mill.",
+        "People wait in line at the bank.",
+        "A crane lifts steel beams over the building site.",
+        "A crane stands in the water.",
+    ] * 2
     src = tmp_path / "caps.en"
     src.write_text("".join(c + "\n" for c in caps))
     assert main(["ambiguity", "score", str(src), "--out", str(tmp_path / "plain.jsonl"), "--quiet"]) == 0
     # shards of 5 put other captions in each encoder batch, and repeat captions the plain path reuses
-    assert main(["ambiguity", "score", str(src), "--out", str(tmp_path / "local.jsonl"), "--engine", "local",
-                 "--rows-per-shard", "5", "--quiet"]) == 0
+    assert (
+        main(
+            [
+                "ambiguity",
+                "score",
+                str(src),
+                "--out",
+                str(tmp_path / "local.jsonl"),
+                "--engine",
+                "local",
+                "--rows-per-shard",
+                "5",
+                "--quiet",
+            ]
+        )
+        == 0
+    )
     assert "3 shard(s) run" in capsys.readouterr().out
     plain = (tmp_path / "plain.jsonl").read_text().splitlines()
     sharded = (tmp_path / "local.jsonl").read_text().splitlines()
@@ -56,13 +76,29 @@ def test_dcd_training_with_mined_scores_equals_training_that_runs_the_teacher(tm
     data_cfg = DCDDataConfig(train=48, val=12, test=12)
     data = load_dcd_data(data_cfg)
     set_seed(0)
-    save_model(build_model("tiny-cross", {"width": 32, "image_channels": [8, 16, 32], "text_layers": 1, "heads": 2,
-                                          "fusion_layers": 1}, WordTokenizer.build(data["train"].captions)),
-               tmp_path / "teacher")
-    cfg = DCDRunConfig(teacher=f"ckpt:{tmp_path / 'teacher'}", data=data_cfg, pool_size=6, keep=2, threads=1,
-                       student_config={"width": 32, "embed_dim": 32, "image_channels": [8, 16, 32],
-                                       "text_layers": 1, "heads": 2},
-                       train=TrainConfig(epochs=2, batch_size=12, lr=3e-3, select_metric="rsum"))
+    save_model(
+        build_model(
+            "tiny-cross",
+            {"width": 32, "image_channels": [8, 16, 32], "text_layers": 1, "heads": 2, "fusion_layers": 1},
+            WordTokenizer.build(data["train"].captions),
+        ),
+        tmp_path / "teacher",
+    )
+    cfg = DCDRunConfig(
+        teacher=f"ckpt:{tmp_path / 'teacher'}",
+        data=data_cfg,
+        pool_size=6,
+        keep=2,
+        threads=1,
+        student_config={
+            "width": 32,
+            "embed_dim": 32,
+            "image_channels": [8, 16, 32],
+            "text_layers": 1,
+            "heads": 2,
+        },
+        train=TrainConfig(epochs=2, batch_size=12, lr=3e-3, select_metric="rsum"),
+    )
     report = mine(cfg, tmp_path / "mined", EngineOptions(engine="local", quiet=True), batches_per_shard=3)
     assert report.ran == report.shards
     plain = run_dcd(cfg, tmp_path / "plain")
@@ -88,8 +124,26 @@ def test_no_gather_leaves_the_scores_in_the_parquet_shards(tmp_path, capsys):
     assert main(["ambiguity", "score", str(src), "--out", str(out), "--method", "mfs", "--quiet"]) == 0
     plain = out.read_text().splitlines()
     out.unlink()
-    assert main(["ambiguity", "score", str(src), "--out", str(out), "--method", "mfs", "--engine", "local",
-                 "--rows-per-shard", "2", "--no-gather", "--quiet"]) == 0
+    assert (
+        main(
+            [
+                "ambiguity",
+                "score",
+                str(src),
+                "--out",
+                str(out),
+                "--method",
+                "mfs",
+                "--engine",
+                "local",
+                "--rows-per-shard",
+                "2",
+                "--no-gather",
+                "--quiet",
+            ]
+        )
+        == 0
+    )
     assert not out.exists()
     assert read_output(tmp_path / "scores.jsonl.shards").column("record").to_pylist() == plain
     capsys.readouterr()

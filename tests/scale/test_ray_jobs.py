@@ -35,8 +35,14 @@ def ray_cluster():
     # Workers unpickle the test jobs by value: tests/ is not importable inside a Ray worker.
     ray.cloudpickle.register_pickle_by_value(jobs)
     # address="local": a Ray of this module's own, even if a `ray start` cluster runs on the machine
-    ray.init(address="local", num_cpus=2, object_store_memory=200 * 1024**2, include_dashboard=False,
-             log_to_driver=False, logging_level="warning")
+    ray.init(
+        address="local",
+        num_cpus=2,
+        object_store_memory=200 * 1024**2,
+        include_dashboard=False,
+        log_to_driver=False,
+        logging_level="warning",
+    )
     ray.data.DataContext.get_current().enable_progress_bars = False
     yield
     ray.shutdown()
@@ -76,16 +82,39 @@ def _ambiguity_plain_and_ray(tmp_path, method: str, workers: int) -> tuple[str, 
 
     if not wordnet_available():
         pytest.skip("WordNet 3.0 is not installed")
-    caps = ["A man swings a bat at the ball.", "Bats fly out of the cave at night.",
-            "A woman sits on the bank of the river.", "People wait in line at the bank.",
-            "A crane lifts steel beams.", "A crane stands in the shallow water.",
-            "Two boys play in the park.", "A dog runs on the grass."] * 2
+    caps = [
+        "A man swings a bat at the ball.",
+        "Bats fly out of the cave at night.",
+        "A woman sits on the bank of the river.",
+        "People wait in line at the bank.",
+        "A crane lifts steel beams.",
+        "A crane stands in the shallow water.",
+        "Two boys play in the park.",
+        "A dog runs on the grass.",
+    ] * 2
     src = tmp_path / "caps.en"
     src.write_text("".join(c + "\n" for c in caps))
     common = ["--method", method, "--quiet"]
     assert main(["ambiguity", "score", str(src), "--out", str(tmp_path / "plain.jsonl"), *common]) == 0
-    assert main(["ambiguity", "score", str(src), "--out", str(tmp_path / "ray.jsonl"), "--engine", "ray",
-                 "--workers", str(workers), "--rows-per-shard", "4", *common]) == 0
+    assert (
+        main(
+            [
+                "ambiguity",
+                "score",
+                str(src),
+                "--out",
+                str(tmp_path / "ray.jsonl"),
+                "--engine",
+                "ray",
+                "--workers",
+                str(workers),
+                "--rows-per-shard",
+                "4",
+                *common,
+            ]
+        )
+        == 0
+    )
     return (tmp_path / "plain.jsonl").read_text(), (tmp_path / "ray.jsonl").read_text()
 
 
@@ -127,7 +156,9 @@ def test_commonit_embeddings_and_groups_on_ray_equal_the_single_process(tmp_path
     sharded = group_records(records, cfg, (emb, desc))
     assert sharded.group_ids == plain.group_ids
     assert sharded.manifest["kmeans_inertia"] == plain.manifest["kmeans_inertia"]
-    mini = group_records(records, GroupingConfig(metric="embedding", k=4, seed=0, kmeans="minibatch"), (emb, desc))
+    mini = group_records(
+        records, GroupingConfig(metric="embedding", k=4, seed=0, kmeans="minibatch"), (emb, desc)
+    )
     assert len(set(mini.group_ids)) == 4  # MiniBatchKMeans on the gathered embeddings
 
 
@@ -144,12 +175,15 @@ def test_retrieval_encoding_on_ray_equals_encode_pairs(tmp_path):
     set_seed(3)
     model = load_model("tiny-dual")
     img, txt = encode_pairs(model, pairs)
-    r_img, r_txt, report = encode_sharded(EncodeJob("tiny-dual", pairs, seed=3), tmp_path / "shards", RAY1,
-                                          rows_per_shard=16)
+    r_img, r_txt, report = encode_sharded(
+        EncodeJob("tiny-dual", pairs, seed=3), tmp_path / "shards", RAY1, rows_per_shard=16
+    )
     assert report.ran == -(-pairs.n_images // 16) + -(-pairs.n_captions // 16)
     assert torch.equal(r_img, img) and torch.equal(r_txt, txt)
-    assert evaluate_embeddings(r_img, r_txt, pairs.relevance).metrics == \
-        evaluate_embeddings(img, txt, pairs.relevance).metrics
+    assert (
+        evaluate_embeddings(r_img, r_txt, pairs.relevance).metrics
+        == evaluate_embeddings(img, txt, pairs.relevance).metrics
+    )
 
 
 def test_dcd_mined_scores_on_ray_equal_trainings_own_teacher_scores(tmp_path):
@@ -168,11 +202,19 @@ def test_dcd_mined_scores_on_ray_equal_trainings_own_teacher_scores(tmp_path):
     data_cfg = DCDDataConfig(train=48, val=12, test=12)
     data = load_dcd_data(data_cfg)
     set_seed(0)
-    teacher = build_model("tiny-cross", {"width": 32, "image_channels": [8, 16, 32], "text_layers": 1, "heads": 2,
-                                         "fusion_layers": 1}, WordTokenizer.build(data["train"].captions))
+    teacher = build_model(
+        "tiny-cross",
+        {"width": 32, "image_channels": [8, 16, 32], "text_layers": 1, "heads": 2, "fusion_layers": 1},
+        WordTokenizer.build(data["train"].captions),
+    )
     save_model(teacher, tmp_path / "teacher")
-    cfg = DCDRunConfig(teacher=f"ckpt:{tmp_path / 'teacher'}", data=data_cfg, pool_size=6, keep=2,
-                       train=TrainConfig(epochs=2, batch_size=12))
+    cfg = DCDRunConfig(
+        teacher=f"ckpt:{tmp_path / 'teacher'}",
+        data=data_cfg,
+        pool_size=6,
+        keep=2,
+        train=TrainConfig(epochs=2, batch_size=12),
+    )
     report = mine(cfg, tmp_path / "mined", RAY, batches_per_shard=2)
     assert report.ran == report.shards >= 2
     teacher = load_teacher(cfg.teacher)

@@ -6,11 +6,18 @@ import json
 
 import pytest
 
-TINY = {"pool_images": 40, "train_size": 60, "test_images": 10, "contrastive_items": 20,
-        "pool_polysemous_rate": 0.1, "corpus_chunks": 2, "corpus_chunk_size": 8,
-        "model": {"width": 32, "heads": 2, "encoder_layers": 1, "decoder_layers": 1, "max_tgt_len": 40},
-        "train": {"epochs": 1, "batch_size": 32, "warmup_steps": 2},
-        "visual": {"images": 48, "val_images": 8, "epochs": 1}}
+TINY = {
+    "pool_images": 40,
+    "train_size": 60,
+    "test_images": 10,
+    "contrastive_items": 20,
+    "pool_polysemous_rate": 0.1,
+    "corpus_chunks": 2,
+    "corpus_chunk_size": 8,
+    "model": {"width": 32, "heads": 2, "encoder_layers": 1, "decoder_layers": 1, "max_tgt_len": 40},
+    "train": {"epochs": 1, "batch_size": 32, "warmup_steps": 2},
+    "visual": {"images": 48, "val_images": 8, "epochs": 1},
+}
 
 
 def _needs_real_data():
@@ -36,8 +43,10 @@ def test_quick_run_analyses_the_declared_claims_and_renders_its_report(tmp_path)
     rows = {r["claim"]: r for r in saved["claims"]}
     assert rows["selection raises image use"]["n"] == 2  # training claims: paired by seed
     assert rows["3AM more ambiguous (supersenses)"]["n"] == 2  # corpus claims: paired by chunk
-    assert all(r["verdict"] in ("improves", "hurts", "inconclusive") or r["verdict"].startswith("equivalent")
-               for r in saved["claims"])
+    assert all(
+        r["verdict"] in ("improves", "hurts", "inconclusive") or r["verdict"].startswith("equivalent")
+        for r in saved["claims"]
+    )
     # the claimed metric's per-seed values are stored per arm, and the analysis used exactly them
     gaps = saved["runs"]["sense_gap"]
     assert set(gaps) == {"selected", "random", "matched"}
@@ -49,7 +58,11 @@ def test_quick_run_analyses_the_declared_claims_and_renders_its_report(tmp_path)
     for s in sel.values():
         assert s["needs_image"]["matched"] == s["needs_image"]["selected"]
     corpus = saved["corpus"]["corpora"]
-    assert len(corpus["3AM"]["ambiguous_share_synset"]) == 2 == len(corpus["Multi30K"]["ambiguous_share_supersense"])
+    assert (
+        len(corpus["3AM"]["ambiguous_share_synset"])
+        == 2
+        == len(corpus["Multi30K"]["ambiguous_share_supersense"])
+    )
     # the report: rendered from the stored file, quick flagged, the plan before the results
     report = (tmp_path / "report.md").read_text()
     assert experiment.render_report(saved) == report
@@ -61,12 +74,33 @@ def test_quick_run_analyses_the_declared_claims_and_renders_its_report(tmp_path)
     assert again["runs"] == saved["runs"]
 
 
-@pytest.mark.parametrize("claim, message", [
-    ({"name": "x", "treatment": "nosuch", "control": "random", "metric": "sense_gap", "direction": "improves",
-      "margin": 0.05}, "nosuch"),
-    ({"name": "x", "treatment": "selected", "control": "random", "metric": "sense_gap", "direction": "improves",
-      "margin": 0}, "margin"),
-])
+@pytest.mark.parametrize(
+    "claim, message",
+    [
+        (
+            {
+                "name": "x",
+                "treatment": "nosuch",
+                "control": "random",
+                "metric": "sense_gap",
+                "direction": "improves",
+                "margin": 0.05,
+            },
+            "nosuch",
+        ),
+        (
+            {
+                "name": "x",
+                "treatment": "selected",
+                "control": "random",
+                "metric": "sense_gap",
+                "direction": "improves",
+                "margin": 0,
+            },
+            "margin",
+        ),
+    ],
+)
 def test_a_bad_claim_fails_before_any_training(tmp_path, capsys, claim, message):
     from alignlab.cli import main
 

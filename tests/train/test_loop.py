@@ -27,8 +27,10 @@ class RegressionTask:
         return len(self.x) // self.bs
 
     def batch(self, epoch: int, index: int):
-        perm = torch.randperm(len(self.x), generator=torch.Generator().manual_seed(derive_seed(self.seed, epoch)))
-        idx = perm[index * self.bs:(index + 1) * self.bs]
+        perm = torch.randperm(
+            len(self.x), generator=torch.Generator().manual_seed(derive_seed(self.seed, epoch))
+        )
+        idx = perm[index * self.bs : (index + 1) * self.bs]
         return self.x[idx], self.y[idx]
 
     def loss(self, model, batch):
@@ -73,8 +75,11 @@ def test_resume_after_a_crash_ends_with_identical_weights_and_metrics(tmp_path):
         assert torch.equal(a, b)
     assert res.dev_curve == res_full.dev_curve
     # The log has no duplicated steps after the resume.
-    steps = [json.loads(line)["step"] for line in (tmp_path / "crash" / "log.jsonl").read_text().splitlines()
-             if "dev" not in line]
+    steps = [
+        json.loads(line)["step"]
+        for line in (tmp_path / "crash" / "log.jsonl").read_text().splitlines()
+        if "dev" not in line
+    ]
     assert steps == sorted(set(steps)) == list(range(1, res.steps + 1))
 
 
@@ -89,7 +94,9 @@ def test_best_checkpoint_is_the_argmax_of_the_stored_dev_curve(tmp_path):
     info = load_best(reloaded, tmp_path / "run")
     assert info["epoch"] == best_epoch
     # best/ weights differ from final/ weights
-    assert any(not torch.equal(a, b) for a, b in zip(reloaded.state_dict().values(), model.state_dict().values()))
+    assert any(
+        not torch.equal(a, b) for a, b in zip(reloaded.state_dict().values(), model.state_dict().values())
+    )
 
 
 def test_finished_run_is_not_trained_again_and_other_config_is_refused(tmp_path):
@@ -177,7 +184,9 @@ def test_a_task_without_evaluate_has_no_dev_curve_and_its_last_epoch_is_best(tmp
     res = fit(make_model(), RequiredOnlyTask(), cfg(epochs=2, select_metric=None), tmp_path / "r")
     assert res.dev_curve == [] and res.best == {"epoch": 2, "step": 12, "metric": None, "value": None}
     assert (tmp_path / "r" / "best" / "model.safetensors").exists()
-    assert all("dev" not in json.loads(line) for line in (tmp_path / "r" / "log.jsonl").read_text().splitlines())
+    assert all(
+        "dev" not in json.loads(line) for line in (tmp_path / "r" / "log.jsonl").read_text().splitlines()
+    )
 
 
 def test_task_parameters_train_and_task_state_resumes_from_the_checkpoint(tmp_path):

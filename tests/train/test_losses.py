@@ -14,8 +14,10 @@ from alignlab.train.losses import LOSSES, InfoNCELoss, VSEHingeLoss, build_loss
 
 def _emb(b=5, d=4, seed=0, dtype=torch.float64):
     g = torch.Generator().manual_seed(seed)
-    return (F.normalize(torch.randn(b, d, generator=g, dtype=dtype), dim=-1),
-            F.normalize(torch.randn(b, d, generator=g, dtype=dtype), dim=-1))
+    return (
+        F.normalize(torch.randn(b, d, generator=g, dtype=dtype), dim=-1),
+        F.normalize(torch.randn(b, d, generator=g, dtype=dtype), dim=-1),
+    )
 
 
 def infonce_reference(img, txt, scale):
@@ -58,7 +60,9 @@ def test_gradients_agree_with_finite_differences():
     img.requires_grad_(True)
     txt.requires_grad_(True)
     scale = torch.tensor(5.0, dtype=torch.float64, requires_grad=True)
-    assert torch.autograd.gradcheck(lambda a, b, s: InfoNCELoss()(a, b, s)["contrastive_loss"], (img, txt, scale))
+    assert torch.autograd.gradcheck(
+        lambda a, b, s: InfoNCELoss()(a, b, s)["contrastive_loss"], (img, txt, scale)
+    )
     # The hinge is piecewise linear: check away from kinks (margin chosen so no term sits at zero).
     assert torch.autograd.gradcheck(lambda a, b: VSEHingeLoss(0.37, False)(a, b)["hinge_loss"], (img, txt))
     assert torch.autograd.gradcheck(lambda a, b: VSEHingeLoss(0.37, True)(a, b)["hinge_loss"], (img, txt))
@@ -76,8 +80,10 @@ def test_per_sample_weights_are_applied_before_reduction():
     loss = InfoNCELoss()
     w = torch.tensor([1.0, 0.0, 0.0, 0.0], dtype=torch.float64)
     weighted = loss(img, txt, 3.0, weights=w)["contrastive_loss"]
-    per = 0.5 * (F.cross_entropy(3.0 * img @ txt.T, torch.arange(4), reduction="none")
-                 + F.cross_entropy(3.0 * txt @ img.T, torch.arange(4), reduction="none"))
+    per = 0.5 * (
+        F.cross_entropy(3.0 * img @ txt.T, torch.arange(4), reduction="none")
+        + F.cross_entropy(3.0 * txt @ img.T, torch.arange(4), reduction="none")
+    )
     assert weighted.item() == pytest.approx(per[0].item() / 4)
     with pytest.raises(ConfigError, match="weights"):
         loss(img, txt, 3.0, weights=torch.ones(3, dtype=torch.float64))
@@ -123,7 +129,9 @@ def test_a_caption_true_of_two_images_is_not_a_negative_of_either():
     for k in range(5):
         row = [logits[k, j] for j in range(5) if not (k == 0 and j == 2)]
         col = [logits[i, k] for i in range(5) if not (k == 2 and i == 0)]
-        per.append(0.5 * (torch.logsumexp(torch.stack(row), 0) + torch.logsumexp(torch.stack(col), 0)) - logits[k, k])
+        per.append(
+            0.5 * (torch.logsumexp(torch.stack(row), 0) + torch.logsumexp(torch.stack(col), 0)) - logits[k, k]
+        )
     assert got == pytest.approx(float(torch.stack(per).mean()), rel=1e-9)
 
 
@@ -142,7 +150,9 @@ def test_a_true_pair_gets_no_gradient_from_the_contrastive_loss():
     txt = _emb(b=4, seed=5)[1].clone().requires_grad_(True)
     positives = torch.eye(4, dtype=torch.bool)
     positives[1, 3] = True
-    (masked,) = torch.autograd.grad(InfoNCELoss()(img, txt, 5.0, positives=positives)["contrastive_loss"], txt)
+    (masked,) = torch.autograd.grad(
+        InfoNCELoss()(img, txt, 5.0, positives=positives)["contrastive_loss"], txt
+    )
     (plain,) = torch.autograd.grad(InfoNCELoss()(img, txt, 5.0)["contrastive_loss"], txt)
     assert float(masked[3, 1]) == 0.0 and float(plain[3, 1]) > 0.0  # plain InfoNCE pushes the true pair apart
     assert torch.isfinite(masked).all() and float(masked[2, 1]) != 0.0  # other negatives still count

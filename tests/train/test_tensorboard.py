@@ -46,17 +46,30 @@ def records(run):
 
 
 def test_logged_loss_is_the_mean_over_the_interval_and_the_rest_is_flushed(tmp_path):
-    fit(make_model(), KnownLossTask(), TrainConfig(epochs=2, log_every=4, lr=0.1, select_metric=None), tmp_path)
+    fit(
+        make_model(),
+        KnownLossTask(),
+        TrainConfig(epochs=2, log_every=4, lr=0.1, select_metric=None),
+        tmp_path,
+    )
     train = [r for r in records(tmp_path) if "loss" in r]
     # Steps 1-4 have losses 0..3, steps 5-8 4..7, steps 9-12 8, 9, 10, 11 (epoch 2's batches are 10 + i) ...
     assert [r["step"] for r in train] == [4, 8, 12, 16, 20]
     assert [r["a_loss"] for r in train] == [1.5, 5.5, 9.5, 13.5, 17.5]
     assert all(r["loss"] == pytest.approx(r["a_loss"] + 1.0) for r in train)
     assert all(r["samples_s"] > 0 for r in train)
-    fit(make_model(), KnownLossTask(n_batches=9), TrainConfig(epochs=1, log_every=4, select_metric=None),
-        tmp_path / "rest")
+    fit(
+        make_model(),
+        KnownLossTask(n_batches=9),
+        TrainConfig(epochs=1, log_every=4, select_metric=None),
+        tmp_path / "rest",
+    )
     rest = [r for r in records(tmp_path / "rest") if "loss" in r]
-    assert [(r["step"], r["a_loss"]) for r in rest] == [(4, 1.5), (8, 5.5), (9, 8.0)]  # the last, short interval
+    assert [(r["step"], r["a_loss"]) for r in rest] == [
+        (4, 1.5),
+        (8, 5.5),
+        (9, 8.0),
+    ]  # the last, short interval
 
 
 def test_interval_mean_survives_a_crash_and_resume(tmp_path):
@@ -98,10 +111,22 @@ def _assert_same(got, want):
 
 def test_tensorboard_events_hold_the_scalars_of_log_jsonl(tmp_path):
     pytest.importorskip("tensorboard")
-    fit(make_model(), KnownLossTask(), TrainConfig(epochs=2, log_every=3, lr=0.1, select_metric="score"), tmp_path)
+    fit(
+        make_model(),
+        KnownLossTask(),
+        TrainConfig(epochs=2, log_every=3, lr=0.1, select_metric="score"),
+        tmp_path,
+    )
     got, want = _event_scalars(tmp_path), _jsonl_scalars(tmp_path)
-    assert {"train/a_loss", "train/b_loss", "train/loss", "train/lr", "train/samples_s", "dev/score",
-            "dev/other"} == set(want)
+    assert {
+        "train/a_loss",
+        "train/b_loss",
+        "train/loss",
+        "train/lr",
+        "train/samples_s",
+        "dev/score",
+        "dev/other",
+    } == set(want)
     _assert_same(got, want)
     assert "epoch 2 dev" in (tmp_path / "log.txt").read_text()
 
@@ -128,5 +153,9 @@ def test_without_tensorboard_training_goes_on_with_one_debug_line(tmp_path, monk
     fit(make_model(), KnownLossTask(), TrainConfig(epochs=1, log_every=5, select_metric=None), tmp_path)
     assert not (tmp_path / "tensorboard").exists()
     assert len(records(tmp_path)) == 3  # two loss lines, one dev line
-    debug = [line for line in (tmp_path / "log.txt").read_text().splitlines() if "tensorboard is not installed" in line]
+    debug = [
+        line
+        for line in (tmp_path / "log.txt").read_text().splitlines()
+        if "tensorboard is not installed" in line
+    ]
     assert len(debug) == 1 and " DEBUG " in debug[0]

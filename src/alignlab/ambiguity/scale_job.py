@@ -71,16 +71,28 @@ class _Worker:
 
         texts = [text_of(r, shard) for r in rows]
         scores = score_captions(texts, self.wsd, self.job.select, desc=f"shard {shard.id}")
-        records = [CaptionScore(r["_row"], s.text, s.score, s.ambiguous, s.words).to_record()
-                   for r, s in zip(rows, scores)]
-        return {"line": [rec["line"] for rec in records],
-                "score": [rec["score"] for rec in records],
-                "ambiguous": [rec["ambiguous"] for rec in records],
-                "record": [json.dumps(rec, ensure_ascii=False) for rec in records]}
+        records = [
+            CaptionScore(r["_row"], s.text, s.score, s.ambiguous, s.words).to_record()
+            for r, s in zip(rows, scores)
+        ]
+        return {
+            "line": [rec["line"] for rec in records],
+            "score": [rec["score"] for rec in records],
+            "ambiguous": [rec["ambiguous"] for rec in records],
+            "record": [json.dumps(rec, ensure_ascii=False) for rec in records],
+        }
 
 
-def score_sharded(input_path: Path, shards_out: Path, wsd_cfg: Any, sel_cfg: Any, opts: Any,
-                  rows_per_shard: int, limit: int | None = None, gather: bool = True):
+def score_sharded(
+    input_path: Path,
+    shards_out: Path,
+    wsd_cfg: Any,
+    sel_cfg: Any,
+    opts: Any,
+    rows_per_shard: int,
+    limit: int | None = None,
+    gather: bool = True,
+):
     """Run the job; returns (the scores, their JSONL lines, the run report), rows in input order
     (``gather=False``: only ``(report,)``; the records stay in the Parquet shards)."""
     from alignlab.ambiguity.select import CaptionScore
@@ -89,7 +101,9 @@ def score_sharded(input_path: Path, shards_out: Path, wsd_cfg: Any, sel_cfg: Any
 
     shards = plan_files(input_path, rows_per_shard)
     if limit is not None:
-        shards = [replace(s, stop=min(s.stop, s.start + limit - s.offset)) for s in shards if s.offset < limit]
+        shards = [
+            replace(s, stop=min(s.stop, s.start + limit - s.offset)) for s in shards if s.offset < limit
+        ]
     report = run_job(AmbiguityScoreJob(wsd_cfg, sel_cfg), shards, shards_out, opts)
     if not gather:
         return (report,)

@@ -70,9 +70,13 @@ class SelectConfig:
     top_senses: int = 3  # senses kept per word in the score records
 
     def __post_init__(self) -> None:
-        checks = {"metric": ("entropy", "margin", "plausible"), "granularity": ("fine", "coarse"),
-                  "aggregate": ("max", "sum", "mean"), "strategy": ("balanced", "score"),
-                  "tagger": ("heuristic", "nltk")}
+        checks = {
+            "metric": ("entropy", "margin", "plausible"),
+            "granularity": ("fine", "coarse"),
+            "aggregate": ("max", "sum", "mean"),
+            "strategy": ("balanced", "score"),
+            "tagger": ("heuristic", "nltk"),
+        }
         for name, allowed in checks.items():
             if getattr(self, name) not in allowed:
                 raise ConfigError(f"{name} must be one of {', '.join(allowed)}, got {getattr(self, name)!r}")
@@ -132,8 +136,13 @@ class CaptionScore:
     words: list[WordScore]
 
     def to_record(self) -> dict[str, Any]:
-        rec = {"line": self.index + 1, "text": self.text, "score": round(self.score, 6),
-               "ambiguous": self.ambiguous, "words": [asdict(w) for w in self.words]}
+        rec = {
+            "line": self.index + 1,
+            "text": self.text,
+            "score": round(self.score, 6),
+            "ambiguous": self.ambiguous,
+            "words": [asdict(w) for w in self.words],
+        }
         for w in rec["words"]:
             w["senses"] = [[s, round(p, 6)] for s, p in w["senses"]]
             for k in ("entropy", "margin", "entropy_coarse", "margin_coarse"):
@@ -147,7 +156,9 @@ class CaptionScore:
             w = dict(w)
             w["senses"] = [tuple(x) for x in w.get("senses", [])]
             words.append(WordScore(**w))
-        return CaptionScore(int(rec["line"]) - 1, rec["text"], float(rec["score"]), bool(rec["ambiguous"]), words)
+        return CaptionScore(
+            int(rec["line"]) - 1, rec["text"], float(rec["score"]), bool(rec["ambiguous"]), words
+        )
 
     def key_word(self, metric: str = "entropy", granularity: str = "fine") -> str | None:
         poly = [w for w in self.words if w.n_senses > 1]
@@ -177,9 +188,10 @@ class ContentWordFinder:
             except LookupError:
                 from alignlab.core.errors import DependencyError
 
-                raise DependencyError("NLTK's POS tagger data is not installed",
-                                      fix="nltk.download('averaged_perceptron_tagger_eng') or use "
-                                          "tagger='heuristic'") from None
+                raise DependencyError(
+                    "NLTK's POS tagger data is not installed",
+                    fix="nltk.download('averaged_perceptron_tagger_eng') or use tagger='heuristic'",
+                ) from None
 
     def pos_count(self, word: str, pos: str) -> int:
         """SemCor frequency of ``word``'s base form over all its senses in ``pos`` (0 if none)."""
@@ -283,7 +295,9 @@ def _dist_stats(probs: Sequence[float], tau: float) -> tuple[float, float, int]:
     return entropy_bits(p), margin, sum(x >= tau for x in p)
 
 
-def word_score(wsd: Disambiguator, m: Mention, senses: list[tuple[str, float]], cfg: SelectConfig) -> WordScore:
+def word_score(
+    wsd: Disambiguator, m: Mention, senses: list[tuple[str, float]], cfg: SelectConfig
+) -> WordScore:
     """The ambiguity measures of one mention from its WSD distribution, at both granularities."""
     ws = WordScore(m.word, m.lemma, m.pos, m.n_senses, senses=[(s, p) for s, p in senses[: cfg.top_senses]])
     if m.n_senses <= 1 or not senses:
@@ -292,8 +306,9 @@ def word_score(wsd: Disambiguator, m: Mention, senses: list[tuple[str, float]], 
     coarse: dict[str, float] = defaultdict(float)
     for s, p in senses:
         coarse[wsd.wn.synset(s).lexname()] += p
-    ws.entropy_coarse, ws.margin_coarse, ws.plausible_coarse = _dist_stats(list(coarse.values()),
-                                                                           cfg.plausible_threshold)
+    ws.entropy_coarse, ws.margin_coarse, ws.plausible_coarse = _dist_stats(
+        list(coarse.values()), cfg.plausible_threshold
+    )
     return ws
 
 
@@ -302,12 +317,19 @@ def caption_score(words: Sequence[WordScore], cfg: SelectConfig) -> tuple[float,
     if not poly:
         return 0.0, False
     vals = [w.value(cfg.metric, cfg.granularity) for w in poly]
-    agg = max(vals) if cfg.aggregate == "max" else sum(vals) if cfg.aggregate == "sum" else sum(vals) / len(vals)
+    agg = (
+        max(vals)
+        if cfg.aggregate == "max"
+        else sum(vals)
+        if cfg.aggregate == "sum"
+        else sum(vals) / len(vals)
+    )
     return float(agg), any(w.ambiguous(cfg.granularity) for w in poly)
 
 
-def score_captions(captions: Sequence[str], wsd: Disambiguator, cfg: SelectConfig | None = None, *,
-                   desc: str = "ambiguity") -> list[CaptionScore]:
+def score_captions(
+    captions: Sequence[str], wsd: Disambiguator, cfg: SelectConfig | None = None, *, desc: str = "ambiguity"
+) -> list[CaptionScore]:
     """Score every caption (WSD batched ``cfg.chunk`` captions at a time, with a progress bar)."""
     cfg = cfg or SelectConfig()
     finder = ContentWordFinder(wsd, cfg.pos, cfg.tagger)
@@ -315,10 +337,14 @@ def score_captions(captions: Sequence[str], wsd: Disambiguator, cfg: SelectConfi
     bar = progress(total=len(captions), desc=desc, unit="cap")
     try:
         for start in range(0, len(captions), cfg.chunk):
-            block = captions[start:start + cfg.chunk]
+            block = captions[start : start + cfg.chunk]
             mentions = [finder.find(c) for c in block]
-            queries = [Query(c, m.word.replace(" ", "_"), m.pos)
-                       for c, ms in zip(block, mentions) for m in ms if m.n_senses > 1]
+            queries = [
+                Query(c, m.word.replace(" ", "_"), m.pos)
+                for c, ms in zip(block, mentions)
+                for m in ms
+                if m.n_senses > 1
+            ]
             results = iter(wsd.disambiguate_batch(queries))
             for k, (c, ms) in enumerate(zip(block, mentions)):
                 words = [word_score(wsd, m, next(results) if m.n_senses > 1 else [], cfg) for m in ms]
@@ -412,8 +438,10 @@ def corpus_stats(scores: Sequence[CaptionScore], granularity: str = "fine") -> d
     return {
         "captions": n,
         "content_nouns_per_caption": len(nouns) / n,
-        "share_with_polysemous_noun": sum(any(w.pos == "n" and w.n_senses > 1 for w in s.words)
-                                          for s in scores) / n,
+        "share_with_polysemous_noun": sum(
+            any(w.pos == "n" and w.n_senses > 1 for w in s.words) for s in scores
+        )
+        / n,
         "share_with_ambiguous_word": sum(s.ambiguous for s in scores) / n,
         "mean_senses_per_noun": float(np.mean([w.n_senses for w in nouns])) if nouns else 0.0,
         "mean_entropy_bits": float(np.mean(ent)) if ent else 0.0,
@@ -424,17 +452,21 @@ def corpus_stats(scores: Sequence[CaptionScore], granularity: str = "fine") -> d
     }
 
 
-def distinct_ambiguous_at(scores: Sequence[CaptionScore], size: int, seed: int = 0,
-                          granularity: str = "fine") -> int:
+def distinct_ambiguous_at(
+    scores: Sequence[CaptionScore], size: int, seed: int = 0, granularity: str = "fine"
+) -> int:
     """Distinct ambiguous words in a random sample of ``size`` captions (type counts grow with corpus size,
     so corpora are compared at equal size)."""
     rng = np.random.default_rng(seed)
     idx = rng.choice(len(scores), size=min(size, len(scores)), replace=False)
-    return len({w.lemma for i in idx for w in scores[int(i)].words if w.n_senses > 1 and w.ambiguous(granularity)})
+    return len(
+        {w.lemma for i in idx for w in scores[int(i)].words if w.n_senses > 1 and w.ambiguous(granularity)}
+    )
 
 
-def compare_corpora(named: dict[str, Sequence[CaptionScore]], granularity: str = "fine",
-                    seed: int = 0) -> dict[str, Any]:
+def compare_corpora(
+    named: dict[str, Sequence[CaptionScore]], granularity: str = "fine", seed: int = 0
+) -> dict[str, Any]:
     """Statistics per corpus and, for two corpora, the differences with Welch t-tests on per-caption values."""
     from alignlab.core.stats import welch_t_test
 
@@ -442,21 +474,26 @@ def compare_corpora(named: dict[str, Sequence[CaptionScore]], granularity: str =
     out: dict[str, Any] = {"corpora": {k: corpus_stats(v, granularity) for k, v in named.items()}}
     size = min(len(v) for v in named.values())
     for k, v in named.items():
-        out["corpora"][k]["distinct_ambiguous_words_at_equal_size"] = distinct_ambiguous_at(v, size, seed,
-                                                                                             granularity)
+        out["corpora"][k]["distinct_ambiguous_words_at_equal_size"] = distinct_ambiguous_at(
+            v, size, seed, granularity
+        )
     out["equal_size"] = size
     names = list(named)
     if len(names) == 2:
         a, b = (named[k] for k in names)
 
         def per_caption(scores: Sequence[CaptionScore]) -> dict[str, list[float]]:
-            return {"ambiguous": [float(s.ambiguous) for s in scores],
-                    "caption_score": [s.score for s in scores],
-                    "polysemous": [float(any(w.n_senses > 1 and w.pos == "n" for w in s.words)) for s in scores]}
+            return {
+                "ambiguous": [float(s.ambiguous) for s in scores],
+                "caption_score": [s.score for s in scores],
+                "polysemous": [float(any(w.n_senses > 1 and w.pos == "n" for w in s.words)) for s in scores],
+            }
 
         pa, pb = per_caption(a), per_caption(b)
         with warnings.catch_warnings():  # identical samples make scipy warn about precision; p is still fine
             warnings.simplefilter("ignore", RuntimeWarning)
-            out["tests"] = {key: {"a": names[0], "b": names[1], **welch_t_test(pa[key], pb[key])} for key in pa}
+            out["tests"] = {
+                key: {"a": names[0], "b": names[1], **welch_t_test(pa[key], pb[key])} for key in pa
+            }
     out["wall_s"] = round(time.time() - t0, 3)
     return out

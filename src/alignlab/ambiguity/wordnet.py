@@ -37,28 +37,77 @@ DEBIAN_DIR = Path("/usr/share/wordnet")
 # The 45 lexicographer files of WordNet 3.0 in file-number order, with the part of speech number each
 # belongs to (1 noun, 2 verb, 3 adjective, 4 adverb) — the list of the lexnames(5WN) manual page.
 LEXNAMES: tuple[tuple[str, int], ...] = (
-    ("adj.all", 3), ("adj.pert", 3), ("adv.all", 4), ("noun.Tops", 1), ("noun.act", 1),
-    ("noun.animal", 1), ("noun.artifact", 1), ("noun.attribute", 1), ("noun.body", 1),
-    ("noun.cognition", 1), ("noun.communication", 1), ("noun.event", 1), ("noun.feeling", 1),
-    ("noun.food", 1), ("noun.group", 1), ("noun.location", 1), ("noun.motive", 1), ("noun.object", 1),
-    ("noun.person", 1), ("noun.phenomenon", 1), ("noun.plant", 1), ("noun.possession", 1),
-    ("noun.process", 1), ("noun.quantity", 1), ("noun.relation", 1), ("noun.shape", 1),
-    ("noun.state", 1), ("noun.substance", 1), ("noun.time", 1), ("verb.body", 2), ("verb.change", 2),
-    ("verb.cognition", 2), ("verb.communication", 2), ("verb.competition", 2), ("verb.consumption", 2),
-    ("verb.contact", 2), ("verb.creation", 2), ("verb.emotion", 2), ("verb.motion", 2),
-    ("verb.perception", 2), ("verb.possession", 2), ("verb.social", 2), ("verb.stative", 2),
-    ("verb.weather", 2), ("adj.ppl", 3),
+    ("adj.all", 3),
+    ("adj.pert", 3),
+    ("adv.all", 4),
+    ("noun.Tops", 1),
+    ("noun.act", 1),
+    ("noun.animal", 1),
+    ("noun.artifact", 1),
+    ("noun.attribute", 1),
+    ("noun.body", 1),
+    ("noun.cognition", 1),
+    ("noun.communication", 1),
+    ("noun.event", 1),
+    ("noun.feeling", 1),
+    ("noun.food", 1),
+    ("noun.group", 1),
+    ("noun.location", 1),
+    ("noun.motive", 1),
+    ("noun.object", 1),
+    ("noun.person", 1),
+    ("noun.phenomenon", 1),
+    ("noun.plant", 1),
+    ("noun.possession", 1),
+    ("noun.process", 1),
+    ("noun.quantity", 1),
+    ("noun.relation", 1),
+    ("noun.shape", 1),
+    ("noun.state", 1),
+    ("noun.substance", 1),
+    ("noun.time", 1),
+    ("verb.body", 2),
+    ("verb.change", 2),
+    ("verb.cognition", 2),
+    ("verb.communication", 2),
+    ("verb.competition", 2),
+    ("verb.consumption", 2),
+    ("verb.contact", 2),
+    ("verb.creation", 2),
+    ("verb.emotion", 2),
+    ("verb.motion", 2),
+    ("verb.perception", 2),
+    ("verb.possession", 2),
+    ("verb.social", 2),
+    ("verb.stative", 2),
+    ("verb.weather", 2),
+    ("adj.ppl", 3),
 )
 
 # Files NLTK's reader opens; all but ``lexnames`` come from the Debian packages.
-REQUIRED_FILES = ("index.noun", "index.verb", "index.adj", "index.adv", "data.noun", "data.verb",
-                  "data.adj", "data.adv", "noun.exc", "verb.exc", "adj.exc", "adv.exc", "index.sense")
+REQUIRED_FILES = (
+    "index.noun",
+    "index.verb",
+    "index.adj",
+    "index.adv",
+    "data.noun",
+    "data.verb",
+    "data.adj",
+    "data.adv",
+    "noun.exc",
+    "verb.exc",
+    "adj.exc",
+    "adv.exc",
+    "index.sense",
+)
 OPTIONAL_FILES = ("cntlist.rev",)  # sense frequency counts (Lemma.count()); absent -> counts are 0
 
-INSTALL_FIX = ("install WordNet 3.0 by one of two routes: with internet, "
-               "`python -c \"import nltk; nltk.download('wordnet')\"`; or on Debian/Ubuntu, "
-               "`apt-get install wordnet-base wordnet-sense-index` (files in /usr/share/wordnet; "
-               "or point ALIGNLAB_WORDNET_DIR at a folder holding them)")
+INSTALL_FIX = (
+    "install WordNet 3.0 by one of two routes: with internet, "
+    "`python -c \"import nltk; nltk.download('wordnet')\"`; or on Debian/Ubuntu, "
+    "`apt-get install wordnet-base wordnet-sense-index` (files in /usr/share/wordnet; "
+    "or point ALIGNLAB_WORDNET_DIR at a folder holding them)"
+)
 
 _lock = threading.Lock()
 _reader: Any = None
@@ -100,8 +149,9 @@ def build_nltk_data(source: Path | None = None, target_root: Path | None = None)
         return target_root
     missing = _missing(source)
     if missing:
-        raise DependencyError(f"WordNet 3.0 files missing: {', '.join(missing)}", where=str(source),
-                              fix=INSTALL_FIX)
+        raise DependencyError(
+            f"WordNet 3.0 files missing: {', '.join(missing)}", where=str(source), fix=INSTALL_FIX
+        )
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=".wordnet.", dir=final.parent))
     try:
@@ -129,8 +179,10 @@ def _nltk():
         import nltk  # noqa: F401
         from nltk.corpus.reader.wordnet import WordNetCorpusReader
     except ImportError:
-        raise DependencyError("NLTK is not installed (needed for WordNet)",
-                              fix="pip install 'alignlab[nlp]' (or pip install nltk)") from None
+        raise DependencyError(
+            "NLTK is not installed (needed for WordNet)",
+            fix="pip install 'alignlab[nlp]' (or pip install nltk)",
+        ) from None
     return WordNetCorpusReader
 
 
@@ -181,8 +233,11 @@ def get_wordnet(source: Path | None = None, *, refresh: bool = False):
         else:
             src = Path(source) if source is not None else debian_dir()
             if _missing(src):
-                raise DependencyError("WordNet 3.0 not found (neither NLTK data nor Debian files)",
-                                      where=f"nltk.data.path and {src}", fix=INSTALL_FIX)
+                raise DependencyError(
+                    "WordNet 3.0 not found (neither NLTK data nor Debian files)",
+                    where=f"nltk.data.path and {src}",
+                    fix=INSTALL_FIX,
+                )
             root = build_nltk_data(src)
             if str(root) not in nltk.data.path:
                 # Lets plain `from nltk.corpus import wordnet` work in this process too.

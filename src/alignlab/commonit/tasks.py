@@ -81,8 +81,13 @@ def make_example(task: str, rng: np.random.Generator) -> dict[str, Any]:
     return {"instruction": instruction, "input": inp, "output": out, "task": task}
 
 
-def generate(n: int, seed: int = 0, split: str = "train", tasks: Sequence[str] = TASKS,
-             weights: Sequence[float] | None = None) -> list[dict[str, Any]]:
+def generate(
+    n: int,
+    seed: int = 0,
+    split: str = "train",
+    tasks: Sequence[str] = TASKS,
+    weights: Sequence[float] | None = None,
+) -> list[dict[str, Any]]:
     """``n`` records; example ``i`` has task ``tasks[i % len(tasks)]`` unless ``weights`` are given.
 
     With ``weights`` (relative task frequencies) the task of example ``i`` is drawn from them, which

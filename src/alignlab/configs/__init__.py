@@ -19,13 +19,22 @@ from alignlab.core.errors import ConfigError
 
 # name -> (what it configures, "module:loader"); the loader maps a (partial) dict to the config object.
 CONFIGS: dict[str, tuple[str, str]] = {
-    "train": ("`alignlab train --config` and `alignlab repro run --config` (tiny retrieval model)",
-              "alignlab.retrieval.training:load_run_config"),
-    "dcd-teacher": ("`alignlab distill dcd teacher --config` (tiny cross-encoder teacher)",
-                    "alignlab.distill.dcd.train:load_teacher_config"),
-    "dcd-student": ("`alignlab distill dcd train --config` (DCD student, default arm)",
-                    "alignlab.distill.dcd.train:load_run_config"),
-    "pesf": ("`alignlab distill pesf train --config` (KD / PESF-KD run)", "alignlab.distill.pesf.trainer:KDConfig"),
+    "train": (
+        "`alignlab train --config` and `alignlab repro run --config` (tiny retrieval model)",
+        "alignlab.retrieval.training:load_run_config",
+    ),
+    "dcd-teacher": (
+        "`alignlab distill dcd teacher --config` (tiny cross-encoder teacher)",
+        "alignlab.distill.dcd.train:load_teacher_config",
+    ),
+    "dcd-student": (
+        "`alignlab distill dcd train --config` (DCD student, default arm)",
+        "alignlab.distill.dcd.train:load_run_config",
+    ),
+    "pesf": (
+        "`alignlab distill pesf train --config` (KD / PESF-KD run)",
+        "alignlab.distill.pesf.trainer:KDConfig",
+    ),
 }
 
 
@@ -47,8 +56,10 @@ def render(name: str) -> str:
     from alignlab.core.config import to_dict
 
     what = CONFIGS[name][0]
-    head = (f"# {name}: the full default config of {what}.\n"
-            f"# Print it with `alignlab config show {name}`; every key may be left out.\n")
+    head = (
+        f"# {name}: the full default config of {what}.\n"
+        f"# Print it with `alignlab config show {name}`; every key may be left out.\n"
+    )
     return head + yaml.safe_dump(to_dict(loader(name)({})), sort_keys=False, default_flow_style=False)
 
 
@@ -62,14 +73,20 @@ def write_all() -> None:
 def text(name: str) -> str:
     """The shipped YAML of config ``name``."""
     if name not in CONFIGS:
-        raise ConfigError(f"unknown config {name!r}", where="alignlab config show",
-                          fix=f"choose one of: {', '.join(CONFIGS)}")
+        raise ConfigError(
+            f"unknown config {name!r}",
+            where="alignlab config show",
+            fix=f"choose one of: {', '.join(CONFIGS)}",
+        )
     return resources.files(__name__).joinpath(f"{name}.yaml").read_text(encoding="utf-8")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("config", help="list or print the example configs shipped with alignlab",
-                       description="Print a command's full default config as YAML, to copy and edit.")
+    p = sub.add_parser(
+        "config",
+        help="list or print the example configs shipped with alignlab",
+        description="Print a command's full default config as YAML, to copy and edit.",
+    )
     verbs = p.add_subparsers(dest="verb", required=True, metavar="<verb>")
     ls = verbs.add_parser("list", help="the shipped configs and the commands that read them")
     ls.set_defaults(run=run_list)

@@ -70,16 +70,27 @@ class Claim:
     def __post_init__(self) -> None:
         where = f"claim {self.name!r}"
         if self.direction not in DIRECTIONS:
-            raise ConfigError(f"direction {self.direction!r} is not one of {', '.join(DIRECTIONS)}", where=where,
-                              fix="declare what the claim expects")
+            raise ConfigError(
+                f"direction {self.direction!r} is not one of {', '.join(DIRECTIONS)}",
+                where=where,
+                fix="declare what the claim expects",
+            )
         if not (isinstance(self.margin, (int, float)) and math.isfinite(self.margin) and self.margin > 0):
-            raise ConfigError(f"margin must be a positive number, got {self.margin!r}", where=where,
-                              fix="fix the equivalence margin before running, in the metric's units")
+            raise ConfigError(
+                f"margin must be a positive number, got {self.margin!r}",
+                where=where,
+                fix="fix the equivalence margin before running, in the metric's units",
+            )
         if not 0 < self.alpha < 1:
-            raise ConfigError(f"alpha must be in (0, 1), got {self.alpha!r}", where=where, fix="use e.g. 0.05")
+            raise ConfigError(
+                f"alpha must be in (0, 1), got {self.alpha!r}", where=where, fix="use e.g. 0.05"
+            )
         if self.test not in TESTS:
-            raise ConfigError(f"test {self.test!r} is not one of {', '.join(TESTS)}", where=where,
-                              fix="use sign-flip (exact) or t")
+            raise ConfigError(
+                f"test {self.test!r} is not one of {', '.join(TESTS)}",
+                where=where,
+                fix="use sign-flip (exact) or t",
+            )
         if self.treatment == self.control:
             raise ConfigError("treatment and control are the same arm", where=where, fix="compare two arms")
 
@@ -92,17 +103,20 @@ class Claim:
     def plan_line(self) -> str:
         """How the claim reads in a report's pre-registered plan."""
         better = "higher" if self.higher_is_better else "lower"
-        return (f"{self.name}: {self.treatment} vs {self.control} on {self.metric} ({better} is better); "
-                f"expected: {self.direction}; margin ±{self.margin:g}; {self.test} test, Holm, alpha {self.alpha:g}")
+        return (
+            f"{self.name}: {self.treatment} vs {self.control} on {self.metric} ({better} is better); "
+            f"expected: {self.direction}; margin ±{self.margin:g}; {self.test} test, Holm, alpha {self.alpha:g}"
+        )
 
 
 # ---- tests -----------------------------------------------------------------------------------------
+
 
 def smallest_p(n: int, test: str = "sign-flip") -> float:
     """The smallest two-sided p-value an exact sign-flip test over ``n`` paired seeds can give."""
     if test != "sign-flip":
         return 0.0
-    return min(1.0, 2.0 / 2 ** n) if n > 0 else 1.0
+    return min(1.0, 2.0 / 2**n) if n > 0 else 1.0
 
 
 def _flip_means(d: np.ndarray, seed: int) -> np.ndarray:
@@ -153,14 +167,18 @@ def t_p(values: Values, *, alternative: str = "two-sided") -> float:
 
 
 def _p(d: np.ndarray, test: str, alternative: str, seed: int) -> float:
-    return sign_flip_p(d, alternative=alternative, seed=seed) if test == "sign-flip" else t_p(d, alternative=alternative)
+    return (
+        sign_flip_p(d, alternative=alternative, seed=seed)
+        if test == "sign-flip"
+        else t_p(d, alternative=alternative)
+    )
 
 
 def tost_p(values: Values, margin: float, *, test: str = "sign-flip", seed: int = 0) -> float:
     """Two one-sided tests of equivalence: p for "the mean difference lies inside ±margin"."""
     d = np.asarray(values, dtype=float)
     p_lower = _p(d + margin, test, "greater", seed)  # H0: mean(d) <= -margin
-    p_upper = _p(d - margin, test, "less", seed)     # H0: mean(d) >= +margin
+    p_upper = _p(d - margin, test, "less", seed)  # H0: mean(d) >= +margin
     return max(p_lower, p_upper)
 
 
@@ -181,8 +199,13 @@ def holm(pvalues: Sequence[float]) -> list[float]:
     return [round(float(x), 12) for x in adjusted]
 
 
-def hierarchical_bootstrap_ci(diffs: Sequence[Sequence[float]] | Sequence[float], *, n_resamples: int = 2000,
-                              confidence: float = 0.95, seed: int = 0) -> tuple[float, float]:
+def hierarchical_bootstrap_ci(
+    diffs: Sequence[Sequence[float]] | Sequence[float],
+    *,
+    n_resamples: int = 2000,
+    confidence: float = 0.95,
+    seed: int = 0,
+) -> tuple[float, float]:
     """Percentile CI of the mean difference, resampling seeds and then items within each drawn seed.
 
     ``diffs`` is either per-seed differences (one number per seed: seeds are resampled) or, per seed,
@@ -199,14 +222,16 @@ def hierarchical_bootstrap_ci(diffs: Sequence[Sequence[float]] | Sequence[float]
         means = []
         for s in picks:
             items = nested[s]
-            means.append(items[rng.integers(0, len(items), size=len(items))].mean() if len(items) > 1
-                         else items.mean())
+            means.append(
+                items[rng.integers(0, len(items), size=len(items))].mean() if len(items) > 1 else items.mean()
+            )
         stats_[b] = np.mean(means)
     lo, hi = np.quantile(stats_, [(1 - confidence) / 2, 1 - (1 - confidence) / 2])
     return float(lo), float(hi)
 
 
 # ---- verdicts ----------------------------------------------------------------------------------------
+
 
 def verdict_of(mean_diff: float, p_difference: float, p_equivalence: float, claim: Claim) -> str:
     """The shared vocabulary: improves / hurts / equivalent within ±m / inconclusive."""
@@ -220,37 +245,60 @@ def verdict_of(mean_diff: float, p_difference: float, p_equivalence: float, clai
 def _paired(claim: Claim, runs: Mapping[str, Mapping[Any, float]]) -> tuple[list[Any], np.ndarray]:
     for arm in (claim.treatment, claim.control):
         if arm not in runs:
-            raise ConfigError(f"arm {arm!r} has no runs", where=f"claim {claim.name!r}",
-                              fix=f"run it, or declare one of: {', '.join(sorted(runs))}")
+            raise ConfigError(
+                f"arm {arm!r} has no runs",
+                where=f"claim {claim.name!r}",
+                fix=f"run it, or declare one of: {', '.join(sorted(runs))}",
+            )
     seeds = sorted(set(runs[claim.treatment]) & set(runs[claim.control]), key=lambda s: (str(type(s)), s))
     if not seeds:
-        raise ConfigError("the two arms share no seed", where=f"claim {claim.name!r}",
-                          fix="run both arms with the same seeds (the analysis pairs by seed)")
+        raise ConfigError(
+            "the two arms share no seed",
+            where=f"claim {claim.name!r}",
+            fix="run both arms with the same seeds (the analysis pairs by seed)",
+        )
     sign = 1.0 if claim.higher_is_better else -1.0
     d = np.array([sign * (float(runs[claim.treatment][s]) - float(runs[claim.control][s])) for s in seeds])
     if not np.all(np.isfinite(d)):
-        raise ConfigError("a run's metric is not a finite number", where=f"claim {claim.name!r}",
-                          fix="check the runs' results for NaN or inf")
+        raise ConfigError(
+            "a run's metric is not a finite number",
+            where=f"claim {claim.name!r}",
+            fix="check the runs' results for NaN or inf",
+        )
     return seeds, d
 
 
-def _row(c: Claim, runs: Mapping[str, Mapping[Any, float]],
-         items: Mapping[str, Mapping[Any, Sequence[float]]] | None, n_resamples: int, seed: int) -> dict[str, Any]:
+def _row(
+    c: Claim,
+    runs: Mapping[str, Mapping[Any, float]],
+    items: Mapping[str, Mapping[Any, Sequence[float]]] | None,
+    n_resamples: int,
+    seed: int,
+) -> dict[str, Any]:
     """One claim's unadjusted statistics."""
     seeds, d = _paired(c, runs)
     if items and c.treatment in items and c.control in items:
         sign = 1.0 if c.higher_is_better else -1.0
-        nested: list[Any] = [sign * (np.asarray(items[c.treatment][s], float) - np.asarray(items[c.control][s], float))
-                             for s in seeds]
+        nested: list[Any] = [
+            sign * (np.asarray(items[c.treatment][s], float) - np.asarray(items[c.control][s], float))
+            for s in seeds
+        ]
     else:
         nested = list(d)
     lo, hi = hierarchical_bootstrap_ci(nested, n_resamples=n_resamples, seed=seed)
-    return {"claim": c.name, "plan": asdict(c), "seeds": seeds, "n": len(seeds),
-            "mean_diff": float(d.mean()), "sd_diff": float(d.std(ddof=1)) if len(d) > 1 else float("nan"),
-            "ci": [lo, hi], "same_sign": int(max((d > 0).sum(), (d < 0).sum())),
-            "p_difference_raw": _p(d, c.test, "two-sided", seed),
-            "p_equivalence_raw": tost_p(d, c.margin, test=c.test, seed=seed),
-            "smallest_p": smallest_p(len(d), c.test)}
+    return {
+        "claim": c.name,
+        "plan": asdict(c),
+        "seeds": seeds,
+        "n": len(seeds),
+        "mean_diff": float(d.mean()),
+        "sd_diff": float(d.std(ddof=1)) if len(d) > 1 else float("nan"),
+        "ci": [lo, hi],
+        "same_sign": int(max((d > 0).sum(), (d < 0).sum())),
+        "p_difference_raw": _p(d, c.test, "two-sided", seed),
+        "p_equivalence_raw": tost_p(d, c.margin, test=c.test, seed=seed),
+        "smallest_p": smallest_p(len(d), c.test),
+    }
 
 
 def _adjust(rows: list[dict[str, Any]], claims: Sequence[Claim]) -> list[dict[str, Any]]:
@@ -264,9 +312,14 @@ def _adjust(rows: list[dict[str, Any]], claims: Sequence[Claim]) -> list[dict[st
     return rows
 
 
-def analyse(claims: Sequence[Claim], runs: Mapping[str, Mapping[Any, float]],
-            items: Mapping[str, Mapping[Any, Sequence[float]]] | None = None, *, n_resamples: int = 2000,
-            seed: int = 0) -> list[dict[str, Any]]:
+def analyse(
+    claims: Sequence[Claim],
+    runs: Mapping[str, Mapping[Any, float]],
+    items: Mapping[str, Mapping[Any, Sequence[float]]] | None = None,
+    *,
+    n_resamples: int = 2000,
+    seed: int = 0,
+) -> list[dict[str, Any]]:
     """Analyse every declared claim on one metric; Holm across them. ``runs[arm][seed]`` is a run's value.
 
     ``items[arm][seed]`` (optional) holds the per-item values behind that number, paired across arms by
@@ -275,16 +328,26 @@ def analyse(claims: Sequence[Claim], runs: Mapping[str, Mapping[Any, float]],
     return _adjust([_row(c, runs, items, n_resamples, seed) for c in claims], claims)
 
 
-def analyse_metrics(claims: Sequence[Claim], runs_by_metric: Mapping[str, Mapping[str, Mapping[Any, float]]],
-                    items_by_metric: Mapping[str, Mapping[str, Mapping[Any, Sequence[float]]]] | None = None, *,
-                    n_resamples: int = 2000, seed: int = 0) -> list[dict[str, Any]]:
+def analyse_metrics(
+    claims: Sequence[Claim],
+    runs_by_metric: Mapping[str, Mapping[str, Mapping[Any, float]]],
+    items_by_metric: Mapping[str, Mapping[str, Mapping[Any, Sequence[float]]]] | None = None,
+    *,
+    n_resamples: int = 2000,
+    seed: int = 0,
+) -> list[dict[str, Any]]:
     """Like :func:`analyse`, for claims on several metrics (``runs_by_metric[metric][arm][seed]``)."""
     for c in claims:
         if c.metric not in runs_by_metric:
-            raise ConfigError(f"no results for metric {c.metric!r}", where=f"claim {c.name!r}",
-                              fix=f"use one of: {', '.join(sorted(runs_by_metric))}")
-    rows = [_row(c, runs_by_metric[c.metric], (items_by_metric or {}).get(c.metric), n_resamples, seed)
-            for c in claims]
+            raise ConfigError(
+                f"no results for metric {c.metric!r}",
+                where=f"claim {c.name!r}",
+                fix=f"use one of: {', '.join(sorted(runs_by_metric))}",
+            )
+    rows = [
+        _row(c, runs_by_metric[c.metric], (items_by_metric or {}).get(c.metric), n_resamples, seed)
+        for c in claims
+    ]
     return _adjust(rows, claims)
 
 
@@ -302,21 +365,48 @@ def claims_markdown(rows: Sequence[Mapping[str, Any]], digits: int = 2) -> str:
     def p(x: float) -> str:
         return f"{x:.2g}" if x >= 1e-3 else f"{x:.1e}"
 
-    body = [[r["claim"], str(r["n"]), f"{r['mean_diff']:+.{digits}f}",
-             f"[{r['ci'][0]:+.{digits}f}, {r['ci'][1]:+.{digits}f}]", f"{r['same_sign']}/{r['n']}",
-             p(r["p_difference"]), p(r["p_equivalence"]),
-             p(r["smallest_p"]) if r["smallest_p"] > 0 else "—",  # a t-test has no floor on p
-             r["verdict"],
-             "yes" if r["supported"] else "no"] for r in rows]
-    return markdown_table(["claim", "seeds", "Δ (mean)", "95% CI", "same sign", "p (difference, Holm)",
-                           "p (TOST, Holm)", "smallest p possible", "verdict", "as declared"], body,
-                          align="lrrrrrrrll")
+    body = [
+        [
+            r["claim"],
+            str(r["n"]),
+            f"{r['mean_diff']:+.{digits}f}",
+            f"[{r['ci'][0]:+.{digits}f}, {r['ci'][1]:+.{digits}f}]",
+            f"{r['same_sign']}/{r['n']}",
+            p(r["p_difference"]),
+            p(r["p_equivalence"]),
+            p(r["smallest_p"]) if r["smallest_p"] > 0 else "—",  # a t-test has no floor on p
+            r["verdict"],
+            "yes" if r["supported"] else "no",
+        ]
+        for r in rows
+    ]
+    return markdown_table(
+        [
+            "claim",
+            "seeds",
+            "Δ (mean)",
+            "95% CI",
+            "same sign",
+            "p (difference, Holm)",
+            "p (TOST, Holm)",
+            "smallest p possible",
+            "verdict",
+            "as declared",
+        ],
+        body,
+        align="lrrrrrrrll",
+    )
 
 
 # ---- the experiment kit: claims from a config, the analysis section of a report, one results file ----
 
-def claims_from_config(raw: Sequence[Mapping[str, Any] | Claim], *, arms: Sequence[str] | None = None,
-                       metrics: Sequence[str] | None = None) -> list[Claim]:
+
+def claims_from_config(
+    raw: Sequence[Mapping[str, Any] | Claim],
+    *,
+    arms: Sequence[str] | None = None,
+    metrics: Sequence[str] | None = None,
+) -> list[Claim]:
     """The declared claims of an experiment config (a list of dicts, as YAML or ``--set`` give them).
 
     Names must be unique, with ``arms`` every claim must compare two of them, and with ``metrics`` its
@@ -324,22 +414,34 @@ def claims_from_config(raw: Sequence[Mapping[str, Any] | Claim], *, arms: Sequen
     """
     claims = [c if isinstance(c, Claim) else Claim.from_dict(c) for c in raw]
     if not claims:
-        raise ConfigError("the experiment declares no claims", where="config key claims",
-                          fix="declare at least one claim (arms, metric, direction, margin) before running")
+        raise ConfigError(
+            "the experiment declares no claims",
+            where="config key claims",
+            fix="declare at least one claim (arms, metric, direction, margin) before running",
+        )
     seen: set[str] = set()
     for c in claims:
         if c.name in seen:
-            raise ConfigError(f"claim {c.name!r} is declared twice", where="config key claims",
-                              fix="give every claim its own name")
+            raise ConfigError(
+                f"claim {c.name!r} is declared twice",
+                where="config key claims",
+                fix="give every claim its own name",
+            )
         seen.add(c.name)
         if arms is not None:
             for arm in (c.treatment, c.control):
                 if arm not in arms:
-                    raise ConfigError(f"claim {c.name!r} compares arm {arm!r}, which the experiment does not run",
-                                      where="config key claims", fix=f"use one of: {', '.join(arms)}")
+                    raise ConfigError(
+                        f"claim {c.name!r} compares arm {arm!r}, which the experiment does not run",
+                        where="config key claims",
+                        fix=f"use one of: {', '.join(arms)}",
+                    )
         if metrics is not None and c.metric not in metrics:
-            raise ConfigError(f"claim {c.name!r} uses metric {c.metric!r}, which the experiment does not measure",
-                              where="config key claims", fix=f"use one of: {', '.join(metrics)}")
+            raise ConfigError(
+                f"claim {c.name!r} uses metric {c.metric!r}, which the experiment does not measure",
+                where="config key claims",
+                fix=f"use one of: {', '.join(metrics)}",
+            )
     return claims
 
 
@@ -358,10 +460,16 @@ def seeds_note(n: int, test: str = "sign-flip", alpha: float = 0.05, n_claims: i
 
 def analysis_markdown(claims: Sequence[Claim], rows: Sequence[Mapping[str, Any]], digits: int = 2) -> str:
     """The report's analysis: the claims table and one sentence per verdict (plan printed separately)."""
-    lines = ["## Pre-registered claims: results", "",
-             "Δ is treatment − control per seed (sign flipped when lower is better), averaged over the paired "
-             "seeds; the CI is a bootstrap over seeds (and items within seeds where recorded); p-values are "
-             "Holm-adjusted across the claims below.", "", claims_markdown(rows, digits), ""]
+    lines = [
+        "## Pre-registered claims: results",
+        "",
+        "Δ is treatment − control per seed (sign flipped when lower is better), averaged over the paired "
+        "seeds; the CI is a bootstrap over seeds (and items within seeds where recorded); p-values are "
+        "Holm-adjusted across the claims below.",
+        "",
+        claims_markdown(rows, digits),
+        "",
+    ]
     return "\n".join(lines) + "\n"
 
 
@@ -370,5 +478,7 @@ def verdict_line(row: Mapping[str, Any], digits: int = 2) -> str:
     plan = row["plan"]
     expected = plan["direction"]
     tag = "supported" if row["supported"] else f"not supported (declared: {expected})"
-    return (f"{row['claim']}: **{row['verdict']}** — {tag}; Δ {row['mean_diff']:+.{digits}f} "
-            f"[{row['ci'][0]:+.{digits}f}, {row['ci'][1]:+.{digits}f}], {row['n']} seeds")
+    return (
+        f"{row['claim']}: **{row['verdict']}** — {tag}; Δ {row['mean_diff']:+.{digits}f} "
+        f"[{row['ci'][0]:+.{digits}f}, {row['ci'][1]:+.{digits}f}], {row['n']} seeds"
+    )

@@ -43,8 +43,14 @@ def device_value(text: str) -> str:
     return name
 
 
-def add_out(parser: argparse.ArgumentParser, *, help: str, default: Path | None = None, required: bool = False,
-            metavar: str = "PATH") -> None:
+def add_out(
+    parser: argparse.ArgumentParser,
+    *,
+    help: str,
+    default: Path | None = None,
+    required: bool = False,
+    metavar: str = "PATH",
+) -> None:
     """``--out``: where the command writes (a folder or a file, as ``help`` says)."""
     kwargs: dict[str, Any] = {"required": True} if required else {"default": default}
     parser.add_argument("--out", type=Path, metavar=metavar, help=help, **kwargs)
@@ -57,8 +63,9 @@ def add_seed(parser: argparse.ArgumentParser, *, default: int | None = 0, help: 
     parser.add_argument("--seed", type=seed_value, default=default, metavar="N", help=help)
 
 
-def add_overwrite(parser: argparse.ArgumentParser, *,
-                  help: str = "replace a finished run in --out (never done otherwise)") -> None:
+def add_overwrite(
+    parser: argparse.ArgumentParser, *, help: str = "replace a finished run in --out (never done otherwise)"
+) -> None:
     """``--overwrite``: the only way a command replaces finished work in ``--out``."""
     parser.add_argument("--overwrite", action="store_true", help=help)
 
@@ -66,5 +73,10 @@ def add_overwrite(parser: argparse.ArgumentParser, *,
 def add_device(parser: argparse.ArgumentParser, *, default: str = "cpu", note: str = "") -> None:
     """``--device``: checked when parsed; whether this machine has it is checked when the model is placed."""
     text = f"cpu, cuda, cuda:<index>, mps or auto (default: {default}; auto = cuda, then mps, then cpu)"
-    parser.add_argument("--device", type=device_value, default=default, metavar="DEVICE",
-                        help=text + (f"; {note}" if note else ""))
+    parser.add_argument(
+        "--device",
+        type=device_value,
+        default=default,
+        metavar="DEVICE",
+        help=text + (f"; {note}" if note else ""),
+    )

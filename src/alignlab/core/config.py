@@ -66,8 +66,11 @@ def _sources(where: str | Sources | None) -> Sources:
     return where if isinstance(where, Sources) else Sources(where)
 
 
-def config_sources(config: str | os.PathLike | None = None, overrides: list[str] | None = None,
-                   flags: Mapping[str, str] | None = None) -> Sources:
+def config_sources(
+    config: str | os.PathLike | None = None,
+    overrides: list[str] | None = None,
+    flags: Mapping[str, str] | None = None,
+) -> Sources:
     """Sources of a command's config: its YAML file (each key at its line), then ``flags`` (dotted key ->
     option, e.g. ``{"seed": "--seed"}``, only for flags the user gave), then the ``--set`` items (which win)."""
     keys: dict[str, str] = {}
@@ -101,8 +104,9 @@ def _yaml_key_lines(path: Path) -> dict[str, str]:
     return out
 
 
-def from_dict(cls: type[T], data: Mapping[str, Any] | None, where: str | Sources | None = None,
-              _prefix: str = "") -> T:
+def from_dict(
+    cls: type[T], data: Mapping[str, Any] | None, where: str | Sources | None = None, _prefix: str = ""
+) -> T:
     """Build dataclass ``cls`` from ``data``; unknown keys and wrongly typed values are a ConfigError.
 
     Nested dataclass fields are built recursively from nested mappings. ``where`` (a file name or
@@ -117,8 +121,11 @@ def from_dict(cls: type[T], data: Mapping[str, Any] | None, where: str | Sources
         if key not in fields:
             close = difflib.get_close_matches(key, fields, n=1)
             hint = f" (did you mean {close[0]!r}?)" if close else ""
-            raise ConfigError(f"unknown key {key!r} in {cls.__name__}{hint}",
-                              where=_where(src, _prefix + key), fix=f"valid keys: {', '.join(sorted(fields))}")
+            raise ConfigError(
+                f"unknown key {key!r} in {cls.__name__}{hint}",
+                where=_where(src, _prefix + key),
+                fix=f"valid keys: {', '.join(sorted(fields))}",
+            )
         default = _default_of(fields[key])
         if isinstance(value, Mapping) and dataclasses.is_dataclass(default) and not isinstance(default, type):
             # A nested section given in part keeps the parent's own defaults for the rest (DCD's train
@@ -131,7 +138,7 @@ def from_dict(cls: type[T], data: Mapping[str, Any] | None, where: str | Sources
     except AlignlabError as e:  # a check in __post_init__: locate it by the key it names
         if e.key and _prefix and not e.where:  # name the key as the user writes it (train.lr, not lr)
             full = _prefix + e.key
-            what = full + e.what[len(e.key):] if e.what.startswith(e.key + " ") else e.what
+            what = full + e.what[len(e.key) :] if e.what.startswith(e.key + " ") else e.what
             e = type(e)(what, fix=(e.fix or "").replace(f"{e.key}=", f"{full}=") or None, key=full)
             key = full
         else:
@@ -139,8 +146,11 @@ def from_dict(cls: type[T], data: Mapping[str, Any] | None, where: str | Sources
         raise e.located(_where(src, key), f"change {key}" if key else None) from None
     except (TypeError, ValueError) as e:
         key = _mentioned_key(str(e), kwargs, _prefix)
-        raise ConfigError(f"invalid {cls.__name__}: {e}", where=_where(src, key or _prefix.rstrip(".")),
-                          fix=f"change {key or 'the value'} (see the defaults in {cls.__name__})") from None
+        raise ConfigError(
+            f"invalid {cls.__name__}: {e}",
+            where=_where(src, key or _prefix.rstrip(".")),
+            fix=f"change {key or 'the value'} (see the defaults in {cls.__name__})",
+        ) from None
 
 
 def _default_of(field: dataclasses.Field) -> Any:
@@ -161,8 +171,16 @@ def _mentioned_key(message: str, kwargs: Mapping[str, Any], prefix: str) -> str:
     return prefix + max(named, key=len) if named else ""
 
 
-def check_number(key: str, value: Any, *, lo: float | None = None, hi: float | None = None,
-                 lo_open: bool = False, hi_open: bool = False, fix: str | None = None) -> None:
+def check_number(
+    key: str,
+    value: Any,
+    *,
+    lo: float | None = None,
+    hi: float | None = None,
+    lo_open: bool = False,
+    hi_open: bool = False,
+    fix: str | None = None,
+) -> None:
     """Raise a ConfigError naming ``key`` unless ``value`` is a finite number in the given range.
 
     For config dataclasses' ``__post_init__``: from_dict() then adds where the value came from.
@@ -187,9 +205,14 @@ def check_number(key: str, value: Any, *, lo: float | None = None, hi: float | N
     if not ok:
         example = lo if lo is not None and not lo_open else (hi if hi is not None and not hi_open else None)
         if example is None:
-            example = 0.001 if (lo is not None and hi is None) else ((lo or 0) + (hi if hi is not None else 1)) / 2
-        raise ConfigError(f"{key} must be {wanted}, got {value!r}", key=key,
-                          fix=fix or f"give e.g. {key}={example:g} (a value in that range)")
+            example = (
+                0.001 if (lo is not None and hi is None) else ((lo or 0) + (hi if hi is not None else 1)) / 2
+            )
+        raise ConfigError(
+            f"{key} must be {wanted}, got {value!r}",
+            key=key,
+            fix=fix or f"give e.g. {key}={example:g} (a value in that range)",
+        )
 
 
 _YAML11_FLOAT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")
@@ -208,29 +231,50 @@ def _coerce(tp: Any, value: Any, name: str, src: Sources, key: str) -> Any:
     if isinstance(tp, type) and dataclasses.is_dataclass(tp) and isinstance(value, Mapping):
         return from_dict(tp, value, src, _prefix=key + ".")
     if isinstance(tp, type) and dataclasses.is_dataclass(tp) and not isinstance(value, tp):
-        raise ConfigError(f"{key} is a section of keys, got the value {value!r}", where=_where(src, key),
-                          fix=f"set its keys instead, e.g. {key}.<key>=<value>")
-    if tp is float and isinstance(value, str) and value.strip().lower().lstrip("+-.") in ("nan", "inf", "infinity"):
-        value = float(value.strip().lower().replace(".", ""))  # "nan" or "-inf" from --set: say it is not finite
+        raise ConfigError(
+            f"{key} is a section of keys, got the value {value!r}",
+            where=_where(src, key),
+            fix=f"set its keys instead, e.g. {key}.<key>=<value>",
+        )
+    if (
+        tp is float
+        and isinstance(value, str)
+        and value.strip().lower().lstrip("+-.") in ("nan", "inf", "infinity")
+    ):
+        value = float(
+            value.strip().lower().replace(".", "")
+        )  # "nan" or "-inf" from --set: say it is not finite
     if tp is float and isinstance(value, str) and _YAML11_FLOAT.fullmatch(value.strip()):
         # YAML 1.1 (PyYAML) reads "1e-3" as a string (it wants "1.0e-3"); a user writing lr: 1e-3 means the number.
         value = float(value)
     if tp is float and isinstance(value, (int, float)) and not isinstance(value, bool):
         if not math.isfinite(value):
-            raise ConfigError(f"{key} must be a finite number, got {value!r}", where=_where(src, key),
-                              fix=f"give a finite value for {key}")
+            raise ConfigError(
+                f"{key} must be a finite number, got {value!r}",
+                where=_where(src, key),
+                fix=f"give a finite value for {key}",
+            )
         return float(value)
     if tp is int and isinstance(value, bool) or tp is bool and not isinstance(value, bool):
-        raise ConfigError(f"{name} must be {tp.__name__}, got {value!r}", where=_where(src, key),
-                          fix=f"give {key} as {'true or false' if tp is bool else 'a whole number'}")
+        raise ConfigError(
+            f"{name} must be {tp.__name__}, got {value!r}",
+            where=_where(src, key),
+            fix=f"give {key} as {'true or false' if tp is bool else 'a whole number'}",
+        )
     if tp is int and isinstance(value, float) and value.is_integer():
         return int(value)
     if tp in (int, str) and not isinstance(value, tp):
-        raise ConfigError(f"{name} must be {tp.__name__}, got {value!r}", where=_where(src, key),
-                          fix=f"give {key} as {'a whole number' if tp is int else 'text'}")
+        raise ConfigError(
+            f"{name} must be {tp.__name__}, got {value!r}",
+            where=_where(src, key),
+            fix=f"give {key} as {'a whole number' if tp is int else 'text'}",
+        )
     if tp is float and (isinstance(value, bool) or not isinstance(value, (int, float))):
-        raise ConfigError(f"{name} must be a number, got {value!r}", where=_where(src, key),
-                          fix=f"give {key} as a finite number, e.g. 0.001")
+        raise ConfigError(
+            f"{name} must be a number, got {value!r}",
+            where=_where(src, key),
+            fix=f"give {key} as a finite number, e.g. 0.001",
+        )
     if origin in (tuple, list) and isinstance(value, (list, tuple)):
         return tuple(value) if origin is tuple else list(value)
     return value
@@ -244,18 +288,25 @@ def load_yaml(path: str | os.PathLike) -> dict[str, Any]:
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
     except UnicodeDecodeError as e:
-        raise ConfigError(f"config file is not UTF-8 text ({e.reason})", where=str(path),
-                          fix="give a YAML text file") from None
+        raise ConfigError(
+            f"config file is not UTF-8 text ({e.reason})", where=str(path), fix="give a YAML text file"
+        ) from None
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f"{path}:{mark.line + 1}" if mark is not None else str(path)
-        raise ConfigError(f"invalid YAML: {getattr(e, 'problem', e)}", where=where,
-                          fix="correct the YAML syntax at that line (keys as `key: value`, one per line)") from None
+        raise ConfigError(
+            f"invalid YAML: {getattr(e, 'problem', e)}",
+            where=where,
+            fix="correct the YAML syntax at that line (keys as `key: value`, one per line)",
+        ) from None
     if data is None:
         return {}
     if not isinstance(data, dict):
-        raise ConfigError(f"a config file must hold a mapping of keys to values, not a {type(data).__name__}",
-                          where=str(path), fix="write one `key: value` per line (sections as nested keys)")
+        raise ConfigError(
+            f"a config file must hold a mapping of keys to values, not a {type(data).__name__}",
+            where=str(path),
+            fix="write one `key: value` per line (sections as nested keys)",
+        )
     return data
 
 
@@ -264,27 +315,42 @@ def parse_overrides(items: list[str] | None) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for item in items or []:
         if "=" not in item:
-            raise ConfigError(f"override {item!r} is not KEY=VALUE", where=f"--set {item}",
-                              fix=f"write e.g. --set {item or 'train.lr'}=<value>")
+            raise ConfigError(
+                f"override {item!r} is not KEY=VALUE",
+                where=f"--set {item}",
+                fix=f"write e.g. --set {item or 'train.lr'}=<value>",
+            )
         key, raw = item.split("=", 1)
         node = out
         parts = key.strip().split(".")
         if not all(p.strip() for p in parts):
-            raise ConfigError(f"override {item!r} has an empty key", where=f"--set {item}",
-                              fix="write the dotted key before '=', e.g. --set train.lr=0.001")
+            raise ConfigError(
+                f"override {item!r} has an empty key",
+                where=f"--set {item}",
+                fix="write the dotted key before '=', e.g. --set train.lr=0.001",
+            )
         for p in parts[:-1]:
             node = node.setdefault(p, {})
             if not isinstance(node, dict):
-                raise ConfigError(f"override {item!r} sets a key inside {p!r}, which another override set to "
-                                  f"a value", where=f"--set {item}", fix="give either the value or its keys, not both")
+                raise ConfigError(
+                    f"override {item!r} sets a key inside {p!r}, which another override set to a value",
+                    where=f"--set {item}",
+                    fix="give either the value or its keys, not both",
+                )
         if isinstance(node.get(parts[-1]), dict):
-            raise ConfigError(f"override {item!r} replaces the keys another --set gave inside {parts[-1]!r}",
-                              where=f"--set {item}", fix="give either the value or its keys, not both")
+            raise ConfigError(
+                f"override {item!r} replaces the keys another --set gave inside {parts[-1]!r}",
+                where=f"--set {item}",
+                fix="give either the value or its keys, not both",
+            )
         try:
             node[parts[-1]] = yaml.safe_load(raw)
         except yaml.YAMLError as e:
-            raise ConfigError(f"cannot read the value of override {item!r}: {getattr(e, 'problem', e)}",
-                              where=f"--set {item}", fix="quote text values, e.g. --set name='a: b'") from None
+            raise ConfigError(
+                f"cannot read the value of override {item!r}: {getattr(e, 'problem', e)}",
+                where=f"--set {item}",
+                fix="quote text values, e.g. --set name='a: b'",
+            ) from None
     return out
 
 
@@ -315,8 +381,16 @@ def dump_yaml(path: str | os.PathLike, data: Any) -> None:
 # Files that mark a folder as an alignlab output: a finished one has results.json (or, for data and probe
 # exports, their manifest); the others belong to a run that can be resumed.
 FINISHED_MARKERS = ("results.json", "dataset.json", "probe.json", "manifest.json", "report.md")
-RUN_MARKERS = ("config.yaml", "train_state.json", "ckpt", "log.jsonl", "log.txt", "tensorboard", "train",
-               "visual.pt")  # mmt train: killed after the image-tower pretraining, before train/ exists
+RUN_MARKERS = (
+    "config.yaml",
+    "train_state.json",
+    "ckpt",
+    "log.jsonl",
+    "log.txt",
+    "tensorboard",
+    "train",
+    "visual.pt",
+)  # mmt train: killed after the image-tower pretraining, before train/ exists
 
 
 def _check_creatable(path: Path, option: str) -> None:
@@ -325,23 +399,35 @@ def _check_creatable(path: Path, option: str) -> None:
     while not parent.exists() and parent != parent.parent:
         parent = parent.parent
     if not parent.is_dir():
-        raise ConfigError(f"{option} cannot be created: {parent} is a file, not a folder", where=str(path),
-                          fix=f"give a {option} path inside a folder")
+        raise ConfigError(
+            f"{option} cannot be created: {parent} is a file, not a folder",
+            where=str(path),
+            fix=f"give a {option} path inside a folder",
+        )
     if not os.access(parent, os.W_OK | os.X_OK):
-        raise ConfigError(f"{option} cannot be created: no permission to write in {parent}", where=str(path),
-                          fix=f"give a {option} path in a folder you can write to")
+        raise ConfigError(
+            f"{option} cannot be created: no permission to write in {parent}",
+            where=str(path),
+            fix=f"give a {option} path in a folder you can write to",
+        )
 
 
 def check_out_file(path: str | os.PathLike, option: str = "--out") -> Path:
     """Check that the file ``path`` can be written (an existing file is replaced); returns it as a Path."""
     path = Path(path)
     if path.is_dir():
-        raise ConfigError(f"{option} is a folder, not a file", where=str(path),
-                          fix=f"give a file name, e.g. {path / 'results.json'}")
+        raise ConfigError(
+            f"{option} is a folder, not a file",
+            where=str(path),
+            fix=f"give a file name, e.g. {path / 'results.json'}",
+        )
     if path.exists():
         if not os.access(path, os.W_OK) or not os.access(path.parent, os.W_OK | os.X_OK):
-            raise ConfigError(f"{option} cannot be replaced: no permission to write it", where=str(path),
-                              fix=f"give a {option} path you can write to")
+            raise ConfigError(
+                f"{option} cannot be replaced: no permission to write it",
+                where=str(path),
+                fix=f"give a {option} path you can write to",
+            )
     else:
         _check_creatable(path, option)
     return path
@@ -351,8 +437,15 @@ def finished_run(path: Path) -> bool:
     return path.is_dir() and any((path / m).exists() for m in FINISHED_MARKERS)
 
 
-def check_run_dir(path: str | os.PathLike, option: str = "--out", *, overwrite: bool = False,
-                  config: Any = None, resume: bool = True, finished: tuple[str, ...] = FINISHED_MARKERS) -> Path:
+def check_run_dir(
+    path: str | os.PathLike,
+    option: str = "--out",
+    *,
+    overwrite: bool = False,
+    config: Any = None,
+    resume: bool = True,
+    finished: tuple[str, ...] = FINISHED_MARKERS,
+) -> Path:
     """Check an output folder before any work; nothing is written.
 
     * a file, a folder inside a file or an unwritable place: refused;
@@ -368,15 +461,20 @@ def check_run_dir(path: str | os.PathLike, option: str = "--out", *, overwrite: 
         _check_creatable(path, option)
         return path
     if not os.access(path, os.W_OK | os.X_OK):
-        raise ConfigError(f"{option} is not writable", where=str(path), fix=f"give a {option} folder you can write to")
+        raise ConfigError(
+            f"{option} is not writable", where=str(path), fix=f"give a {option} folder you can write to"
+        )
     names = {p.name for p in path.iterdir()}
     if not names:
         return path
     if names & (set(finished) | set(FINISHED_MARKERS)):
         if overwrite:
             return path
-        raise ConfigError(f"{option} already holds a finished output, which is never changed", where=str(path),
-                          fix="choose a new folder, or pass --overwrite to replace it")
+        raise ConfigError(
+            f"{option} already holds a finished output, which is never changed",
+            where=str(path),
+            fix="choose a new folder, or pass --overwrite to replace it",
+        )
     if names & set(RUN_MARKERS):
         if overwrite or not resume or config is None or not (path / "config.yaml").is_file():
             return path
@@ -384,20 +482,34 @@ def check_run_dir(path: str | os.PathLike, option: str = "--out", *, overwrite: 
             old = yaml.safe_load((path / "config.yaml").read_text(encoding="utf-8"))
         except (OSError, UnicodeDecodeError, yaml.YAMLError):
             old = None
-        new = yaml.safe_load(yaml.safe_dump(to_jsonable(to_dict(config) if dataclasses.is_dataclass(config)
-                                                        else config), sort_keys=False, allow_unicode=True))
+        new = yaml.safe_load(
+            yaml.safe_dump(
+                to_jsonable(to_dict(config) if dataclasses.is_dataclass(config) else config),
+                sort_keys=False,
+                allow_unicode=True,
+            )
+        )
         if old != new:
             changed = sorted(_diff_keys(old if isinstance(old, dict) else {}, new))
-            raise ConfigError("the folder holds an unfinished run with a different config"
-                              + (f" (differs in {', '.join(changed[:4])})" if changed else ""), where=str(path),
-                              fix="resume with the same config, choose a new folder, or pass --no-resume or "
-                                  "--overwrite to start it again")
+            raise ConfigError(
+                "the folder holds an unfinished run with a different config"
+                + (f" (differs in {', '.join(changed[:4])})" if changed else ""),
+                where=str(path),
+                fix="resume with the same config, choose a new folder, or pass --no-resume or "
+                "--overwrite to start it again",
+            )
         return path
     if overwrite:
-        raise ConfigError(f"{option} holds files that are not an alignlab output, so --overwrite does not delete "
-                          "them", where=str(path), fix="choose a new or empty folder")
-    raise ConfigError(f"{option} is a folder with other files in it (not an alignlab output)", where=str(path),
-                      fix="choose a new or empty folder")
+        raise ConfigError(
+            f"{option} holds files that are not an alignlab output, so --overwrite does not delete them",
+            where=str(path),
+            fix="choose a new or empty folder",
+        )
+    raise ConfigError(
+        f"{option} is a folder with other files in it (not an alignlab output)",
+        where=str(path),
+        fix="choose a new or empty folder",
+    )
 
 
 def _diff_keys(a: Mapping[str, Any], b: Mapping[str, Any], prefix: str = "") -> set[str]:
@@ -418,8 +530,11 @@ def clear_run_dir(path: str | os.PathLike) -> None:
         return
     names = {p.name for p in path.iterdir()}
     if names and not names & set(FINISHED_MARKERS + RUN_MARKERS):
-        raise ConfigError("refusing to empty a folder that is not an alignlab output", where=str(path),
-                          fix="choose a new or empty folder")
+        raise ConfigError(
+            "refusing to empty a folder that is not an alignlab output",
+            where=str(path),
+            fix="choose a new or empty folder",
+        )
     for p in path.iterdir():
         if p.is_dir() and not p.is_symlink():
             shutil.rmtree(p)
@@ -445,8 +560,14 @@ def option_error(e: Exception, options: Mapping[str, str], default: str | None =
     return ConfigError(message, where=option, fix=f"change {option}" if option else None)
 
 
-def experiment_config(cls: type[T], quick_settings: Mapping[str, Any], *, quick: bool,
-                      seeds: list[int] | None = None, overrides: Mapping[str, Any] | None = None) -> T:
+def experiment_config(
+    cls: type[T],
+    quick_settings: Mapping[str, Any],
+    *,
+    quick: bool,
+    seeds: list[int] | None = None,
+    overrides: Mapping[str, Any] | None = None,
+) -> T:
     """An experiment's config: its quick settings (or the full defaults), then ``--set`` overrides merged
     deeply, so overriding one nested key (``model_config.width``) keeps the other quick keys; then seeds."""
     base = merge(quick_settings if quick else {}, overrides or {})

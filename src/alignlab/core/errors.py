@@ -15,7 +15,9 @@ from __future__ import annotations
 class AlignlabError(Exception):
     """Base class of the errors a user can cause; ``str()`` gives the one-line CLI message."""
 
-    def __init__(self, what: str, *, where: str | None = None, fix: str | None = None, key: str | None = None):
+    def __init__(
+        self, what: str, *, where: str | None = None, fix: str | None = None, key: str | None = None
+    ):
         self.what = what
         self.where = where
         self.fix = fix

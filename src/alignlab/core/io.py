@@ -90,8 +90,10 @@ def remove_stale_temps(folder: str | os.PathLike, recursive: bool = True) -> lis
     return removed
 
 
-OUTSIDE_ROOT_FIX = ("give a path relative to the data root without '..', or pass --allow-outside-root if the "
-                    "file is meant to be read from there")
+OUTSIDE_ROOT_FIX = (
+    "give a path relative to the data root without '..', or pass --allow-outside-root if the "
+    "file is meant to be read from there"
+)
 
 
 # The user's permission for data files to name paths outside their data root (`--allow-outside-root`),
@@ -110,8 +112,9 @@ def outside_root_allowed(allowed: bool = True) -> Iterator[None]:
         _OUTSIDE_ALLOWED.reset(token)
 
 
-def resolve_inside(root: str | os.PathLike, ref: str | os.PathLike, *, where: str,
-                   allow_outside: bool = False) -> Path:
+def resolve_inside(
+    root: str | os.PathLike, ref: str | os.PathLike, *, where: str, allow_outside: bool = False
+) -> Path:
     """``root / ref`` for a path ``ref`` read from a data file, refused if it leaves ``root``.
 
     Both are resolved first (symlinks followed, ``..`` collapsed), then the result must lie inside the
@@ -126,8 +129,11 @@ def resolve_inside(root: str | os.PathLike, ref: str | os.PathLike, *, where: st
     resolved = path.resolve()
     if not resolved.is_relative_to(resolved_root):
         kind = "an absolute path" if Path(ref).is_absolute() else "a path"
-        raise DataError(f"{kind} {str(ref)!r} leaves the data root {str(resolved_root)!r}", where=where,
-                        fix=OUTSIDE_ROOT_FIX)
+        raise DataError(
+            f"{kind} {str(ref)!r} leaves the data root {str(resolved_root)!r}",
+            where=where,
+            fix=OUTSIDE_ROOT_FIX,
+        )
     return path
 
 
@@ -196,8 +202,11 @@ def read_json(path: str | os.PathLike) -> Any:
     try:
         return json.loads(text)
     except json.JSONDecodeError as e:
-        raise DataError(f"invalid JSON: {e.msg}", where=f"{path}:{e.lineno}:{e.colno}",
-                        fix="fix the file so that it is valid JSON") from None
+        raise DataError(
+            f"invalid JSON: {e.msg}",
+            where=f"{path}:{e.lineno}:{e.colno}",
+            fix="fix the file so that it is valid JSON",
+        ) from None
 
 
 def _read_text(path: Path) -> str:
@@ -210,8 +219,9 @@ def _read_text(path: Path) -> str:
         return data.decode("utf-8-sig")
     except UnicodeDecodeError as e:
         line = data[: e.start].count(b"\n") + 1
-        raise DataError("the file is not valid UTF-8", where=f"{path}:{line}",
-                        fix="re-encode the file as UTF-8") from None
+        raise DataError(
+            "the file is not valid UTF-8", where=f"{path}:{line}", fix="re-encode the file as UTF-8"
+        ) from None
 
 
 def read_lines(path: str | os.PathLike, *, allow_empty: bool = False) -> list[str]:
@@ -236,8 +246,9 @@ def _raise(error: DataError) -> None:
     raise error
 
 
-def read_jsonl(path: str | os.PathLike, required: Sequence[str] = (),
-               on_error: Callable[[DataError], None] | None = None) -> list[dict[str, Any]]:
+def read_jsonl(
+    path: str | os.PathLike, required: Sequence[str] = (), on_error: Callable[[DataError], None] | None = None
+) -> list[dict[str, Any]]:
     """Read a JSONL file into a list of dicts, each with its line number under ``"_line"``.
 
     Blank lines are skipped. A line that is not a JSON object, or lacks one of ``required``, raises a
@@ -253,25 +264,41 @@ def read_jsonl(path: str | os.PathLike, required: Sequence[str] = (),
         try:
             rec = json.loads(line)
         except json.JSONDecodeError as e:
-            report(DataError(f"invalid JSON: {e.msg}", where=f"{path}:{line_no}",
-                             fix="each line must be one JSON object"))
+            report(
+                DataError(
+                    f"invalid JSON: {e.msg}",
+                    where=f"{path}:{line_no}",
+                    fix="each line must be one JSON object",
+                )
+            )
             continue
         if not isinstance(rec, dict):
-            report(DataError(f"expected a JSON object, found {type(rec).__name__}", where=f"{path}:{line_no}",
-                             fix="each line must be one JSON object"))
+            report(
+                DataError(
+                    f"expected a JSON object, found {type(rec).__name__}",
+                    where=f"{path}:{line_no}",
+                    fix="each line must be one JSON object",
+                )
+            )
             continue
         missing = [k for k in required if k not in rec]
         if missing:
-            report(DataError(f"record lacks field(s) {', '.join(map(repr, missing))}", where=f"{path}:{line_no}",
-                             fix=f"every record needs {', '.join(map(repr, required))}"))
+            report(
+                DataError(
+                    f"record lacks field(s) {', '.join(map(repr, missing))}",
+                    where=f"{path}:{line_no}",
+                    fix=f"every record needs {', '.join(map(repr, required))}",
+                )
+            )
             continue
         rec["_line"] = line_no
         out.append(rec)
     return out
 
 
-def read_csv(path: str | os.PathLike, required: Sequence[str] = (),
-             on_error: Callable[[DataError], None] | None = None) -> list[dict[str, Any]]:
+def read_csv(
+    path: str | os.PathLike, required: Sequence[str] = (), on_error: Callable[[DataError], None] | None = None
+) -> list[dict[str, Any]]:
     """Read a CSV file with a header into dicts (with ``"_line"``), checking the ``required`` columns.
 
     A row with too many or too few fields raises a :class:`DataError` naming ``path:line``; with
@@ -285,8 +312,11 @@ def read_csv(path: str | os.PathLike, required: Sequence[str] = (),
     header = reader.fieldnames or []
     missing = [k for k in required if k not in header]
     if missing:
-        raise DataError(f"CSV header lacks column(s) {', '.join(map(repr, missing))} (found {header})",
-                        where=f"{path}:1", fix=f"the header must name {', '.join(map(repr, required))}")
+        raise DataError(
+            f"CSV header lacks column(s) {', '.join(map(repr, missing))} (found {header})",
+            where=f"{path}:1",
+            fix=f"the header must name {', '.join(map(repr, required))}",
+        )
     out = []
     rows = iter(reader)
     while True:
@@ -295,17 +325,30 @@ def read_csv(path: str | os.PathLike, required: Sequence[str] = (),
         except StopIteration:
             break
         except csv.Error as e:  # e.g. a field over csv.field_size_limit(), a NUL byte: the rest is unreadable
-            raise DataError(f"cannot read the CSV: {e}", where=f"{path}:{reader.line_num}",
-                            fix="check the quoting of that row (an unclosed quote swallows the rest of the "
-                                "file), or shorten the field") from None
+            raise DataError(
+                f"cannot read the CSV: {e}",
+                where=f"{path}:{reader.line_num}",
+                fix="check the quoting of that row (an unclosed quote swallows the rest of the "
+                "file), or shorten the field",
+            ) from None
         line_no = reader.line_num
         if None in rec:
-            report(DataError("row has more fields than the header", where=f"{path}:{line_no}",
-                             fix="quote fields that contain commas"))
+            report(
+                DataError(
+                    "row has more fields than the header",
+                    where=f"{path}:{line_no}",
+                    fix="quote fields that contain commas",
+                )
+            )
             continue
         if any(rec.get(k) is None for k in required):
-            report(DataError("row has fewer fields than the header", where=f"{path}:{line_no}",
-                             fix="give a value for every column"))
+            report(
+                DataError(
+                    "row has fewer fields than the header",
+                    where=f"{path}:{line_no}",
+                    fix="give a value for every column",
+                )
+            )
             continue
         rec["_line"] = line_no
         out.append(rec)

@@ -80,7 +80,9 @@ class _OneLineFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         if record.name == "py.warnings":
             first = str(record.getMessage()).strip().splitlines()
-            record = logging.makeLogRecord({**record.__dict__, "msg": first[0] if first else "", "args": None})
+            record = logging.makeLogRecord(
+                {**record.__dict__, "msg": first[0] if first else "", "args": None}
+            )
         if self._fmt and self._fmt != "%(message)s":
             return super().format(record)
         msg = record.getMessage()
@@ -103,8 +105,11 @@ class _ConsoleHandler(logging.StreamHandler):
         super().emit(record)
 
     def filter(self, record: logging.LogRecord) -> bool:
-        threshold = _console_level if _console_level is not None else (
-            logging.WARNING if is_quiet() else logging.INFO)
+        threshold = (
+            _console_level
+            if _console_level is not None
+            else (logging.WARNING if is_quiet() else logging.INFO)
+        )
         if not is_rank_zero():  # under torchrun only rank 0 talks, whatever the level
             threshold = max(threshold, logging.WARNING)
         if record.levelno < threshold:
@@ -161,7 +166,9 @@ def configure(level: str | int | None = None, verbose: bool = False, capture_war
 
 
 @contextlib.contextmanager
-def run_log(run_dir: str | os.PathLike, filename: str = "log.txt", enabled: bool = True) -> Iterator[Path | None]:
+def run_log(
+    run_dir: str | os.PathLike, filename: str = "log.txt", enabled: bool = True
+) -> Iterator[Path | None]:
     """Append every ``alignlab`` record (DEBUG and up) and every warning to ``run_dir/filename`` meanwhile.
 
     The file is appended to, so a resumed run continues its log; each opening writes a header line with
@@ -182,8 +189,12 @@ def run_log(run_dir: str | os.PathLike, filename: str = "log.txt", enabled: bool
     was_capturing = _capturing()
     logging.captureWarnings(True)
     try:
-        get_logger("run").debug("log opened: %s (pid %d, %s)", " ".join(sys.argv) or "python", os.getpid(),
-                                time.strftime("%Y-%m-%d %H:%M:%S"))
+        get_logger("run").debug(
+            "log opened: %s (pid %d, %s)",
+            " ".join(sys.argv) or "python",
+            os.getpid(),
+            time.strftime("%Y-%m-%d %H:%M:%S"),
+        )
         yield path
     finally:
         for lg in targets:
@@ -199,7 +210,6 @@ def _capturing() -> bool:
     return getattr(warnings.showwarning, "__module__", "") == "logging"
 
 
-
 def open_tensorboard(log_dir: str | os.PathLike, purge_step: int | None = None) -> Any:
     """A ``torch.utils.tensorboard.SummaryWriter`` on ``log_dir``, or None (one DEBUG line) without tensorboard.
 
@@ -212,8 +222,10 @@ def open_tensorboard(log_dir: str | os.PathLike, purge_step: int | None = None) 
     try:
         from torch.utils.tensorboard import SummaryWriter
     except ImportError:  # torch's module raises ImportError when the tensorboard package is missing
-        get_logger("train").debug("tensorboard is not installed: no event files "
-                                  "(pip install 'alignlab[tensorboard]'); log.jsonl has every number")
+        get_logger("train").debug(
+            "tensorboard is not installed: no event files "
+            "(pip install 'alignlab[tensorboard]'); log.jsonl has every number"
+        )
         return None
     return SummaryWriter(log_dir=str(log_dir), purge_step=purge_step)
 
@@ -224,5 +236,4 @@ def tensorboard_scalars(record: dict[str, Any]) -> dict[str, float]:
         items, prefix = record["dev"].items(), "dev/"
     else:
         items, prefix = ((k, v) for k, v in record.items() if k not in ("step", "epoch")), "train/"
-    return {prefix + k: float(v) for k, v in items
-            if isinstance(v, (int, float)) and not isinstance(v, bool)}
+    return {prefix + k: float(v) for k, v in items if isinstance(v, (int, float)) and not isinstance(v, bool)}

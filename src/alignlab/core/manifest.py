@@ -28,7 +28,15 @@ import alignlab
 from alignlab.core.io import to_jsonable, write_json
 
 # Optional packages whose version matters for a result when they were used (already imported).
-_OPTIONAL = ("transformers", "sentence_transformers", "sklearn", "open_clip", "sacrebleu", "nltk", "accelerate")
+_OPTIONAL = (
+    "transformers",
+    "sentence_transformers",
+    "sklearn",
+    "open_clip",
+    "sacrebleu",
+    "nltk",
+    "accelerate",
+)
 
 
 def config_hash(config: Any) -> str:
@@ -65,25 +73,51 @@ def environment() -> dict[str, Any]:
     import numpy
     import torch
 
-    env: dict[str, Any] = {"machine": platform.machine(), "processor": _cpu_model(),
-                           "cpu_vector_flags": _cpu_vector_flags(),
-                           "cpu_count": os.cpu_count(), "torch": torch.__version__,
-                           "torch_cpu_capability": _safe(lambda: torch.backends.cpu.get_cpu_capability()),
-                           "torch_interop_threads": torch.get_num_interop_threads(),
-                           "mkldnn": bool(torch.backends.mkldnn.is_available()),
-                           "deterministic_algorithms": torch.are_deterministic_algorithms_enabled(),
-                           "numpy": numpy.__version__, "blas": _blas(),
-                           "env": {k: os.environ[k] for k in KERNEL_ENV if k in os.environ}}
+    env: dict[str, Any] = {
+        "machine": platform.machine(),
+        "processor": _cpu_model(),
+        "cpu_vector_flags": _cpu_vector_flags(),
+        "cpu_count": os.cpu_count(),
+        "torch": torch.__version__,
+        "torch_cpu_capability": _safe(lambda: torch.backends.cpu.get_cpu_capability()),
+        "torch_interop_threads": torch.get_num_interop_threads(),
+        "mkldnn": bool(torch.backends.mkldnn.is_available()),
+        "deterministic_algorithms": torch.are_deterministic_algorithms_enabled(),
+        "numpy": numpy.__version__,
+        "blas": _blas(),
+        "env": {k: os.environ[k] for k in KERNEL_ENV if k in os.environ},
+    }
     return env
 
 
 # Environment variables that change which kernels run, and so the last bits of every number
 # (docs/reproducibility.md measures by how much): thread counts, and the CPU-kernel pins of ATen, MKL, oneDNN.
-KERNEL_ENV = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "OPENBLAS_CORETYPE",
-              "ATEN_CPU_CAPABILITY", "MKL_CBWR", "MKL_ENABLE_INSTRUCTIONS", "ONEDNN_MAX_CPU_ISA",
-              "DNNL_MAX_CPU_ISA", "CUBLAS_WORKSPACE_CONFIG", "PYTHONHASHSEED")
-_VECTOR_FLAGS = ("sse4_2", "avx", "avx2", "fma", "avx512f", "avx512bw", "avx512_vnni", "avx512_bf16", "amx_tile",
-                 "asimd", "sve")
+KERNEL_ENV = (
+    "OMP_NUM_THREADS",
+    "MKL_NUM_THREADS",
+    "OPENBLAS_NUM_THREADS",
+    "OPENBLAS_CORETYPE",
+    "ATEN_CPU_CAPABILITY",
+    "MKL_CBWR",
+    "MKL_ENABLE_INSTRUCTIONS",
+    "ONEDNN_MAX_CPU_ISA",
+    "DNNL_MAX_CPU_ISA",
+    "CUBLAS_WORKSPACE_CONFIG",
+    "PYTHONHASHSEED",
+)
+_VECTOR_FLAGS = (
+    "sse4_2",
+    "avx",
+    "avx2",
+    "fma",
+    "avx512f",
+    "avx512bw",
+    "avx512_vnni",
+    "avx512_bf16",
+    "amx_tile",
+    "asimd",
+    "sve",
+)
 
 
 def _cpu_vector_flags() -> list[str] | None:
@@ -132,10 +166,20 @@ def git_commit() -> str | None:
     """The commit of the alignlab source checkout (with ``-dirty`` if it has changes), else None."""
     here = Path(alignlab.__file__).resolve().parent
     try:
-        commit = subprocess.run(["git", "-C", str(here), "rev-parse", "HEAD"], capture_output=True,
-                                text=True, timeout=5, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "-C", str(here), "status", "--porcelain", "--untracked-files=no"],
-                               capture_output=True, text=True, timeout=5, check=True).stdout.strip()
+        commit = subprocess.run(
+            ["git", "-C", str(here), "rev-parse", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=True,
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "-C", str(here), "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=True,
+        ).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         return None
     return commit + ("-dirty" if dirty else "") if commit else None
@@ -145,8 +189,12 @@ def package_versions() -> dict[str, str]:
     import numpy
     import torch
 
-    versions = {"alignlab": alignlab.__version__, "python": platform.python_version(),
-                "torch": torch.__version__, "numpy": numpy.__version__}
+    versions = {
+        "alignlab": alignlab.__version__,
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "numpy": numpy.__version__,
+    }
     for name in _OPTIONAL:
         mod = sys.modules.get(name)
         if mod is not None and hasattr(mod, "__version__"):
@@ -154,8 +202,13 @@ def package_versions() -> dict[str, str]:
     return versions
 
 
-def build_manifest(config: Any = None, seed: int | None = None, started: float | None = None,
-                   device: str | None = None, **extra: Any) -> dict[str, Any]:
+def build_manifest(
+    config: Any = None,
+    seed: int | None = None,
+    started: float | None = None,
+    device: str | None = None,
+    **extra: Any,
+) -> dict[str, Any]:
     """A provenance record; ``started`` is a ``time.time()`` value from the start of the run."""
     import torch
 
@@ -177,13 +230,27 @@ def build_manifest(config: Any = None, seed: int | None = None, started: float |
     return m
 
 
-def make_result(*, task: str, model: str, data: str, seed: int | None, metrics: Mapping[str, Any],
-                definitions: Mapping[str, str] | None = None, config: Any = None,
-                started: float | None = None, device: str | None = None,
-                **extra: Any) -> dict[str, Any]:
+def make_result(
+    *,
+    task: str,
+    model: str,
+    data: str,
+    seed: int | None,
+    metrics: Mapping[str, Any],
+    definitions: Mapping[str, str] | None = None,
+    config: Any = None,
+    started: float | None = None,
+    device: str | None = None,
+    **extra: Any,
+) -> dict[str, Any]:
     """A result record in the project's format (identity keys, metrics, definitions, manifest)."""
-    result: dict[str, Any] = {"task": task, "model": model, "data": data, "seed": seed,
-                              "metrics": to_jsonable(dict(metrics))}
+    result: dict[str, Any] = {
+        "task": task,
+        "model": model,
+        "data": data,
+        "seed": seed,
+        "metrics": to_jsonable(dict(metrics)),
+    }
     if definitions:
         result["definitions"] = dict(definitions)
     result.update(to_jsonable(extra))

@@ -75,10 +75,19 @@ class Progress:
     stderr is not a terminal); on a terminal it also drives a tqdm bar.
     """
 
-    def __init__(self, iterable: Iterable[Any] | None = None, total: int | float | None = None,
-                 desc: str | None = None, unit: str = "it", initial: int = 0, leave: bool = False,
-                 every_s: float | None = None, every_fraction: float | None = None,
-                 min_gap_s: float | None = None, **tqdm_kwargs: Any):
+    def __init__(
+        self,
+        iterable: Iterable[Any] | None = None,
+        total: int | float | None = None,
+        desc: str | None = None,
+        unit: str = "it",
+        initial: int = 0,
+        leave: bool = False,
+        every_s: float | None = None,
+        every_fraction: float | None = None,
+        min_gap_s: float | None = None,
+        **tqdm_kwargs: Any,
+    ):
         if total is None and iterable is not None:
             try:
                 total = len(iterable)  # type: ignore[arg-type]
@@ -106,8 +115,14 @@ class Progress:
         if bars_on_console() and not self.disable:
             from tqdm.auto import tqdm
 
-            self.bar = tqdm(total=total, desc=desc, unit=unit, initial=initial, leave=leave,
-                            **{**_tqdm_defaults(), **tqdm_kwargs})
+            self.bar = tqdm(
+                total=total,
+                desc=desc,
+                unit=unit,
+                initial=initial,
+                leave=leave,
+                **{**_tqdm_defaults(), **tqdm_kwargs},
+            )
 
     # --- tqdm's interface ---------------------------------------------------------------------------
     def __iter__(self) -> Iterator[Any]:
@@ -138,7 +153,9 @@ class Progress:
         if since >= self.every_s or (since >= self.min_gap_s and self._step(self.n) > self._last_step):
             self._line(now)
 
-    def set_postfix(self, ordered_dict: dict[str, Any] | None = None, refresh: bool = False, **kwargs: Any) -> None:
+    def set_postfix(
+        self, ordered_dict: dict[str, Any] | None = None, refresh: bool = False, **kwargs: Any
+    ) -> None:
         """Like tqdm's, but without forcing a redraw: the bar's ``mininterval`` decides when it is drawn."""
         items = {**(ordered_dict or {}), **kwargs}
         self.postfix = ", ".join(f"{k}={v}" for k, v in items.items())
@@ -158,8 +175,9 @@ class Progress:
             self.bar.close()
         elapsed = time.monotonic() - self._t0
         # A closing line when lines were shown and work happened since, or when the job took a while.
-        if (self.lines and self.n != self._last_n) or (not self.lines and elapsed >= self.min_gap_s
-                                                        and self.n > self._start_n):
+        if (self.lines and self.n != self._last_n) or (
+            not self.lines and elapsed >= self.min_gap_s and self.n > self._start_n
+        ):
             self._emit(self._done_line(elapsed))
 
     # --- lines ------------------------------------------------------------------------------------------
@@ -199,8 +217,15 @@ class Progress:
         self._log.info(text, extra={"progress": True})
 
 
-def progress(iterable: Iterable[T] | None = None, *, total: int | None = None, desc: str | None = None,
-             unit: str = "it", leave: bool = False, **kwargs: Any) -> Any:
+def progress(
+    iterable: Iterable[T] | None = None,
+    *,
+    total: int | None = None,
+    desc: str | None = None,
+    unit: str = "it",
+    leave: bool = False,
+    **kwargs: Any,
+) -> Any:
     """Progress over ``iterable`` (or driven by ``update``): a bar on a terminal, plain lines otherwise."""
     return Progress(iterable, total=total, desc=desc, unit=unit, leave=leave, **kwargs)
 
@@ -253,4 +278,3 @@ def library_bars_off(always: bool = False) -> Iterator[None]:
     finally:
         for undo in restore:
             undo()
-

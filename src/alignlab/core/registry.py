@@ -46,8 +46,9 @@ class Registry(Generic[T]):
         except KeyError:
             close = difflib.get_close_matches(name, self._items, n=1)
             hint = f"did you mean {close[0]!r}? " if close else ""
-            raise ConfigError(f"unknown {self.kind} {name!r}",
-                              fix=f"{hint}choose one of: {', '.join(sorted(self._items))}") from None
+            raise ConfigError(
+                f"unknown {self.kind} {name!r}", fix=f"{hint}choose one of: {', '.join(sorted(self._items))}"
+            ) from None
 
     def names(self) -> list[str]:
         return sorted(self._items)

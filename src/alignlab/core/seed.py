@@ -95,7 +95,9 @@ def parse_seeds(text: str) -> list[int]:
             elif part:
                 seeds.append(int(part))
     except ValueError:
-        raise ConfigError(f"cannot read seeds {text!r}", fix="write a range like 0-4 or a list like 0,1,5") from None
+        raise ConfigError(
+            f"cannot read seeds {text!r}", fix="write a range like 0-4 or a list like 0,1,5"
+        ) from None
     if not seeds:
         raise ConfigError(f"no seeds in {text!r}", fix="write a range like 0-4 or a list like 0,1,5")
     if len(set(seeds)) != len(seeds):

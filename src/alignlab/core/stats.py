@@ -25,8 +25,9 @@ import numpy as np
 _R_AT_K = re.compile(r"^(?:[a-z0-9]+_)?R@\d+$")  # i2t_R@5, R@10
 
 
-def summarize(values: Sequence[float], confidence: float = 0.95,
-              bounds: tuple[float | None, float | None] | None = None) -> dict[str, float]:
+def summarize(
+    values: Sequence[float], confidence: float = 0.95, bounds: tuple[float | None, float | None] | None = None
+) -> dict[str, float]:
     """Mean, sample standard deviation (ddof=1), min, max, range and t-interval of the mean.
 
     ``bounds`` is the range the quantity can take (``(0, None)`` for a count, ``(0, 100)`` for a
@@ -49,8 +50,16 @@ def summarize(values: Sequence[float], confidence: float = 0.95,
         lo, hi = bounds
         low = low if lo is None else max(low, float(lo))
         high = high if hi is None else min(high, float(hi))
-    return {"n": n, "mean": mean, "sd": sd, "min": float(x.min()), "max": float(x.max()),
-            "range": float(x.max() - x.min()), "ci_low": low, "ci_high": high}
+    return {
+        "n": n,
+        "mean": mean,
+        "sd": sd,
+        "min": float(x.min()),
+        "max": float(x.max()),
+        "range": float(x.max() - x.min()),
+        "ci_low": low,
+        "ci_high": high,
+    }
 
 
 def metric_bounds(name: str) -> tuple[float | None, float | None]:
@@ -69,16 +78,20 @@ def metric_bounds(name: str) -> tuple[float | None, float | None]:
         return 0.0, 100.0
     if base.endswith(("medr", "meanr")):
         return 1.0, None
-    if base == "rsum" or base.endswith(("tied_queries", "_count", "_items", "_words", "_captions")) \
-            or base in ("n", "count", "steps", "epoch", "best_epoch"):
+    if (
+        base == "rsum"
+        or base.endswith(("tied_queries", "_count", "_items", "_words", "_captions"))
+        or base in ("n", "count", "steps", "epoch", "best_epoch")
+    ):
         return 0.0, None
     if base in ("acc", "accuracy", "sense_acc", "contrastive_acc") or base.endswith(("_acc", "_rate")):
         return 0.0, 1.0
     return None, None
 
 
-def paired_randomization_test(a: Sequence[float], b: Sequence[float], n_resamples: int = 10000,
-                              seed: int = 0, exact_max_n: int = 16) -> float:
+def paired_randomization_test(
+    a: Sequence[float], b: Sequence[float], n_resamples: int = 10000, seed: int = 0, exact_max_n: int = 16
+) -> float:
     """Two-sided p-value that the mean of ``b - a`` differs from 0, by random sign flips of the pairs.
 
     Under the null hypothesis the two systems are exchangeable within each pair, so each difference's
@@ -112,8 +125,9 @@ def paired_randomization_test(a: Sequence[float], b: Sequence[float], n_resample
     return (1 + hits) / (1 + n_resamples)
 
 
-def _bootstrap_means(x: np.ndarray, n_resamples: int, seed: int,
-                     statistic: Callable[[np.ndarray], np.ndarray] | None = None) -> np.ndarray:
+def _bootstrap_means(
+    x: np.ndarray, n_resamples: int, seed: int, statistic: Callable[[np.ndarray], np.ndarray] | None = None
+) -> np.ndarray:
     rng = np.random.default_rng(seed)
     n = x.size
     out = np.empty(n_resamples)
@@ -123,25 +137,30 @@ def _bootstrap_means(x: np.ndarray, n_resamples: int, seed: int,
         m = min(chunk, n_resamples - done)
         idx = rng.integers(0, n, size=(m, n))
         sample = x[idx]
-        out[done:done + m] = statistic(sample) if statistic is not None else sample.mean(axis=1)
+        out[done : done + m] = statistic(sample) if statistic is not None else sample.mean(axis=1)
         done += m
     return out
 
 
-def bootstrap_ci(values: Sequence[float], n_resamples: int = 10000, confidence: float = 0.95,
-                 seed: int = 0) -> dict[str, float]:
+def bootstrap_ci(
+    values: Sequence[float], n_resamples: int = 10000, confidence: float = 0.95, seed: int = 0
+) -> dict[str, float]:
     """Percentile bootstrap CI of the mean of ``values``: ``{"mean", "ci_low", "ci_high"}``."""
     x = np.asarray(values, dtype=np.float64)
     if x.size == 0:
         raise ValueError("bootstrap_ci needs at least one value")
     means = _bootstrap_means(x, n_resamples, seed)
     alpha = (1 - confidence) / 2
-    return {"mean": float(x.mean()), "ci_low": float(np.quantile(means, alpha)),
-            "ci_high": float(np.quantile(means, 1 - alpha))}
+    return {
+        "mean": float(x.mean()),
+        "ci_low": float(np.quantile(means, alpha)),
+        "ci_high": float(np.quantile(means, 1 - alpha)),
+    }
 
 
-def paired_bootstrap(a: Sequence[float], b: Sequence[float], n_resamples: int = 10000,
-                     confidence: float = 0.95, seed: int = 0) -> dict[str, float]:
+def paired_bootstrap(
+    a: Sequence[float], b: Sequence[float], n_resamples: int = 10000, confidence: float = 0.95, seed: int = 0
+) -> dict[str, float]:
     """Percentile bootstrap CI of ``mean(b - a)`` resampling pairs (queries) with replacement.
 
     Returns ``{"delta", "ci_low", "ci_high", "p_boot"}``, where ``p_boot`` is the two-sided share of
@@ -154,8 +173,12 @@ def paired_bootstrap(a: Sequence[float], b: Sequence[float], n_resamples: int = 
     alpha = (1 - confidence) / 2
     delta = float(d.mean())
     p = 2 * min(float(np.mean(means <= 0)), float(np.mean(means >= 0)))
-    return {"delta": delta, "ci_low": float(np.quantile(means, alpha)),
-            "ci_high": float(np.quantile(means, 1 - alpha)), "p_boot": min(1.0, p)}
+    return {
+        "delta": delta,
+        "ci_low": float(np.quantile(means, alpha)),
+        "ci_high": float(np.quantile(means, 1 - alpha)),
+        "p_boot": min(1.0, p),
+    }
 
 
 def welch_t_test(a: Sequence[float], b: Sequence[float]) -> dict[str, float]:

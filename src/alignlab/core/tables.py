@@ -28,7 +28,9 @@ def markdown_table(headers: Sequence[Any], rows: Sequence[Sequence[Any]], align:
     for i, row in enumerate(rows):
         if len(row) != len(headers):
             raise ValueError(f"row {i} has {len(row)} cells for {len(headers)} columns")
-    lines = ["| " + " | ".join(_cell(h) for h in headers) + " |",
-             "|" + "|".join(_ALIGN[a] for a in align) + "|"]
+    lines = [
+        "| " + " | ".join(_cell(h) for h in headers) + " |",
+        "|" + "|".join(_ALIGN[a] for a in align) + "|",
+    ]
     lines += ["| " + " | ".join(_cell(c) for c in row) + " |" for row in rows]
     return "\n".join(lines)

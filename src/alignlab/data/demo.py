@@ -30,20 +30,27 @@ def demo_stage(ctx) -> list[str]:
     ctx.artifacts["shapes"] = pairs
 
     # Export the test split and read it back through the Karpathy loader, as real data would be.
-    dataset = save_karpathy(out / "shapes-export", {"test": pairs["test"].subset(range(100), "shapes-test")},
-                            dataset="shapesworld", extra={"generator": GENERATOR_VERSION, "seed": ctx.seed,
-                                                          "config": asdict(cfg)})
+    dataset = save_karpathy(
+        out / "shapes-export",
+        {"test": pairs["test"].subset(range(100), "shapes-test")},
+        dataset="shapesworld",
+        extra={"generator": GENERATOR_VERSION, "seed": ctx.seed, "config": asdict(cfg)},
+    )
     reloaded = load_karpathy(dataset, split="test")
     sample = examples["train"][:12]
-    has_cjk = contact_sheet([Image.fromarray(ex.image) for ex in sample],
-                            [[(c.en, c.zh) for c in ex.captions] for ex in sample], out / "contact_sheet.png")
+    has_cjk = contact_sheet(
+        [Image.fromarray(ex.image) for ex in sample],
+        [[(c.en, c.zh) for c in ex.captions] for ex in sample],
+        out / "contact_sheet.png",
+    )
     families = Counter(c.family for ex in examples["train"] for c in ex.captions)
     n_poly = sum(o.sense is not None for ex in examples["train"] for o in ex.scene.objects)
     n_obj = sum(len(ex.scene.objects) for ex in examples["train"])
     lines = [
         f"Generated with `{GENERATOR_VERSION}`, seed {ctx.seed}, {cfg.image_size}×{cfg.image_size} images.",
         "",
-        "| split | images | captions |", "|---|---|---|",
+        "| split | images | captions |",
+        "|---|---|---|",
         *[f"| {s} | {p.n_images} | {p.n_captions} |" for s, p in pairs.items()],
         "",
         f"Objects in train: {n_obj}, of which polysemous (bat, mouse, crane, seal, kite): {n_poly}.",

@@ -27,7 +27,9 @@ def open_image(path: str | os.PathLike) -> Image.Image:
         with Image.open(path) as im:
             return im.convert("RGB")
     except (UnidentifiedImageError, OSError, ValueError) as e:
-        raise DataError(f"cannot read image: {e}", where=str(path), fix="replace or remove the file") from None
+        raise DataError(
+            f"cannot read image: {e}", where=str(path), fix="replace or remove the file"
+        ) from None
 
 
 def check_image(path: str | os.PathLike) -> str | None:
@@ -59,8 +61,9 @@ def pil_to_uint8(img: Image.Image, size: int | tuple[int, int] | None = None) ->
     return torch.from_numpy(arr.copy()).permute(2, 0, 1).contiguous()
 
 
-def stack_images(images: Sequence[Image.Image] | np.ndarray | torch.Tensor,
-                 size: int | tuple[int, int] | None = None) -> torch.Tensor:
+def stack_images(
+    images: Sequence[Image.Image] | np.ndarray | torch.Tensor, size: int | tuple[int, int] | None = None
+) -> torch.Tensor:
     """Images (list of Pillow images, ``uint8`` array ``[B,H,W,3]`` or tensor ``[B,3,H,W]``) -> ``uint8`` ``[B,3,H,W]``.
 
     A list of images of different sizes needs ``size``.
@@ -68,17 +71,22 @@ def stack_images(images: Sequence[Image.Image] | np.ndarray | torch.Tensor,
     if isinstance(images, torch.Tensor):
         t = images
         if t.ndim != 4 or t.shape[1] != 3:
-            raise DataError(f"expected an image tensor [B, 3, H, W], got shape {tuple(t.shape)}",
-                            fix="pass images as uint8 [B, 3, H, W] or a list of Pillow images")
+            raise DataError(
+                f"expected an image tensor [B, 3, H, W], got shape {tuple(t.shape)}",
+                fix="pass images as uint8 [B, 3, H, W] or a list of Pillow images",
+            )
     elif isinstance(images, np.ndarray):
         if images.ndim != 4 or images.shape[-1] != 3:
-            raise DataError(f"expected an image array [B, H, W, 3], got shape {images.shape}",
-                            fix="pass images as uint8 [B, H, W, 3]")
+            raise DataError(
+                f"expected an image array [B, H, W, 3], got shape {images.shape}",
+                fix="pass images as uint8 [B, H, W, 3]",
+            )
         t = torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2)
     else:
         if len(images) == 0:
-            return torch.zeros(0, 3, *(size if isinstance(size, tuple) else (size or 1, size or 1)),
-                               dtype=torch.uint8)
+            return torch.zeros(
+                0, 3, *(size if isinstance(size, tuple) else (size or 1, size or 1)), dtype=torch.uint8
+            )
         tensors = [pil_to_uint8(im, size) for im in images]
         shapes = {tuple(x.shape) for x in tensors}
         if len(shapes) > 1:
@@ -88,7 +96,9 @@ def stack_images(images: Sequence[Image.Image] | np.ndarray | torch.Tensor,
         hw = (size, size) if isinstance(size, int) else tuple(size)
         if tuple(t.shape[-2:]) != hw:
             t = to_float(t)
-            t = torch.nn.functional.interpolate(t, size=hw, mode="bilinear", antialias=True, align_corners=False)
+            t = torch.nn.functional.interpolate(
+                t, size=hw, mode="bilinear", antialias=True, align_corners=False
+            )
             return (t * 255).round().clamp(0, 255).to(torch.uint8)
     return t if t.dtype == torch.uint8 else t.to(torch.uint8)
 

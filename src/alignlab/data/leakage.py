@@ -76,12 +76,21 @@ class Leak:
 
     def __str__(self) -> str:
         what = {"caption": "captions", "image": "images", "pair": "(caption, image) pairs"}[self.kind]
-        return (f"{self.records} of {self.later_records} {self.later} records repeat {self.earlier} {what} "
-                f"({self.distinct} distinct; first: {self.example})")
+        return (
+            f"{self.records} of {self.later_records} {self.later} records repeat {self.earlier} {what} "
+            f"({self.distinct} distinct; first: {self.example})"
+        )
 
     def to_dict(self) -> dict[str, Any]:
-        return {"later": self.later, "earlier": self.earlier, "kind": self.kind, "records": self.records,
-                "distinct": self.distinct, "later_records": self.later_records, "example": self.example}
+        return {
+            "later": self.later,
+            "earlier": self.earlier,
+            "kind": self.kind,
+            "records": self.records,
+            "distinct": self.distinct,
+            "later_records": self.later_records,
+            "example": self.example,
+        }
 
 
 def find_leakage(splits: Mapping[str, SplitRecords]) -> list[Leak]:
@@ -96,13 +105,24 @@ def find_leakage(splits: Mapping[str, SplitRecords]) -> list[Leak]:
                 for k, key in enumerate(a.keys(kind)):
                     if key is not None:
                         first_seen.setdefault(key, k)
-                hits = [(k, key) for k, key in enumerate(b.keys(kind)) if key is not None and key in first_seen]
+                hits = [
+                    (k, key) for k, key in enumerate(b.keys(kind)) if key is not None and key in first_seen
+                ]
                 if not hits:
                     continue
                 k0, key0 = hits[0]
                 n_keys = sum(key is not None for key in b.keys(kind))
-                out.append(Leak(later, earlier, kind, len(hits), len({key for _, key in hits}), n_keys,
-                                f"{b.wheres[k0]} = {a.wheres[first_seen[key0]]}"))
+                out.append(
+                    Leak(
+                        later,
+                        earlier,
+                        kind,
+                        len(hits),
+                        len({key for _, key in hits}),
+                        n_keys,
+                        f"{b.wheres[k0]} = {a.wheres[first_seen[key0]]}",
+                    )
+                )
     return out
 
 
@@ -120,7 +140,9 @@ def records_from_pairs(pairs: Any) -> dict[str, SplitRecords]:
         split = str(pairs.image_meta[i]["split"])
         name = pairs.image_ids[i]
         if pairs.image_paths is not None:
-            name = os.path.relpath(pairs.image_paths[i], root) if root is not None else str(pairs.image_paths[i])
+            name = (
+                os.path.relpath(pairs.image_paths[i], root) if root is not None else str(pairs.image_paths[i])
+            )
         rec = out.setdefault(split, SplitRecords(split))
         for c in caps:
             rec.add(pairs.captions[c], name, f"image {pairs.image_ids[i]!r}")
@@ -161,18 +183,28 @@ def read_parallel_splits(folder: Path, problems: Any) -> tuple[dict[str, SplitRe
         images = _lines(img_path, problems) if img_path.is_file() else None
         for other_path, other in ((zh_path, zh), (img_path, images)):
             if other is not None and len(other) != len(en):
-                problems.add(f"{other_path.name} has {len(other)} lines, {en_path.name} has {len(en)}",
-                             f"{other_path}:{min(len(other), len(en)) + 1}",
-                             "the files of a split must be aligned line by line")
+                problems.add(
+                    f"{other_path.name} has {len(other)} lines, {en_path.name} has {len(en)}",
+                    f"{other_path}:{min(len(other), len(en)) + 1}",
+                    "the files of a split must be aligned line by line",
+                )
         rec = SplitRecords(split)
         for k, text in enumerate(en):
-            image = images[k].strip() if images is not None and k < len(images) and images[k].strip() else None
+            image = (
+                images[k].strip() if images is not None and k < len(images) and images[k].strip() else None
+            )
             rec.add(text, image, f"{en_path.name}:{k + 1}")
         splits[split] = rec
-        summary["splits"][split] = {"lines": len(en), "zh": zh is not None, "images": images is not None,
-                                    "distinct_images": len({i for i in rec.images if i is not None})}
+        summary["splits"][split] = {
+            "lines": len(en),
+            "zh": zh is not None,
+            "images": images is not None,
+            "distinct_images": len({i for i in rec.images if i is not None}),
+        }
     if not splits:
-        problems.add("no <split>.en file", str(folder), "a parallel data set has train.en (and val.en, test.en)")
+        problems.add(
+            "no <split>.en file", str(folder), "a parallel data set has train.en (and val.en, test.en)"
+        )
     return splits, summary
 
 
@@ -184,5 +216,7 @@ def _lines(path: Path, problems: Any) -> list[str] | None:
         return None
     for k, line in enumerate(lines, 1):
         if not line.strip():
-            problems.add("empty line", f"{path}:{k}", "remove the line (and its partner lines) or give its text")
+            problems.add(
+                "empty line", f"{path}:{k}", "remove the line (and its partner lines) or give its text"
+            )
     return lines

@@ -111,8 +111,11 @@ class HFImages:
             return _decode(bytes(value), where)
         if isinstance(value, str):
             return open_image(value)
-        raise DataError(f"image column holds {type(value).__name__}, not an image", where=where,
-                        fix="give an Image feature, image bytes or a path")
+        raise DataError(
+            f"image column holds {type(value).__name__}, not an image",
+            where=where,
+            fix="give an Image feature, image bytes or a path",
+        )
 
 
 class TarImages:
@@ -148,7 +151,9 @@ class StreamingPairs:
     def __post_init__(self) -> None:
         if len(self.images) != len(self.image_ids):
             raise ValueError("images and image_ids differ in length")
-        check_relevance(self.relevance, len(self.captions), len(self.image_ids), what=f"{self.name} relevance")
+        check_relevance(
+            self.relevance, len(self.captions), len(self.image_ids), what=f"{self.name} relevance"
+        )
 
     @property
     def n_images(self) -> int:
@@ -161,8 +166,10 @@ class StreamingPairs:
     def load_images(self, indices: Sequence[int] | None = None, size: int | None = None) -> torch.Tensor:
         """Images ``indices`` decoded at ``size`` as ``uint8 [B, 3, size, size]`` (files differ in size)."""
         if size is None:
-            raise DataError("images read from files, a dataset or shards need a size to be stacked",
-                            fix="pass size=..., or use to_pairs(size) for a whole split")
+            raise DataError(
+                "images read from files, a dataset or shards need a size to be stacked",
+                fix="pass size=..., or use to_pairs(size) for a whole split",
+            )
         idx = list(range(self.n_images)) if indices is None else [int(i) for i in indices]
         if not idx:
             return torch.zeros(0, 3, size, size, dtype=torch.uint8)
@@ -173,17 +180,23 @@ class StreamingPairs:
         from alignlab.core.progress import progress
 
         dataset = DecodedImages(self.images, size)
-        loader = torch.utils.data.DataLoader(dataset, batch_size=256, num_workers=num_workers,
-                                             collate_fn=_stack, worker_init_fn=_worker_init)
+        loader = torch.utils.data.DataLoader(
+            dataset, batch_size=256, num_workers=num_workers, collate_fn=_stack, worker_init_fn=_worker_init
+        )
         array = np.zeros((self.n_images, size, size, 3), np.uint8)
         start = 0
         for batch in progress(loader, desc=f"loading {self.name} images", unit="batch"):
             if isinstance(batch, _Failed):
                 batch.reraise()
-            array[start:start + len(batch)] = batch.permute(0, 2, 3, 1).numpy()
+            array[start : start + len(batch)] = batch.permute(0, 2, 3, 1).numpy()
             start += len(batch)
-        return ImageTextPairs(list(self.image_ids), list(self.captions), [list(r) for r in self.relevance],
-                              image_array=array, name=self.name)
+        return ImageTextPairs(
+            list(self.image_ids),
+            list(self.captions),
+            [list(r) for r in self.relevance],
+            image_array=array,
+            name=self.name,
+        )
 
     def materialize(self, size: int) -> ImageTextPairs:
         """:meth:`to_pairs`, under the name :class:`ImageTextPairs` uses for the same thing."""
@@ -206,8 +219,9 @@ class StreamingPairs:
                     caps.append(self.captions[c])
                 row.append(new_id[c])
             relevance.append(row)
-        return StreamingPairs([self.image_ids[i] for i in idx], caps, relevance, _Subset(self.images, idx),
-                              name or self.name)
+        return StreamingPairs(
+            [self.image_ids[i] for i in idx], caps, relevance, _Subset(self.images, idx), name or self.name
+        )
 
 
 class _Subset:
@@ -225,7 +239,9 @@ def streaming(pairs: ImageTextPairs | StreamingPairs) -> StreamingPairs:
     """The same pairs with images opened on demand (files stay files; an in-memory array is indexed)."""
     if isinstance(pairs, StreamingPairs):
         return pairs
-    images: Any = FileImages(pairs.image_paths) if pairs.image_paths is not None else ArrayImages(pairs.image_array)
+    images: Any = (
+        FileImages(pairs.image_paths) if pairs.image_paths is not None else ArrayImages(pairs.image_array)
+    )
     return StreamingPairs(pairs.image_ids, pairs.captions, pairs.relevance, images, pairs.name)
 
 
@@ -233,13 +249,23 @@ def streaming(pairs: ImageTextPairs | StreamingPairs) -> StreamingPairs:
 
 
 def _split_aliases(split: str) -> list[str]:
-    aliases = {"val": ["val", "validation", "dev"], "validation": ["validation", "val", "dev"],
-               "dev": ["dev", "validation", "val"]}
+    aliases = {
+        "val": ["val", "validation", "dev"],
+        "validation": ["validation", "val", "dev"],
+        "dev": ["dev", "validation", "val"],
+    }
     return aliases.get(split, [split])
 
 
-def load_hf(source: Any, split: str | None = None, *, image_column: str = "image",
-            caption_column: str = "caption", id_column: str | None = None, name: str | None = None) -> StreamingPairs:
+def load_hf(
+    source: Any,
+    split: str | None = None,
+    *,
+    image_column: str = "image",
+    caption_column: str = "caption",
+    id_column: str | None = None,
+    name: str | None = None,
+) -> StreamingPairs:
     """Pairs from a Hugging Face dataset: an object or a ``save_to_disk`` folder.
 
     ``split`` picks a split of a ``DatasetDict`` (``val`` also finds ``validation``), or the rows whose
@@ -250,42 +276,61 @@ def load_hf(source: Any, split: str | None = None, *, image_column: str = "image
     try:
         import datasets
     except ImportError:
-        raise DependencyError("reading a Hugging Face dataset needs the datasets package",
-                              fix="pip install 'alignlab[hf]'") from None
+        raise DependencyError(
+            "reading a Hugging Face dataset needs the datasets package", fix="pip install 'alignlab[hf]'"
+        ) from None
     where = str(source) if isinstance(source, (str, os.PathLike)) else (name or "dataset")
     ds = source
     if isinstance(source, (str, os.PathLike)):
         if not Path(source).is_dir():
-            raise DataError("dataset folder not found", where=where, fix="give a folder written by save_to_disk")
+            raise DataError(
+                "dataset folder not found", where=where, fix="give a folder written by save_to_disk"
+            )
         try:
             ds = datasets.load_from_disk(str(source))
         except (FileNotFoundError, ValueError) as e:
-            raise DataError(f"not a saved Hugging Face dataset: {e}", where=where,
-                            fix="give a folder written by Dataset.save_to_disk") from None
+            raise DataError(
+                f"not a saved Hugging Face dataset: {e}",
+                where=where,
+                fix="give a folder written by Dataset.save_to_disk",
+            ) from None
     if isinstance(ds, datasets.DatasetDict):
         if split is None:
-            raise DataError(f"the dataset has splits {sorted(ds)}; choose one", where=where, fix="give a split")
+            raise DataError(
+                f"the dataset has splits {sorted(ds)}; choose one", where=where, fix="give a split"
+            )
         found = next((s for s in _split_aliases(split) if s in ds), None)
         if found is None:
-            raise DataError(f"no split {split!r} (splits: {', '.join(sorted(ds))})", where=where,
-                            fix="give one of the dataset's splits")
+            raise DataError(
+                f"no split {split!r} (splits: {', '.join(sorted(ds))})",
+                where=where,
+                fix="give one of the dataset's splits",
+            )
         ds, where = ds[found], f"{where}[{found}]"
         split = None
     for col in (image_column, caption_column):
         if col not in ds.column_names:
-            raise DataError(f"no column {col!r} (columns: {', '.join(ds.column_names)})", where=where,
-                            fix="name the image and caption columns")
+            raise DataError(
+                f"no column {col!r} (columns: {', '.join(ds.column_names)})",
+                where=where,
+                fix="name the image and caption columns",
+            )
     rows = list(range(len(ds)))
     if split is not None and split != "all":
         if "split" not in ds.column_names:
-            raise DataError(f"cannot select split {split!r}: the dataset has no splits and no 'split' column",
-                            where=where, fix="leave the split out (every row) or save one dataset per split")
+            raise DataError(
+                f"cannot select split {split!r}: the dataset has no splits and no 'split' column",
+                where=where,
+                fix="leave the split out (every row) or save one dataset per split",
+            )
         values = ds["split"]
         rows = [r for r in rows if values[r] in _split_aliases(split)]
     if id_column is None:
         id_column = next((c for c in ID_COLUMNS if c in ds.column_names), None)
     elif id_column not in ds.column_names:
-        raise DataError(f"no id column {id_column!r}", where=where, fix="name an existing column or leave it out")
+        raise DataError(
+            f"no id column {id_column!r}", where=where, fix="name an existing column or leave it out"
+        )
     caption_cells = ds[caption_column]
     ids = ds[id_column] if id_column else None
     image_ids: list[str] = []
@@ -297,8 +342,11 @@ def load_hf(source: Any, split: str | None = None, *, image_column: str = "image
         cell = caption_cells[r]
         texts = [cell] if isinstance(cell, str) else list(cell) if isinstance(cell, (list, tuple)) else None
         if texts is None or not all(isinstance(t, str) for t in texts):
-            raise DataError(f"caption is {type(cell).__name__}, not text", where=f"{where}[{r}].{caption_column}",
-                            fix="give a string or a list of strings")
+            raise DataError(
+                f"caption is {type(cell).__name__}, not text",
+                where=f"{where}[{r}].{caption_column}",
+                fix="give a string or a list of strings",
+            )
         texts = [t.strip() for t in texts if t.strip()]
         if not texts:
             raise DataError("empty caption", where=f"{where}[{r}].{caption_column}", fix="remove the row")
@@ -312,14 +360,21 @@ def load_hf(source: Any, split: str | None = None, *, image_column: str = "image
         captions.extend(texts)
     if not image_ids:
         raise DataError(f"no rows in split {split!r}", where=where, fix="check the split name")
-    return StreamingPairs(image_ids, captions, relevance, HFImages(ds, image_column, image_rows, where),
-                          name or Path(str(where)).name)
+    return StreamingPairs(
+        image_ids,
+        captions,
+        relevance,
+        HFImages(ds, image_column, image_rows, where),
+        name or Path(str(where)).name,
+    )
 
 
 # --- tar shards (webdataset layout) -------------------------------------------------------------------------
 
 
-def shard_paths(source: str | os.PathLike | Sequence[str | os.PathLike], split: str | None = None) -> list[Path]:
+def shard_paths(
+    source: str | os.PathLike | Sequence[str | os.PathLike], split: str | None = None
+) -> list[Path]:
     """Tar shards from a file, a list, a glob or brace pattern (``shard-{000..009}.tar``) or a folder.
 
     In a folder, ``split`` selects ``<folder>/<split>/*.tar`` or ``<folder>/<split>[-_]*.tar``.
@@ -332,19 +387,26 @@ def shard_paths(source: str | os.PathLike | Sequence[str | os.PathLike], split: 
         if split and (p / split).is_dir():
             found = sorted((p / split).glob("*.tar"))
         elif split:
-            found = sorted(set(p.glob(f"{split}-*.tar")) | set(p.glob(f"{split}_*.tar")) | set(p.glob(f"{split}.tar")))
+            found = sorted(
+                set(p.glob(f"{split}-*.tar")) | set(p.glob(f"{split}_*.tar")) | set(p.glob(f"{split}.tar"))
+            )
         else:
             found = sorted(p.glob("*.tar"))
         if not found:
-            raise DataError(f"no tar shards{f' for split {split!r}' if split else ''}", where=text,
-                            fix="give <folder>/<split>/*.tar, <folder>/<split>-*.tar, or the shard files")
+            raise DataError(
+                f"no tar shards{f' for split {split!r}' if split else ''}",
+                where=text,
+                fix="give <folder>/<split>/*.tar, <folder>/<split>-*.tar, or the shard files",
+            )
         return found
     if "{" in text:
         try:
             from braceexpand import braceexpand
         except ImportError:
-            raise DependencyError("brace patterns need the braceexpand package (webdataset installs it)",
-                                  fix="pip install braceexpand, or give a glob or a folder") from None
+            raise DependencyError(
+                "brace patterns need the braceexpand package (webdataset installs it)",
+                fix="pip install braceexpand, or give a glob or a folder",
+            ) from None
         return [q for pattern in braceexpand(text) for q in shard_paths(pattern)]
     if any(ch in text for ch in "*?["):
         found = sorted(Path(q) for q in glob.glob(text))
@@ -376,8 +438,11 @@ def _tar_captions(raw: bytes, ext: str, where: str) -> list[str]:
         cell = doc.get("captions", doc.get("caption", doc.get("text"))) if isinstance(doc, dict) else None
         texts = [cell] if isinstance(cell, str) else cell if isinstance(cell, list) else None
         if texts is None or not all(isinstance(t, str) for t in texts):
-            raise DataError("JSON has no 'caption' / 'captions' text", where=where,
-                            fix="give {'caption': '...'} or {'captions': ['...']}")
+            raise DataError(
+                "JSON has no 'caption' / 'captions' text",
+                where=where,
+                fix="give {'caption': '...'} or {'captions': ['...']}",
+            )
     else:
         texts = [text]
     texts = [t.strip() for t in texts if t.strip()]
@@ -386,8 +451,12 @@ def _tar_captions(raw: bytes, ext: str, where: str) -> list[str]:
     return texts
 
 
-def load_tar_shards(source: str | os.PathLike | Sequence[str | os.PathLike], split: str | None = None, *,
-                    name: str | None = None) -> StreamingPairs:
+def load_tar_shards(
+    source: str | os.PathLike | Sequence[str | os.PathLike],
+    split: str | None = None,
+    *,
+    name: str | None = None,
+) -> StreamingPairs:
     """Pairs from uncompressed tar shards in the webdataset layout (one sample = one image + its captions).
 
     Only the member headers are read here (and the small caption members); images are read later, at
@@ -403,8 +472,11 @@ def load_tar_shards(source: str | os.PathLike | Sequence[str | os.PathLike], spl
         try:
             tar = tarfile.open(shard, mode="r:")  # noqa: SIM115 (closed by the with below); uncompressed only
         except tarfile.ReadError as e:
-            raise DataError(f"not an uncompressed tar file: {e}", where=str(shard),
-                            fix="write shards as plain .tar (webdataset's default), not .tar.gz") from None
+            raise DataError(
+                f"not an uncompressed tar file: {e}",
+                where=str(shard),
+                fix="write shards as plain .tar (webdataset's default), not .tar.gz",
+            ) from None
         samples: dict[str, dict[str, Any]] = {}
         order: list[str] = []
         with tar:
@@ -437,15 +509,22 @@ def load_tar_shards(source: str | os.PathLike | Sequence[str | os.PathLike], spl
             captions.extend(s["captions"])
     if not image_ids:
         raise DataError("the shards hold no samples", where=str(source), fix="check the shard files")
-    return StreamingPairs(image_ids, captions, relevance, TarImages(entries),
-                          name or (f"{Path(str(shards[0])).parent.name}:{split}" if split else Path(str(shards[0])).stem))
+    return StreamingPairs(
+        image_ids,
+        captions,
+        relevance,
+        TarImages(entries),
+        name or (f"{Path(str(shards[0])).parent.name}:{split}" if split else Path(str(shards[0])).stem),
+    )
 
 
 # --- one entry point -----------------------------------------------------------------------------------
 
 
 def is_hf_folder(p: Path) -> bool:
-    return p.is_dir() and any((p / f).is_file() for f in ("dataset_dict.json", "dataset_info.json", "state.json"))
+    return p.is_dir() and any(
+        (p / f).is_file() for f in ("dataset_dict.json", "dataset_info.json", "state.json")
+    )
 
 
 def is_tar_source(source: Any) -> bool:
@@ -455,12 +534,17 @@ def is_tar_source(source: Any) -> bool:
     p = Path(text)
     if text.endswith(".tar") or (".tar" in text and any(ch in text for ch in "*?[{")):
         return True
-    return p.is_dir() and not (p / "dataset.json").is_file() and not is_hf_folder(p) and (
-        any(p.glob("*.tar")) or any(p.glob("*/*.tar")))
+    return (
+        p.is_dir()
+        and not (p / "dataset.json").is_file()
+        and not is_hf_folder(p)
+        and (any(p.glob("*.tar")) or any(p.glob("*/*.tar")))
+    )
 
 
-def open_image_text(source: Any, split: str | None = "test", image_root: str | os.PathLike | None = None,
-                    **kwargs: Any) -> StreamingPairs:
+def open_image_text(
+    source: Any, split: str | None = "test", image_root: str | os.PathLike | None = None, **kwargs: Any
+) -> StreamingPairs:
     """Streaming pairs from any supported input (see the module doc); images are not read yet."""
     if not isinstance(source, (str, os.PathLike, list, tuple)):
         return load_hf(source, split, **kwargs)  # a datasets.Dataset / DatasetDict object
@@ -556,19 +640,33 @@ class ImageBatchLoader:
     of the next batch to be used (not the prefetched ones), for the training checkpoint.
     """
 
-    def __init__(self, images: Any, size: int, batch_indices: Callable[[int, int], Sequence[int]],
-                 num_batches: Callable[[int], int], num_workers: int = 0, prefetch_factor: int = 2):
+    def __init__(
+        self,
+        images: Any,
+        size: int,
+        batch_indices: Callable[[int, int], Sequence[int]],
+        num_batches: Callable[[int], int],
+        num_workers: int = 0,
+        prefetch_factor: int = 2,
+    ):
         if num_workers < 0:
             from alignlab.core.errors import ConfigError
 
-            raise ConfigError(f"num_workers must be >= 0, got {num_workers}", fix="use 0 (decode in the main "
-                                                                                     "process) or more")
+            raise ConfigError(
+                f"num_workers must be >= 0, got {num_workers}",
+                fix="use 0 (decode in the main process) or more",
+            )
         self.sampler = EpochBatchSampler(batch_indices, num_batches)
         self.num_workers = num_workers
         self.loader = torch.utils.data.DataLoader(
-            DecodedImages(images, size), batch_sampler=self.sampler, num_workers=num_workers,
-            collate_fn=_stack, worker_init_fn=_worker_init if num_workers else None,
-            prefetch_factor=prefetch_factor if num_workers else None, persistent_workers=num_workers > 0)
+            DecodedImages(images, size),
+            batch_sampler=self.sampler,
+            num_workers=num_workers,
+            collate_fn=_stack,
+            worker_init_fn=_worker_init if num_workers else None,
+            prefetch_factor=prefetch_factor if num_workers else None,
+            persistent_workers=num_workers > 0,
+        )
         self._it: Iterator[torch.Tensor] | None = None
         self._next: tuple[int, int] | None = None
 

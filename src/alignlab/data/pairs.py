@@ -67,36 +67,48 @@ class Problems:
         self.items.append(Problem(what, where, fix))
 
 
-def check_relevance(relevance: Sequence[Sequence[int]], n_captions: int, n_images: int | None = None,
-                    what: str = "relevance") -> None:
+def check_relevance(
+    relevance: Sequence[Sequence[int]], n_captions: int, n_images: int | None = None, what: str = "relevance"
+) -> None:
     """Validate an image -> caption-ids map: every image has >= 1 caption, ids in range, none repeated.
 
     Also every caption must belong to at least one image (otherwise text-to-image retrieval of it has
     no answer).
     """
     if n_images is not None and len(relevance) != n_images:
-        raise DataError(f"{what} has {len(relevance)} entries for {n_images} images",
-                        fix="give one list of caption ids per image")
+        raise DataError(
+            f"{what} has {len(relevance)} entries for {n_images} images",
+            fix="give one list of caption ids per image",
+        )
     if _relevance_valid(relevance, n_captions):
         return  # the checks below, vectorised (truth relevance of 5K images lists ~9M pairs)
     covered = np.zeros(n_captions, dtype=bool)
     for i, ids in enumerate(relevance):
         if len(ids) == 0:
-            raise DataError(f"image {i} has no relevant caption", where=f"{what}[{i}]",
-                            fix="every image needs at least one caption id")
+            raise DataError(
+                f"image {i} has no relevant caption",
+                where=f"{what}[{i}]",
+                fix="every image needs at least one caption id",
+            )
         for c in ids:
             if isinstance(c, bool) or not isinstance(c, (int, np.integer)):
                 raise DataError(f"caption id {c!r} is not an integer", where=f"{what}[{i}]")
             if not 0 <= c < n_captions:
-                raise DataError(f"caption id {c} is out of range for {n_captions} captions", where=f"{what}[{i}]",
-                                fix="caption ids index the caption list, from 0")
+                raise DataError(
+                    f"caption id {c} is out of range for {n_captions} captions",
+                    where=f"{what}[{i}]",
+                    fix="caption ids index the caption list, from 0",
+                )
         if len(set(ids)) != len(ids):
             raise DataError(f"image {i} lists a caption id twice", where=f"{what}[{i}]")
         covered[list(ids)] = True
     if n_captions and not covered.all():
         j = int(np.flatnonzero(~covered)[0])
-        raise DataError(f"caption {j} is relevant to no image ({int((~covered).sum())} such captions)",
-                        where=what, fix="every caption must belong to at least one image")
+        raise DataError(
+            f"caption {j} is relevant to no image ({int((~covered).sum())} such captions)",
+            where=what,
+            fix="every caption must belong to at least one image",
+        )
 
 
 def _relevance_valid(relevance: Sequence[Sequence[int]], n_captions: int) -> bool:
@@ -151,9 +163,13 @@ class ImageTextPairs:
         if self.image_meta is not None and len(self.image_meta) != n:
             raise ValueError("image_meta and image_ids differ in length")
         if self.relevance_kind not in RELEVANCE_KINDS:
-            raise ValueError(f"relevance_kind must be one of {', '.join(RELEVANCE_KINDS)}, got {self.relevance_kind!r}")
+            raise ValueError(
+                f"relevance_kind must be one of {', '.join(RELEVANCE_KINDS)}, got {self.relevance_kind!r}"
+            )
         if self.source_relevance is not None:
-            check_relevance(self.source_relevance, len(self.captions), n, what=f"{self.name} source relevance")
+            check_relevance(
+                self.source_relevance, len(self.captions), n, what=f"{self.name} source relevance"
+            )
         self._truth_inputs: tuple[Any, Any] | None = None  # parsed scenes and forms, made on first use
 
     @property
@@ -168,24 +184,33 @@ class ImageTextPairs:
     @property
     def has_truth(self) -> bool:
         """Whether the truth evaluator can label these pairs (every image has a scene, every caption a form)."""
-        return (self.image_meta is not None and self.caption_meta is not None
-                and all(isinstance(m, dict) and "scene" in m for m in self.image_meta)
-                and all(isinstance(m, dict) and "form" in m for m in self.caption_meta))
+        return (
+            self.image_meta is not None
+            and self.caption_meta is not None
+            and all(isinstance(m, dict) and "scene" in m for m in self.image_meta)
+            and all(isinstance(m, dict) and "form" in m for m in self.caption_meta)
+        )
 
     def _truth(self) -> tuple[Any, Any]:
         if self._truth_inputs is None:
             from alignlab.data.shapes import Scene, SceneTable, form_from_dict
 
             if not self.has_truth:
-                raise DataError("these pairs carry no ShapesWorld scenes and logical forms", where=self.name,
-                                fix="truth relevance needs ShapesWorld data; use relevance='source'")
+                raise DataError(
+                    "these pairs carry no ShapesWorld scenes and logical forms",
+                    where=self.name,
+                    fix="truth relevance needs ShapesWorld data; use relevance='source'",
+                )
             assert self.image_meta is not None and self.caption_meta is not None
             try:
                 forms = [form_from_dict(m["form"]) for m in self.caption_meta]
                 table = SceneTable([Scene.from_dict(m["scene"]) for m in self.image_meta])
             except (KeyError, TypeError, ValueError) as e:
-                raise DataError(f"bad ShapesWorld scene or logical form: {e}", where=self.name,
-                                fix="re-export the data with `alignlab data shapes`") from None
+                raise DataError(
+                    f"bad ShapesWorld scene or logical form: {e}",
+                    where=self.name,
+                    fix="re-export the data with `alignlab data shapes`",
+                ) from None
             self._truth_inputs = (table, forms)
         return self._truth_inputs
 
@@ -203,8 +228,13 @@ class ImageTextPairs:
 
             table, forms = self._truth()
             relevance, source_relevance = truth_relevance(forms, table, own=sources), sources
-        return replace(self, relevance=relevance, relevance_kind=kind, source_relevance=source_relevance,
-                       _caption_images=None)
+        return replace(
+            self,
+            relevance=relevance,
+            relevance_kind=kind,
+            source_relevance=source_relevance,
+            _caption_images=None,
+        )
 
     def known_true(self, images: Sequence[int], captions: Sequence[int]) -> np.ndarray:
         """``[len(images), len(captions)]`` bool: caption known to describe image.
@@ -220,8 +250,9 @@ class ImageTextPairs:
             table, forms = self._truth()
             return truth_matrix([forms[c] for c in captions], table.take(images)).T
         rows = [set(self.relevance[int(i)]) for i in images]
-        return np.array([[int(c) in r for c in captions] for r in rows], dtype=bool).reshape(len(images),
-                                                                                             len(captions))
+        return np.array([[int(c) in r for c in captions] for r in rows], dtype=bool).reshape(
+            len(images), len(captions)
+        )
 
     @property
     def n_captions(self) -> int:
@@ -260,9 +291,17 @@ class ImageTextPairs:
             batch = self.load_images(range(start, min(start + 256, self.n_images)), size)
             chunks.append(batch.permute(0, 2, 3, 1).numpy())
         array = np.concatenate(chunks) if chunks else np.zeros((0, size, size, 3), np.uint8)
-        return ImageTextPairs(self.image_ids, self.captions, self.relevance, image_array=array, name=self.name,
-                              caption_meta=self.caption_meta, image_meta=self.image_meta,
-                              relevance_kind=self.relevance_kind, source_relevance=self.source_relevance)
+        return ImageTextPairs(
+            self.image_ids,
+            self.captions,
+            self.relevance,
+            image_array=array,
+            name=self.name,
+            caption_meta=self.caption_meta,
+            image_meta=self.image_meta,
+            relevance_kind=self.relevance_kind,
+            source_relevance=self.source_relevance,
+        )
 
     def subset(self, image_indices: Sequence[int], name: str | None = None) -> ImageTextPairs:
         """The images ``image_indices`` with their captions, caption ids renumbered from 0.
@@ -286,30 +325,43 @@ class ImageTextPairs:
             relevance, source_relevance = sources, None
         else:
             # Own captions first, then the others true of the image, in the subset's id order (as from_shapes).
-            relevance = [own + sorted({new_id[c] for c in self.relevance[i] if c in new_id} - set(own))
-                         for i, own in zip(idx, sources, strict=True)]
+            relevance = [
+                own + sorted({new_id[c] for c in self.relevance[i] if c in new_id} - set(own))
+                for i, own in zip(idx, sources, strict=True)
+            ]
             source_relevance = sources
         return ImageTextPairs(
-            [self.image_ids[i] for i in idx], [self.captions[c] for c in cap_ids], relevance,
-            relevance_kind=self.relevance_kind, source_relevance=source_relevance,
+            [self.image_ids[i] for i in idx],
+            [self.captions[c] for c in cap_ids],
+            relevance,
+            relevance_kind=self.relevance_kind,
+            source_relevance=source_relevance,
             image_paths=[self.image_paths[i] for i in idx] if self.image_paths is not None else None,
             image_array=self.image_array[idx] if self.image_array is not None else None,
             name=name or self.name,
             caption_meta=[self.caption_meta[c] for c in cap_ids] if self.caption_meta is not None else None,
-            image_meta=[self.image_meta[i] for i in idx] if self.image_meta is not None else None)
+            image_meta=[self.image_meta[i] for i in idx] if self.image_meta is not None else None,
+        )
 
     def summary(self) -> dict[str, Any]:
         per = [len(r) for r in self.relevance]
-        return {"name": self.name, "images": self.n_images, "captions": self.n_captions,
-                "relevance": self.relevance_kind,
-                "captions_per_image_min": min(per, default=0), "captions_per_image_max": max(per, default=0),
-                "captions_per_image_mean": round(float(np.mean(per)), 3) if per else 0.0}
+        return {
+            "name": self.name,
+            "images": self.n_images,
+            "captions": self.n_captions,
+            "relevance": self.relevance_kind,
+            "captions_per_image_min": min(per, default=0),
+            "captions_per_image_max": max(per, default=0),
+            "captions_per_image_mean": round(float(np.mean(per)), 3) if per else 0.0,
+        }
 
 
 # --- loaders ----------------------------------------------------------------------------------------
 
 
-def _check_paths(paths: Sequence[Path], wheres: Sequence[str], problems: Problems, check_images: bool) -> None:
+def _check_paths(
+    paths: Sequence[Path], wheres: Sequence[str], problems: Problems, check_images: bool
+) -> None:
     for p, where in zip(paths, wheres):
         if check_images:
             msg = check_image(p)
@@ -328,10 +380,17 @@ def _inside(root: Path, ref: str | Path, where: str, problems: Problems, allow_o
         return None
 
 
-def load_karpathy(path: str | os.PathLike, split: str | Sequence[str] | None = "test",
-                  image_root: str | os.PathLike | None = None, *, problems: Problems | None = None,
-                  check_images: bool = False, check_files: bool = True, relevance: str = "auto",
-                  allow_outside_root: bool = False) -> ImageTextPairs:
+def load_karpathy(
+    path: str | os.PathLike,
+    split: str | Sequence[str] | None = "test",
+    image_root: str | os.PathLike | None = None,
+    *,
+    problems: Problems | None = None,
+    check_images: bool = False,
+    check_files: bool = True,
+    relevance: str = "auto",
+    allow_outside_root: bool = False,
+) -> ImageTextPairs:
     """Load a Karpathy split JSON file.
 
     ``split`` selects ``images[].split`` (a name, a list such as ``["train", "restval"]``, or None for
@@ -346,8 +405,11 @@ def load_karpathy(path: str | os.PathLike, split: str | Sequence[str] | None = "
     problems = problems or Problems()
     data = read_json(path)
     if not isinstance(data, dict) or not isinstance(data.get("images"), list):
-        raise DataError("not a Karpathy split file: no 'images' list", where=str(path),
-                        fix="give dataset_coco.json / dataset_flickr30k.json or an alignlab export")
+        raise DataError(
+            "not a Karpathy split file: no 'images' list",
+            where=str(path),
+            fix="give dataset_coco.json / dataset_flickr30k.json or an alignlab export",
+        )
     root = Path(image_root) if image_root is not None else path.parent
     wanted = None if split is None else ({split} if isinstance(split, str) else set(split))
     image_ids, paths, wheres, captions, relevance_ids, cmeta, imeta = [], [], [], [], [], [], []
@@ -379,7 +441,9 @@ def load_karpathy(path: str | os.PathLike, split: str | Sequence[str] | None = "
             if raw is None and isinstance(s, dict) and isinstance(s.get("tokens"), list):
                 raw = " ".join(s["tokens"])
             if not isinstance(raw, str) or not raw.strip():
-                problems.add("empty caption", f"{where}.sentences[{j}]", "remove the sentence or give its text")
+                problems.add(
+                    "empty caption", f"{where}.sentences[{j}]", "remove the sentence or give its text"
+                )
                 continue
             ids.append(len(captions))
             captions.append(raw.strip())
@@ -392,21 +456,28 @@ def load_karpathy(path: str | os.PathLike, split: str | Sequence[str] | None = "
         relevance_ids.append(ids)
         imeta.append({k2: v for k2, v in img.items() if k2 in ("split", "scene", "cocoid", "imgid")})
     if not image_ids:
-        problems.add(f"no images in split {split!r}", str(path),
-                     "check the split name (train, val, test, restval) or pass --split all")
+        problems.add(
+            f"no images in split {split!r}",
+            str(path),
+            "check the split name (train, val, test, restval) or pass --split all",
+        )
     if check_files:
         _check_paths(paths, wheres, problems, check_images)
     _check_unique(image_ids, wheres, problems)
     name = f"{path.stem}:{split if isinstance(split, str) or split is None else '+'.join(split)}"
-    return _labelled(_build(image_ids, captions, relevance_ids, paths, name, cmeta, imeta, problems), relevance,
-                     where=str(path))
+    return _labelled(
+        _build(image_ids, captions, relevance_ids, paths, name, cmeta, imeta, problems),
+        relevance,
+        where=str(path),
+    )
 
 
 def _labelled(pairs: ImageTextPairs, relevance: str, where: str) -> ImageTextPairs:
     """``pairs`` with the asked labelling (``auto``: truth where the truth evaluator can label them)."""
     if relevance not in (*RELEVANCE_KINDS, "auto"):
-        raise DataError(f"unknown relevance {relevance!r}", where=where,
-                        fix=f"use auto, {', '.join(RELEVANCE_KINDS)}")
+        raise DataError(
+            f"unknown relevance {relevance!r}", where=where, fix=f"use auto, {', '.join(RELEVANCE_KINDS)}"
+        )
     if relevance == "auto":
         relevance = "truth" if pairs.n_images and pairs.has_truth else "source"
     return pairs.with_relevance(relevance) if pairs.n_images else pairs
@@ -416,7 +487,9 @@ def _check_unique(image_ids: list[str], wheres: list[str], problems: Problems) -
     first: dict[str, str] = {}
     for iid, where in zip(image_ids, wheres):
         if iid in first:
-            problems.add(f"duplicate image id {iid!r} (first at {first[iid]})", where, "give each image a unique id")
+            problems.add(
+                f"duplicate image id {iid!r} (first at {first[iid]})", where, "give each image a unique id"
+            )
         else:
             first[iid] = where
 
@@ -426,24 +499,43 @@ def _build(image_ids, captions, relevance, paths, name, cmeta, imeta, problems) 
         return ImageTextPairs([], [], [], image_paths=[], name=name)
     keep_meta = any(cmeta) if cmeta else False
     keep_imeta = any(imeta) if imeta else False
-    return ImageTextPairs(image_ids, captions, relevance, image_paths=paths, name=name,
-                          caption_meta=cmeta if keep_meta else None, image_meta=imeta if keep_imeta else None)
+    return ImageTextPairs(
+        image_ids,
+        captions,
+        relevance,
+        image_paths=paths,
+        name=name,
+        caption_meta=cmeta if keep_meta else None,
+        image_meta=imeta if keep_imeta else None,
+    )
 
 
-def load_coco_captions(path: str | os.PathLike, image_root: str | os.PathLike | None = None, *,
-                       problems: Problems | None = None, check_images: bool = False,
-                       check_files: bool = True, allow_outside_root: bool = False) -> ImageTextPairs:
+def load_coco_captions(
+    path: str | os.PathLike,
+    image_root: str | os.PathLike | None = None,
+    *,
+    problems: Problems | None = None,
+    check_images: bool = False,
+    check_files: bool = True,
+    allow_outside_root: bool = False,
+) -> ImageTextPairs:
     """Load a COCO captions annotation file (``{"images": [...], "annotations": [...]}``)."""
     path = Path(path)
     problems = problems or Problems()
     data = read_json(path)
     if not isinstance(data, dict) or "images" not in data or "annotations" not in data:
-        raise DataError("not a COCO captions file: needs 'images' and 'annotations'", where=str(path),
-                        fix="give e.g. annotations/captions_val2017.json")
+        raise DataError(
+            "not a COCO captions file: needs 'images' and 'annotations'",
+            where=str(path),
+            fix="give e.g. annotations/captions_val2017.json",
+        )
     for key in ("images", "annotations"):
         if not isinstance(data[key], list):
-            raise DataError(f"'{key}' is {type(data[key]).__name__}, not a list", where=f"{path}: {key}",
-                            fix=f"give '{key}' as a list of entries (a COCO captions file)")
+            raise DataError(
+                f"'{key}' is {type(data[key]).__name__}, not a list",
+                where=f"{path}: {key}",
+                fix=f"give '{key}' as a list of entries (a COCO captions file)",
+            )
     root = Path(image_root) if image_root is not None else path.parent
     index: dict[Any, int] = {}
     image_ids, paths, wheres = [], [], []
@@ -453,7 +545,9 @@ def load_coco_captions(path: str | os.PathLike, image_root: str | os.PathLike | 
             problems.add("image entry needs 'id' and 'file_name'", where)
             continue
         if isinstance(img["id"], bool) or not isinstance(img["id"], (int, str)):
-            problems.add(f"image id {img['id']!r} is not a number or a string", where, "give each image a plain id")
+            problems.add(
+                f"image id {img['id']!r} is not a number or a string", where, "give each image a plain id"
+            )
             continue
         if img["id"] in index:
             problems.add(f"duplicate image id {img['id']!r}", where, "give each image a unique id")
@@ -475,8 +569,9 @@ def load_coco_captions(path: str | os.PathLike, image_root: str | os.PathLike | 
             problems.add(f"annotation refers to unknown image id {ann['image_id']!r}", where)
             continue
         if not isinstance(ann["caption"], str):  # null or a number: str() would make it a caption
-            problems.add(f"caption is {type(ann['caption']).__name__}, not text", where,
-                         "give the caption as a string")
+            problems.add(
+                f"caption is {type(ann['caption']).__name__}, not text", where, "give the caption as a string"
+            )
             continue
         text = ann["caption"].strip()
         if not text:
@@ -500,9 +595,17 @@ def load_coco_captions(path: str | os.PathLike, image_root: str | os.PathLike | 
     return _build(image_ids, captions, relevance, paths, path.stem, None, None, problems)
 
 
-def load_table(path: str | os.PathLike, image_root: str | os.PathLike | None = None, *,
-               image_field: str = "image", caption_field: str = "caption", problems: Problems | None = None,
-               check_images: bool = False, check_files: bool = True, allow_outside_root: bool = False) -> ImageTextPairs:
+def load_table(
+    path: str | os.PathLike,
+    image_root: str | os.PathLike | None = None,
+    *,
+    image_field: str = "image",
+    caption_field: str = "caption",
+    problems: Problems | None = None,
+    check_images: bool = False,
+    check_files: bool = True,
+    allow_outside_root: bool = False,
+) -> ImageTextPairs:
     """Load (image path, caption) rows from CSV (with a header) or JSONL; rows of one image are grouped."""
     path = Path(path)
     problems = problems or Problems()
@@ -527,8 +630,11 @@ def load_table(path: str | os.PathLike, image_root: str | os.PathLike | None = N
         text = rec.get(caption_field)
         if image is None or caption_field not in rec:
             missing = image_field if image is None else caption_field
-            problems.add(f"record lacks field {missing!r}", where, f"every record needs {image_field!r} and "
-                                                                   f"{caption_field!r}")
+            problems.add(
+                f"record lacks field {missing!r}",
+                where,
+                f"every record needs {image_field!r} and {caption_field!r}",
+            )
             continue
         if not isinstance(text, str) or not text.strip():
             problems.add("empty caption", where, "remove the line or give a caption")
@@ -578,18 +684,33 @@ def from_shapes(examples: Sequence[Any], name: str = "shapes", relevance: str = 
     sources = relevance_ids
     truth = None
     if relevance == "truth" and examples:
-        truth = truth_relevance([c.form for ex in examples for c in ex.captions], [ex.scene for ex in examples],
-                                own=sources)
-    return ImageTextPairs([ex.image_id for ex in examples], captions, truth if truth is not None else sources,
-                          image_array=array, name=name, caption_meta=cmeta,
-                          image_meta=[{"split": ex.split, "scene": ex.scene.to_dict()} for ex in examples],
-                          relevance_kind=relevance if examples else "source",
-                          source_relevance=sources if truth is not None else None)
+        truth = truth_relevance(
+            [c.form for ex in examples for c in ex.captions], [ex.scene for ex in examples], own=sources
+        )
+    return ImageTextPairs(
+        [ex.image_id for ex in examples],
+        captions,
+        truth if truth is not None else sources,
+        image_array=array,
+        name=name,
+        caption_meta=cmeta,
+        image_meta=[{"split": ex.split, "scene": ex.scene.to_dict()} for ex in examples],
+        relevance_kind=relevance if examples else "source",
+        source_relevance=sources if truth is not None else None,
+    )
 
 
-def load_pairs(path: str | os.PathLike, split: str | None = "test", image_root: str | os.PathLike | None = None,
-               *, problems: Problems | None = None, check_images: bool = False, relevance: str = "auto",
-               allow_outside_root: bool = False, **kwargs: Any) -> ImageTextPairs:
+def load_pairs(
+    path: str | os.PathLike,
+    split: str | None = "test",
+    image_root: str | os.PathLike | None = None,
+    *,
+    problems: Problems | None = None,
+    check_images: bool = False,
+    relevance: str = "auto",
+    allow_outside_root: bool = False,
+    **kwargs: Any,
+) -> ImageTextPairs:
     """Load pairs from a path, choosing the loader by its content.
 
     * a folder: its ``dataset.json`` (an alignlab/Karpathy export; images relative to the folder);
@@ -599,29 +720,64 @@ def load_pairs(path: str | os.PathLike, split: str | None = "test", image_root: 
     p = Path(path)
     if p.is_dir():
         if not (p / "dataset.json").is_file():
-            raise DataError("folder has no dataset.json", where=str(p),
-                            fix="give the folder written by `alignlab data shapes` or a data file")
-        return load_karpathy(p / "dataset.json", split, image_root, problems=problems, check_images=check_images,
-                             relevance=relevance, allow_outside_root=allow_outside_root)
+            raise DataError(
+                "folder has no dataset.json",
+                where=str(p),
+                fix="give the folder written by `alignlab data shapes` or a data file",
+            )
+        return load_karpathy(
+            p / "dataset.json",
+            split,
+            image_root,
+            problems=problems,
+            check_images=check_images,
+            relevance=relevance,
+            allow_outside_root=allow_outside_root,
+        )
     suffix = p.suffix.lower()
     if suffix == ".json":
         data = read_json(p)
         if isinstance(data, dict) and "annotations" in data:
-            return load_coco_captions(p, image_root, problems=problems, check_images=check_images,
-                                      allow_outside_root=allow_outside_root)
-        return load_karpathy(p, split, image_root, problems=problems, check_images=check_images,
-                             relevance=relevance, allow_outside_root=allow_outside_root)
+            return load_coco_captions(
+                p,
+                image_root,
+                problems=problems,
+                check_images=check_images,
+                allow_outside_root=allow_outside_root,
+            )
+        return load_karpathy(
+            p,
+            split,
+            image_root,
+            problems=problems,
+            check_images=check_images,
+            relevance=relevance,
+            allow_outside_root=allow_outside_root,
+        )
     if suffix in (".csv", ".jsonl"):
-        return load_table(p, image_root, problems=problems, check_images=check_images,
-                          allow_outside_root=allow_outside_root, **kwargs)
+        return load_table(
+            p,
+            image_root,
+            problems=problems,
+            check_images=check_images,
+            allow_outside_root=allow_outside_root,
+            **kwargs,
+        )
     if not p.exists():
         raise DataError("data not found", where=str(p), fix="check the path")
-    raise DataError(f"unknown data format {suffix!r}", where=str(p),
-                    fix="give a folder with dataset.json, a .json (Karpathy or COCO), .csv or .jsonl file")
+    raise DataError(
+        f"unknown data format {suffix!r}",
+        where=str(p),
+        fix="give a folder with dataset.json, a .json (Karpathy or COCO), .csv or .jsonl file",
+    )
 
 
-def check_data(path: str | os.PathLike, split: str | None = None, image_root: str | os.PathLike | None = None,
-               **kwargs: Any) -> tuple[dict[str, Any] | None, list[Problem]]:
+def check_data(
+    path: str | os.PathLike,
+    split: str | None = None,
+    image_root: str | os.PathLike | None = None,
+    **kwargs: Any,
+) -> tuple[dict[str, Any] | None, list[Problem]]:
     """Load ``path`` collecting every problem; returns (summary or None, problems).
 
     The summary describes the file's own labels (``relevance="source"`` unless asked otherwise).
@@ -639,8 +795,12 @@ def check_data(path: str | os.PathLike, split: str | None = None, image_root: st
 # --- writing ----------------------------------------------------------------------------------------
 
 
-def save_karpathy(out_dir: str | os.PathLike, splits: dict[str, ImageTextPairs], dataset: str = "alignlab",
-                  extra: dict[str, Any] | None = None) -> Path:
+def save_karpathy(
+    out_dir: str | os.PathLike,
+    splits: dict[str, ImageTextPairs],
+    dataset: str = "alignlab",
+    extra: dict[str, Any] | None = None,
+) -> Path:
     """Write in-memory pairs as PNG files plus a Karpathy split ``dataset.json`` in ``out_dir``.
 
     Images go to ``out_dir/images/<split>_<n>.png``; ``dataset.json`` is written last and atomically,
@@ -664,14 +824,24 @@ def save_karpathy(out_dir: str | os.PathLike, splits: dict[str, ImageTextPairs],
                 Image.fromarray(pairs.image_array[i]).save(tmp, format="PNG")
             sentences = []
             for c in pairs.sources[i]:  # each caption once, with the image it was written for
-                sent = {"raw": pairs.captions[c], "tokens": pairs.captions[c].split(), "imgid": len(images),
-                        "sentid": sentid}
+                sent = {
+                    "raw": pairs.captions[c],
+                    "tokens": pairs.captions[c].split(),
+                    "imgid": len(images),
+                    "sentid": sentid,
+                }
                 if pairs.caption_meta is not None:
                     sent.update({k: v for k, v in pairs.caption_meta[c].items() if k != "sentid"})
                 sentences.append(sent)
                 sentid += 1
-            entry = {"filepath": "images", "filename": filename, "split": split, "imgid": len(images),
-                     "sentids": [s["sentid"] for s in sentences], "sentences": sentences}
+            entry = {
+                "filepath": "images",
+                "filename": filename,
+                "split": split,
+                "imgid": len(images),
+                "sentids": [s["sentid"] for s in sentences],
+                "sentences": sentences,
+            }
             if pairs.image_meta is not None and "scene" in pairs.image_meta[i]:
                 entry["scene"] = pairs.image_meta[i]["scene"]
             images.append(entry)

@@ -80,9 +80,18 @@ class Sense:
 # Polysemous kinds: each sense is drawn differently and translated differently.
 POLYSEMOUS: dict[str, tuple[str, tuple[Sense, ...]]] = {
     "bat": ("bats", (Sense("bat.n.01", "animal", "蝙蝠", "只"), Sense("bat.n.05", "club", "球棒", "根"))),
-    "mouse": ("mice", (Sense("mouse.n.01", "animal", "老鼠", "只"), Sense("mouse.n.04", "device", "鼠标", "个"))),
-    "crane": ("cranes", (Sense("crane.n.05", "bird", "鹤", "只"), Sense("crane.n.04", "machine", "起重机", "台"))),
-    "seal": ("seals", (Sense("seal.n.09", "animal", "海豹", "只"), Sense("seal.n.02", "stamp", "印章", "枚"))),
+    "mouse": (
+        "mice",
+        (Sense("mouse.n.01", "animal", "老鼠", "只"), Sense("mouse.n.04", "device", "鼠标", "个")),
+    ),
+    "crane": (
+        "cranes",
+        (Sense("crane.n.05", "bird", "鹤", "只"), Sense("crane.n.04", "machine", "起重机", "台")),
+    ),
+    "seal": (
+        "seals",
+        (Sense("seal.n.09", "animal", "海豹", "只"), Sense("seal.n.02", "stamp", "印章", "枚")),
+    ),
     "kite": ("kites", (Sense("kite.n.04", "bird", "鸢", "只"), Sense("kite.n.03", "toy", "风筝", "个"))),
 }
 SENSES: dict[str, Sense] = {s.synset: s for _, senses in POLYSEMOUS.values() for s in senses}
@@ -156,7 +165,9 @@ class Scene:
         try:
             return Scene(tuple(Obj(**o) for o in d["objects"]))
         except (KeyError, TypeError) as e:
-            raise DataError(f"not a ShapesWorld scene: {e}", fix="give a dict with an 'objects' list") from None
+            raise DataError(
+                f"not a ShapesWorld scene: {e}", fix="give a dict with an 'objects' list"
+            ) from None
 
 
 def relation_holds(rel: str, a: Obj, b: Obj) -> bool:
@@ -298,8 +309,13 @@ def _poly(cx: float, cy: float, r: float, pts: Sequence[tuple[float, float]]) ->
     return [(cx + px * r, cy + py * r) for px, py in pts]
 
 
-_STAR = [(math.cos(math.pi / 2 + k * math.pi / 5) * (1.0 if k % 2 == 0 else 0.45),
-          -math.sin(math.pi / 2 + k * math.pi / 5) * (1.0 if k % 2 == 0 else 0.45)) for k in range(10)]
+_STAR = [
+    (
+        math.cos(math.pi / 2 + k * math.pi / 5) * (1.0 if k % 2 == 0 else 0.45),
+        -math.sin(math.pi / 2 + k * math.pi / 5) * (1.0 if k % 2 == 0 else 0.45),
+    )
+    for k in range(10)
+]
 
 
 def _draw_object(d: ImageDraw.ImageDraw, o: Obj, cx: float, cy: float, r: float, bg: tuple) -> None:
@@ -318,8 +334,26 @@ def _draw_object(d: ImageDraw.ImageDraw, o: Obj, cx: float, cy: float, r: float,
     elif key == "star":
         d.polygon(_poly(cx, cy, r * 1.05, _STAR), fill=col)
     elif key == "bat.n.01":  # the animal: spread wings with a small body
-        d.polygon(_poly(cx, cy, r, [(-1, -0.5), (-0.5, 0.1), (-0.2, -0.1), (0, 0.35), (0.2, -0.1),
-                                    (0.5, 0.1), (1, -0.5), (0.35, 0.45), (0, 0.2), (-0.35, 0.45)]), fill=col)
+        d.polygon(
+            _poly(
+                cx,
+                cy,
+                r,
+                [
+                    (-1, -0.5),
+                    (-0.5, 0.1),
+                    (-0.2, -0.1),
+                    (0, 0.35),
+                    (0.2, -0.1),
+                    (0.5, 0.1),
+                    (1, -0.5),
+                    (0.35, 0.45),
+                    (0, 0.2),
+                    (-0.35, 0.45),
+                ],
+            ),
+            fill=col,
+        )
         d.ellipse((cx - r * 0.22, cy - r * 0.45, cx + r * 0.22, cy + r * 0.3), fill=col)
     elif key == "bat.n.05":  # the club: a long diagonal stick, thicker at the top
         d.polygon(_poly(cx, cy, r, [(-0.95, 0.8), (-0.8, 0.95), (0.95, -0.5), (0.5, -0.95)]), fill=col)
@@ -350,12 +384,33 @@ def _draw_object(d: ImageDraw.ImageDraw, o: Obj, cx: float, cy: float, r: float,
         d.rectangle((cx - r * 0.18, cy - r * 0.45, cx + r * 0.18, cy + r * 0.3), fill=col)
         d.rectangle((cx - r * 0.9, cy + r * 0.3, cx + r * 0.9, cy + r * 0.85), fill=col)
     elif key == "kite.n.04":  # the bird: swept wings
-        d.polygon(_poly(cx, cy, r, [(-1, -0.1), (-0.3, -0.35), (0, -0.05), (0.3, -0.35), (1, -0.1),
-                                    (0.3, 0.0), (0.15, 0.6), (0, 0.35), (-0.15, 0.6), (-0.3, 0.0)]), fill=col)
+        d.polygon(
+            _poly(
+                cx,
+                cy,
+                r,
+                [
+                    (-1, -0.1),
+                    (-0.3, -0.35),
+                    (0, -0.05),
+                    (0.3, -0.35),
+                    (1, -0.1),
+                    (0.3, 0.0),
+                    (0.15, 0.6),
+                    (0, 0.35),
+                    (-0.15, 0.6),
+                    (-0.3, 0.0),
+                ],
+            ),
+            fill=col,
+        )
     elif key == "kite.n.03":  # the toy: a diamond with a zigzag tail
         d.polygon(_poly(cx, cy, r, [(0.2, -1), (0.75, -0.35), (0.2, 0.35), (-0.35, -0.35)]), fill=col)
-        d.line(_poly(cx, cy, r, [(0.2, 0.35), (-0.1, 0.6), (0.1, 0.8), (-0.25, 1.0)]), fill=col,
-               width=max(1, w // 2))
+        d.line(
+            _poly(cx, cy, r, [(0.2, 0.35), (-0.1, 0.6), (0.1, 0.8), (-0.25, 1.0)]),
+            fill=col,
+            width=max(1, w // 2),
+        )
     else:
         raise ValueError(f"cannot draw kind {o.kind!r} (sense {o.sense!r})")
 
@@ -374,7 +429,9 @@ def render(scene: Scene, image_size: int = 64, background: tuple[int, int, int] 
     return img
 
 
-def render_array(scene: Scene, image_size: int = 64, background: tuple[int, int, int] = (0, 0, 0)) -> np.ndarray:
+def render_array(
+    scene: Scene, image_size: int = 64, background: tuple[int, int, int] = (0, 0, 0)
+) -> np.ndarray:
     """:func:`render` as a ``uint8`` array of shape ``[H, W, 3]``."""
     return np.asarray(render(scene, image_size, background))
 
@@ -397,8 +454,11 @@ class NP:
     sense: str | None = None
 
     def matches(self, o: Obj) -> bool:
-        return ((self.kind is None or self.kind == o.kind) and (self.colour is None or self.colour == o.colour)
-                and (self.size is None or self.size == o.size))
+        return (
+            (self.kind is None or self.kind == o.kind)
+            and (self.colour is None or self.colour == o.colour)
+            and (self.size is None or self.size == o.size)
+        )
 
 
 @dataclass(frozen=True)
@@ -459,8 +519,11 @@ def evaluate(form: Form, scene: Scene) -> bool:
     if isinstance(form, Exists):
         return bool(_referents(form.np, scene))
     if isinstance(form, Relation):
-        return any(a is not b and relation_holds(form.rel, a, b)
-                   for a in _referents(form.a, scene) for b in _referents(form.b, scene))
+        return any(
+            a is not b and relation_holds(form.rel, a, b)
+            for a in _referents(form.a, scene)
+            for b in _referents(form.b, scene)
+        )
     if isinstance(form, Count):
         return sum(form.np.matches(o) for o in scene.objects) == form.n
     if isinstance(form, Property):
@@ -470,8 +533,13 @@ def evaluate(form: Form, scene: Scene) -> bool:
         return all(evaluate(p, scene) for p in form.parts)
     if isinstance(form, Respectively):
         ra, rb = _referents(form.a, scene), _referents(form.b, scene)
-        return (bool(ra) and bool(rb) and ra[0] is not rb[0] and _has_value(ra[0], form.value_a)
-                and _has_value(rb[0], form.value_b))
+        return (
+            bool(ra)
+            and bool(rb)
+            and ra[0] is not rb[0]
+            and _has_value(ra[0], form.value_a)
+            and _has_value(rb[0], form.value_b)
+        )
     raise TypeError(f"not a ShapesWorld form: {form!r}")
 
 
@@ -552,8 +620,10 @@ def _zh_noun(np_: NP) -> tuple[str, str]:
     if np_.kind in SHAPES:
         return SHAPES[np_.kind][1], SHAPES[np_.kind][2]
     if np_.sense is None or np_.sense not in SENSES:
-        raise ValueError(f"translating {np_.kind!r} needs its sense (one of "
-                         f"{', '.join(s.synset for s in POLYSEMOUS[np_.kind][1])})")
+        raise ValueError(
+            f"translating {np_.kind!r} needs its sense (one of "
+            f"{', '.join(s.synset for s in POLYSEMOUS[np_.kind][1])})"
+        )
     s = SENSES[np_.sense]
     return s.zh, s.classifier
 
@@ -582,11 +652,15 @@ def chinese(form: Form) -> str:
     if isinstance(form, And):
         texts = [chinese(p) for p in form.parts]
         if all(isinstance(p, Exists) for p in form.parts):
-            return "有" + "、".join(t.removeprefix("有") for t in texts[:-1]) + "和" + texts[-1].removeprefix("有")
+            return (
+                "有"
+                + "、".join(t.removeprefix("有") for t in texts[:-1])
+                + "和"
+                + texts[-1].removeprefix("有")
+            )
         return "，".join(texts[:-1]) + "，并且" + texts[-1]
     if isinstance(form, Respectively):
-        return (f"{_zh_np(form.a)}和{_zh_np(form.b)}分别是{_zh_value(form.value_a)}"
-                f"和{_zh_value(form.value_b)}")
+        return f"{_zh_np(form.a)}和{_zh_np(form.b)}分别是{_zh_value(form.value_a)}和{_zh_value(form.value_b)}"
     raise TypeError(f"not a ShapesWorld form: {form!r}")
 
 
@@ -612,8 +686,9 @@ _SIZE_WORDS = {w: s for s, ws in SIZE_SYNONYMS.items() for w in ws}
 _NOUNS = {**{k: k for k in (*SHAPES, *POLYSEMOUS)}, **{kind_plural(k): k for k in (*SHAPES, *POLYSEMOUS)}}
 _GENERIC = {**{g: None for g in GENERIC_NOUNS}, **{p: None for p in GENERIC_NOUNS.values()}}
 _PLURALS = {kind_plural(k) for k in (*SHAPES, *POLYSEMOUS)} | set(GENERIC_NOUNS.values())
-_REL_WORDS = sorted(((tuple(p.split()), rel) for rel, ps in REL_PHRASES.items() for p in ps),
-                    key=lambda x: -len(x[0]))
+_REL_WORDS = sorted(
+    ((tuple(p.split()), rel) for rel, ps in REL_PHRASES.items() for p in ps), key=lambda x: -len(x[0])
+)
 
 
 def tokenize(text: str) -> list[str]:
@@ -706,7 +781,7 @@ def _parse_clause(toks: list[str]) -> Form | None:
     has_is = toks[j] == "is" and i == 0
     j += has_is
     for words, rel in _REL_WORDS:
-        if tuple(toks[j:j + len(words)]) == words:
+        if tuple(toks[j : j + len(words)]) == words:
             b = _parse_np(toks, j + len(words))
             if b and b[1] == n and not b[2]:
                 return Relation(a[0], rel, b[0])
@@ -728,7 +803,7 @@ def parse_caption(text: str) -> Form:
     for k, w in enumerate(toks):
         if w != "and" or k == 0:
             continue
-        left, right = toks[:k], toks[k + 1:]
+        left, right = toks[:k], toks[k + 1 :]
         rf = _parse_clause(right)
         if rf is None:
             continue
@@ -766,8 +841,11 @@ class Caption:
 
     def sense_words(self) -> list[tuple[str, str, str]]:
         """(English noun, WordNet synset, Chinese word) of each polysemous noun in the caption."""
-        return [(np_.kind, np_.sense, SENSES[np_.sense].zh) for np_ in noun_phrases(self.form)
-                if np_.kind in POLYSEMOUS and np_.sense]
+        return [
+            (np_.kind, np_.sense, SENSES[np_.sense].zh)
+            for np_ in noun_phrases(self.form)
+            if np_.kind in POLYSEMOUS and np_.sense
+        ]
 
 
 def _describe(o: Obj, rng: np.random.Generator, definite: bool = False, full: bool = False) -> NP:
@@ -810,8 +888,12 @@ def _caption_form(family: str, scene: Scene, rng: np.random.Generator, cfg: Shap
         return Relation(_describe(objs[i], rng), rels[int(rng.integers(len(rels)))], _describe(objs[j], rng))
     if family == "count":
         o = objs[int(rng.integers(len(objs)))]
-        options = [NP(None), NP(None, o.colour), NP(o.kind, None, None, False, o.sense),
-                   NP(o.kind, o.colour, None, False, o.sense)]
+        options = [
+            NP(None),
+            NP(None, o.colour),
+            NP(o.kind, None, None, False, o.sense),
+            NP(o.kind, o.colour, None, False, o.sense),
+        ]
         np_ = options[int(rng.integers(len(options)))]
         matched = [x for x in objs if np_.matches(x)]
         if np_.kind in POLYSEMOUS and len({x.sense for x in matched}) > 1:
@@ -825,8 +907,11 @@ def _caption_form(family: str, scene: Scene, rng: np.random.Generator, cfg: Shap
             return None
         value = o.colour if attr == "colour" else o.size
         if family == "negation":
-            others = [c for c in cfg.colours if c != o.colour] if attr == "colour" else [
-                s for s in SIZES if s != o.size]
+            others = (
+                [c for c in cfg.colours if c != o.colour]
+                if attr == "colour"
+                else [s for s in SIZES if s != o.size]
+            )
             return Property(np_, others[int(rng.integers(len(others)))], negated=True)
         return Property(np_, value)
     if family == "list":
@@ -847,8 +932,15 @@ def _caption_form(family: str, scene: Scene, rng: np.random.Generator, cfg: Shap
 
 
 def _family_weights(cfg: ShapesConfig) -> dict[str, float]:
-    return {"exists": 1.0, "relation": 1.6, "count": 0.6, "property": 0.8, "list": 0.7, "respectively": 0.3,
-            "negation": cfg.negation_rate}
+    return {
+        "exists": 1.0,
+        "relation": 1.6,
+        "count": 0.6,
+        "property": 0.8,
+        "list": 0.7,
+        "respectively": 0.3,
+        "negation": cfg.negation_rate,
+    }
 
 
 def generate_captions(scene: Scene, rng: np.random.Generator, cfg: ShapesConfig) -> list[Caption]:
@@ -864,9 +956,11 @@ def generate_captions(scene: Scene, rng: np.random.Generator, cfg: ShapesConfig)
         attempts += 1
         if attempts > 400:
             # A user's setting, not a bug: a one-object scene has only about a dozen distinct true captions.
-            raise ConfigError(f"could not make {cfg.captions_per_image} distinct captions for a scene of "
-                              f"{len(scene.objects)} object(s)",
-                              fix="lower captions_per_image or raise min_objects")
+            raise ConfigError(
+                f"could not make {cfg.captions_per_image} distinct captions for a scene of "
+                f"{len(scene.objects)} object(s)",
+                fix="lower captions_per_image or raise min_objects",
+            )
         family = names[int(rng.choice(len(names), p=p))]
         form = _caption_form(family, scene, rng, cfg)
         if form is None:
@@ -916,7 +1010,9 @@ class ShapesWorld:
         for i in range(n):
             yield self.example(seed, split, i)
 
-    def generate(self, n: int, seed: int, split: str = "train", desc: str | None = None) -> list[ShapesExample]:
+    def generate(
+        self, n: int, seed: int, split: str = "train", desc: str | None = None
+    ) -> list[ShapesExample]:
         """``n`` examples of ``split``; with ``config.discriminative`` a gallery of unique captions.
 
         Discriminative galleries (:func:`discriminative_gallery`) depend on the whole gallery: an image
@@ -924,14 +1020,19 @@ class ShapesWorld:
         """
         from alignlab.core.progress import progress
 
-        examples = list(progress(self.iter_split(n, seed, split), total=n, desc=desc or f"ShapesWorld {split}",
-                                 unit="img"))
+        examples = list(
+            progress(
+                self.iter_split(n, seed, split), total=n, desc=desc or f"ShapesWorld {split}", unit="img"
+            )
+        )
         if self.config.discriminative:
             examples = discriminative_gallery(self, examples, seed)
         return examples
 
 
-def generate_splits(config: ShapesConfig | None = None, seed: int = 0, **sizes: int) -> dict[str, list[ShapesExample]]:
+def generate_splits(
+    config: ShapesConfig | None = None, seed: int = 0, **sizes: int
+) -> dict[str, list[ShapesExample]]:
     """``generate_splits(train=1000, val=200)`` -> {"train": [...], "val": [...]}."""
     world = ShapesWorld(config)
     return {split: world.generate(n, seed, split) for split, n in sizes.items() if n > 0}
@@ -951,8 +1052,14 @@ def form_to_dict(form: Form) -> dict[str, Any]:
 
 
 def form_from_dict(d: dict[str, Any]) -> Form:
-    types_ = {"Exists": Exists, "Relation": Relation, "Count": Count, "Property": Property, "And": And,
-              "Respectively": Respectively}
+    types_ = {
+        "Exists": Exists,
+        "Relation": Relation,
+        "Count": Count,
+        "Property": Property,
+        "And": And,
+        "Respectively": Respectively,
+    }
     kind = types_[d["type"]]
     kwargs = {}
     for k, v in d.items():
@@ -1044,8 +1151,11 @@ class SceneTable:
         got = self._np_cache.get(key)
         if got is None:
             got = self.valid.copy()
-            for value, codes, table in ((np_.kind, _KIND_CODE, self.kind), (np_.colour, _COLOUR_CODE, self.colour),
-                                        (np_.size, _SIZE_CODE, self.size)):
+            for value, codes, table in (
+                (np_.kind, _KIND_CODE, self.kind),
+                (np_.colour, _COLOUR_CODE, self.colour),
+                (np_.size, _SIZE_CODE, self.size),
+            ):
                 if value is not None:
                     got &= table == codes.get(value, -3)  # an unknown word matches nothing
             self._np_cache[key] = got
@@ -1124,8 +1234,12 @@ def truth_matrix(forms: Sequence[Form], scenes: Sequence[Scene] | SceneTable) ->
     return rows[inverse]
 
 
-def truth_relevance(forms: Sequence[Form], scenes: Sequence[Scene] | SceneTable,
-                    own: Sequence[Sequence[int]] | None = None, chunk: int = 512) -> list[list[int]]:
+def truth_relevance(
+    forms: Sequence[Form],
+    scenes: Sequence[Scene] | SceneTable,
+    own: Sequence[Sequence[int]] | None = None,
+    chunk: int = 512,
+) -> list[list[int]]:
     """``relevance[i]`` = every caption (index into ``forms``) true of ``scenes[i]``.
 
     ``own[i]`` (optional) lists the captions written for image ``i``: they come first in its row, in
@@ -1134,11 +1248,12 @@ def truth_relevance(forms: Sequence[Form], scenes: Sequence[Scene] | SceneTable,
     """
     table = scenes if isinstance(scenes, SceneTable) else SceneTable(scenes)
     distinct, inverse = group_meanings(forms)
-    truth = (np.stack([table.truth(f) for f in distinct]) if distinct
-             else np.zeros((0, table.n), dtype=bool)).T.copy()  # [S, U]
+    truth = (
+        np.stack([table.truth(f) for f in distinct]) if distinct else np.zeros((0, table.n), dtype=bool)
+    ).T.copy()  # [S, U]
     out: list[list[int]] = []
     for a in range(0, table.n, chunk):
-        block = truth[a:a + chunk][:, inverse]  # [b, C]: caption c true of scene a + r
+        block = truth[a : a + chunk][:, inverse]  # [b, C]: caption c true of scene a + r
         mine: list[list[int]] = [[] for _ in range(len(block))]
         if own is not None:
             mine = [[int(c) for c in own[a + r]] for r in range(len(block))]
@@ -1147,13 +1262,16 @@ def truth_relevance(forms: Sequence[Form], scenes: Sequence[Scene] | SceneTable,
             false = np.flatnonzero(~block[rows, cols])
             if len(false):
                 i, c = a + int(rows[false[0]]), int(cols[false[0]])
-                raise DataError(f"caption {c} of image {i} is false of its own scene", where=f"image {i}",
-                                fix="regenerate the data (captions must be true of their image)")
+                raise DataError(
+                    f"caption {c} of image {i} is false of its own scene",
+                    where=f"image {i}",
+                    fix="regenerate the data (captions must be true of their image)",
+                )
             block[rows, cols] = False  # listed first, not twice
         r_idx, c_idx = np.nonzero(block)
         ptr = np.concatenate([[0], np.cumsum(np.bincount(r_idx, minlength=len(block)))])
         c_list = c_idx.tolist()
-        out.extend(mine[r] + c_list[ptr[r]:ptr[r + 1]] for r in range(len(block)))
+        out.extend(mine[r] + c_list[ptr[r] : ptr[r + 1]] for r in range(len(block)))
     return out
 
 
@@ -1174,17 +1292,19 @@ def description_forms(scene: Scene) -> list[tuple[Form, str]]:
     objects, the first relation of :data:`RELATIONS` that holds between them).
     """
     objs = scene.objects
-    out: list[tuple[Form, str]] = [(And(tuple(Exists(_full(o)) for o in objs)) if len(objs) > 1
-                                    else Exists(_full(objs[0])), "scene")]
+    out: list[tuple[Form, str]] = [
+        (And(tuple(Exists(_full(o)) for o in objs)) if len(objs) > 1 else Exists(_full(objs[0])), "scene")
+    ]
     for i, a in enumerate(objs):
-        for b in objs[i + 1:]:
+        for b in objs[i + 1 :]:
             rel = next(r for r in RELATIONS if relation_holds(r, a, b))  # distinct cells: one always holds
             out.append((Relation(_full(a), rel, _full(b)), "relation"))
     return out
 
 
-def discriminative_gallery(world: ShapesWorld, examples: list[ShapesExample], seed: int,
-                           max_rounds: int = 60) -> list[ShapesExample]:
+def discriminative_gallery(
+    world: ShapesWorld, examples: list[ShapesExample], seed: int, max_rounds: int = 60
+) -> list[ShapesExample]:
     """``examples`` with captions that are true of their own image and of no other image of the gallery.
 
     Candidates per image: its generated captions, its full scene description and its full-NP relations
@@ -1227,14 +1347,18 @@ def discriminative_gallery(world: ShapesWorld, examples: list[ShapesExample], se
         if not failing:
             break
         if round_ == max_rounds:
-            raise DataError(f"{len(failing)} image(s) have no caption unique in a gallery of {n}",
-                            where=f"ShapesWorld {split}, seed {seed}",
-                            fix="use a smaller gallery or more objects per scene (min_objects)")
+            raise DataError(
+                f"{len(failing)} image(s) have no caption unique in a gallery of {n}",
+                where=f"ShapesWorld {split}, seed {seed}",
+                fix="use a smaller gallery or more objects per scene (min_objects)",
+            )
         old = SceneTable([scenes[i] for i in failing])
         known = list(meanings)
         counts[: len(known)] -= np.stack([old.truth(m) for m in known]).sum(axis=1)
         for i in failing:
-            rng = np.random.default_rng([int(seed), SPLIT_CODES[split], i, round_ + 1, _DISCRIMINATIVE_STREAM])
+            rng = np.random.default_rng(
+                [int(seed), SPLIT_CODES[split], i, round_ + 1, _DISCRIMINATIVE_STREAM]
+            )
             scenes[i] = sample_scene(rng, redraw_cfg)
             base[i] = generate_captions(scenes[i], rng, cfg)
             cands[i] = candidates(i)

@@ -38,8 +38,9 @@ def find_cjk_font() -> str | None:
             return c
     if shutil.which("fc-match"):
         try:
-            out = subprocess.run(["fc-match", "-f", "%{file}", ":lang=zh"], capture_output=True, text=True,
-                                 timeout=5).stdout.strip()
+            out = subprocess.run(
+                ["fc-match", "-f", "%{file}", ":lang=zh"], capture_output=True, text=True, timeout=5
+            ).stdout.strip()
         except (OSError, subprocess.SubprocessError):
             out = ""
         if out and Path(out).is_file() and "DejaVu" not in out:
@@ -74,8 +75,15 @@ def _wrap(draw: ImageDraw.ImageDraw, text: str, font: ImageFont.ImageFont, width
     return lines
 
 
-def contact_sheet(images: Sequence[Image.Image], texts: Sequence[Sequence[tuple[str, str]]], path: str | os.PathLike,
-                  columns: int = 4, scale: int = 3, text_width: int = 330, font_size: int = 13) -> bool:
+def contact_sheet(
+    images: Sequence[Image.Image],
+    texts: Sequence[Sequence[tuple[str, str]]],
+    path: str | os.PathLike,
+    columns: int = 4,
+    scale: int = 3,
+    text_width: int = 330,
+    font_size: int = 13,
+) -> bool:
     """Write a sheet: each cell an image (scaled ``scale``×) beside its (English, Chinese) caption pairs.
 
     Returns whether Chinese could be drawn (a CJK font was found).
@@ -101,10 +109,16 @@ def contact_sheet(images: Sequence[Image.Image], texts: Sequence[Sequence[tuple[
     if not cells:
         raise ValueError("contact_sheet needs at least one image")
     cw = max(c.width for c in cells)
-    rows = [cells[i:i + columns] for i in range(0, len(cells), columns)]
+    rows = [cells[i : i + columns] for i in range(0, len(cells), columns)]
     heights = [max(c.height for c in r) for r in rows]
-    note = [] if has_cjk else ["(no CJK font found: Chinese translations are in the report; "
-                               "install fonts-wqy-microhei or set ALIGNLAB_CJK_FONT)"]
+    note = (
+        []
+        if has_cjk
+        else [
+            "(no CJK font found: Chinese translations are in the report; "
+            "install fonts-wqy-microhei or set ALIGNLAB_CJK_FONT)"
+        ]
+    )
     top = line_h * len(note) + (6 if note else 0)
     sheet = Image.new("RGB", (cw * min(columns, len(cells)), sum(heights) + top), (235, 235, 235))
     d = ImageDraw.Draw(sheet)

@@ -11,9 +11,12 @@ METHOD_CLIS = ("alignlab.distill.dcd.cli", "alignlab.distill.pesf.cli")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("distill", help="distil image–text and classification models (DCD, PESF-KD)",
-                       description="Knowledge distillation: DCD for image–text retrieval, PESF-KD and "
-                                   "classic KD baselines for classification.")
+    p = sub.add_parser(
+        "distill",
+        help="distil image–text and classification models (DCD, PESF-KD)",
+        description="Knowledge distillation: DCD for image–text retrieval, PESF-KD and "
+        "classic KD baselines for classification.",
+    )
     verbs = p.add_subparsers(dest="verb", required=True, metavar="<verb>")
     for module in METHOD_CLIS:
         try:

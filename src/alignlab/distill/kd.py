@@ -61,8 +61,9 @@ def ce_loss(logits: torch.Tensor, labels: torch.Tensor, *, reduction: str = "mea
     return F.cross_entropy(logits, labels, reduction=reduction)
 
 
-def label_smoothing_loss(logits: torch.Tensor, labels: torch.Tensor, eps: float = 0.1, *,
-                         reduction: str = "mean") -> torch.Tensor:
+def label_smoothing_loss(
+    logits: torch.Tensor, labels: torch.Tensor, eps: float = 0.1, *, reduction: str = "mean"
+) -> torch.Tensor:
     """Cross-entropy against the smoothed target ``q = (1 - eps) · onehot(y) + eps / K``.
 
     Equals ``(1 - eps) · CE(z, y) + eps · mean_k(-log p_k)``; with ``eps = 0`` it is plain CE.
@@ -76,7 +77,9 @@ def label_smoothing_loss(logits: torch.Tensor, labels: torch.Tensor, eps: float 
     return per.mean() if reduction == "mean" else per
 
 
-def kd_kl(student_logits: torch.Tensor, target_logits: torch.Tensor, T: float | torch.Tensor = 4.0) -> torch.Tensor:
+def kd_kl(
+    student_logits: torch.Tensor, target_logits: torch.Tensor, T: float | torch.Tensor = 4.0
+) -> torch.Tensor:
     """Per-sample ``T² · KL(p^T(target) ‖ p^T(student))``, shape ``[B]``.
 
     ``KL(q ‖ p) = Σ_k q_k (log q_k - log p_k)``; terms with ``q_k = 0`` contribute 0. Gradients flow into
@@ -90,20 +93,35 @@ def kd_kl(student_logits: torch.Tensor, target_logits: torch.Tensor, T: float | 
     return kl * (T * T)
 
 
-def vanilla_kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, labels: torch.Tensor, *,
-                    T: float = 4.0, alpha: float = 0.9) -> dict[str, torch.Tensor]:
+def vanilla_kd_loss(
+    student_logits: torch.Tensor,
+    teacher_logits: torch.Tensor,
+    labels: torch.Tensor,
+    *,
+    T: float = 4.0,
+    alpha: float = 0.9,
+) -> dict[str, torch.Tensor]:
     """Hinton KD: ``{"ce_loss": (1-α)·CE(z_s, y), "kd_loss": α·T²·KL(p^T(z_t) ‖ p^T(z_s))}``.
 
     The teacher's logits are detached: the teacher is a fixed target.
     """
     if not 0.0 <= alpha <= 1.0:
         raise ValueError(f"alpha must be in [0, 1], got {alpha}")
-    return {"ce_loss": (1.0 - alpha) * ce_loss(student_logits, labels),
-            "kd_loss": alpha * kd_kl(student_logits, teacher_logits.detach(), T).mean()}
+    return {
+        "ce_loss": (1.0 - alpha) * ce_loss(student_logits, labels),
+        "kd_loss": alpha * kd_kl(student_logits, teacher_logits.detach(), T).mean(),
+    }
 
 
-def dml_loss(logits_a: torch.Tensor, logits_b: torch.Tensor, labels: torch.Tensor, *, T: float = 1.0,
-             alpha: float = 0.5, names: tuple[str, str] = ("a", "b")) -> dict[str, torch.Tensor]:
+def dml_loss(
+    logits_a: torch.Tensor,
+    logits_b: torch.Tensor,
+    labels: torch.Tensor,
+    *,
+    T: float = 1.0,
+    alpha: float = 0.5,
+    names: tuple[str, str] = ("a", "b"),
+) -> dict[str, torch.Tensor]:
     """Deep mutual learning: each network learns from the labels and from the other's (detached) output.
 
     Returns ``{"ce_<a>_loss", "kl_<a>_loss", "ce_<b>_loss", "kl_<b>_loss"}`` where network ``a``'s terms
@@ -111,10 +129,12 @@ def dml_loss(logits_a: torch.Tensor, logits_b: torch.Tensor, labels: torch.Tenso
     each target is detached, summing all four terms and calling backward once trains both networks.
     """
     a, b = names
-    return {f"ce_{a}_loss": (1.0 - alpha) * ce_loss(logits_a, labels),
-            f"kl_{a}_loss": alpha * kd_kl(logits_a, logits_b.detach(), T).mean(),
-            f"ce_{b}_loss": (1.0 - alpha) * ce_loss(logits_b, labels),
-            f"kl_{b}_loss": alpha * kd_kl(logits_b, logits_a.detach(), T).mean()}
+    return {
+        f"ce_{a}_loss": (1.0 - alpha) * ce_loss(logits_a, labels),
+        f"kl_{a}_loss": alpha * kd_kl(logits_a, logits_b.detach(), T).mean(),
+        f"ce_{b}_loss": (1.0 - alpha) * ce_loss(logits_b, labels),
+        f"kl_{b}_loss": alpha * kd_kl(logits_b, logits_a.detach(), T).mean(),
+    }
 
 
 class LearnedTemperature(nn.Module):
@@ -150,8 +170,9 @@ def max_prob(logits: torch.Tensor, T: float = 1.0) -> torch.Tensor:
     return soft_targets(logits, T).max(dim=-1).values
 
 
-def expected_calibration_error(logits: torch.Tensor, labels: torch.Tensor, n_bins: int = 15,
-                               T: float = 1.0) -> float:
+def expected_calibration_error(
+    logits: torch.Tensor, labels: torch.Tensor, n_bins: int = 15, T: float = 1.0
+) -> float:
     """ECE of the predictions ``argmax z`` with confidence ``max softmax(z / T)``.
 
     Confidences are put into ``n_bins`` equal-width bins ``(b/n_bins, (b+1)/n_bins]`` (the first bin also

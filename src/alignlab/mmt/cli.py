@@ -14,50 +14,88 @@ from alignlab.core.errors import ConfigError
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("mmt", help="multimodal machine translation: train and evaluate (English -> Chinese)",
-                       description="Train a small transformer translation model, text-only or using the image "
-                                   "(visual prefix or gated fusion), on ShapesWorld or on parallel text files, "
-                                   "and evaluate BLEU/chrF, sense accuracy, congruent vs incongruent images and "
-                                   "a contrastive score.")
+    p = sub.add_parser(
+        "mmt",
+        help="multimodal machine translation: train and evaluate (English -> Chinese)",
+        description="Train a small transformer translation model, text-only or using the image "
+        "(visual prefix or gated fusion), on ShapesWorld or on parallel text files, "
+        "and evaluate BLEU/chrF, sense accuracy, congruent vs incongruent images and "
+        "a contrastive score.",
+    )
     verbs = p.add_subparsers(dest="verb", required=True, metavar="<verb>")
 
-    t = verbs.add_parser("train", help="train a translation model into a run folder",
-                         description="Train on ShapesWorld (--data shapes; images available, any fusion) or on "
-                                     "aligned parallel text files (--data parallel; text-only). Writes config.yaml, "
-                                     "model.pt, tokenizers, train/ (the loop's checkpoints and log.jsonl; re-running resumes) and visual.pt under --out, then "
-                                     "evaluates on the validation data into results.json.")
+    t = verbs.add_parser(
+        "train",
+        help="train a translation model into a run folder",
+        description="Train on ShapesWorld (--data shapes; images available, any fusion) or on "
+        "aligned parallel text files (--data parallel; text-only). Writes config.yaml, "
+        "model.pt, tokenizers, train/ (the loop's checkpoints and log.jsonl; re-running resumes) and visual.pt under --out, then "
+        "evaluates on the validation data into results.json.",
+    )
     add_out(t, required=True, help="run folder")
-    t.add_argument("--data", choices=["shapes", "parallel"], default="shapes", help="training data (default shapes)")
+    t.add_argument(
+        "--data", choices=["shapes", "parallel"], default="shapes", help="training data (default shapes)"
+    )
     t.add_argument("--src", type=Path, help="English training file, one sentence per line (--data parallel)")
     t.add_argument("--tgt", type=Path, help="Chinese training file aligned with --src (--data parallel)")
     t.add_argument("--val-src", type=Path, help="English validation file (--data parallel)")
     t.add_argument("--val-tgt", type=Path, help="Chinese validation file (--data parallel)")
     t.add_argument("--limit", type=int, default=None, help="use only the first N training pairs")
-    t.add_argument("--val-limit", type=int, default=500, help="evaluate on the first N validation pairs (default 500)")
-    t.add_argument("--shapes-train", type=int, default=800, help="ShapesWorld training scenes (5 captions each)")
+    t.add_argument(
+        "--val-limit", type=int, default=500, help="evaluate on the first N validation pairs (default 500)"
+    )
+    t.add_argument(
+        "--shapes-train", type=int, default=800, help="ShapesWorld training scenes (5 captions each)"
+    )
     t.add_argument("--shapes-val", type=int, default=100, help="ShapesWorld validation scenes")
-    t.add_argument("--polysemous-rate", type=float, default=0.25,
-                   help="ShapesWorld: chance an object is polysemous (bat, mouse, crane, seal, kite)")
-    t.add_argument("--fusion", choices=["none", "prefix", "gated"], default="none",
-                   help="how the model sees the image: none (text-only), prefix, gated (default none)")
-    t.add_argument("--unit", choices=["word", "char"], default=None,
-                   help="Chinese target units: jieba words or characters (default: word for shapes, char for "
-                        "parallel text, whose vocabulary is open)")
+    t.add_argument(
+        "--polysemous-rate",
+        type=float,
+        default=0.25,
+        help="ShapesWorld: chance an object is polysemous (bat, mouse, crane, seal, kite)",
+    )
+    t.add_argument(
+        "--fusion",
+        choices=["none", "prefix", "gated"],
+        default="none",
+        help="how the model sees the image: none (text-only), prefix, gated (default none)",
+    )
+    t.add_argument(
+        "--unit",
+        choices=["word", "char"],
+        default=None,
+        help="Chinese target units: jieba words or characters (default: word for shapes, char for "
+        "parallel text, whose vocabulary is open)",
+    )
     t.add_argument("--epochs", type=int, default=None, help="training epochs (default from the config: 12)")
     add_seed(t, default=0, help="random seed (default 0)")
-    t.add_argument("--visual", type=Path, default=None,
-                   help="a pretrained visual.pt to reuse (default: pretrain the image tower on ShapesWorld)")
-    t.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="override config keys, e.g. model.width=64, train.lr=0.002, visual.images=1000")
+    t.add_argument(
+        "--visual",
+        type=Path,
+        default=None,
+        help="a pretrained visual.pt to reuse (default: pretrain the image tower on ShapesWorld)",
+    )
+    t.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override config keys, e.g. model.width=64, train.lr=0.002, visual.images=1000",
+    )
     add_overwrite(t)
     t.set_defaults(run=run_train)
 
-    e = verbs.add_parser("eval", help="evaluate a trained run",
-                         description="Translate the evaluation data with a trained run and write BLEU/chrF "
-                                     "(sacrebleu, zh tokenizer, signatures stored), and for ShapesWorld sense "
-                                     "accuracy with the right and a shuffled image and the contrastive score.")
-    e.add_argument("--run", dest="run_dir", type=Path, required=True,
-                   help="run folder written by `alignlab mmt train`")
+    e = verbs.add_parser(
+        "eval",
+        help="evaluate a trained run",
+        description="Translate the evaluation data with a trained run and write BLEU/chrF "
+        "(sacrebleu, zh tokenizer, signatures stored), and for ShapesWorld sense "
+        "accuracy with the right and a shuffled image and the contrastive score.",
+    )
+    e.add_argument(
+        "--run", dest="run_dir", type=Path, required=True, help="run folder written by `alignlab mmt train`"
+    )
     e.add_argument("--src", type=Path, help="English test file (parallel text)")
     e.add_argument("--tgt", type=Path, help="Chinese reference file aligned with --src")
     e.add_argument("--limit", type=int, default=None, help="evaluate the first N pairs only")
@@ -78,23 +116,31 @@ def _train_configs(args: argparse.Namespace):
     src = config_sources(None, args.overrides, {"model.fusion": "--fusion", "train.epochs": "--epochs"})
     unknown = set(ov) - {"model", "train", "visual"}
     if unknown:
-        raise ConfigError(f"unknown config section(s) {', '.join(sorted(unknown))}",
-                          where=", ".join(f"--set {i}" for i in args.overrides if i.split(".", 1)[0] in unknown),
-                          fix="override keys start with model., train. or visual.")
+        raise ConfigError(
+            f"unknown config section(s) {', '.join(sorted(unknown))}",
+            where=", ".join(f"--set {i}" for i in args.overrides if i.split(".", 1)[0] in unknown),
+            fix="override keys start with model., train. or visual.",
+        )
     for name in ("model", "train", "visual"):
         if not isinstance(ov.get(name, {}), dict):
-            raise ConfigError(f"{name} is a section of keys", where=src.of(name) or name,
-                              fix=f"set its keys, e.g. --set {name}.<key>=<value>")
+            raise ConfigError(
+                f"{name} is a section of keys",
+                where=src.of(name) or name,
+                fix=f"set its keys, e.g. --set {name}.<key>=<value>",
+            )
 
     def section(name: str) -> Sources:  # the sources of one section's keys, without the section prefix
-        return Sources(None, {k[len(name) + 1:]: v for k, v in src.keys.items() if k.startswith(name + ".")})
+        return Sources(None, {k[len(name) + 1 :]: v for k, v in src.keys.items() if k.startswith(name + ".")})
 
     model_cfg = from_dict(MMTConfig, {**ov.get("model", {}), "fusion": args.fusion}, section("model"))
     train_d = dict(ov.get("train", {}))
     if args.epochs is not None:
         train_d["epochs"] = args.epochs
-    return (model_cfg, from_dict(TrainConfig, train_d, section("train")),
-            from_dict(VisualPretrainConfig, ov.get("visual", {}), section("visual")))
+    return (
+        model_cfg,
+        from_dict(TrainConfig, train_d, section("train")),
+        from_dict(VisualPretrainConfig, ov.get("visual", {}), section("visual")),
+    )
 
 
 def _check_train_args(args: argparse.Namespace, fusion: str) -> None:
@@ -113,14 +159,20 @@ def _check_train_args(args: argparse.Namespace, fusion: str) -> None:
         raise option_error(e, {"polysemous_rate": "--polysemous-rate"}) from None
     if args.data == "parallel":
         if fusion != "none":
-            raise ConfigError("parallel text data has no images, so only --fusion none can train on it",
-                              where=f"--fusion {fusion}", fix="use --fusion none, or --data shapes for an image model")
+            raise ConfigError(
+                "parallel text data has no images, so only --fusion none can train on it",
+                where=f"--fusion {fusion}",
+                fix="use --fusion none, or --data shapes for an image model",
+            )
         for name in ("src", "tgt", "val_src", "val_tgt"):
             flag = "--" + name.replace("_", "-")
             path = getattr(args, name)
             if path is None:
-                raise ConfigError(f"--data parallel needs {flag}", where=flag,
-                                  fix=f"give {flag} <file with one sentence per line>")
+                raise ConfigError(
+                    f"--data parallel needs {flag}",
+                    where=flag,
+                    fix=f"give {flag} <file with one sentence per line>",
+                )
             if not path.is_file():
                 raise DataError("file not found", where=f"{flag} {path}", fix="check the path")
     if args.visual is not None and fusion != "none":
@@ -165,8 +217,10 @@ def run_train(args: argparse.Namespace) -> int:
         from alignlab.mmt.train import MMTPair
 
         if model_cfg.fusion != "none":
-            raise ConfigError("parallel text data has no images, so only --fusion none can train on it",
-                              fix="use --fusion none, or --data shapes for an image model")
+            raise ConfigError(
+                "parallel text data has no images, so only --fusion none can train on it",
+                fix="use --fusion none, or --data shapes for an image model",
+            )
         for name in ("src", "tgt", "val_src", "val_tgt"):
             if getattr(args, name) is None:
                 raise ConfigError(f"--data parallel needs --{name.replace('_', '-')}")
@@ -174,10 +228,17 @@ def run_train(args: argparse.Namespace) -> int:
         ven, vzh = read_parallel(args.val_src, args.val_tgt, args.val_limit)
         train_pairs = [MMTPair(a, b) for a, b in zip(en, zh)]
         val_pairs = [MMTPair(a, b) for a, b in zip(ven, vzh)]
-        data_desc = {"kind": "parallel", "src": str(args.src), "tgt": str(args.tgt), "pairs": len(train_pairs),
-                     "val_src": str(args.val_src), "val_pairs": len(val_pairs)}
-        src_tok, tgt_tok = build_tokenizers(train_pairs, min_count=2 if len(train_pairs) > 2000 else 1,
-                                            unit=args.unit or "char")
+        data_desc = {
+            "kind": "parallel",
+            "src": str(args.src),
+            "tgt": str(args.tgt),
+            "pairs": len(train_pairs),
+            "val_src": str(args.val_src),
+            "val_pairs": len(val_pairs),
+        }
+        src_tok, tgt_tok = build_tokenizers(
+            train_pairs, min_count=2 if len(train_pairs) > 2000 else 1, unit=args.unit or "char"
+        )
     else:
         from alignlab.data.shapes import ShapesConfig, ShapesWorld
         from alignlab.mmt.train import pairs_from_shapes, shapes_images
@@ -194,8 +255,14 @@ def run_train(args: argparse.Namespace) -> int:
         val_pairs = pairs_from_shapes(va, image_offset=len(tr))
         if args.limit is not None:
             train_pairs = train_pairs[: args.limit]
-        data_desc = {"kind": "shapes", "train_scenes": len(tr), "val_scenes": len(va), "pairs": len(train_pairs),
-                     "polysemous_rate": args.polysemous_rate, "seed": args.seed}
+        data_desc = {
+            "kind": "shapes",
+            "train_scenes": len(tr),
+            "val_scenes": len(va),
+            "pairs": len(train_pairs),
+            "polysemous_rate": args.polysemous_rate,
+            "seed": args.seed,
+        }
         src_tok, tgt_tok = build_tokenizers(train_pairs + val_pairs, unit=args.unit or "word")
         if model_cfg.fusion != "none":
             if args.visual is not None:
@@ -211,14 +278,32 @@ def run_train(args: argparse.Namespace) -> int:
     # so the same seed gives the same model in a fresh process and in a resumed run.
     set_seed(args.seed)
     model = MMTModel(model_cfg, src_tok, tgt_tok)
-    log = train_model(model, train_pairs, train_cfg, seed=args.seed, visual=visual, run_dir=args.out / "train")
-    save_run(args.out, model, train_cfg=train_cfg, data=data_desc, visual_encoder=encoder, seed=args.seed,
-             visual_metrics=vis_metrics, visual_config_sha256=vis_sha)
+    log = train_model(
+        model, train_pairs, train_cfg, seed=args.seed, visual=visual, run_dir=args.out / "train"
+    )
+    save_run(
+        args.out,
+        model,
+        train_cfg=train_cfg,
+        data=data_desc,
+        visual_encoder=encoder,
+        seed=args.seed,
+        visual_metrics=vis_metrics,
+        visual_config_sha256=vis_sha,
+    )
     metrics = evaluate_model(model, val_pairs, visual, encoder=encoder, contrastive=contrast, seed=args.seed)
-    result = make_result(task="mmt", model=f"tiny-mmt-{model_cfg.fusion}", data=f"{args.data}-val", seed=args.seed,
-                         metrics=metrics, config={"model": vars(model_cfg), "train": vars(train_cfg),
-                                                  "data": data_desc}, started=started,
-                         definitions=_definitions(), visual_encoder=vis_metrics, train_log=log[-1])
+    result = make_result(
+        task="mmt",
+        model=f"tiny-mmt-{model_cfg.fusion}",
+        data=f"{args.data}-val",
+        seed=args.seed,
+        metrics=metrics,
+        config={"model": vars(model_cfg), "train": vars(train_cfg), "data": data_desc},
+        started=started,
+        definitions=_definitions(),
+        visual_encoder=vis_metrics,
+        train_log=log[-1],
+    )
     write_json(args.out / "results.json", result)
     _print_metrics(metrics)
     print(f"run saved in {args.out}")
@@ -228,11 +313,14 @@ def run_train(args: argparse.Namespace) -> int:
 def _definitions() -> dict[str, str]:
     from alignlab.mmt.evaluate import SENSE_DEFINITION
 
-    return {"bleu": "sacrebleu corpus BLEU, tokenize=zh (signature stored)", "chrf": "sacrebleu chrF",
-            "sense_acc": SENSE_DEFINITION,
-            "*_incongruent": "the same with each caption's image replaced by another test caption's",
-            "contrastive_acc": "share of right preferences between the two sense translations under each "
-                               "image (0.5 = image ignored)"}
+    return {
+        "bleu": "sacrebleu corpus BLEU, tokenize=zh (signature stored)",
+        "chrf": "sacrebleu chrF",
+        "sense_acc": SENSE_DEFINITION,
+        "*_incongruent": "the same with each caption's image replaced by another test caption's",
+        "contrastive_acc": "share of right preferences between the two sense translations under each "
+        "image (0.5 = image ignored)",
+    }
 
 
 _NAN_REASONS = {
@@ -247,8 +335,11 @@ def _print_metrics(m: dict[str, Any]) -> None:
     keys = ["n", "bleu", "chrf", "sense_acc", "sense_acc_incongruent", "sense_gap", "contrastive_acc"]
     shown = {k: (round(m[k], 4) if isinstance(m[k], float) else m[k]) for k in keys if k in m}
     # JSON has no NaN: a metric with nothing to measure prints as n/a with the reason, never a bare NaN.
-    reasons = {k: _NAN_REASONS.get(k, "nothing to measure") for k, v in shown.items()
-               if isinstance(v, float) and math.isnan(v)}
+    reasons = {
+        k: _NAN_REASONS.get(k, "nothing to measure")
+        for k, v in shown.items()
+        if isinstance(v, float) and math.isnan(v)
+    }
     print(json.dumps({k: ("n/a" if k in reasons else v) for k, v in shown.items()}, ensure_ascii=False))
     for k, why in reasons.items():
         print(f"{k}: n/a ({why})")
@@ -270,11 +361,17 @@ def run_eval(args: argparse.Namespace) -> int:
             raise ConfigError(f"{flag} must be >= 1, got {value}", where=flag, fix=f"give {flag} 1 or more")
     if (args.src is None) != (args.tgt is None):
         missing = "--tgt" if args.tgt is None else "--src"
-        raise ConfigError("give both --src and --tgt", where=missing,
-                          fix=f"add {missing} <file aligned line by line with the other>")
+        raise ConfigError(
+            "give both --src and --tgt",
+            where=missing,
+            fix=f"add {missing} <file aligned line by line with the other>",
+        )
     if not 0.0 <= args.polysemous_rate <= 1.0:
-        raise ConfigError(f"--polysemous-rate must be in [0, 1], got {args.polysemous_rate}",
-                          where="--polysemous-rate", fix="give a share such as 0.4")
+        raise ConfigError(
+            f"--polysemous-rate must be in [0, 1], got {args.polysemous_rate}",
+            where="--polysemous-rate",
+            fix="give a share such as 0.4",
+        )
     check_out_file(args.out or args.run_dir / "results-eval.json")
     if args.translations is not None:
         check_out_file(args.translations, "--translations")
@@ -284,8 +381,10 @@ def run_eval(args: argparse.Namespace) -> int:
         from alignlab.data.corpus import read_parallel
 
         if model.uses_image:
-            raise ConfigError("this run uses images; parallel text files have none",
-                              fix="evaluate it on ShapesWorld (omit --src/--tgt)")
+            raise ConfigError(
+                "this run uses images; parallel text files have none",
+                fix="evaluate it on ShapesWorld (omit --src/--tgt)",
+            )
         en, zh = read_parallel(args.src, args.tgt, args.limit)
         pairs = [MMTPair(a, b) for a, b in zip(en, zh)]
         data = f"parallel:{args.src}"
@@ -303,14 +402,32 @@ def run_eval(args: argparse.Namespace) -> int:
             visual = encoder.features(shapes_images(ex))
         contrast = contrastive_items(ex, 400)
         data = f"shapes-test-{args.shapes_test}"
-    metrics = evaluate_model(model, pairs, visual, encoder=encoder, contrastive=contrast, seed=args.seed,
-                             keep_per_item=args.translations is not None)
+    metrics = evaluate_model(
+        model,
+        pairs,
+        visual,
+        encoder=encoder,
+        contrastive=contrast,
+        seed=args.seed,
+        keep_per_item=args.translations is not None,
+    )
     per = metrics.pop("per_item", None)
     if args.translations is not None:
         write_text(args.translations, "".join(h + "\n" for h in per["hyps"]))
     out = args.out or args.run_dir / "results-eval.json"
-    write_json(out, make_result(task="mmt", model=f"tiny-mmt-{model.config.fusion}", data=data, seed=args.seed,
-                                metrics=metrics, config=conf, started=started, definitions=_definitions()))
+    write_json(
+        out,
+        make_result(
+            task="mmt",
+            model=f"tiny-mmt-{model.config.fusion}",
+            data=data,
+            seed=args.seed,
+            metrics=metrics,
+            config=conf,
+            started=started,
+            definitions=_definitions(),
+        ),
+    )
     _print_metrics(metrics)
     print(f"wrote {out}")
     return 0

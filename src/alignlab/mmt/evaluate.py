@@ -48,8 +48,10 @@ from alignlab.data.shapes import (
 from alignlab.mmt.model import MMTModel, VisualEncoder
 from alignlab.mmt.train import MMTPair
 
-SENSE_DEFINITION = ("share of polysemous source nouns whose intended sense's Chinese word appears in the "
-                    "translation (counts clipped by the reference)")
+SENSE_DEFINITION = (
+    "share of polysemous source nouns whose intended sense's Chinese word appears in the "
+    "translation (counts clipped by the reference)"
+)
 
 
 def other_sense(synset: str) -> str:
@@ -63,14 +65,15 @@ def other_sense(synset: str) -> str:
 
 
 @torch.no_grad()
-def translate(model: MMTModel, sources: Sequence[str], visual: torch.Tensor | None = None,
-              batch_size: int = 128) -> list[str]:
+def translate(
+    model: MMTModel, sources: Sequence[str], visual: torch.Tensor | None = None, batch_size: int = 128
+) -> list[str]:
     """Greedy translations of ``sources``; ``visual`` holds one ``[K, d_v]`` token set per source."""
     model.eval()
     out: list[str] = []
     for i in range(0, len(sources), batch_size):
-        ids, mask = model.encode_source(sources[i:i + batch_size])
-        v = visual[i:i + batch_size] if (model.uses_image and visual is not None) else None
+        ids, mask = model.encode_source(sources[i : i + batch_size])
+        v = visual[i : i + batch_size] if (model.uses_image and visual is not None) else None
         out += model.greedy_decode(ids, mask, v)
     return out
 
@@ -83,8 +86,12 @@ def bleu_chrf(hyps: Sequence[str], refs: Sequence[str]) -> dict[str, Any]:
     chrf = CHRF()
     b = bleu.corpus_score(list(hyps), [list(refs)])
     c = chrf.corpus_score(list(hyps), [list(refs)])
-    return {"bleu": float(b.score), "chrf": float(c.score), "bleu_signature": str(bleu.get_signature()),
-            "chrf_signature": str(chrf.get_signature())}
+    return {
+        "bleu": float(b.score),
+        "chrf": float(c.score),
+        "bleu_signature": str(bleu.get_signature()),
+        "chrf_signature": str(chrf.get_signature()),
+    }
 
 
 def sense_correct(hyp: str, pair: MMTPair) -> tuple[int, int, int]:
@@ -113,8 +120,13 @@ def sense_scores(hyps: Sequence[str], pairs: Sequence[MMTPair]) -> dict[str, Any
         c, w, t = c + ci, w + wi, t + ti
         if ti:
             per.append(ci / ti)
-    return {"sense_acc": c / t if t else float("nan"), "sense_wrong_rate": w / t if t else float("nan"),
-            "sense_words": t, "sense_captions": len(per), "per_caption": per}
+    return {
+        "sense_acc": c / t if t else float("nan"),
+        "sense_wrong_rate": w / t if t else float("nan"),
+        "sense_words": t,
+        "sense_captions": len(per),
+        "per_caption": per,
+    }
 
 
 def derangement(n: int, seed: int) -> np.ndarray:
@@ -177,33 +189,52 @@ def contrastive_items(examples: Sequence[Any], max_items: int | None = None) -> 
                 continue
             if image_b is None:
                 image_b = render_array(flipped, ex.image.shape[0])
-            items.append({"en": c.en, "zh_a": c.zh, "zh_b": chinese(flip_form(c.form)), "image_a": ex.image,
-                          "image_b": image_b, "image_id": ex.image_id})
+            items.append(
+                {
+                    "en": c.en,
+                    "zh_a": c.zh,
+                    "zh_b": chinese(flip_form(c.form)),
+                    "image_a": ex.image,
+                    "image_b": image_b,
+                    "image_id": ex.image_id,
+                }
+            )
             if max_items is not None and len(items) >= max_items:
                 return items
     return items
 
 
 @torch.no_grad()
-def contrastive_score(model: MMTModel, encoder: VisualEncoder | None, items: Sequence[dict[str, Any]],
-                      batch_size: int = 128) -> dict[str, Any]:
+def contrastive_score(
+    model: MMTModel, encoder: VisualEncoder | None, items: Sequence[dict[str, Any]], batch_size: int = 128
+) -> dict[str, Any]:
     """Share of right decisions over both images of every item (0.5 = the image makes no difference)."""
     if not items:
         return {"contrastive_acc": float("nan"), "contrastive_items": 0, "per_item": []}
     right = []
     for i in range(0, len(items), batch_size):
-        chunk = items[i:i + batch_size]
+        chunk = items[i : i + batch_size]
         ids, mask = model.encode_source([it["en"] for it in chunk])
         ya = model.tgt_tok.encode([it["zh_a"] for it in chunk], model.config.max_tgt_len).to(model.device)
         yb = model.tgt_tok.encode([it["zh_b"] for it in chunk], model.config.max_tgt_len).to(model.device)
         if model.uses_image:
-            va = encoder.features(torch.from_numpy(np.stack([it["image_a"] for it in chunk])).permute(0, 3, 1, 2))
-            vb = encoder.features(torch.from_numpy(np.stack([it["image_b"] for it in chunk])).permute(0, 3, 1, 2))
+            va = encoder.features(
+                torch.from_numpy(np.stack([it["image_a"] for it in chunk])).permute(0, 3, 1, 2)
+            )
+            vb = encoder.features(
+                torch.from_numpy(np.stack([it["image_b"] for it in chunk])).permute(0, 3, 1, 2)
+            )
         else:
             va = vb = None
 
-        a_given_a, b_given_a = model.sequence_logprob(ids, mask, ya, va), model.sequence_logprob(ids, mask, yb, va)
-        a_given_b, b_given_b = model.sequence_logprob(ids, mask, ya, vb), model.sequence_logprob(ids, mask, yb, vb)
+        a_given_a, b_given_a = (
+            model.sequence_logprob(ids, mask, ya, va),
+            model.sequence_logprob(ids, mask, yb, va),
+        )
+        a_given_b, b_given_b = (
+            model.sequence_logprob(ids, mask, ya, vb),
+            model.sequence_logprob(ids, mask, yb, vb),
+        )
         right += ((a_given_a > b_given_a).float() * 0.5 + (b_given_b > a_given_b).float() * 0.5).tolist()
     return {"contrastive_acc": float(np.mean(right)), "contrastive_items": len(items), "per_item": right}
 
@@ -211,9 +242,16 @@ def contrastive_score(model: MMTModel, encoder: VisualEncoder | None, items: Seq
 # --- everything at once ------------------------------------------------------------------------------------
 
 
-def evaluate_model(model: MMTModel, pairs: Sequence[MMTPair], visual: torch.Tensor | None = None, *,
-                   encoder: VisualEncoder | None = None, contrastive: Sequence[dict[str, Any]] | None = None,
-                   seed: int = 0, keep_per_item: bool = False) -> dict[str, Any]:
+def evaluate_model(
+    model: MMTModel,
+    pairs: Sequence[MMTPair],
+    visual: torch.Tensor | None = None,
+    *,
+    encoder: VisualEncoder | None = None,
+    contrastive: Sequence[dict[str, Any]] | None = None,
+    seed: int = 0,
+    keep_per_item: bool = False,
+) -> dict[str, Any]:
     """All metrics for ``pairs``. ``visual``: the feature table ``pair.image`` indexes (image models).
 
     Returns ``bleu``, ``chrf`` (+ signatures), ``sense_acc`` and, for image models, the same under
@@ -243,8 +281,11 @@ def evaluate_model(model: MMTModel, pairs: Sequence[MMTPair], visual: torch.Tens
         out["sense_acc_incongruent"] = sense_inc["sense_acc"]
         out["sense_gap"] = out["sense_acc"] - sense_inc["sense_acc"]
         out["bleu_gap"] = out["bleu"] - inc["bleu"]
-        out["sense_gap_p"] = paired_randomization_test(sense_inc["per_caption"], sense["per_caption"],
-                                                       seed=seed) if sense["per_caption"] else float("nan")
+        out["sense_gap_p"] = (
+            paired_randomization_test(sense_inc["per_caption"], sense["per_caption"], seed=seed)
+            if sense["per_caption"]
+            else float("nan")
+        )
         per_item["sense_incongruent"] = sense_inc["per_caption"]
         per_item["hyps_incongruent"] = hyps_inc
     else:

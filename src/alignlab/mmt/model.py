@@ -54,8 +54,10 @@ def _jieba_cut(text: str) -> list[str]:
     except ImportError:
         from alignlab.core.errors import DependencyError
 
-        raise DependencyError("jieba is not installed (word-level Chinese targets)",
-                              fix="pip install 'alignlab[mt]', or use unit='char'") from None
+        raise DependencyError(
+            "jieba is not installed (word-level Chinese targets)",
+            fix="pip install 'alignlab[mt]', or use unit='char'",
+        ) from None
     jieba.setLogLevel(60)  # no "Building prefix dict" chatter
     return [w for w in jieba.lcut(text) if w.strip()]
 
@@ -90,8 +92,9 @@ class TargetTokenizer:
         return list(text) if unit == "char" else _jieba_cut(text)
 
     @classmethod
-    def build(cls, texts: Iterable[str], min_count: int = 1, max_size: int | None = None,
-              unit: str = "char") -> TargetTokenizer:
+    def build(
+        cls, texts: Iterable[str], min_count: int = 1, max_size: int | None = None, unit: str = "char"
+    ) -> TargetTokenizer:
         counts = Counter(u for t in texts for u in cls.split(t, unit))
         units = sorted((c for c, n in counts.items() if n >= min_count), key=lambda c: (-counts[c], c))
         if max_size is not None:
@@ -136,8 +139,11 @@ class TargetTokenizer:
             data = json.loads(path.read_text(encoding="utf-8"))
             return cls(data["vocab"], data.get("unit", "char"))
         except (OSError, json.JSONDecodeError, KeyError) as e:
-            raise DataError(f"cannot read tokenizer: {e}", where=str(path),
-                            fix="the file must be a tgt_tokenizer.json written by alignlab mmt") from None
+            raise DataError(
+                f"cannot read tokenizer: {e}",
+                where=str(path),
+                fix="the file must be a tgt_tokenizer.json written by alignlab mmt",
+            ) from None
 
 
 @dataclass
@@ -164,8 +170,15 @@ class MMTConfig:
 
 
 def _enc_layer(cfg: MMTConfig) -> nn.TransformerEncoderLayer:
-    return nn.TransformerEncoderLayer(cfg.width, cfg.heads, cfg.ff_mult * cfg.width, cfg.dropout,
-                                      activation="gelu", batch_first=True, norm_first=True)
+    return nn.TransformerEncoderLayer(
+        cfg.width,
+        cfg.heads,
+        cfg.ff_mult * cfg.width,
+        cfg.dropout,
+        activation="gelu",
+        batch_first=True,
+        norm_first=True,
+    )
 
 
 class Attention(nn.Module):
@@ -188,13 +201,24 @@ class Attention(nn.Module):
         k, v = self.kv(ctx).chunk(2, dim=-1)
         return self._split(k), self._split(v)
 
-    def forward(self, x: torch.Tensor, kv: tuple[torch.Tensor, torch.Tensor],
-                mask: torch.Tensor | None = None, causal: bool = False) -> torch.Tensor:
+    def forward(
+        self,
+        x: torch.Tensor,
+        kv: tuple[torch.Tensor, torch.Tensor],
+        mask: torch.Tensor | None = None,
+        causal: bool = False,
+    ) -> torch.Tensor:
         """``mask``: bool, True where a query may attend (broadcast to ``[B, heads, Lq, Lk]``)."""
         q = self._split(self.q(x))
         k, v = kv
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=causal and mask is None,
-                                             dropout_p=self.dropout if self.training else 0.0)
+        out = F.scaled_dot_product_attention(
+            q,
+            k,
+            v,
+            attn_mask=mask,
+            is_causal=causal and mask is None,
+            dropout_p=self.dropout if self.training else 0.0,
+        )
         b, h, n, dh = out.shape
         return self.o(out.transpose(1, 2).reshape(b, n, h * dh))
 
@@ -210,8 +234,13 @@ class DecoderLayer(nn.Module):
         self.ff = nn.Sequential(nn.Linear(width, ff), nn.GELU(), nn.Dropout(dropout), nn.Linear(ff, width))
         self.drop = nn.Dropout(dropout)
 
-    def forward(self, y: torch.Tensor, mem_kv: tuple[torch.Tensor, torch.Tensor], mem_mask: torch.Tensor,
-                cache: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
+    def forward(
+        self,
+        y: torch.Tensor,
+        mem_kv: tuple[torch.Tensor, torch.Tensor],
+        mem_mask: torch.Tensor,
+        cache: dict[str, torch.Tensor] | None = None,
+    ) -> torch.Tensor:
         """Teacher-forced (``cache`` None: all positions, causal) or one decoding step (``y`` is ``[B, 1, d]``;
         ``cache`` holds the keys/values of earlier positions and is extended in place)."""
         h = self.n1(y)
@@ -256,8 +285,9 @@ class MMTModel(nn.Module):
         self.tgt_pos = nn.Parameter(torch.randn(1, cfg.max_tgt_len, d) * 0.02)
         self.encoder = nn.ModuleList(_enc_layer(cfg) for _ in range(cfg.encoder_layers))
         self.enc_norm = nn.LayerNorm(d)
-        self.decoder = nn.ModuleList(DecoderLayer(d, cfg.heads, cfg.ff_mult * d, cfg.dropout)
-                                     for _ in range(cfg.decoder_layers))
+        self.decoder = nn.ModuleList(
+            DecoderLayer(d, cfg.heads, cfg.ff_mult * d, cfg.dropout) for _ in range(cfg.decoder_layers)
+        )
         self.dec_norm = nn.LayerNorm(d)
         self.out = nn.Linear(d, len(tgt_tok), bias=False)
         self.out.weight = self.tgt_embed.weight  # tied input/output embeddings
@@ -292,15 +322,19 @@ class MMTModel(nn.Module):
         if not self.uses_image:
             return None
         if visual is None:
-            raise ConfigError(f"this model uses the image (fusion={self.config.fusion!r}) but no visual "
-                              "tokens were given", fix="pass the image features, or train with fusion none")
+            raise ConfigError(
+                f"this model uses the image (fusion={self.config.fusion!r}) but no visual tokens were given",
+                fix="pass the image features, or train with fusion none",
+            )
         if visual.ndim != 3 or visual.shape[0] != batch or visual.shape[-1] != self.config.visual_dim:
-            raise ConfigError(f"visual tokens must be [B={batch}, K, {self.config.visual_dim}], got "
-                              f"{tuple(visual.shape)}")
+            raise ConfigError(
+                f"visual tokens must be [B={batch}, K, {self.config.visual_dim}], got {tuple(visual.shape)}"
+            )
         return visual.to(self.device)
 
-    def encode(self, src_ids: torch.Tensor, src_mask: torch.Tensor,
-               visual: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    def encode(
+        self, src_ids: torch.Tensor, src_mask: torch.Tensor, visual: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Memory ``[B, M, d]`` for the decoder and its padding mask (True = pad)."""
         cfg = self.config
         x = self.src_embed(src_ids) + self.src_pos[:, : src_ids.shape[1]]
@@ -322,7 +356,9 @@ class MMTModel(nn.Module):
         mask = (~memory_pad)[:, None, None, :]  # [B, 1, 1, M]: True where attention may look
         return [layer.cross_attn.keys_values(memory) for layer in self.decoder], mask
 
-    def decode_logits(self, memory: torch.Tensor, memory_pad: torch.Tensor, tgt_in: torch.Tensor) -> torch.Tensor:
+    def decode_logits(
+        self, memory: torch.Tensor, memory_pad: torch.Tensor, tgt_in: torch.Tensor
+    ) -> torch.Tensor:
         """Teacher-forced logits for every position of ``tgt_in`` (causal; pads only follow real tokens,
         so no target padding mask is needed)."""
         y = self.tgt_embed(tgt_in) + self.tgt_pos[:, : tgt_in.shape[1]]
@@ -331,38 +367,70 @@ class MMTModel(nn.Module):
             y = layer(y, kv, mask)
         return self.out(self.dec_norm(y))
 
-    def forward(self, src_ids: torch.Tensor, src_mask: torch.Tensor, tgt: torch.Tensor,
-                visual: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(
+        self,
+        src_ids: torch.Tensor,
+        src_mask: torch.Tensor,
+        tgt: torch.Tensor,
+        visual: torch.Tensor | None = None,
+    ) -> torch.Tensor:
         """Teacher-forced logits ``[B, T-1, V]`` predicting ``tgt[:, 1:]`` from ``tgt[:, :-1]``."""
         memory, mpad = self.encode(src_ids, src_mask, visual)
         return self.decode_logits(memory, mpad, tgt[:, :-1])
 
-    def loss(self, src_ids: torch.Tensor, src_mask: torch.Tensor, tgt: torch.Tensor,
-             visual: torch.Tensor | None = None, label_smoothing: float = 0.0) -> dict[str, torch.Tensor]:
+    def loss(
+        self,
+        src_ids: torch.Tensor,
+        src_mask: torch.Tensor,
+        tgt: torch.Tensor,
+        visual: torch.Tensor | None = None,
+        label_smoothing: float = 0.0,
+    ) -> dict[str, torch.Tensor]:
         """Token-level cross-entropy (mean over non-pad target tokens) as ``{"ce_loss": …}``."""
         logits = self(src_ids, src_mask, tgt, visual)
         gold = tgt[:, 1:]
-        return {"ce_loss": F.cross_entropy(logits.reshape(-1, logits.shape[-1]), gold.reshape(-1),
-                                           ignore_index=TargetTokenizer.PAD, label_smoothing=label_smoothing)}
+        return {
+            "ce_loss": F.cross_entropy(
+                logits.reshape(-1, logits.shape[-1]),
+                gold.reshape(-1),
+                ignore_index=TargetTokenizer.PAD,
+                label_smoothing=label_smoothing,
+            )
+        }
 
     @torch.no_grad()
-    def sequence_logprob(self, src_ids: torch.Tensor, src_mask: torch.Tensor, tgt: torch.Tensor,
-                         visual: torch.Tensor | None = None) -> torch.Tensor:
+    def sequence_logprob(
+        self,
+        src_ids: torch.Tensor,
+        src_mask: torch.Tensor,
+        tgt: torch.Tensor,
+        visual: torch.Tensor | None = None,
+    ) -> torch.Tensor:
         """``log p(y | x, image)`` summed over the target characters and ``[EOS]``, per sentence ``[B]``."""
         logits = self(src_ids, src_mask, tgt, visual)
         logp = logits.log_softmax(-1).gather(-1, tgt[:, 1:, None]).squeeze(-1)
         return (logp * (tgt[:, 1:] != TargetTokenizer.PAD)).sum(-1)
 
     @torch.no_grad()
-    def greedy_decode(self, src_ids: torch.Tensor, src_mask: torch.Tensor, visual: torch.Tensor | None = None,
-                      max_len: int | None = None) -> list[str]:
+    def greedy_decode(
+        self,
+        src_ids: torch.Tensor,
+        src_mask: torch.Tensor,
+        visual: torch.Tensor | None = None,
+        max_len: int | None = None,
+    ) -> list[str]:
         """Greedy decoding, batched; stops when every sentence has produced ``[EOS]``."""
         ys = self.greedy_ids(src_ids, src_mask, visual, max_len)
         return [self.tgt_tok.decode(row[1:]) for row in ys]
 
     @torch.no_grad()
-    def greedy_ids(self, src_ids: torch.Tensor, src_mask: torch.Tensor, visual: torch.Tensor | None = None,
-                   max_len: int | None = None) -> torch.Tensor:
+    def greedy_ids(
+        self,
+        src_ids: torch.Tensor,
+        src_mask: torch.Tensor,
+        visual: torch.Tensor | None = None,
+        max_len: int | None = None,
+    ) -> torch.Tensor:
         """Token ids ``[B, T]`` of greedy decoding (``[BOS]`` first; ``[PAD]`` after ``[EOS]``), with cached
         keys/values: each step runs the decoder on the newest position only."""
         max_len = min(max_len or self.config.max_tgt_len, self.config.max_tgt_len)
@@ -372,7 +440,7 @@ class MMTModel(nn.Module):
         ys = torch.full((len(src_ids), 1), TargetTokenizer.BOS, dtype=torch.long, device=memory.device)
         done = torch.zeros(len(src_ids), dtype=torch.bool, device=memory.device)
         for t in range(max_len - 1):
-            y = self.tgt_embed(ys[:, -1:]) + self.tgt_pos[:, t:t + 1]
+            y = self.tgt_embed(ys[:, -1:]) + self.tgt_pos[:, t : t + 1]
             for layer, kv, cache in zip(self.decoder, kvs, caches):
                 y = layer(y, kv, mask, cache)
             logits = self.out(self.dec_norm(y))[:, -1]
@@ -433,6 +501,6 @@ class VisualEncoder(nn.Module):
         self.eval()
         out = []
         for i in range(0, len(images), batch_size):
-            out.append(self(self.preprocess(images[i:i + batch_size])))
+            out.append(self(self.preprocess(images[i : i + batch_size])))
         self.train(was)
         return torch.cat(out) if out else torch.zeros(0, self.n_tokens, self.width)

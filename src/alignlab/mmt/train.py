@@ -92,7 +92,9 @@ class TrainConfig:
 
         check_number("epochs", self.epochs, lo=1)
         check_number("batch_size", self.batch_size, lo=1)
-        check_number("lr", self.lr, lo=0, lo_open=True, hi=10, fix="give a learning rate such as train.lr=0.001")
+        check_number(
+            "lr", self.lr, lo=0, lo_open=True, hi=10, fix="give a learning rate such as train.lr=0.001"
+        )
         for key in ("warmup_steps", "weight_decay", "grad_clip"):
             check_number(key, getattr(self, key), lo=0)
         check_number("label_smoothing", self.label_smoothing, lo=0, hi=1, hi_open=True)
@@ -116,8 +118,15 @@ def pairs_from_shapes(examples: Sequence[ShapesExample], image_offset: int = 0) 
     out = []
     for k, ex in enumerate(examples):
         for j, c in enumerate(ex.captions):
-            out.append(MMTPair(c.en, c.zh, image_offset + k, tuple(c.sense_words()),
-                               {"image_id": ex.image_id, "caption": j, "family": c.family}))
+            out.append(
+                MMTPair(
+                    c.en,
+                    c.zh,
+                    image_offset + k,
+                    tuple(c.sense_words()),
+                    {"image_id": ex.image_id, "caption": j, "family": c.family},
+                )
+            )
     return out
 
 
@@ -131,15 +140,19 @@ def shapes_images(examples: Sequence[ShapesExample]) -> torch.Tensor:
 # --- visual pretraining ------------------------------------------------------------------------------------
 
 
-def pretrain_visual_encoder(cfg: VisualPretrainConfig | None = None, seed: int = 0,
-                            desc: str = "visual pretraining") -> tuple[VisualEncoder, dict[str, float]]:
+def pretrain_visual_encoder(
+    cfg: VisualPretrainConfig | None = None, seed: int = 0, desc: str = "visual pretraining"
+) -> tuple[VisualEncoder, dict[str, float]]:
     """Train a :class:`VisualEncoder` on per-cell object/sense recognition; returns it (eval mode, frozen)
     and held-out metrics: ``cell_acc`` over all cells and ``sense_acc`` over cells holding a polysemous
     object (chance 0.5 between its two senses if the kind alone were recognised)."""
     cfg = cfg or VisualPretrainConfig()
     set_seed(seed)
-    world = ShapesWorld(ShapesConfig(polysemous_rate=cfg.polysemous_rate, captions_per_image=1,
-                                     image_size=cfg.image.image_size))
+    world = ShapesWorld(
+        ShapesConfig(
+            polysemous_rate=cfg.polysemous_rate, captions_per_image=1, image_size=cfg.image.image_size
+        )
+    )
     data_seed = derive_seed("mmt-visual-pretrain", seed) % (2**31)
     train = world.generate(cfg.images, data_seed, "train", desc="tower data")
     val = world.generate(cfg.val_images, data_seed, "val", desc="tower val")
@@ -155,7 +168,7 @@ def pretrain_visual_encoder(cfg: VisualPretrainConfig | None = None, seed: int =
     for _ in range(cfg.epochs):
         order = torch.randperm(len(train), generator=gen)
         for i in range(0, len(order), cfg.batch_size):
-            idx = order[i:i + cfg.batch_size]
+            idx = order[i : i + cfg.batch_size]
             logits = enc.cell_head(enc(enc.preprocess(x_train[idx]))[:, 1:])  # [B, 9, C]
             loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), y_train[idx].reshape(-1))
             opt.zero_grad(set_to_none=True)
@@ -171,9 +184,11 @@ def pretrain_visual_encoder(cfg: VisualPretrainConfig | None = None, seed: int =
         y_val = torch.tensor([cell_labels(ex.scene) for ex in val])
         pred = enc.cell_head(enc.features(shapes_images(val))[:, 1:]).argmax(-1)
     poly = y_val > len(SHAPES)
-    metrics = {"cell_acc": float((pred == y_val).float().mean()),
-               "sense_acc": float((pred[poly] == y_val[poly]).float().mean()) if poly.any() else float("nan"),
-               "val_images": len(val)}
+    metrics = {
+        "cell_acc": float((pred == y_val).float().mean()),
+        "sense_acc": float((pred[poly] == y_val[poly]).float().mean()) if poly.any() else float("nan"),
+        "val_images": len(val),
+    }
     return enc, metrics
 
 
@@ -182,16 +197,26 @@ def visual_config_hash(cfg: VisualPretrainConfig, seed: int) -> str:
     return config_hash({"visual": asdict(cfg), "seed": seed})
 
 
-def save_visual_encoder(path: Path, enc: VisualEncoder, metrics: dict[str, float] | None = None,
-                        config_sha256: str | None = None) -> None:
+def save_visual_encoder(
+    path: Path, enc: VisualEncoder, metrics: dict[str, float] | None = None, config_sha256: str | None = None
+) -> None:
     with atomic_path(path) as tmp:
-        torch.save({"image_config": asdict(enc.image_config), "pool": enc.pool,
-                    "n_classes": enc.cell_head.out_features, "state": enc.state_dict(),
-                    "metrics": metrics or {}, "config_sha256": config_sha256 or ""}, tmp)
+        torch.save(
+            {
+                "image_config": asdict(enc.image_config),
+                "pool": enc.pool,
+                "n_classes": enc.cell_head.out_features,
+                "state": enc.state_dict(),
+                "metrics": metrics or {},
+                "config_sha256": config_sha256 or "",
+            },
+            tmp,
+        )
 
 
-def pretrain_or_resume_visual(cfg: VisualPretrainConfig, seed: int, checkpoint: Path,
-                              desc: str = "visual pretraining") -> tuple[VisualEncoder, dict[str, float]]:
+def pretrain_or_resume_visual(
+    cfg: VisualPretrainConfig, seed: int, checkpoint: Path, desc: str = "visual pretraining"
+) -> tuple[VisualEncoder, dict[str, float]]:
     """:func:`pretrain_visual_encoder`, checkpointed to ``checkpoint``: a re-run (after an interruption in the
     translation training) loads the tower pretrained with the same settings and seed instead of redoing it.
 
@@ -201,9 +226,11 @@ def pretrain_or_resume_visual(cfg: VisualPretrainConfig, seed: int, checkpoint: 
     if Path(checkpoint).is_file():
         blob = _read_visual_blob(Path(checkpoint))
         if blob.get("config_sha256") != want:
-            raise ResumeError("the run folder holds an image tower pretrained with other settings",
-                              where=str(checkpoint),
-                              fix="use a new run folder, or the same --seed and visual.* settings to resume")
+            raise ResumeError(
+                "the run folder holds an image tower pretrained with other settings",
+                where=str(checkpoint),
+                fix="use a new run folder, or the same --seed and visual.* settings to resume",
+            )
         info(f"{desc}: reusing the tower pretrained earlier in {checkpoint}")
         return load_visual_encoder(checkpoint), dict(blob.get("metrics") or {})
     info("pretraining the image tower on ShapesWorld object/sense recognition")
@@ -216,25 +243,36 @@ def _read_visual_blob(path: Path) -> dict[str, Any]:
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # torch raises several types for a damaged file
-        raise ModelError(f"cannot load the visual encoder: {type(e).__name__}: {e}", where=str(path),
-                         fix="delete the file to pretrain the tower again") from None
+        raise ModelError(
+            f"cannot load the visual encoder: {type(e).__name__}: {e}",
+            where=str(path),
+            fix="delete the file to pretrain the tower again",
+        ) from None
 
 
 def load_visual_encoder(path: Path) -> VisualEncoder:
     if not Path(path).is_file():
-        raise ModelError("visual encoder file not found", where=str(path),
-                         fix="train an image model with `alignlab mmt train --fusion prefix|gated`")
+        raise ModelError(
+            "visual encoder file not found",
+            where=str(path),
+            fix="train an image model with `alignlab mmt train --fusion prefix|gated`",
+        )
     try:
         blob = torch.load(path, map_location="cpu", weights_only=True)
         enc = VisualEncoder(from_dict(TinyImageConfig, blob["image_config"]), blob["pool"], blob["n_classes"])
         enc.load_state_dict(blob["state"])
     except pickle.UnpicklingError:  # not a torch file, or one that needs unpickling code (refused)
-        raise ModelError("cannot load the visual encoder: not a weights file written by alignlab", where=str(path),
-                         fix="give the visual.pt of an `alignlab mmt train --fusion prefix|gated` run") from None
+        raise ModelError(
+            "cannot load the visual encoder: not a weights file written by alignlab",
+            where=str(path),
+            fix="give the visual.pt of an `alignlab mmt train --fusion prefix|gated` run",
+        ) from None
     except (OSError, RuntimeError, KeyError, TypeError, EOFError) as e:
-        raise ModelError(f"cannot load the visual encoder: {str(e).splitlines()[0] if str(e) else type(e).__name__}",
-                         where=str(path),
-                         fix="re-train the run; the file is damaged or from another version") from None
+        raise ModelError(
+            f"cannot load the visual encoder: {str(e).splitlines()[0] if str(e) else type(e).__name__}",
+            where=str(path),
+            fix="re-train the run; the file is damaged or from another version",
+        ) from None
     enc.eval()
     for p in enc.parameters():
         p.requires_grad_(False)
@@ -244,8 +282,13 @@ def load_visual_encoder(path: Path) -> VisualEncoder:
 # --- translation training ----------------------------------------------------------------------------------
 
 
-def build_tokenizers(pairs: Sequence[MMTPair], src_max: int | None = 8000, tgt_max: int | None = 8000,
-                     min_count: int = 1, unit: str = "word") -> tuple[WordTokenizer, TargetTokenizer]:
+def build_tokenizers(
+    pairs: Sequence[MMTPair],
+    src_max: int | None = 8000,
+    tgt_max: int | None = 8000,
+    min_count: int = 1,
+    unit: str = "word",
+) -> tuple[WordTokenizer, TargetTokenizer]:
     """English word and Chinese target (``unit``: jieba words by default, or characters) vocabularies."""
     src = WordTokenizer.build((p.en for p in pairs), min_count=min_count, max_size=src_max)
     tgt = TargetTokenizer.build((p.zh for p in pairs), min_count=min_count, max_size=tgt_max, unit=unit)
@@ -261,11 +304,20 @@ class TranslationTask:
     trimmed to its longest source and target.
     """
 
-    def __init__(self, model: MMTModel, pairs: Sequence[MMTPair], batch_size: int, seed: int,
-                 visual: torch.Tensor | None = None, label_smoothing: float = 0.0):
+    def __init__(
+        self,
+        model: MMTModel,
+        pairs: Sequence[MMTPair],
+        batch_size: int,
+        seed: int,
+        visual: torch.Tensor | None = None,
+        label_smoothing: float = 0.0,
+    ):
         self.n, self.bs, self.seed = len(pairs), batch_size, seed
         self.label_smoothing = label_smoothing
-        self.src_ids, self.src_mask = model.src_tok.encode([p.en for p in pairs], model.config.max_src_len + 1)
+        self.src_ids, self.src_mask = model.src_tok.encode(
+            [p.en for p in pairs], model.config.max_src_len + 1
+        )
         self.tgt = model.tgt_tok.encode([p.zh for p in pairs], model.config.max_tgt_len)
         self.img = torch.tensor([p.image for p in pairs])
         self.visual = visual if model.uses_image else None
@@ -275,7 +327,7 @@ class TranslationTask:
 
     def batch(self, epoch: int, index: int) -> torch.Tensor:
         order = epoch_permutation(self.n, self.seed, epoch)
-        return torch.from_numpy(order[index * self.bs:(index + 1) * self.bs].copy())
+        return torch.from_numpy(order[index * self.bs : (index + 1) * self.bs].copy())
 
     def batch_size(self, idx: torch.Tensor) -> int:
         return len(idx)
@@ -286,8 +338,12 @@ class TranslationTask:
         t = self.tgt[idx]
         t_len = int((t != TargetTokenizer.PAD).sum(1).max())
         v = self.visual[self.img[idx]] if self.visual is not None else None
-        return forward_through(model, lambda m: m.loss(self.src_ids[idx, :s_len], s_mask[:, :s_len], t[:, :t_len], v,
-                                                       self.label_smoothing))
+        return forward_through(
+            model,
+            lambda m: m.loss(
+                self.src_ids[idx, :s_len], s_mask[:, :s_len], t[:, :t_len], v, self.label_smoothing
+            ),
+        )
 
 
 class _EpochLoss:
@@ -306,9 +362,17 @@ class _EpochLoss:
             raise StopTraining
 
 
-def train_model(model: MMTModel, pairs: Sequence[MMTPair], cfg: TrainConfig, *, seed: int = 0,
-                visual: torch.Tensor | None = None, desc: str = "mmt train",
-                run_dir: Path | None = None, resume: bool = True) -> list[dict[str, Any]]:
+def train_model(
+    model: MMTModel,
+    pairs: Sequence[MMTPair],
+    cfg: TrainConfig,
+    *,
+    seed: int = 0,
+    visual: torch.Tensor | None = None,
+    desc: str = "mmt train",
+    run_dir: Path | None = None,
+    resume: bool = True,
+) -> list[dict[str, Any]]:
     """Train ``model`` on ``pairs`` in place with the shared loop; returns the per-epoch log.
 
     ``visual`` is the ``[N_images, K, d_v]`` table of frozen visual tokens that ``pair.image`` indexes.
@@ -322,38 +386,72 @@ def train_model(model: MMTModel, pairs: Sequence[MMTPair], cfg: TrainConfig, *, 
             raise ConfigError("an image model needs visual features", fix="pass visual=… or use fusion none")
         bad = [i for i, p in enumerate(pairs) if not 0 <= p.image < len(visual)]
         if bad:
-            raise ConfigError(f"training pair {bad[0]} has no image (index {pairs[bad[0]].image})",
-                              fix="every pair of an image model needs an image")
+            raise ConfigError(
+                f"training pair {bad[0]} has no image (index {pairs[bad[0]].image})",
+                fix="every pair of an image model needs an image",
+            )
     set_seed(seed)
     task = TranslationTask(model, pairs, cfg.batch_size, seed, visual, cfg.label_smoothing)
-    loop_cfg = LoopConfig(epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr, weight_decay=cfg.weight_decay,
-                          schedule="cosine", warmup_steps=cfg.warmup_steps, grad_clip=cfg.grad_clip,
-                          log_every=20, seed=seed)
+    loop_cfg = LoopConfig(
+        epochs=cfg.epochs,
+        batch_size=cfg.batch_size,
+        lr=cfg.lr,
+        weight_decay=cfg.weight_decay,
+        schedule="cosine",
+        warmup_steps=cfg.warmup_steps,
+        grad_clip=cfg.grad_clip,
+        log_every=20,
+        seed=seed,
+    )
     tracker = _EpochLoss(cfg.max_minutes)
     with contextlib.ExitStack() as stack:
         folder = run_dir if run_dir is not None else Path(stack.enter_context(tempfile.TemporaryDirectory()))
         try:
-            steps = fit(model, task, loop_cfg, folder, resume=resume, callbacks=[tracker], desc=desc,
-                        config_for_hash={"train": asdict(cfg), "seed": seed, "model": asdict(model.config),
-                                         "pairs": len(pairs)}).steps
+            steps = fit(
+                model,
+                task,
+                loop_cfg,
+                folder,
+                resume=resume,
+                callbacks=[tracker],
+                desc=desc,
+                config_for_hash={
+                    "train": asdict(cfg),
+                    "seed": seed,
+                    "model": asdict(model.config),
+                    "pairs": len(pairs),
+                },
+            ).steps
         except StopTraining:  # max_minutes: keep the weights reached; re-running resumes from the last epoch
             steps = max(tracker.last_step.values(), default=0)
     model.eval()
     # Epochs trained in this process (a resumed run logs from where it resumed).
-    return [{"epoch": e + 1, "step": tracker.last_step[e], "train_loss": float(np.mean(v))}
-            for e, v in sorted(tracker.sums.items())] or [{"epoch": 0, "step": steps, "train_loss": float("nan")}]
+    return [
+        {"epoch": e + 1, "step": tracker.last_step[e], "train_loss": float(np.mean(v))}
+        for e, v in sorted(tracker.sums.items())
+    ] or [{"epoch": 0, "step": steps, "train_loss": float("nan")}]
 
 
 # --- run folders --------------------------------------------------------------------------------------------
 
 
-def save_run(out: Path, model: MMTModel, *, train_cfg: TrainConfig, data: dict[str, Any],
-             visual_encoder: VisualEncoder | None = None, seed: int = 0,
-             visual_metrics: dict[str, float] | None = None, visual_config_sha256: str | None = None) -> None:
+def save_run(
+    out: Path,
+    model: MMTModel,
+    *,
+    train_cfg: TrainConfig,
+    data: dict[str, Any],
+    visual_encoder: VisualEncoder | None = None,
+    seed: int = 0,
+    visual_metrics: dict[str, float] | None = None,
+    visual_config_sha256: str | None = None,
+) -> None:
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    dump_yaml(out / "config.yaml", {"model": asdict(model.config), "train": asdict(train_cfg), "data": data,
-                                    "seed": seed})
+    dump_yaml(
+        out / "config.yaml",
+        {"model": asdict(model.config), "train": asdict(train_cfg), "data": data, "seed": seed},
+    )
     model.src_tok.save(out / "src_tokenizer.json")
     model.tgt_tok.save(out / "tgt_tokenizer.json")
     with atomic_path(out / "model.pt") as tmp:
@@ -367,20 +465,30 @@ def load_run(run: Path) -> tuple[MMTModel, VisualEncoder | None, dict[str, Any]]
     run = Path(run)
     for name in ("config.yaml", "model.pt", "src_tokenizer.json", "tgt_tokenizer.json"):
         if not (run / name).is_file():
-            raise ModelError(f"not an MMT run folder: {name} is missing", where=str(run),
-                             fix="give the --out folder of `alignlab mmt train`")
+            raise ModelError(
+                f"not an MMT run folder: {name} is missing",
+                where=str(run),
+                fix="give the --out folder of `alignlab mmt train`",
+            )
     conf = load_yaml(run / "config.yaml")
     cfg = from_dict(MMTConfig, conf.get("model", {}), where=str(run / "config.yaml"))
-    model = MMTModel(cfg, WordTokenizer.load(run / "src_tokenizer.json"), TargetTokenizer.load(run / "tgt_tokenizer.json"))
+    model = MMTModel(
+        cfg, WordTokenizer.load(run / "src_tokenizer.json"), TargetTokenizer.load(run / "tgt_tokenizer.json")
+    )
     try:
         model.load_state_dict(torch.load(run / "model.pt", map_location="cpu", weights_only=True))
     except pickle.UnpicklingError:  # not a torch file, or one that needs unpickling code (refused)
-        raise ModelError("cannot load the model weights: model.pt is not a weights file written by alignlab",
-                         where=str(run / "model.pt"), fix="re-train the run, or restore its model.pt") from None
+        raise ModelError(
+            "cannot load the model weights: model.pt is not a weights file written by alignlab",
+            where=str(run / "model.pt"),
+            fix="re-train the run, or restore its model.pt",
+        ) from None
     except (RuntimeError, OSError, EOFError) as e:
-        raise ModelError(f"cannot load the model weights: {str(e).splitlines()[0] if str(e) else type(e).__name__}",
-                         where=str(run / "model.pt"),
-                         fix="re-train the run; the weights do not match its config") from None
+        raise ModelError(
+            f"cannot load the model weights: {str(e).splitlines()[0] if str(e) else type(e).__name__}",
+            where=str(run / "model.pt"),
+            fix="re-train the run; the weights do not match its config",
+        ) from None
     model.eval()
     enc = load_visual_encoder(run / "visual.pt") if cfg.fusion != "none" else None
     return model, enc, conf

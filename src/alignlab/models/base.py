@@ -55,22 +55,36 @@ def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
     try:
         dev = torch.device(device.strip().lower() if isinstance(device, str) else device)
     except (RuntimeError, TypeError, ValueError):
-        raise ConfigError(f"unknown device {device!r}", key="device", fix=f"use one of: {', '.join(DEVICE_CHOICES)} "
-                                                            "(or cuda:<index>)") from None
+        raise ConfigError(
+            f"unknown device {device!r}",
+            key="device",
+            fix=f"use one of: {', '.join(DEVICE_CHOICES)} (or cuda:<index>)",
+        ) from None
     if dev.type == "cuda":
         if not torch.cuda.is_available():
-            raise ConfigError("CUDA was asked for but torch.cuda.is_available() is False on this machine",
-                              key="device", fix="use --device cpu (or auto), or install a CUDA build of torch")
+            raise ConfigError(
+                "CUDA was asked for but torch.cuda.is_available() is False on this machine",
+                key="device",
+                fix="use --device cpu (or auto), or install a CUDA build of torch",
+            )
         if dev.index is not None and dev.index >= torch.cuda.device_count():
-            raise ConfigError(f"device {dev} does not exist ({torch.cuda.device_count()} CUDA device(s))",
-                              key="device", fix="pick an index below the device count")
+            raise ConfigError(
+                f"device {dev} does not exist ({torch.cuda.device_count()} CUDA device(s))",
+                key="device",
+                fix="pick an index below the device count",
+            )
     elif dev.type == "mps":
         mps = getattr(torch.backends, "mps", None)
         if mps is None or not mps.is_available():
-            raise ConfigError("MPS was asked for but is not available on this machine",
-                              key="device", fix="use --device cpu (or auto)")
+            raise ConfigError(
+                "MPS was asked for but is not available on this machine",
+                key="device",
+                fix="use --device cpu (or auto)",
+            )
     elif dev.type != "cpu":
-        raise ConfigError(f"unsupported device {device!r}", key="device", fix=f"use one of: {', '.join(DEVICE_CHOICES)}")
+        raise ConfigError(
+            f"unsupported device {device!r}", key="device", fix=f"use one of: {', '.join(DEVICE_CHOICES)}"
+        )
     return dev
 
 
@@ -93,8 +107,10 @@ def check_score_shape(scores: torch.Tensor, n: int, m: int, who: str) -> torch.T
     """Raise a ModelError when a scorer returns something other than an ``[n, m]`` finite tensor."""
     if not isinstance(scores, torch.Tensor) or tuple(scores.shape) != (n, m):
         shape = tuple(scores.shape) if isinstance(scores, torch.Tensor) else type(scores).__name__
-        raise ModelError(f"{who} returned scores of shape {shape}, expected ({n}, {m})",
-                         fix="score(images, texts) must return one score per (image, text) pair")
+        raise ModelError(
+            f"{who} returned scores of shape {shape}, expected ({n}, {m})",
+            fix="score(images, texts) must return one score per (image, text) pair",
+        )
     if not torch.isfinite(scores).all():
         raise ModelError(f"{who} returned NaN or infinite scores", fix="check the model weights and inputs")
     return scores
@@ -118,9 +134,13 @@ class Scorer:
     def score_pairs(self, images: ImageInput, texts: Sequence[str]) -> torch.Tensor:
         """Scores of aligned pairs (image k with text k), ``[N]``."""
         if num_images(images) != len(texts):
-            raise ModelError(f"score_pairs got {num_images(images)} images and {len(texts)} texts",
-                             fix="give one text per image")
-        return torch.stack([self.score(slice_images(images, k, k + 1), [t])[0, 0] for k, t in enumerate(texts)])
+            raise ModelError(
+                f"score_pairs got {num_images(images)} images and {len(texts)} texts",
+                fix="give one text per image",
+            )
+        return torch.stack(
+            [self.score(slice_images(images, k, k + 1), [t])[0, 0] for k, t in enumerate(texts)]
+        )
 
     def describe(self) -> dict[str, Any]:
         return {"name": self.name, "score_semantics": self.score_semantics, "dual": self.is_dual}
@@ -162,8 +182,10 @@ class DualEncoder(Scorer):
     @torch.no_grad()
     def score_pairs(self, images: ImageInput, texts: Sequence[str]) -> torch.Tensor:
         if num_images(images) != len(texts):
-            raise ModelError(f"score_pairs got {num_images(images)} images and {len(texts)} texts",
-                             fix="give one text per image")
+            raise ModelError(
+                f"score_pairs got {num_images(images)} images and {len(texts)} texts",
+                fix="give one text per image",
+            )
         img = self.encode_images(images)
         txt = self.encode_texts(list(texts))
         scores = self.score_scale * (img * txt).sum(-1)
@@ -202,24 +224,32 @@ class ProjectedDualEncoder(DualEncoder):
     def embed_texts(self, ids: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         return torch.nn.functional.normalize(self.text_proj(self.text_tower(ids, mask)[1]), dim=-1)
 
-    def forward(self, images: torch.Tensor, ids: torch.Tensor, mask: torch.Tensor | None = None
-                ) -> dict[str, torch.Tensor]:
-        return {"image_emb": self.embed_images(images), "text_emb": self.embed_texts(ids, mask),
-                "logit_scale": self.logit_scale.exp().clamp(max=100.0)}
+    def forward(
+        self, images: torch.Tensor, ids: torch.Tensor, mask: torch.Tensor | None = None
+    ) -> dict[str, torch.Tensor]:
+        return {
+            "image_emb": self.embed_images(images),
+            "text_emb": self.embed_texts(ids, mask),
+            "logit_scale": self.logit_scale.exp().clamp(max=100.0),
+        }
 
     # The scorer contract (no gradients, batched).
     @torch.no_grad()
     def encode_images(self, images: ImageInput) -> torch.Tensor:
         n = num_images(images)
-        out = [self.embed_images(self.image_tower.preprocess(images[i:i + self.encode_batch], self.device))
-               for i in range(0, n, self.encode_batch)]
+        out = [
+            self.embed_images(self.image_tower.preprocess(images[i : i + self.encode_batch], self.device))
+            for i in range(0, n, self.encode_batch)
+        ]
         return torch.cat(out) if out else torch.zeros(0, self.config.embed_dim, device=self.device)
 
     @torch.no_grad()
     def encode_texts(self, texts: Sequence[str]) -> torch.Tensor:
         texts = as_text_list(texts)
-        out = [self.embed_texts(*self.tokenize(texts[i:i + self.encode_batch]))
-               for i in range(0, len(texts), self.encode_batch)]
+        out = [
+            self.embed_texts(*self.tokenize(texts[i : i + self.encode_batch]))
+            for i in range(0, len(texts), self.encode_batch)
+        ]
         return torch.cat(out) if out else torch.zeros(0, self.config.embed_dim, device=self.device)
 
     @property
@@ -243,7 +273,11 @@ def load_images_for(model: Any, pairs: Any, indices: Sequence[int]) -> Any:
     """
     idx = [int(i) for i in indices]
     paths = getattr(pairs, "image_paths", None)
-    if getattr(model, "native_images", False) and getattr(pairs, "image_array", None) is None and paths is not None:
+    if (
+        getattr(model, "native_images", False)
+        and getattr(pairs, "image_array", None) is None
+        and paths is not None
+    ):
         from alignlab.data.images import open_image
 
         return [open_image(paths[i]) for i in idx]

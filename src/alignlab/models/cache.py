@@ -67,8 +67,10 @@ def image_keys(images: ImageInput) -> list[str]:
     else:
         for im in images:
             if not isinstance(im, Image.Image):
-                raise DataError(f"expected Pillow images, got a {type(im).__name__}",
-                                fix="pass a uint8 tensor [B, 3, H, W] or a list of Pillow images")
+                raise DataError(
+                    f"expected Pillow images, got a {type(im).__name__}",
+                    fix="pass a uint8 tensor [B, 3, H, W] or a list of Pillow images",
+                )
             h = hashlib.sha256(f"pil:{im.mode}:{im.size}".encode())
             h.update(im.tobytes())
             keys.append(h.hexdigest())
@@ -86,7 +88,9 @@ def model_identity(model: Any) -> str:
     ident = getattr(model, "identity", None)
     if isinstance(ident, str) and ident:
         return ident
-    h = hashlib.sha256(f"{type(model).__module__}.{type(model).__qualname__}:{getattr(model, 'name', '')}".encode())
+    h = hashlib.sha256(
+        f"{type(model).__module__}.{type(model).__qualname__}:{getattr(model, 'name', '')}".encode()
+    )
     config = getattr(model, "config", None)
     if config is not None:
         h.update(repr(config).encode())
@@ -96,8 +100,10 @@ def model_identity(model: Any) -> str:
         h.update(json.dumps(vocab, sort_keys=True, default=str).encode())
     state = model.state_dict() if hasattr(model, "state_dict") else {}
     if not state:
-        raise ConfigError(f"cannot tell the identity of {type(model).__name__} for the encoding cache",
-                          fix="give the model an `identity` string attribute (a hash of its weights and settings)")
+        raise ConfigError(
+            f"cannot tell the identity of {type(model).__name__} for the encoding cache",
+            fix="give the model an `identity` string attribute (a hash of its weights and settings)",
+        )
     for name, t in sorted(state.items()):
         h.update(name.encode())
         h.update(str(t.dtype).encode())
@@ -129,10 +135,14 @@ class CachedEncoder(DualEncoder):
     ``_encoded`` (passed to the model) and ``_disk_hits`` (read from ``cache_dir``).
     """
 
-    def __init__(self, model: DualEncoder, cache_dir: str | os.PathLike | None = None, *, images: bool = True):
+    def __init__(
+        self, model: DualEncoder, cache_dir: str | os.PathLike | None = None, *, images: bool = True
+    ):
         if not getattr(model, "is_dual", False):
-            raise ConfigError(f"{getattr(model, 'name', type(model).__name__)} is not a dual encoder",
-                              fix="the encoding cache applies to dual encoders; use the model directly")
+            raise ConfigError(
+                f"{getattr(model, 'name', type(model).__name__)} is not a dual encoder",
+                fix="the encoding cache applies to dual encoders; use the model directly",
+            )
         self.model = model
         self.native_images = bool(getattr(model, "native_images", False))  # a class constant of the model
         self.cache_images = bool(images)
@@ -141,8 +151,11 @@ class CachedEncoder(DualEncoder):
         self._mem: dict[str, dict[str, torch.Tensor]] = {"text": {}, "image": {}}
         self._disk_loaded: set[str] = set()
         self._disk_keys: set[str] = set()  # keys whose embeddings were read from cache_dir
-        self.stats = {f"{kind}_{what}": 0 for kind in ("text", "image")
-                      for what in ("requests", "unique", "encoded", "disk_hits")}
+        self.stats = {
+            f"{kind}_{what}": 0
+            for kind in ("text", "image")
+            for what in ("requests", "unique", "encoded", "disk_hits")
+        }
 
     # Pass the model's declarations through.
     @property
@@ -194,7 +207,9 @@ class CachedEncoder(DualEncoder):
         return self._lookup("image", keys, lambda idx: self.model.encode_images(_take(images, idx)))
 
     # Internals.
-    def _lookup(self, kind: str, keys: list[str], encode: Callable[[list[int]], torch.Tensor]) -> torch.Tensor:
+    def _lookup(
+        self, kind: str, keys: list[str], encode: Callable[[list[int]], torch.Tensor]
+    ) -> torch.Tensor:
         self.stats[f"{kind}_requests"] += len(keys)
         order, inverse = dedupe(keys)
         self.stats[f"{kind}_unique"] += len(order)
@@ -207,7 +222,9 @@ class CachedEncoder(DualEncoder):
         if missing:
             emb = encode(missing)
             if emb.shape[0] != len(missing):
-                raise DataError(f"{self.name} returned {emb.shape[0]} {kind} embeddings for {len(missing)} inputs")
+                raise DataError(
+                    f"{self.name} returned {emb.shape[0]} {kind} embeddings for {len(missing)} inputs"
+                )
             out_device = emb.device
             emb_cpu = emb.detach().to("cpu", torch.float32)
             for row, i in enumerate(missing):
@@ -232,14 +249,23 @@ class CachedEncoder(DualEncoder):
                     emb = f.get_tensor("emb")
                 keys = json.loads(meta.get("keys", "[]"))
             except Exception as e:  # a torn or foreign file: say which and carry on without it
-                raise DataError(f"unreadable encoding-cache shard: {e}", where=str(shard),
-                                fix="delete the file (it is only a cache)") from None
+                raise DataError(
+                    f"unreadable encoding-cache shard: {e}",
+                    where=str(shard),
+                    fix="delete the file (it is only a cache)",
+                ) from None
             if len(keys) != emb.shape[0]:
-                raise DataError("encoding-cache shard has mismatched keys and rows", where=str(shard),
-                                fix="delete the file (it is only a cache)")
+                raise DataError(
+                    "encoding-cache shard has mismatched keys and rows",
+                    where=str(shard),
+                    fix="delete the file (it is only a cache)",
+                )
             if meta.get("identity", self.identity) != self.identity:
-                raise DataError("encoding-cache shard was written by another model or model version",
-                                where=str(shard), fix="delete the file (it is only a cache)")
+                raise DataError(
+                    "encoding-cache shard was written by another model or model version",
+                    where=str(shard),
+                    fix="delete the file (it is only a cache)",
+                )
             for k, row in zip(keys, emb):
                 self._mem[kind].setdefault(k, row)
                 self._disk_keys.add(k)
@@ -253,8 +279,12 @@ class CachedEncoder(DualEncoder):
             except (json.JSONDecodeError, OSError):
                 stored = None
             if stored != self.identity:
-                raise DataError("encoding-cache folder belongs to another model (identity prefix collision or a "
-                                "hand-edited folder)", where=str(self.folder), fix="delete the folder")
+                raise DataError(
+                    "encoding-cache folder belongs to another model (identity prefix collision or a "
+                    "hand-edited folder)",
+                    where=str(self.folder),
+                    fix="delete the folder",
+                )
 
     def _write_shard(self, kind: str, keys: list[str], emb: torch.Tensor) -> None:
         from safetensors.torch import save_file
@@ -266,7 +296,11 @@ class CachedEncoder(DualEncoder):
             desc = self.model.describe() if hasattr(self.model, "describe") else {"name": self.name}
             write_json(ident_file, {"identity": self.identity, "model": desc})
         with atomic_path(self.folder / f"{kind}-{uuid.uuid4().hex}.safetensors") as tmp:
-            save_file({"emb": emb.contiguous()}, str(tmp), metadata={"keys": json.dumps(keys), "identity": self.identity})
+            save_file(
+                {"emb": emb.contiguous()},
+                str(tmp),
+                metadata={"keys": json.dumps(keys), "identity": self.identity},
+            )
 
 
 def _take(images: ImageInput, idx: list[int]) -> ImageInput:
@@ -290,4 +324,3 @@ def encode_unique_texts(model: DualEncoder, texts: Sequence[str]) -> torch.Tenso
     if not texts:
         return emb
     return emb[torch.tensor(inverse, device=emb.device)]
-

@@ -56,8 +56,12 @@ def default_tokenizer(texts: Iterable[str] | None = None) -> WordTokenizer:
     return WordTokenizer.build(vocabulary())
 
 
-def build_model(arch: str, config: Mapping[str, Any] | Any | None = None, tokenizer: WordTokenizer | None = None,
-                texts: Iterable[str] | None = None) -> nn.Module:
+def build_model(
+    arch: str,
+    config: Mapping[str, Any] | Any | None = None,
+    tokenizer: WordTokenizer | None = None,
+    texts: Iterable[str] | None = None,
+) -> nn.Module:
     """A new, randomly initialised tiny model. ``config`` is a dict of overrides or a config dataclass."""
     if arch not in ARCHS:
         raise ConfigError(f"unknown model architecture {arch!r}", fix=f"choose one of: {', '.join(ARCHS)}")
@@ -85,8 +89,12 @@ def save_model(model: nn.Module, out_dir: str | os.PathLike, extra: Mapping[str,
     # nn.Module types such attributes as tensors or modules.
     arch_model: Any = model
     arch_model.tokenizer.save(out / "tokenizer.json")
-    meta = {"arch": arch_model.name, "config": to_jsonable(dataclasses.asdict(arch_model.config)),
-            "alignlab": alignlab.__version__, **(dict(extra) if extra else {})}
+    meta = {
+        "arch": arch_model.name,
+        "config": to_jsonable(dataclasses.asdict(arch_model.config)),
+        "alignlab": alignlab.__version__,
+        **(dict(extra) if extra else {}),
+    }
     write_json(out / "model.json", meta)
     return out
 
@@ -102,39 +110,55 @@ def load_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu")
                 p = p / sub
                 break
     if not (p / "model.json").is_file():
-        raise ModelError("no saved model here (model.json missing)", where=str(path),
-                         fix="give a folder written by alignlab (a run folder or its best/ or final/)")
+        raise ModelError(
+            "no saved model here (model.json missing)",
+            where=str(path),
+            fix="give a folder written by alignlab (a run folder or its best/ or final/)",
+        )
     try:
         meta = json.loads((p / "model.json").read_text(encoding="utf-8"))
         arch = meta["arch"] if isinstance(meta, dict) else None
     except (json.JSONDecodeError, UnicodeDecodeError, KeyError) as e:
-        raise ModelError(f"model.json is not valid: {e}", where=str(p / "model.json"),
-                         fix="the checkpoint is damaged; save the model again or restore the folder") from None
+        raise ModelError(
+            f"model.json is not valid: {e}",
+            where=str(p / "model.json"),
+            fix="the checkpoint is damaged; save the model again or restore the folder",
+        ) from None
     if not isinstance(arch, str) or not isinstance(meta.get("config") or {}, dict):
-        raise ModelError("model.json does not describe a model (needs an 'arch' name and a 'config' mapping)",
-                         where=str(p / "model.json"),
-                         fix="the checkpoint is damaged; save the model again or restore the folder")
+        raise ModelError(
+            "model.json does not describe a model (needs an 'arch' name and a 'config' mapping)",
+            where=str(p / "model.json"),
+            fix="the checkpoint is damaged; save the model again or restore the folder",
+        )
     tokenizer = WordTokenizer.load(p / "tokenizer.json")
     model = build_model(arch, meta.get("config") or {}, tokenizer)
     try:
         state = load_file(str(p / "model.safetensors"))
     except Exception as e:  # safetensors raises its own error types for corrupt files
-        raise ModelError(f"cannot read weights: {e}", where=str(p / "model.safetensors"),
-                         fix="the checkpoint is incomplete or corrupt; retrain or restore it") from None
+        raise ModelError(
+            f"cannot read weights: {e}",
+            where=str(p / "model.safetensors"),
+            fix="the checkpoint is incomplete or corrupt; retrain or restore it",
+        ) from None
     try:
         model.load_state_dict(state, strict=True)
     except RuntimeError as e:
-        raise ModelError(f"weights do not fit the {arch} config in model.json: {_first_mismatch(e)}",
-                         where=str(p / "model.safetensors"),
-                         fix="load it with the config it was trained with (model.json of the same run)") from None
+        raise ModelError(
+            f"weights do not fit the {arch} config in model.json: {_first_mismatch(e)}",
+            where=str(p / "model.safetensors"),
+            fix="load it with the config it was trained with (model.json of the same run)",
+        ) from None
     return model.to(device).eval()
 
 
 def _first_mismatch(e: RuntimeError) -> str:
     """The first keys named in torch's load_state_dict message (which starts 'Error(s) in loading ...')."""
     text = str(e)
-    size = re.search(r"size mismatch for ([^:]+): copying a param with shape torch\.Size\((\[[^\]]*\])\) from "
-                     r"checkpoint, the shape in current model is torch\.Size\((\[[^\]]*\])\)", text)
+    size = re.search(
+        r"size mismatch for ([^:]+): copying a param with shape torch\.Size\((\[[^\]]*\])\) from "
+        r"checkpoint, the shape in current model is torch\.Size\((\[[^\]]*\])\)",
+        text,
+    )
     if size:
         return f"{size.group(1)} has shape {size.group(2)} in the file but {size.group(3)} in the model"
     parts = []
@@ -146,8 +170,14 @@ def _first_mismatch(e: RuntimeError) -> str:
     return ", ".join(parts) or text.splitlines()[0]
 
 
-def load_model(spec: str, *, device: str | torch.device = "cpu", config: Mapping[str, Any] | None = None,
-               texts: Iterable[str] | None = None, **kwargs: Any) -> Any:
+def load_model(
+    spec: str,
+    *,
+    device: str | torch.device = "cpu",
+    config: Mapping[str, Any] | None = None,
+    texts: Iterable[str] | None = None,
+    **kwargs: Any,
+) -> Any:
     """A scorer from a spec string.
 
     * ``tiny-dual`` / ``tiny-cross`` — a new random tiny model (``config`` overrides; tokenizer from

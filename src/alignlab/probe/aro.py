@@ -44,8 +44,11 @@ _COPULAS = {"is", "are"}
 def _entries(path: Path, kind: str) -> list[dict[str, Any]]:
     data = read_json(path)
     if not isinstance(data, list):
-        raise DataError(f"expected a JSON list of {kind} entries", where=str(path),
-                        fix=f"give ARO's visual_genome_{kind}.json")
+        raise DataError(
+            f"expected a JSON list of {kind} entries",
+            where=str(path),
+            fix=f"give ARO's visual_genome_{kind}.json",
+        )
     for i, e in enumerate(data):
         where = f"{path}[{i}]"
         if not isinstance(e, dict):
@@ -65,7 +68,9 @@ def _crop(e: dict[str, Any]) -> list[float] | None:
     return None
 
 
-def _choice(rng: np.random.Generator, options: list[str], kinds: list[str], correct: int) -> tuple[list, list, int]:
+def _choice(
+    rng: np.random.Generator, options: list[str], kinds: list[str], correct: int
+) -> tuple[list, list, int]:
     order = rng.permutation(len(options))
     return [options[k] for k in order], [kinds[k] for k in order], int(np.flatnonzero(order == correct)[0])
 
@@ -78,11 +83,11 @@ def split_relation(caption: str, relation: str) -> tuple[str, str] | None:
     if not rel:
         return None
     low, rlow = [t.lower() for t in toks], [t.lower() for t in rel]
-    hits = [i for i in range(len(low) - len(rlow) + 1) if low[i:i + len(rlow)] == rlow]
+    hits = [i for i in range(len(low) - len(rlow) + 1) if low[i : i + len(rlow)] == rlow]
     if len(hits) != 1:
         return None
     i = hits[0]
-    left, right = toks[:i], toks[i + len(rel):]
+    left, right = toks[:i], toks[i + len(rel) :]
     while left and left[-1].lower() in _COPULAS:
         left = left[:-1]
     if not left or not right:
@@ -96,25 +101,33 @@ def split_attribution(caption: str, attributes: list[str]) -> tuple[str, str] | 
     if toks.count("and") != 1:
         return None
     k = toks.index("and")
-    left, right = toks[:k], toks[k + 1:]
+    left, right = toks[:k], toks[k + 1 :]
     a1, a2 = (tokenize(a.lower()) for a in attributes)
 
     def noun(side: list[str], attr: list[str]) -> str | None:
         if side[:1] not in (["the"], ["a"], ["an"]):
             return None
         rest = side[1:]
-        if rest[:len(attr)] != attr or len(rest) == len(attr):
+        if rest[: len(attr)] != attr or len(rest) == len(attr):
             return None
-        return detokenize(rest[len(attr):])
+        return detokenize(rest[len(attr) :])
 
     x, y = noun(left, a1), noun(right, a2)
     return (x, y) if x and y else None
 
 
-def build_aro_items(out_dir: str | os.PathLike, *, relation_file: str | os.PathLike | None = None,
-                    attribution_file: str | os.PathLike | None = None, image_root: str | os.PathLike,
-                    seed: int = 0, negation: bool = True, check_images: bool = True,
-                    max_items: int | None = None, allow_outside_root: bool = False) -> tuple[Path, dict[str, Any]]:
+def build_aro_items(
+    out_dir: str | os.PathLike,
+    *,
+    relation_file: str | os.PathLike | None = None,
+    attribution_file: str | os.PathLike | None = None,
+    image_root: str | os.PathLike,
+    seed: int = 0,
+    negation: bool = True,
+    check_images: bool = True,
+    max_items: int | None = None,
+    allow_outside_root: bool = False,
+) -> tuple[Path, dict[str, Any]]:
     """Write ARO-format items to ``out_dir`` (see the module docstring); returns (items file, info)."""
     if relation_file is None and attribution_file is None:
         raise DataError("nothing to import", fix="give --aro-relation and/or --aro-attribution")
@@ -128,8 +141,11 @@ def build_aro_items(out_dir: str | os.PathLike, *, relation_file: str | os.PathL
         # Refused here already (not only when the items are evaluated) if it leaves the image root.
         path = resolve_inside(root, ref, where=where, allow_outside=allow_outside_root)
         if check_images and not path.is_file():
-            raise DataError(f"image {ref!r} not found under {root}", where=where,
-                            fix="give --image-root, the folder that holds ARO's images")
+            raise DataError(
+                f"image {ref!r} not found under {root}",
+                where=where,
+                fix="give --image-root, the folder that holds ARO's images",
+            )
         return ref
 
     for kind, path in (("relation", relation_file), ("attribution", attribution_file)):
@@ -144,14 +160,27 @@ def build_aro_items(out_dir: str | os.PathLike, *, relation_file: str | os.PathL
             ref, crop = image(e, where), _crop(e)
             rng = np.random.default_rng([seed, 0 if kind == "relation" else 1, i])
             true, false = e["true_caption"].strip(), e["false_caption"].strip()
-            meta = {"aro_index": i, "aro_file": path.name, **({"image_id": e["image_id"]} if "image_id" in e else {})}
+            meta = {
+                "aro_index": i,
+                "aro_file": path.name,
+                **({"image_id": e["image_id"]} if "image_id" in e else {}),
+            }
             opts, kinds, c = _choice(rng, [true, false], ["gold", "swap"], 0)
             common = dict(images=[ref], crops=[crop], source="aro", generator=gen, seed=seed)
             if kind == "relation":
                 rel = str(e.get("relation_name") or "relation")
-                items.append(ProbeItem(id=f"aro-rel-{i:06d}", task="relationship_composition", category=rel,
-                                       options=opts, correct=c, option_kinds=kinds, meta={**meta, "relation": rel},
-                                       **common))
+                items.append(
+                    ProbeItem(
+                        id=f"aro-rel-{i:06d}",
+                        task="relationship_composition",
+                        category=rel,
+                        options=opts,
+                        correct=c,
+                        option_kinds=kinds,
+                        meta={**meta, "relation": rel},
+                        **common,
+                    )
+                )
                 parts = split_relation(true, rel)
                 if parts is None:
                     skipped["conjunction"] += 1
@@ -160,15 +189,33 @@ def build_aro_items(out_dir: str | os.PathLike, *, relation_file: str | os.PathL
                 if conj.lower() == true.lower():
                     skipped["conjunction"] += 1
                     continue
-                items.append(ProbeItem(id=f"aro-relconj-{i:06d}", task="relationship_composition",
-                                       category="vs_conjunction", options=[true, conj], correct=0, scoring="preference",
-                                       option_kinds=["relation", "conjunction"], meta={**meta, "relation": rel},
-                                       **common))
+                items.append(
+                    ProbeItem(
+                        id=f"aro-relconj-{i:06d}",
+                        task="relationship_composition",
+                        category="vs_conjunction",
+                        options=[true, conj],
+                        correct=0,
+                        scoring="preference",
+                        option_kinds=["relation", "conjunction"],
+                        meta={**meta, "relation": rel},
+                        **common,
+                    )
+                )
             else:
                 a1, a2 = (str(a) for a in e["attributes"])
-                items.append(ProbeItem(id=f"aro-attr-{i:06d}", task="attribute_ownership", category=f"{a1}_{a2}",
-                                       options=opts, correct=c, option_kinds=kinds,
-                                       meta={**meta, "attributes": [a1, a2]}, **common))
+                items.append(
+                    ProbeItem(
+                        id=f"aro-attr-{i:06d}",
+                        task="attribute_ownership",
+                        category=f"{a1}_{a2}",
+                        options=opts,
+                        correct=c,
+                        option_kinds=kinds,
+                        meta={**meta, "attributes": [a1, a2]},
+                        **common,
+                    )
+                )
                 if not negation:
                     continue
                 xy = split_attribution(true, [a1, a2])
@@ -177,19 +224,42 @@ def build_aro_items(out_dir: str | os.PathLike, *, relation_file: str | os.PathL
                     continue
                 x, y = xy
                 if i % 2 == 0:
-                    aff, neg, cat, right = f"the {x} is {a1} and the {y} is {a2}", \
-                        f"the {x} is not {a1} and the {y} is not {a2}", "affirmative_true", 0
+                    aff, neg, cat, right = (
+                        f"the {x} is {a1} and the {y} is {a2}",
+                        f"the {x} is not {a1} and the {y} is not {a2}",
+                        "affirmative_true",
+                        0,
+                    )
                 else:
-                    aff, neg, cat, right = f"the {x} is {a2} and the {y} is {a1}", \
-                        f"the {x} is not {a2} and the {y} is not {a1}", "negated_true", 1
+                    aff, neg, cat, right = (
+                        f"the {x} is {a2} and the {y} is {a1}",
+                        f"the {x} is not {a2} and the {y} is not {a1}",
+                        "negated_true",
+                        1,
+                    )
                 o, k, c2 = _choice(rng, [aff, neg], ["affirmative", "negated"], right)
-                items.append(ProbeItem(id=f"aro-neg-{i:06d}", task="negation", category=cat, options=o, correct=c2,
-                                       option_kinds=k, meta={**meta, "attributes": [a1, a2]}, **common))
+                items.append(
+                    ProbeItem(
+                        id=f"aro-neg-{i:06d}",
+                        task="negation",
+                        category=cat,
+                        options=o,
+                        correct=c2,
+                        option_kinds=k,
+                        meta={**meta, "attributes": [a1, a2]},
+                        **common,
+                    )
+                )
     if not items:
         raise DataError("no items could be made from the ARO files")
-    info = {"source": "aro", "seed": seed, "image_root": str(root.resolve()), "skipped": skipped,
-            "relation_file": str(relation_file) if relation_file else None,
-            "attribution_file": str(attribution_file) if attribution_file else None,
-            "labels": "Visual Genome annotations (no truth evaluator); negated_true negation items assume an "
-                      "object annotated with one attribute does not also have the other"}
+    info = {
+        "source": "aro",
+        "seed": seed,
+        "image_root": str(root.resolve()),
+        "skipped": skipped,
+        "relation_file": str(relation_file) if relation_file else None,
+        "attribution_file": str(attribution_file) if attribution_file else None,
+        "labels": "Visual Genome annotations (no truth evaluator); negated_true negation items assume an "
+        "object annotated with one attribute does not also have the other",
+    }
     return write_probe(out_dir, items, info), info

@@ -51,8 +51,29 @@ from alignlab.data.shapes import COLOURS, POLYSEMOUS, SHAPES, SIZE_SYNONYMS, Sce
 from alignlab.data.text import split_words
 from alignlab.models.base import ImageInput, Scorer, as_text_list, num_images
 
-NEGATION_WORDS = frozenset({"not", "no", "n't", "never", "nor", "none", "nothing", "nobody", "neither", "without",
-                            "isn't", "aren't", "doesn't", "don't", "can't", "cannot", "won't", "wasn't", "weren't"})
+NEGATION_WORDS = frozenset(
+    {
+        "not",
+        "no",
+        "n't",
+        "never",
+        "nor",
+        "none",
+        "nothing",
+        "nobody",
+        "neither",
+        "without",
+        "isn't",
+        "aren't",
+        "doesn't",
+        "don't",
+        "can't",
+        "cannot",
+        "won't",
+        "wasn't",
+        "weren't",
+    }
+)
 JITTER = 1e-9
 
 
@@ -130,8 +151,10 @@ class UnigramLMScorer(TextOnlyScorer):
         super().__init__(seed)
         self.counts: Counter[str] = Counter(w for c in captions for w in split_words(c))
         if not self.counts:
-            raise ModelError("the unigram language model needs training captions",
-                             fix="give the captions the model was trained on (--lm-captions)")
+            raise ModelError(
+                "the unigram language model needs training captions",
+                fix="give the captions the model was trained on (--lm-captions)",
+            )
         self.total = sum(self.counts.values())
         self.denominator = math.log(self.total + len(self.counts) + 1)
 
@@ -150,7 +173,9 @@ class RandomScorer(Scorer):
         self.gen = torch.Generator().manual_seed(seed)
 
     def score(self, images: ImageInput, texts: Sequence[str]) -> torch.Tensor:
-        return torch.rand(num_images(images), len(as_text_list(texts)), generator=self.gen, dtype=torch.float64)
+        return torch.rand(
+            num_images(images), len(as_text_list(texts)), generator=self.gen, dtype=torch.float64
+        )
 
     def score_pairs(self, images: ImageInput, texts: Sequence[str]) -> torch.Tensor:
         return torch.rand(len(as_text_list(texts)), generator=self.gen, dtype=torch.float64)
@@ -181,7 +206,9 @@ class _SceneScorer(Scorer):
             for img, d in zip(load_item_images(ps, it), sc, strict=True):
                 scenes[image_key(img)] = Scene.from_dict(d)
         if not scenes:
-            raise ModelError("the probe items carry no scene graphs", fix="use ShapesWorld items for the oracles")
+            raise ModelError(
+                "the probe items carry no scene graphs", fix="use ShapesWorld items for the oracles"
+            )
         return cls(scenes, **kwargs)
 
     def scene(self, image: Any) -> tuple[str, Scene]:
@@ -189,8 +216,10 @@ class _SceneScorer(Scorer):
         if key not in self.scenes and self.unknown == "empty":
             return key, Scene(())
         if key not in self.scenes:
-            raise ModelError("the oracle has no scene graph for this image",
-                             fix="score the images of the probe set the oracle was built from")
+            raise ModelError(
+                "the oracle has no scene graph for this image",
+                fix="score the images of the probe set the oracle was built from",
+            )
         return key, self.scenes[key]
 
     def pair_score(self, key: str, scene: Scene, text: str) -> float:
@@ -224,7 +253,10 @@ class SceneGraphOracle(_SceneScorer):
         return 1.0 if caption_truth(text, scene) else 0.0
 
 
-_KIND_WORDS = {**{k: k for k in (*SHAPES, *POLYSEMOUS)}, **{kind_plural(k): k for k in (*SHAPES, *POLYSEMOUS)}}
+_KIND_WORDS = {
+    **{k: k for k in (*SHAPES, *POLYSEMOUS)},
+    **{kind_plural(k): k for k in (*SHAPES, *POLYSEMOUS)},
+}
 _SIZE_OF = {w: s for s, ws in SIZE_SYNONYMS.items() for w in ws}
 
 
@@ -233,7 +265,9 @@ class BagOfWordsOracle(_SceneScorer):
 
     name = "bag-of-words-oracle"
 
-    def __init__(self, scenes: dict[str, Scene], seed: int = 0, unknown: str = "error", tie_break: bool = True):
+    def __init__(
+        self, scenes: dict[str, Scene], seed: int = 0, unknown: str = "error", tie_break: bool = True
+    ):
         super().__init__(scenes, seed, unknown)
         self.tie_break = tie_break  # False: equal bags tie exactly (and ties count as wrong)
 
@@ -264,7 +298,9 @@ def heuristic_scorer(name: str, lm_captions: Sequence[str] | None = None, seed: 
         return ShorterScorer(seed)
     if name == "unigram_lm":
         if not lm_captions:
-            raise ModelError("the unigram-LM baseline needs training captions",
-                             fix="give --lm-captions (a caption file) or leave unigram_lm out of the baselines")
+            raise ModelError(
+                "the unigram-LM baseline needs training captions",
+                fix="give --lm-captions (a caption file) or leave unigram_lm out of the baselines",
+            )
         return UnigramLMScorer(lm_captions, seed)
     raise ModelError(f"unknown heuristic baseline {name!r}", fix=f"use one of: {', '.join(HEURISTICS)}")

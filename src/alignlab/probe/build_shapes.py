@@ -134,8 +134,9 @@ def caption_truth(text: str, scene: Scene) -> bool:
     return evaluate(form, scene)
 
 
-def unique_np(o: Obj, scene: Scene, rng: np.random.Generator, drop: str | None = None,
-              prefer_attribute: bool = False) -> NP | None:
+def unique_np(
+    o: Obj, scene: Scene, rng: np.random.Generator, drop: str | None = None, prefer_attribute: bool = False
+) -> NP | None:
     """A definite NP that picks out ``o`` alone (without attribute ``drop``), or None if there is none."""
     cands = [NP(o.kind, None, None, True, o.sense)]
     if drop != "size":
@@ -196,8 +197,9 @@ def _phrase(rel: str, rng: np.random.Generator) -> str:
 # --- drafts, one function per (task, category) ------------------------------------------------------
 
 
-def _semantic(family: str, scene: Scene, rng: np.random.Generator, tagger: LexiconTagger,
-              stats: Counter) -> Draft | None:
+def _semantic(
+    family: str, scene: Scene, rng: np.random.Generator, tagger: LexiconTagger, stats: Counter
+) -> Draft | None:
     objs = scene.objects
     if family == "relation":
         ij = _pair(scene, rng, lambda a, b: any(relation_holds(r, a, b) for r in RELATIONS))
@@ -308,15 +310,23 @@ def _ownership(category: str, scene: Scene, rng: np.random.Generator) -> Draft |
         if category == "swap_colour":
             return Draft([gold, alt], 0, ["gold", "swap"], [scene])
         other = swap_colours(scene, ij[0], ij[1])
-        return Draft([gold, alt], [0, 1], ["caption0", "caption1"], [scene, other], format="pair",
-                     meta={"counterfactual": "swap_colours", "objects": list(ij)})
+        return Draft(
+            [gold, alt],
+            [0, 1],
+            ["caption0", "caption1"],
+            [scene, other],
+            format="pair",
+            meta={"counterfactual": "swap_colours", "objects": list(ij)},
+        )
     if category == "swap_size":
         ij = _pair(scene, rng, lambda a, b: a.size != b.size and a.kind != b.kind)
         if ij is None:
             return None
         a, b = objs[ij[0]], objs[ij[1]]
         colour = rng.random() < 0.3
-        gold = english(And((Exists(describe(a, rng, colour, True)), Exists(describe(b, rng, colour, True)))), rng)
+        gold = english(
+            And((Exists(describe(a, rng, colour, True)), Exists(describe(b, rng, colour, True)))), rng
+        )
         alt = swap_words(gold, _SIZE_WORDS, keep_bag=True)
         return None if alt is None else Draft([gold, alt], 0, ["gold", "swap"], [scene])
     if category == "respectively":
@@ -368,11 +378,18 @@ def _composition(category: str, scene: Scene, rng: np.random.Generator) -> Draft
             kinds.append("gold" if r == rel else "inverse" if r == _INVERSE[rel] else "orthogonal")
         return Draft(options, RELATIONS.index(rel), kinds, [scene], meta=meta)
     if category == "vs_conjunction":
-        return Draft([gold, f"{ta} and {tb}"], 0, ["relation", "conjunction"], [scene], scoring="preference",
-                     meta=meta)
+        return Draft(
+            [gold, f"{ta} and {tb}"], 0, ["relation", "conjunction"], [scene], scoring="preference", meta=meta
+        )
     if category == "pair_mirror":
-        return Draft([gold, swapped], [0, 1], ["caption0", "caption1"], [scene, mirror(scene)], format="pair",
-                     meta={**meta, "counterfactual": "mirror"})
+        return Draft(
+            [gold, swapped],
+            [0, 1],
+            ["caption0", "caption1"],
+            [scene, mirror(scene)],
+            format="pair",
+            meta={**meta, "counterfactual": "mirror"},
+        )
     raise ValueError(category)
 
 
@@ -388,7 +405,9 @@ def consistent(draft: Draft, truth: list[list[bool]]) -> bool:
     """Whether the labels agree with the draft's intended answer (else the draft is rejected)."""
     if draft.format == "pair":
         c = draft.correct
-        return all(truth[k][c[k]] and not truth[k][1 - c[k]] for k in range(2)) and len(set(draft.options)) == 2
+        return (
+            all(truth[k][c[k]] and not truth[k][1 - c[k]] for k in range(2)) and len(set(draft.options)) == 2
+        )
     row = truth[0]
     if not row[draft.correct] or len({o.lower() for o in draft.options}) != len(draft.options):
         return False
@@ -417,8 +436,12 @@ _TASK_CODES = {t: k for k, t in enumerate(TASKS)}
 
 def build_shapes_items(cfg: ShapesProbeConfig) -> tuple[list[ProbeItem], dict[str, bytes], dict[str, int]]:
     """Generate the items (with labels), their PNG images (``images/<sha16>.png`` -> bytes) and build stats."""
-    world_cfg = ShapesConfig(image_size=cfg.image_size, min_objects=2, max_objects=cfg.max_objects,
-                             polysemous_rate=cfg.polysemous_rate)
+    world_cfg = ShapesConfig(
+        image_size=cfg.image_size,
+        min_objects=2,
+        max_objects=cfg.max_objects,
+        polysemous_rate=cfg.polysemous_rate,
+    )
     tagger = LexiconTagger()
     stats: Counter = Counter()
     stats["true_negatives_dropped"] = 0  # distractors found true (their draft redrawn); shuffles: see below
@@ -459,8 +482,10 @@ def build_shapes_items(cfg: ShapesProbeConfig) -> tuple[list[ProbeItem], dict[st
                 continue
             break
         else:
-            raise DataError(f"could not build a {task}/{cat} item in {cfg.max_attempts} scenes",
-                            fix="raise max_attempts or max_objects")
+            raise DataError(
+                f"could not build a {task}/{cat} item in {cfg.max_attempts} scenes",
+                fix="raise max_attempts or max_objects",
+            )
         if draft.format == "choice":
             order = rng.permutation(len(draft.options))  # the right answer is not always first
             options = [draft.options[k] for k in order]
@@ -471,12 +496,25 @@ def build_shapes_items(cfg: ShapesProbeConfig) -> tuple[list[ProbeItem], dict[st
             options, kinds, correct = draft.options, draft.kinds, list(draft.correct)
         refs = [image_ref(s) for s in draft.scenes]
         stats["items"] += 1
-        items.append(ProbeItem(
-            id=f"shapes-{task}-{cat}-{n:05d}", task=task, category=cat, images=[r for r, _ in refs],
-            options=options, correct=correct, format=draft.format, scoring=draft.scoring, option_kinds=kinds,
-            truth=truth, image_sha256=[s for _, s in refs], source="shapes",
-            generator=f"{PROBE_VERSION}+{GENERATOR_VERSION}", seed=cfg.seed,
-            meta={**draft.meta, "scenes": [s.to_dict() for s in draft.scenes]}))
+        items.append(
+            ProbeItem(
+                id=f"shapes-{task}-{cat}-{n:05d}",
+                task=task,
+                category=cat,
+                images=[r for r, _ in refs],
+                options=options,
+                correct=correct,
+                format=draft.format,
+                scoring=draft.scoring,
+                option_kinds=kinds,
+                truth=truth,
+                image_sha256=[s for _, s in refs],
+                source="shapes",
+                generator=f"{PROBE_VERSION}+{GENERATOR_VERSION}",
+                seed=cfg.seed,
+                meta={**draft.meta, "scenes": [s.to_dict() for s in draft.scenes]},
+            )
+        )
     return items, images, dict(stats)
 
 
@@ -487,7 +525,13 @@ def build_shapes_probe(cfg: ShapesProbeConfig, out_dir: str | os.PathLike) -> tu
     except ValueError as e:
         raise ConfigError(str(e)) from None
     items, images, stats = build_shapes_items(cfg)
-    info = {"source": "shapes", "seed": cfg.seed, "config": asdict(cfg), "build_stats": stats,
-            "generator": f"{PROBE_VERSION}+{GENERATOR_VERSION}", "n_images": len(images),
-            "labels": "every option labelled by alignlab.data.shapes.evaluate; unparseable shuffles are false"}
+    info = {
+        "source": "shapes",
+        "seed": cfg.seed,
+        "config": asdict(cfg),
+        "build_stats": stats,
+        "generator": f"{PROBE_VERSION}+{GENERATOR_VERSION}",
+        "n_images": len(images),
+        "labels": "every option labelled by alignlab.data.shapes.evaluate; unparseable shuffles are false",
+    }
     return write_probe(out_dir, items, info, images), info

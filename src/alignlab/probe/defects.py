@@ -78,8 +78,14 @@ def substring_write_back(text: str, new_tokens: Sequence[str]) -> str:
     return pattern.sub(lambda m: mapping[m.group(0)], text)
 
 
-def substring_shuffle(text: str, kind: str, rng: np.random.Generator, tagger: Any | None = None,
-                      tries: int = 20, reject: Any = None) -> str | None:
+def substring_shuffle(
+    text: str,
+    kind: str,
+    rng: np.random.Generator,
+    tagger: Any | None = None,
+    tries: int = 20,
+    reject: Any = None,
+) -> str | None:
     """A ``kind`` shuffle of ``text`` written back by substring replacement; None when none differs from it."""
     tokens = tokenize(text)
     tags = (tagger or LexiconTagger()).tag(tokens)
@@ -137,7 +143,10 @@ def substring_items(items: Sequence[ProbeItem], seed: int = 0) -> tuple[list[Pro
             scene = Scene.from_dict(scenes[0])
             truth = [[caption_truth(o, scene) for o in options]]
             stats["true_of_image"] += sum(t for k, t in enumerate(truth[0]) if k != it.correct)
-        out.append(replace(it, options=options, truth=truth, line=None,
-                           generator=f"{it.generator}+substring-shuffles"))
+        out.append(
+            replace(
+                it, options=options, truth=truth, line=None, generator=f"{it.generator}+substring-shuffles"
+            )
+        )
         stats["items"] += 1
     return out, stats

@@ -57,9 +57,9 @@ DEFINITIONS = {
     "pairwise": "share of items where the correct option scores strictly above every option of that kind",
     "gap_pct": "grounded gap: model accuracy minus the best blind baseline's accuracy on the same items",
     "pairs": "Winoground scores: text (right caption for each image), image (right image for each caption), "
-             "group (both)",
+    "group (both)",
     "preference": "share of preference items (all options true) where the model strictly prefers the more "
-                  "specific option",
+    "specific option",
 }
 
 
@@ -99,13 +99,18 @@ def _as_array(scores: Any) -> np.ndarray:
 
 
 def _bad_shape(model: Any, ps: ProbeSet, item: ProbeItem, shape: tuple, want: tuple) -> ModelError:
-    return ModelError(f"{getattr(model, 'name', type(model).__name__)} returned scores of shape {shape} for item "
-                      f"{item.id!r} ({len(item.images)} image(s) x {len(item.options)} options), expected {want}",
-                      where=ps.where(item), fix="score(images, texts) must return one score per (image, text) "
-                                                "pair; score_pairs one per aligned pair")
+    return ModelError(
+        f"{getattr(model, 'name', type(model).__name__)} returned scores of shape {shape} for item "
+        f"{item.id!r} ({len(item.images)} image(s) x {len(item.options)} options), expected {want}",
+        where=ps.where(item),
+        fix="score(images, texts) must return one score per (image, text) "
+        "pair; score_pairs one per aligned pair",
+    )
 
 
-def _score_one(model: Any, ps: ProbeSet, item: ProbeItem, images: list[Image.Image], dual: bool) -> np.ndarray:
+def _score_one(
+    model: Any, ps: ProbeSet, item: ProbeItem, images: list[Image.Image], dual: bool
+) -> np.ndarray:
     n, m = len(images), len(item.options)
     if dual:
         s = _as_array(model.score(_batch(images), list(item.options)))
@@ -121,15 +126,23 @@ def _score_one(model: Any, ps: ProbeSet, item: ProbeItem, images: list[Image.Ima
 
 def _check_values(model: Any, ps: ProbeSet, item: ProbeItem, s: np.ndarray) -> None:
     if not np.isfinite(s).all():
-        raise ModelError(f"non-finite scores for item {item.id!r}", where=ps.where(item),
-                         fix="check the model weights and inputs")
+        raise ModelError(
+            f"non-finite scores for item {item.id!r}",
+            where=ps.where(item),
+            fix="check the model weights and inputs",
+        )
     if getattr(model, "score_semantics", None) == "itm_probability" and ((s < 0) | (s > 1)).any():
-        raise ModelError(f"the model declares itm_probability scores but returned values outside [0, 1] for item "
-                         f"{item.id!r}", where=ps.where(item), fix="declare score_semantics 'logit'")
+        raise ModelError(
+            f"the model declares itm_probability scores but returned values outside [0, 1] for item "
+            f"{item.id!r}",
+            where=ps.where(item),
+            fix="declare score_semantics 'logit'",
+        )
 
 
-def score_items(model: Any, ps: ProbeSet, images: Sequence[list[Image.Image]], *, chunk: int = 64,
-                desc: str | None = None) -> list[np.ndarray]:
+def score_items(
+    model: Any, ps: ProbeSet, images: Sequence[list[Image.Image]], *, chunk: int = 64, desc: str | None = None
+) -> list[np.ndarray]:
     """Scores ``[n_images, n_options]`` of every item of ``ps`` (``images[k]``: item k's images)."""
     items = ps.items
     dual = bool(getattr(model, "is_dual", False))
@@ -146,9 +159,12 @@ def score_items(model: Any, ps: ProbeSet, images: Sequence[list[Image.Image]], *
             # Find the first item that the model scores with the wrong shape, to name it and its line.
             for k in block:
                 _score_one(model, ps, items[k], images[k], dual)
-            raise ModelError(f"the model returned scores of the wrong shape for the block of items starting at "
-                             f"{items[block[0]].id!r}", where=ps.where(items[block[0]]),
-                             fix="score(images, texts) must return one score per (image, text) pair") from None
+            raise ModelError(
+                f"the model returned scores of the wrong shape for the block of items starting at "
+                f"{items[block[0]].id!r}",
+                where=ps.where(items[block[0]]),
+                fix="score(images, texts) must return one score per (image, text) pair",
+            ) from None
         for k, s in zip(block, part, strict=True):
             _check_values(model, ps, items[k], s)
             out.append(s)
@@ -159,7 +175,9 @@ class _ShapeMismatch(Exception):
     pass
 
 
-def _score_block(model: Any, items: list[ProbeItem], images: list[list[Image.Image]], dual: bool) -> list[np.ndarray]:
+def _score_block(
+    model: Any, items: list[ProbeItem], images: list[list[Image.Image]], dual: bool
+) -> list[np.ndarray]:
     if dual:
         flat_imgs = [im for ims in images for im in ims]
         texts = [o for it in items for o in it.options]
@@ -168,7 +186,7 @@ def _score_block(model: Any, items: list[ProbeItem], images: list[list[Image.Ima
             raise _ShapeMismatch
         out, r, c = [], 0, 0
         for it, ims in zip(items, images, strict=True):
-            out.append(s[r:r + len(ims), c:c + len(it.options)])
+            out.append(s[r : r + len(ims), c : c + len(it.options)])
             r += len(ims)
             c += len(it.options)
         return out
@@ -180,7 +198,7 @@ def _score_block(model: Any, items: list[ProbeItem], images: list[list[Image.Ima
     out, p = [], 0
     for it, ims in zip(items, images, strict=True):
         n = len(ims) * len(it.options)
-        out.append(s[p:p + n].reshape(len(ims), len(it.options)))
+        out.append(s[p : p + n].reshape(len(ims), len(it.options)))
         p += n
     return out
 
@@ -194,8 +212,14 @@ def judge(item: ProbeItem, s: np.ndarray, tie_credit: str = "none") -> ItemResul
     ``tie_credit="expected"`` (blind heuristics only) gives a k-way tie that includes the correct option
     1/k instead of 0, and a tied pairwise comparison 1/2.
     """
-    base = dict(id=item.id, task=item.task, category=item.category, format=item.format, scoring=item.scoring,
-                scores=s.tolist())
+    base = dict(
+        id=item.id,
+        task=item.task,
+        category=item.category,
+        format=item.format,
+        scoring=item.scoring,
+        scores=s.tolist(),
+    )
     if item.format == "pair":
         c0, c1 = item.correct
         text_cmp = [(s[0, c0], s[0, c1]), (s[1, c1], s[1, c0])]
@@ -203,7 +227,9 @@ def judge(item: ProbeItem, s: np.ndarray, tie_credit: str = "none") -> ItemResul
         text = all(a > b for a, b in text_cmp)
         image = all(a > b for a, b in image_cmp)
         tie = any(a == b for a, b in text_cmp + image_cmp)
-        return ItemResult(**base, correct=float(text and image), tie=tie, chance=1 / 6, text=text, image=image)
+        return ItemResult(
+            **base, correct=float(text and image), tie=tie, chance=1 / 6, text=text, image=image
+        )
     row = s[0]
     c = item.correct
     top = row.max()
@@ -220,8 +246,15 @@ def judge(item: ProbeItem, s: np.ndarray, tie_credit: str = "none") -> ItemResul
         if j != c:
             won = 1.0 if row[c] > row[j] else (0.5 if expected and row[c] == row[j] else 0.0)
             pairwise[k] = min(pairwise.get(k, 1.0), won)
-    return ItemResult(**base, correct=right, tie=tie, chance=1 / len(row), winner="tie" if tie else kinds[winners[0]],
-                      pairwise=pairwise, preferred_kind=kinds[c] if item.scoring == "preference" else None)
+    return ItemResult(
+        **base,
+        correct=right,
+        tie=tie,
+        chance=1 / len(row),
+        winner="tie" if tie else kinds[winners[0]],
+        pairwise=pairwise,
+        preferred_kind=kinds[c] if item.scoring == "preference" else None,
+    )
 
 
 # --- summaries --------------------------------------------------------------------------------------
@@ -236,30 +269,46 @@ def _acc_stats(rs: list[ItemResult], bootstrap: int, seed: int) -> dict[str, Any
     correct = [r.correct for r in rs]
     winners = Counter(r.winner for r in rs)
     kinds = sorted({k for r in rs for k in r.pairwise})
-    out = {"n": len(rs), "acc_pct": 100 * float(np.mean(correct)), **_ci(correct, bootstrap, seed),
-           "chance_pct": 100 * float(np.mean([r.chance for r in rs])),
-           "tie_rate_pct": 100 * float(np.mean([r.tie for r in rs])),
-           "winners": {k: 100 * v / len(rs) for k, v in sorted(winners.items())},
-           "pairwise": {k: 100 * float(np.mean([r.pairwise[k] for r in rs if k in r.pairwise])) for k in kinds}}
+    out = {
+        "n": len(rs),
+        "acc_pct": 100 * float(np.mean(correct)),
+        **_ci(correct, bootstrap, seed),
+        "chance_pct": 100 * float(np.mean([r.chance for r in rs])),
+        "tie_rate_pct": 100 * float(np.mean([r.tie for r in rs])),
+        "winners": {k: 100 * v / len(rs) for k, v in sorted(winners.items())},
+        "pairwise": {k: 100 * float(np.mean([r.pairwise[k] for r in rs if k in r.pairwise])) for k in kinds},
+    }
     return out
 
 
 def _pair_stats(rs: list[ItemResult], bootstrap: int, seed: int) -> dict[str, Any]:
     out: dict[str, Any] = {"n": len(rs), "tie_rate_pct": 100 * float(np.mean([r.tie for r in rs]))}
-    for name, vals, chance in (("text", [r.text for r in rs], 25.0), ("image", [r.image for r in rs], 25.0),
-                               ("group", [r.correct for r in rs], 100 / 6)):
+    for name, vals, chance in (
+        ("text", [r.text for r in rs], 25.0),
+        ("image", [r.image for r in rs], 25.0),
+        ("group", [r.correct for r in rs], 100 / 6),
+    ):
         ci = _ci(vals, bootstrap, seed)
-        out[name] = {"pct": 100 * float(np.mean(vals)), "ci_low": ci["ci_low"], "ci_high": ci["ci_high"],
-                     "chance_pct": chance}
+        out[name] = {
+            "pct": 100 * float(np.mean(vals)),
+            "ci_low": ci["ci_low"],
+            "ci_high": ci["ci_high"],
+            "chance_pct": chance,
+        }
     return out
 
 
 def _pref_stats(rs: list[ItemResult], bootstrap: int, seed: int) -> dict[str, Any]:
     vals = [r.correct for r in rs]
     winners = Counter(r.winner for r in rs)
-    return {"n": len(rs), "preferred_kind": rs[0].preferred_kind, "prefer_pct": 100 * float(np.mean(vals)),
-            **_ci(vals, bootstrap, seed), "tie_rate_pct": 100 * float(np.mean([r.tie for r in rs])),
-            "winners": {k: 100 * v / len(rs) for k, v in sorted(winners.items())}}
+    return {
+        "n": len(rs),
+        "preferred_kind": rs[0].preferred_kind,
+        "prefer_pct": 100 * float(np.mean(vals)),
+        **_ci(vals, bootstrap, seed),
+        "tie_rate_pct": 100 * float(np.mean([r.tie for r in rs])),
+        "winners": {k: 100 * v / len(rs) for k, v in sorted(winners.items())},
+    }
 
 
 def _by_category(rs: list[ItemResult], fn: Callable, bootstrap: int, seed: int) -> tuple[dict, dict]:
@@ -288,7 +337,10 @@ def summarize_results(results: list[ItemResult], bootstrap: int = 2000, seed: in
         pairs = [r for r in rs if r.format == "pair"]
         if pairs:
             cats, _ = _by_category(pairs, _pair_stats, bootstrap, seed)
-            entry["pairs"] = {"all": _pair_stats(pairs, bootstrap, seed), **{f"category:{c}": v for c, v in cats.items()}}
+            entry["pairs"] = {
+                "all": _pair_stats(pairs, bootstrap, seed),
+                **{f"category:{c}": v for c, v in cats.items()},
+            }
         pref = [r for r in rs if r.scoring == "preference"]
         if pref:
             cats: dict[str, list[ItemResult]] = {}
@@ -303,7 +355,9 @@ def summarize_results(results: list[ItemResult], bootstrap: int = 2000, seed: in
 
 
 def load_all_images(ps: ProbeSet, desc: str = "loading probe images") -> list[list[Image.Image]]:
-    return [load_item_images(ps, it) for it in progress(ps.items, total=len(ps.items), desc=desc, unit="item")]
+    return [
+        load_item_images(ps, it) for it in progress(ps.items, total=len(ps.items), desc=desc, unit="item")
+    ]
 
 
 def blind_images(kind: str, images: Sequence[list[Image.Image]], seed: int = 0) -> list[list[Image.Image]]:
@@ -322,8 +376,10 @@ def blind_images(kind: str, images: Sequence[list[Image.Image]], seed: int = 0) 
                 acc += np.asarray(im.resize(size, Image.BICUBIC) if im.size != size else im, dtype=np.float64)
                 count += 1
         mean = Image.fromarray(np.clip(np.round(acc / count), 0, 255).astype(np.uint8))
-        return [[mean if ims[0].size == size else mean.resize(ims[0].size, Image.BICUBIC)] * len(ims)
-                for ims in images]
+        return [
+            [mean if ims[0].size == size else mean.resize(ims[0].size, Image.BICUBIC)] * len(ims)
+            for ims in images
+        ]
     if kind == "shuffled_image":
         if n < 2:
             raise ModelError("the shuffled-image baseline needs at least 2 items")
@@ -336,8 +392,15 @@ def blind_images(kind: str, images: Sequence[list[Image.Image]], seed: int = 0) 
     raise ModelError(f"unknown image baseline {kind!r}", fix=f"use one of: {', '.join(IMAGE_BLINDS)}")
 
 
-def evaluate_scorer(model: Any, ps: ProbeSet, images: Sequence[list[Image.Image]], *, bootstrap: int = 2000,
-                    seed: int = 0, desc: str | None = None) -> dict[str, Any]:
+def evaluate_scorer(
+    model: Any,
+    ps: ProbeSet,
+    images: Sequence[list[Image.Image]],
+    *,
+    bootstrap: int = 2000,
+    seed: int = 0,
+    desc: str | None = None,
+) -> dict[str, Any]:
     """Score, judge and summarize one system: ``{"tasks": ..., "per_item": {id: ItemResult}}``."""
     scores = score_items(model, ps, images, desc=desc)
     credit = getattr(model, "tie_credit", "none")
@@ -349,15 +412,22 @@ def _vector(per_item: dict[str, ItemResult], ids: list[str]) -> np.ndarray:
     return np.array([per_item[i].correct for i in ids], dtype=float)
 
 
-def grounded_gaps(model_run: dict[str, Any], blinds: dict[str, dict[str, Any]], ps: ProbeSet,
-                  bootstrap: int = 2000, seed: int = 0) -> dict[str, Any]:
+def grounded_gaps(
+    model_run: dict[str, Any],
+    blinds: dict[str, dict[str, Any]],
+    ps: ProbeSet,
+    bootstrap: int = 2000,
+    seed: int = 0,
+) -> dict[str, Any]:
     """Per task: the best blind baseline and ``model − best blind`` (with paired CI and p), for accuracy items
     and for Winoground pairs (group score); per category: the gap without CI."""
     out: dict[str, Any] = {}
     for task, entry in model_run["tasks"].items():
         g: dict[str, Any] = {}
-        for part, select in (("accuracy", lambda it: it.format == "choice" and it.scoring == "accuracy"),
-                             ("pairs", lambda it: it.format == "pair")):
+        for part, select in (
+            ("accuracy", lambda it: it.format == "choice" and it.scoring == "accuracy"),
+            ("pairs", lambda it: it.format == "pair"),
+        ):
             ids = [it.id for it in ps.items if it.task == task and select(it)]
             if not ids or not blinds:
                 continue
@@ -366,10 +436,17 @@ def grounded_gaps(model_run: dict[str, Any], blinds: dict[str, dict[str, Any]], 
             best = max(blind_acc, key=lambda b: (blind_acc[b], b))
             bvec, mvec = _vector(blinds[best]["per_item"], ids), _vector(model_run["per_item"], ids)
             pb = paired_bootstrap(bvec, mvec, n_resamples=bootstrap, seed=seed)
-            g[part] = {"model_pct": model_acc, "best_blind": best, "best_blind_pct": blind_acc[best],
-                       "gap_pct": model_acc - blind_acc[best], "ci_low": 100 * pb["ci_low"],
-                       "ci_high": 100 * pb["ci_high"], "p": paired_randomization_test(bvec, mvec, seed=seed),
-                       "blinds_pct": blind_acc, "n": len(ids)}
+            g[part] = {
+                "model_pct": model_acc,
+                "best_blind": best,
+                "best_blind_pct": blind_acc[best],
+                "gap_pct": model_acc - blind_acc[best],
+                "ci_low": 100 * pb["ci_low"],
+                "ci_high": 100 * pb["ci_high"],
+                "p": paired_randomization_test(bvec, mvec, seed=seed),
+                "blinds_pct": blind_acc,
+                "n": len(ids),
+            }
         cats: dict[str, Any] = {}
         for cat in entry.get("categories", {}):
             ids = [it.id for it in ps.items if it.task == task and it.category == cat]
@@ -377,7 +454,12 @@ def grounded_gaps(model_run: dict[str, Any], blinds: dict[str, dict[str, Any]], 
             b = {name: 100 * float(_vector(r["per_item"], ids).mean()) for name, r in blinds.items()}
             if b:
                 best = max(b, key=lambda k: (b[k], k))
-                cats[cat] = {"model_pct": m, "best_blind": best, "best_blind_pct": b[best], "gap_pct": m - b[best]}
+                cats[cat] = {
+                    "model_pct": m,
+                    "best_blind": best,
+                    "best_blind_pct": b[best],
+                    "gap_pct": m - b[best],
+                }
         if cats:
             g["categories"] = cats
         out[task] = g
@@ -391,10 +473,18 @@ class BlindCache:
     runs: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
-def run_probe(model: Any, ps: ProbeSet, *, blinds: Sequence[str] = (*IMAGE_BLINDS, *HEURISTICS),
-              lm_captions: Sequence[str] | None = None, bootstrap: int = 2000, seed: int = 0,
-              images: Sequence[list[Image.Image]] | None = None, cache: BlindCache | None = None,
-              model_name: str | None = None) -> dict[str, Any]:
+def run_probe(
+    model: Any,
+    ps: ProbeSet,
+    *,
+    blinds: Sequence[str] = (*IMAGE_BLINDS, *HEURISTICS),
+    lm_captions: Sequence[str] | None = None,
+    bootstrap: int = 2000,
+    seed: int = 0,
+    images: Sequence[list[Image.Image]] | None = None,
+    cache: BlindCache | None = None,
+    model_name: str | None = None,
+) -> dict[str, Any]:
     """The model, each blind baseline, and the grounded gaps on one probe set.
 
     Returns ``{"model", "blinds", "gaps", "definitions", "data", "score_semantics"}`` where ``model`` and
@@ -408,8 +498,14 @@ def run_probe(model: Any, ps: ProbeSet, *, blinds: Sequence[str] = (*IMAGE_BLIND
     skipped = []
     for b in blinds:
         if b in IMAGE_BLINDS:
-            blind_runs[b] = evaluate_scorer(model, ps, blind_images(b, images, seed), bootstrap=bootstrap, seed=seed,
-                                            desc=f"{name} with {b.replace('_', ' ')}")
+            blind_runs[b] = evaluate_scorer(
+                model,
+                ps,
+                blind_images(b, images, seed),
+                bootstrap=bootstrap,
+                seed=seed,
+                desc=f"{name} with {b.replace('_', ' ')}",
+            )
         elif b in HEURISTICS:
             if b == "unigram_lm" and not lm_captions:
                 skipped.append(b)
@@ -417,16 +513,32 @@ def run_probe(model: Any, ps: ProbeSet, *, blinds: Sequence[str] = (*IMAGE_BLIND
             if cache is not None and b in cache.runs:
                 blind_runs[b] = cache.runs[b]
                 continue
-            blind_runs[b] = evaluate_scorer(heuristic_scorer(b, lm_captions, seed), ps, images, bootstrap=bootstrap,
-                                            seed=seed, desc=f"baseline {b}")
+            blind_runs[b] = evaluate_scorer(
+                heuristic_scorer(b, lm_captions, seed),
+                ps,
+                images,
+                bootstrap=bootstrap,
+                seed=seed,
+                desc=f"baseline {b}",
+            )
             if cache is not None:
                 cache.runs[b] = blind_runs[b]
         else:
-            raise ModelError(f"unknown blind baseline {b!r}", fix=f"use {', '.join((*IMAGE_BLINDS, *HEURISTICS))}")
-    return {"system": name, "score_semantics": getattr(model, "score_semantics", None), "data": ps.name,
-            "items_sha256": ps.sha256, "n_items": len(ps.items), "model": model_run, "blinds": blind_runs,
-            "gaps": grounded_gaps(model_run, blind_runs, ps, bootstrap, seed), "skipped_blinds": skipped,
-            "definitions": DEFINITIONS}
+            raise ModelError(
+                f"unknown blind baseline {b!r}", fix=f"use {', '.join((*IMAGE_BLINDS, *HEURISTICS))}"
+            )
+    return {
+        "system": name,
+        "score_semantics": getattr(model, "score_semantics", None),
+        "data": ps.name,
+        "items_sha256": ps.sha256,
+        "n_items": len(ps.items),
+        "model": model_run,
+        "blinds": blind_runs,
+        "gaps": grounded_gaps(model_run, blind_runs, ps, bootstrap, seed),
+        "skipped_blinds": skipped,
+        "definitions": DEFINITIONS,
+    }
 
 
 # --- outputs ----------------------------------------------------------------------------------------
@@ -471,33 +583,54 @@ def _f(x: float) -> str:
 
 def format_report(run: dict[str, Any], title: str | None = None) -> str:
     """Markdown tables of a :func:`run_probe` result."""
-    lines = [f"# {title or 'Probe results: ' + run['system']}", "",
-             f"Items: {run['n_items']} ({run['data']}, SHA-256 {run['items_sha256'][:16]}…); scores: "
-             f"{run['score_semantics']}; ties count as wrong. CIs: 95% bootstrap over items.", "",
-             "| task | n | accuracy [95% CI] | chance | ties | best blind | blind acc | grounded gap [95% CI] | p |",
-             "|---|---|---|---|---|---|---|---|---|"]
+    lines = [
+        f"# {title or 'Probe results: ' + run['system']}",
+        "",
+        f"Items: {run['n_items']} ({run['data']}, SHA-256 {run['items_sha256'][:16]}…); scores: "
+        f"{run['score_semantics']}; ties count as wrong. CIs: 95% bootstrap over items.",
+        "",
+        "| task | n | accuracy [95% CI] | chance | ties | best blind | blind acc | grounded gap [95% CI] | p |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
     for task, entry in run["model"]["tasks"].items():
         if "accuracy" not in entry:
             continue
         a = entry["accuracy"]
         g = run["gaps"].get(task, {}).get("accuracy")
-        gap = (f"{g['gap_pct']:+.1f} [{g['ci_low']:+.1f}, {g['ci_high']:+.1f}] | {g['p']:.3g}" if g else "— | —")
+        gap = (
+            f"{g['gap_pct']:+.1f} [{g['ci_low']:+.1f}, {g['ci_high']:+.1f}] | {g['p']:.3g}" if g else "— | —"
+        )
         blind = f"{g['best_blind']} | {_f(g['best_blind_pct'])}" if g else "— | —"
-        lines.append(f"| {TASK_TITLES[task]} | {a['n']} | {_f(a['acc_pct'])} [{_f(a['ci_low'])}, {_f(a['ci_high'])}] | "
-                     f"{_f(a['chance_pct'])} | {_f(a['tie_rate_pct'])} | {blind} | {gap} |")
-    lines += ["", "## Categories", "", "| task | category | n | accuracy [95% CI] | chance | ties | best blind (acc) | gap |",
-              "|---|---|---|---|---|---|---|---|"]
+        lines.append(
+            f"| {TASK_TITLES[task]} | {a['n']} | {_f(a['acc_pct'])} [{_f(a['ci_low'])}, {_f(a['ci_high'])}] | "
+            f"{_f(a['chance_pct'])} | {_f(a['tie_rate_pct'])} | {blind} | {gap} |"
+        )
+    lines += [
+        "",
+        "## Categories",
+        "",
+        "| task | category | n | accuracy [95% CI] | chance | ties | best blind (acc) | gap |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     for task, entry in run["model"]["tasks"].items():
         gc = run["gaps"].get(task, {}).get("categories", {})
         for cat, a in entry.get("categories", {}).items():
             g = gc.get(cat)
-            lines.append(f"| {task} | {cat} | {a['n']} | {_f(a['acc_pct'])} [{_f(a['ci_low'])}, {_f(a['ci_high'])}] | "
-                         f"{_f(a['chance_pct'])} | {_f(a['tie_rate_pct'])} | "
-                         + (f"{g['best_blind']} ({_f(g['best_blind_pct'])}) | {g['gap_pct']:+.1f} |" if g else "— | — |"))
+            lines.append(
+                f"| {task} | {cat} | {a['n']} | {_f(a['acc_pct'])} [{_f(a['ci_low'])}, {_f(a['ci_high'])}] | "
+                f"{_f(a['chance_pct'])} | {_f(a['tie_rate_pct'])} | "
+                + (
+                    f"{g['best_blind']} ({_f(g['best_blind_pct'])}) | {g['gap_pct']:+.1f} |"
+                    if g
+                    else "— | — |"
+                )
+            )
         if entry.get("small_categories"):
             s = entry["small_categories"]
-            lines.append(f"| {task} | {len(s['categories'])} categories under {MIN_CATEGORY_ITEMS} items | "
-                         f"{s['n_items']} | (in the task total only) | | | | |")
+            lines.append(
+                f"| {task} | {len(s['categories'])} categories under {MIN_CATEGORY_ITEMS} items | "
+                f"{s['n_items']} | (in the task total only) | | | | |"
+            )
     lines += ["", "## Which option won (share of items, %)", ""]
     for task, entry in run["model"]["tasks"].items():
         if "accuracy" in entry:
@@ -507,30 +640,58 @@ def format_report(run: dict[str, Any], title: str | None = None) -> str:
             lines.append(f"- **{TASK_TITLES[task]}** — winners: {won}; correct option beats: {pw}")
     pair_rows = [(t, e["pairs"]) for t, e in run["model"]["tasks"].items() if "pairs" in e]
     if pair_rows:
-        lines += ["", "## Counterfactual image pairs (Winoground scores, %)", "",
-                  "| task | n | text | image | group | ties | best blind group | gap |", "|---|---|---|---|---|---|---|---|"]
+        lines += [
+            "",
+            "## Counterfactual image pairs (Winoground scores, %)",
+            "",
+            "| task | n | text | image | group | ties | best blind group | gap |",
+            "|---|---|---|---|---|---|---|---|",
+        ]
         for task, p in pair_rows:
             a = p["all"]
             g = run["gaps"].get(task, {}).get("pairs")
-            lines.append(f"| {task} | {a['n']} | {_f(a['text']['pct'])} | {_f(a['image']['pct'])} | "
-                         f"{_f(a['group']['pct'])} [{_f(a['group']['ci_low'])}, {_f(a['group']['ci_high'])}] | "
-                         f"{_f(a['tie_rate_pct'])} | " + (f"{g['best_blind']} ({_f(g['best_blind_pct'])}) | "
-                                                          f"{g['gap_pct']:+.1f} |" if g else "— | — |"))
+            lines.append(
+                f"| {task} | {a['n']} | {_f(a['text']['pct'])} | {_f(a['image']['pct'])} | "
+                f"{_f(a['group']['pct'])} [{_f(a['group']['ci_low'])}, {_f(a['group']['ci_high'])}] | "
+                f"{_f(a['tie_rate_pct'])} | "
+                + (
+                    f"{g['best_blind']} ({_f(g['best_blind_pct'])}) | {g['gap_pct']:+.1f} |"
+                    if g
+                    else "— | — |"
+                )
+            )
         lines.append("")
-        lines.append("Chance: text 25, image 25, group 16.7. A scorer that ignores the image scores 0 on all three.")
-    pref_rows = [(t, c, p) for t, e in run["model"]["tasks"].items() for c, p in e.get("preference", {}).items()]
+        lines.append(
+            "Chance: text 25, image 25, group 16.7. A scorer that ignores the image scores 0 on all three."
+        )
+    pref_rows = [
+        (t, c, p) for t, e in run["model"]["tasks"].items() for c, p in e.get("preference", {}).items()
+    ]
     if pref_rows:
-        lines += ["", "## Preferences between true sentences (%)", "",
-                  "| task | category | n | prefers | share [95% CI] | ties |", "|---|---|---|---|---|---|"]
+        lines += [
+            "",
+            "## Preferences between true sentences (%)",
+            "",
+            "| task | category | n | prefers | share [95% CI] | ties |",
+            "|---|---|---|---|---|---|",
+        ]
         for task, cat, p in pref_rows:
-            lines.append(f"| {task} | {cat} | {p['n']} | {p['preferred_kind']} | {_f(p['prefer_pct'])} "
-                         f"[{_f(p['ci_low'])}, {_f(p['ci_high'])}] | {_f(p['tie_rate_pct'])} |")
-    lines += ["", "## Blind baselines (accuracy %, same items)", "",
-              "| baseline | " + " | ".join(TASK_TITLES[t] for t in run["model"]["tasks"]) + " |",
-              "|---|" + "---|" * len(run["model"]["tasks"])]
+            lines.append(
+                f"| {task} | {cat} | {p['n']} | {p['preferred_kind']} | {_f(p['prefer_pct'])} "
+                f"[{_f(p['ci_low'])}, {_f(p['ci_high'])}] | {_f(p['tie_rate_pct'])} |"
+            )
+    lines += [
+        "",
+        "## Blind baselines (accuracy %, same items)",
+        "",
+        "| baseline | " + " | ".join(TASK_TITLES[t] for t in run["model"]["tasks"]) + " |",
+        "|---|" + "---|" * len(run["model"]["tasks"]),
+    ]
     for b, r in run["blinds"].items():
-        cells = [(_f(r["tasks"][t]["accuracy"]["acc_pct"]) if "accuracy" in r["tasks"].get(t, {}) else "—")
-                 for t in run["model"]["tasks"]]
+        cells = [
+            (_f(r["tasks"][t]["accuracy"]["acc_pct"]) if "accuracy" in r["tasks"].get(t, {}) else "—")
+            for t in run["model"]["tasks"]
+        ]
         lines.append(f"| {b} | " + " | ".join(cells) + " |")
     if run.get("skipped_blinds"):
         lines.append(f"\nSkipped: {', '.join(run['skipped_blinds'])} (no training captions given).")
@@ -551,14 +712,23 @@ def plot_run(run: dict[str, Any], out_dir: str | Path, prefix: str = "") -> list
         if "accuracy" not in entry:
             continue
         systems = [(run["system"], entry["accuracy"])]
-        systems += [(b, r["tasks"][task]["accuracy"]) for b, r in run["blinds"].items() if "accuracy" in r["tasks"].get(task, {})]
+        systems += [
+            (b, r["tasks"][task]["accuracy"])
+            for b, r in run["blinds"].items()
+            if "accuracy" in r["tasks"].get(task, {})
+        ]
         names = [s for s, _ in systems]
         vals = [a["acc_pct"] for _, a in systems]
-        err = [[a["acc_pct"] - a["ci_low"] for _, a in systems], [a["ci_high"] - a["acc_pct"] for _, a in systems]]
+        err = [
+            [a["acc_pct"] - a["ci_low"] for _, a in systems],
+            [a["ci_high"] - a["acc_pct"] for _, a in systems],
+        ]
         fig, ax = plt.subplots(figsize=(max(4.5, 0.8 * len(names) + 1.5), 3.4))
         colours = ["#2a6fbb"] + ["#a0a0a0"] * (len(names) - 1)
         ax.bar(range(len(names)), vals, yerr=err, color=colours, capsize=3)
-        ax.axhline(entry["accuracy"]["chance_pct"], color="#c0392b", linestyle="--", linewidth=1, label="chance")
+        ax.axhline(
+            entry["accuracy"]["chance_pct"], color="#c0392b", linestyle="--", linewidth=1, label="chance"
+        )
         ax.set_xticks(range(len(names)), [n.replace("_", "\n") for n in names], fontsize=7)
         ax.set_ylim(0, 100)
         ax.set_ylabel("accuracy (%)")

@@ -142,7 +142,12 @@ def validate_item(item: ProbeItem, where: str) -> None:
     opts = item.options
     if not isinstance(opts, list) or len(opts) < 2:
         n = len(opts) if isinstance(opts, list) else type(opts).__name__
-        _fail(f"needs at least 2 options, has {n}", iid, where, "give the true caption and at least one distractor")
+        _fail(
+            f"needs at least 2 options, has {n}",
+            iid,
+            where,
+            "give the true caption and at least one distractor",
+        )
     for j, o in enumerate(opts):
         if not isinstance(o, str) or not o.strip():
             _fail(f"option {j} is empty or not a string", iid, where)
@@ -153,37 +158,54 @@ def validate_item(item: ProbeItem, where: str) -> None:
         if len(imgs) != 1:
             _fail(f"a choice item has exactly one image, found {len(imgs)}", iid, where)
         if not _is_int(item.correct) or not 0 <= item.correct < len(opts):
-            _fail(f"correct index {item.correct!r} is out of range for {len(opts)} options", iid, where,
-                  f"give an integer from 0 to {len(opts) - 1}")
+            _fail(
+                f"correct index {item.correct!r} is out of range for {len(opts)} options",
+                iid,
+                where,
+                f"give an integer from 0 to {len(opts) - 1}",
+            )
     else:
         if len(imgs) != 2 or len(opts) != 2:
             _fail("a pair item has exactly two images and two options", iid, where)
         c = item.correct
-        if (not isinstance(c, list) or len(c) != 2 or not all(_is_int(x) for x in c)
-                or sorted(c) != [0, 1]):
-            _fail(f"correct {c!r} of a pair item must be [0, 1] or [1, 0]", iid, where,
-                  "correct[k] is the option true of image k")
+        if not isinstance(c, list) or len(c) != 2 or not all(_is_int(x) for x in c) or sorted(c) != [0, 1]:
+            _fail(
+                f"correct {c!r} of a pair item must be [0, 1] or [1, 0]",
+                iid,
+                where,
+                "correct[k] is the option true of image k",
+            )
         if item.scoring != "accuracy":
             _fail("pair items are scored by accuracy (text/image/group)", iid, where)
-    if item.option_kinds is not None and (not isinstance(item.option_kinds, list)
-                                          or len(item.option_kinds) != len(opts)):
+    if item.option_kinds is not None and (
+        not isinstance(item.option_kinds, list) or len(item.option_kinds) != len(opts)
+    ):
         _fail("option_kinds must list one kind per option", iid, where)
     if item.truth is not None:
         t = item.truth
-        if (not isinstance(t, list) or len(t) != len(imgs)
-                or not all(isinstance(r, list) and len(r) == len(opts) for r in t)):
+        if (
+            not isinstance(t, list)
+            or len(t) != len(imgs)
+            or not all(isinstance(r, list) and len(r) == len(opts) for r in t)
+        ):
             _fail("truth must be a [images][options] table of booleans", iid, where)
         correct = [item.correct] if item.format == "choice" else item.correct
         for k, c in enumerate(correct):
             if not t[k][c]:
                 _fail(f"the correct option is labelled false for image {k}", iid, where)
             if item.scoring == "accuracy" and sum(bool(x) for x in t[k]) != 1:
-                _fail(f"an accuracy item needs exactly one true option per image, image {k} has "
-                      f"{sum(bool(x) for x in t[k])}", iid, where, "use scoring 'preference' or fix the options")
+                _fail(
+                    f"an accuracy item needs exactly one true option per image, image {k} has "
+                    f"{sum(bool(x) for x in t[k])}",
+                    iid,
+                    where,
+                    "use scoring 'preference' or fix the options",
+                )
     if item.crops is not None and (not isinstance(item.crops, list) or len(item.crops) != len(imgs)):
         _fail("crops must give one box (or null) per image", iid, where)
-    if item.image_sha256 is not None and (not isinstance(item.image_sha256, list)
-                                          or len(item.image_sha256) != len(imgs)):
+    if item.image_sha256 is not None and (
+        not isinstance(item.image_sha256, list) or len(item.image_sha256) != len(imgs)
+    ):
         _fail("image_sha256 must give one hash per image", iid, where)
 
 
@@ -193,8 +215,12 @@ def item_from_record(rec: dict[str, Any], where: str) -> ProbeItem:
     iid = rec.get("id")
     unknown = sorted(set(rec) - _FIELDS)
     if unknown:
-        _fail(f"unknown field(s) {', '.join(map(repr, unknown))}", iid, where,
-              f"valid fields: {', '.join(sorted(_FIELDS))}")
+        _fail(
+            f"unknown field(s) {', '.join(map(repr, unknown))}",
+            iid,
+            where,
+            f"valid fields: {', '.join(sorted(_FIELDS))}",
+        )
     missing = [k for k in REQUIRED if k not in rec]
     if missing:
         _fail(f"lacks field(s) {', '.join(map(repr, missing))}", iid, where)
@@ -225,8 +251,12 @@ def counts(items: Iterable[ProbeItem]) -> dict[str, dict[str, int]]:
     return out
 
 
-def write_probe(out_dir: str | os.PathLike, items: Sequence[ProbeItem], info: dict[str, Any] | None = None,
-                images: dict[str, bytes] | None = None) -> Path:
+def write_probe(
+    out_dir: str | os.PathLike,
+    items: Sequence[ProbeItem],
+    info: dict[str, Any] | None = None,
+    images: dict[str, bytes] | None = None,
+) -> Path:
     """Write a probe folder: ``images/`` (from ``images``: relative path -> bytes), ``items.jsonl``, ``probe.json``.
 
     ``probe.json`` is written last, so a folder that has it is complete (the images are written plainly,
@@ -247,8 +277,14 @@ def write_probe(out_dir: str | os.PathLike, items: Sequence[ProbeItem], info: di
             p.parent.mkdir(parents=True, exist_ok=True)
             p.write_bytes(data)
     write_jsonl(out / ITEMS_FILE, (it.to_dict() for it in items))
-    manifest = {"format": "alignlab-probe-items", "version": PROBE_VERSION, "n_items": len(items),
-                "sha256": items_hash(items), "counts": counts(items), **(info or {})}
+    manifest = {
+        "format": "alignlab-probe-items",
+        "version": PROBE_VERSION,
+        "n_items": len(items),
+        "sha256": items_hash(items),
+        "counts": counts(items),
+        **(info or {}),
+    }
     write_json(out / MANIFEST_FILE, manifest)
     return out / ITEMS_FILE
 
@@ -272,8 +308,14 @@ class ProbeSet:
         return f"probe:{self.sha256[:12]}"
 
 
-def load_probe(path: str | os.PathLike, *, image_root: str | os.PathLike | None = None,
-               verify_hash: bool = True, check_images: bool = True, allow_outside_root: bool = False) -> ProbeSet:
+def load_probe(
+    path: str | os.PathLike,
+    *,
+    image_root: str | os.PathLike | None = None,
+    verify_hash: bool = True,
+    check_images: bool = True,
+    allow_outside_root: bool = False,
+) -> ProbeSet:
     """Read and validate a probe set (a folder with ``items.jsonl`` or the file itself).
 
     Every problem is a :class:`DataError` naming the item and ``file:line``: a bad record, fewer than 2
@@ -283,8 +325,11 @@ def load_probe(path: str | os.PathLike, *, image_root: str | os.PathLike | None 
     p = Path(path)
     items_file = p / ITEMS_FILE if p.is_dir() else p
     if not items_file.exists():
-        raise DataError("probe items not found", where=str(items_file),
-                        fix="build them first: alignlab probe build --source shapes --out <folder>")
+        raise DataError(
+            "probe items not found",
+            where=str(items_file),
+            fix="build them first: alignlab probe build --source shapes --out <folder>",
+        )
     records = read_jsonl(items_file)
     items: list[ProbeItem] = []
     seen: dict[str, int] = {}
@@ -304,9 +349,12 @@ def load_probe(path: str | os.PathLike, *, image_root: str | os.PathLike | None 
     if mpath.exists():
         manifest = read_json(mpath)
         if verify_hash and manifest.get("sha256") not in (None, digest):
-            raise DataError(f"the items changed since they were built (hash {digest[:12]}, probe.json says "
-                            f"{str(manifest.get('sha256'))[:12]})", where=str(items_file),
-                            fix="rebuild the probe set, or pass --no-verify-hash to evaluate the edited items")
+            raise DataError(
+                f"the items changed since they were built (hash {digest[:12]}, probe.json says "
+                f"{str(manifest.get('sha256'))[:12]})",
+                where=str(items_file),
+                fix="rebuild the probe set, or pass --no-verify-hash to evaluate the edited items",
+            )
     if image_root is not None:
         root = Path(image_root)
     elif manifest.get("image_root"):  # ARO builds reference images in the user's ARO folder
@@ -320,8 +368,12 @@ def load_probe(path: str | os.PathLike, *, image_root: str | os.PathLike | None 
             # An item's image must stay inside the image root (refused otherwise, naming the line).
             image_path = resolve_image(ps, ref, ps.where(it))
             if check_images and not image_path.is_file():
-                _fail(f"image {ref!r} not found", it.id, ps.where(it),
-                      "check the image root (--image-root) or rebuild the probe set")
+                _fail(
+                    f"image {ref!r} not found",
+                    it.id,
+                    ps.where(it),
+                    "check the image root (--image-root) or rebuild the probe set",
+                )
     return ps
 
 
@@ -336,12 +388,20 @@ def load_item_images(ps: ProbeSet, item: ProbeItem) -> list[Image.Image]:
     for k, ref in enumerate(item.images):
         path = resolve_image(ps, ref, ps.where(item))
         if not path.is_file():
-            _fail(f"image {ref!r} not found", item.id, ps.where(item),
-                  "check the image root (--image-root) or rebuild the probe set")
+            _fail(
+                f"image {ref!r} not found",
+                item.id,
+                ps.where(item),
+                "check the image root (--image-root) or rebuild the probe set",
+            )
         data = path.read_bytes()
         if item.image_sha256 is not None and hashlib.sha256(data).hexdigest() != item.image_sha256[k]:
-            _fail(f"image {ref!r} differs from the one the item was built with (SHA-256 mismatch)", item.id,
-                  ps.where(item), "rebuild the probe set; frozen items must keep their images")
+            _fail(
+                f"image {ref!r} differs from the one the item was built with (SHA-256 mismatch)",
+                item.id,
+                ps.where(item),
+                "rebuild the probe set; frozen items must keep their images",
+            )
         try:
             import io
 

@@ -66,7 +66,13 @@ from alignlab.train.loop import TrainConfig, fit
 
 HARD_NEGATIVE_KINDS = ("swap_attribute", "swap_relation", "shuffle")
 _SIZE_OF = {w: s for s, ws in SIZE_SYNONYMS.items() for w in ws}
-_NOUNS = {*SHAPES, *POLYSEMOUS, *GENERIC_NOUNS, *GENERIC_NOUNS.values(), *(kind_plural(k) for k in (*SHAPES, *POLYSEMOUS))}
+_NOUNS = {
+    *SHAPES,
+    *POLYSEMOUS,
+    *GENERIC_NOUNS,
+    *GENERIC_NOUNS.values(),
+    *(kind_plural(k) for k in (*SHAPES, *POLYSEMOUS)),
+}
 _REL_WORDS = {"left", "right", "above", "over", "below", "under", "beneath"}
 
 
@@ -93,7 +99,7 @@ def _swap_attribute(tokens: list[str], rng: np.random.Generator) -> list[str] | 
     pairs = []
     for vocab, value in ((set(COLOURS), lambda w: w), (set(_SIZE_OF), lambda w: _SIZE_OF[w])):
         pos = [i for i, w in enumerate(low) if w in vocab]
-        pairs += [(a, b) for ai, a in enumerate(pos) for b in pos[ai + 1:] if value(low[a]) != value(low[b])]
+        pairs += [(a, b) for ai, a in enumerate(pos) for b in pos[ai + 1 :] if value(low[a]) != value(low[b])]
     if not pairs:
         return None
     a, b = pairs[int(rng.integers(len(pairs)))]
@@ -124,9 +130,13 @@ def _shuffle(tokens: list[str], rng: np.random.Generator) -> list[str] | None:
 _MAKERS = {"swap_attribute": _swap_attribute, "swap_relation": _swap_relation, "shuffle": _shuffle}
 
 
-def make_hard_negative(text: str, scene: Scene | None, rng: np.random.Generator,
-                       kinds: Sequence[str] = HARD_NEGATIVE_KINDS,
-                       stats: dict[str, int] | None = None) -> tuple[str, str] | None:
+def make_hard_negative(
+    text: str,
+    scene: Scene | None,
+    rng: np.random.Generator,
+    kinds: Sequence[str] = HARD_NEGATIVE_KINDS,
+    stats: dict[str, int] | None = None,
+) -> tuple[str, str] | None:
     """A hard negative of ``text`` and its kind, or None when no kind applies.
 
     ``scene`` (optional) is the image's scene graph: a candidate true of it is rejected (and counted in
@@ -153,16 +163,21 @@ def make_hard_negative(text: str, scene: Scene | None, rng: np.random.Generator,
 class _HardNegatives:
     """Per-batch hard negatives, a pure function of (seed, epoch, batch index) like the batches."""
 
-    def _init_negatives(self, pairs: ImageTextPairs, seed: int, hard_negatives: bool,
-                        kinds: Sequence[str]) -> None:
+    def _init_negatives(
+        self, pairs: ImageTextPairs, seed: int, hard_negatives: bool, kinds: Sequence[str]
+    ) -> None:
         self.hard_negatives = hard_negatives
         self.neg_seed = seed
         self.kinds = tuple(kinds)
         for k in self.kinds:
             if k not in HARD_NEGATIVE_KINDS:
-                raise ConfigError(f"unknown hard negative kind {k!r}", fix=f"use {', '.join(HARD_NEGATIVE_KINDS)}")
+                raise ConfigError(
+                    f"unknown hard negative kind {k!r}", fix=f"use {', '.join(HARD_NEGATIVE_KINDS)}"
+                )
         meta = pairs.image_meta or []
-        self.scenes = [Scene.from_dict(m["scene"]) if isinstance(m, dict) and "scene" in m else None for m in meta]
+        self.scenes = [
+            Scene.from_dict(m["scene"]) if isinstance(m, dict) and "scene" in m else None for m in meta
+        ]
         self.neg_counts: dict[str, int] = {}
         self.neg_stats: dict[str, int] = {"dropped_true": 0}  # candidates true of their image, redrawn
 
@@ -197,9 +212,17 @@ class _HardNegatives:
 class DualHardNegativeTask(DualContrastiveTask, _HardNegatives):
     """InfoNCE for a dual encoder with each caption's hard negative as an extra text column (NegCLIP)."""
 
-    def __init__(self, model: nn.Module, train: ImageTextPairs, batch_size: int, seed: int, *,
-                 hard_negatives: bool = True, kinds: Sequence[str] = HARD_NEGATIVE_KINDS,
-                 dev: ImageTextPairs | None = None):
+    def __init__(
+        self,
+        model: nn.Module,
+        train: ImageTextPairs,
+        batch_size: int,
+        seed: int,
+        *,
+        hard_negatives: bool = True,
+        kinds: Sequence[str] = HARD_NEGATIVE_KINDS,
+        dev: ImageTextPairs | None = None,
+    ):
         from alignlab.train.losses import InfoNCELoss
 
         super().__init__(model, train, InfoNCELoss(), batch_size, seed, dev=dev)
@@ -220,8 +243,9 @@ class DualHardNegativeTask(DualContrastiveTask, _HardNegatives):
         target = torch.arange(b, device=logits.device)
         # True pairs are no negatives: other images' true captions, and hard negatives true of an image.
         off = positives.to(logits.device).bool() & ~torch.eye(b, dtype=torch.bool, device=logits.device)
-        i2t = F.cross_entropy(logits.masked_fill(torch.cat([off, negs_true.to(logits.device)], dim=1),
-                                                 float("-inf")), target)
+        i2t = F.cross_entropy(
+            logits.masked_fill(torch.cat([off, negs_true.to(logits.device)], dim=1), float("-inf")), target
+        )
         t2i = F.cross_entropy(logits[:, :b].T.masked_fill(off.T, float("-inf")), target)
         return {"contrastive_loss": 0.5 * (i2t + t2i)}
 
@@ -229,9 +253,17 @@ class DualHardNegativeTask(DualContrastiveTask, _HardNegatives):
 class CrossHardNegativeTask(CrossMatchTask, _HardNegatives):
     """Listwise matching for a cross encoder on K sampled in-batch candidates (+ the hard negative)."""
 
-    def __init__(self, model: nn.Module, train: ImageTextPairs, batch_size: int, seed: int, *,
-                 hard_negatives: bool = True, sampled_negatives: int = 7,
-                 kinds: Sequence[str] = HARD_NEGATIVE_KINDS):
+    def __init__(
+        self,
+        model: nn.Module,
+        train: ImageTextPairs,
+        batch_size: int,
+        seed: int,
+        *,
+        hard_negatives: bool = True,
+        sampled_negatives: int = 7,
+        kinds: Sequence[str] = HARD_NEGATIVE_KINDS,
+    ):
         super().__init__(model, train, batch_size, seed, dev=None)
         self._init_negatives(self.pairs, seed, hard_negatives, kinds)
         if sampled_negatives < 1:
@@ -303,13 +335,20 @@ class ProbeTrainConfig:
     hard_negatives: bool = False
     negative_kinds: list[str] = field(default_factory=lambda: list(HARD_NEGATIVE_KINDS))
     sampled_negatives: int = 7  # cross encoder: in-batch candidates per image and per caption
-    train: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=6, batch_size=64, lr=2e-3,
-                                                                   warmup_steps=10, log_every=20))
+    train: TrainConfig = field(
+        default_factory=lambda: TrainConfig(epochs=6, batch_size=64, lr=2e-3, warmup_steps=10, log_every=20)
+    )
     seed: int = 0
 
 
-def train_probe_model(cfg: ProbeTrainConfig, train: ImageTextPairs, run_dir: str | os.PathLike, *,
-                      resume: bool = True, device: str = "cpu") -> tuple[nn.Module, dict[str, Any]]:
+def train_probe_model(
+    cfg: ProbeTrainConfig,
+    train: ImageTextPairs,
+    run_dir: str | os.PathLike,
+    *,
+    resume: bool = True,
+    device: str = "cpu",
+) -> tuple[nn.Module, dict[str, Any]]:
     """Train one model in ``run_dir`` (resumable; a finished run is loaded, not retrained).
 
     Returns the model (final weights, eval mode) and ``{"steps", "wall_s", "negatives"}`` (how many hard
@@ -323,16 +362,41 @@ def train_probe_model(cfg: ProbeTrainConfig, train: ImageTextPairs, run_dir: str
     set_seed(cfg.seed)
     model = build_model(cfg.arch, cfg.model_config, tokenizer)
     if getattr(model, "is_dual", False):  # tiny-dual, pretrained-lit
-        task: Any = DualHardNegativeTask(model, train, tcfg.batch_size, cfg.seed, hard_negatives=cfg.hard_negatives,
-                                         kinds=cfg.negative_kinds)
+        task: Any = DualHardNegativeTask(
+            model,
+            train,
+            tcfg.batch_size,
+            cfg.seed,
+            hard_negatives=cfg.hard_negatives,
+            kinds=cfg.negative_kinds,
+        )
     elif cfg.arch == "tiny-cross":
-        task = CrossHardNegativeTask(model, train, tcfg.batch_size, cfg.seed, hard_negatives=cfg.hard_negatives,
-                                     sampled_negatives=cfg.sampled_negatives, kinds=cfg.negative_kinds)
+        task = CrossHardNegativeTask(
+            model,
+            train,
+            tcfg.batch_size,
+            cfg.seed,
+            hard_negatives=cfg.hard_negatives,
+            sampled_negatives=cfg.sampled_negatives,
+            kinds=cfg.negative_kinds,
+        )
     else:
         raise ConfigError(f"cannot train {cfg.arch!r} here", fix="use tiny-dual or tiny-cross")
     t0 = time.time()
-    res = fit(model, task, tcfg, run_dir, resume=resume, config_for_hash=asdict(cfg), device=device,
-              desc=f"{cfg.arch}{' +hardneg' if cfg.hard_negatives else ''} seed {cfg.seed}")
+    res = fit(
+        model,
+        task,
+        tcfg,
+        run_dir,
+        resume=resume,
+        config_for_hash=asdict(cfg),
+        device=device,
+        desc=f"{cfg.arch}{' +hardneg' if cfg.hard_negatives else ''} seed {cfg.seed}",
+    )
     model.eval()
-    return model, {"steps": res.steps, "wall_s": round(time.time() - t0, 2), "negatives": dict(task.neg_counts),
-                   "negatives_dropped_true": task.neg_stats["dropped_true"]}
+    return model, {
+        "steps": res.steps,
+        "wall_s": round(time.time() - t0, 2),
+        "negatives": dict(task.neg_counts),
+        "negatives_dropped_true": task.neg_stats["dropped_true"],
+    }

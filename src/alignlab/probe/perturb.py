@@ -56,10 +56,158 @@ PERTURBATIONS = ("shuffle_content", "shuffle_function", "shuffle_all")
 _TOKEN = re.compile(r"[A-Za-z0-9]+(?:['’][A-Za-z]+)*|[^\sA-Za-z0-9]")
 
 
-COMMON_ADJECTIVES = frozenset(["red", "green", "blue", "yellow", "purple", "orange", "white", "gray", "grey", "black", "brown", "pink", "silver", "golden", "gold", "tan", "beige", "dark", "light", "bright", "colorful", "colourful", "small", "little", "large", "big", "tiny", "huge", "giant", "tall", "short", "long", "wide", "narrow", "thick", "thin", "young", "old", "new", "open", "closed", "empty", "full", "wet", "dry", "clean", "dirty", "wooden", "metal", "plastic", "glass", "stone", "brick", "round", "square", "flat", "high", "low", "hot", "cold", "warm", "fresh", "ripe", "sliced", "cut", "busy", "crowded", "quiet", "happy", "sad", "smiling", "cute", "pretty", "beautiful", "nice", "good", "great", "fancy", "plain", "striped", "spotted", "checkered", "paved", "grassy", "sandy", "snowy", "sunny", "cloudy", "rainy", "cloudy", "electric", "parked", "standing", "sitting", "lying", "laying", "single", "double", "multiple", "various", "other", "same", "different", "several"])
+COMMON_ADJECTIVES = frozenset(
+    [
+        "red",
+        "green",
+        "blue",
+        "yellow",
+        "purple",
+        "orange",
+        "white",
+        "gray",
+        "grey",
+        "black",
+        "brown",
+        "pink",
+        "silver",
+        "golden",
+        "gold",
+        "tan",
+        "beige",
+        "dark",
+        "light",
+        "bright",
+        "colorful",
+        "colourful",
+        "small",
+        "little",
+        "large",
+        "big",
+        "tiny",
+        "huge",
+        "giant",
+        "tall",
+        "short",
+        "long",
+        "wide",
+        "narrow",
+        "thick",
+        "thin",
+        "young",
+        "old",
+        "new",
+        "open",
+        "closed",
+        "empty",
+        "full",
+        "wet",
+        "dry",
+        "clean",
+        "dirty",
+        "wooden",
+        "metal",
+        "plastic",
+        "glass",
+        "stone",
+        "brick",
+        "round",
+        "square",
+        "flat",
+        "high",
+        "low",
+        "hot",
+        "cold",
+        "warm",
+        "fresh",
+        "ripe",
+        "sliced",
+        "cut",
+        "busy",
+        "crowded",
+        "quiet",
+        "happy",
+        "sad",
+        "smiling",
+        "cute",
+        "pretty",
+        "beautiful",
+        "nice",
+        "good",
+        "great",
+        "fancy",
+        "plain",
+        "striped",
+        "spotted",
+        "checkered",
+        "paved",
+        "grassy",
+        "sandy",
+        "snowy",
+        "sunny",
+        "cloudy",
+        "rainy",
+        "cloudy",
+        "electric",
+        "parked",
+        "standing",
+        "sitting",
+        "lying",
+        "laying",
+        "single",
+        "double",
+        "multiple",
+        "various",
+        "other",
+        "same",
+        "different",
+        "several",
+    ]
+)
 
 _ADJ_SUFFIXES = ("ous", "ful", "less", "able", "ible", "ive", "ish")
-_CAPTION_VERBS = frozenset(["sits", "sit", "stands", "stand", "holds", "hold", "lies", "lie", "rides", "ride", "eats", "eat", "plays", "play", "looks", "look", "walks", "walk", "runs", "run", "flies", "fly", "hangs", "hang", "waits", "wait", "carries", "carry", "shows", "show", "has", "have", "wears", "wear", "uses", "use", "watches", "watch"])
+_CAPTION_VERBS = frozenset(
+    [
+        "sits",
+        "sit",
+        "stands",
+        "stand",
+        "holds",
+        "hold",
+        "lies",
+        "lie",
+        "rides",
+        "ride",
+        "eats",
+        "eat",
+        "plays",
+        "play",
+        "looks",
+        "look",
+        "walks",
+        "walk",
+        "runs",
+        "run",
+        "flies",
+        "fly",
+        "hangs",
+        "hang",
+        "waits",
+        "wait",
+        "carries",
+        "carry",
+        "shows",
+        "show",
+        "has",
+        "have",
+        "wears",
+        "wear",
+        "uses",
+        "use",
+        "watches",
+        "watch",
+    ]
+)
 
 
 def tokenize(text: str) -> list[str]:
@@ -99,7 +247,9 @@ class LexiconTagger:
             kind_plural,
         )
 
-        self.adjectives = set(COMMON_ADJECTIVES) | set(COLOURS) | {w for ws in SIZE_SYNONYMS.values() for w in ws}
+        self.adjectives = (
+            set(COMMON_ADJECTIVES) | set(COLOURS) | {w for ws in SIZE_SYNONYMS.values() for w in ws}
+        )
         self.adjectives |= {w.lower() for w in extra_adjectives}
         kinds = [*SHAPES, *POLYSEMOUS]
         self.nouns = {*kinds, *(kind_plural(k) for k in kinds), *GENERIC_NOUNS, *GENERIC_NOUNS.values()}
@@ -126,8 +276,11 @@ class LexiconTagger:
         return [self.tag_word(t) for t in tokens]
 
     def describe(self) -> dict[str, Any]:
-        return {"tagger": self.name, "note": "closed-class list + ShapesWorld lexicon + adjective list/suffixes; "
-                                             "remaining open-class words are nouns (approximate on free text)"}
+        return {
+            "tagger": self.name,
+            "note": "closed-class list + ShapesWorld lexicon + adjective list/suffixes; "
+            "remaining open-class words are nouns (approximate on free text)",
+        }
 
 
 class SpacyTagger:
@@ -137,13 +290,16 @@ class SpacyTagger:
         try:
             import spacy
         except ImportError:
-            raise DependencyError("spaCy is not installed", fix="pip install spacy and a pipeline, or use "
-                                                                "--tagger lexicon") from None
+            raise DependencyError(
+                "spaCy is not installed", fix="pip install spacy and a pipeline, or use --tagger lexicon"
+            ) from None
         try:
             self.nlp = spacy.load(model, disable=["parser", "ner", "lemmatizer"])
         except OSError:
-            raise DependencyError(f"spaCy pipeline {model!r} is not installed",
-                                  fix=f"install it (python -m spacy download {model}) or use --tagger lexicon") from None
+            raise DependencyError(
+                f"spaCy pipeline {model!r} is not installed",
+                fix=f"install it (python -m spacy download {model}) or use --tagger lexicon",
+            ) from None
         self.name = f"spacy:{model}"
         self.model = model
 
@@ -183,7 +339,10 @@ def get_tagger(spec: str = "auto") -> LexiconTagger | SpacyTagger:
         _, _, model = spec.partition(":")
         return SpacyTagger(model or "en_core_web_sm")
     if spec == "auto":
-        if importlib.util.find_spec("spacy") is not None and importlib.util.find_spec("en_core_web_sm") is not None:
+        if (
+            importlib.util.find_spec("spacy") is not None
+            and importlib.util.find_spec("en_core_web_sm") is not None
+        ):
             try:
                 return SpacyTagger("en_core_web_sm")
             except DependencyError:
@@ -206,7 +365,7 @@ def _permute_positions(tokens: list[str], positions: list[int], rng: np.random.G
 
 
 def fix_articles(tokens: list[str]) -> list[str]:
-    """"a"/"an" agreeing with the next word's first letter (so a swap leaves no "an purple" give-away)."""
+    """ "a"/"an" agreeing with the next word's first letter (so a swap leaves no "an purple" give-away)."""
     out = list(tokens)
     for i in range(len(out) - 1):
         low = out[i].lower()
@@ -238,11 +397,20 @@ def shuffle_all(tokens: list[str], tags: list[str], rng: np.random.Generator) ->
 
 
 SHUFFLERS: dict[str, Callable[[list[str], list[str], np.random.Generator], list[str]]] = {
-    "shuffle_content": shuffle_content, "shuffle_function": shuffle_function, "shuffle_all": shuffle_all}
+    "shuffle_content": shuffle_content,
+    "shuffle_function": shuffle_function,
+    "shuffle_all": shuffle_all,
+}
 
 
-def perturb(text: str, kind: str, rng: np.random.Generator, tagger: Any | None = None, tries: int = 20,
-            reject: Callable[[str], bool] | None = None) -> str | None:
+def perturb(
+    text: str,
+    kind: str,
+    rng: np.random.Generator,
+    tagger: Any | None = None,
+    tries: int = 20,
+    reject: Callable[[str], bool] | None = None,
+) -> str | None:
     """A ``kind`` perturbation of ``text`` that differs from it token-wise, or None when none can.
 
     ``reject(candidate)`` may veto a candidate (e.g. one that is coincidentally true of the image, or
@@ -267,10 +435,18 @@ def perturb(text: str, kind: str, rng: np.random.Generator, tagger: Any | None =
 # --- semantic-structure items from any caption file -------------------------------------------------
 
 
-def build_caption_items(path: str | os.PathLike, out_dir: str | os.PathLike, *, split: str | None = "test",
-                        image_root: str | os.PathLike | None = None, seed: int = 0, tagger: str = "auto",
-                        max_items: int | None = None, check_images: bool = True,
-                        allow_outside_root: bool = False) -> tuple[Path, dict[str, Any]]:
+def build_caption_items(
+    path: str | os.PathLike,
+    out_dir: str | os.PathLike,
+    *,
+    split: str | None = "test",
+    image_root: str | os.PathLike | None = None,
+    seed: int = 0,
+    tagger: str = "auto",
+    max_items: int | None = None,
+    check_images: bool = True,
+    allow_outside_root: bool = False,
+) -> tuple[Path, dict[str, Any]]:
     """Write semantic-structure items (gold + the three perturbations) for the captions of a data file.
 
     ``path`` is anything :func:`alignlab.data.pairs.load_pairs` reads (Karpathy/COCO JSON, CSV, JSONL, a
@@ -286,12 +462,18 @@ def build_caption_items(path: str | os.PathLike, out_dir: str | os.PathLike, *, 
     from alignlab.data.pairs import load_pairs
     from alignlab.probe.items import PROBE_VERSION, ProbeItem, write_probe
 
-    pairs = load_pairs(path, split, image_root, check_files=check_images, allow_outside_root=allow_outside_root)
+    pairs = load_pairs(
+        path, split, image_root, check_files=check_images, allow_outside_root=allow_outside_root
+    )
     src = Path(path)
     # The folder the data's image paths start from (load_pairs' default), recorded for `probe eval`.
-    data_root = Path(image_root if image_root is not None else (src if src.is_dir() else src.parent)).resolve()
+    data_root = Path(
+        image_root if image_root is not None else (src if src.is_dir() else src.parent)
+    ).resolve()
     if pairs.image_paths is None:
-        raise DataError("caption file has no image paths", where=str(path), fix="give a file with image paths")
+        raise DataError(
+            "caption file has no image paths", where=str(path), fix="give a file with image paths"
+        )
     tag = get_tagger(tagger)
     items: list[ProbeItem] = []
     skipped = 0
@@ -313,8 +495,9 @@ def build_caption_items(path: str | os.PathLike, out_dir: str | os.PathLike, *, 
     for i, caps in enumerate(pairs.sources):  # each caption once, with the image it was written for
         img = pairs.image_paths[i]
         if check_images and not Path(img).is_file():
-            raise DataError("image not found", where=f"{path} (image {pairs.image_ids[i]!r})",
-                            fix="check --image-root")
+            raise DataError(
+                "image not found", where=f"{path} (image {pairs.image_ids[i]!r})", fix="check --image-root"
+            )
         for c in caps:
             if max_items is not None and len(items) >= max_items:
                 break
@@ -322,8 +505,13 @@ def build_caption_items(path: str | os.PathLike, out_dir: str | os.PathLike, *, 
             rng = np.random.default_rng([seed, 7, c])
             options, kinds = [gold], ["gold"]
             for kind in PERTURBATIONS:
-                alt = perturb(gold, kind, rng, tag, reject=lambda s, o=options, i=i: (
-                    s.lower() in {x.lower() for x in o} or true_of(s, i)))
+                alt = perturb(
+                    gold,
+                    kind,
+                    rng,
+                    tag,
+                    reject=lambda s, o=options, i=i: s.lower() in {x.lower() for x in o} or true_of(s, i),
+                )
                 if alt is not None:
                     options.append(alt)
                     kinds.append(kind)
@@ -332,21 +520,44 @@ def build_caption_items(path: str | os.PathLike, out_dir: str | os.PathLike, *, 
                 continue
             order = rng.permutation(len(options))
             truth = None if scenes is None else [[_true_sentence(options[k], scenes[i]) for k in order]]
-            items.append(ProbeItem(
-                id=f"captions-{c:07d}", task="semantic_structure", category="captions",
-                images=[os.path.relpath(Path(img).resolve(), data_root)], options=[options[k] for k in order],
-                correct=int(np.flatnonzero(order == 0)[0]), option_kinds=[kinds[k] for k in order], truth=truth,
-                source="captions", generator=f"{PROBE_VERSION}+perturb", seed=seed,
-                meta={"image_id": pairs.image_ids[i], "caption_id": c}))
+            items.append(
+                ProbeItem(
+                    id=f"captions-{c:07d}",
+                    task="semantic_structure",
+                    category="captions",
+                    images=[os.path.relpath(Path(img).resolve(), data_root)],
+                    options=[options[k] for k in order],
+                    correct=int(np.flatnonzero(order == 0)[0]),
+                    option_kinds=[kinds[k] for k in order],
+                    truth=truth,
+                    source="captions",
+                    generator=f"{PROBE_VERSION}+perturb",
+                    seed=seed,
+                    meta={"image_id": pairs.image_ids[i], "caption_id": c},
+                )
+            )
     if not items:
-        raise DataError("no caption could be perturbed", where=str(path),
-                        fix="captions need at least two words that can be reordered")
-    info = {"source": "captions", "input": str(path), "image_root": str(data_root), "split": split, "seed": seed,
-            "skipped_captions": skipped, "dropped_true_negatives": dropped_true,
-            "tagger": tag.describe(),
-            "labels": ("every option labelled by the ShapesWorld truth evaluator; distractors true of the image "
-                       "were dropped and redrawn" if scenes is not None else
-                       "distractors are perturbations, not checked for truth (no evaluator for free text)")}
+        raise DataError(
+            "no caption could be perturbed",
+            where=str(path),
+            fix="captions need at least two words that can be reordered",
+        )
+    info = {
+        "source": "captions",
+        "input": str(path),
+        "image_root": str(data_root),
+        "split": split,
+        "seed": seed,
+        "skipped_captions": skipped,
+        "dropped_true_negatives": dropped_true,
+        "tagger": tag.describe(),
+        "labels": (
+            "every option labelled by the ShapesWorld truth evaluator; distractors true of the image "
+            "were dropped and redrawn"
+            if scenes is not None
+            else "distractors are perturbations, not checked for truth (no evaluator for free text)"
+        ),
+    }
     return write_probe(out_dir, items, info), info
 
 

@@ -136,16 +136,21 @@ class Page:
                 body.append(_html_table(header, rows))
             elif kind == "figure":
                 fig = value  # type: ignore[assignment]
-                body.append(f'<figure><img src="{png_data_uri(fig.png)}" alt="{html.escape(fig.caption)}">'
-                            f"<figcaption class=note>{html.escape(fig.caption)}</figcaption></figure>")
+                body.append(
+                    f'<figure><img src="{png_data_uri(fig.png)}" alt="{html.escape(fig.caption)}">'
+                    f"<figcaption class=note>{html.escape(fig.caption)}</figcaption></figure>"
+                )
             elif kind == "markdown":
                 text, base = value  # type: ignore[misc]
                 body.append(markdown_to_html(_shift_headings(text), base))
-        return ("<!DOCTYPE html>\n<html lang=en><head><meta charset=utf-8>"
-                "<meta name=viewport content='width=device-width,initial-scale=1'>"
-                f"<title>{html.escape(self.title)}</title><style>{_STYLE}</style>"
-                f"<script>{_HEAD_SCRIPT}</script></head>\n<body>\n" + "\n".join(body)
-                + "\n<div id=report-status>page check: not run (scripts off)</div>\n</body></html>\n")
+        return (
+            "<!DOCTYPE html>\n<html lang=en><head><meta charset=utf-8>"
+            "<meta name=viewport content='width=device-width,initial-scale=1'>"
+            f"<title>{html.escape(self.title)}</title><style>{_STYLE}</style>"
+            f"<script>{_HEAD_SCRIPT}</script></head>\n<body>\n"
+            + "\n".join(body)
+            + "\n<div id=report-status>page check: not run (scripts off)</div>\n</body></html>\n"
+        )
 
     def write(self, md_path: Path | None, html_path: Path) -> None:
         """Write the Markdown (unless ``md_path`` is None) and the HTML page."""
@@ -167,9 +172,14 @@ def _inline(text: str) -> str:
 
 def _html_table(header: list[str], rows: list[list[str]]) -> str:
     head = "".join(f"<th>{_inline(str(h))}</th>" for h in header)
-    body = "".join("<tr>" + "".join(
-        f"<td{' class=num' if _NUMERIC.match(str(c).strip()) else ''}>{_inline(str(c))}</td>" for c in r) + "</tr>"
-        for r in rows)
+    body = "".join(
+        "<tr>"
+        + "".join(
+            f"<td{' class=num' if _NUMERIC.match(str(c).strip()) else ''}>{_inline(str(c))}</td>" for c in r
+        )
+        + "</tr>"
+        for r in rows
+    )
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
@@ -183,6 +193,7 @@ def _shift_headings(text: str) -> str:
 
 def _rebase_images(text: str, base: Path, target: Path) -> str:
     """Image links relative to ``base`` rewritten relative to ``target`` (or absolute)."""
+
     def fix(m: re.Match[str]) -> str:
         src = m.group(2)
         if "://" in src or src.startswith(("/", "data:")):
@@ -193,6 +204,7 @@ def _rebase_images(text: str, base: Path, target: Path) -> str:
         except ValueError:
             rel = path.as_posix()
         return f"![{m.group(1)}]({rel})"
+
     return _IMG.sub(fix, text)
 
 
@@ -203,8 +215,13 @@ def _image_src(src: str, base: Path) -> str | None:
     if "://" in src:
         return None  # a network fetch: never from a report
     path = Path(src) if Path(src).is_absolute() else base / src
-    kinds = {".png": "image/png", ".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".gif": "image/gif",
-             ".svg": "image/svg+xml"}
+    kinds = {
+        ".png": "image/png",
+        ".jpg": "image/jpeg",
+        ".jpeg": "image/jpeg",
+        ".gif": "image/gif",
+        ".svg": "image/svg+xml",
+    }
     mime = kinds.get(path.suffix.lower())
     if mime is None or not path.is_file():
         return None
@@ -224,21 +241,30 @@ def markdown_to_html(text: str, base: Path) -> str:
         alt = html.escape(tok.content or "")
         src = _image_src(tok.attrGet("src") or "", base)
         if src is None:
-            return f'<span class=missing>[image not found: {html.escape(tok.attrGet("src") or "")}]</span>'
+            return f"<span class=missing>[image not found: {html.escape(tok.attrGet('src') or '')}]</span>"
         return f'<img src="{src}" alt="{alt}">'
 
     md.add_render_rule("image", image)
     out = md.render(text)
     # Number cells right-aligned, as in the tables this module builds itself.
-    return re.sub(r"<td>([^<]*)</td>",
-                  lambda m: f"<td class=num>{m.group(1)}</td>" if _NUMERIC.match(html.unescape(m.group(1)).strip())
-                  else m.group(0), out)
+    return re.sub(
+        r"<td>([^<]*)</td>",
+        lambda m: (
+            f"<td class=num>{m.group(1)}</td>"
+            if _NUMERIC.match(html.unescape(m.group(1)).strip())
+            else m.group(0)
+        ),
+        out,
+    )
 
 
 def _markdown_fallback(text: str, base: Path) -> str:
     parts = [f"<pre>{html.escape(text)}</pre>"]
     for alt, src in _IMG.findall(text):
         uri = _image_src(src, base)
-        parts.append(f'<img src="{uri}" alt="{html.escape(alt)}">' if uri else
-                     f"<p class=missing>[image not found: {html.escape(src)}]</p>")
+        parts.append(
+            f'<img src="{uri}" alt="{html.escape(alt)}">'
+            if uri
+            else f"<p class=missing>[image not found: {html.escape(src)}]</p>"
+        )
     return "\n".join(parts)

@@ -47,8 +47,11 @@ def curves(series: Mapping[str, Mapping[str, Any]], name: str, caption: str) -> 
     for label, s in series.items():
         if s["loss"]:
             axes[0].plot(s["loss_steps"], s["loss"], marker="." if len(s["loss"]) < 30 else None, label=label)
-    axes[0].set(xlabel="optimizer step", ylabel="training loss",
-                title="training loss (mean of each logging interval)" if interval else "training loss (logged steps)")
+    axes[0].set(
+        xlabel="optimizer step",
+        ylabel="training loss",
+        title="training loss (mean of each logging interval)" if interval else "training loss (logged steps)",
+    )
     # The dev metric most runs share (a teacher may log other metrics than its students).
     keys = [_dev_key(s["dev"]) for s in series.values() if s["dev"]]
     key = max(dict.fromkeys(keys), key=keys.count) if keys else None
@@ -67,8 +70,13 @@ def curves(series: Mapping[str, Mapping[str, Any]], name: str, caption: str) -> 
     return _png(fig, name, caption)
 
 
-def final_metrics(metrics: Mapping[str, Any], chance: Mapping[str, float] | None,
-                  ceiling: Mapping[str, float] | None, name: str, caption: str) -> Figure | None:
+def final_metrics(
+    metrics: Mapping[str, Any],
+    chance: Mapping[str, float] | None,
+    ceiling: Mapping[str, float] | None,
+    name: str,
+    caption: str,
+) -> Figure | None:
     """The final R@K as bars with the chance level and the ceiling (a perfect ranker) marked on each."""
     keys = [k for k in order_names(metrics) if "R@" in k and is_number(metrics[k])]
     if not keys:
@@ -77,12 +85,21 @@ def final_metrics(metrics: Mapping[str, Any], chance: Mapping[str, float] | None
     fig, ax = plt.subplots(figsize=(max(4.5, 0.9 * len(keys) + 1.5), 3.4))
     xs = range(len(keys))
     ax.bar(xs, [metrics[k] for k in keys], color="#4C72B0", label="model")
-    for marks, style, label in ((chance, "--", "chance (random ranking)"), (ceiling, ":", "ceiling (perfect ranker)")):
+    for marks, style, label in (
+        (chance, "--", "chance (random ranking)"),
+        (ceiling, ":", "ceiling (perfect ranker)"),
+    ):
         if marks:
             pts = [(i, marks[k]) for i, k in enumerate(keys) if is_number(marks.get(k))]
             for j, (i, v) in enumerate(pts):
-                ax.hlines(v, i - 0.4, i + 0.4, colors="k" if style == ":" else "#C44E52", linestyles=style,
-                          label=label if j == 0 else None)
+                ax.hlines(
+                    v,
+                    i - 0.4,
+                    i + 0.4,
+                    colors="k" if style == ":" else "#C44E52",
+                    linestyles=style,
+                    label=label if j == 0 else None,
+                )
     ax.set_xticks(list(xs), keys, rotation=30, ha="right")
     ax.set(ylabel="%", ylim=(0, 105), title="final test R@K")
     ax.legend(fontsize=8, loc="upper left")
@@ -90,8 +107,12 @@ def final_metrics(metrics: Mapping[str, Any], chance: Mapping[str, float] | None
     return _png(fig, name, caption)
 
 
-def seeds(per_seed: Mapping[str, Mapping[str, Any]], summary: Mapping[str, Mapping[str, float]],
-          name: str, caption: str) -> Figure | None:
+def seeds(
+    per_seed: Mapping[str, Mapping[str, Any]],
+    summary: Mapping[str, Mapping[str, float]],
+    name: str,
+    caption: str,
+) -> Figure | None:
     """Every seed's value as a point, the mean with its 95% CI as a bar, for R@K (left) and RSUM (right)."""
     keys = [k for k in order_names(summary) if "R@" in k]
     has_rsum = "rsum" in summary
@@ -105,16 +126,36 @@ def seeds(per_seed: Mapping[str, Mapping[str, Any]], summary: Mapping[str, Mappi
             continue
         for i, k in enumerate(group):
             vals = [r[k] for r in per_seed.values() if is_number(r.get(k))]
-            ax.scatter([i + 0.12] * len(vals), vals, s=18, color="#4C72B0", zorder=3,
-                       label="a seed" if i == 0 else None)
+            ax.scatter(
+                [i + 0.12] * len(vals),
+                vals,
+                s=18,
+                color="#4C72B0",
+                zorder=3,
+                label="a seed" if i == 0 else None,
+            )
             s = summary[k]
             lo, hi = clip_ci(k, s["ci_low"], s["ci_high"])
             if not (math.isnan(lo) or math.isnan(hi)):
-                ax.errorbar([i - 0.12], [s["mean"]], yerr=[[s["mean"] - lo], [hi - s["mean"]]], fmt="D",
-                            color="#C44E52", capsize=4, label="mean, 95% CI" if i == 0 else None)
+                ax.errorbar(
+                    [i - 0.12],
+                    [s["mean"]],
+                    yerr=[[s["mean"] - lo], [hi - s["mean"]]],
+                    fmt="D",
+                    color="#C44E52",
+                    capsize=4,
+                    label="mean, 95% CI" if i == 0 else None,
+                )
             else:
-                ax.scatter([i - 0.12], [s["mean"]], marker="D", color="#C44E52", label="mean" if i == 0 else None)
-        ax.set_xticks(range(len(group)), group, rotation=30 if len(group) > 1 else 0, ha="right" if len(group) > 1 else "center")
+                ax.scatter(
+                    [i - 0.12], [s["mean"]], marker="D", color="#C44E52", label="mean" if i == 0 else None
+                )
+        ax.set_xticks(
+            range(len(group)),
+            group,
+            rotation=30 if len(group) > 1 else 0,
+            ha="right" if len(group) > 1 else "center",
+        )
         ax.set_xlim(-0.6, len(group) - 0.4)
         ax.legend(fontsize=8)
     axes[0].set(ylabel="%", title=f"test R@K over {len(per_seed)} seeds")
@@ -132,13 +173,29 @@ def probe_tasks(rows: Sequence[Mapping[str, Any]], name: str, caption: str) -> F
     fig, ax = plt.subplots(figsize=(max(5, 1.6 * len(rows) + 1), 3.6))
     xs = list(range(len(rows)))
     acc = [r["acc"] for r in rows]
-    err = [[max(0.0, r["acc"] - r["ci_low"]) for r in rows], [max(0.0, r["ci_high"] - r["acc"]) for r in rows]]
-    ax.bar([x - 0.2 for x in xs], acc, width=0.4, yerr=err, capsize=4, color="#4C72B0", label="model (95% CI)")
-    ax.bar([x + 0.2 for x in xs], [r.get("blind") or 0 for r in rows], width=0.4, color="#BBBBBB",
-           label="best blind baseline")
+    err = [
+        [max(0.0, r["acc"] - r["ci_low"]) for r in rows],
+        [max(0.0, r["ci_high"] - r["acc"]) for r in rows],
+    ]
+    ax.bar(
+        [x - 0.2 for x in xs], acc, width=0.4, yerr=err, capsize=4, color="#4C72B0", label="model (95% CI)"
+    )
+    ax.bar(
+        [x + 0.2 for x in xs],
+        [r.get("blind") or 0 for r in rows],
+        width=0.4,
+        color="#BBBBBB",
+        label="best blind baseline",
+    )
     for i, r in enumerate(rows):
-        ax.hlines(r["chance"], i - 0.45, i + 0.45, colors="#C44E52", linestyles="--",
-                  label="chance" if i == 0 else None)
+        ax.hlines(
+            r["chance"],
+            i - 0.45,
+            i + 0.45,
+            colors="#C44E52",
+            linestyles="--",
+            label="chance" if i == 0 else None,
+        )
     ax.set_xticks(xs, [r["task"] for r in rows], rotation=15, ha="right")
     ax.set(ylabel="accuracy %", ylim=(0, 105), title="probe accuracy per task")
     ax.legend(fontsize=8, loc="upper right")
@@ -146,7 +203,9 @@ def probe_tasks(rows: Sequence[Mapping[str, Any]], name: str, caption: str) -> F
     return _png(fig, name, caption)
 
 
-def compare_bars(table: Mapping[str, Mapping[str, Any]], keys: Sequence[str], name: str, caption: str) -> Figure | None:
+def compare_bars(
+    table: Mapping[str, Mapping[str, Any]], keys: Sequence[str], name: str, caption: str
+) -> Figure | None:
     """Grouped bars: each metric in ``keys`` for every run in ``table`` (label -> metrics)."""
     keys = [k for k in keys if any(is_number(m.get(k)) for m in table.values())]
     if not keys:

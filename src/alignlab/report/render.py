@@ -77,8 +77,11 @@ def read_log(run: Path) -> dict[str, Any]:
 def _load(path: Path) -> Any:
     data = read_json(path)
     if not isinstance(data, dict):
-        raise DataError("not an alignlab results file: the JSON is not an object", where=str(path),
-                        fix="give a run, repro, probe, experiment or demo folder, or a results.json")
+        raise DataError(
+            "not an alignlab results file: the JSON is not an object",
+            where=str(path),
+            fix="give a run, repro, probe, experiment or demo folder, or a results.json",
+        )
     return data
 
 
@@ -86,6 +89,7 @@ def _seed_dirs(folder: Path) -> list[Path]:
     def seed_no(p: Path) -> tuple[int, str]:
         tail = p.name.split("-", 1)[-1]
         return (int(tail), "") if tail.lstrip("-").isdigit() else (0, p.name)
+
     return sorted((p for p in folder.glob("seed-*") if (p / "results.json").is_file()), key=seed_no)
 
 
@@ -106,8 +110,11 @@ def detect(path: Path) -> tuple[str, Path, dict[str, Any] | None]:
         return "demo", path, None
     if _seed_dirs(path):
         return "seeds", path, _aggregate_on_the_fly(path)
-    raise DataError("no results.json, aggregate.json or demo report.md here", where=str(path),
-                    fix="give a run, repro, probe, experiment or demo folder, or a results JSON file")
+    raise DataError(
+        "no results.json, aggregate.json or demo report.md here",
+        where=str(path),
+        fix="give a run, repro, probe, experiment or demo folder, or a results JSON file",
+    )
 
 
 def _kind_of(data: dict[str, Any], source: Path) -> str:
@@ -119,8 +126,11 @@ def _kind_of(data: dict[str, Any], source: Path) -> str:
         return "experiment"
     if isinstance(data.get("metrics"), dict):
         return "run" if (source.parent / "log.jsonl").is_file() else "result"
-    raise DataError("not an alignlab results file: no metrics, aggregate, probe or experiment keys",
-                    where=str(source), fix="give a file written by alignlab (results.json or aggregate.json)")
+    raise DataError(
+        "not an alignlab results file: no metrics, aggregate, probe or experiment keys",
+        where=str(source),
+        fix="give a file written by alignlab (results.json or aggregate.json)",
+    )
 
 
 def _aggregate_on_the_fly(folder: Path) -> dict[str, Any]:
@@ -128,10 +138,18 @@ def _aggregate_on_the_fly(folder: Path) -> dict[str, Any]:
     from alignlab.core.stats import summarize
 
     results = [_load(p / "results.json") for p in _seed_dirs(folder)]
-    names = [k for k in results[0].get("metrics", {}) if all(is_number(r.get("metrics", {}).get(k)) for r in results)]
-    return {"seeds": [r.get("seed") for r in results], "n_seeds": len(results),
-            "metrics": {k: summarize([r["metrics"][k] for r in results]) for k in names},
-            "per_seed": {str(r.get("seed")): r["metrics"] for r in results}, "partial": True}
+    names = [
+        k
+        for k in results[0].get("metrics", {})
+        if all(is_number(r.get("metrics", {}).get(k)) for r in results)
+    ]
+    return {
+        "seeds": [r.get("seed") for r in results],
+        "n_seeds": len(results),
+        "metrics": {k: summarize([r["metrics"][k] for r in results]) for k in names},
+        "per_seed": {str(r.get("seed")): r["metrics"] for r in results},
+        "partial": True,
+    }
 
 
 # --- blocks shared by several kinds -----------------------------------------------------------------------
@@ -143,8 +161,11 @@ def _metrics_rows(metrics: Mapping[str, Any]) -> list[list[str]]:
 
 def _provenance(page: Page, data: Mapping[str, Any]) -> None:
     m = data.get("manifest") or {}
-    parts = [f"{k} {fmt_num(m[k]) if is_number(m[k]) else m[k]}" for k in ("alignlab", "torch", "git", "device", "wall_s")
-             if m.get(k) not in (None, "")]
+    parts = [
+        f"{k} {fmt_num(m[k]) if is_number(m[k]) else m[k]}"
+        for k in ("alignlab", "torch", "git", "device", "wall_s")
+        if m.get(k) not in (None, "")
+    ]
     if parts:
         page.para("Provenance: " + ", ".join(parts) + ".", note=True)
 
@@ -170,27 +191,46 @@ def _run_page(folder: Path, data: dict[str, Any], source_name: str) -> Page:
     page = Page(f"Run: {_identity(data) or source_name}")
     best = data.get("best") or {}
     if best:
-        page.para(f"Best epoch {best.get('epoch')} by dev {best.get('metric')} ({fmt_num(best.get('value'))}); "
-                  f"{fmt_num(data.get('steps'))} optimizer steps." if data.get("steps") else
-                  f"Best epoch {best.get('epoch')} by dev {best.get('metric')} ({fmt_num(best.get('value'))}).")
+        page.para(
+            f"Best epoch {best.get('epoch')} by dev {best.get('metric')} ({fmt_num(best.get('value'))}); "
+            f"{fmt_num(data.get('steps'))} optimizer steps."
+            if data.get("steps")
+            else f"Best epoch {best.get('epoch')} by dev {best.get('metric')} ({fmt_num(best.get('value'))})."
+        )
     page.heading("Final metrics")
     page.table(["metric", "value"], _metrics_rows(data.get("metrics", {})))
     log = read_log(folder)
     if log["loss"] or log["dev"]:
         page.heading("Curves")
         if log["loss"] and not log["interval_mean"]:
-            page.para("This log holds the loss of single logged steps (written before the loop logged interval "
-                      "means): a small last batch can show up as a false dip.", note=True)
-        page.figure(plots.curves({folder.name: log}, "curves.png",
-                                 "training loss (mean of each logging interval) and the dev metric per evaluation"))
+            page.para(
+                "This log holds the loss of single logged steps (written before the loop logged interval "
+                "means): a small last batch can show up as a false dip.",
+                note=True,
+            )
+        page.figure(
+            plots.curves(
+                {folder.name: log},
+                "curves.png",
+                "training loss (mean of each logging interval) and the dev metric per evaluation",
+            )
+        )
     chance, ceiling = _chance_and_ceiling(data)
-    fig = plots.final_metrics(data.get("metrics", {}), chance, ceiling, "final.png",
-                              "final R@K; dashed: chance (random ranking), dotted: ceiling (a perfect ranker)")
+    fig = plots.final_metrics(
+        data.get("metrics", {}),
+        chance,
+        ceiling,
+        "final.png",
+        "final R@K; dashed: chance (random ranking), dotted: ceiling (a perfect ranker)",
+    )
     if fig is not None:
         page.figure(fig)
         if chance is None:
-            page.para("The chance level is not recorded in this results.json (a `repro run` folder records it); "
-                      "the ceiling is a perfect ranker under the run's labels (100 at every K).", note=True)
+            page.para(
+                "The chance level is not recorded in this results.json (a `repro run` folder records it); "
+                "the ceiling is a perfect ranker under the run's labels (100 at every K).",
+                note=True,
+            )
     _provenance(page, data)
     return page
 
@@ -211,35 +251,61 @@ def _seeds_page(folder: Path, agg: dict[str, Any]) -> Page:
             continue
         lo, hi = clip_ci(m, s.get("ci_low", float("nan")), s.get("ci_high", float("nan")))
         clipped = clipped or (lo, hi) != (s.get("ci_low"), s.get("ci_high"))
-        row = [m, f"{fmt_metric(m, s['mean'])} ± {fmt_metric(m, s.get('sd'))}", fmt_metric(m, s.get("min")),
-               fmt_metric(m, s.get("max")), fmt_metric(m, s.get("range")), f"[{fmt_metric(m, lo)}, {fmt_metric(m, hi)}]"]
+        row = [
+            m,
+            f"{fmt_metric(m, s['mean'])} ± {fmt_metric(m, s.get('sd'))}",
+            fmt_metric(m, s.get("min")),
+            fmt_metric(m, s.get("max")),
+            fmt_metric(m, s.get("range")),
+            f"[{fmt_metric(m, lo)}, {fmt_metric(m, hi)}]",
+        ]
         if chance:
             row += [fmt_metric(m, chance.get(m)), fmt_metric(m, oracle.get(m))]
         rows.append(row)
     page.heading("Over seeds")
     page.table(header, rows)
     if clipped:
-        page.para("CIs are t-intervals over seeds, cut to the range a metric can take (a count or rank is never "
-                  "negative, a percentage stays in [0, 100]).", note=True)
+        page.para(
+            "CIs are t-intervals over seeds, cut to the range a metric can take (a count or rank is never "
+            "negative, a percentage stays in [0, 100]).",
+            note=True,
+        )
     per_seed = agg.get("per_seed") or {}
     if per_seed:
         names = [n for n in order_names(next(iter(per_seed.values()))) if "R@" in n or n == "rsum"]
         page.heading("Every seed")
-        page.table(["seed", *names], [[s, *(fmt_metric(n, r.get(n)) for n in names)] for s, r in per_seed.items()])
-        page.figure(plots.seeds(per_seed, agg.get("metrics", {}), "seeds.png",
-                                "every seed (blue) and the mean with its 95% CI (red)"))
+        page.table(
+            ["seed", *names], [[s, *(fmt_metric(n, r.get(n)) for n in names)] for s, r in per_seed.items()]
+        )
+        page.figure(
+            plots.seeds(
+                per_seed,
+                agg.get("metrics", {}),
+                "seeds.png",
+                "every seed (blue) and the mean with its 95% CI (red)",
+            )
+        )
     sanity = agg.get("sanity") or {}
     checks = [(k[:-3], v) for k, v in sanity.items() if k.endswith("_ok")]
     if checks:
         page.heading("Verdicts")
         page.table(["sanity check", "verdict"], [[name, "pass" if ok else "FAIL"] for name, ok in checks])
     if chance:
-        page.figure(plots.final_metrics({k: s["mean"] for k, s in agg.get("metrics", {}).items() if isinstance(s, dict)},
-                                        chance, ceiling, "final.png",
-                                        "mean test R@K over seeds; dashed: chance, dotted: ceiling (oracle)"))
+        page.figure(
+            plots.final_metrics(
+                {k: s["mean"] for k, s in agg.get("metrics", {}).items() if isinstance(s, dict)},
+                chance,
+                ceiling,
+                "final.png",
+                "mean test R@K over seeds; dashed: chance, dotted: ceiling (oracle)",
+            )
+        )
     logs = {p.name: read_log(p) for p in _seed_dirs(folder)}
-    fig = plots.curves({k: v for k, v in logs.items() if v["loss"] or v["dev"]}, "seed_curves.png",
-                       "every seed's training loss (interval mean) and dev curve")
+    fig = plots.curves(
+        {k: v for k, v in logs.items() if v["loss"] or v["dev"]},
+        "seed_curves.png",
+        "every seed's training loss (interval mean) and dev curve",
+    )
     if fig is not None:
         page.heading("Curves")
         page.figure(fig)
@@ -259,25 +325,76 @@ def _probe_page(folder: Path, data: dict[str, Any], md_exists: bool) -> Page:
         if blind is None and is_number(gap.get("gap_pct")):
             blind = a["acc_pct"] - gap["gap_pct"]
         lo, hi = clip_ci("acc_pct", a.get("ci_low", a["acc_pct"]), a.get("ci_high", a["acc_pct"]))
-        rows.append({"task": task, "acc": a["acc_pct"], "ci_low": lo, "ci_high": hi, "chance": a.get("chance_pct", 0.0),
-                     "blind": blind, "best_blind": gap.get("best_blind"), "gap": gap})
+        rows.append(
+            {
+                "task": task,
+                "acc": a["acc_pct"],
+                "ci_low": lo,
+                "ci_high": hi,
+                "chance": a.get("chance_pct", 0.0),
+                "blind": blind,
+                "best_blind": gap.get("best_blind"),
+                "gap": gap,
+            }
+        )
     page.heading("Accuracy per task")
-    page.table(["task", "accuracy [95% CI]", "chance", "best blind baseline", "blind acc", "grounded gap [95% CI]", "p"],
-               [[r["task"], f"{_pct(r['acc'])} [{_pct(r['ci_low'])}, {_pct(r['ci_high'])}]",
-                 _pct(r["chance"]), str(r["best_blind"] or "—"), _pct(r["blind"]),
-                 (f"{_pct(r['gap'].get('gap_pct'), True)} [{_pct(r['gap'].get('ci_low'), True)}, "
-                  f"{_pct(r['gap'].get('ci_high'), True)}]") if r["gap"] else "—",
-                 fmt_num(r["gap"].get("p")) if r["gap"] else "—"] for r in rows])
-    page.para("Grounded gap = model − best blind baseline (a model that never looks at the image); "
-              "CIs: 95% bootstrap over items; ties count as wrong.", note=True)
-    page.figure(plots.probe_tasks(rows, "probe_tasks.png",
-                                  "accuracy per task with its 95% CI, the best blind baseline and chance (dashed)"))
+    page.table(
+        [
+            "task",
+            "accuracy [95% CI]",
+            "chance",
+            "best blind baseline",
+            "blind acc",
+            "grounded gap [95% CI]",
+            "p",
+        ],
+        [
+            [
+                r["task"],
+                f"{_pct(r['acc'])} [{_pct(r['ci_low'])}, {_pct(r['ci_high'])}]",
+                _pct(r["chance"]),
+                str(r["best_blind"] or "—"),
+                _pct(r["blind"]),
+                (
+                    f"{_pct(r['gap'].get('gap_pct'), True)} [{_pct(r['gap'].get('ci_low'), True)}, "
+                    f"{_pct(r['gap'].get('ci_high'), True)}]"
+                )
+                if r["gap"]
+                else "—",
+                fmt_num(r["gap"].get("p")) if r["gap"] else "—",
+            ]
+            for r in rows
+        ],
+    )
+    page.para(
+        "Grounded gap = model − best blind baseline (a model that never looks at the image); "
+        "CIs: 95% bootstrap over items; ties count as wrong.",
+        note=True,
+    )
+    page.figure(
+        plots.probe_tasks(
+            rows,
+            "probe_tasks.png",
+            "accuracy per task with its 95% CI, the best blind baseline and chance (dashed)",
+        )
+    )
     blinds = run.get("blinds") or {}
     if blinds:
         tasks = [r["task"] for r in rows]
         page.heading("Blind baselines")
-        page.table(["baseline", *tasks], [[b, *(_pct(((r.get("tasks") or {}).get(t) or {}).get("accuracy", {})
-                                                         .get("acc_pct")) for t in tasks)] for b, r in blinds.items()])
+        page.table(
+            ["baseline", *tasks],
+            [
+                [
+                    b,
+                    *(
+                        _pct(((r.get("tasks") or {}).get(t) or {}).get("accuracy", {}).get("acc_pct"))
+                        for t in tasks
+                    ),
+                ]
+                for b, r in blinds.items()
+            ],
+        )
     if md_exists:
         page.heading("Full tables (report.md)")
         page.markdown(_strip_title((folder / "report.md").read_text(encoding="utf-8")), folder)
@@ -302,7 +419,9 @@ def _verdicts(obj: Any, path: str = "", out: list[list[str]] | None = None) -> l
     if isinstance(obj, dict):
         claim = obj.get("claim") or obj.get("name") or path
         if isinstance(obj.get("holds"), bool):
-            out.append([str(claim), "holds" if obj["holds"] else "does not hold", str(obj.get("verdict", ""))])
+            out.append(
+                [str(claim), "holds" if obj["holds"] else "does not hold", str(obj.get("verdict", ""))]
+            )
         elif isinstance(obj.get("verdict"), str):
             out.append([str(claim), "", obj["verdict"]])
         for k, v in obj.items():
@@ -321,12 +440,31 @@ def _experiment_page(folder: Path, data: dict[str, Any]) -> Page:
     if isinstance(claims, list) and claims and all(isinstance(r, dict) and "verdict" in r for r in claims):
         # the pre-registered claims as core.analysis left them: one standard for every experiment
         page.heading("Pre-registered claims and verdicts")
-        page.table(["claim", "seeds", "Δ (mean)", "95% CI", "p (difference, Holm)", "p (TOST, Holm)", "verdict",
-                    "as declared"],
-                   [[str(r["claim"]), str(r["n"]), f"{r['mean_diff']:+.2f}",
-                     f"[{r['ci'][0]:+.2f}, {r['ci'][1]:+.2f}]", f"{r['p_difference']:.2g}",
-                     f"{r['p_equivalence']:.2g}", str(r["verdict"]),
-                     "yes" if r["supported"] else f"no (declared: {r['plan']['direction']})"] for r in claims])
+        page.table(
+            [
+                "claim",
+                "seeds",
+                "Δ (mean)",
+                "95% CI",
+                "p (difference, Holm)",
+                "p (TOST, Holm)",
+                "verdict",
+                "as declared",
+            ],
+            [
+                [
+                    str(r["claim"]),
+                    str(r["n"]),
+                    f"{r['mean_diff']:+.2f}",
+                    f"[{r['ci'][0]:+.2f}, {r['ci'][1]:+.2f}]",
+                    f"{r['p_difference']:.2g}",
+                    f"{r['p_equivalence']:.2g}",
+                    str(r["verdict"]),
+                    "yes" if r["supported"] else f"no (declared: {r['plan']['direction']})",
+                ]
+                for r in claims
+            ],
+        )
         verdicts = []
     else:
         verdicts = _verdicts({k: v for k, v in data.items() if k != "verdict"})
@@ -374,11 +512,17 @@ def _demo_page(folder: Path) -> Page:
         # In the order the stages ran: the order of the demo's timing table.
         ran = re.findall(r"^\| ([\w-]+) \| [\d.]+ \|$", text, flags=re.M)
         page.heading("Training curves of the demo's runs")
-        for stage, series in sorted(stages.items(), key=lambda kv: ran.index(kv[0]) if kv[0] in ran else len(ran)):
+        for stage, series in sorted(
+            stages.items(), key=lambda kv: ran.index(kv[0]) if kv[0] in ran else len(ran)
+        ):
             page.heading(stage, level=3)
-            page.figure(plots.curves(series, f"demo_{stage}_curves.png",
-                                     f"{stage}: training loss (interval mean) and dev metric of "
-                                     + ", ".join(series)))
+            page.figure(
+                plots.curves(
+                    series,
+                    f"demo_{stage}_curves.png",
+                    f"{stage}: training loss (interval mean) and dev metric of " + ", ".join(series),
+                )
+            )
     return page
 
 
@@ -454,12 +598,19 @@ def _flat_metrics(kind: str, data: dict[str, Any] | None) -> dict[str, Any]:
     if data is None:
         return {}
     if kind == "seeds":
-        return {k: s["mean"] for k, s in data.get("metrics", {}).items() if isinstance(s, dict) and is_number(s.get("mean"))}
+        return {
+            k: s["mean"]
+            for k, s in data.get("metrics", {}).items()
+            if isinstance(s, dict) and is_number(s.get("mean"))
+        }
     return {k: v for k, v in (data.get("metrics") or {}).items() if is_number(v)}
 
 
-def compare(paths: list[str | os.PathLike], out: str | os.PathLike | None = None,
-            csv_path: str | os.PathLike | None = None) -> Path:
+def compare(
+    paths: list[str | os.PathLike],
+    out: str | os.PathLike | None = None,
+    csv_path: str | os.PathLike | None = None,
+) -> Path:
     """Several runs side by side: metrics table, overlaid curves; optionally the metrics as CSV.
 
     Writes ``out`` (default ``compare/report.md``) and the HTML page beside it; returns the Markdown path.
@@ -468,16 +619,30 @@ def compare(paths: list[str | os.PathLike], out: str | os.PathLike | None = None
     labels = [e[0] for e in entries]
     table = {label: m for label, _, _, _, _, m in entries}
     page = Page("Comparison: " + " vs ".join(labels))
-    page.table(["run", "kind", "task", "model", "data", "seed(s)"],
-               [[label, kind, str((data or {}).get("task", "—")), str((data or {}).get("model", "—")),
-                 str((data or {}).get("data", "—")),
-                 str((data or {}).get("seeds", (data or {}).get("seed", "—")))] for label, _, kind, _, data, _ in entries])
+    page.table(
+        ["run", "kind", "task", "model", "data", "seed(s)"],
+        [
+            [
+                label,
+                kind,
+                str((data or {}).get("task", "—")),
+                str((data or {}).get("model", "—")),
+                str((data or {}).get("data", "—")),
+                str((data or {}).get("seeds", (data or {}).get("seed", "—"))),
+            ]
+            for label, _, kind, _, data, _ in entries
+        ],
+    )
     page.heading("Metrics")
-    page.table(["metric", *labels], [[n, *(fmt_metric(n, table[label].get(n)) for label in labels)] for n in names])
+    page.table(
+        ["metric", *labels], [[n, *(fmt_metric(n, table[label].get(n)) for label in labels)] for n in names]
+    )
     if any(kind == "seeds" for _, _, kind, _, _, _ in entries):
         page.para("For multi-seed folders the value is the mean over seeds.", note=True)
     bar_keys = [n for n in names if "R@" in n] or [n for n in names if n.endswith("_pct")] or names[:8]
-    page.figure(plots.compare_bars(table, bar_keys, "compare_metrics.png", "the metrics of every run side by side"))
+    page.figure(
+        plots.compare_bars(table, bar_keys, "compare_metrics.png", "the metrics of every run side by side")
+    )
     series = {}
     for label, _, kind, folder, _, _ in entries:
         if kind == "run":
@@ -488,7 +653,11 @@ def compare(paths: list[str | os.PathLike], out: str | os.PathLike | None = None
     series = {k: v for k, v in series.items() if v["loss"] or v["dev"]}
     if series:
         page.heading("Curves")
-        page.figure(plots.curves(series, "compare_curves.png", "training loss (interval mean) and dev metric, overlaid"))
+        page.figure(
+            plots.curves(
+                series, "compare_curves.png", "training loss (interval mean) and dev metric, overlaid"
+            )
+        )
     if len(entries) == 2 and all(kind in ("run", "seeds") for _, _, kind, _, _, _ in entries):
         _paired_verdict(page, entries[0][1], entries[1][1])
     md_path = Path(out) if out else Path("compare") / "report.md"
@@ -505,13 +674,19 @@ def _entries(paths: list[str | os.PathLike]) -> tuple[list[tuple], list[str]]:
     for label, p in zip(_labels(ps), ps):
         kind, folder, data = detect(p)
         if kind == "demo":
-            raise DataError("a demo folder holds many runs and cannot be compared or exported as one", where=str(p),
-                            fix="give its run folders, e.g. demo-out/dcd/dcd demo-out/dcd/no-kd")
+            raise DataError(
+                "a demo folder holds many runs and cannot be compared or exported as one",
+                where=str(p),
+                fix="give its run folders, e.g. demo-out/dcd/dcd demo-out/dcd/no-kd",
+            )
         entries.append((label, p, kind, folder, data, _flat_metrics(kind, data)))
     names = order_names([k for e in entries for k in e[5]])
     if not names:
-        raise DataError("no numeric metrics to report", where=", ".join(map(str, ps)),
-                        fix="give run, repro or probe folders or results.json files")
+        raise DataError(
+            "no numeric metrics to report",
+            where=", ".join(map(str, ps)),
+            fix="give run, repro or probe folders or results.json files",
+        )
     return entries, names
 
 
@@ -542,8 +717,18 @@ def write_csv(path: Path, entries: list[tuple], names: list[str]) -> None:
         d = data or {}
         seed = d.get("seed", " ".join(str(s) for s in d.get("seeds", [])))
         # Full precision in the CSV (a spreadsheet rounds for display), but never a float repr artefact.
-        w.writerow([label, str(p), kind, d.get("task", ""), d.get("model", ""), d.get("data", ""), seed,
-                    *(_csv_num(metrics.get(n)) for n in names)])
+        w.writerow(
+            [
+                label,
+                str(p),
+                kind,
+                d.get("task", ""),
+                d.get("model", ""),
+                d.get("data", ""),
+                seed,
+                *(_csv_num(metrics.get(n)) for n in names),
+            ]
+        )
     write_text(path, buf.getvalue())
 
 

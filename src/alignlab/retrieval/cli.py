@@ -25,99 +25,183 @@ from alignlab.models.adapters import add_model_arguments, model_options
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    t = sub.add_parser("train", help="train an image–text retrieval model from a config",
-                       description="Train a tiny dual or cross encoder (config: model, data, loss, train), select "
-                                   "the best epoch by the declared dev metric, and evaluate it on the test split. "
-                                   "Re-running the same command resumes an interrupted run. Under `torchrun "
-                                   "--nproc_per_node N -m alignlab train ...` it trains with DDP on N processes "
-                                   "(train.batch_size is then the per-process batch; see docs/distributed.md).")
-    t.add_argument("--config", type=Path, default=None, help="YAML run config (default: the built-in defaults)")
+    t = sub.add_parser(
+        "train",
+        help="train an image–text retrieval model from a config",
+        description="Train a tiny dual or cross encoder (config: model, data, loss, train), select "
+        "the best epoch by the declared dev metric, and evaluate it on the test split. "
+        "Re-running the same command resumes an interrupted run. Under `torchrun "
+        "--nproc_per_node N -m alignlab train ...` it trains with DDP on N processes "
+        "(train.batch_size is then the per-process batch; see docs/distributed.md).",
+    )
+    t.add_argument(
+        "--config", type=Path, default=None, help="YAML run config (default: the built-in defaults)"
+    )
     add_out(t, default=Path("runs/train"), help="run folder (default: runs/train)")
     add_seed(t, default=None, help="override the config's seed")
-    t.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a config value, e.g. --set train.epochs=3 (repeatable)")
-    t.add_argument("--no-resume", action="store_true", help="start again even if the run folder has a checkpoint")
+    t.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a config value, e.g. --set train.epochs=3 (repeatable)",
+    )
+    t.add_argument(
+        "--no-resume", action="store_true", help="start again even if the run folder has a checkpoint"
+    )
     add_overwrite(t)
-    t.add_argument("--num-workers", type=int, default=None, metavar="N",
-                   help="DataLoader processes decoding training images from files, HF datasets or tar shards "
-                        "(sets data.num_workers; default 0: the main process)")
+    t.add_argument(
+        "--num-workers",
+        type=int,
+        default=None,
+        metavar="N",
+        help="DataLoader processes decoding training images from files, HF datasets or tar shards "
+        "(sets data.num_workers; default 0: the main process)",
+    )
     add_device(t, note="under torchrun each process uses GPU LOCAL_RANK")
-    t.add_argument("--allow-outside-root", action="store_true",
-                   help="accept image paths in data files that leave the data root (absolute or with '..')")
+    t.add_argument(
+        "--allow-outside-root",
+        action="store_true",
+        help="accept image paths in data files that leave the data root (absolute or with '..')",
+    )
     t.set_defaults(run=run_train)
 
-    e = sub.add_parser("eval", help="evaluate models (retrieval)",
-                       description="Evaluate a model; `alignlab eval retrieval --help` for the options.")
+    e = sub.add_parser(
+        "eval",
+        help="evaluate models (retrieval)",
+        description="Evaluate a model; `alignlab eval retrieval --help` for the options.",
+    )
     ev = e.add_subparsers(dest="verb", required=True, metavar="<verb>")
-    r = ev.add_parser("retrieval", help="exact image–text retrieval metrics of any model",
-                      description="Exact R@K (a hit if any relevant item is in the top K), median/mean rank and "
-                                  "tie counts, both directions, for a dual or cross encoder.")
-    r.add_argument("--model", required=True,
-                   help="tiny-dual | tiny-cross | ckpt:<dir> | hf:<hub id or dir> | open_clip:<arch>@<tag>")
-    r.add_argument("--data", type=Path, default=None,
-                   help="data: a folder with dataset.json, Karpathy/COCO .json, .csv or .jsonl "
-                        "(not needed for shapes-* protocols)")
-    r.add_argument("--protocol", default=None,
-                   help="named protocol: f30k-1k, coco-5k, coco-1k-5fold, shapes-1k, shapes-5k (truth relevance), "
-                        "shapes-1k-source, shapes-5k-source (source labels), shapes-1k-disc, shapes-5k-disc "
-                        "(discriminative captions)")
-    r.add_argument("--relevance", default=None, choices=["truth", "source"],
-                   help="relevance labels: truth (ShapesWorld: a caption is relevant to every image it is true "
-                        "of; the default there) or source (only the captions written for an image; the default "
-                        "for other data)")
+    r = ev.add_parser(
+        "retrieval",
+        help="exact image–text retrieval metrics of any model",
+        description="Exact R@K (a hit if any relevant item is in the top K), median/mean rank and "
+        "tie counts, both directions, for a dual or cross encoder.",
+    )
+    r.add_argument(
+        "--model",
+        required=True,
+        help="tiny-dual | tiny-cross | ckpt:<dir> | hf:<hub id or dir> | open_clip:<arch>@<tag>",
+    )
+    r.add_argument(
+        "--data",
+        type=Path,
+        default=None,
+        help="data: a folder with dataset.json, Karpathy/COCO .json, .csv or .jsonl "
+        "(not needed for shapes-* protocols)",
+    )
+    r.add_argument(
+        "--protocol",
+        default=None,
+        help="named protocol: f30k-1k, coco-5k, coco-1k-5fold, shapes-1k, shapes-5k (truth relevance), "
+        "shapes-1k-source, shapes-5k-source (source labels), shapes-1k-disc, shapes-5k-disc "
+        "(discriminative captions)",
+    )
+    r.add_argument(
+        "--relevance",
+        default=None,
+        choices=["truth", "source"],
+        help="relevance labels: truth (ShapesWorld: a caption is relevant to every image it is true "
+        "of; the default there) or source (only the captions written for an image; the default "
+        "for other data)",
+    )
     r.add_argument("--split", default="test", help="Karpathy split when no protocol is given (default: test)")
     r.add_argument("--image-root", type=Path, default=None, help="folder the image paths are relative to")
-    r.add_argument("--image-size", type=int, default=224, metavar="PX",
-                   help="size tar shards and Hugging Face datasets are decoded at (default 224; each model "
-                        "then resizes to its own input)")
-    r.add_argument("--allow-outside-root", action="store_true",
-                   help="accept image paths in --data that leave the image root (absolute or with '..')")
-    r.add_argument("--ties", default="pessimistic", choices=["pessimistic", "optimistic", "index"],
-                   help="how a tie between a relevant and an irrelevant item counts (default: pessimistic)")
+    r.add_argument(
+        "--image-size",
+        type=int,
+        default=224,
+        metavar="PX",
+        help="size tar shards and Hugging Face datasets are decoded at (default 224; each model "
+        "then resizes to its own input)",
+    )
+    r.add_argument(
+        "--allow-outside-root",
+        action="store_true",
+        help="accept image paths in --data that leave the image root (absolute or with '..')",
+    )
+    r.add_argument(
+        "--ties",
+        default="pessimistic",
+        choices=["pessimistic", "optimistic", "index"],
+        help="how a tie between a relevant and an irrelevant item counts (default: pessimistic)",
+    )
     r.add_argument("--ks", default="1,5,10", help="cut-offs K of R@K (default: 1,5,10)")
     add_out(r, default=None, help="write results JSON here")
-    add_seed(r, default=0,
-             help="seed set before the model is built (decides an untrained tiny model's weights; default 0)")
+    add_seed(
+        r,
+        default=0,
+        help="seed set before the model is built (decides an untrained tiny model's weights; default 0)",
+    )
     add_model_arguments(r)  # --device, --allow-download, --fp16, --model-batch-size
     from alignlab.scale.cli import add_engine_args
 
     add_engine_args(r, rows_default=1024)  # dual encoders: the encoding runs sharded (docs/scale.md)
     r.set_defaults(run=run_eval)
 
-    p = sub.add_parser("repro", help="seed-aware reproducibility: run over seeds, compare, diff",
-                       description="Reproducibility tools after 'Where Does the Performance Improvement Come "
-                                   "From?' (SIGIR 2022).")
+    p = sub.add_parser(
+        "repro",
+        help="seed-aware reproducibility: run over seeds, compare, diff",
+        description="Reproducibility tools after 'Where Does the Performance Improvement Come "
+        "From?' (SIGIR 2022).",
+    )
     verbs = p.add_subparsers(dest="verb", required=True, metavar="<verb>")
-    rr = verbs.add_parser("run", help="train and evaluate a config once per seed, and aggregate",
-                          description="Train and evaluate once per seed (each run resumable) and write every "
-                                      "seed's results plus mean ± sd, min–max and 95% CI per metric.")
+    rr = verbs.add_parser(
+        "run",
+        help="train and evaluate a config once per seed, and aggregate",
+        description="Train and evaluate once per seed (each run resumable) and write every "
+        "seed's results plus mean ± sd, min–max and 95% CI per metric.",
+    )
     rr.add_argument("--config", type=Path, default=None, help="YAML run config (default: built-in defaults)")
     rr.add_argument("--seeds", default="0-4", help="seeds, e.g. 0-4 or 0,3,7 (default: 0-4)")
     add_out(rr, default=Path("runs/repro"), help="output folder (default: runs/repro)")
-    rr.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                    help="override a config value (repeatable)")
+    rr.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a config value (repeatable)",
+    )
     add_device(rr)
-    add_overwrite(rr, help="rewrite the aggregate of a finished repro folder (seed runs of the same config and "
-                           "code are reused, not retrained)")
-    rr.add_argument("--allow-outside-root", action="store_true",
-                    help="accept image paths in data files that leave the data root (absolute or with '..')")
+    add_overwrite(
+        rr,
+        help="rewrite the aggregate of a finished repro folder (seed runs of the same config and "
+        "code are reused, not retrained)",
+    )
+    rr.add_argument(
+        "--allow-outside-root",
+        action="store_true",
+        help="accept image paths in data files that leave the data root (absolute or with '..')",
+    )
     rr.set_defaults(run=run_repro)
-    rc = verbs.add_parser("compare", help="compare two systems run with the same seeds (paired test over seeds)",
-                          description="B − A on RSUM, paired by training seed: exact sign-flip test over the "
-                                      "paired seeds, TOST at --margin for equivalence, and a 95%% CI from a "
-                                      "hierarchical bootstrap over seeds and test queries; the verdict is improves, "
-                                      "hurts, equivalent within ±margin or inconclusive (alignlab.core.analysis).")
+    rc = verbs.add_parser(
+        "compare",
+        help="compare two systems run with the same seeds (paired test over seeds)",
+        description="B − A on RSUM, paired by training seed: exact sign-flip test over the "
+        "paired seeds, TOST at --margin for equivalence, and a 95%% CI from a "
+        "hierarchical bootstrap over seeds and test queries; the verdict is improves, "
+        "hurts, equivalent within ±margin or inconclusive (alignlab.core.analysis).",
+    )
     rc.add_argument("a", type=Path, help="system A: a `repro run` folder (or one run folder)")
     rc.add_argument("b", type=Path, help="system B: a `repro run` folder (or one run folder)")
     rc.add_argument("--resamples", type=int, default=10000, help="bootstrap resamples")
-    rc.add_argument("--margin", type=float, default=5.0,
-                    help="smallest RSUM difference that matters; equivalence is tested at ±margin (default 5)")
+    rc.add_argument(
+        "--margin",
+        type=float,
+        default=5.0,
+        help="smallest RSUM difference that matters; equivalence is tested at ±margin (default 5)",
+    )
     add_seed(rc, default=0, help="seed of the resampling")
     rc.add_argument("--json", action="store_true", help="print JSON instead of a table")
     rc.set_defaults(run=run_compare)
-    rd = verbs.add_parser("diff", help="what differs between two runs' settings and environment",
-                          description="List every config and manifest value that differs between two runs "
-                                      "(results.json files or run folders).")
+    rd = verbs.add_parser(
+        "diff",
+        help="what differs between two runs' settings and environment",
+        description="List every config and manifest value that differs between two runs "
+        "(results.json files or run folders).",
+    )
     rd.add_argument("a", type=Path)
     rd.add_argument("b", type=Path)
     rd.set_defaults(run=run_diff)
@@ -130,7 +214,9 @@ def _run_config(path: Path | None, overrides: list[str], seed: int | None = None
     data = merge(data, parse_overrides(overrides))
     if seed is not None:
         data["seed"] = seed
-    return load_run_config(data, where=config_sources(path, overrides, {"seed": "--seed"} if seed is not None else {}))
+    return load_run_config(
+        data, where=config_sources(path, overrides, {"seed": "--seed"} if seed is not None else {})
+    )
 
 
 def _device(name: str) -> str:
@@ -157,8 +243,10 @@ def run_train(args: argparse.Namespace) -> int:
     if not main:  # rank 0 prints the summary
         return 0
     m = result["metrics"]
-    print(f"best epoch {result['best'].get('epoch')} by dev {result['best'].get('metric')}; test "
-          + ", ".join(f"{k}={m[k]:.2f}" for k in m if "R@" in k or k == "rsum"))
+    print(
+        f"best epoch {result['best'].get('epoch')} by dev {result['best'].get('metric')}; test "
+        + ", ".join(f"{k}={m[k]:.2f}" for k in m if "R@" in k or k == "rsum")
+    )
     print(f"results: {args.out / 'results.json'}")
     return 0
 
@@ -176,7 +264,9 @@ def run_eval(args: argparse.Namespace) -> int:
     except ValueError:
         raise ConfigError(f"cannot read --ks {args.ks!r}", where="--ks", fix="write e.g. 1,5,10") from None
     if not ks or min(ks) < 1:
-        raise ConfigError(f"every K of --ks must be >= 1, got {args.ks!r}", where="--ks", fix="write e.g. 1,5,10")
+        raise ConfigError(
+            f"every K of --ks must be >= 1, got {args.ks!r}", where="--ks", fix="write e.g. 1,5,10"
+        )
     if args.out is not None:
         check_out_file(args.out)
     started = time.time()
@@ -187,7 +277,9 @@ def run_eval(args: argparse.Namespace) -> int:
             raise e.located(f"--protocol {args.protocol}") from None
         pairs = proto.load(args.data, args.image_root)
     elif args.data is None:
-        raise ConfigError("give --data or a --protocol", where="--data, --protocol", fix="e.g. --protocol shapes-1k")
+        raise ConfigError(
+            "give --data or a --protocol", where="--data, --protocol", fix="e.g. --protocol shapes-1k"
+        )
     else:
         from alignlab.data.loading import is_hf_folder, is_tar_source, open_image_text
 
@@ -197,8 +289,13 @@ def run_eval(args: argparse.Namespace) -> int:
             # split is decoded once (at --image-size) into memory, as evaluation holds every image anyway
             pairs = open_image_text(args.data, split).to_pairs(args.image_size)
         else:
-            pairs = load_pairs(args.data, split, args.image_root, allow_outside_root=args.allow_outside_root,
-                               relevance=args.relevance or "auto")
+            pairs = load_pairs(
+                args.data,
+                split,
+                args.image_root,
+                allow_outside_root=args.allow_outside_root,
+                relevance=args.relevance or "auto",
+            )
     kwargs = {k: v for k, v in model_options(args).items() if k != "device"}
     from alignlab.core.seed import set_seed
 
@@ -214,11 +311,23 @@ def run_eval(args: argparse.Namespace) -> int:
         report = evaluate_model(model, pairs, proto if args.protocol else None, ks=ks, ties=args.ties)
     print(_format_eval(report))
     if args.out:
-        result = make_result(task="retrieval", model=args.model, data=pairs.name, seed=args.seed,
-                             metrics=report.metrics, definitions=report.definitions,
-                             config={"protocol": args.protocol, "ties": args.ties, "ks": list(ks),
-                                     "data": str(args.data) if args.data else None},
-                             started=started, device=args.device, report=report.to_dict())
+        result = make_result(
+            task="retrieval",
+            model=args.model,
+            data=pairs.name,
+            seed=args.seed,
+            metrics=report.metrics,
+            definitions=report.definitions,
+            config={
+                "protocol": args.protocol,
+                "ties": args.ties,
+                "ks": list(ks),
+                "data": str(args.data) if args.data else None,
+            },
+            started=started,
+            device=args.device,
+            report=report.to_dict(),
+        )
         write_json(args.out, result)
         print(f"results: {args.out}")
     return 0
@@ -246,13 +355,18 @@ def _evaluate_sharded(args: argparse.Namespace, model, pairs, ks: tuple[int, ...
     from alignlab.scale.cli import engine_options, shards_dir
 
     if not getattr(model, "is_dual", False):
-        raise ConfigError("--engine shards the encoding of a dual encoder; a cross encoder scores every pair",
-                          fix="drop --engine for a cross encoder")
+        raise ConfigError(
+            "--engine shards the encoding of a dual encoder; a cross encoder scores every pair",
+            fix="drop --engine for a cross encoder",
+        )
     if args.out is None and args.shards_dir is None:
-        raise ConfigError("--engine writes resumable shards and needs a place for them",
-                          fix="give --out (shards go next to it) or --shards-dir")
-    job = EncodeJob(args.model, pairs, seed=args.seed, device=_device(args.device),
-                    allow_download=args.allow_download)
+        raise ConfigError(
+            "--engine writes resumable shards and needs a place for them",
+            fix="give --out (shards go next to it) or --shards-dir",
+        )
+    job = EncodeJob(
+        args.model, pairs, seed=args.seed, device=_device(args.device), allow_download=args.allow_download
+    )
     out = shards_dir(args, args.out) if args.out is not None else args.shards_dir
     img, txt, run = encode_sharded(job, out, engine_options(args), args.rows_per_shard)
     print(run.summary())
@@ -270,13 +384,21 @@ def _check_repro_out(out: Path, overwrite: bool) -> None:
         check_run_dir(out)  # a file, a folder inside a file, an unwritable place
         return
     own = {"aggregate.json", "report.md", "plots"}
-    foreign = sorted(p.name for p in out.iterdir() if p.name not in own and not re.fullmatch(r"seed-\d+", p.name))
+    foreign = sorted(
+        p.name for p in out.iterdir() if p.name not in own and not re.fullmatch(r"seed-\d+", p.name)
+    )
     if foreign:
-        raise ConfigError(f"--out holds files a repro run did not write ({', '.join(foreign[:3])})", where=str(out),
-                          fix="choose a new folder for the repro run")
+        raise ConfigError(
+            f"--out holds files a repro run did not write ({', '.join(foreign[:3])})",
+            where=str(out),
+            fix="choose a new folder for the repro run",
+        )
     if (out / "aggregate.json").exists() and not overwrite:
-        raise ConfigError("--out already holds a finished repro run, which is never changed", where=str(out),
-                          fix="choose a new folder, or pass --overwrite to rewrite its aggregate")
+        raise ConfigError(
+            "--out already holds a finished repro run, which is never changed",
+            where=str(out),
+            fix="choose a new folder, or pass --overwrite to rewrite its aggregate",
+        )
 
 
 def run_repro(args: argparse.Namespace) -> int:
@@ -301,8 +423,11 @@ def run_compare(args: argparse.Namespace) -> int:
     from alignlab.retrieval.repro import compare, format_compare
 
     if not (math.isfinite(args.margin) and args.margin > 0):
-        raise ConfigError(f"the margin must be a positive number of RSUM points, got {args.margin}",
-                          where="--margin", fix="give the smallest difference that matters, e.g. --margin 5")
+        raise ConfigError(
+            f"the margin must be a positive number of RSUM points, got {args.margin}",
+            where="--margin",
+            fix="give the smallest difference that matters, e.g. --margin 5",
+        )
     c = compare(args.a, args.b, n_resamples=args.resamples, seed=args.seed, margin=args.margin)
     print(json.dumps(c, indent=2) if args.json else format_compare(c))
     return 0

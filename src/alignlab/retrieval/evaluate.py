@@ -24,8 +24,9 @@ from alignlab.retrieval.protocols import evaluate_protocol, evaluate_protocol_sc
 from alignlab.train import distributed as ddp_
 
 
-def encode_pairs(model: Any, pairs: ImageTextPairs, batch_size: int = 256,
-                 distributed: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+def encode_pairs(
+    model: Any, pairs: ImageTextPairs, batch_size: int = 256, distributed: bool = False
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Image embeddings ``[n_images, D]`` and caption embeddings ``[n_captions, D]`` of a dual encoder.
 
     Images are decoded batch by batch in the form the model wants (:func:`load_images_for`: natural size
@@ -36,10 +37,14 @@ def encode_pairs(model: Any, pairs: ImageTextPairs, batch_size: int = 256,
         model.eval()
     ii = _items(pairs.n_images, distributed)
     ci = _items(pairs.n_captions, distributed)
-    img = [model.encode_images(load_images_for(model, pairs, ii[s:s + batch_size]))
-           for s in progress(range(0, len(ii), batch_size), desc="encoding images", unit="batch")]
-    txt = [model.encode_texts([pairs.captions[c] for c in ci[s:s + batch_size]])
-           for s in progress(range(0, len(ci), batch_size), desc="encoding captions", unit="batch")]
+    img = [
+        model.encode_images(load_images_for(model, pairs, ii[s : s + batch_size]))
+        for s in progress(range(0, len(ii), batch_size), desc="encoding images", unit="batch")
+    ]
+    txt = [
+        model.encode_texts([pairs.captions[c] for c in ci[s : s + batch_size]])
+        for s in progress(range(0, len(ci), batch_size), desc="encoding captions", unit="batch")
+    ]
     img_t, txt_t = torch.cat(img).float(), torch.cat(txt).float()
     if distributed:
         img_t, txt_t = ddp_.gather_eval(img_t, pairs.n_images), ddp_.gather_eval(txt_t, pairs.n_captions)
@@ -50,8 +55,9 @@ def _items(n: int, distributed: bool) -> list[int]:
     return ddp_.eval_shard(n).tolist() if distributed else list(range(n))
 
 
-def score_matrix(model: Any, pairs: ImageTextPairs, image_batch: int = 16,
-                 distributed: bool = False) -> torch.Tensor:
+def score_matrix(
+    model: Any, pairs: ImageTextPairs, image_batch: int = 16, distributed: bool = False
+) -> torch.Tensor:
     """All-pairs scores ``[n_images, n_captions]`` of any scorer (a cross encoder scores each pair).
 
     ``distributed``: each rank scores a block of the image rows (see the module docstring).
@@ -59,16 +65,19 @@ def score_matrix(model: Any, pairs: ImageTextPairs, image_batch: int = 16,
     if hasattr(model, "eval"):
         model.eval()
     ii = _items(pairs.n_images, distributed)
-    rows = [model.score(load_images_for(model, pairs, ii[s:s + image_batch]), pairs.captions)
-            for s in progress(range(0, len(ii), image_batch), desc="scoring all pairs", unit="batch")]
+    rows = [
+        model.score(load_images_for(model, pairs, ii[s : s + image_batch]), pairs.captions)
+        for s in progress(range(0, len(ii), image_batch), desc="scoring all pairs", unit="batch")
+    ]
     scores = torch.cat(rows).float()
     if distributed:
         scores = ddp_.gather_eval(scores, pairs.n_images)
     return scores.cpu()
 
 
-def evaluate_model(model: Any, pairs: ImageTextPairs, protocol: str | None = None, distributed: bool = False,
-                   **kwargs: Any) -> Any:
+def evaluate_model(
+    model: Any, pairs: ImageTextPairs, protocol: str | None = None, distributed: bool = False, **kwargs: Any
+) -> Any:
     """A retrieval report of ``model`` on ``pairs`` (under ``protocol`` if given: folds, size check).
 
     ``distributed=True``: every rank of the process group calls it and gets the same report.

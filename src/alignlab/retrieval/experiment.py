@@ -57,44 +57,98 @@ from alignlab.core.results import write_results
 from alignlab.retrieval.training import DataConfig, RetrievalRunConfig, load_run_data, run_retrieval
 from alignlab.train.loop import TrainConfig
 
-DESCRIPTION = ("seed spread, pretrained vs random image tower, VSE++ sum/max (warm) vs InfoNCE, gallery size on "
-               "disjoint galleries; truth relevance")
-SUMMARY = {"paper": "Where Does the Performance Improvement Come From? (SIGIR 2022)",
-           "claim": "pretrained image tower, VSE++ losses vs InfoNCE, warm start, gallery size (seed spread: "
-                    "descriptive)"}
+DESCRIPTION = (
+    "seed spread, pretrained vs random image tower, VSE++ sum/max (warm) vs InfoNCE, gallery size on "
+    "disjoint galleries; truth relevance"
+)
+SUMMARY = {
+    "paper": "Where Does the Performance Improvement Come From? (SIGIR 2022)",
+    "claim": "pretrained image tower, VSE++ losses vs InfoNCE, warm start, gallery size (seed spread: "
+    "descriptive)",
+}
 
 ARMS = ("infonce", "pretrained", "vse-sum", "vse-max-warm", "vse-max")
 BASELINE = "infonce"
 GALLERY_LARGE, GALLERY_SMALL = "gallery-large", "gallery-small"
 CONDITIONS = (GALLERY_LARGE, GALLERY_SMALL)
-METRICS = {"rsum": "RSUM under truth relevance (every true caption relevant), main test gallery",
-           "rsum_source": "RSUM under source labels (only an image's own captions relevant)"}
+METRICS = {
+    "rsum": "RSUM under truth relevance (every true caption relevant), main test gallery",
+    "rsum_source": "RSUM under source labels (only an image's own captions relevant)",
+}
 KS = (1, 5, 10)
 
 # One percentage point on each of the six recalls: the smallest RSUM difference that matters here.
 RSUM_MARGIN = 6.0
 
 DEFAULT_CLAIMS: list[dict[str, Any]] = [
-    {"name": "pretrained image tower", "treatment": "pretrained", "control": "infonce", "metric": "rsum",
-     "direction": "improves", "margin": RSUM_MARGIN},
-    {"name": "VSE++ sum vs InfoNCE", "treatment": "vse-sum", "control": "infonce", "metric": "rsum",
-     "direction": "hurts", "margin": RSUM_MARGIN},
-    {"name": "VSE++ max (warm) vs InfoNCE", "treatment": "vse-max-warm", "control": "infonce", "metric": "rsum",
-     "direction": "hurts", "margin": RSUM_MARGIN},
-    {"name": "VSE++ max (warm) vs sum", "treatment": "vse-max-warm", "control": "vse-sum", "metric": "rsum",
-     "direction": "improves", "margin": RSUM_MARGIN},
-    {"name": "warm start for max-violation", "treatment": "vse-max-warm", "control": "vse-max", "metric": "rsum",
-     "direction": "improves", "margin": RSUM_MARGIN},
-    {"name": "larger gallery, source labels", "treatment": GALLERY_LARGE, "control": GALLERY_SMALL,
-     "metric": "rsum_source", "direction": "hurts", "margin": RSUM_MARGIN},
-    {"name": "larger gallery, truth relevance", "treatment": GALLERY_LARGE, "control": GALLERY_SMALL,
-     "metric": "rsum", "direction": "hurts", "margin": RSUM_MARGIN},
+    {
+        "name": "pretrained image tower",
+        "treatment": "pretrained",
+        "control": "infonce",
+        "metric": "rsum",
+        "direction": "improves",
+        "margin": RSUM_MARGIN,
+    },
+    {
+        "name": "VSE++ sum vs InfoNCE",
+        "treatment": "vse-sum",
+        "control": "infonce",
+        "metric": "rsum",
+        "direction": "hurts",
+        "margin": RSUM_MARGIN,
+    },
+    {
+        "name": "VSE++ max (warm) vs InfoNCE",
+        "treatment": "vse-max-warm",
+        "control": "infonce",
+        "metric": "rsum",
+        "direction": "hurts",
+        "margin": RSUM_MARGIN,
+    },
+    {
+        "name": "VSE++ max (warm) vs sum",
+        "treatment": "vse-max-warm",
+        "control": "vse-sum",
+        "metric": "rsum",
+        "direction": "improves",
+        "margin": RSUM_MARGIN,
+    },
+    {
+        "name": "warm start for max-violation",
+        "treatment": "vse-max-warm",
+        "control": "vse-max",
+        "metric": "rsum",
+        "direction": "improves",
+        "margin": RSUM_MARGIN,
+    },
+    {
+        "name": "larger gallery, source labels",
+        "treatment": GALLERY_LARGE,
+        "control": GALLERY_SMALL,
+        "metric": "rsum_source",
+        "direction": "hurts",
+        "margin": RSUM_MARGIN,
+    },
+    {
+        "name": "larger gallery, truth relevance",
+        "treatment": GALLERY_LARGE,
+        "control": GALLERY_SMALL,
+        "metric": "rsum",
+        "direction": "hurts",
+        "margin": RSUM_MARGIN,
+    },
 ]
 
 # The tower family of the built-in defaults (full-resolution stem, two convolutions per stage, BatchNorm,
 # mean pooling), narrower and at 32 px so that 10 seeds x 5 arms fit the experiment's CPU budget.
-MODEL = {"width": 64, "embed_dim": 64, "image_channels": [16, 32], "image_stem": 8, "text_layers": 1,
-         "heads": 2}
+MODEL = {
+    "width": 64,
+    "embed_dim": 64,
+    "image_channels": [16, 32],
+    "image_stem": 8,
+    "text_layers": 1,
+    "heads": 2,
+}
 
 
 @dataclass
@@ -105,7 +159,9 @@ class ReproExperimentConfig:
     val_images: int = 200  # dev set: picks each run's best epoch by dev RSUM
     test_images: int = 1000  # the main gallery: the first test images (the shapes-1k scenes)
     small_gallery: int = 200  # gallery-size finding: galleries of this many images ...
-    small_galleries: int = 5  # ... this many of them, after the main gallery (disjoint from it and each other)
+    small_galleries: int = (
+        5  # ... this many of them, after the main gallery (disjoint from it and each other)
+    )
     image_size: int = 32
     epochs: int = 12
     batch_size: int = 64
@@ -123,31 +179,70 @@ class ReproExperimentConfig:
     def __post_init__(self) -> None:
         unknown = [a for a in self.arms if a not in ARMS]
         if unknown:
-            raise ConfigError(f"unknown arm {unknown[0]!r}", key="arms", fix=f"choose from: {', '.join(ARMS)}")
+            raise ConfigError(
+                f"unknown arm {unknown[0]!r}", key="arms", fix=f"choose from: {', '.join(ARMS)}"
+            )
         if BASELINE not in self.arms:
-            raise ConfigError(f"the arms must include the baseline {BASELINE!r}", key="arms",
-                              fix=f"add {BASELINE} (the gallery conditions use its models)")
+            raise ConfigError(
+                f"the arms must include the baseline {BASELINE!r}",
+                key="arms",
+                fix=f"add {BASELINE} (the gallery conditions use its models)",
+            )
         if len(set(self.arms)) != len(self.arms):
             raise ConfigError("an arm is listed twice", key="arms", fix="list every arm once")
         if not self.seeds:
-            raise ConfigError("no seeds", key="seeds", fix="give at least two seeds (the arms are paired by seed)")
-        for key in ("train_images", "val_images", "test_images", "small_gallery", "small_galleries", "epochs",
-                    "batch_size", "pretrain_images", "pretrain_epochs", "pretrain_heldout"):
+            raise ConfigError(
+                "no seeds", key="seeds", fix="give at least two seeds (the arms are paired by seed)"
+            )
+        for key in (
+            "train_images",
+            "val_images",
+            "test_images",
+            "small_gallery",
+            "small_galleries",
+            "epochs",
+            "batch_size",
+            "pretrain_images",
+            "pretrain_epochs",
+            "pretrain_heldout",
+        ):
             if not isinstance(getattr(self, key), int) or getattr(self, key) < 1:
                 raise ConfigError(f"{key} must be a positive integer, got {getattr(self, key)!r}", key=key)
         if "vse-max-warm" in self.arms and not 0 < self.warm_epochs < self.epochs:
-            raise ConfigError(f"warm_epochs {self.warm_epochs} must be between 1 and epochs - 1 ({self.epochs - 1})",
-                              key="warm_epochs", fix="leave at least one epoch of max-violation after the warm start")
+            raise ConfigError(
+                f"warm_epochs {self.warm_epochs} must be between 1 and epochs - 1 ({self.epochs - 1})",
+                key="warm_epochs",
+                fix="leave at least one epoch of max-violation after the warm start",
+            )
 
 
-QUICK = dict(seeds=[0, 1], train_images=96, val_images=24, test_images=60, small_gallery=12, small_galleries=5,
-             epochs=2, warm_epochs=1, batch_size=32, pretrain_images=64, pretrain_epochs=1, pretrain_heldout=16,
-             model_config={"width": 32, "embed_dim": 32, "image_channels": [8, 16], "image_stem": 4,
-                           "text_layers": 1, "heads": 2})
+QUICK = dict(
+    seeds=[0, 1],
+    train_images=96,
+    val_images=24,
+    test_images=60,
+    small_gallery=12,
+    small_galleries=5,
+    epochs=2,
+    warm_epochs=1,
+    batch_size=32,
+    pretrain_images=64,
+    pretrain_epochs=1,
+    pretrain_heldout=16,
+    model_config={
+        "width": 32,
+        "embed_dim": 32,
+        "image_channels": [8, 16],
+        "image_stem": 4,
+        "text_layers": 1,
+        "heads": 2,
+    },
+)
 
 
-def experiment_config(*, quick: bool, seeds: list[int] | None = None,
-                      overrides: dict[str, Any] | None = None) -> ReproExperimentConfig:
+def experiment_config(
+    *, quick: bool, seeds: list[int] | None = None, overrides: dict[str, Any] | None = None
+) -> ReproExperimentConfig:
     """Quick (or full) settings with ``--set`` overrides merged deeply (:func:`alignlab.core.config.experiment_config`)."""
     return _experiment_config(ReproExperimentConfig, QUICK, quick=quick, seeds=seeds, overrides=overrides)
 
@@ -158,26 +253,44 @@ def validate_claims(exp: ReproExperimentConfig) -> list[Any]:
     for c in claims:
         mixed = (c.treatment in CONDITIONS) != (c.control in CONDITIONS)
         if mixed:
-            raise ConfigError(f"claim {c.name!r} compares a gallery condition with a training arm",
-                              where="config key claims",
-                              fix=f"compare two training arms, or {GALLERY_LARGE} with {GALLERY_SMALL}")
+            raise ConfigError(
+                f"claim {c.name!r} compares a gallery condition with a training arm",
+                where="config key claims",
+                fix=f"compare two training arms, or {GALLERY_LARGE} with {GALLERY_SMALL}",
+            )
     return claims
 
 
 # ---- runs ---------------------------------------------------------------------------------------------
 
+
 def _data(exp: ReproExperimentConfig) -> DataConfig:
     test = exp.test_images + exp.small_gallery * exp.small_galleries
-    return DataConfig(train=exp.train_images, val=exp.val_images, test=test, seed=exp.data_seed,
-                      image_size=exp.image_size)
+    return DataConfig(
+        train=exp.train_images, val=exp.val_images, test=test, seed=exp.data_seed, image_size=exp.image_size
+    )
 
 
-def arm_config(exp: ReproExperimentConfig, arm: str, seed: int, tower_file: Path | None = None) -> RetrievalRunConfig:
+def arm_config(
+    exp: ReproExperimentConfig, arm: str, seed: int, tower_file: Path | None = None
+) -> RetrievalRunConfig:
     """The retrieval run of ``arm`` with ``seed`` (model initialisation and batch order; the data stay fixed)."""
-    train = TrainConfig(epochs=exp.epochs, batch_size=exp.batch_size, lr=exp.lr, warmup_steps=exp.warmup_steps,
-                        select_metric="rsum", log_every=50)
-    cfg = RetrievalRunConfig(model_config={**exp.model_config, "image_size": exp.image_size}, data=_data(exp),
-                             train=train, margin=exp.hinge_margin, test_images=exp.test_images, seed=seed)
+    train = TrainConfig(
+        epochs=exp.epochs,
+        batch_size=exp.batch_size,
+        lr=exp.lr,
+        warmup_steps=exp.warmup_steps,
+        select_metric="rsum",
+        log_every=50,
+    )
+    cfg = RetrievalRunConfig(
+        model_config={**exp.model_config, "image_size": exp.image_size},
+        data=_data(exp),
+        train=train,
+        margin=exp.hinge_margin,
+        test_images=exp.test_images,
+        seed=seed,
+    )
     if arm == "infonce":
         return cfg
     if arm == "pretrained":
@@ -199,8 +312,9 @@ def _pretrained_tower(exp: ReproExperimentConfig, seed: int, out: Path) -> tuple
     from alignlab.retrieval.pretrain import PretrainConfig, pretrain_image_tower
 
     tower_cfg = from_dict(TinyDualConfig, {**exp.model_config, "image_size": exp.image_size}).image_config()
-    pcfg = PretrainConfig(images=exp.pretrain_images, epochs=exp.pretrain_epochs, heldout=exp.pretrain_heldout,
-                          seed=seed)
+    pcfg = PretrainConfig(
+        images=exp.pretrain_images, epochs=exp.pretrain_epochs, heldout=exp.pretrain_heldout, seed=seed
+    )
     key = cache_key({"tower": asdict(tower_cfg), "pretrain": asdict(pcfg)})
     tower = out / "towers" / f"seed-{seed}.safetensors"
     stats_file = tower.with_suffix(".json")
@@ -237,7 +351,9 @@ def _gallery_scores(run_dir: Path, cfg: RetrievalRunConfig, exp: ReproExperiment
     from alignlab.models.factory import load_checkpoint
     from alignlab.retrieval.metrics import evaluate_embeddings
 
-    key = cache_key({"run": asdict(cfg), "galleries": {k: [r.start, r.stop] for k, r in galleries(exp).items()}})
+    key = cache_key(
+        {"run": asdict(cfg), "galleries": {k: [r.start, r.stop] for k, r in galleries(exp).items()}}
+    )
     path = run_dir / "galleries.json"
     if path.is_file() and read_json(path).get("cache_key") == key:
         return read_json(path)
@@ -253,9 +369,14 @@ def _gallery_scores(run_dir: Path, cfg: RetrievalRunConfig, exp: ReproExperiment
         sub = test.subset(idx)
         rows = torch.tensor([row[c] for c in sub.captions])
         cols = torch.tensor(list(idx))
-        scores[name] = {kind: float(evaluate_embeddings(img[cols], txt[rows], sub.with_relevance(kind).relevance,
-                                                        ks=KS).metrics["rsum"])
-                        for kind in ("truth", "source")}
+        scores[name] = {
+            kind: float(
+                evaluate_embeddings(img[cols], txt[rows], sub.with_relevance(kind).relevance, ks=KS).metrics[
+                    "rsum"
+                ]
+            )
+            for kind in ("truth", "source")
+        }
     result = {"cache_key": key, "rsum": scores}
     write_json(path, result)
     return result
@@ -280,13 +401,25 @@ def _floors_and_ceilings(exp: ReproExperimentConfig) -> dict[str, Any]:
     for name, idx in galleries(exp).items():
         sub = test.subset(idx)
         ceiling = perfect_ranker(sub, KS)
-        per[name] = {"images": len(idx), "captions": sub.n_captions,
-                     **{kind: {"chance": chance_metrics(sub.with_relevance(kind).relevance, sub.n_captions, KS)["rsum"],
-                               "ceiling": ceiling[kind]["rsum"]} for kind in ("truth", "source")}}
+        per[name] = {
+            "images": len(idx),
+            "captions": sub.n_captions,
+            **{
+                kind: {
+                    "chance": chance_metrics(sub.with_relevance(kind).relevance, sub.n_captions, KS)["rsum"],
+                    "ceiling": ceiling[kind]["rsum"],
+                }
+                for kind in ("truth", "source")
+            },
+        }
     small = [v for k, v in per.items() if k.startswith("small-")]
-    summary = {"large": {kind: dict(per["large"][kind]) for kind in ("truth", "source")},
-               "small": {kind: {q: float(np.mean([g[kind][q] for g in small])) for q in ("chance", "ceiling")}
-                         for kind in ("truth", "source")}}
+    summary = {
+        "large": {kind: dict(per["large"][kind]) for kind in ("truth", "source")},
+        "small": {
+            kind: {q: float(np.mean([g[kind][q] for g in small])) for q in ("chance", "ceiling")}
+            for kind in ("truth", "source")
+        },
+    }
     return {"galleries": per, "summary": summary}
 
 
@@ -304,8 +437,15 @@ def _seed_spread(runs: dict[str, dict[int, float]], confidence: float = 0.95) ->
             sd = float(x.std(ddof=1))
             lo = sd * math.sqrt((n - 1) / stats.chi2.ppf(0.5 + confidence / 2, n - 1))
             hi = sd * math.sqrt((n - 1) / stats.chi2.ppf(0.5 - confidence / 2, n - 1))
-        out[arm] = {"n": n, "mean": float(x.mean()), "sd": sd, "sd_ci": [lo, hi], "min": float(x.min()),
-                    "max": float(x.max()), "range": float(x.max() - x.min())}
+        out[arm] = {
+            "n": n,
+            "mean": float(x.mean()),
+            "sd": sd,
+            "sd_ci": [lo, hi],
+            "min": float(x.min()),
+            "max": float(x.max()),
+            "range": float(x.max() - x.min()),
+        }
     return out
 
 
@@ -323,13 +463,17 @@ def _one_seed_reversals(runs: dict[str, dict[int, float]], claims: list[Any]) ->
         diffs = [t[i] - k[j] for i in seeds for j in seeds if i != j]
         if not diffs or mean == 0:
             continue
-        out[c.name] = {"pairs": len(diffs), "reversed": int(sum((d * mean) < 0 for d in diffs)),
-                       "share": float(np.mean([(d * mean) < 0 for d in diffs]))}
+        out[c.name] = {
+            "pairs": len(diffs),
+            "reversed": int(sum((d * mean) < 0 for d in diffs)),
+            "share": float(np.mean([(d * mean) < 0 for d in diffs])),
+        }
     return out
 
 
-def run(out: Path, *, quick: bool = False, seeds: list[int] | None = None,
-        overrides: dict[str, Any] | None = None) -> dict[str, Any]:
+def run(
+    out: Path, *, quick: bool = False, seeds: list[int] | None = None, overrides: dict[str, Any] | None = None
+) -> dict[str, Any]:
     started, cpu0 = time.time(), time.process_time()
     out = Path(out)
     exp = experiment_config(quick=quick, seeds=seeds, overrides=overrides)
@@ -347,8 +491,9 @@ def run(out: Path, *, quick: bool = False, seeds: list[int] | None = None,
         torch.set_num_threads(threads)
 
 
-def _run(out: Path, exp: ReproExperimentConfig, claims: list[Any], started: float, cpu0: float,
-         quick: bool) -> dict[str, Any]:
+def _run(
+    out: Path, exp: ReproExperimentConfig, claims: list[Any], started: float, cpu0: float, quick: bool
+) -> dict[str, Any]:
     towers: dict[int, dict[str, Any]] = {}
     arms: dict[str, Any] = {}
     rsum: dict[str, dict[int, float]] = {}
@@ -365,9 +510,12 @@ def _run(out: Path, exp: ReproExperimentConfig, claims: list[Any], started: floa
             run_dir = out / "arms" / arm / f"seed-{seed}"
             res = _train(cfg, run_dir)
             m = res["metrics"]
-            per_seed[str(seed)] = {"rsum": m["rsum"], **{f"{d}_R@{k}": m[f"{d}_R@{k}"] for d in ("i2t", "t2i") for k in KS},
-                                   "best_epoch": (res.get("best") or {}).get("epoch"),
-                                   "dev_rsum": (res.get("best") or {}).get("value")}
+            per_seed[str(seed)] = {
+                "rsum": m["rsum"],
+                **{f"{d}_R@{k}": m[f"{d}_R@{k}"] for d in ("i2t", "t2i") for k in KS},
+                "best_epoch": (res.get("best") or {}).get("epoch"),
+                "dev_rsum": (res.get("best") or {}).get("value"),
+            }
             rsum.setdefault(arm, {})[seed] = float(m["rsum"])
             items.setdefault(arm, {})[seed] = _per_query_items(run_dir)
             if arm == BASELINE:
@@ -383,22 +531,31 @@ def _run(out: Path, exp: ReproExperimentConfig, claims: list[Any], started: floa
     rows = analyse_metrics(claims, {"rsum": rsum, "rsum_source": rsum_source}, {"rsum": items})
     training_arms = {a: rsum[a] for a in exp.arms}
     result = {
-        "experiment": "repro", "quick": quick, "config": asdict(exp), "metrics": METRICS,
+        "experiment": "repro",
+        "quick": quick,
+        "config": asdict(exp),
+        "metrics": METRICS,
         "arms": arms,
-        "runs": {"rsum": {a: {str(s): v for s, v in per.items()} for a, per in rsum.items()},
-                 "rsum_source": {a: {str(s): v for s, v in per.items()} for a, per in rsum_source.items()}},
-        "towers": {str(s): {k: t[k] for k in ("heldout_micro_f1", "cpu_s", "train_loss")} for s, t in towers.items()},
+        "runs": {
+            "rsum": {a: {str(s): v for s, v in per.items()} for a, per in rsum.items()},
+            "rsum_source": {a: {str(s): v for s, v in per.items()} for a, per in rsum_source.items()},
+        },
+        "towers": {
+            str(s): {k: t[k] for k in ("heldout_micro_f1", "cpu_s", "train_loss")} for s, t in towers.items()
+        },
         "bounds": _floors_and_ceilings(exp),
         "seed_spread": _seed_spread(training_arms),
         "one_seed_reversals": _one_seed_reversals(training_arms, claims),
         "claims": rows,
-        "manifest": build_manifest(config=asdict(exp), started=started,
-                                   cpu_s=round(time.process_time() - cpu0, 1)),
+        "manifest": build_manifest(
+            config=asdict(exp), started=started, cpu_s=round(time.process_time() - cpu0, 1)
+        ),
     }
     return write_results(out, result, render_report)
 
 
 # ---- the report ---------------------------------------------------------------------------------------
+
 
 def _f(x: float, digits: int = 1) -> str:
     return f"{x:.{digits}f}"
@@ -430,8 +587,11 @@ def render_report(results: dict[str, Any]) -> str:
     n_small, k_small = exp["small_gallery"], exp["small_galleries"]
     lines = ["# Reproducibility experiment: the SIGIR 2022 findings on ShapesWorld", ""]
     if results["quick"]:
-        lines += ["**Quick settings: supports no verdict.** This page checks the pipeline; the numbers below come "
-                  "from tiny runs and support no claim.", ""]
+        lines += [
+            "**Quick settings: supports no verdict.** This page checks the pipeline; the numbers below come "
+            "from tiny runs and support no claim.",
+            "",
+        ]
     lines += [
         '"Where Does the Performance Improvement Come From? A Reproducibility Concern about Image-Text '
         'Retrieval" (SIGIR 2022) argues that the training seed, a pretrained encoder, the loss and the gallery '
@@ -445,7 +605,8 @@ def render_report(results: dict[str, Any]) -> str:
         f"rendered at {exp['image_size']} px) under **truth relevance**: a caption is relevant to every image "
         f"it is true of, as the truth evaluator decides. Seeds {seeds[0]}–{seeds[-1]} ({len(seeds)}) per arm; a "
         "seed sets the model initialisation and batch order (and the pretrained arm's tower pretraining); the "
-        "data stay fixed, so arms are paired by seed.", "",
+        "data stay fixed, so arms are paired by seed.",
+        "",
         "Arms: `infonce` (masked symmetric InfoNCE, random initialisation; the baseline); `pretrained` (the same "
         f"from an image tower pretrained on attribute presence, {exp['pretrain_images']:,} other ShapesWorld "
         f"images × {exp['pretrain_epochs']} epochs, one tower per seed); `vse-sum` (VSE++ hinge, margin "
@@ -455,20 +616,26 @@ def render_report(results: dict[str, Any]) -> str:
         "(masked losses). Gallery conditions (the `infonce` models, no extra training): "
         f"`{GALLERY_LARGE}` is the {exp['test_images']:,}-image main gallery; `{GALLERY_SMALL}` is the mean over "
         f"{k_small} galleries of {n_small} images taken from the test images after it. The galleries share no "
-        "image (the earlier version compared a gallery with a subset of itself, which made \"the smaller "
-        "gallery scores higher\" true by construction under single-relevance labels).", ""]
+        'image (the earlier version compared a gallery with a subset of itself, which made "the smaller '
+        'gallery scores higher" true by construction under single-relevance labels).',
+        "",
+    ]
 
     # -- plan
-    lines += [plan_markdown(claims).rstrip(), "",
-              "Metrics: " + "; ".join(f"`{k}`: {v}" for k, v in results["metrics"].items()) + ". The claims' "
-              f"margin ±{claims[0].margin:g} RSUM is one percentage point on each of the six recalls: smaller "
-              "differences are below what retrieval papers report as gains. " +
-              seeds_note(len(seeds), claims[0].test, claims[0].alpha, len(claims)), "",
-              "Declared descriptive statistics (no test, no verdict): the seed spread of every arm's RSUM "
-              "(sample SD over seeds with its 95% χ² interval, which assumes normal seed-to-seed variation; "
-              "min, max, range), and for each claim between two training arms the share of one-run comparisons "
-              "(treatment seed i vs control seed j, i ≠ j) whose sign disagrees with the paired mean difference.",
-              ""]
+    lines += [
+        plan_markdown(claims).rstrip(),
+        "",
+        "Metrics: " + "; ".join(f"`{k}`: {v}" for k, v in results["metrics"].items()) + ". The claims' "
+        f"margin ±{claims[0].margin:g} RSUM is one percentage point on each of the six recalls: smaller "
+        "differences are below what retrieval papers report as gains. "
+        + seeds_note(len(seeds), claims[0].test, claims[0].alpha, len(claims)),
+        "",
+        "Declared descriptive statistics (no test, no verdict): the seed spread of every arm's RSUM "
+        "(sample SD over seeds with its 95% χ² interval, which assumes normal seed-to-seed variation; "
+        "min, max, range), and for each claim between two training arms the share of one-run comparisons "
+        "(treatment seed i vs control seed j, i ≠ j) whose sign disagrees with the paired mean difference.",
+        "",
+    ]
     # -- claims
     lines += [analysis_markdown(claims, rows).rstrip(), ""]
     lines += [f"* {verdict_line(r)}" for r in rows]
@@ -476,112 +643,233 @@ def render_report(results: dict[str, Any]) -> str:
 
     # -- arms
     truth_b = bounds["large"]["truth"]
-    lines += ["## Arms on the main gallery", "",
-              f"Mean ± SD over {len(seeds)} seeds. \"Chance → ceiling\" places the mean RSUM between random scores "
-              f"({_f(truth_b['chance'])}) and a perfect ranker ({_f(truth_b['ceiling'])}) on this gallery under "
-              "truth relevance.", ""]
+    lines += [
+        "## Arms on the main gallery",
+        "",
+        f'Mean ± SD over {len(seeds)} seeds. "Chance → ceiling" places the mean RSUM between random scores '
+        f"({_f(truth_b['chance'])}) and a perfect ranker ({_f(truth_b['ceiling'])}) on this gallery under "
+        "truth relevance.",
+        "",
+    ]
     body = []
     for arm in arms:
         per = results["arms"][arm]["per_seed"]
-        vals = {k: np.array([per[str(s)][k] for s in seeds], dtype=float) for k in ("rsum", "i2t_R@1", "t2i_R@1")}
+        vals = {
+            k: np.array([per[str(s)][k] for s in seeds], dtype=float) for k in ("rsum", "i2t_R@1", "t2i_R@1")
+        }
         epochs = [per[str(s)]["best_epoch"] for s in seeds]
-        body.append([arm, f"{vals['rsum'].mean():.1f} ± {vals['rsum'].std(ddof=1) if len(seeds) > 1 else 0:.1f}",
-                     _f(vals["i2t_R@1"].mean()), _f(vals["t2i_R@1"].mean()),
-                     _share(vals["rsum"].mean(), truth_b["chance"], truth_b["ceiling"]),
-                     ", ".join(str(e) for e in epochs)])
-    lines += [_table(["arm", "RSUM (truth)", "i2t R@1", "t2i R@1", "chance → ceiling", "best epoch per seed"], body,
-                     "lrrrrl"), ""]
+        body.append(
+            [
+                arm,
+                f"{vals['rsum'].mean():.1f} ± {vals['rsum'].std(ddof=1) if len(seeds) > 1 else 0:.1f}",
+                _f(vals["i2t_R@1"].mean()),
+                _f(vals["t2i_R@1"].mean()),
+                _share(vals["rsum"].mean(), truth_b["chance"], truth_b["ceiling"]),
+                ", ".join(str(e) for e in epochs),
+            ]
+        )
+    lines += [
+        _table(
+            ["arm", "RSUM (truth)", "i2t R@1", "t2i R@1", "chance → ceiling", "best epoch per seed"],
+            body,
+            "lrrrrl",
+        ),
+        "",
+    ]
     if results.get("towers"):
         f1 = np.array([t["heldout_micro_f1"] for t in results["towers"].values()])
-        lines += [f"Pretrained towers: held-out attribute micro-F1 {f1.mean():.3f} (min {f1.min():.3f}, max "
-                  f"{f1.max():.3f}) over {len(f1)} seeds ({exp['pretrain_heldout']} held-out images).", ""]
+        lines += [
+            f"Pretrained towers: held-out attribute micro-F1 {f1.mean():.3f} (min {f1.min():.3f}, max "
+            f"{f1.max():.3f}) over {len(f1)} seeds ({exp['pretrain_heldout']} held-out images).",
+            "",
+        ]
 
     # -- per-seed values
     lines += ["## Per-seed values", "", "Every number the claims are computed from (RSUM).", ""]
     conds = [c for c in (*arms, *CONDITIONS) if c in runs["rsum"]]
-    lines += [_table(["condition", *[str(s) for s in seeds]],
-                     [[c, *[_f(runs["rsum"][c][str(s)]) for s in seeds]] for c in conds], "l" + "r" * len(seeds)), ""]
+    lines += [
+        _table(
+            ["condition", *[str(s) for s in seeds]],
+            [[c, *[_f(runs["rsum"][c][str(s)]) for s in seeds]] for c in conds],
+            "l" + "r" * len(seeds),
+        ),
+        "",
+    ]
     lines += ["Under source labels (`rsum_source`):", ""]
     conds = [c for c in (BASELINE, *CONDITIONS) if c in runs["rsum_source"]]
-    lines += [_table(["condition", *[str(s) for s in seeds]],
-                     [[c, *[_f(runs["rsum_source"][c][str(s)]) for s in seeds]] for c in conds],
-                     "l" + "r" * len(seeds)), ""]
+    lines += [
+        _table(
+            ["condition", *[str(s) for s in seeds]],
+            [[c, *[_f(runs["rsum_source"][c][str(s)]) for s in seeds]] for c in conds],
+            "l" + "r" * len(seeds),
+        ),
+        "",
+    ]
 
     # -- seed spread
-    lines += ["## Seed spread (declared, descriptive)", "",
-              "The study's first finding: one configuration trained with different seeds spreads widely, so a "
-              "single-seed comparison can reverse. SD with its 95% χ² interval.", ""]
+    lines += [
+        "## Seed spread (declared, descriptive)",
+        "",
+        "The study's first finding: one configuration trained with different seeds spreads widely, so a "
+        "single-seed comparison can reverse. SD with its 95% χ² interval.",
+        "",
+    ]
     spread = results["seed_spread"]
-    lines += [_table(["arm", "mean", "SD [95% interval]", "min", "max", "range"],
-                     [[a, _f(s["mean"]), "—" if s["sd"] is None else
-                       f"{s['sd']:.1f} [{s['sd_ci'][0]:.1f}, {s['sd_ci'][1]:.1f}]", _f(s["min"]),
-                       _f(s["max"]), _f(s["range"])] for a, s in spread.items()], "lrrrrr"), ""]
+    lines += [
+        _table(
+            ["arm", "mean", "SD [95% interval]", "min", "max", "range"],
+            [
+                [
+                    a,
+                    _f(s["mean"]),
+                    "—" if s["sd"] is None else f"{s['sd']:.1f} [{s['sd_ci'][0]:.1f}, {s['sd_ci'][1]:.1f}]",
+                    _f(s["min"]),
+                    _f(s["max"]),
+                    _f(s["range"]),
+                ]
+                for a, s in spread.items()
+            ],
+            "lrrrrr",
+        ),
+        "",
+    ]
     rev = results["one_seed_reversals"]
     if rev:
         lines += ["One-run comparisons that would have reported the opposite sign of the paired mean:", ""]
-        lines += [_table(["claim", "reversed / one-run pairs", "share"],
-                         [[k, f"{v['reversed']} / {v['pairs']}", f"{100 * v['share']:.0f}%"] for k, v in rev.items()],
-                         "lrr"), ""]
+        lines += [
+            _table(
+                ["claim", "reversed / one-run pairs", "share"],
+                [[k, f"{v['reversed']} / {v['pairs']}", f"{100 * v['share']:.0f}%"] for k, v in rev.items()],
+                "lrr",
+            ),
+            "",
+        ]
 
     # -- gallery size
     gal = results["bounds"]["galleries"]
-    lines += ["## Gallery size: ceilings and floors", "",
-              f"Each gallery's chance RSUM (random scores, exact expectation) and perfect-ranker ceiling under "
-              f"both labellings, and the `{BASELINE}` models' mean RSUM on it. Under source labels the ceiling "
-              "itself falls with gallery size (a larger gallery holds more true captions of other images, "
-              "which a perfect ranker puts first but the labels count as wrong); under truth relevance the "
-              "ceiling is 600 on every gallery.", ""]
+    lines += [
+        "## Gallery size: ceilings and floors",
+        "",
+        f"Each gallery's chance RSUM (random scores, exact expectation) and perfect-ranker ceiling under "
+        f"both labellings, and the `{BASELINE}` models' mean RSUM on it. Under source labels the ceiling "
+        "itself falls with gallery size (a larger gallery holds more true captions of other images, "
+        "which a perfect ranker puts first but the labels count as wrong); under truth relevance the "
+        "ceiling is 600 on every gallery.",
+        "",
+    ]
     body = []
     base_g = {s: results["arms"][BASELINE]["per_seed"][str(s)].get("galleries") for s in seeds}
     for name, g in gal.items():
         model_truth = np.mean([base_g[s][name]["truth"] for s in seeds])
         model_source = np.mean([base_g[s][name]["source"] for s in seeds])
-        body.append([name, str(g["images"]), str(g["captions"]), _f(g["truth"]["chance"]), _f(g["truth"]["ceiling"]),
-                     _f(model_truth), _f(g["source"]["chance"]), _f(g["source"]["ceiling"]), _f(model_source)])
-    lines += [_table(["gallery", "images", "captions", "chance (truth)", "ceiling (truth)", "infonce (truth)",
-                      "chance (source)", "ceiling (source)", "infonce (source)"], body, "lrrrrrrrr"), ""]
+        body.append(
+            [
+                name,
+                str(g["images"]),
+                str(g["captions"]),
+                _f(g["truth"]["chance"]),
+                _f(g["truth"]["ceiling"]),
+                _f(model_truth),
+                _f(g["source"]["chance"]),
+                _f(g["source"]["ceiling"]),
+                _f(model_source),
+            ]
+        )
+    lines += [
+        _table(
+            [
+                "gallery",
+                "images",
+                "captions",
+                "chance (truth)",
+                "ceiling (truth)",
+                "infonce (truth)",
+                "chance (source)",
+                "ceiling (source)",
+                "infonce (source)",
+            ],
+            body,
+            "lrrrrrrrr",
+        ),
+        "",
+    ]
 
     # -- exploratory
-    lines += ["## Exploratory", "",
-              "Not pre-registered. The gallery-size difference placed between each gallery's own chance and "
-              f"ceiling (mean over seeds of the `{BASELINE}` models): if the large gallery's drop in RSUM came "
-              "only from its lower ceiling and floor, the two shares would agree.", ""]
+    lines += [
+        "## Exploratory",
+        "",
+        "Not pre-registered. The gallery-size difference placed between each gallery's own chance and "
+        f"ceiling (mean over seeds of the `{BASELINE}` models): if the large gallery's drop in RSUM came "
+        "only from its lower ceiling and floor, the two shares would agree.",
+        "",
+    ]
     body = []
     for kind, metric in (("truth", "rsum"), ("source", "rsum_source")):
         large = np.mean([runs[metric][GALLERY_LARGE][str(s)] for s in seeds])
         small = np.mean([runs[metric][GALLERY_SMALL][str(s)] for s in seeds])
         bl, bs = bounds["large"][kind], bounds["small"][kind]
-        body.append([kind, _f(large), _share(large, bl["chance"], bl["ceiling"]), _f(small),
-                     _share(small, bs["chance"], bs["ceiling"])])
-    lines += [_table(["labels", f"RSUM, {exp['test_images']} images", "chance → ceiling",
-                      f"RSUM, {n_small} images (mean of {k_small})", "chance → ceiling"], body, "lrrrr"), ""]
+        body.append(
+            [
+                kind,
+                _f(large),
+                _share(large, bl["chance"], bl["ceiling"]),
+                _f(small),
+                _share(small, bs["chance"], bs["ceiling"]),
+            ]
+        )
+    lines += [
+        _table(
+            [
+                "labels",
+                f"RSUM, {exp['test_images']} images",
+                "chance → ceiling",
+                f"RSUM, {n_small} images (mean of {k_small})",
+                "chance → ceiling",
+            ],
+            body,
+            "lrrrr",
+        ),
+        "",
+    ]
     if "vse-max" in arms:
         per = results["arms"]["vse-max"]["per_seed"]
         near = sum(per[str(s)]["rsum"] < truth_b["chance"] + RSUM_MARGIN for s in seeds)
-        lines += [f"Cold max-violation: {near} of {len(seeds)} seeds scored less than {RSUM_MARGIN:g} RSUM above "
-                  f"chance ({_f(truth_b['chance'])}) on the main gallery, i.e. did not learn.", ""]
+        lines += [
+            f"Cold max-violation: {near} of {len(seeds)} seeds scored less than {RSUM_MARGIN:g} RSUM above "
+            f"chance ({_f(truth_b['chance'])}) on the main gallery, i.e. did not learn.",
+            "",
+        ]
 
     # -- caveats and provenance
     man = results["manifest"]
-    cmd = "alignlab experiment repro" + (" --quick" if results["quick"] else "") + " --out runs/experiment-repro"
-    lines += ["## Caveats", "",
-              "* Tiny towers at reduced width and resolution, a few epochs on synthetic data: the absolute scores "
-              "are far below the built-in recipe's (docs/retrieval.md, \"Built-in towers\"), which costs far more "
-              "CPU per run. The findings are about differences between arms at a fixed, small budget.",
-              f"* The warm-start length ({exp['warm_epochs']} of {exp['epochs']} epochs of the sum of hinges before "
-              "max-violation) was set after a one-seed pilot (seed 0, before the claims were run) in which a "
-              "shorter warm start left max-violation below chance; seed 0 is also one of the seeds here.",
-              "* The pretraining is a small in-domain attribute task, far weaker than ImageNet or web-scale "
-              "pretraining.",
-              "* The gallery claims compare fixed galleries (one large, "
-              f"{k_small} small): the test pairs runs by seed, so it speaks for these galleries, not for every "
-              "draw of galleries of these sizes.",
-              "* Each claim's test is conditional on the fixed data draw (data seed "
-              f"{exp['data_seed']}); seeds vary the training only.", "",
-              "## Reproduce", "",
-              f"`{cmd}` (one torch thread). This run: {man.get('wall_s', 0) / 60:.1f} min of wall time and "
-              f"{(man.get('cpu_s') or 0) / 60:.1f} CPU-minutes in this process (finished seeds found in the output "
-              "folder are reused, not retrained), "
-              f"{man.get('threads')} thread(s), alignlab {man.get('alignlab', '?')}, torch {man.get('torch', '?')}.",
-              ""]
+    cmd = (
+        "alignlab experiment repro"
+        + (" --quick" if results["quick"] else "")
+        + " --out runs/experiment-repro"
+    )
+    lines += [
+        "## Caveats",
+        "",
+        "* Tiny towers at reduced width and resolution, a few epochs on synthetic data: the absolute scores "
+        'are far below the built-in recipe\'s (docs/retrieval.md, "Built-in towers"), which costs far more '
+        "CPU per run. The findings are about differences between arms at a fixed, small budget.",
+        f"* The warm-start length ({exp['warm_epochs']} of {exp['epochs']} epochs of the sum of hinges before "
+        "max-violation) was set after a one-seed pilot (seed 0, before the claims were run) in which a "
+        "shorter warm start left max-violation below chance; seed 0 is also one of the seeds here.",
+        "* The pretraining is a small in-domain attribute task, far weaker than ImageNet or web-scale "
+        "pretraining.",
+        "* The gallery claims compare fixed galleries (one large, "
+        f"{k_small} small): the test pairs runs by seed, so it speaks for these galleries, not for every "
+        "draw of galleries of these sizes.",
+        "* Each claim's test is conditional on the fixed data draw (data seed "
+        f"{exp['data_seed']}); seeds vary the training only.",
+        "",
+        "## Reproduce",
+        "",
+        f"`{cmd}` (one torch thread). This run: {man.get('wall_s', 0) / 60:.1f} min of wall time and "
+        f"{(man.get('cpu_s') or 0) / 60:.1f} CPU-minutes in this process (finished seeds found in the output "
+        "folder are reused, not retrained), "
+        f"{man.get('threads')} thread(s), alignlab {man.get('alignlab', '?')}, torch {man.get('torch', '?')}.",
+        "",
+    ]
     return "\n".join(lines)

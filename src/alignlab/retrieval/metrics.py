@@ -71,9 +71,9 @@ from alignlab.data.pairs import ImageTextPairs, check_relevance
 
 TIE_POLICIES: dict[str, str] = {
     "pessimistic": "an irrelevant candidate scored exactly equal to the query's best relevant one ranks above "
-                   "it (worst case)",
+    "it (worst case)",
     "optimistic": "an irrelevant candidate scored exactly equal to the query's best relevant one ranks below "
-                  "it (best case)",
+    "it (best case)",
     "index": "equal scores are ordered by candidate index, lower index first (as a stable sort by score)",
 }
 
@@ -86,7 +86,7 @@ DEFINITIONS: dict[str, str] = {
     "i2t": "image queries, caption candidates; relevant = relevance[i]",
     "t2i": "caption queries, image candidates; relevant = the images whose relevance lists the caption",
     "tied_queries": "queries with at least one irrelevant candidate scored exactly equal to their best relevant "
-                    "candidate (only these can change rank between tie policies)",
+    "candidate (only these can change rank between tie policies)",
 }
 
 # Scores per block when chunk_size is None: 8M entries = 32 MB of float32. The matmul needs blocks of many
@@ -134,9 +134,16 @@ class RetrievalReport:
     def to_dict(self, include_ranks: bool = False) -> dict[str, Any]:
         """JSON-ready: metrics, definitions, ties and sizes (per-query ranks only if asked)."""
         d: dict[str, Any] = {
-            "metrics": dict(self.metrics), "definitions": dict(self.definitions), "ties": dict(self.ties),
-            "ks": list(self.ks), "tie_policy": self.tie_policy, "n_images": self.n_images,
-            "n_captions": self.n_captions, "n_pairs": self.n_pairs, "t2i_method": self.t2i_method}
+            "metrics": dict(self.metrics),
+            "definitions": dict(self.definitions),
+            "ties": dict(self.ties),
+            "ks": list(self.ks),
+            "tie_policy": self.tie_policy,
+            "n_images": self.n_images,
+            "n_captions": self.n_captions,
+            "n_pairs": self.n_pairs,
+            "t2i_method": self.t2i_method,
+        }
         if include_ranks:
             d["i2t_ranks"] = self.i2t_ranks.tolist()
             d["t2i_ranks"] = self.t2i_ranks.tolist()
@@ -156,8 +163,9 @@ class RetrievalReport:
         return self.format()
 
 
-def metrics_from_ranks(i2t_ranks: np.ndarray, t2i_ranks: np.ndarray,
-                       ks: Sequence[int] = (1, 5, 10)) -> dict[str, float]:
+def metrics_from_ranks(
+    i2t_ranks: np.ndarray, t2i_ranks: np.ndarray, ks: Sequence[int] = (1, 5, 10)
+) -> dict[str, float]:
     """R@K (percent), rsum, medr and meanr of both directions from 1-based per-query ranks."""
     ks = _check_ks(ks)
     out: dict[str, float] = {}
@@ -181,7 +189,9 @@ def _check_ks(ks: Any) -> tuple[int, ...]:
     try:
         items = list(ks)
     except TypeError:
-        raise ConfigError(f"ks must be a list of positive integers, got {ks!r}", fix="e.g. ks=(1, 5, 10)") from None
+        raise ConfigError(
+            f"ks must be a list of positive integers, got {ks!r}", fix="e.g. ks=(1, 5, 10)"
+        ) from None
     if not items:
         raise ConfigError("ks is empty", fix="give at least one K, e.g. ks=(1, 5, 10)")
     for k in items:
@@ -202,8 +212,10 @@ def _check_chunk(chunk_size: Any) -> int | None:
     if chunk_size is None:
         return None
     if isinstance(chunk_size, bool) or not isinstance(chunk_size, (int, np.integer)) or chunk_size < 1:
-        raise ConfigError(f"chunk_size must be a positive integer or None, got {chunk_size!r}",
-                          fix="give the number of query rows per block, or None for automatic")
+        raise ConfigError(
+            f"chunk_size must be a positive integer or None, got {chunk_size!r}",
+            fix="give the number of query rows per block, or None for automatic",
+        )
     return int(chunk_size)
 
 
@@ -215,11 +227,16 @@ def _as_tensor(x: Any, name: str) -> torch.Tensor:
         try:
             arr = x if isinstance(x, np.ndarray) else np.asarray(x)
         except (TypeError, ValueError) as e:
-            raise DataError(f"{name} is not an array: {e}", fix="give a torch tensor or a NumPy array") from None
+            raise DataError(
+                f"{name} is not an array: {e}", fix="give a torch tensor or a NumPy array"
+            ) from None
         if arr.dtype.kind not in "fiu":
             raise DataError(f"{name} has dtype {arr.dtype}, not numbers", fix="give a float array")
-        t = torch.from_numpy(np.ascontiguousarray(arr)) if arr.dtype.kind == "f" else torch.from_numpy(
-            arr.astype(np.float64))
+        t = (
+            torch.from_numpy(np.ascontiguousarray(arr))
+            if arr.dtype.kind == "f"
+            else torch.from_numpy(arr.astype(np.float64))
+        )
     if t.dtype == torch.bool or t.is_complex():
         raise DataError(f"{name} has dtype {t.dtype}", fix="give real-valued floats")
     if not t.is_floating_point():
@@ -248,12 +265,17 @@ def _relevance_list(relevance: Any) -> Sequence[Sequence[int]]:
     if isinstance(relevance, ImageTextPairs):
         return relevance.relevance
     if isinstance(relevance, (str, bytes)) or not isinstance(relevance, (Sequence, np.ndarray)):
-        raise DataError(f"relevance must be a list of caption-id lists, got {type(relevance).__name__}",
-                        fix="relevance[i] = the caption ids of image i")
+        raise DataError(
+            f"relevance must be a list of caption-id lists, got {type(relevance).__name__}",
+            fix="relevance[i] = the caption ids of image i",
+        )
     for i, r in enumerate(relevance):
         if isinstance(r, (str, bytes)) or not isinstance(r, (Sequence, np.ndarray)):
-            raise DataError(f"relevance[{i}] is {type(r).__name__}, not a list of caption ids",
-                            where=f"relevance[{i}]", fix="relevance[i] = the caption ids of image i")
+            raise DataError(
+                f"relevance[{i}] is {type(r).__name__}, not a list of caption ids",
+                where=f"relevance[{i}]",
+                fix="relevance[i] = the caption ids of image i",
+            )
     return relevance
 
 
@@ -274,8 +296,9 @@ class _Source:
     def block_t(self, a: int, b: int) -> torch.Tensor:  # rows a:b of S.T, [b - a, n_rows]
         raise NotImplementedError
 
-    def column_bounds(self, rows: torch.Tensor, cols: torch.Tensor, n_cols: int
-                      ) -> tuple[torch.Tensor, torch.Tensor] | None:
+    def column_bounds(
+        self, rows: torch.Tensor, cols: torch.Tensor, n_cols: int
+    ) -> tuple[torch.Tensor, torch.Tensor] | None:
         """Per column, [lo, hi] around the max score of its relevant pairs (None: no bound available)."""
         raise NotImplementedError
 
@@ -295,8 +318,10 @@ class _EmbeddingSource(_Source):
         if self.check_blocks and not torch.isfinite(s).all():
             r = a + _first_bad_row(s)
             what = f"caption {r}" if transposed else f"image {r}"
-            raise DataError(f"similarity overflows to inf for {what}",
-                            fix="normalise the embeddings (normalize=True) or scale them down")
+            raise DataError(
+                f"similarity overflows to inf for {what}",
+                fix="normalise the embeddings (normalize=True) or scale them down",
+            )
         return s
 
     def _product(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -325,7 +350,7 @@ class _EmbeddingSource(_Source):
         approx = torch.empty(len(rows), dtype=self.dtype, device=self.device)
         step = max(1, SUB_BLOCK_ENTRIES // max(d, 1))  # gathered rows of ~2M numbers at a time
         for p in range(0, len(rows), step):
-            approx[p:p + step] = torch.linalg.vecdot(self.q[rows[p:p + step]], self.c[cols[p:p + step]])
+            approx[p : p + step] = torch.linalg.vecdot(self.q[rows[p : p + step]], self.c[cols[p : p + step]])
         radius = (2.02 * gamma) * (self.q_norm[rows].double() * self.c_norm[cols].double())
         radius += d * torch.finfo(self.dtype).tiny  # underflow slack
         return _bounds_from_pairs(approx.double(), radius, cols, n_cols, self.dtype)
@@ -342,8 +367,11 @@ class _ScoreSource(_Source):
             r = a + _first_bad_row(blk)
             col = int(torch.nonzero(~torch.isfinite(blk[r - a]))[0, 0])
             i, c = (col, r) if transposed else (r, col)
-            raise DataError(f"score matrix has NaN or inf at [{i}, {c}]", where="score_matrix",
-                            fix="check the model's scores")
+            raise DataError(
+                f"score matrix has NaN or inf at [{i}, {c}]",
+                where="score_matrix",
+                fix="check the model's scores",
+            )
         return blk
 
     def block(self, a: int, b: int) -> torch.Tensor:
@@ -361,11 +389,14 @@ class _ScoreSource(_Source):
         return exact, exact.clone()
 
 
-def _bounds_from_pairs(approx: torch.Tensor, radius: torch.Tensor, cols: torch.Tensor, n_cols: int,
-                       dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+def _bounds_from_pairs(
+    approx: torch.Tensor, radius: torch.Tensor, cols: torch.Tensor, n_cols: int, dtype: torch.dtype
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Column intervals [lo, hi] in ``dtype``, rounded outwards, that contain every max over the column."""
     dev = approx.device
-    t = torch.full((n_cols,), -math.inf, dtype=torch.float64, device=dev).scatter_reduce_(0, cols, approx, "amax")
+    t = torch.full((n_cols,), -math.inf, dtype=torch.float64, device=dev).scatter_reduce_(
+        0, cols, approx, "amax"
+    )
     r = torch.zeros(n_cols, dtype=torch.float64, device=dev).scatter_reduce_(0, cols, radius, "amax")
     lo64, hi64 = t - r, t + r
     lo, hi = lo64.to(dtype), hi64.to(dtype)
@@ -411,9 +442,18 @@ def _count(mask: torch.Tensor, dim: int) -> torch.Tensor:
     return mask.view(torch.uint8).sum(dim, dtype=dtype)
 
 
-def _rank_pass(block: Callable[[int, int], torch.Tensor], n_rows: int, n_cols: int, ptr: np.ndarray,
-               rows: torch.Tensor, cols: torch.Tensor, ties: str, chunk: int,
-               bounds: tuple[torch.Tensor, torch.Tensor] | None, band_cap: int) -> _PassResult:
+def _rank_pass(
+    block: Callable[[int, int], torch.Tensor],
+    n_rows: int,
+    n_cols: int,
+    ptr: np.ndarray,
+    rows: torch.Tensor,
+    cols: torch.Tensor,
+    ties: str,
+    chunk: int,
+    bounds: tuple[torch.Tensor, torch.Tensor] | None,
+    band_cap: int,
+) -> _PassResult:
     """Exact ranks of the row queries, block by block; with ``bounds``, also the column-side counts.
 
     ``rows``/``cols`` are the relevant pairs sorted by row, ``ptr`` their row offsets (CSR).
@@ -453,13 +493,13 @@ def _rank_pass(block: Callable[[int, int], torch.Tensor], n_rows: int, n_cols: i
             at_least_lo = torch.zeros_like(above)
         for sa in range(0, b - a, sub_rows):
             sb = min(sa + sub_rows, b - a)
-            ss, mask = s[sa:sb], mask_buf[:sb - sa]
+            ss, mask = s[sa:sb], mask_buf[: sb - sa]
             if _sign_counts_exact(s, n_cols):
                 # One pass instead of two compares: sign(s - s*) is exactly -1, 0 or +1, so its sum is
                 # #above - #below and its absolute sum #above + #below (integers, exact in float).
                 if diff_buf is None:
                     diff_buf = torch.empty(mask_buf.shape, dtype=s.dtype, device=dev)
-                d = torch.sub(ss, thr[sa:sb], out=diff_buf[:sb - sa]).sign_()
+                d = torch.sub(ss, thr[sa:sb], out=diff_buf[: sb - sa]).sign_()
                 net = d.sum(1)
                 both = d.abs_().sum(1)
                 gt[sa:sb] = (both + net) * 0.5
@@ -480,7 +520,8 @@ def _rank_pass(block: Callable[[int, int], torch.Tensor], n_rows: int, n_cols: i
             tied_rows = torch.nonzero(eq > 0).squeeze(1)
             if len(tied_rows):
                 first = torch.full((b - a,), n_cols, dtype=torch.int64, device=dev).scatter_reduce_(
-                    0, lr, torch.where(is_best, lc, n_cols), "amin")
+                    0, lr, torch.where(is_best, lc, n_cols), "amin"
+                )
                 sub = s[tied_rows]
                 before = _count((sub == thr[tied_rows]) & (col_index[None, :] < first[tied_rows, None]), 1)
                 r[tied_rows] += before.long()  # no relevant candidate at score s* lies before c*
@@ -512,13 +553,20 @@ def _rank_pass(block: Callable[[int, int], torch.Tensor], n_rows: int, n_cols: i
     return result
 
 
-def _resolve_columns(res: _PassResult, rows: torch.Tensor, cols: torch.Tensor, n_rows: int, n_cols: int,
-                     bounds: tuple[torch.Tensor, torch.Tensor], ties: str
-                     ) -> tuple[torch.Tensor, torch.Tensor] | None:
+def _resolve_columns(
+    res: _PassResult,
+    rows: torch.Tensor,
+    cols: torch.Tensor,
+    n_rows: int,
+    n_cols: int,
+    bounds: tuple[torch.Tensor, torch.Tensor],
+    ties: str,
+) -> tuple[torch.Tensor, torch.Tensor] | None:
     """t2i ranks from the one pass's column counts and kept entries; None if the interval check fails."""
     dev = rows.device
     best = torch.full((n_cols,), -math.inf, dtype=res.pair_vals.dtype, device=dev).scatter_reduce_(
-        0, cols, res.pair_vals, "amax")
+        0, cols, res.pair_vals, "amax"
+    )
     lo, hi = bounds
     if not bool(((lo <= best) & (best <= hi)).all()):
         return None
@@ -540,15 +588,23 @@ def _resolve_columns(res: _PassResult, rows: torch.Tensor, cols: torch.Tensor, n
         ranks = 1 + gt
     else:
         first = torch.full((n_cols,), n_rows, dtype=torch.int64, device=dev).scatter_reduce_(
-            0, cols, torch.where(res.pair_vals == best[cols], rows, n_rows), "amin")
+            0, cols, torch.where(res.pair_vals == best[cols], rows, n_rows), "amin"
+        )
         before = torch.zeros(n_cols, dtype=torch.int64, device=dev).index_add_(
-            0, bc, (equal & (br < first[bc])).long())
+            0, bc, (equal & (br < first[bc])).long()
+        )
         ranks = 1 + gt + before
     return ranks, eq
 
 
-def _evaluate(source: _Source, relevance: Sequence[Sequence[int]], ks: tuple[int, ...], ties: str,
-              chunk_size: int | None, definitions: dict[str, str]) -> RetrievalReport:
+def _evaluate(
+    source: _Source,
+    relevance: Sequence[Sequence[int]],
+    ks: tuple[int, ...],
+    ties: str,
+    chunk_size: int | None,
+    definitions: dict[str, str],
+) -> RetrievalReport:
     n, m = source.n_rows, source.n_cols
     dev = source.device
     np_rows, np_cols = _pair_arrays(relevance)
@@ -573,8 +629,9 @@ def _evaluate(source: _Source, relevance: Sequence[Sequence[int]], ks: tuple[int
             t_cols = torch.from_numpy(np_rows[order]).to(dev)
             t_ptr = np.concatenate([[0], np.cumsum(np.bincount(np_cols, minlength=m))]).astype(np.int64)
             t_chunk = chunk_size or max(1, DEFAULT_BLOCK_ENTRIES // max(n, 1))
-            t_res = _rank_pass(source.block_t, m, n, t_ptr, t_rows, t_cols, ties, min(t_chunk, max(m, 1)),
-                               None, 0)
+            t_res = _rank_pass(
+                source.block_t, m, n, t_ptr, t_rows, t_cols, ties, min(t_chunk, max(m, 1)), None, 0
+            )
             t2i = (t_res.ranks, t_res.tied)
     i2t_ranks = res.ranks.cpu().numpy()
     t2i_ranks = t2i[0].cpu().numpy()
@@ -582,22 +639,43 @@ def _evaluate(source: _Source, relevance: Sequence[Sequence[int]], ks: tuple[int
     metrics = metrics_from_ranks(i2t_ranks, t2i_ranks, ks)
     metrics["i2t_tied_queries"] = int((i2t_tied > 0).sum())
     metrics["t2i_tied_queries"] = int((t2i_tied > 0).sum())
-    tie_counts = {"i2t_tied_queries": metrics["i2t_tied_queries"], "t2i_tied_queries": metrics["t2i_tied_queries"],
-                  "i2t_tied_candidates": int(i2t_tied.sum()), "t2i_tied_candidates": int(t2i_tied.sum())}
+    tie_counts = {
+        "i2t_tied_queries": metrics["i2t_tied_queries"],
+        "t2i_tied_queries": metrics["t2i_tied_queries"],
+        "i2t_tied_candidates": int(i2t_tied.sum()),
+        "t2i_tied_candidates": int(t2i_tied.sum()),
+    }
     defs = dict(DEFINITIONS)
     defs["ties"] = f"{ties}: {TIE_POLICIES[ties]}"
     defs.update(definitions)
-    return RetrievalReport(metrics=metrics, i2t_ranks=i2t_ranks, t2i_ranks=t2i_ranks, ties=tie_counts,
-                           definitions=defs, ks=ks, tie_policy=ties, n_images=n, n_captions=m,
-                           n_pairs=len(np_rows), t2i_method=method)
+    return RetrievalReport(
+        metrics=metrics,
+        i2t_ranks=i2t_ranks,
+        t2i_ranks=t2i_ranks,
+        ties=tie_counts,
+        definitions=defs,
+        ks=ks,
+        tie_policy=ties,
+        n_images=n,
+        n_captions=m,
+        n_pairs=len(np_rows),
+        t2i_method=method,
+    )
 
 
 # --- public API -----------------------------------------------------------------------------------------
 
 
-def evaluate_embeddings(image_emb: Any, text_emb: Any, relevance: Any, ks: Sequence[int] = (1, 5, 10),
-                        ties: str = "pessimistic", chunk_size: int | None = None, *,
-                        normalize: bool = False) -> RetrievalReport:
+def evaluate_embeddings(
+    image_emb: Any,
+    text_emb: Any,
+    relevance: Any,
+    ks: Sequence[int] = (1, 5, 10),
+    ties: str = "pessimistic",
+    chunk_size: int | None = None,
+    *,
+    normalize: bool = False,
+) -> RetrievalReport:
     """Exact retrieval metrics of a dual encoder from its embeddings.
 
     The score of image ``i`` and caption ``c`` is the dot product ``image_emb[i] · text_emb[c]``,
@@ -622,16 +700,24 @@ def evaluate_embeddings(image_emb: Any, text_emb: Any, relevance: Any, ks: Seque
     ks, ties, chunk_size = _check_ks(ks), _check_ties(ties), _check_chunk(chunk_size)
     q, c = _as_tensor(image_emb, "image_emb"), _as_tensor(text_emb, "text_emb")
     if q.dim() != 2 or c.dim() != 2:
-        raise DataError(f"embeddings must be 2-D [n, dim]; got image_emb {tuple(q.shape)} and text_emb "
-                        f"{tuple(c.shape)}", fix="stack the embeddings into matrices")
+        raise DataError(
+            f"embeddings must be 2-D [n, dim]; got image_emb {tuple(q.shape)} and text_emb {tuple(c.shape)}",
+            fix="stack the embeddings into matrices",
+        )
     if q.shape[1] != c.shape[1]:
-        raise DataError(f"embedding widths differ: image_emb is {q.shape[1]}-d, text_emb is {c.shape[1]}-d",
-                        fix="project both towers to the same dimension")
+        raise DataError(
+            f"embedding widths differ: image_emb is {q.shape[1]}-d, text_emb is {c.shape[1]}-d",
+            fix="project both towers to the same dimension",
+        )
     if len(q) == 0 or len(c) == 0:
-        raise DataError(f"nothing to evaluate: {len(q)} images and {len(c)} captions",
-                        fix="give at least one image and one caption")
+        raise DataError(
+            f"nothing to evaluate: {len(q)} images and {len(c)} captions",
+            fix="give at least one image and one caption",
+        )
     if q.device != c.device:
-        raise DataError(f"image_emb is on {q.device} and text_emb on {c.device}", fix="put both on one device")
+        raise DataError(
+            f"image_emb is on {q.device} and text_emb on {c.device}", fix="put both on one device"
+        )
     rel = _relevance_list(relevance)
     check_relevance(rel, len(c), len(q), what="relevance")
     dtype = _compute_dtype(q, c)
@@ -639,24 +725,44 @@ def evaluate_embeddings(image_emb: Any, text_emb: Any, relevance: Any, ks: Seque
     for t, name in ((q, "image_emb"), (c, "text_emb")):
         # A NaN/inf makes the sum NaN/inf; only then look for the row (a finite overflow finds none).
         if not math.isfinite(float(t.sum())) and not bool(torch.isfinite(t).all()):
-            raise DataError(f"{name} row {_first_bad_row(t)} has NaN or inf", where=name,
-                            fix="check the encoder's output (a diverged model or a bad input)")
+            raise DataError(
+                f"{name} row {_first_bad_row(t)} has NaN or inf",
+                where=name,
+                fix="check the encoder's output (a diverged model or a bad input)",
+            )
     if normalize:
         for t, name in ((q, "image_emb"), (c, "text_emb")):
             norms = t.norm(dim=1)
             if bool((norms == 0).any()):
-                raise DataError(f"{name} row {int(torch.nonzero(norms == 0)[0, 0])} is all zeros and cannot be "
-                                "normalised", where=name, fix="drop it or use normalize=False")
+                raise DataError(
+                    f"{name} row {int(torch.nonzero(norms == 0)[0, 0])} is all zeros and cannot be "
+                    "normalised",
+                    where=name,
+                    fix="drop it or use normalize=False",
+                )
         q = q / q.norm(dim=1, keepdim=True)
         c = c / c.norm(dim=1, keepdim=True)
     source = _EmbeddingSource(q, c)
-    sim = f"dot product of the {'L2-normalised (cosine)' if normalize else 'given (not normalised)'} embeddings"
-    return _evaluate(source, rel, ks, ties, chunk_size,
-                     {"similarity": f"{sim}, computed in {str(dtype).replace('torch.', '')}"})
+    sim = (
+        f"dot product of the {'L2-normalised (cosine)' if normalize else 'given (not normalised)'} embeddings"
+    )
+    return _evaluate(
+        source,
+        rel,
+        ks,
+        ties,
+        chunk_size,
+        {"similarity": f"{sim}, computed in {str(dtype).replace('torch.', '')}"},
+    )
 
 
-def evaluate_scores(score_matrix: Any, relevance: Any, ks: Sequence[int] = (1, 5, 10),
-                    ties: str = "pessimistic", chunk_size: int | None = None) -> RetrievalReport:
+def evaluate_scores(
+    score_matrix: Any,
+    relevance: Any,
+    ks: Sequence[int] = (1, 5, 10),
+    ties: str = "pessimistic",
+    chunk_size: int | None = None,
+) -> RetrievalReport:
     """Exact retrieval metrics from a given ``[N images, M captions]`` score matrix (e.g. a cross encoder).
 
     Same definitions and arguments as :func:`evaluate_embeddings`; higher score = more similar. Scores
@@ -669,16 +775,26 @@ def evaluate_scores(score_matrix: Any, relevance: Any, ks: Sequence[int] = (1, 5
     ks, ties, chunk_size = _check_ks(ks), _check_ties(ties), _check_chunk(chunk_size)
     s = _as_tensor(score_matrix, "score_matrix")
     if s.dim() != 2:
-        raise DataError(f"score_matrix must be 2-D [n_images, n_captions], got shape {tuple(s.shape)}",
-                        fix="give one row of caption scores per image")
+        raise DataError(
+            f"score_matrix must be 2-D [n_images, n_captions], got shape {tuple(s.shape)}",
+            fix="give one row of caption scores per image",
+        )
     if s.shape[0] == 0 or s.shape[1] == 0:
-        raise DataError(f"nothing to evaluate: score_matrix has shape {tuple(s.shape)}",
-                        fix="give at least one image and one caption")
+        raise DataError(
+            f"nothing to evaluate: score_matrix has shape {tuple(s.shape)}",
+            fix="give at least one image and one caption",
+        )
     rel = _relevance_list(relevance)
     check_relevance(rel, s.shape[1], s.shape[0], what="relevance")
     dtype = _compute_dtype(s)
-    return _evaluate(_ScoreSource(s, dtype), rel, ks, ties, chunk_size,
-                     {"similarity": f"the given score matrix, compared in {str(dtype).replace('torch.', '')}"})
+    return _evaluate(
+        _ScoreSource(s, dtype),
+        rel,
+        ks,
+        ties,
+        chunk_size,
+        {"similarity": f"the given score matrix, compared in {str(dtype).replace('torch.', '')}"},
+    )
 
 
 # --- sanity checks --------------------------------------------------------------------------------------
@@ -704,17 +820,22 @@ def chance_metrics(relevance: Any, n_captions: int, ks: Sequence[int] = (1, 5, 1
     rel = _relevance_list(relevance)
     check_relevance(rel, n_captions, None, what="relevance")
     n_images = len(rel)
-    per_dir = {"i2t": (np.array([len(r) for r in rel]), n_captions),
-               "t2i": (_inverse_counts(rel, n_captions), n_images)}
+    per_dir = {
+        "i2t": (np.array([len(r) for r in rel]), n_captions),
+        "t2i": (_inverse_counts(rel, n_captions), n_images),
+    }
     out: dict[str, float] = {}
     for d, (r_counts, n) in per_dir.items():
         values, counts = np.unique(r_counts, return_counts=True)
         for k in ks:
-            p = sum(w * (1.0 - math.comb(n - r, k) / math.comb(n, k)) for r, w in zip(values.tolist(),
-                                                                                    counts.tolist()))
+            p = sum(
+                w * (1.0 - math.comb(n - r, k) / math.comb(n, k))
+                for r, w in zip(values.tolist(), counts.tolist())
+            )
             out[f"{d}_R@{k}"] = float(100.0 * p / counts.sum())
-        out[f"{d}_meanr"] = float(sum(w * (1 + (n - r) / (r + 1)) for r, w in zip(values.tolist(),
-                                                                                  counts.tolist())) / counts.sum())
+        out[f"{d}_meanr"] = float(
+            sum(w * (1 + (n - r) / (r + 1)) for r, w in zip(values.tolist(), counts.tolist())) / counts.sum()
+        )
     out["rsum"] = float(sum(out[f"{d}_R@{k}"] for d in per_dir for k in ks))
     return out
 
@@ -751,18 +872,32 @@ class _OracleSource(_Source):
         return ones, ones.clone()
 
 
-def oracle_report(relevance: Any, n_captions: int, ks: Sequence[int] = (1, 5, 10),
-                  chunk_size: int | None = None) -> RetrievalReport:
+def oracle_report(
+    relevance: Any, n_captions: int, ks: Sequence[int] = (1, 5, 10), chunk_size: int | None = None
+) -> RetrievalReport:
     """The report of a perfect scorer (1 for relevant pairs, 0 otherwise): every R@K must be 100."""
     ks = _check_ks(ks)
     rel = _relevance_list(relevance)
     check_relevance(rel, n_captions, None, what="relevance")
-    return _evaluate(_OracleSource(rel, n_captions), rel, ks, "pessimistic", _check_chunk(chunk_size),
-                     {"similarity": "oracle: 1 for relevant pairs, 0 otherwise"})
+    return _evaluate(
+        _OracleSource(rel, n_captions),
+        rel,
+        ks,
+        "pessimistic",
+        _check_chunk(chunk_size),
+        {"similarity": "oracle: 1 for relevant pairs, 0 otherwise"},
+    )
 
 
-def sanity_check(relevance: Any, n_captions: int, ks: Sequence[int] = (1, 5, 10), *, seed: int = 0,
-                 dim: int = 64, max_z: float = 5.0) -> dict[str, Any]:
+def sanity_check(
+    relevance: Any,
+    n_captions: int,
+    ks: Sequence[int] = (1, 5, 10),
+    *,
+    seed: int = 0,
+    dim: int = 64,
+    max_z: float = 5.0,
+) -> dict[str, Any]:
     """Check the evaluator on this relevance map: an oracle gives 100, random scores give chance.
 
     Random scores are dot products of seeded Gaussian embeddings: for a fixed query the candidates'
@@ -781,8 +916,10 @@ def sanity_check(relevance: Any, n_captions: int, ks: Sequence[int] = (1, 5, 10)
     txt = torch.randn(n_captions, dim, generator=gen)
     rand = evaluate_embeddings(img, txt, rel, ks=ks)
     expected = chance_metrics(rel, n_captions, ks)
-    counts = {"i2t": (np.array([len(r) for r in rel]), n_captions),
-              "t2i": (_inverse_counts(rel, n_captions), n_images)}
+    counts = {
+        "i2t": (np.array([len(r) for r in rel]), n_captions),
+        "t2i": (_inverse_counts(rel, n_captions), n_images),
+    }
     z: dict[str, float] = {}
     for d, (r_counts, n) in counts.items():
         for k in ks:
@@ -791,7 +928,11 @@ def sanity_check(relevance: Any, n_captions: int, ks: Sequence[int] = (1, 5, 10)
             diff = rand.metrics[f"{d}_R@{k}"] - expected[f"{d}_R@{k}"]
             z[f"{d}_R@{k}"] = float(diff / se) if se > 0 else (0.0 if abs(diff) < 1e-9 else math.inf)
     oracle_ok = all(oracle.metrics[f"{d}_R@{k}"] == 100.0 for d in ("i2t", "t2i") for k in ks)
-    return {"oracle": {k: v for k, v in oracle.metrics.items() if "R@" in k or k == "rsum"},
-            "oracle_ok": oracle_ok,
-            "random": {k: v for k, v in rand.metrics.items() if "R@" in k or k == "rsum" or "meanr" in k},
-            "chance": expected, "random_z": z, "random_ok": all(abs(v) <= max_z for v in z.values())}
+    return {
+        "oracle": {k: v for k, v in oracle.metrics.items() if "R@" in k or k == "rsum"},
+        "oracle_ok": oracle_ok,
+        "random": {k: v for k, v in rand.metrics.items() if "R@" in k or k == "rsum" or "meanr" in k},
+        "chance": expected,
+        "random_z": z,
+        "random_ok": all(abs(v) <= max_z for v in z.values()),
+    }

@@ -35,8 +35,13 @@ from alignlab.data.shapes import COLOURS, GRID, POLYSEMOUS, SHAPES, ShapesConfig
 from alignlab.models.tiny import ImageTower, TinyImageConfig
 from alignlab.train.loop import epoch_permutation
 
-LABELS = [*(f"kind={k}" for k in (*SHAPES, *POLYSEMOUS)), *(f"colour={c}" for c in COLOURS),
-          "size=small", "size=large", *(f"count={n}" for n in range(1, GRID * GRID + 1))]
+LABELS = [
+    *(f"kind={k}" for k in (*SHAPES, *POLYSEMOUS)),
+    *(f"colour={c}" for c in COLOURS),
+    "size=small",
+    "size=large",
+    *(f"count={n}" for n in range(1, GRID * GRID + 1)),
+]
 
 
 def attribute_targets(scene) -> np.ndarray:
@@ -80,20 +85,29 @@ def micro_f1(pred: torch.Tensor, target: torch.Tensor) -> float:
     return 2 * tp / max(1.0, float(pred.sum() + target.sum()))
 
 
-def pretrain_image_tower(tower_cfg: TinyImageConfig, cfg: PretrainConfig, out_file: str | os.PathLike) -> dict:
+def pretrain_image_tower(
+    tower_cfg: TinyImageConfig, cfg: PretrainConfig, out_file: str | os.PathLike
+) -> dict:
     """Train an :class:`ImageTower` + attribute head on attribute presence; save the tower's weights.
 
     Returns ``{"train_loss", "heldout_micro_f1", "labels", "cpu_s", "wall_s"}`` (micro-F1 on
     ``cfg.heldout`` held-out images; ``cpu_s`` is the process CPU time the training took, all threads).
     """
     if cfg.images < 1 or cfg.heldout < 1 or cfg.epochs < 1:
-        raise ConfigError("pretraining needs at least 1 training image, 1 held-out image and 1 epoch",
-                          fix="raise images, heldout or epochs")
+        raise ConfigError(
+            "pretraining needs at least 1 training image, 1 held-out image and 1 epoch",
+            fix="raise images, heldout or epochs",
+        )
     world = ShapesWorld(ShapesConfig(image_size=tower_cfg.image_size, polysemous_rate=cfg.polysemous_rate))
     exs = world.generate(cfg.images + cfg.heldout, cfg.data_seed, "train", desc="pretraining data")
     images = torch.from_numpy(np.stack([e.image for e in exs])).permute(0, 3, 1, 2)
     targets = torch.from_numpy(np.stack([attribute_targets(e.scene) for e in exs]))
-    tr_x, tr_y, ho_x, ho_y = images[:cfg.images], targets[:cfg.images], images[cfg.images:], targets[cfg.images:]
+    tr_x, tr_y, ho_x, ho_y = (
+        images[: cfg.images],
+        targets[: cfg.images],
+        images[cfg.images :],
+        targets[cfg.images :],
+    )
     set_seed(cfg.seed)
     tower = ImageTower(tower_cfg)
     head = _AttributeHead(tower_cfg.width)
@@ -107,7 +121,7 @@ def pretrain_image_tower(tower_cfg: TinyImageConfig, cfg: PretrainConfig, out_fi
     for epoch in progress(range(cfg.epochs), desc="pretraining image tower", unit="epoch"):
         perm = epoch_permutation(cfg.images, cfg.seed, epoch)
         for s in range(0, cfg.images, cfg.batch_size):
-            idx = perm[s:s + cfg.batch_size]
+            idx = perm[s : s + cfg.batch_size]
             if len(idx) < 2:  # BatchNorm needs two images; a last batch of one is skipped
                 continue
             logits = head(tower.cnn(tower.preprocess(tr_x[idx])))
@@ -120,8 +134,12 @@ def pretrain_image_tower(tower_cfg: TinyImageConfig, cfg: PretrainConfig, out_fi
     cpu_s, wall_s = time.process_time() - cpu0, time.time() - wall0
     tower.eval()
     with torch.no_grad():
-        pred = torch.cat([(head(tower.cnn(tower.preprocess(ho_x[i:i + 256]))) > 0).float()
-                          for i in range(0, len(ho_x), 256)])
+        pred = torch.cat(
+            [
+                (head(tower.cnn(tower.preprocess(ho_x[i : i + 256]))) > 0).float()
+                for i in range(0, len(ho_x), 256)
+            ]
+        )
     f1 = micro_f1(pred, ho_y)
     from safetensors.torch import save_file
 
@@ -129,7 +147,14 @@ def pretrain_image_tower(tower_cfg: TinyImageConfig, cfg: PretrainConfig, out_fi
     out_file.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(out_file) as tmp:
         save_file({k: v.contiguous() for k, v in tower.state_dict().items()}, str(tmp))
-    stats = {"train_loss": loss_val, "heldout_micro_f1": f1, "labels": len(LABELS), "heldout": cfg.heldout,
-             "cpu_s": round(cpu_s, 1), "wall_s": round(wall_s, 1), "threads": torch.get_num_threads()}
+    stats = {
+        "train_loss": loss_val,
+        "heldout_micro_f1": f1,
+        "labels": len(LABELS),
+        "heldout": cfg.heldout,
+        "cpu_s": round(cpu_s, 1),
+        "wall_s": round(wall_s, 1),
+        "threads": torch.get_num_threads(),
+    }
     write_json(out_file.with_suffix(".json"), stats)
     return stats

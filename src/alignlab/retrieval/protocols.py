@@ -89,12 +89,16 @@ class Protocol:
     def check(self, pairs: ImageTextPairs) -> None:
         """Raise :class:`DataError` unless ``pairs`` is the size this protocol evaluates."""
         if pairs.n_images != self.n_images:
-            raise DataError(f"protocol {self.name} evaluates {self.n_images} images ({self.data}); "
-                            f"the data has {pairs.n_images}", where=pairs.name,
-                            fix=f"load {self.data}" if self.data else "give the protocol's evaluation split")
+            raise DataError(
+                f"protocol {self.name} evaluates {self.n_images} images ({self.data}); "
+                f"the data has {pairs.n_images}",
+                where=pairs.name,
+                fix=f"load {self.data}" if self.data else "give the protocol's evaluation split",
+            )
 
-    def load(self, path: str | os.PathLike | None = None, image_root: str | os.PathLike | None = None
-             ) -> ImageTextPairs:
+    def load(
+        self, path: str | os.PathLike | None = None, image_root: str | os.PathLike | None = None
+    ) -> ImageTextPairs:
         """The protocol's evaluation data: generated (ShapesWorld) or loaded from ``path`` and checked."""
         if self.generated:
             from alignlab.data.pairs import from_shapes
@@ -102,14 +106,21 @@ class Protocol:
 
             assert self.shapes_seed is not None
             world = ShapesWorld(ShapesConfig(**self.shapes_config))
-            pairs = from_shapes(world.generate(self.n_images, self.shapes_seed, "test"), name=self.name,
-                                relevance=self.relevance or "truth")
+            pairs = from_shapes(
+                world.generate(self.n_images, self.shapes_seed, "test"),
+                name=self.name,
+                relevance=self.relevance or "truth",
+            )
         else:
             if path is None:
-                raise DataError(f"protocol {self.name} needs data: {self.data}",
-                                fix="give the Karpathy split file (dataset_flickr30k.json / dataset_coco.json) "
-                                    "or an exported folder")
-            pairs = load_pairs(path, split=self.split, image_root=image_root, relevance=self.relevance or "auto")
+                raise DataError(
+                    f"protocol {self.name} needs data: {self.data}",
+                    fix="give the Karpathy split file (dataset_flickr30k.json / dataset_coco.json) "
+                    "or an exported folder",
+                )
+            pairs = load_pairs(
+                path, split=self.split, image_root=image_root, relevance=self.relevance or "auto"
+            )
         self.check(pairs)
         return pairs
 
@@ -117,32 +128,72 @@ class Protocol:
 PROTOCOLS: Registry[Protocol] = Registry("retrieval protocol")
 
 for _p in (
-    Protocol("f30k-1k", "Flickr30K Karpathy test split: 1000 images, ~5 captions each", 1000,
-             data="the Flickr30K Karpathy test split (1000 images)"),
-    Protocol("coco-5k", "MS-COCO Karpathy test split: 5000 images, ~5 captions each (25,010 captions)", 5000,
-             data="the MS-COCO Karpathy test split (5000 images)"),
-    Protocol("coco-1k-5fold", "MS-COCO Karpathy test split in 5 sequential folds of 1000 images; metrics are "
-                              "the mean over the folds", 5000, folds=5,
-             data="the MS-COCO Karpathy test split (5000 images)"),
-    Protocol("shapes-1k", "ShapesWorld test split, first 1000 images, seed 0, default ShapesConfig "
-                          "(generator shapesworld-1)", 1000, data="ShapesWorld test images (generated)",
-             shapes_seed=0),
-    Protocol("shapes-5k", "ShapesWorld test split, 5000 images, seed 0, default ShapesConfig "
-                          "(generator shapesworld-1)", 5000, data="ShapesWorld test images (generated)",
-             shapes_seed=0),
-    Protocol("shapes-1k-disc", "ShapesWorld test split, 1000 images, seed 0, discriminative captions (each true "
-                               "of its own image only, within the gallery)", 1000,
-             data="ShapesWorld test images (generated)", shapes_seed=0, shapes_config={"discriminative": True}),
-    Protocol("shapes-5k-disc", "ShapesWorld test split, 5000 images, seed 0, discriminative captions (each true "
-                               "of its own image only, within the gallery)", 5000,
-             data="ShapesWorld test images (generated)", shapes_seed=0, shapes_config={"discriminative": True}),
+    Protocol(
+        "f30k-1k",
+        "Flickr30K Karpathy test split: 1000 images, ~5 captions each",
+        1000,
+        data="the Flickr30K Karpathy test split (1000 images)",
+    ),
+    Protocol(
+        "coco-5k",
+        "MS-COCO Karpathy test split: 5000 images, ~5 captions each (25,010 captions)",
+        5000,
+        data="the MS-COCO Karpathy test split (5000 images)",
+    ),
+    Protocol(
+        "coco-1k-5fold",
+        "MS-COCO Karpathy test split in 5 sequential folds of 1000 images; metrics are "
+        "the mean over the folds",
+        5000,
+        folds=5,
+        data="the MS-COCO Karpathy test split (5000 images)",
+    ),
+    Protocol(
+        "shapes-1k",
+        "ShapesWorld test split, first 1000 images, seed 0, default ShapesConfig (generator shapesworld-1)",
+        1000,
+        data="ShapesWorld test images (generated)",
+        shapes_seed=0,
+    ),
+    Protocol(
+        "shapes-5k",
+        "ShapesWorld test split, 5000 images, seed 0, default ShapesConfig (generator shapesworld-1)",
+        5000,
+        data="ShapesWorld test images (generated)",
+        shapes_seed=0,
+    ),
+    Protocol(
+        "shapes-1k-disc",
+        "ShapesWorld test split, 1000 images, seed 0, discriminative captions (each true "
+        "of its own image only, within the gallery)",
+        1000,
+        data="ShapesWorld test images (generated)",
+        shapes_seed=0,
+        shapes_config={"discriminative": True},
+    ),
+    Protocol(
+        "shapes-5k-disc",
+        "ShapesWorld test split, 5000 images, seed 0, discriminative captions (each true "
+        "of its own image only, within the gallery)",
+        5000,
+        data="ShapesWorld test images (generated)",
+        shapes_seed=0,
+        shapes_config={"discriminative": True},
+    ),
 ):
     PROTOCOLS.register(_p.name, _p)
 for _name in ("shapes-1k", "shapes-5k"):
     _p = PROTOCOLS.get(_name)
-    PROTOCOLS.register(f"{_name}-source", replace(
-        _p, name=f"{_name}-source", relevance="source",
-        description=_p.description + "; source labels: only the captions written for an image are relevant"))
+    PROTOCOLS.register(
+        f"{_name}-source",
+        replace(
+            _p,
+            name=f"{_name}-source",
+            relevance="source",
+            description=_p.description
+            + "; source labels: only the captions written for an image are relevant",
+        ),
+    )
 
 
 def get_protocol(protocol: str | Protocol) -> Protocol:
@@ -192,8 +243,9 @@ def _hit_probability(t: int, r_true: int, r_false: int, n: int, k: int) -> float
     return 1.0 - max(miss, 0.0)
 
 
-def _ceiling(ranker: Sequence[Sequence[int]], labels: Sequence[Sequence[int]], n_captions: int,
-             ks: Sequence[int]) -> dict[str, float]:
+def _ceiling(
+    ranker: Sequence[Sequence[int]], labels: Sequence[Sequence[int]], n_captions: int, ks: Sequence[int]
+) -> dict[str, float]:
     n_images = len(ranker)
 
     def flat(rel: Sequence[Sequence[int]]) -> tuple[np.ndarray, np.ndarray]:
@@ -205,17 +257,24 @@ def _ceiling(ranker: Sequence[Sequence[int]], labels: Sequence[Sequence[int]], n
     rk_keys = np.sort(rk_rows * n_captions + rk_cols)
     lb_keys = lb_rows * n_captions + lb_cols
     at = np.minimum(np.searchsorted(rk_keys, lb_keys), max(len(rk_keys) - 1, 0))
-    shared = rk_keys[at] == lb_keys if len(rk_keys) else np.zeros(len(lb_keys), dtype=bool)  # labelled and true
+    shared = (
+        rk_keys[at] == lb_keys if len(rk_keys) else np.zeros(len(lb_keys), dtype=bool)
+    )  # labelled and true
     t_img, t_cap = np.bincount(rk_rows, minlength=n_images), np.bincount(rk_cols, minlength=n_captions)
     l_img, l_cap = np.bincount(lb_rows, minlength=n_images), np.bincount(lb_cols, minlength=n_captions)
     both_img = np.bincount(lb_rows[shared], minlength=n_images)
     both_cap = np.bincount(lb_cols[shared], minlength=n_captions)
     out: dict[str, float] = {}
-    for d, (t, lab, both, n) in {"i2t": (t_img, l_img, both_img, n_captions),
-                                 "t2i": (t_cap, l_cap, both_cap, n_images)}.items():
+    for d, (t, lab, both, n) in {
+        "i2t": (t_img, l_img, both_img, n_captions),
+        "t2i": (t_cap, l_cap, both_cap, n_images),
+    }.items():
         keys, counts = np.unique(np.stack([t, both, lab - both]), axis=1, return_counts=True)
         for k in ks:
-            p = sum(int(w) * _hit_probability(int(a), int(b), int(c), n, k) for (a, b, c), w in zip(keys.T, counts))
+            p = sum(
+                int(w) * _hit_probability(int(a), int(b), int(c), n, k)
+                for (a, b, c), w in zip(keys.T, counts)
+            )
             out[f"{d}_R@{k}"] = float(100.0 * p / max(len(t), 1))
     out["rsum"] = float(sum(out[f"{d}_R@{k}"] for d in ("i2t", "t2i") for k in ks))
     return out
@@ -232,8 +291,10 @@ def perfect_ranker(pairs: ImageTextPairs, ks: Sequence[int] = (1, 5, 10)) -> dic
     """
     if pairs.has_truth:
         truth = pairs.with_relevance("truth")
-        return {"truth": _ceiling(truth.relevance, truth.relevance, truth.n_captions, ks),
-                "source": _ceiling(truth.relevance, truth.sources, truth.n_captions, ks)}
+        return {
+            "truth": _ceiling(truth.relevance, truth.relevance, truth.n_captions, ks),
+            "source": _ceiling(truth.relevance, truth.sources, truth.n_captions, ks),
+        }
     return {pairs.relevance_kind: _ceiling(pairs.relevance, pairs.relevance, pairs.n_captions, ks)}
 
 
@@ -280,30 +341,47 @@ class ProtocolReport:
         return {k: sum(f.ties[k] for f in self.folds) for k in self.folds[0].ties}
 
     def to_dict(self, include_ranks: bool = False) -> dict[str, Any]:
-        d: dict[str, Any] = {"protocol": self.protocol, "description": self.description,
-                             "metrics": dict(self.metrics), "definitions": dict(self.definitions),
-                             "ties": self.ties, "n_folds": len(self.folds), "relevance": self.relevance,
-                             "perfect_ranker": {k: dict(v) for k, v in self.ceilings.items()}}
+        d: dict[str, Any] = {
+            "protocol": self.protocol,
+            "description": self.description,
+            "metrics": dict(self.metrics),
+            "definitions": dict(self.definitions),
+            "ties": self.ties,
+            "n_folds": len(self.folds),
+            "relevance": self.relevance,
+            "perfect_ranker": {k: dict(v) for k, v in self.ceilings.items()},
+        }
         if len(self.folds) > 1:
             d["folds"] = [f.to_dict(include_ranks) for f in self.folds]
         else:
-            d.update({k: v for k, v in self.folds[0].to_dict(include_ranks).items()
-                      if k not in ("metrics", "definitions", "ties")})
+            d.update(
+                {
+                    k: v
+                    for k, v in self.folds[0].to_dict(include_ranks).items()
+                    if k not in ("metrics", "definitions", "ties")
+                }
+            )
         return d
 
     def format(self) -> str:
         """The metrics, then the perfect-ranker ceiling under each labelling (one line each)."""
         ks = self.folds[0].ks
-        lines = [f"{self.protocol} ({self.relevance} labels): " + ", ".join(
-            f"{k}={v:.2f}" for k, v in self.metrics.items() if "R@" in k or k == "rsum")]
+        lines = [
+            f"{self.protocol} ({self.relevance} labels): "
+            + ", ".join(f"{k}={v:.2f}" for k, v in self.metrics.items() if "R@" in k or k == "rsum")
+        ]
         for label, m in self.ceilings.items():
-            lines.append(f"perfect ranker under {label} labels: rsum {m['rsum']:.1f} of {200 * len(ks)} ("
-                         + ", ".join(f"{k}={m[k]:.1f}" for k in m if "R@" in k) + ")")
+            lines.append(
+                f"perfect ranker under {label} labels: rsum {m['rsum']:.1f} of {200 * len(ks)} ("
+                + ", ".join(f"{k}={m[k]:.1f}" for k in m if "R@" in k)
+                + ")"
+            )
         return "\n".join(lines)
 
 
-def fold_pairs(pairs: ImageTextPairs, images: Sequence[int], name: str | None = None
-               ) -> tuple[ImageTextPairs, np.ndarray]:
+def fold_pairs(
+    pairs: ImageTextPairs, images: Sequence[int], name: str | None = None
+) -> tuple[ImageTextPairs, np.ndarray]:
     """``pairs.subset(images)`` and the original id of each of its captions (its row in ``text_emb``)."""
     sub = pairs.subset(images, name=name)
     new_id: dict[int, int] = {}
@@ -321,10 +399,10 @@ def fold_pairs(pairs: ImageTextPairs, images: Sequence[int], name: str | None = 
 def _take(x: Any, index: np.ndarray | range, name: str) -> Any:
     if isinstance(x, torch.Tensor):
         if isinstance(index, range):
-            return x[index.start:index.stop]
+            return x[index.start : index.stop]
         return x[torch.as_tensor(index, device=x.device)]
     arr = np.asarray(x)
-    return arr[index.start:index.stop] if isinstance(index, range) else arr[index]
+    return arr[index.start : index.stop] if isinstance(index, range) else arr[index]
 
 
 def _rows(x: Any) -> int:
@@ -346,8 +424,14 @@ def _run(protocol: str | Protocol, pairs: ImageTextPairs, evaluate_fold: Any) ->
         cap_ids_per_fold.append(cap_ids)
         if isinstance(sub, ImageTextPairs):
             fold_ceilings.append(perfect_ranker(sub, folds[-1].ks))
-    ceilings = {label: {key: float(np.mean([c[label][key] for c in fold_ceilings])) for key in m}
-                for label, m in fold_ceilings[0].items()} if fold_ceilings else {}
+    ceilings = (
+        {
+            label: {key: float(np.mean([c[label][key] for c in fold_ceilings])) for key in m}
+            for label, m in fold_ceilings[0].items()
+        }
+        if fold_ceilings
+        else {}
+    )
     metrics: dict[str, float] = {}
     for key in folds[0].metrics:
         values = [f.metrics[key] for f in folds]
@@ -355,21 +439,43 @@ def _run(protocol: str | Protocol, pairs: ImageTextPairs, evaluate_fold: Any) ->
     definitions = dict(folds[0].definitions)
     definitions["protocol"] = f"{proto.name}: {proto.description}"
     kind = getattr(pairs, "relevance_kind", "source")
-    definitions["relevance"] = (f"{kind}: " + (
+    definitions["relevance"] = f"{kind}: " + (
         "a caption is relevant to every image it is true of (the ShapesWorld truth evaluator)"
-        if kind == "truth" else "a caption is relevant to the image(s) it was written for"))
-    definitions["perfect_ranker"] = ("expected metrics of a ranker that puts every truly relevant item first "
-                                     "(random order among them), under each labelling")
+        if kind == "truth"
+        else "a caption is relevant to the image(s) it was written for"
+    )
+    definitions["perfect_ranker"] = (
+        "expected metrics of a ranker that puts every truly relevant item first "
+        "(random order among them), under each labelling"
+    )
     if proto.folds > 1:
-        definitions["folds"] = (f"{proto.folds} sequential folds of {proto.fold_size} images, each evaluated "
-                                "against its own captions; metrics are the mean over folds, tie counts the sum")
-    return ProtocolReport(proto.name, proto.description, metrics, folds, cap_ids_per_fold, definitions,
-                          ceilings=ceilings, relevance=kind)
+        definitions["folds"] = (
+            f"{proto.folds} sequential folds of {proto.fold_size} images, each evaluated "
+            "against its own captions; metrics are the mean over folds, tie counts the sum"
+        )
+    return ProtocolReport(
+        proto.name,
+        proto.description,
+        metrics,
+        folds,
+        cap_ids_per_fold,
+        definitions,
+        ceilings=ceilings,
+        relevance=kind,
+    )
 
 
-def evaluate_protocol(protocol: str | Protocol, image_emb: Any, text_emb: Any, pairs: ImageTextPairs, *,
-                      ks: Sequence[int] = (1, 5, 10), ties: str = "pessimistic", chunk_size: int | None = None,
-                      normalize: bool = False) -> ProtocolReport:
+def evaluate_protocol(
+    protocol: str | Protocol,
+    image_emb: Any,
+    text_emb: Any,
+    pairs: ImageTextPairs,
+    *,
+    ks: Sequence[int] = (1, 5, 10),
+    ties: str = "pessimistic",
+    chunk_size: int | None = None,
+    normalize: bool = False,
+) -> ProtocolReport:
     """Evaluate embeddings of ``pairs`` (rows in the pairs' image and caption order) under a protocol.
 
     >>> import torch
@@ -382,29 +488,42 @@ def evaluate_protocol(protocol: str | Protocol, image_emb: Any, text_emb: Any, p
     """
     protocol = get_protocol(protocol)  # an unknown name fails first, whatever the data
     if _rows(image_emb) != pairs.n_images or _rows(text_emb) != pairs.n_captions:
-        raise DataError(f"embeddings have {_rows(image_emb)} image and {_rows(text_emb)} caption rows; the data "
-                        f"has {pairs.n_images} images and {pairs.n_captions} captions", where=pairs.name,
-                        fix="encode the protocol's data in its order (image i -> row i, caption c -> row c)")
+        raise DataError(
+            f"embeddings have {_rows(image_emb)} image and {_rows(text_emb)} caption rows; the data "
+            f"has {pairs.n_images} images and {pairs.n_captions} captions",
+            where=pairs.name,
+            fix="encode the protocol's data in its order (image i -> row i, caption c -> row c)",
+        )
 
     def one(images: range, cap_ids: np.ndarray, sub: ImageTextPairs) -> RetrievalReport:
         img = image_emb if sub is pairs else _take(image_emb, images, "image_emb")
         txt = text_emb if sub is pairs else _take(text_emb, cap_ids, "text_emb")
-        return evaluate_embeddings(img, txt, sub.relevance, ks=ks, ties=ties, chunk_size=chunk_size,
-                                   normalize=normalize)
+        return evaluate_embeddings(
+            img, txt, sub.relevance, ks=ks, ties=ties, chunk_size=chunk_size, normalize=normalize
+        )
 
     return _run(protocol, pairs, one)
 
 
-def evaluate_protocol_scores(protocol: str | Protocol, score_matrix: Any, pairs: ImageTextPairs, *,
-                             ks: Sequence[int] = (1, 5, 10), ties: str = "pessimistic",
-                             chunk_size: int | None = None) -> ProtocolReport:
+def evaluate_protocol_scores(
+    protocol: str | Protocol,
+    score_matrix: Any,
+    pairs: ImageTextPairs,
+    *,
+    ks: Sequence[int] = (1, 5, 10),
+    ties: str = "pessimistic",
+    chunk_size: int | None = None,
+) -> ProtocolReport:
     """Evaluate a ``[n_images, n_captions]`` score matrix of ``pairs`` (e.g. a cross encoder's) under a protocol."""
     protocol = get_protocol(protocol)
     shape = tuple(score_matrix.shape) if hasattr(score_matrix, "shape") else np.shape(score_matrix)
     if shape != (pairs.n_images, pairs.n_captions):
-        raise DataError(f"score matrix has shape {shape}; the data has {pairs.n_images} images and "
-                        f"{pairs.n_captions} captions", where=pairs.name,
-                        fix="score every image against every caption, in the data's order")
+        raise DataError(
+            f"score matrix has shape {shape}; the data has {pairs.n_images} images and "
+            f"{pairs.n_captions} captions",
+            where=pairs.name,
+            fix="score every image against every caption, in the data's order",
+        )
 
     def one(images: range, cap_ids: np.ndarray, sub: ImageTextPairs) -> RetrievalReport:
         if sub is pairs:

@@ -33,8 +33,14 @@ class EncodeJob:
         import hashlib
 
         captions = hashlib.sha256("\n".join(self.pairs.captions).encode()).hexdigest()
-        return {"model": self.model, "data": self.pairs.name, "images": self.pairs.n_images,
-                "captions": self.pairs.n_captions, "captions_sha256": captions, "seed": self.seed}
+        return {
+            "model": self.model,
+            "data": self.pairs.name,
+            "images": self.pairs.n_images,
+            "captions": self.pairs.n_captions,
+            "captions_sha256": captions,
+            "seed": self.seed,
+        }
 
     def open(self) -> _Worker:
         from alignlab.core.seed import set_seed
@@ -62,7 +68,7 @@ class _Worker:
         out = []
         with torch.no_grad():
             for s in range(0, len(ids), ENCODE_BATCH):
-                batch = ids[s:s + ENCODE_BATCH]
+                batch = ids[s : s + ENCODE_BATCH]
                 if shard.source == "images":
                     emb = self.model.encode_images(load_images_for(self.model, self.pairs, batch))
                 else:
@@ -70,8 +76,12 @@ class _Worker:
                 out.append(emb.float().cpu().numpy())
         emb = np.ascontiguousarray(np.concatenate(out).astype(np.float32, copy=False))
         flat = pa.array(emb.reshape(-1), type=pa.float32())
-        return pa.table({"row": pa.array(ids, type=pa.int64()),
-                         "embedding": pa.FixedSizeListArray.from_arrays(flat, emb.shape[1])})
+        return pa.table(
+            {
+                "row": pa.array(ids, type=pa.int64()),
+                "embedding": pa.FixedSizeListArray.from_arrays(flat, emb.shape[1]),
+            }
+        )
 
 
 def encode_sharded(job: EncodeJob, shards_out: Any, opts: Any, rows_per_shard: int):
@@ -82,11 +92,13 @@ def encode_sharded(job: EncodeJob, shards_out: Any, opts: Any, rows_per_shard: i
     from alignlab.scale.shards import plan_range, renumber
 
     pairs = job.pairs
-    shards = renumber(plan_range(pairs.n_images, rows_per_shard, source="images")
-                      + plan_range(pairs.n_captions, rows_per_shard, source="captions"))
+    shards = renumber(
+        plan_range(pairs.n_images, rows_per_shard, source="images")
+        + plan_range(pairs.n_captions, rows_per_shard, source="captions")
+    )
     report = run_job(job, shards, shards_out, opts)
     col = read_output(shards_out, columns=["embedding"]).column("embedding").combine_chunks()
     emb = col.flatten().to_numpy(zero_copy_only=False).reshape(len(col), -1).astype(np.float32, copy=False)
-    img = torch.from_numpy(emb[:pairs.n_images].copy())
-    txt = torch.from_numpy(emb[pairs.n_images:].copy())
+    img = torch.from_numpy(emb[: pairs.n_images].copy())
+    txt = torch.from_numpy(emb[pairs.n_images :].copy())
     return img, txt, report

@@ -61,7 +61,9 @@ from alignlab.train.losses import build_loss, exclude_true
 class _ImageBatches:
     """Shared batching: an epoch is a permutation of the images, each with one caption drawn per epoch."""
 
-    def __init__(self, pairs: ImageTextPairs, batch_size: int, seed: int, image_size: int, num_workers: int = 0):
+    def __init__(
+        self, pairs: ImageTextPairs, batch_size: int, seed: int, image_size: int, num_workers: int = 0
+    ):
         if pairs.n_images < 2:
             raise DataError("training needs at least 2 images", where=pairs.name)
         # In memory already (ShapesWorld): index the array. Files, a HF dataset or tar shards: a DataLoader
@@ -89,7 +91,7 @@ class _ImageBatches:
 
     def _indices(self, epoch: int, index: int) -> tuple[np.ndarray, list[int]]:
         perm = epoch_permutation(self.pairs.n_images, self.seed, epoch)
-        idx = perm[index * self.bs:(index + 1) * self.bs]
+        idx = perm[index * self.bs : (index + 1) * self.bs]
         rng = np.random.default_rng(derive_seed(self.seed, "captions", epoch, index))
         # An image's own captions: under truth relevance, `relevance` lists every caption true of it.
         own = getattr(self.pairs, "sources", self.pairs.relevance)
@@ -112,8 +114,12 @@ class _ImageBatches:
     def batch(self, epoch: int, index: int) -> tuple[torch.Tensor, list[str], np.ndarray, torch.Tensor]:
         self.current_epoch = epoch  # the epoch of the batch about to be trained (a warm start reads it)
         idx, caps = self._indices(epoch, index)
-        return (self._images(epoch, index, idx), [self.pairs.captions[c] for c in caps], idx,
-                self.positives(idx, caps))
+        return (
+            self._images(epoch, index, idx),
+            [self.pairs.captions[c] for c in caps],
+            idx,
+            self.positives(idx, caps),
+        )
 
     def _images(self, epoch: int, index: int, idx: np.ndarray, rank: int = 0, world: int = 1) -> torch.Tensor:
         if self.images is not None:
@@ -122,9 +128,13 @@ class _ImageBatches:
             from alignlab.data.loading import ImageBatchLoader, streaming
 
             self._loader_for = (rank, world)
-            self.loader = ImageBatchLoader(streaming(self.pairs).images, self.image_size,
-                                           functools.partial(self._rank_indices, rank=rank, world=world),
-                                           self.num_batches, self.num_workers)
+            self.loader = ImageBatchLoader(
+                streaming(self.pairs).images,
+                self.image_size,
+                functools.partial(self._rank_indices, rank=rank, world=world),
+                self.num_batches,
+                self.num_workers,
+            )
             if self._loader_state:
                 self.loader.load_state_dict(self._loader_state)
         return self.loader.get(epoch, index)
@@ -154,8 +164,12 @@ class _ImageBatches:
         self.current_epoch = epoch
         idx, caps = self._indices(epoch, index)  # captions are drawn for the whole global batch, then cut
         lo, hi = ddp_.shard_range(len(idx), world, rank)
-        return (self._images(epoch, index, idx[lo:hi], rank, world), [self.pairs.captions[c] for c in caps[lo:hi]],
-                idx[lo:hi], self.positives(idx, caps))
+        return (
+            self._images(epoch, index, idx[lo:hi], rank, world),
+            [self.pairs.captions[c] for c in caps[lo:hi]],
+            idx[lo:hi],
+            self.positives(idx, caps),
+        )
 
     def batch_size(self, batch: Any) -> int:
         return len(batch[1])
@@ -164,9 +178,18 @@ class _ImageBatches:
 class DualContrastiveTask(_ImageBatches):
     """In-batch contrastive training of a dual encoder; dev metric from exact retrieval evaluation."""
 
-    def __init__(self, model: nn.Module, train: ImageTextPairs, loss: nn.Module, batch_size: int, seed: int,
-                 dev: ImageTextPairs | None = None, num_workers: int = 0, warm_loss: nn.Module | None = None,
-                 warm_epochs: int = 0):
+    def __init__(
+        self,
+        model: nn.Module,
+        train: ImageTextPairs,
+        loss: nn.Module,
+        batch_size: int,
+        seed: int,
+        dev: ImageTextPairs | None = None,
+        num_workers: int = 0,
+        warm_loss: nn.Module | None = None,
+        warm_epochs: int = 0,
+    ):
         super().__init__(train, batch_size, seed, model.config.image_size, num_workers)
         self.loss_fn = loss
         # Warm start: batches of epochs < warm_epochs train with warm_loss (None or 0: loss throughout).
@@ -174,8 +197,9 @@ class DualContrastiveTask(_ImageBatches):
         self.warm_epochs = warm_epochs if warm_loss is not None else 0
         self.dev = dev
         # DDP has to be told when a model parameter (the temperature, for VSE losses) gets no gradient.
-        self.find_unused_parameters = any(not getattr(f, "uses_logit_scale", True)
-                                          for f in (loss, self.warm_loss) if f is not None)
+        self.find_unused_parameters = any(
+            not getattr(f, "uses_logit_scale", True) for f in (loss, self.warm_loss) if f is not None
+        )
 
     def loss_for(self, epoch: int) -> nn.Module:
         """The loss that trains the batches of ``epoch`` (the warm-start loss before ``warm_epochs``)."""
@@ -185,8 +209,9 @@ class DualContrastiveTask(_ImageBatches):
         images, texts, _, positives = batch
         x = model.image_tower.preprocess(images, model.device)
         out = model(x, *model.tokenize(texts))
-        return self.loss_for(self.current_epoch)(out["image_emb"], out["text_emb"], out["logit_scale"],
-                                                 positives=positives)
+        return self.loss_for(self.current_epoch)(
+            out["image_emb"], out["text_emb"], out["logit_scale"], positives=positives
+        )
 
     def parameters(self):
         if self.warm_loss is None:
@@ -202,9 +227,17 @@ class DualContrastiveTask(_ImageBatches):
 class CrossMatchTask(_ImageBatches):
     """Listwise matching for a cross encoder: CE over the rows and columns of the batch's score grid."""
 
-    def __init__(self, model: nn.Module, train: ImageTextPairs, batch_size: int, seed: int,
-                 dev: ImageTextPairs | None = None, dev_images: int = 100, gather: bool = False,
-                 num_workers: int = 0):
+    def __init__(
+        self,
+        model: nn.Module,
+        train: ImageTextPairs,
+        batch_size: int,
+        seed: int,
+        dev: ImageTextPairs | None = None,
+        dev_images: int = 100,
+        gather: bool = False,
+        num_workers: int = 0,
+    ):
         super().__init__(train, batch_size, seed, model.config.image_size, num_workers)
         # Scoring every dev pair with a cross encoder is N x M forward passes: use a fixed dev subset.
         self.dev = dev.subset(range(min(dev_images, dev.n_images))) if dev is not None else None
@@ -218,19 +251,29 @@ class CrossMatchTask(_ImageBatches):
         logits = model.forward_grid(x, *model.tokenize(texts))
         target = torch.arange(len(logits), device=logits.device)
         true_neg = _true_negatives(positives, logits.device)
-        return {"match_loss": 0.5 * (F.cross_entropy(exclude_true(logits, true_neg), target)
-                                     + F.cross_entropy(exclude_true(logits.T, None if true_neg is None
-                                                                    else true_neg.T), target))}
+        return {
+            "match_loss": 0.5
+            * (
+                F.cross_entropy(exclude_true(logits, true_neg), target)
+                + F.cross_entropy(exclude_true(logits.T, None if true_neg is None else true_neg.T), target)
+            )
+        }
 
     @staticmethod
-    def _gathered_loss(model: Any, x: torch.Tensor, ids: torch.Tensor, mask: torch.Tensor,
-                       positives: torch.Tensor | None = None) -> torch.Tensor:
+    def _gathered_loss(
+        model: Any,
+        x: torch.Tensor,
+        ids: torch.Tensor,
+        mask: torch.Tensor,
+        positives: torch.Tensor | None = None,
+    ) -> torch.Tensor:
         """This rank's share of the global grid loss: its rows (images) and columns (captions) of ``N × N``.
 
         The towers and the fusion all run inside one DDP forward pass (:func:`forward_through`); tokens
         are gathered with gradients, text tokens padded to the longest caption of any rank (padding is
         masked, so it changes nothing). The share is scaled by ``W/N`` like the gathered InfoNCE.
         """
+
         def grids(m: Any, x: torch.Tensor, ids: torch.Tensor, mask: torch.Tensor):
             img_tok, _ = m.image_tower(x)
             txt_tok, _ = m.text_tower(ids, mask)
@@ -249,10 +292,18 @@ class CrossMatchTask(_ImageBatches):
         b = len(rows)
         target = torch.arange(b, device=rows.device) + offset
         true_neg = _true_negatives(positives, rows.device)  # the global batch's mask: this rank's part of it
-        per = 0.5 * (F.cross_entropy(exclude_true(rows, None if true_neg is None else true_neg[offset:offset + b]),
-                                     target, reduction="none")
-                     + F.cross_entropy(exclude_true(cols.T, None if true_neg is None
-                                                    else true_neg[:, offset:offset + b].T), target, reduction="none"))
+        per = 0.5 * (
+            F.cross_entropy(
+                exclude_true(rows, None if true_neg is None else true_neg[offset : offset + b]),
+                target,
+                reduction="none",
+            )
+            + F.cross_entropy(
+                exclude_true(cols.T, None if true_neg is None else true_neg[:, offset : offset + b].T),
+                target,
+                reduction="none",
+            )
+        )
         return per.sum() * (ddp_.world_size() / n)
 
     def evaluate(self, model: nn.Module) -> dict[str, float]:
@@ -298,7 +349,9 @@ def evaluate_cross(model: Any, pairs: ImageTextPairs, distributed: bool = False,
         model.eval()
     if distributed:
         rows = ddp_.eval_shard(pairs.n_images)
-        scores = ddp_.gather_eval(model.score(pairs.load_images(rows.tolist()), pairs.captions), pairs.n_images)
+        scores = ddp_.gather_eval(
+            model.score(pairs.load_images(rows.tolist()), pairs.captions), pairs.n_images
+        )
     else:
         scores = model.score(pairs.load_images(), pairs.captions)
     if was_training:
@@ -329,10 +382,15 @@ class DataConfig:
         from alignlab.core.config import check_number
 
         if self.source not in ("shapes", "path"):
-            raise ConfigError(f"unknown data source {self.source!r}", key="source", fix="use 'shapes' or 'path'")
+            raise ConfigError(
+                f"unknown data source {self.source!r}", key="source", fix="use 'shapes' or 'path'"
+            )
         if self.source == "path" and not self.path:
-            raise ConfigError("data.source is 'path' but data.path is not set", key="path",
-                              fix="set data.path to a data folder or file")
+            raise ConfigError(
+                "data.source is 'path' but data.path is not set",
+                key="path",
+                fix="set data.path to a data folder or file",
+            )
         if self.source == "path" and not Path(self.path).exists():
             raise DataError("data not found", where=self.path, fix="check data.path")
         for key in ("train", "val", "test"):
@@ -342,8 +400,11 @@ class DataConfig:
 
 
 # What a dev evaluation reports (R@K at the default K), i.e. what train.select_metric can name.
-DEV_METRICS = ("rsum", *(f"{d}_R@{k}" for d in ("i2t", "t2i") for k in (1, 5, 10)),
-               *(f"{d}_{m}" for d in ("i2t", "t2i") for m in ("medr", "meanr")))
+DEV_METRICS = (
+    "rsum",
+    *(f"{d}_R@{k}" for d in ("i2t", "t2i") for k in (1, 5, 10)),
+    *(f"{d}_{m}" for d in ("i2t", "t2i") for m in ("medr", "meanr")),
+)
 
 
 @dataclass
@@ -358,8 +419,11 @@ class RetrievalRunConfig:
     warm_loss: str = "vse-sum"
     warm_epochs: int = 0
     data: DataConfig = field(default_factory=DataConfig)
-    train: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=8, batch_size=128, lr=2e-3,
-                                                                   warmup_steps=20, select_metric="rsum"))
+    train: TrainConfig = field(
+        default_factory=lambda: TrainConfig(
+            epochs=8, batch_size=128, lr=2e-3, warmup_steps=20, select_metric="rsum"
+        )
+    )
     cross_dev_images: int = 100  # dev images scored all-pairs by a cross encoder after each epoch
     gather_negatives: bool = True  # under torchrun/DDP: negatives from every rank (the global batch)
     test_images: int | None = None  # evaluate on the first N test images (None: all of the split)
@@ -374,7 +438,9 @@ class RetrievalRunConfig:
         from alignlab.train.losses import LOSSES
 
         if self.model not in ARCHS:
-            raise ConfigError(f"cannot train model {self.model!r}", key="model", fix=f"choose one of: {', '.join(ARCHS)}")
+            raise ConfigError(
+                f"cannot train model {self.model!r}", key="model", fix=f"choose one of: {', '.join(ARCHS)}"
+            )
         for key in ("loss", "warm_loss"):
             try:
                 LOSSES.get(getattr(self, key))
@@ -383,19 +449,27 @@ class RetrievalRunConfig:
         check_number("margin", self.margin, lo=0)
         check_number("warm_epochs", self.warm_epochs, lo=0)
         if self.warm_epochs and self.warm_epochs >= self.train.epochs:
-            raise ConfigError(f"warm_epochs {self.warm_epochs} leaves no epoch for the loss {self.loss!r} "
-                              f"(train.epochs {self.train.epochs})", key="warm_epochs",
-                              fix="use fewer warm-start epochs than train.epochs, or 0 for no warm start")
+            raise ConfigError(
+                f"warm_epochs {self.warm_epochs} leaves no epoch for the loss {self.loss!r} "
+                f"(train.epochs {self.train.epochs})",
+                key="warm_epochs",
+                fix="use fewer warm-start epochs than train.epochs, or 0 for no warm start",
+            )
         metric = self.train.select_metric
         if metric is not None and metric not in DEV_METRICS:
-            raise ConfigError(f"unknown dev metric {metric!r} for train.select_metric", key="train.select_metric",
-                              fix=f"choose one of: {', '.join(DEV_METRICS)} (or null for the last epoch)")
+            raise ConfigError(
+                f"unknown dev metric {metric!r} for train.select_metric",
+                key="train.select_metric",
+                fix=f"choose one of: {', '.join(DEV_METRICS)} (or null for the last epoch)",
+            )
         defaults = {f.name: f.default for f in dc.fields(ARCHS[self.model][1])}
         size = self.model_config.get("image_size", defaults.get("image_size"))
         if isinstance(size, int) and size != self.data.image_size:
-            raise ConfigError(f"model image_size {size} differs from data.image_size {self.data.image_size}",
-                              key="data.image_size", fix="set model_config.image_size and data.image_size to the "
-                                                         "same value")
+            raise ConfigError(
+                f"model image_size {size} differs from data.image_size {self.data.image_size}",
+                key="data.image_size",
+                fix="set model_config.image_size and data.image_size to the same value",
+            )
 
 
 def load_run_config(data: dict[str, Any] | None, where: str | None = None) -> RetrievalRunConfig:
@@ -412,13 +486,21 @@ def load_run_config(data: dict[str, Any] | None, where: str | None = None) -> Re
 
 
 @lru_cache(maxsize=4)
-def _shapes_splits(seed: int, train: int, val: int, test: int, rate: float, size: int) -> dict[str, ImageTextPairs]:
+def _shapes_splits(
+    seed: int, train: int, val: int, test: int, rate: float, size: int
+) -> dict[str, ImageTextPairs]:
     world = ShapesWorld(ShapesConfig(image_size=size, polysemous_rate=rate))
     # Dev and test are scored under truth relevance. Training draws each image's own captions and masks
     # true pairs per batch with the truth evaluator, so it needs no whole-set truth map (O(n²) pairs).
-    return {split: from_shapes(world.generate(n, seed, split), name=f"shapes-{split}",
-                               relevance="source" if split == "train" else "truth")
-            for split, n in (("train", train), ("val", val), ("test", test)) if n > 0}
+    return {
+        split: from_shapes(
+            world.generate(n, seed, split),
+            name=f"shapes-{split}",
+            relevance="source" if split == "train" else "truth",
+        )
+        for split, n in (("train", train), ("val", val), ("test", test))
+        if n > 0
+    }
 
 
 def load_run_data(cfg: DataConfig) -> dict[str, ImageTextPairs]:
@@ -444,14 +526,24 @@ def load_path_splits(cfg: Any) -> dict[str, ImageTextPairs]:
     other = is_tar_source(cfg.path) or is_hf_folder(Path(cfg.path))
     splits: dict[str, Any] = {}
     for name, split in (("train", cfg.train_split), ("val", cfg.val_split), ("test", cfg.test_split)):
-        pairs = open_image_text(cfg.path, split, cfg.image_root) if other else load_pairs(cfg.path, split,
-                                                                                           cfg.image_root)
+        pairs = (
+            open_image_text(cfg.path, split, cfg.image_root)
+            if other
+            else load_pairs(cfg.path, split, cfg.image_root)
+        )
         splits[name] = pairs if name == "train" else pairs.materialize(cfg.image_size)
     return splits
 
 
-def run_retrieval(cfg: RetrievalRunConfig, run_dir: str | os.PathLike, *, resume: bool = True,
-                  device: str = "cpu", callbacks=(), data: dict[str, ImageTextPairs] | None = None) -> dict[str, Any]:
+def run_retrieval(
+    cfg: RetrievalRunConfig,
+    run_dir: str | os.PathLike,
+    *,
+    resume: bool = True,
+    device: str = "cpu",
+    callbacks=(),
+    data: dict[str, ImageTextPairs] | None = None,
+) -> dict[str, Any]:
     """Train one model with ``cfg`` in ``run_dir`` and evaluate its best checkpoint on the test split.
 
     Writes ``config.yaml``, ``results.json`` (metrics, dev curve, best epoch, manifest) and
@@ -467,8 +559,10 @@ def run_retrieval(cfg: RetrievalRunConfig, run_dir: str | os.PathLike, *, resume
     set_seed(cfg.seed)
     model = build_model(cfg.model, cfg.model_config, tokenizer)
     if model.config.image_size != cfg.data.image_size:
-        raise ConfigError(f"model image_size {model.config.image_size} differs from data image_size "
-                          f"{cfg.data.image_size}", fix="set both to the same value")
+        raise ConfigError(
+            f"model image_size {model.config.image_size} differs from data image_size {cfg.data.image_size}",
+            fix="set both to the same value",
+        )
     if cfg.init_image_tower:
         load_image_tower(model, cfg.init_image_tower)
     # The run folder is written only now that the data, the model and its pretrained tower have loaded.
@@ -482,21 +576,47 @@ def run_retrieval(cfg: RetrievalRunConfig, run_dir: str | os.PathLike, *, resume
     if getattr(model, "is_dual", False):  # tiny-dual, pretrained-lit
         loss = build_loss(cfg.loss, cfg.margin, gather=cfg.gather_negatives)
         warm = build_loss(cfg.warm_loss, cfg.margin, gather=cfg.gather_negatives) if cfg.warm_epochs else None
-        task: Any = DualContrastiveTask(model, data["train"], loss, global_batch, cfg.seed, dev=data.get("val"),
-                                        num_workers=cfg.data.num_workers, warm_loss=warm,
-                                        warm_epochs=cfg.warm_epochs)
+        task: Any = DualContrastiveTask(
+            model,
+            data["train"],
+            loss,
+            global_batch,
+            cfg.seed,
+            dev=data.get("val"),
+            num_workers=cfg.data.num_workers,
+            warm_loss=warm,
+            warm_epochs=cfg.warm_epochs,
+        )
     elif cfg.model == "tiny-cross":
-        task = CrossMatchTask(model, data["train"], global_batch, cfg.seed, dev=data.get("val"),
-                              dev_images=cfg.cross_dev_images, gather=cfg.gather_negatives,
-                              num_workers=cfg.data.num_workers)
+        task = CrossMatchTask(
+            model,
+            data["train"],
+            global_batch,
+            cfg.seed,
+            dev=data.get("val"),
+            dev_images=cfg.cross_dev_images,
+            gather=cfg.gather_negatives,
+            num_workers=cfg.data.num_workers,
+        )
     else:
-        raise ConfigError(f"cannot train model {cfg.model!r} here", fix="use tiny-dual, tiny-cross or pretrained-lit")
+        raise ConfigError(
+            f"cannot train model {cfg.model!r} here", fix="use tiny-dual, tiny-cross or pretrained-lit"
+        )
     # The number of loader workers changes speed, not results: a run may resume with another number.
     hashed = {**asdict(cfg), "data": {k: v for k, v in asdict(cfg.data).items() if k != "num_workers"}}
     if not cfg.warm_epochs:  # no warm start: the run's hash is the one it had before the option existed
         hashed.pop("warm_loss"), hashed.pop("warm_epochs")
-    fit_result: FitResult = fit(model, task, train_cfg, run_dir, resume=resume, config_for_hash=hashed,
-                                device=device, desc=f"{cfg.model} seed {cfg.seed}", callbacks=callbacks)
+    fit_result: FitResult = fit(
+        model,
+        task,
+        train_cfg,
+        run_dir,
+        resume=resume,
+        config_for_hash=hashed,
+        device=device,
+        desc=f"{cfg.model} seed {cfg.seed}",
+        callbacks=callbacks,
+    )
     best = load_best(model, run_dir) if train_cfg.select_metric else fit_result.best
     model.eval()
     test = data["test"]
@@ -511,16 +631,29 @@ def run_retrieval(cfg: RetrievalRunConfig, run_dir: str | os.PathLike, *, resume
         from alignlab.retrieval.protocols import perfect_ranker
 
         extra.update(relevance=test.relevance_kind, perfect_ranker=perfect_ranker(test, report.ks))
-    result = make_result(task="retrieval", model=cfg.model, data=f"{test.name}:{test.n_images}", seed=cfg.seed,
-                         metrics=report.metrics, definitions=report.definitions, config=asdict(cfg),
-                         started=started, device=device, dev_curve=fit_result.dev_curve, best=best,
-                         steps=fit_result.steps, **extra)
+    result = make_result(
+        task="retrieval",
+        model=cfg.model,
+        data=f"{test.name}:{test.n_images}",
+        seed=cfg.seed,
+        metrics=report.metrics,
+        definitions=report.definitions,
+        config=asdict(cfg),
+        started=started,
+        device=device,
+        dev_curve=fit_result.dev_curve,
+        best=best,
+        steps=fit_result.steps,
+        **extra,
+    )
     if ddp_.is_main():
         write_json(run_dir / "per_query.json", {"i2t_rank": report.i2t_ranks, "t2i_rank": report.t2i_ranks})
         write_json(run_dir / "results.json", result)
     ddp_.barrier()
-    info(f"{cfg.model} seed {cfg.seed}: test " + ", ".join(f"{k}={v:.2f}" for k, v in report.metrics.items()
-                                                           if "R@" in k or k == "rsum"))
+    info(
+        f"{cfg.model} seed {cfg.seed}: test "
+        + ", ".join(f"{k}={v:.2f}" for k, v in report.metrics.items() if "R@" in k or k == "rsum")
+    )
     return result
 
 
@@ -530,15 +663,24 @@ def load_image_tower(model: nn.Module, path: str | os.PathLike) -> None:
 
     p = Path(path)
     if not p.is_file():
-        raise DataError("pretrained image tower not found", where=str(p),
-                        fix="run the pretraining first (alignlab.retrieval.pretrain) or fix the path")
+        raise DataError(
+            "pretrained image tower not found",
+            where=str(p),
+            fix="run the pretraining first (alignlab.retrieval.pretrain) or fix the path",
+        )
     try:
         state = load_file(str(p))
     except Exception as e:  # safetensors raises its own error types for a corrupt file
-        raise DataError(f"cannot read the pretrained image tower: {str(e).splitlines()[0] if str(e) else e!r}",
-                        where=str(p), fix="give a safetensors file written by the pretraining") from None
+        raise DataError(
+            f"cannot read the pretrained image tower: {str(e).splitlines()[0] if str(e) else e!r}",
+            where=str(p),
+            fix="give a safetensors file written by the pretraining",
+        ) from None
     try:
         model.image_tower.load_state_dict(state)
     except RuntimeError as e:
-        raise ConfigError(f"pretrained image tower does not fit the model: {str(e).splitlines()[0]}",
-                          where=str(p), fix="pretrain with the same width, channels and image size") from None
+        raise ConfigError(
+            f"pretrained image tower does not fit the model: {str(e).splitlines()[0]}",
+            where=str(p),
+            fix="pretrain with the same width, channels and image size",
+        ) from None

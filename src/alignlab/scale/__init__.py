@@ -9,5 +9,14 @@ records done shards in an atomic manifest and skips them when restarted. Ray is 
 from alignlab.scale.engine import EngineOptions, RunReport, load_manifest, read_output, run_job
 from alignlab.scale.shards import Shard, plan_files, plan_range, read_shard
 
-__all__ = ["EngineOptions", "RunReport", "Shard", "load_manifest", "plan_files", "plan_range", "read_output",
-           "read_shard", "run_job"]
+__all__ = [
+    "EngineOptions",
+    "RunReport",
+    "Shard",
+    "load_manifest",
+    "plan_files",
+    "plan_range",
+    "read_output",
+    "read_shard",
+    "run_job",
+]

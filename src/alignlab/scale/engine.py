@@ -55,7 +55,9 @@ class EngineOptions:
     """Where and how a job runs (see the module docstring)."""
 
     engine: str = "local"  # local (this process) | ray (Ray Data actor pool)
-    ray_address: str | None = None  # an existing cluster (host:port, ray://host:port or auto); None: start one
+    ray_address: str | None = (
+        None  # an existing cluster (host:port, ray://host:port or auto); None: start one
+    )
     ray_cpus: int | None = None  # CPUs of a Ray started here (default: all of this machine's)
     workers: int | None = None  # actors in the pool (default: the cluster's CPUs, at most one per shard)
     max_attempts: int = 3  # attempts per shard before the run gives up on it
@@ -93,8 +95,10 @@ class RunReport:
 
     def summary(self) -> str:
         rate = self.rows / self.seconds if self.seconds > 0 else float("nan")
-        text = (f"{self.engine}: {self.ran} shard(s) run, {self.skipped} already done, {self.rows} rows in "
-                f"{self.seconds:.1f} s ({rate:.1f} rows/s) on {self.workers} worker(s); retries: {self.retries}")
+        text = (
+            f"{self.engine}: {self.ran} shard(s) run, {self.skipped} already done, {self.rows} rows in "
+            f"{self.seconds:.1f} s ({rate:.1f} rows/s) on {self.workers} worker(s); retries: {self.retries}"
+        )
         if self.startup_s:
             text += f"; Ray start-up {self.startup_s:.1f} s"
         if self.failed:
@@ -124,20 +128,32 @@ def _start_manifest(job: Any, shards: Sequence[Shard], out_dir: Path) -> dict[st
     old = load_manifest(out_dir)
     if old is not None:
         if old.get("identity_sha256") != identity_hash(identity) or old.get("job") != job.name:
-            raise ResumeError(f"the output folder holds a {old.get('job')!r} run with other settings",
-                              where=str(out_dir / MANIFEST),
-                              fix="use the same settings to resume, or another output folder (or delete this one)")
+            raise ResumeError(
+                f"the output folder holds a {old.get('job')!r} run with other settings",
+                where=str(out_dir / MANIFEST),
+                fix="use the same settings to resume, or another output folder (or delete this one)",
+            )
         if old.get("plan") != plan:
-            raise ResumeError("the output folder was written for another input or shard size",
-                              where=str(out_dir / MANIFEST),
-                              fix="use the same input and rows per shard to resume, or another output folder")
+            raise ResumeError(
+                "the output folder was written for another input or shard size",
+                where=str(out_dir / MANIFEST),
+                fix="use the same input and rows per shard to resume, or another output folder",
+            )
         # A shard counts as done only if its file is still there.
         old["done"] = {k: v for k, v in old.get("done", {}).items() if (out_dir / v["file"]).is_file()}
         _adopt_written_parts(old, shards, out_dir)
         return old
-    return {"version": MANIFEST_VERSION, "job": job.name, "identity": identity,
-            "identity_sha256": identity_hash(identity), "plan": plan, "done": {}, "failed": {},
-            "retries": 0, "complete": False}
+    return {
+        "version": MANIFEST_VERSION,
+        "job": job.name,
+        "identity": identity,
+        "identity_sha256": identity_hash(identity),
+        "plan": plan,
+        "done": {},
+        "failed": {},
+        "retries": 0,
+        "complete": False,
+    }
 
 
 def _adopt_written_parts(manifest: dict[str, Any], shards: Sequence[Shard], out_dir: Path) -> None:
@@ -194,18 +210,28 @@ def run_shard(worker: Any, shard: Shard, out_dir: Path, run_token: str, max_atte
 
     t0 = time.time()
     attempts = _attempt(out_dir, shard, run_token)
-    result: dict[str, Any] = {"shard": shard.id, "rows": 0, "seconds": 0.0, "attempts": attempts,
-                              "pid": os.getpid(), "error": "", "error_kind": ""}
+    result: dict[str, Any] = {
+        "shard": shard.id,
+        "rows": 0,
+        "seconds": 0.0,
+        "attempts": attempts,
+        "pid": os.getpid(),
+        "error": "",
+        "error_kind": "",
+    }
     if attempts > max_attempts:
-        result.update(error=f"shard {shard.id} failed {attempts - 1} times (its worker crashed each time)",
-                      error_kind="DataError")
+        result.update(
+            error=f"shard {shard.id} failed {attempts - 1} times (its worker crashed each time)",
+            error_kind="DataError",
+        )
         return result
     try:
         rows = read_shard(shard)
         table = _to_table(worker.process(shard, rows))
     except AlignlabError as e:
-        result.update(error=e.one_line(), error_kind=type(e).__name__, what=e.what, where=e.where or "",
-                      fix=e.fix or "")
+        result.update(
+            error=e.one_line(), error_kind=type(e).__name__, what=e.what, where=e.where or "", fix=e.fix or ""
+        )
         return result
     if table.num_rows != shard.rows:
         raise RuntimeError(f"job returned {table.num_rows} rows for shard {shard.id} of {shard.rows} rows")
@@ -231,12 +257,32 @@ class _RayShardWorker:
     def __call__(self, batch: dict[str, Any]) -> dict[str, list]:
         if self.open_error is not None:
             e = self.open_error
-            results = [{"shard": json.loads(s)["id"], "rows": 0, "seconds": 0.0, "attempts": 1, "pid": os.getpid(),
-                        "error": e.one_line(), "error_kind": type(e).__name__, "what": e.what,
-                        "where": e.where or "", "fix": e.fix or ""} for s in batch["shard"]]
+            results = [
+                {
+                    "shard": json.loads(s)["id"],
+                    "rows": 0,
+                    "seconds": 0.0,
+                    "attempts": 1,
+                    "pid": os.getpid(),
+                    "error": e.one_line(),
+                    "error_kind": type(e).__name__,
+                    "what": e.what,
+                    "where": e.where or "",
+                    "fix": e.fix or "",
+                }
+                for s in batch["shard"]
+            ]
         else:
-            results = [run_shard(self.worker, Shard.from_dict(json.loads(s)), self.out_dir, self.run_token,
-                                 self.max_attempts) for s in batch["shard"]]
+            results = [
+                run_shard(
+                    self.worker,
+                    Shard.from_dict(json.loads(s)),
+                    self.out_dir,
+                    self.run_token,
+                    self.max_attempts,
+                )
+                for s in batch["shard"]
+            ]
         keys = ("shard", "rows", "seconds", "attempts", "pid", "error", "error_kind", "what", "where", "fix")
         return {k: [r.get(k, "") for r in results] for k in keys}
 
@@ -250,8 +296,11 @@ def import_ray() -> Any:
         import ray
         import ray.data  # noqa: F401
     except ImportError:
-        raise DependencyError("Ray is not installed", where="--engine ray",
-                              fix="pip install 'alignlab[scale]' (or use --engine local)") from None
+        raise DependencyError(
+            "Ray is not installed",
+            where="--engine ray",
+            fix="pip install 'alignlab[scale]' (or use --engine local)",
+        ) from None
     return ray
 
 
@@ -266,15 +315,21 @@ def check_reachable(address: str, timeout: float = 5.0) -> None:
     hostport = address.split("://", 1)[-1].rstrip("/")
     host, sep, port = hostport.rpartition(":")
     if not sep or not host or not port.isdigit():
-        raise ConfigError(f"cannot read the Ray address {address!r}", where="--ray-address",
-                          fix="give host:port of the head node (e.g. 10.0.0.5:6379), ray://host:10001 or auto")
+        raise ConfigError(
+            f"cannot read the Ray address {address!r}",
+            where="--ray-address",
+            fix="give host:port of the head node (e.g. 10.0.0.5:6379), ray://host:10001 or auto",
+        )
     try:
         with socket.create_connection((host, int(port)), timeout=timeout):
             pass
     except OSError as e:
-        raise ConfigError(f"cannot reach the Ray cluster at {address}: {e.strerror or e}", where="--ray-address",
-                          fix="start it with `ray start --head` on the head node and check the address and "
-                              "firewall, or use --ray-cpus N for a Ray on this machine") from None
+        raise ConfigError(
+            f"cannot reach the Ray cluster at {address}: {e.strerror or e}",
+            where="--ray-address",
+            fix="start it with `ray start --head` on the head node and check the address and "
+            "firewall, or use --ray-cpus N for a Ray on this machine",
+        ) from None
 
 
 def _use_auth_token() -> None:
@@ -305,10 +360,12 @@ def ray_session(opts: EngineOptions) -> Iterator[Any]:
         try:
             ray.init(address=opts.ray_address, **quiet)
         except (ConnectionError, RuntimeError, ValueError) as e:
-            raise ConfigError(f"cannot connect to the Ray cluster at {opts.ray_address}: {str(e).splitlines()[0]}",
-                              where="--ray-address",
-                              fix="check that `ray status --address ADDR` works here; a cluster with token "
-                                  "authentication needs its token in ~/.ray/auth_token or RAY_AUTH_TOKEN") from None
+            raise ConfigError(
+                f"cannot connect to the Ray cluster at {opts.ray_address}: {str(e).splitlines()[0]}",
+                where="--ray-address",
+                fix="check that `ray status --address ADDR` works here; a cluster with token "
+                "authentication needs its token in ~/.ray/auth_token or RAY_AUTH_TOKEN",
+            ) from None
     else:
         # address="local": a new Ray of our own, even when a `ray start` cluster runs on this machine
         ray.init(address="local", num_cpus=opts.ray_cpus or os.cpu_count(), include_dashboard=False, **quiet)
@@ -318,16 +375,30 @@ def ray_session(opts: EngineOptions) -> Iterator[Any]:
         ray.shutdown()
 
 
-def _ray_results(ray: Any, job: Any, pending: Sequence[Shard], out_dir: Path, run_token: str,
-                 opts: EngineOptions, workers: int) -> Iterator[dict[str, Any]]:
+def _ray_results(
+    ray: Any,
+    job: Any,
+    pending: Sequence[Shard],
+    out_dir: Path,
+    run_token: str,
+    opts: EngineOptions,
+    workers: int,
+) -> Iterator[dict[str, Any]]:
     ctx = ray.data.DataContext.get_current()
     ctx.enable_progress_bars = not opts.quiet
     # One block per shard, one shard per call: a finished shard is reported as soon as it is written.
-    ds = ray.data.from_items([{"shard": json.dumps(s.to_dict())} for s in pending],
-                             override_num_blocks=len(pending))
-    ds = ds.map_batches(_RayShardWorker, batch_size=1, batch_format="numpy", zero_copy_batch=False,
-                        fn_constructor_args=(job, str(out_dir), run_token, opts.max_attempts),
-                        compute=ray.data.ActorPoolStrategy(size=workers), num_cpus=1)
+    ds = ray.data.from_items(
+        [{"shard": json.dumps(s.to_dict())} for s in pending], override_num_blocks=len(pending)
+    )
+    ds = ds.map_batches(
+        _RayShardWorker,
+        batch_size=1,
+        batch_format="numpy",
+        zero_copy_batch=False,
+        fn_constructor_args=(job, str(out_dir), run_token, opts.max_attempts),
+        compute=ray.data.ActorPoolStrategy(size=workers),
+        num_cpus=1,
+    )
     yield from ds.iter_rows()
 
 
@@ -339,8 +410,9 @@ def _ray_workers(ray: Any, opts: EngineOptions, n_pending: int) -> int:
 # --- the driver ----------------------------------------------------------------------------------------------
 
 
-def run_job(job: Any, shards: Sequence[Shard], out_dir: str | os.PathLike,
-            opts: EngineOptions | None = None) -> RunReport:
+def run_job(
+    job: Any, shards: Sequence[Shard], out_dir: str | os.PathLike, opts: EngineOptions | None = None
+) -> RunReport:
     """Run ``job`` over ``shards`` into ``out_dir`` (resuming a previous run there); see the module docstring.
 
     Raises the first failed shard's :class:`DataError` after every other shard has run and been recorded.
@@ -365,11 +437,17 @@ def run_job(job: Any, shards: Sequence[Shard], out_dir: str | os.PathLike,
         report.retries += retries
         manifest["retries"] = int(manifest.get("retries", 0)) + retries
         if res["error"]:
-            manifest["failed"][sid] = {k: res.get(k, "") for k in ("error", "error_kind", "what", "where", "fix")}
+            manifest["failed"][sid] = {
+                k: res.get(k, "") for k in ("error", "error_kind", "what", "where", "fix")
+            }
             report.failed.append({"shard": sid, **manifest["failed"][sid]})
         else:
-            manifest["done"][sid] = {"file": part_path(out_dir, sid).name, "rows": int(res["rows"]),
-                                     "seconds": float(res["seconds"]), "attempts": int(res["attempts"])}
+            manifest["done"][sid] = {
+                "file": part_path(out_dir, sid).name,
+                "rows": int(res["rows"]),
+                "seconds": float(res["seconds"]),
+                "attempts": int(res["attempts"]),
+            }
             report.ran += 1
             report.rows += int(res["rows"])
         # Rewriting a manifest of many thousand shards after each one would cost O(shards²); at most once
@@ -402,13 +480,20 @@ def run_job(job: Any, shards: Sequence[Shard], out_dir: str | os.PathLike,
         raise RuntimeError(f"shards without a result: {missing[:5]}")
     if report.failed:
         first = report.failed[0]
-        more = f" ({len(report.failed)} shards failed; the others' output is kept)" if len(report.failed) > 1 else ""
+        more = (
+            f" ({len(report.failed)} shards failed; the others' output is kept)"
+            if len(report.failed) > 1
+            else ""
+        )
         # The worker's error class (DataError for a bad row, DependencyError for a missing model ...).
         cls = getattr(errors_module, str(first.get("error_kind") or ""), DataError)
         cls = cls if isinstance(cls, type) and issubclass(cls, AlignlabError) else DataError
-        raise cls(f"{first.get('what') or first['error']}{more}", where=first.get("where") or f"shard {first['shard']}",
-                  fix=(first.get("fix") or "fix the input") + "; then run the same command again to finish the "
-                      "remaining shards (a row deleted or added shifts the shards: then use a new output folder)")
+        raise cls(
+            f"{first.get('what') or first['error']}{more}",
+            where=first.get("where") or f"shard {first['shard']}",
+            fix=(first.get("fix") or "fix the input") + "; then run the same command again to finish the "
+            "remaining shards (a row deleted or added shifts the shards: then use a new output folder)",
+        )
     return report
 
 
@@ -420,13 +505,21 @@ def read_output(out_dir: str | os.PathLike, columns: Sequence[str] | None = None
     out_dir = Path(out_dir)
     manifest = load_manifest(out_dir)
     if manifest is None:
-        raise DataError("no manifest: not an output folder of a sharded job", where=str(out_dir),
-                        fix="give the folder a job wrote")
+        raise DataError(
+            "no manifest: not an output folder of a sharded job",
+            where=str(out_dir),
+            fix="give the folder a job wrote",
+        )
     ids = [s["id"] for s in manifest["plan"]]
     missing = [i for i in ids if i not in manifest["done"]]
     if missing:
-        raise DataError(f"the run is not finished: {len(missing)} of {len(ids)} shard(s) missing",
-                        where=str(out_dir / MANIFEST), fix="run the same command again to finish it")
-    tables = [pq.read_table(out_dir / manifest["done"][i]["file"], columns=list(columns) if columns else None)
-              for i in ids]
+        raise DataError(
+            f"the run is not finished: {len(missing)} of {len(ids)} shard(s) missing",
+            where=str(out_dir / MANIFEST),
+            fix="run the same command again to finish it",
+        )
+    tables = [
+        pq.read_table(out_dir / manifest["done"][i]["file"], columns=list(columns) if columns else None)
+        for i in ids
+    ]
     return pa.concat_tables(tables)

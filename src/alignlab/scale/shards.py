@@ -99,8 +99,11 @@ def _scan(path: Path, fmt: str, rows_per_shard: int) -> tuple[int, list[tuple[in
         try:
             return pq.ParquetFile(path).metadata.num_rows, []
         except Exception as e:  # noqa: BLE001 - any reader failure is a bad file
-            raise DataError(f"not a readable Parquet file: {e}", where=str(path),
-                            fix="give a Parquet file written by pyarrow, pandas or Spark") from None
+            raise DataError(
+                f"not a readable Parquet file: {e}",
+                where=str(path),
+                fix="give a Parquet file written by pyarrow, pandas or Spark",
+            ) from None
     rows, pos, starts = 0, 0, []
     with open(path, "rb") as f:
         for line_no, line in enumerate(f, 1):
@@ -112,8 +115,9 @@ def _scan(path: Path, fmt: str, rows_per_shard: int) -> tuple[int, list[tuple[in
     return rows, starts
 
 
-def plan_files(path: str | os.PathLike, rows_per_shard: int = DEFAULT_ROWS_PER_SHARD,
-               fmt: str | None = None) -> list[Shard]:
+def plan_files(
+    path: str | os.PathLike, rows_per_shard: int = DEFAULT_ROWS_PER_SHARD, fmt: str | None = None
+) -> list[Shard]:
     """Shards of a file or of every file of a folder: each file is cut into ranges of ``rows_per_shard``."""
     if rows_per_shard < 1:
         raise ConfigError(f"rows per shard must be >= 1, got {rows_per_shard}")
@@ -125,27 +129,37 @@ def plan_files(path: str | os.PathLike, rows_per_shard: int = DEFAULT_ROWS_PER_S
         for k, start in enumerate(range(0, n, rows_per_shard)):
             stop = min(start + rows_per_shard, n)
             byte_start, line_start = starts[k] if starts else (0, 1)
-            shards.append(Shard(f"{len(shards):05d}", str(f), kind, start, stop, offset + start,
-                                byte_start, line_start))
+            shards.append(
+                Shard(f"{len(shards):05d}", str(f), kind, start, stop, offset + start, byte_start, line_start)
+            )
         offset += n
     if not shards:
         raise DataError("the input holds no rows", where=str(path), fix="give a non-empty file")
     return shards
 
 
-def plan_range(n_rows: int, rows_per_shard: int = DEFAULT_ROWS_PER_SHARD, source: str = "rows",
-               first_id: int = 0, offset: int = 0) -> list[Shard]:
+def plan_range(
+    n_rows: int,
+    rows_per_shard: int = DEFAULT_ROWS_PER_SHARD,
+    source: str = "rows",
+    first_id: int = 0,
+    offset: int = 0,
+) -> list[Shard]:
     """Shards of generated rows ``0 .. n_rows - 1`` (the rows are just their numbers)."""
     if rows_per_shard < 1:
         raise ConfigError(f"rows per shard must be >= 1, got {rows_per_shard}")
-    return [Shard(f"{first_id + i:05d}", source, "range", s, min(s + rows_per_shard, n_rows), offset + s)
-            for i, s in enumerate(range(0, n_rows, rows_per_shard))]
+    return [
+        Shard(f"{first_id + i:05d}", source, "range", s, min(s + rows_per_shard, n_rows), offset + s)
+        for i, s in enumerate(range(0, n_rows, rows_per_shard))
+    ]
 
 
 def renumber(shards: list[Shard]) -> list[Shard]:
     """The same shards with ids ``00000 ..`` in list order (to join several plans into one)."""
-    return [Shard(f"{i:05d}", s.source, s.fmt, s.start, s.stop, s.offset, s.byte_start, s.line_start)
-            for i, s in enumerate(shards)]
+    return [
+        Shard(f"{i:05d}", s.source, s.fmt, s.start, s.stop, s.offset, s.byte_start, s.line_start)
+        for i, s in enumerate(shards)
+    ]
 
 
 def _text_lines(shard: Shard) -> Iterator[tuple[int, str]]:
@@ -156,8 +170,9 @@ def _text_lines(shard: Shard) -> Iterator[tuple[int, str]]:
             try:
                 line = raw.decode("utf-8")
             except UnicodeDecodeError:
-                raise DataError("line is not valid UTF-8", where=shard.where(i),
-                                fix="re-encode the file as UTF-8") from None
+                raise DataError(
+                    "line is not valid UTF-8", where=shard.where(i), fix="re-encode the file as UTF-8"
+                ) from None
             if i == 1:
                 line = line.lstrip("\ufeff")
             yield i, line.rstrip("\n").rstrip("\r")
@@ -171,33 +186,44 @@ def _jsonl_lines(shard: Shard) -> Iterator[tuple[int, str]]:
             try:
                 yield i, raw.decode("utf-8-sig" if i == 1 else "utf-8")
             except UnicodeDecodeError:
-                raise DataError("line is not valid UTF-8", where=shard.where(i),
-                                fix="re-encode the file as UTF-8") from None
+                raise DataError(
+                    "line is not valid UTF-8", where=shard.where(i), fix="re-encode the file as UTF-8"
+                ) from None
 
 
 def read_shard(shard: Shard) -> list[dict[str, Any]]:
     """The rows of ``shard`` as dicts with ``_line`` and ``_row``; a malformed row is a :class:`DataError`
     that names the file, line and shard."""
     if shard.fmt == "range":
-        return [{"_line": r + 1, "_row": shard.offset + k} for k, r in enumerate(range(shard.start, shard.stop))]
+        return [
+            {"_line": r + 1, "_row": shard.offset + k} for k, r in enumerate(range(shard.start, shard.stop))
+        ]
     if not Path(shard.source).is_file():
         raise DataError("input shard file is missing", where=shard.where(), fix="restore the input file")
     rows: list[dict[str, Any]] = []
     if shard.fmt == "text":
         for k, (line_no, text) in enumerate(_text_lines(shard)):
             if not text.strip():
-                raise DataError("empty line", where=shard.where(line_no), fix="remove the line or give its text")
+                raise DataError(
+                    "empty line", where=shard.where(line_no), fix="remove the line or give its text"
+                )
             rows.append({"text": text, "_line": line_no, "_row": shard.offset + k})
     elif shard.fmt == "jsonl":
         for k, (line_no, text) in enumerate(_jsonl_lines(shard)):
             try:
                 rec = json.loads(text)
             except json.JSONDecodeError as e:
-                raise DataError(f"invalid JSON: {e.msg}", where=shard.where(line_no),
-                                fix="each line must be one JSON object") from None
+                raise DataError(
+                    f"invalid JSON: {e.msg}",
+                    where=shard.where(line_no),
+                    fix="each line must be one JSON object",
+                ) from None
             if not isinstance(rec, dict):
-                raise DataError(f"expected a JSON object, found {type(rec).__name__}",
-                                where=shard.where(line_no), fix="each line must be one JSON object")
+                raise DataError(
+                    f"expected a JSON object, found {type(rec).__name__}",
+                    where=shard.where(line_no),
+                    fix="each line must be one JSON object",
+                )
             rec["_line"], rec["_row"] = line_no, shard.offset + k
             rows.append(rec)
     elif shard.fmt == "parquet":
@@ -209,8 +235,11 @@ def read_shard(shard: Shard) -> list[dict[str, Any]]:
     else:
         raise ConfigError(f"unknown shard format {shard.fmt!r}")
     if len(rows) != shard.rows:
-        raise DataError(f"shard has {len(rows)} rows, the plan expected {shard.rows}", where=shard.where(),
-                        fix="the input changed while the job ran; start again with a new output folder")
+        raise DataError(
+            f"shard has {len(rows)} rows, the plan expected {shard.rows}",
+            where=shard.where(),
+            fix="the input changed while the job ran; start again with a new output folder",
+        )
     return rows
 
 
@@ -220,17 +249,24 @@ def text_of(row: dict[str, Any], shard: Shard, fields: tuple[str, ...] = ("text"
         if f in row:
             value = row[f]
             if not isinstance(value, str) or not value.strip():
-                raise DataError(f"field {f!r} must be a non-empty string", where=shard.where(row["_line"]),
-                                fix="give the text of every row")
+                raise DataError(
+                    f"field {f!r} must be a non-empty string",
+                    where=shard.where(row["_line"]),
+                    fix="give the text of every row",
+                )
             return value
-    raise DataError(f"row has none of the fields {', '.join(map(repr, fields))}", where=shard.where(row["_line"]),
-                    fix=f"name the text column {fields[0]!r}")
+    raise DataError(
+        f"row has none of the fields {', '.join(map(repr, fields))}",
+        where=shard.where(row["_line"]),
+        fix=f"name the text column {fields[0]!r}",
+    )
 
 
 def _pyarrow_parquet():
     try:
         import pyarrow.parquet as pq
     except ImportError:
-        raise DependencyError("pyarrow is not installed", where="Parquet shards",
-                              fix="pip install 'alignlab[scale]'") from None
+        raise DependencyError(
+            "pyarrow is not installed", where="Parquet shards", fix="pip install 'alignlab[scale]'"
+        ) from None
     return pq

@@ -67,8 +67,10 @@ def env_world_size() -> int:
     try:
         return int(os.environ.get("WORLD_SIZE", "1"))
     except ValueError:
-        raise ConfigError(f"WORLD_SIZE={os.environ['WORLD_SIZE']!r} is not a number",
-                          fix="launch with torchrun, or unset WORLD_SIZE") from None
+        raise ConfigError(
+            f"WORLD_SIZE={os.environ['WORLD_SIZE']!r} is not a number",
+            fix="launch with torchrun, or unset WORLD_SIZE",
+        ) from None
 
 
 def launched_distributed() -> bool:
@@ -91,14 +93,18 @@ def group_from_launcher(device: str | torch.device = "cpu") -> Iterator[None]:
 def refuse_launcher(command: str) -> None:
     """Stop a command that does not run under torchrun before every rank starts writing the same run folder."""
     if launched_distributed():
-        raise ConfigError(f"`{command}` does not run under torchrun (WORLD_SIZE={env_world_size()}): every rank "
-                          "would train alone and write the same run folder",
-                          where="WORLD_SIZE", fix=f"run `{command}` as one process; `alignlab train` and "
-                          "`alignlab commonit train` are the commands that scale out (docs/distributed.md)")
+        raise ConfigError(
+            f"`{command}` does not run under torchrun (WORLD_SIZE={env_world_size()}): every rank "
+            "would train alone and write the same run folder",
+            where="WORLD_SIZE",
+            fix=f"run `{command}` as one process; `alignlab train` and "
+            "`alignlab commonit train` are the commands that scale out (docs/distributed.md)",
+        )
 
 
-def init_from_env(device: str | torch.device = "cpu", backend: str | None = None,
-                  timeout_s: float = 1800.0) -> bool:
+def init_from_env(
+    device: str | torch.device = "cpu", backend: str | None = None, timeout_s: float = 1800.0
+) -> bool:
     """Start the default process group from torchrun's environment; returns True if one is running.
 
     Does nothing (returns False) when ``WORLD_SIZE`` is absent or 1, and nothing more than return True
@@ -113,7 +119,9 @@ def init_from_env(device: str | torch.device = "cpu", backend: str | None = None
         raise ConfigError("this torch build has no torch.distributed", fix="install a torch build with it")
     for key in ("RANK", "MASTER_ADDR", "MASTER_PORT"):
         if key not in os.environ:
-            raise ConfigError(f"WORLD_SIZE is set but {key} is not", fix="launch with torchrun (it sets both)")
+            raise ConfigError(
+                f"WORLD_SIZE is set but {key} is not", fix="launch with torchrun (it sets both)"
+            )
     if str(device) == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
     cuda = torch.device(device).type == "cuda"
@@ -121,8 +129,11 @@ def init_from_env(device: str | torch.device = "cpu", backend: str | None = None
         if not torch.cuda.is_available():
             raise ConfigError("device cuda was asked for but CUDA is not available", fix="use --device cpu")
         torch.cuda.set_device(local_rank())
-    dist.init_process_group(backend or ("nccl" if cuda else "gloo"), init_method="env://",
-                            timeout=datetime.timedelta(seconds=timeout_s))
+    dist.init_process_group(
+        backend or ("nccl" if cuda else "gloo"),
+        init_method="env://",
+        timeout=datetime.timedelta(seconds=timeout_s),
+    )
     return True
 
 
@@ -217,20 +228,27 @@ def check_gradients_in_sync(params: Sequence[torch.Tensor], rtol: float = 1e-4) 
     if not is_distributed():
         return
     # Per tensor: the sum (sensitive to any difference) and the sum of magnitudes (its scale).
-    mine = [None if p.grad is None else (float(p.grad.detach().double().sum()),
-                                         float(p.grad.detach().double().abs().sum())) for p in params]
+    mine = [
+        None
+        if p.grad is None
+        else (float(p.grad.detach().double().sum()), float(p.grad.detach().double().abs().sum()))
+        for p in params
+    ]
     ref = broadcast_object(mine)
     bad = len(ref) != len(mine) or any(
         (a is None) != (b is None) or (a is not None and abs(a[0] - b[0]) > rtol * max(a[1], b[1]) + 1e-12)
-        for a, b in zip(mine, ref))
+        for a, b in zip(mine, ref)
+    )
     flags = all_gather_object(bad)
     if any(flags):
         odd = [i for i, f in enumerate(flags) if f]
-        raise ConfigError(f"gradients differ between ranks after the first step (ranks {odd} differ from rank 0): "
-                          "the task's loss ran part of the model outside DDP's forward pass",
-                          where="alignlab.train.fit under torch.distributed",
-                          fix="call the model (or forward_grid/embed_*), or wrap the computation in "
-                              "alignlab.train.distributed.forward_through(model, fn, ...)")
+        raise ConfigError(
+            f"gradients differ between ranks after the first step (ranks {odd} differ from rank 0): "
+            "the task's loss ran part of the model outside DDP's forward pass",
+            where="alignlab.train.fit under torch.distributed",
+            fix="call the model (or forward_grid/embed_*), or wrap the computation in "
+            "alignlab.train.distributed.forward_through(model, fn, ...)",
+        )
 
 
 def _comm_device() -> torch.device:
@@ -274,7 +292,7 @@ class _AllGatherGrad(torch.autograd.Function):
             return out
         total = grad.clone()  # gloo has no reduce-scatter: all-reduce and keep this rank's slice
         dist.all_reduce(total)
-        return total[r * m:(r + 1) * m]
+        return total[r * m : (r + 1) * m]
 
 
 def all_gather_with_grad(x: torch.Tensor) -> tuple[torch.Tensor, int]:
@@ -293,8 +311,8 @@ def all_gather_with_grad(x: torch.Tensor) -> tuple[torch.Tensor, int]:
     if all(s == m for s in sizes):
         out = full
     else:
-        out = torch.cat([full[i * m:i * m + s] for i, s in enumerate(sizes)])
-    return out, sum(sizes[:rank()])
+        out = torch.cat([full[i * m : i * m + s] for i, s in enumerate(sizes)])
+    return out, sum(sizes[: rank()])
 
 
 def all_gather_nograd(x: torch.Tensor) -> torch.Tensor:
@@ -307,7 +325,7 @@ def label_offset(n_local: int) -> int:
     """Row of this rank's first example in a gathered batch: the sum of the lower ranks' sizes."""
     if not is_distributed():
         return 0
-    return sum(gather_sizes(n_local)[:rank()])
+    return sum(gather_sizes(n_local)[: rank()])
 
 
 # -------------------------------------------------------------------------------- batch shards
@@ -334,8 +352,10 @@ def shard_batch(batch: Any, rank: int, world: int) -> Any:
     """
     n = _batch_len(batch)
     if n < world:
-        raise ConfigError(f"a global batch of {n} example(s) cannot be split over {world} ranks",
-                          fix="raise train.batch_size, or use fewer processes")
+        raise ConfigError(
+            f"a global batch of {n} example(s) cannot be split over {world} ranks",
+            fix="raise train.batch_size, or use fewer processes",
+        )
     lo, hi = shard_range(n, world, rank)
     return _slice(batch, lo, hi, n)
 
@@ -350,11 +370,15 @@ def _batch_len(batch: Any) -> int:
     elif isinstance(batch, list):
         return len(batch)
     else:
-        raise ConfigError(f"cannot split a batch of type {type(batch).__name__} over ranks",
-                          fix="give the task a local_batch(epoch, index, rank, world_size) method")
+        raise ConfigError(
+            f"cannot split a batch of type {type(batch).__name__} over ranks",
+            fix="give the task a local_batch(epoch, index, rank, world_size) method",
+        )
     if len(lens) != 1:
-        raise ConfigError(f"batch fields differ in length ({sorted(lens)}), so they cannot be split over ranks",
-                          fix="give the task a local_batch(epoch, index, rank, world_size) method")
+        raise ConfigError(
+            f"batch fields differ in length ({sorted(lens)}), so they cannot be split over ranks",
+            fix="give the task a local_batch(epoch, index, rank, world_size) method",
+        )
     return lens.pop()
 
 
@@ -409,8 +433,10 @@ class SamplerBatches:
     def local_batch(self, epoch: int, index: int, rank: int, world: int) -> Any:
         s_world, s_rank = getattr(self.sampler, "world_size", 1), getattr(self.sampler, "rank", 0)
         if (s_world, s_rank) != (world, rank):
-            raise ConfigError(f"the sampler was built for rank {s_rank} of {s_world}, but this is rank {rank} "
-                              f"of {world}", fix="build the sampler with world_size=world_size(), rank=rank()")
+            raise ConfigError(
+                f"the sampler was built for rank {s_rank} of {s_world}, but this is rank {rank} of {world}",
+                fix="build the sampler with world_size=world_size(), rank=rank()",
+            )
         return self.batch(epoch, index)
 
 
@@ -475,16 +501,25 @@ class DDPModel:
 
     FORWARD_METHODS = ("forward", "forward_grid", "embed_images", "embed_texts")
 
-    def __init__(self, model: nn.Module, *, device: torch.device | str = "cpu", methods: Sequence[str] = (),
-                 find_unused_parameters: bool = False):
+    def __init__(
+        self,
+        model: nn.Module,
+        *,
+        device: torch.device | str = "cpu",
+        methods: Sequence[str] = (),
+        find_unused_parameters: bool = False,
+    ):
         from torch.nn.parallel import DistributedDataParallel
 
         d = torch.device(device)
         ids = [d.index if d.index is not None else torch.cuda.current_device()] if d.type == "cuda" else None
         self.__dict__.update(
-            module=model, _methods=frozenset(self.FORWARD_METHODS) | frozenset(methods),
-            ddp=DistributedDataParallel(_Dispatch(model), device_ids=ids,
-                                        find_unused_parameters=find_unused_parameters))
+            module=model,
+            _methods=frozenset(self.FORWARD_METHODS) | frozenset(methods),
+            ddp=DistributedDataParallel(
+                _Dispatch(model), device_ids=ids, find_unused_parameters=find_unused_parameters
+            ),
+        )
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         return self.ddp("forward", *args, **kwargs)
@@ -535,11 +570,17 @@ def free_port() -> int:
 
 def _spawn_entry(r: int, fn: Callable[..., Any], world: int, store: str, threads: int, args: tuple) -> None:
     # What torchrun would set: progress bars and info() read RANK to stay quiet on ranks > 0.
-    os.environ.update({"RANK": str(r), "WORLD_SIZE": str(world), "LOCAL_RANK": str(r),
-                       "LOCAL_WORLD_SIZE": str(world)})
+    os.environ.update(
+        {"RANK": str(r), "WORLD_SIZE": str(world), "LOCAL_RANK": str(r), "LOCAL_WORLD_SIZE": str(world)}
+    )
     torch.set_num_threads(threads)
-    dist.init_process_group("gloo", init_method=f"file://{store}", rank=r, world_size=world,
-                            timeout=datetime.timedelta(seconds=600))
+    dist.init_process_group(
+        "gloo",
+        init_method=f"file://{store}",
+        rank=r,
+        world_size=world,
+        timeout=datetime.timedelta(seconds=600),
+    )
     try:
         fn(r, world, *args)
     finally:

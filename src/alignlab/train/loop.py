@@ -84,11 +84,17 @@ class TrainConfig:
     def __post_init__(self) -> None:
         from alignlab.core.config import check_number
 
-        for key, allowed in (("optimizer", ("adamw", "sgd")), ("schedule", ("cosine", "linear", "constant")),
-                             ("select_mode", ("max", "min"))):
+        for key, allowed in (
+            ("optimizer", ("adamw", "sgd")),
+            ("schedule", ("cosine", "linear", "constant")),
+            ("select_mode", ("max", "min")),
+        ):
             if getattr(self, key) not in allowed:
-                raise ConfigError(f"{key} must be {' or '.join(allowed)}, got {getattr(self, key)!r}", key=key,
-                                  fix=f"choose one of: {', '.join(allowed)}")
+                raise ConfigError(
+                    f"{key} must be {' or '.join(allowed)}, got {getattr(self, key)!r}",
+                    key=key,
+                    fix=f"choose one of: {', '.join(allowed)}",
+                )
         for key in ("epochs", "batch_size", "grad_accum", "eval_every", "log_every"):
             check_number(key, getattr(self, key), lo=1)
         for key in ("warmup_steps", "checkpoint_every", "weight_decay", "grad_clip"):
@@ -128,7 +134,9 @@ class EvaluatingTask(Protocol):
     and is not written otherwise.
     """
 
-    def evaluate(self, model: Any) -> Mapping[str, float]: ...  # the model itself (its own class), never DDP's
+    def evaluate(
+        self, model: Any
+    ) -> Mapping[str, float]: ...  # the model itself (its own class), never DDP's
 
 
 @runtime_checkable
@@ -240,9 +248,17 @@ def _pack_rng(state: dict[str, Any]) -> dict[str, Any]:
     """RNG state in a form ``torch.load(weights_only=True)`` accepts (tensors, lists, ints, strings)."""
     version, internal, gauss = state["python"]
     np_name, np_keys, np_pos, np_has_gauss, np_gauss = state["numpy"]
-    packed = {"python": [version, list(internal), gauss], "torch": state["torch"],
-              "numpy": [np_name, torch.from_numpy(np.asarray(np_keys, dtype=np.int64)), int(np_pos),
-                        int(np_has_gauss), float(np_gauss)]}
+    packed = {
+        "python": [version, list(internal), gauss],
+        "torch": state["torch"],
+        "numpy": [
+            np_name,
+            torch.from_numpy(np.asarray(np_keys, dtype=np.int64)),
+            int(np_pos),
+            int(np_has_gauss),
+            float(np_gauss),
+        ],
+    }
     if "cuda" in state:
         packed["cuda"] = list(state["cuda"])
     return packed
@@ -251,8 +267,11 @@ def _pack_rng(state: dict[str, Any]) -> dict[str, Any]:
 def _unpack_rng(packed: dict[str, Any]) -> dict[str, Any]:
     version, internal, gauss = packed["python"]
     np_name, np_keys, np_pos, np_has_gauss, np_gauss = packed["numpy"]
-    state = {"python": (version, tuple(internal), gauss), "torch": packed["torch"],
-             "numpy": (np_name, np_keys.numpy().astype(np.uint32), np_pos, np_has_gauss, np_gauss)}
+    state = {
+        "python": (version, tuple(internal), gauss),
+        "torch": packed["torch"],
+        "numpy": (np_name, np_keys.numpy().astype(np.uint32), np_pos, np_has_gauss, np_gauss),
+    }
     if "cuda" in packed:
         state["cuda"] = packed["cuda"]
     return state
@@ -334,6 +353,7 @@ _P = ParamSpec("_P")
 
 def _with_text_log(fit_fn: Callable[_P, FitResult]) -> Callable[_P, FitResult]:
     """``fit`` writes its status and progress lines and any warning to ``run_dir/log.txt`` (rank 0)."""
+
     @functools.wraps(fit_fn)
     def wrapper(*args: _P.args, **kwargs: _P.kwargs) -> FitResult:
         run_dir = Path(cast("str | os.PathLike[str]", kwargs["run_dir"] if "run_dir" in kwargs else args[3]))
@@ -345,10 +365,19 @@ def _with_text_log(fit_fn: Callable[_P, FitResult]) -> Callable[_P, FitResult]:
 
 
 @_with_text_log
-def fit(model: nn.Module, task: TrainTask, cfg: TrainConfig, run_dir: str | os.PathLike, *, resume: bool = True,
-        config_for_hash: Any = None, callbacks: Iterable[Callable[[dict[str, Any]], None]] = (),
-        save_fn: Callable[[nn.Module, Path, Mapping[str, Any]], None] | None = None,
-        device: str | torch.device = "cpu", desc: str = "train") -> FitResult:
+def fit(
+    model: nn.Module,
+    task: TrainTask,
+    cfg: TrainConfig,
+    run_dir: str | os.PathLike,
+    *,
+    resume: bool = True,
+    config_for_hash: Any = None,
+    callbacks: Iterable[Callable[[dict[str, Any]], None]] = (),
+    save_fn: Callable[[nn.Module, Path, Mapping[str, Any]], None] | None = None,
+    device: str | torch.device = "cpu",
+    desc: str = "train",
+) -> FitResult:
     """Train ``model`` on ``task`` with ``cfg``, writing checkpoints and logs to ``run_dir``.
 
     Every ``log_every`` optimizer steps ``log.jsonl`` gets the *mean* of each loss term over those steps
@@ -363,7 +392,9 @@ def fit(model: nn.Module, task: TrainTask, cfg: TrainConfig, run_dir: str | os.P
     """
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    if ddp_.rank() == 0:  # an interrupted atomic write's temp file (up to a checkpoint in size) is never renamed
+    if (
+        ddp_.rank() == 0
+    ):  # an interrupted atomic write's temp file (up to a checkpoint in size) is never renamed
         remove_stale_temps(run_dir)
     chash = config_hash(config_for_hash if config_for_hash is not None else asdict(cfg))
     t_start = time.time()
@@ -372,8 +403,18 @@ def fit(model: nn.Module, task: TrainTask, cfg: TrainConfig, run_dir: str | os.P
         finished = _finished_run(model, run_dir, chash, desc)
         if finished is not None:
             return finished
-    run = _Run(model, task, cfg, run_dir, chash=chash, callbacks=callbacks, save=save_fn or _default_save,
-               device=device, desc=desc, t_start=t_start)
+    run = _Run(
+        model,
+        task,
+        cfg,
+        run_dir,
+        chash=chash,
+        callbacks=callbacks,
+        save=save_fn or _default_save,
+        device=device,
+        desc=desc,
+        t_start=t_start,
+    )
     if resume and run.ckpt_path.exists():
         run.resume_from_checkpoint()
     elif run.distributed:
@@ -393,8 +434,11 @@ def _finished_run(model: nn.Module, run_dir: Path, chash: str, desc: str) -> Fit
         return None
     st = read_json(state_path)
     if st.get("config_sha256") != chash:
-        raise ResumeError("the run folder holds a run with a different config", where=str(run_dir),
-                          fix="use a new run folder, or the same config to resume")
+        raise ResumeError(
+            "the run folder holds a run with a different config",
+            where=str(run_dir),
+            fix="use a new run folder, or the same config to resume",
+        )
     if not st.get("done"):
         return None
     info(f"{desc}: already finished in {run_dir}; loading its final weights")
@@ -410,10 +454,20 @@ class _Run:
     (:meth:`evaluate_and_select`); :meth:`train` runs the epochs and :meth:`finish` saves ``final/``.
     """
 
-    def __init__(self, model: nn.Module, task: TrainTask, cfg: TrainConfig, run_dir: Path, *, chash: str,
-                 callbacks: Iterable[Callable[[dict[str, Any]], None]],
-                 save: Callable[[nn.Module, Path, Mapping[str, Any]], None], device: str | torch.device,
-                 desc: str, t_start: float):
+    def __init__(
+        self,
+        model: nn.Module,
+        task: TrainTask,
+        cfg: TrainConfig,
+        run_dir: Path,
+        *,
+        chash: str,
+        callbacks: Iterable[Callable[[dict[str, Any]], None]],
+        save: Callable[[nn.Module, Path, Mapping[str, Any]], None],
+        device: str | torch.device,
+        desc: str,
+        t_start: float,
+    ):
         self.model, self.task, self.cfg, self.run_dir = model, task, cfg, run_dir
         self.chash, self.callbacks, self.save, self.device, self.desc = chash, callbacks, save, device, desc
         self.t_start = t_start
@@ -427,8 +481,9 @@ class _Run:
         self.params = _trainable(model, task)
         self.optimizer = _make_optimizer(cfg, self.params)
         steps_per_epoch = math.ceil(task.num_batches(0) / cfg.grad_accum)
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer,
-                                                           _lr_lambda(cfg, steps_per_epoch * cfg.epochs))
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer, _lr_lambda(cfg, steps_per_epoch * cfg.epochs)
+        )
 
         # Where training stands; all of it is in every checkpoint.
         self.start_epoch, self.start_batch, self.step = 0, 0, 0
@@ -450,20 +505,29 @@ class _Run:
         try:
             ck = torch.load(self.ckpt_path, map_location="cpu", weights_only=True)
         except Exception as e:  # torch raises several types for a corrupt file
-            raise ResumeError(f"cannot read checkpoint: {e}", where=str(self.ckpt_path),
-                              fix="delete the run folder to start again") from None
+            raise ResumeError(
+                f"cannot read checkpoint: {e}",
+                where=str(self.ckpt_path),
+                fix="delete the run folder to start again",
+            ) from None
         if ck.get("config_sha256") != self.chash:
-            raise ResumeError("the checkpoint was written with a different config", where=str(self.ckpt_path),
-                              fix="use a new run folder, or the same config to resume")
+            raise ResumeError(
+                "the checkpoint was written with a different config",
+                where=str(self.ckpt_path),
+                fix="use a new run folder, or the same config to resume",
+            )
         self.model.load_state_dict(ck["model"])
         if "task" in ck and isinstance(self.task, StatefulTask):
             self.task.load_state_dict(ck["task"])
         self.optimizer.load_state_dict(ck["optimizer"])
         self.scheduler.load_state_dict(ck["scheduler"])
         if ck.get("world_size", 1) != self.world:
-            raise ResumeError(f"the checkpoint was written by {ck.get('world_size', 1)} process(es), this run has "
-                              f"{self.world}", where=str(self.ckpt_path),
-                              fix="resume with the same number of processes (the global batch depends on it)")
+            raise ResumeError(
+                f"the checkpoint was written by {ck.get('world_size', 1)} process(es), this run has "
+                f"{self.world}",
+                where=str(self.ckpt_path),
+                fix="resume with the same number of processes (the global batch depends on it)",
+            )
         # Each rank resumes its own generators (they differ by the rank offset); one process: "rng".
         set_rng_state(_unpack_rng(ck["rng_ranks"][self.rank] if self.distributed else ck["rng"]))
         self.start_epoch, self.start_batch, self.step = ck["epoch"], ck["batch"], ck["step"]
@@ -472,8 +536,10 @@ class _Run:
         if ck.get("log_interval"):
             self.interval = json.loads(ck["log_interval"])
         self.resumed_from = self.step
-        info(f"{self.desc}: resuming {self.run_dir} at epoch {self.start_epoch}, batch {self.start_batch} "
-             f"(step {self.step})")
+        info(
+            f"{self.desc}: resuming {self.run_dir} at epoch {self.start_epoch}, batch {self.start_batch} "
+            f"(step {self.step})"
+        )
 
     def checkpoint(self, epoch: int, batch: int) -> None:
         """Write ``ckpt/last.pt`` (rank 0; under DDP it holds every rank's RNG state)."""
@@ -481,11 +547,19 @@ class _Run:
         if not self.main:
             ddp_.barrier()  # wait until rank 0 has written it
             return
-        ck = {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
-              "scheduler": self.scheduler.state_dict(), "rng": _pack_rng(get_rng_state()), "epoch": epoch,
-              "batch": batch, "step": self.step, "dev_curve": json.dumps(self.dev_curve),
-              "best": json.dumps(self.best) if self.best else "", "config_sha256": self.chash,
-              "log_interval": json.dumps(self.interval)}
+        ck = {
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "rng": _pack_rng(get_rng_state()),
+            "epoch": epoch,
+            "batch": batch,
+            "step": self.step,
+            "dev_curve": json.dumps(self.dev_curve),
+            "best": json.dumps(self.best) if self.best else "",
+            "config_sha256": self.chash,
+            "log_interval": json.dumps(self.interval),
+        }
         if isinstance(self.task, StatefulTask):
             ck["task"] = self.task.state_dict()
         if self.distributed:
@@ -498,10 +572,19 @@ class _Run:
     def write_state(self, done: bool) -> None:
         if not self.main:
             return
-        write_json(self.state_path, {"config_sha256": self.chash, "done": done, "steps": self.step,
-                                     "dev_curve": self.dev_curve, "best": self.best,
-                                     "select_metric": self.cfg.select_metric, "select_mode": self.cfg.select_mode,
-                                     "wall_s": round(time.time() - self.t_start, 3)})
+        write_json(
+            self.state_path,
+            {
+                "config_sha256": self.chash,
+                "done": done,
+                "steps": self.step,
+                "dev_curve": self.dev_curve,
+                "best": self.best,
+                "select_metric": self.cfg.select_metric,
+                "select_mode": self.cfg.select_mode,
+                "wall_s": round(time.time() - self.t_start, 3),
+            },
+        )
 
     def open_log(self) -> None:
         if not self.main:
@@ -509,15 +592,17 @@ class _Run:
         resumed = self.resumed_from is not None
         # TensorBoard hides events of a crashed run after its checkpoint (purge_step), as log.jsonl drops them.
         tb = open_tensorboard(self.run_dir / "tensorboard", purge_step=self.step + 1 if resumed else None)
-        self.log = _JsonlLog(self.run_dir / "log.jsonl", keep_until_step=self.step if resumed else None,
-                             tensorboard=tb)
+        self.log = _JsonlLog(
+            self.run_dir / "log.jsonl", keep_until_step=self.step if resumed else None, tensorboard=tb
+        )
 
     def wrap_ddp(self) -> None:
         if not self.distributed:
             return
         ddp_methods, find_unused = _ddp_options(self.task)
-        self.train_model = ddp_.DDPModel(self.model, device=self.device, methods=ddp_methods,
-                                         find_unused_parameters=find_unused)
+        self.train_model = ddp_.DDPModel(
+            self.model, device=self.device, methods=ddp_methods, find_unused_parameters=find_unused
+        )
         owned = {id(p) for p in self.model.parameters()}
         self.extra_params = [p for p in self.params if id(p) not in owned]  # e.g. a loss's parameters
 
@@ -529,7 +614,9 @@ class _Run:
             for epoch in range(self.start_epoch, self.cfg.epochs):
                 self.train_epoch(epoch)
                 last = epoch == self.cfg.epochs - 1
-                if last and self.interval["steps"]:  # the steps after the last full interval (before the checkpoint)
+                if (
+                    last and self.interval["steps"]
+                ):  # the steps after the last full interval (before the checkpoint)
                     self.log_interval(epoch)
                 if isinstance(self.task, EvaluatingTask) and ((epoch + 1) % self.cfg.eval_every == 0 or last):
                     self.evaluate_and_select(self.task, epoch)
@@ -549,8 +636,12 @@ class _Run:
         self.model.train()
         n_batches = self.task.num_batches(epoch)
         first = self.start_batch if epoch == self.start_epoch else 0
-        bar = progress(total=n_batches, initial=first, desc=f"{self.desc} epoch {epoch + 1}/{self.cfg.epochs}",
-                       unit="batch")
+        bar = progress(
+            total=n_batches,
+            initial=first,
+            desc=f"{self.desc} epoch {epoch + 1}/{self.cfg.epochs}",
+            unit="batch",
+        )
         t_epoch, n_samples = time.time(), 0
         epoch_loss, epoch_steps = 0.0, 0  # the bar shows the epoch's mean loss, not the last batch's
         b = first
@@ -581,8 +672,9 @@ class _Run:
                 terms = self.task.loss(self.train_model, batch)
                 loss = cast(torch.Tensor, sum(terms.values())) / len(micro)  # a sum of tensors
                 if not torch.isfinite(loss):
-                    raise FloatingPointError(f"loss became {loss.item()} at epoch {epoch}, batch {mb}; "
-                                             "lower the learning rate")
+                    raise FloatingPointError(
+                        f"loss became {loss.item()} at epoch {epoch}, batch {mb}; lower the learning rate"
+                    )
                 loss.backward()
             for k, v in terms.items():
                 terms_sum[k] = terms_sum.get(k, 0.0) + float(v.detach()) / len(micro)
@@ -617,8 +709,16 @@ class _Run:
         if self.distributed:  # the global batch's loss: the mean of the ranks' shares
             mean = ddp_.all_reduce_mean(mean)
         rate = self.interval_samples * self.world / max(1e-9, time.time() - self.t_interval)
-        self.log.write({"step": self.step, "epoch": epoch, "lr": self.scheduler.get_last_lr()[0], **mean,
-                        "loss": sum(mean.values()), "samples_s": round(rate, 2)})
+        self.log.write(
+            {
+                "step": self.step,
+                "epoch": epoch,
+                "lr": self.scheduler.get_last_lr()[0],
+                **mean,
+                "loss": sum(mean.values()),
+                "samples_s": round(rate, 2),
+            }
+        )
         self.interval.update(sum={}, steps=0)
         self.t_interval, self.interval_samples = time.time(), 0
 
@@ -635,8 +735,10 @@ class _Run:
         key = self.cfg.select_metric
         if key is not None:
             if key not in metrics:
-                raise ConfigError(f"select_metric {key!r} is not among the dev metrics",
-                                  fix=f"choose one of: {', '.join(sorted(metrics))}")
+                raise ConfigError(
+                    f"select_metric {key!r} is not among the dev metrics",
+                    fix=f"choose one of: {', '.join(sorted(metrics))}",
+                )
             if _is_better(metrics[key], self.best["value"] if self.best else None, self.cfg.select_mode):
                 self.best = {"epoch": epoch + 1, "step": self.step, "metric": key, "value": metrics[key]}
                 if self.main:
@@ -653,8 +755,15 @@ class _Run:
                 self.save(self.model, self.run_dir / "best", self.best)
         self.write_state(done=True)
         ddp_.barrier()  # best/ and final/ exist for every rank once fit returns
-        return FitResult(self.run_dir, self.dev_curve, self.best, self.step, round(time.time() - self.t_start, 3),
-                         self.resumed_from, self.log.records)
+        return FitResult(
+            self.run_dir,
+            self.dev_curve,
+            self.best,
+            self.step,
+            round(time.time() - self.t_start, 3),
+            self.resumed_from,
+            self.log.records,
+        )
 
 
 def _load_final(model: nn.Module, run_dir: Path) -> None:

@@ -53,20 +53,27 @@ def _reduce(per_sample: torch.Tensor, weights: torch.Tensor | None) -> torch.Ten
     if weights is None:
         return per_sample.mean()
     if weights.shape != per_sample.shape:
-        raise ConfigError(f"weights of shape {tuple(weights.shape)} do not match {tuple(per_sample.shape)} samples")
+        raise ConfigError(
+            f"weights of shape {tuple(weights.shape)} do not match {tuple(per_sample.shape)} samples"
+        )
     return (per_sample * weights).sum() / per_sample.numel()
 
 
-def _reduce_share(per_local: torch.Tensor, weights: torch.Tensor | None, n_total: int, world: int) -> torch.Tensor:
+def _reduce_share(
+    per_local: torch.Tensor, weights: torch.Tensor | None, n_total: int, world: int
+) -> torch.Tensor:
     """This rank's share of the global mean: ``(W/N) Σ_{k local} w_k ℓ_k`` (see the module docstring)."""
     if weights is not None and weights.shape != per_local.shape:
-        raise ConfigError(f"weights of shape {tuple(weights.shape)} do not match {tuple(per_local.shape)} samples")
+        raise ConfigError(
+            f"weights of shape {tuple(weights.shape)} do not match {tuple(per_local.shape)} samples"
+        )
     total = per_local.sum() if weights is None else (per_local * weights).sum()
     return total * (world / n_total)
 
 
-def _gather_pairs(image_emb: torch.Tensor, text_emb: torch.Tensor
-                  ) -> tuple[torch.Tensor, torch.Tensor, int, int]:
+def _gather_pairs(
+    image_emb: torch.Tensor, text_emb: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, int, int]:
     """Gathered image and text embeddings of the global batch, this rank's offset in it, and the world size."""
     from alignlab.train.distributed import all_gather_with_grad, world_size
 
@@ -83,8 +90,10 @@ def _distributed() -> bool:
 
 def _check(image_emb: torch.Tensor, text_emb: torch.Tensor) -> None:
     if image_emb.shape != text_emb.shape or image_emb.ndim != 2:
-        raise ConfigError(f"image and text embeddings must both be [B, D], got {tuple(image_emb.shape)} and "
-                          f"{tuple(text_emb.shape)}")
+        raise ConfigError(
+            f"image and text embeddings must both be [B, D], got {tuple(image_emb.shape)} and "
+            f"{tuple(text_emb.shape)}"
+        )
 
 
 def _positives(positives: torch.Tensor | None, n: int, device: torch.device) -> torch.Tensor | None:
@@ -93,9 +102,10 @@ def _positives(positives: torch.Tensor | None, n: int, device: torch.device) -> 
         return None
     positives = torch.as_tensor(positives, device=device)
     if positives.shape != (n, n):
-        raise ConfigError(f"positives of shape {tuple(positives.shape)} do not match a batch of {n} pairs",
-                          fix="give the [N, N] mask of the (global) batch: positives[i, j] = caption j is true "
-                              "of image i")
+        raise ConfigError(
+            f"positives of shape {tuple(positives.shape)} do not match a batch of {n} pairs",
+            fix="give the [N, N] mask of the (global) batch: positives[i, j] = caption j is true of image i",
+        )
     off = positives.bool() & ~torch.eye(n, dtype=torch.bool, device=device)
     return off if bool(off.any()) else None
 
@@ -121,22 +131,36 @@ class InfoNCELoss(nn.Module):
         self.gather = gather
         self.local_loss = local_loss
 
-    def forward(self, image_emb: torch.Tensor, text_emb: torch.Tensor, logit_scale: torch.Tensor | float,
-                weights: torch.Tensor | None = None, positives: torch.Tensor | None = None
-                ) -> dict[str, torch.Tensor]:
+    def forward(
+        self,
+        image_emb: torch.Tensor,
+        text_emb: torch.Tensor,
+        logit_scale: torch.Tensor | float,
+        weights: torch.Tensor | None = None,
+        positives: torch.Tensor | None = None,
+    ) -> dict[str, torch.Tensor]:
         _check(image_emb, text_emb)
         if self.gather and _distributed():
             return {"contrastive_loss": self._gathered(image_emb, text_emb, logit_scale, weights, positives)}
         logits = logit_scale * image_emb @ text_emb.T
         mask = _positives(positives, len(logits), logits.device)
         target = torch.arange(len(logits), device=logits.device)
-        per = 0.5 * (F.cross_entropy(exclude_true(logits, mask), target, reduction="none")
-                     + F.cross_entropy(exclude_true(logits.T, None if mask is None else mask.T), target,
-                                       reduction="none"))
+        per = 0.5 * (
+            F.cross_entropy(exclude_true(logits, mask), target, reduction="none")
+            + F.cross_entropy(
+                exclude_true(logits.T, None if mask is None else mask.T), target, reduction="none"
+            )
+        )
         return {"contrastive_loss": _reduce(per, weights)}
 
-    def _gathered(self, image_emb: torch.Tensor, text_emb: torch.Tensor, logit_scale: torch.Tensor | float,
-                  weights: torch.Tensor | None, positives: torch.Tensor | None = None) -> torch.Tensor:
+    def _gathered(
+        self,
+        image_emb: torch.Tensor,
+        text_emb: torch.Tensor,
+        logit_scale: torch.Tensor | float,
+        weights: torch.Tensor | None,
+        positives: torch.Tensor | None = None,
+    ) -> torch.Tensor:
         from alignlab.train.distributed import all_gather_nograd
 
         all_img, all_txt, offset, world = _gather_pairs(image_emb, text_emb)
@@ -146,18 +170,25 @@ class InfoNCELoss(nn.Module):
             # Rows of the N x N matrix for the local images, and its columns for the local captions.
             b = len(image_emb)
             target = torch.arange(b, device=image_emb.device) + offset
-            rows = None if mask is None else mask[offset:offset + b]  # local image vs every caption
-            cols = None if mask is None else mask[:, offset:offset + b].T  # local caption vs every image
-            per = 0.5 * (F.cross_entropy(exclude_true(logit_scale * image_emb @ all_txt.T, rows), target,
-                                         reduction="none")
-                         + F.cross_entropy(exclude_true(logit_scale * text_emb @ all_img.T, cols), target,
-                                           reduction="none"))
+            rows = None if mask is None else mask[offset : offset + b]  # local image vs every caption
+            cols = None if mask is None else mask[:, offset : offset + b].T  # local caption vs every image
+            per = 0.5 * (
+                F.cross_entropy(
+                    exclude_true(logit_scale * image_emb @ all_txt.T, rows), target, reduction="none"
+                )
+                + F.cross_entropy(
+                    exclude_true(logit_scale * text_emb @ all_img.T, cols), target, reduction="none"
+                )
+            )
             return _reduce_share(per, weights, n, world)
         logits = logit_scale * all_img @ all_txt.T
         target = torch.arange(n, device=logits.device)
-        per = 0.5 * (F.cross_entropy(exclude_true(logits, mask), target, reduction="none")
-                     + F.cross_entropy(exclude_true(logits.T, None if mask is None else mask.T), target,
-                                       reduction="none"))
+        per = 0.5 * (
+            F.cross_entropy(exclude_true(logits, mask), target, reduction="none")
+            + F.cross_entropy(
+                exclude_true(logits.T, None if mask is None else mask.T), target, reduction="none"
+            )
+        )
         return _reduce(per, None if weights is None else all_gather_nograd(weights))
 
 
@@ -166,17 +197,23 @@ class VSEHingeLoss(nn.Module):
 
     uses_logit_scale = False  # the model's temperature gets no gradient (DDP: an unused parameter)
 
-    def __init__(self, margin: float = 0.2, max_violation: bool = False, gather: bool = False,
-                 local_loss: bool = True):
+    def __init__(
+        self, margin: float = 0.2, max_violation: bool = False, gather: bool = False, local_loss: bool = True
+    ):
         super().__init__()
         self.margin = margin
         self.max_violation = max_violation
         self.gather = gather  # under DDP: negatives from every rank's batch (see the module docstring)
         self.local_loss = local_loss
 
-    def forward(self, image_emb: torch.Tensor, text_emb: torch.Tensor, logit_scale: torch.Tensor | float | None = None,
-                weights: torch.Tensor | None = None, positives: torch.Tensor | None = None
-                ) -> dict[str, torch.Tensor]:
+    def forward(
+        self,
+        image_emb: torch.Tensor,
+        text_emb: torch.Tensor,
+        logit_scale: torch.Tensor | float | None = None,
+        weights: torch.Tensor | None = None,
+        positives: torch.Tensor | None = None,
+    ) -> dict[str, torch.Tensor]:
         _check(image_emb, text_emb)
         if self.gather and _distributed():
             return {"hinge_loss": self._gathered(image_emb, text_emb, weights, positives)}
@@ -199,8 +236,13 @@ class VSEHingeLoss(nn.Module):
             return cost_t.max(dim=1).values + cost_i.max(dim=0).values
         return cost_t.sum(dim=1) + cost_i.sum(dim=0)
 
-    def _gathered(self, image_emb: torch.Tensor, text_emb: torch.Tensor,
-                  weights: torch.Tensor | None, positives: torch.Tensor | None = None) -> torch.Tensor:
+    def _gathered(
+        self,
+        image_emb: torch.Tensor,
+        text_emb: torch.Tensor,
+        weights: torch.Tensor | None,
+        positives: torch.Tensor | None = None,
+    ) -> torch.Tensor:
         from alignlab.train.distributed import all_gather_nograd
 
         all_img, all_txt, offset, world = _gather_pairs(image_emb, text_emb)
@@ -223,8 +265,8 @@ class VSEHingeLoss(nn.Module):
         own_r[k, offset + k] = True
         own_c = own_r.T
         if mask is not None:
-            own_r = own_r | mask[offset:offset + b]
-            own_c = own_c | mask[:, offset:offset + b]
+            own_r = own_r | mask[offset : offset + b]
+            own_c = own_c | mask[:, offset : offset + b]
         cost_t = (self.margin - rows[k, offset + k][:, None] + rows).clamp(min=0).masked_fill(own_r, 0)
         cost_i = (self.margin - cols[offset + k, k][None, :] + cols).clamp(min=0).masked_fill(own_c, 0)
         return _reduce_share(self._per_sample(cost_t, cost_i), weights, n, world)
@@ -245,5 +287,7 @@ class VSEMaxLoss(VSEHingeLoss):
 def build_loss(name: str, margin: float = 0.2, gather: bool = False, local_loss: bool = True) -> nn.Module:
     """A registered loss by name; ``gather``/``local_loss``: cross-rank negatives under DDP (module docstring)."""
     cls = LOSSES.get(name)
-    kwargs = {"gather": True, "local_loss": local_loss} if gather else {}  # other registered losses: no kwargs
+    kwargs = (
+        {"gather": True, "local_loss": local_loss} if gather else {}
+    )  # other registered losses: no kwargs
     return cls(margin=margin, **kwargs) if name.startswith("vse") else cls(**kwargs)

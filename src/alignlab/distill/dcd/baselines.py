@@ -35,20 +35,22 @@ def _kl_rows(teacher: torch.Tensor, student: torch.Tensor, tau: float) -> torch.
 def relation_kd_terms(student: torch.Tensor, teacher: torch.Tensor, tau: float = 1.0) -> torch.Tensor:
     """Per-sample relation KD ``[B]`` between ``[B, B]`` student and teacher in-batch score grids."""
     if student.shape != teacher.shape or student.ndim != 2 or student.shape[0] != student.shape[1]:
-        raise ValueError(f"relation KD needs square [B, B] grids, got {tuple(student.shape)} and "
-                         f"{tuple(teacher.shape)}")
-    return 0.5 * tau ** 2 * (_kl_rows(teacher, student, tau) + _kl_rows(teacher.T, student.T, tau))
+        raise ValueError(
+            f"relation KD needs square [B, B] grids, got {tuple(student.shape)} and {tuple(teacher.shape)}"
+        )
+    return 0.5 * tau**2 * (_kl_rows(teacher, student, tau) + _kl_rows(teacher.T, student.T, tau))
 
 
-def relation_kd_rows(s_rows: torch.Tensor, t_rows: torch.Tensor, s_cols: torch.Tensor, t_cols: torch.Tensor,
-                     tau: float = 1.0) -> torch.Tensor:
+def relation_kd_rows(
+    s_rows: torch.Tensor, t_rows: torch.Tensor, s_cols: torch.Tensor, t_cols: torch.Tensor, tau: float = 1.0
+) -> torch.Tensor:
     """:func:`relation_kd_terms` of some samples ``i`` of a larger batch (a DDP rank's shard): ``[n]``.
 
     ``s_rows``/``t_rows`` ``[n, N]``: row ``i`` of the student's/teacher's grid (image ``i`` against all
     ``N`` captions); ``s_cols``/``t_cols`` ``[n, N]``: column ``i`` as a row (caption ``i`` against all
     images). With ``n = N`` and the whole grids this is ``relation_kd_terms(S, T)``.
     """
-    return 0.5 * tau ** 2 * (_kl_rows(t_rows, s_rows, tau) + _kl_rows(t_cols, s_cols, tau))
+    return 0.5 * tau**2 * (_kl_rows(t_rows, s_rows, tau) + _kl_rows(t_cols, s_cols, tau))
 
 
 class FeatureMSE(nn.Module):
@@ -59,8 +61,9 @@ class FeatureMSE(nn.Module):
         self.image = nn.Linear(student_width, teacher_width, bias=False)
         self.text = nn.Linear(student_width, teacher_width, bias=False)
 
-    def forward(self, s_img: torch.Tensor, s_txt: torch.Tensor, t_img: torch.Tensor,
-                t_txt: torch.Tensor) -> torch.Tensor:
+    def forward(
+        self, s_img: torch.Tensor, s_txt: torch.Tensor, t_img: torch.Tensor, t_txt: torch.Tensor
+    ) -> torch.Tensor:
         img = ((self.image(s_img) - t_img.detach().to(s_img.dtype)) ** 2).mean(-1)
         txt = ((self.text(s_txt) - t_txt.detach().to(s_txt.dtype)) ** 2).mean(-1)
         return 0.5 * (img + txt)

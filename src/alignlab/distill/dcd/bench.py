@@ -66,8 +66,9 @@ def bench_set(cfg: BenchConfig, image_size: int = 64) -> ImageTextPairs:
         return from_shapes(world.generate(cfg.images, cfg.seed, "test"), name=f"shapes-test-{cfg.images}")
     from alignlab.distill.dcd.data import NearDupConfig, near_duplicate_pairs
 
-    nd = NearDupConfig(image_size=image_size, captions_per_image=cfg.captions_per_image,
-                       min_captions=cfg.captions_per_image)
+    nd = NearDupConfig(
+        image_size=image_size, captions_per_image=cfg.captions_per_image, min_captions=cfg.captions_per_image
+    )
     n = -(-cfg.images // nd.group_size) * nd.group_size
     pairs = near_duplicate_pairs(n, cfg.seed, "test", nd, name=f"shapes-neardup-bench-{cfg.images}")
     return pairs.subset(range(cfg.images)) if n != cfg.images else pairs
@@ -83,11 +84,21 @@ def cross_scores(model: Any, pairs: ImageTextPairs, rows: int, cfg: BenchConfig)
     if hasattr(model, "eval"):
         model.eval()
     if not _is_cross(model):  # any other cross scorer: its own score(), image batch by image batch
-        return torch.cat([model.score(pairs.load_images(range(s, min(s + cfg.image_batch, rows))), pairs.captions)
-                          for s in range(0, rows, cfg.image_batch)]).float().cpu()
+        return (
+            torch.cat(
+                [
+                    model.score(pairs.load_images(range(s, min(s + cfg.image_batch, rows))), pairs.captions)
+                    for s in range(0, rows, cfg.image_batch)
+                ]
+            )
+            .float()
+            .cpu()
+        )
     dev = model.device
     ids, mask = model.tokenize(pairs.captions)
-    txt = torch.cat([model.text_tower(ids[s:s + 512], mask[s:s + 512])[0] for s in range(0, len(ids), 512)])
+    txt = torch.cat(
+        [model.text_tower(ids[s : s + 512], mask[s : s + 512])[0] for s in range(0, len(ids), 512)]
+    )
     out = []
     c = len(pairs.captions)
     per = max(1, cfg.pair_chunk // c)  # image rows per fusion pass
@@ -95,16 +106,21 @@ def cross_scores(model: Any, pairs: ImageTextPairs, rows: int, cfg: BenchConfig)
         x = model.image_tower.preprocess(pairs.load_images(range(s, min(s + cfg.image_batch, rows))), dev)
         img = model.image_tower(x)[0]
         for a in range(0, len(img), per):
-            blk = img[a:a + per]
+            blk = img[a : a + per]
             k = len(blk)
             if k * c <= cfg.pair_chunk:
-                out.append(model.fuse(blk.repeat_interleave(c, 0), txt.repeat(k, 1, 1), mask.repeat(k, 1)).view(k, c))
+                out.append(
+                    model.fuse(blk.repeat_interleave(c, 0), txt.repeat(k, 1, 1), mask.repeat(k, 1)).view(k, c)
+                )
                 continue
             row = []  # more captions than one chunk: split the captions of each image
             for b in range(0, c, cfg.pair_chunk):
-                t, m = txt[b:b + cfg.pair_chunk], mask[b:b + cfg.pair_chunk]
-                row.append(model.fuse(blk.repeat_interleave(len(t), 0), t.repeat(k, 1, 1), m.repeat(k, 1))
-                           .view(k, len(t)))
+                t, m = txt[b : b + cfg.pair_chunk], mask[b : b + cfg.pair_chunk]
+                row.append(
+                    model.fuse(blk.repeat_interleave(len(t), 0), t.repeat(k, 1, 1), m.repeat(k, 1)).view(
+                        k, len(t)
+                    )
+                )
             out.append(torch.cat(row, dim=1))
     return torch.cat(out).float().cpu()
 
@@ -113,8 +129,12 @@ def cross_scores(model: Any, pairs: ImageTextPairs, rows: int, cfg: BenchConfig)
 def dual_embeddings(model: Any, pairs: ImageTextPairs, cfg: BenchConfig) -> tuple[torch.Tensor, torch.Tensor]:
     if hasattr(model, "eval"):
         model.eval()
-    img = torch.cat([model.encode_images(pairs.load_images(range(s, min(s + cfg.image_batch * 8, pairs.n_images))))
-                     for s in range(0, pairs.n_images, cfg.image_batch * 8)])
+    img = torch.cat(
+        [
+            model.encode_images(pairs.load_images(range(s, min(s + cfg.image_batch * 8, pairs.n_images))))
+            for s in range(0, pairs.n_images, cfg.image_batch * 8)
+        ]
+    )
     txt = model.encode_texts(pairs.captions)
     return img.float().cpu(), txt.float().cpu()
 
@@ -136,7 +156,9 @@ def _warm_up(model: Any, pairs: ImageTextPairs, cfg: BenchConfig) -> None:
         cross_scores(model, tiny, 2, cfg)
 
 
-def time_model(model: Any, pairs: ImageTextPairs, cfg: BenchConfig, rows: int | None = None) -> dict[str, Any]:
+def time_model(
+    model: Any, pairs: ImageTextPairs, cfg: BenchConfig, rows: int | None = None
+) -> dict[str, Any]:
     """Time one model's full ranking of ``pairs`` (cross encoders: on ``rows`` image rows, extrapolated)."""
     n, c = pairs.n_images, pairs.n_captions
     _warm_up(model, pairs, cfg)
@@ -148,21 +170,42 @@ def time_model(model: Any, pairs: ImageTextPairs, cfg: BenchConfig, rows: int | 
         seconds, cpu = time.perf_counter() - t0, time.process_time() - c0
         report = evaluate_embeddings(img, txt, pairs.relevance)
         assert scores.shape == (n, c)
-        return {"kind": "dual", "seconds": seconds, "cpu_seconds": cpu, "seconds_measured": seconds,
-                "rows_timed": n, "extrapolated": False, "encodings": n + c, "pairs_fused": 0, "dot_products": n * c,
-                "metrics": report.metrics, "scores_or_embeddings": (img, txt)}
+        return {
+            "kind": "dual",
+            "seconds": seconds,
+            "cpu_seconds": cpu,
+            "seconds_measured": seconds,
+            "rows_timed": n,
+            "extrapolated": False,
+            "encodings": n + c,
+            "pairs_fused": 0,
+            "dot_products": n * c,
+            "metrics": report.metrics,
+            "scores_or_embeddings": (img, txt),
+        }
     r = n if rows is None else min(rows, n)
     t0, c0 = time.perf_counter(), time.process_time()
     scores = cross_scores(model, pairs, r, cfg)
     measured, cpu = time.perf_counter() - t0, time.process_time() - c0
-    out = {"kind": "cross", "seconds": measured * n / r, "cpu_seconds": cpu * n / r, "seconds_measured": measured,
-           "rows_timed": r, "extrapolated": r < n, "encodings": n + c, "pairs_fused": n * c, "dot_products": 0,
-           "metrics": evaluate_scores(scores, pairs.relevance).metrics if r == n else None,
-           "scores_or_embeddings": scores}
+    out = {
+        "kind": "cross",
+        "seconds": measured * n / r,
+        "cpu_seconds": cpu * n / r,
+        "seconds_measured": measured,
+        "rows_timed": r,
+        "extrapolated": r < n,
+        "encodings": n + c,
+        "pairs_fused": n * c,
+        "dot_products": 0,
+        "metrics": evaluate_scores(scores, pairs.relevance).metrics if r == n else None,
+        "scores_or_embeddings": scores,
+    }
     return out
 
 
-def run_bench(teacher: Any, students: Mapping[str, Any], pairs: ImageTextPairs, cfg: BenchConfig) -> dict[str, Any]:
+def run_bench(
+    teacher: Any, students: Mapping[str, Any], pairs: ImageTextPairs, cfg: BenchConfig
+) -> dict[str, Any]:
     """Time ``teacher`` and each student on ``pairs``; speed-ups, R@K and RSUM kept. See the module docstring."""
     if not students:
         raise ConfigError("no student to benchmark", fix="give at least one --student NAME=SPEC")
@@ -172,7 +215,9 @@ def run_bench(teacher: Any, students: Mapping[str, Any], pairs: ImageTextPairs, 
         return _run_bench(teacher, students, pairs, cfg)
 
 
-def _run_bench(teacher: Any, students: Mapping[str, Any], pairs: ImageTextPairs, cfg: BenchConfig) -> dict[str, Any]:
+def _run_bench(
+    teacher: Any, students: Mapping[str, Any], pairs: ImageTextPairs, cfg: BenchConfig
+) -> dict[str, Any]:
     rows = cfg.teacher_rows or pairs.n_images
     models = {"teacher": teacher, **students}
     timed = {name: time_model(m, pairs, cfg, rows) for name, m in models.items()}
@@ -190,16 +235,25 @@ def _run_bench(teacher: Any, students: Mapping[str, Any], pairs: ImageTextPairs,
                 img, txt = t["scores_or_embeddings"]
                 entry["sub_metrics"] = evaluate_embeddings(img[:rows], txt[sub_cols], sub.relevance).metrics
             else:
-                entry["sub_metrics"] = evaluate_scores(t["scores_or_embeddings"][:, sub_cols], sub.relevance).metrics
+                entry["sub_metrics"] = evaluate_scores(
+                    t["scores_or_embeddings"][:, sub_cols], sub.relevance
+                ).metrics
         out_models[name] = entry
     key = "sub_metrics" if sub is not None else "metrics"
     rsum_t = out_models["teacher"][key]["rsum"]
     for entry in out_models.values():
         entry["rsum_kept_pct"] = 100.0 * entry[key]["rsum"] / rsum_t if rsum_t > 0 else float("nan")
-    return {"data": pairs.name, "images": pairs.n_images, "captions": pairs.n_captions, "threads": torch.get_num_threads(),
-            "teacher_rows": rows, "rsum_compared_on": ("sub-gallery of the first "
-                                                       f"{rows} images" if sub is not None else "full gallery"),
-            "models": out_models}
+    return {
+        "data": pairs.name,
+        "images": pairs.n_images,
+        "captions": pairs.n_captions,
+        "threads": torch.get_num_threads(),
+        "teacher_rows": rows,
+        "rsum_compared_on": (
+            f"sub-gallery of the first {rows} images" if sub is not None else "full gallery"
+        ),
+        "models": out_models,
+    }
 
 
 def _ratio(a: float, b: float) -> float:
@@ -212,26 +266,39 @@ def goal_met(result: dict[str, Any], name: str, speedup: float = 500.0, kept: fl
 
 
 def format_bench(result: dict[str, Any]) -> str:
-    lines = [f"Full ranking of {result['images']} images × {result['captions']} captions ({result['data']}), "
-             f"{result['threads']} torch thread(s); RSUM compared on the {result['rsum_compared_on']}. Speed-up "
-             "from the process's CPU time (on a shared machine wall time also counts the neighbours' work); wall "
-             "time in brackets.", "",
-             "| model | kind | CPU s (wall s) | work | speed-up vs teacher (wall) | i2t R@1/5/10 | t2i R@1/5/10 | "
-             "RSUM | % of teacher RSUM |", "|---|---|---|---|---|---|---|---|---|"]
+    lines = [
+        f"Full ranking of {result['images']} images × {result['captions']} captions ({result['data']}), "
+        f"{result['threads']} torch thread(s); RSUM compared on the {result['rsum_compared_on']}. Speed-up "
+        "from the process's CPU time (on a shared machine wall time also counts the neighbours' work); wall "
+        "time in brackets.",
+        "",
+        "| model | kind | CPU s (wall s) | work | speed-up vs teacher (wall) | i2t R@1/5/10 | t2i R@1/5/10 | "
+        "RSUM | % of teacher RSUM |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
     for name, m in result["models"].items():
         met = m.get("sub_metrics") or m["metrics"]
         secs = f"{m['cpu_seconds']:.2f} ({m['seconds']:.2f})" + (
-            f", extrapolated from {m['rows_timed']} rows" if m["extrapolated"] else "")
-        work = (f"{m['pairs_fused']:,} pairs fused" if m["kind"] == "cross"
-                else f"{m['encodings']:,} encodings + {m['dot_products']:,} dot products")
-        lines.append(f"| {name} | {m['kind']} | {secs} | {work} | {m['speedup_vs_teacher']:.1f}× "
-                     f"({m['speedup_wall']:.1f}×) | "
-                     f"{met['i2t_R@1']:.1f}/{met['i2t_R@5']:.1f}/{met['i2t_R@10']:.1f} | "
-                     f"{met['t2i_R@1']:.1f}/{met['t2i_R@5']:.1f}/{met['t2i_R@10']:.1f} | {met['rsum']:.1f} | "
-                     f"{m['rsum_kept_pct']:.1f}% |")
+            f", extrapolated from {m['rows_timed']} rows" if m["extrapolated"] else ""
+        )
+        work = (
+            f"{m['pairs_fused']:,} pairs fused"
+            if m["kind"] == "cross"
+            else f"{m['encodings']:,} encodings + {m['dot_products']:,} dot products"
+        )
+        lines.append(
+            f"| {name} | {m['kind']} | {secs} | {work} | {m['speedup_vs_teacher']:.1f}× "
+            f"({m['speedup_wall']:.1f}×) | "
+            f"{met['i2t_R@1']:.1f}/{met['i2t_R@5']:.1f}/{met['i2t_R@10']:.1f} | "
+            f"{met['t2i_R@1']:.1f}/{met['t2i_R@5']:.1f}/{met['t2i_R@10']:.1f} | {met['rsum']:.1f} | "
+            f"{m['rsum_kept_pct']:.1f}% |"
+        )
     full = [(n, m) for n, m in result["models"].items() if m["kind"] == "dual" and m.get("sub_metrics")]
     if full:
-        lines += ["", "Dual students on the full gallery: " + "; ".join(
-            f"{n} RSUM {m['metrics']['rsum']:.1f}" for n, m in full) + "."]
+        lines += [
+            "",
+            "Dual students on the full gallery: "
+            + "; ".join(f"{n} RSUM {m['metrics']['rsum']:.1f}" for n, m in full)
+            + ".",
+        ]
     return "\n".join(lines) + "\n"
-

@@ -16,73 +16,137 @@ from alignlab.core.io import write_json, write_text
 def register_verbs(verbs: argparse._SubParsersAction) -> None:
     from alignlab.distill.dcd.train import ARMS
 
-    d = verbs.add_parser("dcd", help="dynamic contrastive distillation for image–text retrieval",
-                         description="DCD (Rao et al., TMM 2023): a cross-encoder teacher mines hard negatives "
-                                     "and its scores are distilled into a fast student with per-sample "
-                                     "difficulty weights.")
+    d = verbs.add_parser(
+        "dcd",
+        help="dynamic contrastive distillation for image–text retrieval",
+        description="DCD (Rao et al., TMM 2023): a cross-encoder teacher mines hard negatives "
+        "and its scores are distilled into a fast student with per-sample "
+        "difficulty weights.",
+    )
     dv = d.add_subparsers(dest="dcd_verb", required=True, metavar="<verb>")
 
-    t = dv.add_parser("teacher", help="train a tiny cross-encoder teacher on near-duplicate ShapesWorld",
-                      description="Train the tiny cross encoder that DCD students learn from (batches of whole "
-                                  "near-duplicate groups, CE over the batch's score grid); resumable.")
+    t = dv.add_parser(
+        "teacher",
+        help="train a tiny cross-encoder teacher on near-duplicate ShapesWorld",
+        description="Train the tiny cross encoder that DCD students learn from (batches of whole "
+        "near-duplicate groups, CE over the batch's score grid); resumable.",
+    )
     _common(t, default_out="runs/dcd-teacher")
     t.set_defaults(run=run_teacher)
 
-    tr = dv.add_parser("train", help="distil a teacher into a dual or shallow cross-encoder student",
-                       description="Train a student with teacher-mined hard negatives and the DCD loss (or a "
-                                   "baseline, see --arm); evaluates the best checkpoint on the test split and "
-                                   "writes results.json + per_query.json (readable by `alignlab repro compare`). "
-                                   "Re-running the same command resumes an interrupted run.")
-    tr.add_argument("--teacher", default=None,
-                    help="the teacher: ckpt:<dir> (e.g. from `distill dcd teacher`) or any model spec")
-    tr.add_argument("--arm", choices=sorted(ARMS), default="dcd",
-                    help="named setting: " + "; ".join(f"{k}: {', '.join(f'{a}={b}' for a, b in v.items())}"
-                                                        for k, v in ARMS.items()) + " (default: dcd)")
-    tr.add_argument("--student", choices=["dual", "shallow-cross"], default=None,
-                    help="student kind (default: the config's, dual)")
-    tr.add_argument("--student-init", default=None, metavar="SPEC",
-                    help="dual student to start from: ckpt:<tiny dual dir>, or a real dual encoder hf:<folder or hub "
-                         "id> (CLIP, SigLIP, BLIP with #itc), trained whole and saved to <out>/student "
-                         "(same as --set student_init=SPEC)")
-    tr.add_argument("--mined", type=Path, default=None, metavar="DIR",
-                    help="teacher scores from `distill dcd mine` (same data, seed, batching and pool size): "
-                         "training reads them instead of running the teacher on those batches")
+    tr = dv.add_parser(
+        "train",
+        help="distil a teacher into a dual or shallow cross-encoder student",
+        description="Train a student with teacher-mined hard negatives and the DCD loss (or a "
+        "baseline, see --arm); evaluates the best checkpoint on the test split and "
+        "writes results.json + per_query.json (readable by `alignlab repro compare`). "
+        "Re-running the same command resumes an interrupted run.",
+    )
+    tr.add_argument(
+        "--teacher",
+        default=None,
+        help="the teacher: ckpt:<dir> (e.g. from `distill dcd teacher`) or any model spec",
+    )
+    tr.add_argument(
+        "--arm",
+        choices=sorted(ARMS),
+        default="dcd",
+        help="named setting: "
+        + "; ".join(f"{k}: {', '.join(f'{a}={b}' for a, b in v.items())}" for k, v in ARMS.items())
+        + " (default: dcd)",
+    )
+    tr.add_argument(
+        "--student",
+        choices=["dual", "shallow-cross"],
+        default=None,
+        help="student kind (default: the config's, dual)",
+    )
+    tr.add_argument(
+        "--student-init",
+        default=None,
+        metavar="SPEC",
+        help="dual student to start from: ckpt:<tiny dual dir>, or a real dual encoder hf:<folder or hub "
+        "id> (CLIP, SigLIP, BLIP with #itc), trained whole and saved to <out>/student "
+        "(same as --set student_init=SPEC)",
+    )
+    tr.add_argument(
+        "--mined",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="teacher scores from `distill dcd mine` (same data, seed, batching and pool size): "
+        "training reads them instead of running the teacher on those batches",
+    )
     _common(tr, default_out="runs/dcd-student")
     tr.set_defaults(run=run_train)
 
-    mi = dv.add_parser("mine", help="score every training batch's candidate pools with the teacher, sharded",
-                       description="Run the teacher over the candidate pools of every training batch ahead of "
-                                   "training (the pools depend only on seed, epoch and batch), in shards that "
-                                   "resume, on this process or on Ray (--engine). `distill dcd train --mined "
-                                   "DIR` then reads the scores. Takes the same config as `distill dcd train`.")
-    mi.add_argument("--teacher", default=None, help="the teacher: ckpt:<dir> (e.g. from `distill dcd teacher`)")
+    mi = dv.add_parser(
+        "mine",
+        help="score every training batch's candidate pools with the teacher, sharded",
+        description="Run the teacher over the candidate pools of every training batch ahead of "
+        "training (the pools depend only on seed, epoch and batch), in shards that "
+        "resume, on this process or on Ray (--engine). `distill dcd train --mined "
+        "DIR` then reads the scores. Takes the same config as `distill dcd train`.",
+    )
+    mi.add_argument(
+        "--teacher", default=None, help="the teacher: ckpt:<dir> (e.g. from `distill dcd teacher`)"
+    )
     mi.add_argument("--config", type=Path, default=None, help="YAML run config of the training to mine for")
-    add_out(mi, default=Path("runs/dcd-mined"),
-            help="output folder: Parquet shards + manifest.json (default: runs/dcd-mined)")
+    add_out(
+        mi,
+        default=Path("runs/dcd-mined"),
+        help="output folder: Parquet shards + manifest.json (default: runs/dcd-mined)",
+    )
     add_seed(mi, default=None, help="override the config's seed")
-    mi.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                    help="override a config value, e.g. --set train.epochs=3 (repeatable)")
+    mi.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a config value, e.g. --set train.epochs=3 (repeatable)",
+    )
     add_device(mi)
-    mi.add_argument("--allow-outside-root", action="store_true",
-                    help="accept image paths in data files that leave the data root (absolute or with '..')")
+    mi.add_argument(
+        "--allow-outside-root",
+        action="store_true",
+        help="accept image paths in data files that leave the data root (absolute or with '..')",
+    )
     from alignlab.scale.cli import add_engine_args
 
     add_engine_args(mi, rows_default=8)  # a row is one training batch
     mi.set_defaults(run=run_mine)
 
-    b = verbs.add_parser("bench", help="full-ranking time of a cross-encoder teacher vs its students",
-                         description="Rank N images × C captions with the teacher and each student in one "
-                                     "process: seconds, pairs fused, speed-up, R@K, RSUM and the share of the "
-                                     "teacher's RSUM kept (goal: a dual student >= 500× faster keeping >= 90%).")
+    b = verbs.add_parser(
+        "bench",
+        help="full-ranking time of a cross-encoder teacher vs its students",
+        description="Rank N images × C captions with the teacher and each student in one "
+        "process: seconds, pairs fused, speed-up, R@K, RSUM and the share of the "
+        "teacher's RSUM kept (goal: a dual student >= 500× faster keeping >= 90%).",
+    )
     b.add_argument("--teacher", required=True, help="teacher spec, e.g. ckpt:runs/dcd-teacher")
-    b.add_argument("--student", dest="students", action="append", default=[], metavar="NAME=SPEC",
-                   help="a student to time, e.g. dual=ckpt:runs/dcd-student (repeatable)")
+    b.add_argument(
+        "--student",
+        dest="students",
+        action="append",
+        default=[],
+        metavar="NAME=SPEC",
+        help="a student to time, e.g. dual=ckpt:runs/dcd-student (repeatable)",
+    )
     b.add_argument("--images", type=int, default=1000, help="images in the retrieval set (default: 1000)")
     b.add_argument("--captions-per-image", type=int, default=5, help="captions per image (default: 5)")
-    b.add_argument("--data", choices=["neardup", "shapes"], default="neardup",
-                   help="near-duplicate ShapesWorld (default) or plain ShapesWorld test images")
-    b.add_argument("--teacher-rows", type=int, default=None,
-                   help="time cross encoders on the first N image rows and extrapolate (default: all rows)")
+    b.add_argument(
+        "--data",
+        choices=["neardup", "shapes"],
+        default="neardup",
+        help="near-duplicate ShapesWorld (default) or plain ShapesWorld test images",
+    )
+    b.add_argument(
+        "--teacher-rows",
+        type=int,
+        default=None,
+        help="time cross encoders on the first N image rows and extrapolate (default: all rows)",
+    )
     b.add_argument("--threads", type=int, default=1, help="torch threads (default: 1)")
     add_seed(b, default=0, help="data seed (default: 0)")
     add_out(b, default=None, help="write the results JSON here (and a .md beside it)")
@@ -93,13 +157,24 @@ def _common(p: argparse.ArgumentParser, default_out: str) -> None:
     p.add_argument("--config", type=Path, default=None, help="YAML run config (default: built-in defaults)")
     add_out(p, default=Path(default_out), help=f"run folder (default: {default_out})")
     add_seed(p, default=None, help="override the config's seed")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a config value, e.g. --set train.epochs=3 (repeatable)")
-    p.add_argument("--no-resume", action="store_true", help="start again even if the run folder has a checkpoint")
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a config value, e.g. --set train.epochs=3 (repeatable)",
+    )
+    p.add_argument(
+        "--no-resume", action="store_true", help="start again even if the run folder has a checkpoint"
+    )
     add_overwrite(p)
     add_device(p)
-    p.add_argument("--allow-outside-root", action="store_true",
-                   help="accept image paths in data files that leave the data root (absolute or with '..')")
+    p.add_argument(
+        "--allow-outside-root",
+        action="store_true",
+        help="accept image paths in data files that leave the data root (absolute or with '..')",
+    )
 
 
 def _config_dict(args: argparse.Namespace, extra: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -142,8 +217,10 @@ def _device(name: str) -> str:
 
 def _summary(result: dict[str, Any], out: Path) -> None:
     m = result["metrics"]
-    print(f"best epoch {(result.get('best') or {}).get('epoch')}; test "
-          + ", ".join(f"{k}={m[k]:.2f}" for k in m if "R@" in k or k == "rsum"))
+    print(
+        f"best epoch {(result.get('best') or {}).get('epoch')}; test "
+        + ", ".join(f"{k}={m[k]:.2f}" for k in m if "R@" in k or k == "rsum")
+    )
     print(f"results: {out / 'results.json'}")
 
 
@@ -169,11 +246,18 @@ def run_train(args: argparse.Namespace) -> int:
         extra["student"] = args.student
     if args.student_init is not None:
         extra["student_init"] = args.student_init
-    flags = {k: f"--{k.replace('_', '-')} {v}" for k, v in extra.items() if k in ("teacher", "student", "student_init")}
+    flags = {
+        k: f"--{k.replace('_', '-')} {v}"
+        for k, v in extra.items()
+        if k in ("teacher", "student", "student_init")
+    }
     cfg = load_run_config(_config_dict(args, extra), where=_sources(args, flags))
     if cfg.needs_teacher and not cfg.teacher:
-        raise ConfigError(f"arm {args.arm} needs a teacher", where="--teacher",
-                          fix="pass --teacher ckpt:<dir> (train one with `alignlab distill dcd teacher`)")
+        raise ConfigError(
+            f"arm {args.arm} needs a teacher",
+            where="--teacher",
+            fix="pass --teacher ckpt:<dir> (train one with `alignlab distill dcd teacher`)",
+        )
     if cfg.needs_teacher and not args.mined and not cfg.teacher.startswith(("hf:", "open_clip:")):
         from alignlab.distill.dcd.students import load_teacher
 
@@ -183,7 +267,9 @@ def run_train(args: argparse.Namespace) -> int:
     # torchrun sets WORLD_SIZE > 1: start the process group; train.batch_size is then per process.
     with ddp_.group_from_launcher(device):
         mined = _mined_inputs(args.mined, cfg, str(ddp_.device_for(device))) if args.mined else {}
-        result = run_dcd(cfg, args.out, resume=not args.no_resume, device=str(ddp_.device_for(device)), **mined)
+        result = run_dcd(
+            cfg, args.out, resume=not args.no_resume, device=str(ddp_.device_for(device)), **mined
+        )
         main = ddp_.is_main()
     if not main:  # rank 0 prints the summary
         return 0
@@ -218,14 +304,22 @@ def run_mine(args: argparse.Namespace) -> int:
     extra: dict[str, Any] = {"teacher": args.teacher} if args.teacher is not None else {}
     cfg = load_run_config(_config_dict(args, extra), where=str(args.config) if args.config else None)
     out = args.shards_dir or args.out
-    report = mine(cfg, out, engine_options(args), batches_per_shard=args.rows_per_shard, device=_device(args.device))
+    report = mine(
+        cfg, out, engine_options(args), batches_per_shard=args.rows_per_shard, device=_device(args.device)
+    )
     print(report.summary())
     print(f"mined: {out} (train with --mined {out})")
     return 0
 
 
-BENCH_FLAGS = {"images": "--images", "captions_per_image": "--captions-per-image", "data": "--data",
-               "teacher_rows": "--teacher-rows", "threads": "--threads", "seed": "--seed"}
+BENCH_FLAGS = {
+    "images": "--images",
+    "captions_per_image": "--captions-per-image",
+    "data": "--data",
+    "teacher_rows": "--teacher-rows",
+    "threads": "--threads",
+    "seed": "--seed",
+}
 
 
 def _parse_students(items: list[str]) -> dict[str, str]:
@@ -233,11 +327,17 @@ def _parse_students(items: list[str]) -> dict[str, str]:
     for item in items:
         name, sep, spec = item.partition("=")
         if not sep or not name or not spec:
-            raise ConfigError(f"--student {item!r} is not NAME=SPEC", where=f"--student {item}",
-                              fix="write e.g. --student dual=ckpt:runs/x")
+            raise ConfigError(
+                f"--student {item!r} is not NAME=SPEC",
+                where=f"--student {item}",
+                fix="write e.g. --student dual=ckpt:runs/x",
+            )
         if name in out or name == "teacher":
-            raise ConfigError(f"student name {name!r} is used twice or is reserved", where=f"--student {item}",
-                              fix="give each student its own name (not 'teacher')")
+            raise ConfigError(
+                f"student name {name!r} is used twice or is reserved",
+                where=f"--student {item}",
+                fix="give each student its own name (not 'teacher')",
+            )
         out[name] = spec
     return out
 
@@ -247,9 +347,18 @@ def run_bench_cli(args: argparse.Namespace) -> int:
     from alignlab.distill.dcd.bench import BenchConfig, bench_set, format_bench, goal_met, run_bench
     from alignlab.distill.dcd.students import check_compatible, load_teacher
 
-    cfg = from_dict(BenchConfig, {"images": args.images, "captions_per_image": args.captions_per_image,
-                                  "data": args.data, "teacher_rows": args.teacher_rows, "threads": args.threads,
-                                  "seed": args.seed}, where=Sources(None, BENCH_FLAGS))
+    cfg = from_dict(
+        BenchConfig,
+        {
+            "images": args.images,
+            "captions_per_image": args.captions_per_image,
+            "data": args.data,
+            "teacher_rows": args.teacher_rows,
+            "threads": args.threads,
+            "seed": args.seed,
+        },
+        where=Sources(None, BENCH_FLAGS),
+    )
     if args.out is not None:
         check_out_file(args.out)
         check_out_file(args.out.with_suffix(".md"))
@@ -264,9 +373,11 @@ def run_bench_cli(args: argparse.Namespace) -> int:
     text = format_bench(result)
     for name, m in result["models"].items():
         if m["kind"] == "dual":
-            text += (f"\nGoal for `{name}` (>= 500× faster, >= 90% of the teacher's RSUM): "
-                     f"{'met' if goal_met(result, name) else 'not met'} ({m['speedup_vs_teacher']:.0f}×, "
-                     f"{m['rsum_kept_pct']:.1f}%).")
+            text += (
+                f"\nGoal for `{name}` (>= 500× faster, >= 90% of the teacher's RSUM): "
+                f"{'met' if goal_met(result, name) else 'not met'} ({m['speedup_vs_teacher']:.0f}×, "
+                f"{m['rsum_kept_pct']:.1f}%)."
+            )
     print(text)
     if args.out:
         write_json(args.out, result)

@@ -74,8 +74,12 @@ class NearDupConfig:
             raise ValueError("caption_rounds must be >= 1")
 
     def shapes_config(self) -> ShapesConfig:
-        return ShapesConfig(image_size=self.image_size, polysemous_rate=self.polysemous_rate,
-                            min_objects=self.min_objects, max_objects=self.max_objects)
+        return ShapesConfig(
+            image_size=self.image_size,
+            polysemous_rate=self.polysemous_rate,
+            min_objects=self.min_objects,
+            max_objects=self.max_objects,
+        )
 
 
 def _visible(scene: Scene) -> tuple:
@@ -83,8 +87,9 @@ def _visible(scene: Scene) -> tuple:
     return tuple(sorted((o.kind, o.colour, o.size, o.row, o.col) for o in scene.objects))
 
 
-def _discriminative_captions(scenes: list[Scene], j: int, rng: np.random.Generator, cfg: NearDupConfig,
-                             shapes_cfg: ShapesConfig) -> list[Caption]:
+def _discriminative_captions(
+    scenes: list[Scene], j: int, rng: np.random.Generator, cfg: NearDupConfig, shapes_cfg: ShapesConfig
+) -> list[Caption]:
     """Up to ``captions_per_image`` distinct captions true of ``scenes[j]`` and false of the others."""
     kept: list[Caption] = []
     seen: set[str] = set()
@@ -101,8 +106,9 @@ def _discriminative_captions(scenes: list[Scene], j: int, rng: np.random.Generat
     return kept
 
 
-def make_group(seed: int, split: str, group: int, cfg: NearDupConfig,
-               shapes_cfg: ShapesConfig | None = None) -> tuple[list[Scene], list[list[Caption]]]:
+def make_group(
+    seed: int, split: str, group: int, cfg: NearDupConfig, shapes_cfg: ShapesConfig | None = None
+) -> tuple[list[Scene], list[list[Caption]]]:
     """Scenes and discriminative captions of one group (a pure function of its arguments)."""
     shapes_cfg = shapes_cfg or cfg.shapes_config()
     if split not in SPLIT_CODES:
@@ -124,13 +130,22 @@ def make_group(seed: int, split: str, group: int, cfg: NearDupConfig,
         captions = [_discriminative_captions(scenes, j, rng, cfg, shapes_cfg) for j in range(len(scenes))]
         if all(len(c) >= cfg.min_captions for c in captions):
             return scenes, captions
-    raise DataError(f"could not make near-duplicate group {group} with {cfg.min_captions}+ discriminative "
-                    f"captions per image", where=f"{split}, seed {seed}",
-                    fix="lower min_captions or group_size")
+    raise DataError(
+        f"could not make near-duplicate group {group} with {cfg.min_captions}+ discriminative "
+        f"captions per image",
+        where=f"{split}, seed {seed}",
+        fix="lower min_captions or group_size",
+    )
 
 
-def near_duplicate_pairs(n_images: int, seed: int, split: str, cfg: NearDupConfig | None = None,
-                         name: str | None = None, relevance: str | None = None) -> ImageTextPairs:
+def near_duplicate_pairs(
+    n_images: int,
+    seed: int,
+    split: str,
+    cfg: NearDupConfig | None = None,
+    name: str | None = None,
+    relevance: str | None = None,
+) -> ImageTextPairs:
     """``n_images`` images (rounded down to whole groups) in near-duplicate groups, as :class:`ImageTextPairs`.
 
     ``relevance``: ``"truth"`` or ``"source"``; None: source for the ``train`` split (training draws an
@@ -154,13 +169,21 @@ def near_duplicate_pairs(n_images: int, seed: int, split: str, cfg: NearDupConfi
             image_ids.append(f"{split}_g{g:05d}_{j}")
             images.append(render_array(scene, cfg.image_size, shapes_cfg.background))
             imeta.append({"split": split, "group": g, "member": j, "scene": scene.to_dict()})
-    pairs = ImageTextPairs(image_ids, captions, relevance_ids, image_array=np.stack(images),
-                           name=name or f"shapes-neardup-{split}", caption_meta=cmeta, image_meta=imeta)
+    pairs = ImageTextPairs(
+        image_ids,
+        captions,
+        relevance_ids,
+        image_array=np.stack(images),
+        name=name or f"shapes-neardup-{split}",
+        caption_meta=cmeta,
+        image_meta=imeta,
+    )
     return pairs.with_relevance(relevance or ("source" if split == "train" else "truth"))
 
 
-def near_duplicate_splits(sizes: dict[str, int], seed: int = 0,
-                          cfg: NearDupConfig | None = None) -> dict[str, ImageTextPairs]:
+def near_duplicate_splits(
+    sizes: dict[str, int], seed: int = 0, cfg: NearDupConfig | None = None
+) -> dict[str, ImageTextPairs]:
     """``{"train": n, "val": n, "test": n}`` -> near-duplicate pairs per split (same ``seed``, own streams)."""
     return {split: near_duplicate_pairs(n, seed, split, cfg) for split, n in sizes.items() if n > 0}
 
@@ -188,8 +211,10 @@ class GroupBatches:
         self.groups = np.asarray(groups)
         self.members = [np.flatnonzero(self.groups == g) for g in range(int(self.groups.max()) + 1)]
         if max(len(m) for m in self.members) > batch_size:
-            raise ConfigError(f"a group has more images than batch_size {batch_size}",
-                              fix="use a batch size of at least the group size")
+            raise ConfigError(
+                f"a group has more images than batch_size {batch_size}",
+                fix="use a batch size of at least the group size",
+            )
         self.batch_size = batch_size
         self.seed = seed
         self._cache: tuple[int, list[np.ndarray]] | None = None
@@ -229,11 +254,14 @@ def with_captions(pairs: ImageTextPairs, n: int) -> ImageTextPairs:
     new_id = {c: k for k, c in enumerate(flat)}
     sources = [[new_id[c] for c in ids] for ids in keep]
     truth = pairs.source_relevance is not None
-    return replace(pairs, captions=[pairs.captions[c] for c in flat],
-                   relevance=[[new_id[c] for c in ids if c in new_id] for ids in pairs.relevance] if truth else sources,
-                   source_relevance=sources if truth else None,
-                   caption_meta=[pairs.caption_meta[c] for c in flat] if pairs.caption_meta else None,
-                   _caption_images=None)
+    return replace(
+        pairs,
+        captions=[pairs.captions[c] for c in flat],
+        relevance=[[new_id[c] for c in ids if c in new_id] for ids in pairs.relevance] if truth else sources,
+        source_relevance=sources if truth else None,
+        caption_meta=[pairs.caption_meta[c] for c in flat] if pairs.caption_meta else None,
+        _caption_images=None,
+    )
 
 
 def concat_pairs(a: ImageTextPairs, b: ImageTextPairs, name: str | None = None) -> ImageTextPairs:
@@ -242,14 +270,27 @@ def concat_pairs(a: ImageTextPairs, b: ImageTextPairs, name: str | None = None) 
         raise DataError("can only join in-memory pairs of one image size", fix="materialize both first")
     shift = a.n_captions
     g0 = int(groups_of(a).max()) + 1 if a.n_images else 0
-    meta_b = [{**m, "group": g0 + int(g)} for m, g in zip(b.image_meta or [{}] * b.n_images, groups_of(b),
-                                                          strict=True)]
-    meta_a = [{**m, "group": int(g)} for m, g in zip(a.image_meta or [{}] * a.n_images, groups_of(a), strict=True)]
-    cmeta = (a.caption_meta + b.caption_meta) if a.caption_meta is not None and b.caption_meta is not None else None
-    joined = ImageTextPairs(a.image_ids + b.image_ids, a.captions + b.captions,
-                            a.sources + [[c + shift for c in ids] for ids in b.sources],
-                            image_array=np.concatenate([a.image_array, b.image_array]),
-                            name=name or f"{a.name}+{b.name}", caption_meta=cmeta, image_meta=meta_a + meta_b)
+    meta_b = [
+        {**m, "group": g0 + int(g)}
+        for m, g in zip(b.image_meta or [{}] * b.n_images, groups_of(b), strict=True)
+    ]
+    meta_a = [
+        {**m, "group": int(g)} for m, g in zip(a.image_meta or [{}] * a.n_images, groups_of(a), strict=True)
+    ]
+    cmeta = (
+        (a.caption_meta + b.caption_meta)
+        if a.caption_meta is not None and b.caption_meta is not None
+        else None
+    )
+    joined = ImageTextPairs(
+        a.image_ids + b.image_ids,
+        a.captions + b.captions,
+        a.sources + [[c + shift for c in ids] for ids in b.sources],
+        image_array=np.concatenate([a.image_array, b.image_array]),
+        name=name or f"{a.name}+{b.name}",
+        caption_meta=cmeta,
+        image_meta=meta_a + meta_b,
+    )
     # Truth across the two sets is new: recompute it when either part was truth-labelled.
     truth = "truth" in (a.relevance_kind, b.relevance_kind) and joined.has_truth
     return joined.with_relevance("truth") if truth else joined

@@ -91,7 +91,9 @@ class Shard:
         if not 0 <= self.lo < self.hi <= self.n or self.world < 1:
             raise ValueError(f"bad shard [{self.lo}, {self.hi}) of {self.n} over {self.world} ranks")
         if self.teacher is not None and len(self.teacher) != self.n:
-            raise ValueError(f"the shard's global teacher scores have {len(self.teacher)} rows, the batch {self.n}")
+            raise ValueError(
+                f"the shard's global teacher scores have {len(self.teacher)} rows, the batch {self.n}"
+            )
 
 
 def entropy(logits: torch.Tensor) -> torch.Tensor:
@@ -120,7 +122,9 @@ def self_terms(student: torch.Tensor) -> torch.Tensor:
     return F.cross_entropy(student, target, reduction="none")
 
 
-def kd_terms(student: torch.Tensor, teacher: torch.Tensor, temperature: float, center: bool = False) -> torch.Tensor:
+def kd_terms(
+    student: torch.Tensor, teacher: torch.Tensor, temperature: float, center: bool = False
+) -> torch.Tensor:
     """Per-sample score MSE ``mean_j (s_ij/T − t_ij/T)²``: ``[B, 1+k] -> [B]``.
 
     With ``center=True`` each row of ``s`` and ``t`` first has its mean subtracted: only score *gaps*
@@ -152,12 +156,15 @@ class DCDLoss(nn.Module):
         self.cfg = cfg or DCDLossConfig()
         self.last: dict[str, float] = {}
 
-    def weights(self, teacher: torch.Tensor | None, batch: int | None = None,
-                generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    def weights(
+        self, teacher: torch.Tensor | None, batch: int | None = None, generator: torch.Generator | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """The ``(w, r)`` actually applied: difficulty weights, uniform ones, or shuffled ones."""
         if not self.cfg.weighting or teacher is None:
             if self.cfg.weighting:
-                raise ConfigError("dynamic weights need teacher scores", fix="give a teacher or set weighting off")
+                raise ConfigError(
+                    "dynamic weights need teacher scores", fix="give a teacher or set weighting off"
+                )
             n = batch if batch is not None else len(teacher)  # type: ignore[arg-type]
             u = torch.full((n,), 1.0 / n)
             return u, u.clone()
@@ -168,12 +175,20 @@ class DCDLoss(nn.Module):
             w, r = w[perm], r[perm]
         return w, r
 
-    def forward(self, student: torch.Tensor, teacher: torch.Tensor | None, extra_self: torch.Tensor | None = None,
-                generator: torch.Generator | None = None, shard: Shard | None = None) -> dict[str, torch.Tensor]:
+    def forward(
+        self,
+        student: torch.Tensor,
+        teacher: torch.Tensor | None,
+        extra_self: torch.Tensor | None = None,
+        generator: torch.Generator | None = None,
+        shard: Shard | None = None,
+    ) -> dict[str, torch.Tensor]:
         cfg = self.cfg
         if teacher is not None and teacher.shape != student.shape:
-            raise ConfigError(f"student scores {tuple(student.shape)} and teacher scores {tuple(teacher.shape)} "
-                              "differ in shape")
+            raise ConfigError(
+                f"student scores {tuple(student.shape)} and teacher scores {tuple(teacher.shape)} "
+                "differ in shape"
+            )
         if teacher is None and cfg.alpha > 0:
             raise ConfigError("alpha > 0 needs teacher scores to distil", fix="give a teacher or set alpha=0")
         if shard is not None:
@@ -196,14 +211,26 @@ class DCDLoss(nn.Module):
                 kd = (r * kd_terms(student, teacher, cfg.temperature, cfg.center)).sum()
             out["kd_loss"] = cfg.alpha * kd
         n = len(student)
-        self.last = {"w_max_rel": float(w.max() * n), "w_min_rel": float(w.min() * n),
-                     "r_max_rel": float(r.max() * n), "r_min_rel": float(r.min() * n)}
+        self.last = {
+            "w_max_rel": float(w.max() * n),
+            "w_min_rel": float(w.min() * n),
+            "r_max_rel": float(r.max() * n),
+            "r_min_rel": float(r.min() * n),
+        }
         if teacher is not None:
-            self.last["teacher_pos_first"] = float((teacher[:, 0] >= teacher[:, 1:].max(1).values).float().mean())
+            self.last["teacher_pos_first"] = float(
+                (teacher[:, 0] >= teacher[:, 1:].max(1).values).float().mean()
+            )
         return out
 
-    def _shard_forward(self, student: torch.Tensor, teacher: torch.Tensor | None, extra_self: torch.Tensor | None,
-                       generator: torch.Generator | None, shard: Shard) -> dict[str, torch.Tensor]:
+    def _shard_forward(
+        self,
+        student: torch.Tensor,
+        teacher: torch.Tensor | None,
+        extra_self: torch.Tensor | None,
+        generator: torch.Generator | None,
+        shard: Shard,
+    ) -> dict[str, torch.Tensor]:
         """This rank's share of the global loss (module docstring); a separate path, so that one process
         computes exactly what it always did."""
         cfg = self.cfg
@@ -215,7 +242,7 @@ class DCDLoss(nn.Module):
         w_all, r_all = self.weights(shard.teacher, batch=shard.n, generator=generator)
         w_all = w_all.to(student.device, student.dtype)
         r_all = r_all.to(student.device, student.dtype)
-        w, r = w_all[shard.lo:shard.hi], r_all[shard.lo:shard.hi]
+        w, r = w_all[shard.lo : shard.hi], r_all[shard.lo : shard.hi]
         ell = self_terms(student)
         if extra_self is not None:
             ell = ell + extra_self
@@ -230,8 +257,12 @@ class DCDLoss(nn.Module):
                 kd = (r * kd_terms(student, teacher, cfg.temperature, cfg.center)).sum()
             out["kd_loss"] = shard.world * cfg.alpha * kd
         n = shard.n
-        self.last = {"w_max_rel": float(w_all.max() * n), "w_min_rel": float(w_all.min() * n),
-                     "r_max_rel": float(r_all.max() * n), "r_min_rel": float(r_all.min() * n)}
+        self.last = {
+            "w_max_rel": float(w_all.max() * n),
+            "w_min_rel": float(w_all.min() * n),
+            "r_max_rel": float(r_all.max() * n),
+            "r_min_rel": float(r_all.min() * n),
+        }
         if shard.teacher is not None:
             t = shard.teacher
             self.last["teacher_pos_first"] = float((t[:, 0] >= t[:, 1:].max(1).values).float().mean())

@@ -31,8 +31,15 @@ MINE_VERSION = 1
 
 def mine_identity(cfg: Any, global_batch: int) -> dict[str, Any]:
     """What decides the mined scores: teacher, data, seed, batching, pool size and epochs."""
-    return {"version": MINE_VERSION, "teacher": cfg.teacher, "data": asdict(cfg.data), "seed": cfg.seed,
-            "global_batch": global_batch, "pool_size": cfg.pool_size, "epochs": cfg.train.epochs}
+    return {
+        "version": MINE_VERSION,
+        "teacher": cfg.teacher,
+        "data": asdict(cfg.data),
+        "seed": cfg.seed,
+        "global_batch": global_batch,
+        "pool_size": cfg.pool_size,
+        "epochs": cfg.train.epochs,
+    }
 
 
 def batch_plan(cfg: Any, train: Any, global_batch: int) -> list[tuple[int, int]]:
@@ -87,10 +94,15 @@ class _Worker:
             out["images"].append(np.asarray(idx, dtype=np.int64))
             out["candidates"].append(cand.reshape(-1).astype(np.int64))
             out["scores"].append(t_all.reshape(-1).numpy().astype(np.float32))
-        return pa.table({"epoch": pa.array(out["epoch"], pa.int64()), "index": pa.array(out["index"], pa.int64()),
-                         "images": pa.array(out["images"], pa.list_(pa.int64())),
-                         "candidates": pa.array(out["candidates"], pa.list_(pa.int64())),
-                         "scores": pa.array(out["scores"], pa.list_(pa.float32()))})
+        return pa.table(
+            {
+                "epoch": pa.array(out["epoch"], pa.int64()),
+                "index": pa.array(out["index"], pa.int64()),
+                "images": pa.array(out["images"], pa.list_(pa.int64())),
+                "candidates": pa.array(out["candidates"], pa.list_(pa.int64())),
+                "scores": pa.array(out["scores"], pa.list_(pa.float32())),
+            }
+        )
 
 
 def mine(cfg: Any, out_dir: Path, opts: Any, batches_per_shard: int = 8, device: str = "cpu"):
@@ -100,7 +112,9 @@ def mine(cfg: Any, out_dir: Path, opts: Any, batches_per_shard: int = 8, device:
     from alignlab.scale.shards import plan_range
 
     if not cfg.teacher:
-        raise ConfigError("no teacher given", fix="pass --teacher ckpt:<dir> (train one with `distill dcd teacher`)")
+        raise ConfigError(
+            "no teacher given", fix="pass --teacher ckpt:<dir> (train one with `distill dcd teacher`)"
+        )
     global_batch = cfg.train.batch_size  # mined for one process; DDP ranks rebuild the same global batch
     plan = batch_plan(cfg, load_dcd_data(cfg.data)["train"], global_batch)
     shards = plan_range(len(plan), batches_per_shard, source="batches")
@@ -122,17 +136,26 @@ def load_mined(mined_dir: str | Path, cfg: Any, ts: Any, global_batch: int) -> d
     mined_dir = Path(mined_dir)
     manifest = load_manifest(mined_dir)
     if manifest is None or manifest.get("job") != MineJob.name:
-        raise DataError("not a folder written by `distill dcd mine`", where=str(mined_dir),
-                        fix="run `alignlab distill dcd mine` first, or give its --out folder")
+        raise DataError(
+            "not a folder written by `distill dcd mine`",
+            where=str(mined_dir),
+            fix="run `alignlab distill dcd mine` first, or give its --out folder",
+        )
     want = mine_identity(cfg, global_batch)
     have = manifest["identity"]
     diff = sorted(k for k in want if k not in ("teacher", "epochs") and want[k] != have.get(k))
     if diff:
-        raise ConfigError(f"the mined scores were made with other {', '.join(diff)}", where=str(mined_dir),
-                          fix="mine again with this run's config, or train without --mined")
+        raise ConfigError(
+            f"the mined scores were made with other {', '.join(diff)}",
+            where=str(mined_dir),
+            fix="mine again with this run's config, or train without --mined",
+        )
     if have.get("teacher") != cfg.teacher:
-        raise ConfigError(f"the mined scores come from teacher {have.get('teacher')!r}, this run's is "
-                          f"{cfg.teacher!r}", where=str(mined_dir), fix="pass the same --teacher")
+        raise ConfigError(
+            f"the mined scores come from teacher {have.get('teacher')!r}, this run's is {cfg.teacher!r}",
+            where=str(mined_dir),
+            fix="pass the same --teacher",
+        )
     table = read_output(mined_dir)
     batches = GroupBatches(groups_of(ts.pairs), global_batch, cfg.seed)
     memo: dict[tuple, Any] = {}
@@ -142,9 +165,13 @@ def load_mined(mined_dir: str | Path, cfg: Any, ts: Any, global_batch: int) -> d
         idx, pos, pool = pool_candidates(cfg, batches, ts.pairs, epoch, index)
         cand = np.concatenate([pos[:, None], pool], axis=1)
         if not np.array_equal(np.asarray(row["images"]), idx) or not np.array_equal(
-                np.asarray(row["candidates"]).reshape(-1, width), cand):
-            raise DataError(f"mined batch (epoch {epoch}, index {index}) has other candidates than training draws",
-                            where=str(mined_dir), fix="mine again with this run's config and data")
+            np.asarray(row["candidates"]).reshape(-1, width), cand
+        ):
+            raise DataError(
+                f"mined batch (epoch {epoch}, index {index}) has other candidates than training draws",
+                where=str(mined_dir),
+                fix="mine again with this run's config and data",
+            )
         scores = torch.from_numpy(np.asarray(row["scores"], dtype=np.float32).reshape(cand.shape))
         # DCDTask._memo_key for the pool scores of this batch.
         memo[("pool", id(ts), cfg.seed, global_batch, cfg.pool_size, cfg.pools, epoch, index)] = scores

@@ -43,8 +43,10 @@ def check_pool(pool_size: int, keep: int, random_mix: float = 0.0) -> None:
     if pool_size < 1 or keep < 1:
         raise ConfigError(f"pool_size (M={pool_size}) and keep (k={keep}) must be >= 1")
     if keep >= pool_size:
-        raise ConfigError(f"keep k={keep} must be smaller than the pool size M={pool_size}",
-                          fix="the teacher must have candidates to choose from: use k < M (DCD: M=15, k=7)")
+        raise ConfigError(
+            f"keep k={keep} must be smaller than the pool size M={pool_size}",
+            fix="the teacher must have candidates to choose from: use k < M (DCD: M=15, k=7)",
+        )
     if not 0.0 <= random_mix <= 1.0:
         raise ConfigError(f"random_mix must be in [0, 1], got {random_mix}")
 
@@ -55,15 +57,22 @@ def check_pool(pool_size: int, keep: int, random_mix: float = 0.0) -> None:
 POOL_EXCLUSIONS = ("truth", "source")
 
 
-def draw_pools(batch: Sequence[int], pairs: ImageTextPairs, pool_size: int,
-               rng: np.random.Generator, exclude: str = "truth") -> np.ndarray:
+def draw_pools(
+    batch: Sequence[int],
+    pairs: ImageTextPairs,
+    pool_size: int,
+    rng: np.random.Generator,
+    exclude: str = "truth",
+) -> np.ndarray:
     """``[B, M]`` candidate caption ids for the images ``batch`` (see the module docstring).
 
     ``exclude="source"`` draws exactly the pools of the code before truth relevance (same random
     stream): only the image's own captions and their texts are left out.
     """
     if exclude not in POOL_EXCLUSIONS:
-        raise ConfigError(f"unknown pool exclusion {exclude!r}", fix=f"use one of {', '.join(POOL_EXCLUSIONS)}")
+        raise ConfigError(
+            f"unknown pool exclusion {exclude!r}", fix=f"use one of {', '.join(POOL_EXCLUSIONS)}"
+        )
     batch = [int(i) for i in batch]
     sources = pairs.sources
     in_batch = [c for i in batch for c in sources[i]]
@@ -91,14 +100,21 @@ def draw_pools(batch: Sequence[int], pairs: ImageTextPairs, pool_size: int,
                 extra.append(c)
         got = cand + extra
         if len(got) < pool_size:
-            raise ConfigError(f"only {len(got)} candidate captions for image {i}, pool_size is {pool_size}",
-                              fix="use a smaller pool_size or more data")
+            raise ConfigError(
+                f"only {len(got)} candidate captions for image {i}, pool_size is {pool_size}",
+                fix="use a smaller pool_size or more data",
+            )
         pools[row] = rng.permutation(np.asarray(got))[:pool_size]
     return pools
 
 
-def select_hard(pos_scores: torch.Tensor, pool_scores: torch.Tensor, keep: int, rng: np.random.Generator,
-                random_mix: float = 0.0) -> tuple[np.ndarray, torch.Tensor]:
+def select_hard(
+    pos_scores: torch.Tensor,
+    pool_scores: torch.Tensor,
+    keep: int,
+    rng: np.random.Generator,
+    random_mix: float = 0.0,
+) -> tuple[np.ndarray, torch.Tensor]:
     """Keep the ``keep`` pool members the teacher scores highest (``random_mix`` of them drawn at random).
 
     Returns ``cols [B, k]`` (indices into the pool, hardest first, random draws last) and the teacher's
@@ -125,7 +141,9 @@ def select_hard(pos_scores: torch.Tensor, pool_scores: torch.Tensor, keep: int, 
 def select_random(batch_size: int, pool_size: int, keep: int, rng: np.random.Generator) -> np.ndarray:
     """``[B, k]`` pool indices drawn uniformly without replacement (the no-teacher baseline)."""
     check_pool(pool_size, keep)
-    return np.stack([rng.choice(pool_size, size=keep, replace=False) for _ in range(batch_size)]).astype(np.int64)
+    return np.stack([rng.choice(pool_size, size=keep, replace=False) for _ in range(batch_size)]).astype(
+        np.int64
+    )
 
 
 def _is_tiny_cross(model: Any) -> bool:
@@ -149,11 +167,16 @@ class TeacherScores:
         self.pairs = pairs
         self.chunk = chunk
         self.image_batch = image_batch
-        self.kind = "cross" if _is_tiny_cross(teacher) else ("dual" if getattr(teacher, "is_dual", False)
-                                                               else "scorer")
+        self.kind = (
+            "cross"
+            if _is_tiny_cross(teacher)
+            else ("dual" if getattr(teacher, "is_dual", False) else "scorer")
+        )
         if self.kind == "scorer" and not hasattr(teacher, "score"):
-            raise ModelError(f"teacher {type(teacher).__name__} has no score(images, texts)",
-                             fix="give a scorer (see alignlab.models.base)")
+            raise ModelError(
+                f"teacher {type(teacher).__name__} has no score(images, texts)",
+                fix="give a scorer (see alignlab.models.base)",
+            )
         self._img: torch.Tensor | None = None
         self._txt: torch.Tensor | None = None
         self._mask: torch.Tensor | None = None
@@ -170,9 +193,15 @@ class TeacherScores:
             t.eval()
         n, c = self.pairs.n_images, self.pairs.n_captions
         if self.kind == "dual":
-            self._img = torch.cat([t.encode_images(self.pairs.load_images(range(s, min(s + self.image_batch, n))))
-                                   for s in range(0, n, self.image_batch)]).float()
-            self._txt = torch.cat([t.encode_texts(self.pairs.captions[s:s + 512]) for s in range(0, c, 512)]).float()
+            self._img = torch.cat(
+                [
+                    t.encode_images(self.pairs.load_images(range(s, min(s + self.image_batch, n))))
+                    for s in range(0, n, self.image_batch)
+                ]
+            ).float()
+            self._txt = torch.cat(
+                [t.encode_texts(self.pairs.captions[s : s + 512]) for s in range(0, c, 512)]
+            ).float()
             return
         dev = t.device
         imgs, pooled = [], []
@@ -185,7 +214,7 @@ class TeacherScores:
         ids, mask = t.tokenize(self.pairs.captions)
         toks, pools = [], []
         for s in range(0, c, 512):
-            tok, pool = t.text_tower(ids[s:s + 512], mask[s:s + 512])
+            tok, pool = t.text_tower(ids[s : s + 512], mask[s : s + 512])
             toks.append(tok)
             pools.append(pool)
         self._txt, self._mask, self._txt_pooled = torch.cat(toks), mask, torch.cat(pools)
@@ -193,8 +222,10 @@ class TeacherScores:
     def tokens(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(image tokens ``[N, G, W]``, caption tokens ``[C, L, W]``, caption mask ``[C, L]``) of a cross teacher."""
         if self.kind != "cross":
-            raise ModelError("only a tiny cross-encoder teacher has tokens to share",
-                             fix="use a tiny-cross teacher (or a ckpt: of one)")
+            raise ModelError(
+                "only a tiny cross-encoder teacher has tokens to share",
+                fix="use a tiny-cross teacher (or a ckpt: of one)",
+            )
         self._prepare()
         assert self._img is not None and self._txt is not None and self._mask is not None
         return self._img, self._txt, self._mask
@@ -222,15 +253,17 @@ class TeacherScores:
             scale = float(getattr(self.teacher, "score_scale", 1.0))
             bias = float(getattr(self.teacher, "score_bias", 0.0))
             ii, cc = torch.from_numpy(image_ids), torch.from_numpy(caption_ids)
-            return (scale * (self._img[ii.to(self._img.device)] * self._txt[cc.to(self._txt.device)]).sum(-1)
-                    + bias).cpu()
+            return (
+                scale * (self._img[ii.to(self._img.device)] * self._txt[cc.to(self._txt.device)]).sum(-1)
+                + bias
+            ).cpu()
         if self.kind == "cross":
             img, txt, mask = self._img, self._txt, self._mask
             assert img is not None and txt is not None and mask is not None
             out = []
             for s in range(0, len(image_ids), self.chunk):
-                ii = torch.from_numpy(image_ids[s:s + self.chunk]).to(img.device)
-                cc = torch.from_numpy(caption_ids[s:s + self.chunk]).to(img.device)
+                ii = torch.from_numpy(image_ids[s : s + self.chunk]).to(img.device)
+                cc = torch.from_numpy(caption_ids[s : s + self.chunk]).to(img.device)
                 m = mask[cc]
                 length = int(m.sum(1).max())  # trim padding shared by the whole chunk
                 out.append(self.teacher.fuse(img[ii], txt[cc, :length], m[:, :length]).float().cpu())

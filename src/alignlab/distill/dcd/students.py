@@ -47,19 +47,29 @@ def load_teacher(spec: str | Any, device: str = "cpu", **kwargs: Any) -> Any:
         model = spec
     else:
         if not spec:
-            raise ConfigError("no teacher given", fix="pass --teacher ckpt:<dir> (train one with "
-                                                      "`alignlab distill dcd teacher`)")
+            raise ConfigError(
+                "no teacher given",
+                fix="pass --teacher ckpt:<dir> (train one with `alignlab distill dcd teacher`)",
+            )
         try:
             model = load_model(spec, device=device, **kwargs)
         except AlignlabError as e:
-            raise ModelError(f"teacher checkpoint does not load: {e.what}", where=e.where or spec,
-                             fix=e.fix or "check the path; a tiny checkpoint folder holds model.json") from None
+            raise ModelError(
+                f"teacher checkpoint does not load: {e.what}",
+                where=e.where or spec,
+                fix=e.fix or "check the path; a tiny checkpoint folder holds model.json",
+            ) from None
         except Exception as e:  # a corrupt file can raise anything from the reader below
-            raise ModelError(f"teacher checkpoint does not load: {type(e).__name__}: {e}", where=spec,
-                             fix="the checkpoint is incomplete or corrupt; retrain or restore it") from None
+            raise ModelError(
+                f"teacher checkpoint does not load: {type(e).__name__}: {e}",
+                where=spec,
+                fix="the checkpoint is incomplete or corrupt; retrain or restore it",
+            ) from None
     if not hasattr(model, "score"):
-        raise ModelError(f"teacher {type(model).__name__} is not a scorer (no score(images, texts))",
-                         fix="give an image–text model (see alignlab.models.base)")
+        raise ModelError(
+            f"teacher {type(model).__name__} is not a scorer (no score(images, texts))",
+            fix="give an image–text model (see alignlab.models.base)",
+        )
     if isinstance(model, nn.Module):
         model.eval()
         for p in model.parameters():
@@ -73,8 +83,9 @@ def _image_size(model: Any) -> int | None:
     return int(size) if isinstance(size, int) else None
 
 
-def check_compatible(teacher: Any, student: Any, captions: Iterable[str] | None = None,
-                     shares_towers: bool = False) -> None:
+def check_compatible(
+    teacher: Any, student: Any, captions: Iterable[str] | None = None, shares_towers: bool = False
+) -> None:
     """Raise :class:`ConfigError` when ``teacher`` and ``student`` cannot be trained together.
 
     * image sizes differ (both models declare ``config.image_size``): the batch is rendered once, so both
@@ -85,14 +96,18 @@ def check_compatible(teacher: Any, student: Any, captions: Iterable[str] | None 
     """
     ts, ss = _image_size(teacher), _image_size(student)
     if ts is not None and ss is not None and ts != ss:
-        raise ConfigError(f"teacher and student see different image sizes ({ts} vs {ss})",
-                          fix=f"build the student with image_size={ts}")
+        raise ConfigError(
+            f"teacher and student see different image sizes ({ts} vs {ss})",
+            fix=f"build the student with image_size={ts}",
+        )
     t_tok: Any = getattr(teacher, "tokenizer", None)
     s_tok: Any = getattr(student, "tokenizer", None)
     if shares_towers:
         if t_tok is None or s_tok is None or t_tok.vocab != s_tok.vocab:
-            raise ConfigError("a student that shares the teacher's towers needs the teacher's tokenizer",
-                              fix="build it with build_shallow_cross(teacher)")
+            raise ConfigError(
+                "a student that shares the teacher's towers needs the teacher's tokenizer",
+                fix="build it with build_shallow_cross(teacher)",
+            )
         return
     if s_tok is None or captions is None:
         return
@@ -102,12 +117,17 @@ def check_compatible(teacher: Any, student: Any, captions: Iterable[str] | None 
     if not isinstance(t_tok, WordTokenizer):
         t_tok = None  # a real teacher's tokenizer spells (nearly) everything: check the student's alone
     words = {w for c in captions for w in split_words(c)}
-    missing = sorted(w for w in words if s_tok.index.get(w, UNK) == UNK
-                     and (t_tok is None or t_tok.index.get(w, UNK) != UNK))
+    missing = sorted(
+        w
+        for w in words
+        if s_tok.index.get(w, UNK) == UNK and (t_tok is None or t_tok.index.get(w, UNK) != UNK)
+    )
     if missing:
-        raise ConfigError(f"the student's tokenizer cannot spell {len(missing)} word(s) of the training captions "
-                          f"that the teacher can: {', '.join(missing[:5])}{' ...' if len(missing) > 5 else ''}",
-                          fix="build the student with the teacher's tokenizer (the default)")
+        raise ConfigError(
+            f"the student's tokenizer cannot spell {len(missing)} word(s) of the training captions "
+            f"that the teacher can: {', '.join(missing[:5])}{' ...' if len(missing) > 5 else ''}",
+            fix="build the student with the teacher's tokenizer (the default)",
+        )
 
 
 def _check_unknown(tokenizer: Any, captions: Iterable[str], limit: int = 50_000) -> None:
@@ -123,8 +143,10 @@ def _check_unknown(tokenizer: Any, captions: Iterable[str], limit: int = 50_000)
     ids = tokenizer(words, add_special_tokens=False)["input_ids"]
     missing = [w for w, row in zip(words, ids, strict=True) if unk in row]
     if missing:
-        info(f"note: the student's tokenizer maps {len(missing)} caption word(s) to its unknown token: "
-             f"{', '.join(missing[:5])}{' ...' if len(missing) > 5 else ''}")
+        info(
+            f"note: the student's tokenizer maps {len(missing)} caption word(s) to its unknown token: "
+            f"{', '.join(missing[:5])}{' ...' if len(missing) > 5 else ''}"
+        )
 
 
 def is_trainable_dual(model: Any) -> bool:
@@ -132,7 +154,8 @@ def is_trainable_dual(model: Any) -> bool:
     ``embed_images``, ``embed_texts``, ``logit_params``): the Hugging Face CLIP, SigLIP and BLIP ITC adapters."""
     return isinstance(model, nn.Module) and all(
         callable(getattr(model, a, None))
-        for a in ("preprocess_images", "tokenize", "embed_images", "embed_texts", "logit_params"))
+        for a in ("preprocess_images", "tokenize", "embed_images", "embed_texts", "logit_params")
+    )
 
 
 def load_trainable_dual(spec: str, device: str = "cpu") -> Any:
@@ -144,8 +167,10 @@ def load_trainable_dual(spec: str, device: str = "cpu") -> Any:
     """
     model = load_model(spec, device=device)
     if not is_trainable_dual(model):
-        raise ConfigError(f"student_init {spec!r} is a {type(model).__name__}, not a dual encoder that can be trained",
-                          fix="give a CLIP or SigLIP folder, a BLIP folder with #itc, or a tiny dual ckpt:<dir>")
+        raise ConfigError(
+            f"student_init {spec!r} is a {type(model).__name__}, not a dual encoder that can be trained",
+            fix="give a CLIP or SigLIP folder, a BLIP folder with #itc, or a tiny dual ckpt:<dir>",
+        )
     for p in model.parameters():
         p.requires_grad_(True)
     model.train()
@@ -181,8 +206,9 @@ def save_trainable_dual(model: Any, folder: str | os.PathLike) -> Path:
     return out
 
 
-def build_dual_student(teacher: Any, model_config: Mapping[str, Any] | None = None,
-                       captions: Iterable[str] | None = None) -> TinyDualEncoder:
+def build_dual_student(
+    teacher: Any, model_config: Mapping[str, Any] | None = None, captions: Iterable[str] | None = None
+) -> TinyDualEncoder:
     """A new tiny dual encoder with the teacher's tokenizer (or one built from ``captions``) and image size."""
     cfg = dict(model_config or {})
     size = _image_size(teacher)
@@ -201,8 +227,10 @@ def build_dual_student(teacher: Any, model_config: Mapping[str, Any] | None = No
 def build_shallow_cross(teacher: Any, fusion_layers: int = 1, **overrides: Any) -> TinyCrossEncoder:
     """A tiny cross encoder with the teacher's towers (copied, frozen) and ``fusion_layers`` new fusion layers."""
     if not isinstance(teacher, TinyCrossEncoder):
-        raise ModelError(f"a shallow cross student needs a tiny cross-encoder teacher, got {type(teacher).__name__}",
-                         fix="use a tiny-cross teacher, or the dual student")
+        raise ModelError(
+            f"a shallow cross student needs a tiny cross-encoder teacher, got {type(teacher).__name__}",
+            fix="use a tiny-cross teacher, or the dual student",
+        )
     if fusion_layers < 1:
         raise ConfigError("fusion_layers must be >= 1")
     cfg = copy.deepcopy(teacher.config)
@@ -211,8 +239,10 @@ def build_shallow_cross(teacher: Any, fusion_layers: int = 1, **overrides: Any) 
         if k in ("width", "image_size", "image_channels", "image_layers", "text_layers", "max_text_len"):
             raise ConfigError(f"{k} of a shallow cross student is fixed by the teacher's towers")
         if not hasattr(cfg, k):
-            raise ConfigError(f"unknown key {k!r} for a shallow cross student",
-                              fix="only fusion_layers, heads, dropout and pair_chunk can change")
+            raise ConfigError(
+                f"unknown key {k!r} for a shallow cross student",
+                fix="only fusion_layers, heads, dropout and pair_chunk can change",
+            )
         setattr(cfg, k, v)
     student = build_model("tiny-cross", cfg, teacher.tokenizer)
     assert isinstance(student, TinyCrossEncoder)

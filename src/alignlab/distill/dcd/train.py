@@ -102,22 +102,40 @@ KD_KINDS = ("none", "score", "relation", "feature")
 # dual's score, trained on the dual's hard negatives with the towers frozen (stage 2,
 # TEACHER_FUSION_EPOCHS). An 8 x 8 grid of image tokens. Measured against the dual trained with the same
 # CPU budget by benchmarks/compare_teacher_dual.py (docs/dcd.md, "The teacher").
-TEACHER_MODEL: dict[str, Any] = {"width": 64, "embed_dim": 64, "image_channels": [32, 64], "text_layers": 1,
-                                 "heads": 4, "fusion_layers": 1, "dual_score": True, "head_pool": "mean"}
+TEACHER_MODEL: dict[str, Any] = {
+    "width": 64,
+    "embed_dim": 64,
+    "image_channels": [32, 64],
+    "text_layers": 1,
+    "heads": 4,
+    "fusion_layers": 1,
+    "dual_score": True,
+    "head_pool": "mean",
+}
 TEACHER_DUAL_EPOCHS = 30
 TEACHER_FUSION_EPOCHS = 4
 TEACHER_FUSIONS = ("hard", "grid")
 # The earlier default teacher, kept for comparison: a 4 x 4 grid of image tokens, two fusion layers, the
 # whole model trained on each batch's score grid (fusion="grid").
-GRID_TEACHER_MODEL: dict[str, Any] = {"width": 48, "image_channels": [16, 32, 48], "text_layers": 1,
-                                      "fusion_layers": 2, "heads": 4}
+GRID_TEACHER_MODEL: dict[str, Any] = {
+    "width": 48,
+    "image_channels": [16, 32, 48],
+    "text_layers": 1,
+    "fusion_layers": 2,
+    "heads": 4,
+}
 # A real dual student without a learned logit scale (BLIP ITC) is trained with CLIP's initial scale,
 # 1 / 0.07: a softmax over cosines in [-1, 1] at scale 1 is nearly flat. A constant scale does not change
 # rankings, so the saved model still scores with its own (scale 1).
 FIXED_STUDENT_SCALE = 1.0 / 0.07
 # The dual student: about 40% of the teacher's parameters.
-STUDENT_MODEL: dict[str, Any] = {"width": 32, "embed_dim": 32, "image_channels": [8, 16, 32], "text_layers": 1,
-                                 "heads": 2}
+STUDENT_MODEL: dict[str, Any] = {
+    "width": 32,
+    "embed_dim": 32,
+    "image_channels": [8, 16, 32],
+    "text_layers": 1,
+    "heads": 2,
+}
 
 
 # Named settings of the DCD trainer: the experiment's arms and the baselines (``alignlab distill dcd train --arm``).
@@ -128,7 +146,12 @@ ARMS: dict[str, dict[str, Any]] = {
     "dcd": {"negatives": "teacher", "kd": "score", "weighting": True},  # + dynamic weights
     "dcd-released": {"negatives": "teacher", "kd": "score", "weighting": True, "mode": "released"},
     "dcd-shuffled": {"negatives": "teacher", "kd": "score", "weighting": True, "shuffle_weights": True},
-    "dcd-raw-mse": {"negatives": "teacher", "kd": "score", "weighting": True, "kd_center": False},  # uncentred
+    "dcd-raw-mse": {
+        "negatives": "teacher",
+        "kd": "score",
+        "weighting": True,
+        "kd_center": False,
+    },  # uncentred
     # ablation: the pools before truth relevance, which leave captions true of the image in as "negatives"
     "dcd-source-pools": {"negatives": "teacher", "kd": "score", "weighting": True, "pools": "source"},
     "relation-kd": {"negatives": "random", "kd": "relation", "weighting": False},  # in-batch KL
@@ -159,21 +182,29 @@ class DCDDataConfig:
 @lru_cache(maxsize=4)
 def _neardup(seed: int, train: int, val: int, test: int, group: int, size: int, rate: float):
     cfg = NearDupConfig(group_size=group, image_size=size, polysemous_rate=rate)
-    return {s: near_duplicate_pairs(n, seed, s, cfg) for s, n in (("train", train), ("val", val), ("test", test))
-            if n > 0}
+    return {
+        s: near_duplicate_pairs(n, seed, s, cfg)
+        for s, n in (("train", train), ("val", val), ("test", test))
+        if n > 0
+    }
 
 
 @lru_cache(maxsize=4)
 def _plain(seed: int, train: int, val: int, test: int, size: int, rate: float):
     world = ShapesWorld(ShapesConfig(image_size=size, polysemous_rate=rate))
-    return {s: from_shapes(world.generate(n, seed, s), name=f"shapes-{s}")
-            for s, n in (("train", train), ("val", val), ("test", test)) if n > 0}
+    return {
+        s: from_shapes(world.generate(n, seed, s), name=f"shapes-{s}")
+        for s, n in (("train", train), ("val", val), ("test", test))
+        if n > 0
+    }
 
 
 def load_dcd_data(cfg: DCDDataConfig) -> dict[str, ImageTextPairs]:
     """Train/val/test pairs (generated sets are cached per process)."""
     if cfg.source == "neardup":
-        return _neardup(cfg.seed, cfg.train, cfg.val, cfg.test, cfg.group_size, cfg.image_size, cfg.polysemous_rate)
+        return _neardup(
+            cfg.seed, cfg.train, cfg.val, cfg.test, cfg.group_size, cfg.image_size, cfg.polysemous_rate
+        )
     if cfg.source == "shapes":
         return _plain(cfg.seed, cfg.train, cfg.val, cfg.test, cfg.image_size, cfg.polysemous_rate)
     if cfg.source == "path":
@@ -212,8 +243,6 @@ def _finished(run_dir: Path, cfg: Any) -> dict[str, Any] | None:
     return None
 
 
-
-
 # --- the teacher --------------------------------------------------------------------------------------
 
 
@@ -240,13 +269,20 @@ class TeacherRunConfig:
 
     model_config: dict[str, Any] = field(default_factory=lambda: dict(TEACHER_MODEL))
     data: DCDDataConfig = field(default_factory=DCDDataConfig)
-    train: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=TEACHER_FUSION_EPOCHS, batch_size=32,
-                                                                   lr=1e-3, warmup_steps=20, select_metric="rsum"))
-    fusion: str = "hard"  # hard (dual-mined negatives, frozen towers) | grid (the batch's score grid, all trains)
+    train: TrainConfig = field(
+        default_factory=lambda: TrainConfig(
+            epochs=TEACHER_FUSION_EPOCHS, batch_size=32, lr=1e-3, warmup_steps=20, select_metric="rsum"
+        )
+    )
+    fusion: str = (
+        "hard"  # hard (dual-mined negatives, frozen towers) | grid (the batch's score grid, all trains)
+    )
     hard_pool: int = 24  # per image (caption): the dual's top captions (images) among the false ones
     hard_negatives: int = 12  # drawn from that pool per positive and step
     random_negatives: int = 16  # drawn from the whole training set per positive and step
-    positives: str = "truth"  # fusion="hard": an image's positive is any caption true of it (truth) or its own
+    positives: str = (
+        "truth"  # fusion="hard": an image's positive is any caption true of it (truth) or its own
+    )
     t2i_weight: float = 1.0  # weight of the caption -> images term
     tune_towers: bool = False  # fusion="hard": also train the towers (slower: they run every step)
     dev_images: int = 60  # dev images scored all-pairs after each epoch (a cross encoder is slow)
@@ -267,22 +303,33 @@ class TeacherRunConfig:
 
         check_number("pretrain_lr", self.pretrain_lr, lo=0, lo_open=True, hi=10)
         if self.fusion not in TEACHER_FUSIONS:
-            raise ConfigError(f"fusion must be one of {', '.join(TEACHER_FUSIONS)}, got {self.fusion!r}", key="fusion",
-                              fix="hard (the dual's hard negatives; default) or grid (the earlier recipe)")
+            raise ConfigError(
+                f"fusion must be one of {', '.join(TEACHER_FUSIONS)}, got {self.fusion!r}",
+                key="fusion",
+                fix="hard (the dual's hard negatives; default) or grid (the earlier recipe)",
+            )
         if self.positives not in ("truth", "own"):
-            raise ConfigError(f"positives must be truth or own, got {self.positives!r}", key="positives",
-                              fix="truth (any caption true of the image; default) or own (its own captions)")
+            raise ConfigError(
+                f"positives must be truth or own, got {self.positives!r}",
+                key="positives",
+                fix="truth (any caption true of the image; default) or own (its own captions)",
+            )
         for key in ("hard_pool", "hard_negatives"):
             check_number(key, getattr(self, key), lo=1)
         for key in ("random_negatives", "t2i_weight"):
             check_number(key, getattr(self, key), lo=0)
         if self.hard_negatives > self.hard_pool:
-            raise ConfigError(f"hard_negatives {self.hard_negatives} exceeds hard_pool {self.hard_pool}",
-                              key="hard_negatives", fix="draw at most hard_pool negatives")
+            raise ConfigError(
+                f"hard_negatives {self.hard_negatives} exceeds hard_pool {self.hard_pool}",
+                key="hard_negatives",
+                fix="draw at most hard_pool negatives",
+            )
         if self.fusion == "hard" and self.pretrain_epochs < 1:
-            raise ConfigError("fusion='hard' mines with the stage-1 dual encoder: pretrain_epochs must be >= 1",
-                              key="pretrain_epochs", fix="set pretrain_epochs (default "
-                                                         f"{TEACHER_DUAL_EPOCHS}) or use fusion='grid'")
+            raise ConfigError(
+                "fusion='hard' mines with the stage-1 dual encoder: pretrain_epochs must be >= 1",
+                key="pretrain_epochs",
+                fix=f"set pretrain_epochs (default {TEACHER_DUAL_EPOCHS}) or use fusion='grid'",
+            )
 
 
 def _check_select_metric(train: TrainConfig) -> None:
@@ -290,19 +337,31 @@ def _check_select_metric(train: TrainConfig) -> None:
     from alignlab.retrieval.training import DEV_METRICS
 
     if train.select_metric is not None and train.select_metric not in DEV_METRICS:
-        raise ConfigError(f"unknown dev metric {train.select_metric!r} for train.select_metric",
-                          key="train.select_metric",
-                          fix=f"choose one of: {', '.join(DEV_METRICS)} (or null for the last epoch)")
+        raise ConfigError(
+            f"unknown dev metric {train.select_metric!r} for train.select_metric",
+            key="train.select_metric",
+            fix=f"choose one of: {', '.join(DEV_METRICS)} (or null for the last epoch)",
+        )
 
 
 def tower_dual_config(model_config: dict[str, Any], image_size: int) -> dict[str, Any]:
     """The tiny-dual config with the towers (and dual-score projection) of a tiny-cross ``model_config``."""
     mc = from_dict(TinyCrossConfig, {**model_config, "image_size": image_size})
-    return {"image_size": mc.image_size, "width": mc.width, "embed_dim": mc.embed_dim or mc.width,
-            "image_channels": list(mc.image_channels), "image_layers": mc.image_layers,
-            "text_layers": mc.text_layers, "heads": mc.heads, "max_text_len": mc.max_text_len,
-            "init_temperature": mc.init_temperature, "image_stem": mc.image_stem,
-            "image_stage_depth": mc.image_stage_depth, "image_norm": mc.image_norm, "pool": "mean"}
+    return {
+        "image_size": mc.image_size,
+        "width": mc.width,
+        "embed_dim": mc.embed_dim or mc.width,
+        "image_channels": list(mc.image_channels),
+        "image_layers": mc.image_layers,
+        "text_layers": mc.text_layers,
+        "heads": mc.heads,
+        "max_text_len": mc.max_text_len,
+        "init_temperature": mc.init_temperature,
+        "image_stem": mc.image_stem,
+        "image_stage_depth": mc.image_stage_depth,
+        "image_norm": mc.image_norm,
+        "pool": "mean",
+    }
 
 
 class _GroupGridTask:
@@ -311,8 +370,14 @@ class _GroupGridTask:
 
     stream = "group-captions"  # the name of the caption draw's random stream (kept per task: same batches)
 
-    def __init__(self, model: nn.Module, train: ImageTextPairs, batch_size: int, seed: int,
-                 dev: ImageTextPairs | None = None):
+    def __init__(
+        self,
+        model: nn.Module,
+        train: ImageTextPairs,
+        batch_size: int,
+        seed: int,
+        dev: ImageTextPairs | None = None,
+    ):
         self.train, self.images = _images_tensor(train, model.config.image_size)
         self.batches = GroupBatches(groups_of(train), batch_size, seed)
         self.seed = seed
@@ -329,7 +394,9 @@ class _GroupGridTask:
         rng = np.random.default_rng(derive_seed(self.seed, self.stream, epoch, index))
         caps = [self.train.sources[i][rng.integers(len(self.train.sources[i]))] for i in idx]
         texts = [self.train.captions[c] for c in caps]
-        true = self.train.known_true(idx, caps) | np.array([[a == b for b in texts] for a in texts], dtype=bool)
+        true = self.train.known_true(idx, caps) | np.array(
+            [[a == b for b in texts] for a in texts], dtype=bool
+        )
         return idx, texts, true
 
 
@@ -342,8 +409,14 @@ class GroupDualTask(_GroupGridTask):
 
     stream = "teacher-dual-captions"
 
-    def __init__(self, model: nn.Module, train: ImageTextPairs, batch_size: int, seed: int,
-                 dev: ImageTextPairs | None = None):
+    def __init__(
+        self,
+        model: nn.Module,
+        train: ImageTextPairs,
+        batch_size: int,
+        seed: int,
+        dev: ImageTextPairs | None = None,
+    ):
         from alignlab.train.losses import InfoNCELoss
 
         super().__init__(model, train, batch_size, seed, dev)
@@ -367,10 +440,20 @@ class GroupDualTask(_GroupGridTask):
         return evaluate_dual(model, self.dev).metrics if self.dev is not None else {}
 
 
-def train_tower_dual(cfg: TeacherRunConfig, tokenizer: WordTokenizer, train: ImageTextPairs,
-                     dev: ImageTextPairs | None, run_dir: Path, *, epochs: int | None = None,
-                     extra: ImageTextPairs | None = None, resume: bool = True, device: str = "cpu",
-                     desc: str = "dcd teacher stage 1 (dual)", callbacks=()) -> tuple[nn.Module, FitResult]:
+def train_tower_dual(
+    cfg: TeacherRunConfig,
+    tokenizer: WordTokenizer,
+    train: ImageTextPairs,
+    dev: ImageTextPairs | None,
+    run_dir: Path,
+    *,
+    epochs: int | None = None,
+    extra: ImageTextPairs | None = None,
+    resume: bool = True,
+    device: str = "cpu",
+    desc: str = "dcd teacher stage 1 (dual)",
+    callbacks=(),
+) -> tuple[nn.Module, FitResult]:
     """Stage 1: the dual encoder with the teacher's tower shapes, best checkpoint (dev RSUM) loaded.
 
     Also the teacher's baseline: the same recipe given the teacher's whole CPU budget
@@ -383,14 +466,30 @@ def train_tower_dual(cfg: TeacherRunConfig, tokenizer: WordTokenizer, train: Ima
     epochs = epochs or cfg.pretrain_epochs
     dual = build_model("tiny-dual", tower_dual_config(cfg.model_config, cfg.data.image_size), tokenizer)
     pairs = concat_pairs(train, extra, name="teacher-pretrain") if extra is not None else train
-    tcfg = TrainConfig(epochs=epochs, batch_size=cfg.pretrain_batch_size, lr=cfg.pretrain_lr,
-                       warmup_steps=20, select_metric="rsum", log_every=20, seed=cfg.seed)
+    tcfg = TrainConfig(
+        epochs=epochs,
+        batch_size=cfg.pretrain_batch_size,
+        lr=cfg.pretrain_lr,
+        warmup_steps=20,
+        select_metric="rsum",
+        log_every=20,
+        seed=cfg.seed,
+    )
     if cfg.pretrain_groups:
         task: Any = GroupDualTask(dual, pairs, tcfg.batch_size, cfg.seed, dev=dev)
     else:
         task = DualContrastiveTask(dual, pairs, InfoNCELoss(), tcfg.batch_size, cfg.seed, dev=dev)
-    res = fit(dual, task, tcfg, run_dir, resume=resume, config_for_hash={"teacher": asdict(cfg), "train": asdict(tcfg)},
-              device=device, desc=desc, callbacks=callbacks)
+    res = fit(
+        dual,
+        task,
+        tcfg,
+        run_dir,
+        resume=resume,
+        config_for_hash={"teacher": asdict(cfg), "train": asdict(tcfg)},
+        device=device,
+        desc=desc,
+        callbacks=callbacks,
+    )
     load_best(dual, run_dir)
     dual.eval()
     return dual, res
@@ -448,20 +547,29 @@ class TeacherHardTask:
     are computed once and a step costs only the fusion of its pairs.
     """
 
-    def __init__(self, model: nn.Module, dual: nn.Module, train: ImageTextPairs, cfg: TeacherRunConfig,
-                 batch_size: int, dev: ImageTextPairs | None = None):
+    def __init__(
+        self,
+        model: nn.Module,
+        dual: nn.Module,
+        train: ImageTextPairs,
+        cfg: TeacherRunConfig,
+        batch_size: int,
+        dev: ImageTextPairs | None = None,
+    ):
         self.cfg = cfg
         self.train, self.images = _images_tensor(train, model.config.image_size)
         self.batches = GroupBatches(groups_of(train), batch_size, cfg.seed)
         self.dev = dev
         n, c = train.n_images, train.n_captions
         with torch.no_grad():
-            img = torch.cat([dual.encode_images(self.images[s:s + 256]) for s in range(0, n, 256)]).float()
-            txt = torch.cat([dual.encode_texts(train.captions[s:s + 512]) for s in range(0, c, 512)]).float()
+            img = torch.cat([dual.encode_images(self.images[s : s + 256]) for s in range(0, n, 256)]).float()
+            txt = torch.cat(
+                [dual.encode_texts(train.captions[s : s + 512]) for s in range(0, c, 512)]
+            ).float()
             sims = img.cpu() @ txt.cpu().T
         true = np.zeros((n, c), dtype=bool)
         for s in range(0, n, 256):  # the truth table in blocks of images (bounded memory)
-            true[s:s + 256] = train.known_true(np.arange(s, min(s + 256, n)), np.arange(c))
+            true[s : s + 256] = train.known_true(np.arange(s, min(s + 256, n)), np.arange(c))
         for i, own in enumerate(train.relevance):
             true[i, own] = True
         self.true_np = true
@@ -483,10 +591,16 @@ class TeacherHardTask:
         was = model.training
         model.eval()
         dev = model.device
-        img = torch.cat([model.image_tower(model.image_tower.preprocess(self.images[s:s + 256], dev))[0]
-                         for s in range(0, len(self.images), 256)])
+        img = torch.cat(
+            [
+                model.image_tower(model.image_tower.preprocess(self.images[s : s + 256], dev))[0]
+                for s in range(0, len(self.images), 256)
+            ]
+        )
         ids, mask = model.tokenize(self.train.captions)
-        txt = torch.cat([model.text_tower(ids[s:s + 512], mask[s:s + 512])[0] for s in range(0, len(ids), 512)])
+        txt = torch.cat(
+            [model.text_tower(ids[s : s + 512], mask[s : s + 512])[0] for s in range(0, len(ids), 512)]
+        )
         model.train(was)
         return img, txt, mask
 
@@ -499,8 +613,11 @@ class TeacherHardTask:
     def _draw(self, pool: np.ndarray, ok: np.ndarray, n_all: int, rng: np.random.Generator) -> np.ndarray:
         p = ok / ok.sum() if ok.sum() else None
         hard = rng.choice(pool, size=min(self.n_hard, int(ok.sum()) or len(pool)), replace=False, p=p)
-        hard = np.concatenate([hard, rng.choice(pool, size=self.n_hard - len(hard))]) if len(hard) < self.n_hard \
+        hard = (
+            np.concatenate([hard, rng.choice(pool, size=self.n_hard - len(hard))])
+            if len(hard) < self.n_hard
             else hard
+        )
         return np.concatenate([hard, rng.integers(0, n_all, self.cfg.random_negatives)])
 
     def batch(self, epoch: int, index: int) -> HardBatch:
@@ -511,12 +628,26 @@ class TeacherHardTask:
             pos = np.array([rng.choice(np.flatnonzero(self.true_np[i])) for i in idx], dtype=np.int64)
         else:
             pos = np.array([tr.sources[i][rng.integers(len(tr.sources[i]))] for i in idx], dtype=np.int64)
-        caps = np.stack([np.concatenate([[p], self._draw(self.hard_captions[i], self.caption_ok[i], tr.n_captions,
-                                                           rng)]) for i, p in zip(idx, pos, strict=True)])
-        rivals = np.stack([np.concatenate([[i], self._draw(self.hard_images[p], self.image_ok[p], tr.n_images, rng)])
-                           for i, p in zip(idx, pos, strict=True)])
-        cap_false = ~self.true[torch.from_numpy(np.repeat(idx, caps.shape[1])), torch.from_numpy(caps.reshape(-1))]
-        riv_false = ~self.true[torch.from_numpy(rivals.reshape(-1)), torch.from_numpy(np.repeat(pos, rivals.shape[1]))]
+        caps = np.stack(
+            [
+                np.concatenate(
+                    [[p], self._draw(self.hard_captions[i], self.caption_ok[i], tr.n_captions, rng)]
+                )
+                for i, p in zip(idx, pos, strict=True)
+            ]
+        )
+        rivals = np.stack(
+            [
+                np.concatenate([[i], self._draw(self.hard_images[p], self.image_ok[p], tr.n_images, rng)])
+                for i, p in zip(idx, pos, strict=True)
+            ]
+        )
+        cap_false = ~self.true[
+            torch.from_numpy(np.repeat(idx, caps.shape[1])), torch.from_numpy(caps.reshape(-1))
+        ]
+        riv_false = ~self.true[
+            torch.from_numpy(rivals.reshape(-1)), torch.from_numpy(np.repeat(pos, rivals.shape[1]))
+        ]
         cap_false, riv_false = cap_false.view(caps.shape).clone(), riv_false.view(rivals.shape).clone()
         cap_false[:, 0] = True  # the positive is column 0 (its "false" flag means: keep in the softmax)
         riv_false[:, 0] = True
@@ -537,20 +668,32 @@ class TeacherHardTask:
         logits = self._pair_logits(model, np.repeat(b.images, n), b.captions.reshape(-1)).view(bsz, n)
         target = torch.zeros(bsz, dtype=torch.long, device=logits.device)
         neg_inf = torch.finfo(logits.dtype).min
-        out = {"i2t_loss": F.cross_entropy(logits.masked_fill(~b.caption_false.to(logits.device), neg_inf), target)}
+        out = {
+            "i2t_loss": F.cross_entropy(
+                logits.masked_fill(~b.caption_false.to(logits.device), neg_inf), target
+            )
+        }
         if self.cfg.t2i_weight > 0:
             m = b.rivals.shape[1]
             rl = self._pair_logits(model, b.rivals.reshape(-1), np.repeat(b.positives, m)).view(bsz, m)
             out["t2i_loss"] = self.cfg.t2i_weight * F.cross_entropy(
-                rl.masked_fill(~b.rival_false.to(rl.device), neg_inf), target)
+                rl.masked_fill(~b.rival_false.to(rl.device), neg_inf), target
+            )
         return out
 
     def evaluate(self, model: nn.Module) -> dict[str, float]:
         return _evaluate_cross(model, self.dev)
 
 
-def train_teacher(cfg: TeacherRunConfig, run_dir: str | os.PathLike, *, data: dict[str, ImageTextPairs] | None = None,
-                  resume: bool = True, device: str = "cpu", callbacks=()) -> dict[str, Any]:
+def train_teacher(
+    cfg: TeacherRunConfig,
+    run_dir: str | os.PathLike,
+    *,
+    data: dict[str, ImageTextPairs] | None = None,
+    resume: bool = True,
+    device: str = "cpu",
+    callbacks=(),
+) -> dict[str, Any]:
     """Train the tiny cross-encoder teacher; evaluate its best checkpoint on the test split (all pairs)."""
     run_dir = Path(run_dir)
     if resume and (done := _finished(run_dir, cfg)) is not None:
@@ -559,8 +702,14 @@ def train_teacher(cfg: TeacherRunConfig, run_dir: str | os.PathLike, *, data: di
         return _train_teacher(cfg, run_dir, data, resume, device, callbacks)
 
 
-def _train_teacher(cfg: TeacherRunConfig, run_dir: Path, data: dict[str, ImageTextPairs] | None, resume: bool,
-                   device: str, callbacks) -> dict[str, Any]:
+def _train_teacher(
+    cfg: TeacherRunConfig,
+    run_dir: Path,
+    data: dict[str, ImageTextPairs] | None,
+    resume: bool,
+    device: str,
+    callbacks,
+) -> dict[str, Any]:
     started = time.time()
     cpu0 = time.process_time()
     main = ddp_.is_main()  # under torchrun rank 0 alone writes the run folder (fit() does the same)
@@ -568,9 +717,15 @@ def _train_teacher(cfg: TeacherRunConfig, run_dir: Path, data: dict[str, ImageTe
     extra = None
     if cfg.pretrain_epochs > 0 and cfg.pretrain_images > 0:
         d = cfg.data
-        extra = near_duplicate_pairs(cfg.pretrain_images, d.seed + 1000, "train",
-                                     NearDupConfig(group_size=d.group_size, image_size=d.image_size,
-                                                   polysemous_rate=d.polysemous_rate), name="teacher-extra")
+        extra = near_duplicate_pairs(
+            cfg.pretrain_images,
+            d.seed + 1000,
+            "train",
+            NearDupConfig(
+                group_size=d.group_size, image_size=d.image_size, polysemous_rate=d.polysemous_rate
+            ),
+            name="teacher-extra",
+        )
     tokenizer = WordTokenizer.build(data["train"].captions + (extra.captions if extra is not None else []))
     set_seed(cfg.seed)
     model = build_model("tiny-cross", {**cfg.model_config, "image_size": cfg.data.image_size}, tokenizer)
@@ -582,12 +737,24 @@ def _train_teacher(cfg: TeacherRunConfig, run_dir: Path, data: dict[str, ImageTe
     cpu = {"data_s": round(time.process_time() - cpu0, 1)}
     if cfg.pretrain_epochs > 0:
         t0 = time.process_time()
-        dual, res = train_tower_dual(cfg, tokenizer, data["train"], data.get("val"), run_dir / "pretrain",
-                                     extra=extra, resume=resume, device=device)
+        dual, res = train_tower_dual(
+            cfg,
+            tokenizer,
+            data["train"],
+            data.get("val"),
+            run_dir / "pretrain",
+            extra=extra,
+            resume=resume,
+            device=device,
+        )
         model.load_dual(dual)
         cpu["stage1_s"] = round(time.process_time() - t0, 1)
-        pretrain = {"images": data["train"].n_images + (extra.n_images if extra is not None else 0),
-                    "best": res.best, "dev_curve": res.dev_curve, "groups": cfg.pretrain_groups}
+        pretrain = {
+            "images": data["train"].n_images + (extra.n_images if extra is not None else 0),
+            "best": res.best,
+            "dev_curve": res.dev_curve,
+            "groups": cfg.pretrain_groups,
+        }
     dev = data.get("val")
     dev = dev.subset(range(min(cfg.dev_images, dev.n_images))) if dev is not None else None
     train_cfg = TrainConfig(**{**asdict(cfg.train), "seed": cfg.seed})
@@ -604,8 +771,17 @@ def _train_teacher(cfg: TeacherRunConfig, run_dir: Path, data: dict[str, ImageTe
         task = TeacherHardTask(model, dual, data["train"], cfg, train_cfg.batch_size, dev=dev)
     else:
         task = TeacherGridTask(model, data["train"], train_cfg.batch_size, cfg.seed, dev=dev)
-    fit_result: FitResult = fit(model, task, train_cfg, run_dir, resume=resume, config_for_hash=asdict(cfg),
-                                device=device, desc="dcd teacher", callbacks=callbacks)
+    fit_result: FitResult = fit(
+        model,
+        task,
+        train_cfg,
+        run_dir,
+        resume=resume,
+        config_for_hash=asdict(cfg),
+        device=device,
+        desc="dcd teacher",
+        callbacks=callbacks,
+    )
     best = load_best(model, run_dir) if train_cfg.select_metric else fit_result.best
     for p in model.parameters():
         p.requires_grad_(True)
@@ -618,13 +794,29 @@ def _train_teacher(cfg: TeacherRunConfig, run_dir: Path, data: dict[str, ImageTe
     score_s = time.time() - t0
     # train_cpu_s: CPU seconds of this process from data to the best checkpoint (a resumed run counts
     # only what this call did); the dev evaluations that pick checkpoints are part of it.
-    result = _write_run(run_dir, report, task="retrieval", model="dcd-teacher-tiny-cross",
-                        data=f"{test.name}:{test.n_images}", seed=cfg.seed, config=asdict(cfg), started=started,
-                        device=device, dev_curve=fit_result.dev_curve, best=best, steps=fit_result.steps,
-                        parameters=count_parameters(model), test_scoring_s=round(score_s, 3),
-                        pairs_scored=test.n_images * test.n_captions, pretrain=pretrain, train_cpu_s=cpu,
-                        threads=torch.get_num_threads())
-    info(f"dcd teacher: test RSUM {report.metrics['rsum']:.1f} ({test.n_images} images, {score_s:.0f} s to score)")
+    result = _write_run(
+        run_dir,
+        report,
+        task="retrieval",
+        model="dcd-teacher-tiny-cross",
+        data=f"{test.name}:{test.n_images}",
+        seed=cfg.seed,
+        config=asdict(cfg),
+        started=started,
+        device=device,
+        dev_curve=fit_result.dev_curve,
+        best=best,
+        steps=fit_result.steps,
+        parameters=count_parameters(model),
+        test_scoring_s=round(score_s, 3),
+        pairs_scored=test.n_images * test.n_captions,
+        pretrain=pretrain,
+        train_cpu_s=cpu,
+        threads=torch.get_num_threads(),
+    )
+    info(
+        f"dcd teacher: test RSUM {report.metrics['rsum']:.1f} ({test.n_images} images, {score_s:.0f} s to score)"
+    )
     return result
 
 
@@ -642,9 +834,13 @@ def _test_split(data: dict[str, ImageTextPairs], n: int | None) -> ImageTextPair
 class DCDRunConfig:
     teacher: str = ""  # the teacher's spec, e.g. ckpt:runs/dcd-teacher (recorded even when a model is passed)
     student: str = "dual"  # dual | shallow-cross
-    student_config: dict[str, Any] = field(default_factory=lambda: dict(STUDENT_MODEL))  # dual: TinyDualConfig keys
+    student_config: dict[str, Any] = field(
+        default_factory=lambda: dict(STUDENT_MODEL)
+    )  # dual: TinyDualConfig keys
     cross_fusion_layers: int = 1  # shallow-cross: fusion layers of the student (its towers are the teacher's)
-    student_init: str | None = None  # dual only: start from ckpt:<tiny dual dir> or a real model hf:<dir or hub id>
+    student_init: str | None = (
+        None  # dual only: start from ckpt:<tiny dual dir> or a real model hf:<dir or hub id>
+    )
     negatives: str = "teacher"  # teacher (the k hardest of M by the teacher) | random (k of M uniformly)
     kd: str = "score"  # none | score (DCD's score MSE) | relation (in-batch KL) | feature (feature MSE)
     pool_size: int = 15  # M: candidates scored per image
@@ -662,8 +858,11 @@ class DCDRunConfig:
     # False keeps the old behaviour (every other image counts as wrong), for ablation
     t2i_mask_true: bool = True
     data: DCDDataConfig = field(default_factory=DCDDataConfig)
-    train: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=8, batch_size=48, lr=2e-3,
-                                                                   warmup_steps=20, select_metric="rsum"))
+    train: TrainConfig = field(
+        default_factory=lambda: TrainConfig(
+            epochs=8, batch_size=48, lr=2e-3, warmup_steps=20, select_metric="rsum"
+        )
+    )
     dev_images: int = 150  # shallow-cross students: dev images scored all-pairs after each epoch
     test_images: int | None = None  # evaluate on the first N test images (None: all)
     threads: int | None = None
@@ -681,14 +880,18 @@ class DCDRunConfig:
             raise ValueError(f"mode must be one of {', '.join(MODES)}, got {self.mode!r}")
         check_pool(self.pool_size, self.keep, self.random_mix)
         if self.pools not in POOL_EXCLUSIONS:
-            raise ConfigError(f"pools must be one of {', '.join(POOL_EXCLUSIONS)}, got {self.pools!r}",
-                              fix="truth (default) or source (the ablation arm dcd-source-pools)")
+            raise ConfigError(
+                f"pools must be one of {', '.join(POOL_EXCLUSIONS)}, got {self.pools!r}",
+                fix="truth (default) or source (the ablation arm dcd-source-pools)",
+            )
         if self.student_init and self.student != "dual":
             raise ValueError("student_init is for dual students")
         if self.kd in ("relation", "feature") and self.student != "dual":
             raise ValueError(f"{self.kd} KD is a baseline for dual students")
         if self.kd == "feature" and self.hf_student:
-            raise ValueError("feature KD needs a tiny dual student (its hint layer is sized from the tiny model)")
+            raise ValueError(
+                "feature KD needs a tiny dual student (its hint layer is sized from the tiny model)"
+            )
 
     @property
     def hf_student(self) -> bool:
@@ -697,12 +900,23 @@ class DCDRunConfig:
 
     @property
     def needs_teacher(self) -> bool:
-        return self.negatives == "teacher" or self.kd != "none" or self.weighting or self.student == "shallow-cross"
+        return (
+            self.negatives == "teacher"
+            or self.kd != "none"
+            or self.weighting
+            or self.student == "shallow-cross"
+        )
 
     def loss_config(self) -> DCDLossConfig:
         alpha = self.alpha if self.kd == "score" else 0.0
-        return DCDLossConfig(alpha=alpha, temperature=self.temperature, weighting=self.weighting, mode=self.mode,
-                             shuffle_weights=self.shuffle_weights, center=self.kd_center)
+        return DCDLossConfig(
+            alpha=alpha,
+            temperature=self.temperature,
+            weighting=self.weighting,
+            mode=self.mode,
+            shuffle_weights=self.shuffle_weights,
+            center=self.kd_center,
+        )
 
 
 @dataclass
@@ -718,8 +932,9 @@ class DCDBatch:
     t2i_true: torch.Tensor | None = None
 
 
-def pool_candidates(cfg: DCDRunConfig, batches: GroupBatches, train: ImageTextPairs, epoch: int,
-                    index: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def pool_candidates(
+    cfg: DCDRunConfig, batches: GroupBatches, train: ImageTextPairs, epoch: int, index: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(images ``[B]``, positives ``[B]``, candidate pools ``[B, M]``) of batch ``(epoch, index)``: pure
     functions of the seed, shared by training and ``distill dcd mine``."""
     idx = batches.batches(epoch)[index]
@@ -734,9 +949,15 @@ class DCDTask:
     """Distil a frozen teacher into a student (see the module docstring). ``memo`` may be shared by runs with
     the same seed and batching: it holds the teacher's scores per batch, which are identical across arms."""
 
-    def __init__(self, cfg: DCDRunConfig, student: nn.Module, train: ImageTextPairs,
-                 teacher_scores: TeacherScores | None, dev: ImageTextPairs | None = None,
-                 memo: dict[Any, torch.Tensor] | None = None):
+    def __init__(
+        self,
+        cfg: DCDRunConfig,
+        student: nn.Module,
+        train: ImageTextPairs,
+        teacher_scores: TeacherScores | None,
+        dev: ImageTextPairs | None = None,
+        memo: dict[Any, torch.Tensor] | None = None,
+    ):
         self.cfg = cfg
         self.student = student
         self.real = is_trainable_dual(student)  # a real dual encoder: its own preprocessing, per batch
@@ -783,8 +1004,12 @@ class DCDTask:
         t_all = None
         if cfg.needs_teacher and self.ts is not None:
             cand = np.concatenate([pos[:, None], pool], axis=1)
-            t_all = self._teacher("pool", epoch, index, lambda: self.ts.pair_scores(
-                np.repeat(idx, cand.shape[1]), cand.reshape(-1)).view(cand.shape))
+            t_all = self._teacher(
+                "pool",
+                epoch,
+                index,
+                lambda: self.ts.pair_scores(np.repeat(idx, cand.shape[1]), cand.reshape(-1)).view(cand.shape),
+            )
         if cfg.negatives == "teacher":
             assert t_all is not None
             cols, teacher = select_hard(t_all[:, 0], t_all[:, 1:], cfg.keep, mine_rng, cfg.random_mix)
@@ -792,7 +1017,9 @@ class DCDTask:
             cols = select_random(len(idx), cfg.pool_size, cfg.keep, mine_rng)
             teacher = None
             if t_all is not None:
-                teacher = torch.cat([t_all[:, :1], torch.gather(t_all[:, 1:], 1, torch.from_numpy(cols))], dim=1)
+                teacher = torch.cat(
+                    [t_all[:, :1], torch.gather(t_all[:, 1:], 1, torch.from_numpy(cols))], dim=1
+                )
         kept = np.take_along_axis(pool, cols, axis=1)
         relation = None
         if cfg.kd == "relation":
@@ -803,8 +1030,15 @@ class DCDTask:
             true = self.train.known_true(idx, pos).T  # [caption of row i, image j]
             np.fill_diagonal(true, False)  # the row's own image is the target, never masked
             t2i_true = torch.from_numpy(true)
-        return DCDBatch(idx, np.concatenate([pos[:, None], kept], axis=1), teacher, relation, epoch, index,
-                        t2i_true=t2i_true)
+        return DCDBatch(
+            idx,
+            np.concatenate([pos[:, None], kept], axis=1),
+            teacher,
+            relation,
+            epoch,
+            index,
+            t2i_true=t2i_true,
+        )
 
     def local_batch(self, epoch: int, index: int, rank: int, world: int) -> DCDBatch:
         """Rank ``rank``'s contiguous shard of the global batch ``batch(epoch, index)`` (DDP).
@@ -814,21 +1048,35 @@ class DCDTask:
         the per-sample weights, and (relation KD) the global teacher grid.
         """
         if self.real:
-            raise ConfigError("a Hugging Face dual student is not supported under torch.distributed (DDP) yet",
-                              where="alignlab.distill.dcd", fix="train it in one process, or use a tiny dual student")
+            raise ConfigError(
+                "a Hugging Face dual student is not supported under torch.distributed (DDP) yet",
+                where="alignlab.distill.dcd",
+                fix="train it in one process, or use a tiny dual student",
+            )
         g = self.batch(epoch, index)
         n = len(g.images)
         if n < world:
-            raise ConfigError(f"a global batch of {n} image(s) cannot be split over {world} ranks",
-                              fix="raise train.batch_size, or use fewer processes")
+            raise ConfigError(
+                f"a global batch of {n} image(s) cannot be split over {world} ranks",
+                fix="raise train.batch_size, or use fewer processes",
+            )
         lo, hi = ddp_.shard_range(n, world, rank)
         # Rows are cut together, so each kept list still starts with its positive, and the teacher's row
         # with the positive's score (select_hard asserted that for the global batch).
-        assert all(int(c) in self.train.sources[int(i)] for i, c in zip(g.images[lo:hi], g.candidates[lo:hi, 0]))
+        assert all(
+            int(c) in self.train.sources[int(i)] for i, c in zip(g.images[lo:hi], g.candidates[lo:hi, 0])
+        )
         teacher = g.teacher[lo:hi] if g.teacher is not None else None
-        return DCDBatch(g.images[lo:hi], g.candidates[lo:hi], teacher, g.relation, epoch, index,
-                        shard=Shard(lo, hi, n, world, g.teacher),
-                        t2i_true=g.t2i_true[lo:hi] if g.t2i_true is not None else None)
+        return DCDBatch(
+            g.images[lo:hi],
+            g.candidates[lo:hi],
+            teacher,
+            g.relation,
+            epoch,
+            index,
+            shard=Shard(lo, hi, n, world, g.teacher),
+            t2i_true=g.t2i_true[lo:hi] if g.t2i_true is not None else None,
+        )
 
     # -- the loss --
     def student_scores(self, model: nn.Module, b: DCDBatch) -> dict[str, torch.Tensor]:
@@ -844,14 +1092,24 @@ class DCDTask:
         txt = model.embed_texts(model.tokenize([self.train.captions[c] for c in uniq]))
         scale, bias = model.logit_params()
         # CLIP clamps its learned scale at 100 during training; the same cap keeps the softmax sane.
-        scale = scale.clamp(max=100.0) if scale is not None else torch.tensor(FIXED_STUDENT_SCALE, device=img.device)
+        scale = (
+            scale.clamp(max=100.0)
+            if scale is not None
+            else torch.tensor(FIXED_STUDENT_SCALE, device=img.device)
+        )
         inv = torch.from_numpy(inverse.reshape(b.candidates.shape)).to(img.device)
         scores = scale * (img[:, None, :] * txt[inv]).sum(-1)  # [B, 1 + k]
         if bias is not None:  # SigLIP: its scores are logits (a constant shift, so softmax terms ignore it)
             scores = scores + bias
         pos_txt = txt[inv[:, 0]]
-        return {"scores": scores, "img": img, "pos_txt": pos_txt, "scale": scale, "img_feat": img,
-                "pos_feat": pos_txt}
+        return {
+            "scores": scores,
+            "img": img,
+            "pos_txt": pos_txt,
+            "scale": scale,
+            "img_feat": img,
+            "pos_feat": pos_txt,
+        }
 
     def _dual_scores(self, model: nn.Module, b: DCDBatch) -> dict[str, torch.Tensor]:
         x = model.image_tower.preprocess(self.images[b.images], model.device)
@@ -865,8 +1123,14 @@ class DCDTask:
         inv = torch.from_numpy(inverse.reshape(b.candidates.shape)).to(img.device)
         scores = scale * (img[:, None, :] * txt[inv]).sum(-1)  # [B, 1 + k]
         pos_txt, pos_feat = txt[inv[:, 0]], txt_feat[inv[:, 0]]
-        return {"scores": scores, "img": img, "pos_txt": pos_txt, "scale": scale, "img_feat": img_feat,
-                "pos_feat": pos_feat}
+        return {
+            "scores": scores,
+            "img": img,
+            "pos_txt": pos_txt,
+            "scale": scale,
+            "img_feat": img_feat,
+            "pos_feat": pos_feat,
+        }
 
     def _cross_scores(self, model: nn.Module, b: DCDBatch) -> torch.Tensor:
         assert self.ts is not None
@@ -880,8 +1144,10 @@ class DCDTask:
 
     def _shard(self, b: DCDBatch) -> Shard | None:
         if b.shard is not None and b.shard.world != ddp_.world_size():
-            raise ConfigError(f"a shard for {b.shard.world} processes in a run of {ddp_.world_size()}",
-                              fix="build batches with local_batch(epoch, index, rank(), world_size())")
+            raise ConfigError(
+                f"a shard for {b.shard.world} processes in a run of {ddp_.world_size()}",
+                fix="build batches with local_batch(epoch, index, rank(), world_size())",
+            )
         return b.shard
 
     def loss(self, model: nn.Module, b: DCDBatch) -> dict[str, torch.Tensor]:
@@ -897,7 +1163,9 @@ class DCDTask:
                 all_img, offset = ddp_.all_gather_with_grad(out["img"])
             if cfg.t2i_weight > 0:
                 if shard is None:
-                    logits = out["scale"] * out["pos_txt"] @ out["img"].T  # caption i ranks the batch's images
+                    logits = (
+                        out["scale"] * out["pos_txt"] @ out["img"].T
+                    )  # caption i ranks the batch's images
                     target = torch.arange(len(logits), device=logits.device)
                 else:  # caption i ranks the global batch's images; its own sits at the rank's offset
                     logits = out["scale"] * out["pos_txt"] @ all_img.T
@@ -923,18 +1191,25 @@ class DCDTask:
                     all_txt, _ = ddp_.all_gather_with_grad(out["pos_txt"])
                     rel = b.relation.to(scores.device)
                     lo, hi = shard.lo, shard.hi
-                    per = relation_kd_rows(out["scale"] * out["img"] @ all_txt.T, rel[lo:hi],
-                                           out["scale"] * out["pos_txt"] @ all_img.T, rel[:, lo:hi].T,
-                                           cfg.temperature)
+                    per = relation_kd_rows(
+                        out["scale"] * out["img"] @ all_txt.T,
+                        rel[lo:hi],
+                        out["scale"] * out["pos_txt"] @ all_img.T,
+                        rel[:, lo:hi].T,
+                        cfg.temperature,
+                    )
             else:
                 assert self.feature is not None and self.ts is not None
                 t_img, t_txt = self.ts.features()
                 ii = torch.from_numpy(b.images)
                 cc = torch.from_numpy(b.candidates[:, 0])
-                per = self.feature(out["img_feat"], out["pos_feat"], t_img[ii].to(scores.device),
-                                   t_txt[cc].to(scores.device))
+                per = self.feature(
+                    out["img_feat"], out["pos_feat"], t_img[ii].to(scores.device), t_txt[cc].to(scores.device)
+                )
             # DDP: this rank's share of the global mean (W/N times its sum; DDP averages over ranks).
-            terms["kd_loss"] = cfg.alpha * (per.mean() if shard is None else per.sum() * (shard.world / shard.n))
+            terms["kd_loss"] = cfg.alpha * (
+                per.mean() if shard is None else per.sum() * (shard.world / shard.n)
+            )
         self._n_stats += 1
         for k, v in self.loss_fn.last.items():
             self.stats[k] = self.stats.get(k, 0.0) + v
@@ -970,8 +1245,10 @@ def build_student(cfg: DCDRunConfig, teacher: Any, train: ImageTextPairs, device
     if cfg.student_init:
         student = load_model(cfg.student_init)
         if getattr(student, "name", None) not in ("tiny-dual", "pretrained-lit"):
-            raise ConfigError(f"student_init must be a tiny dual encoder or pretrained-lit, "
-                              f"got {getattr(student, 'name', student)!r}")
+            raise ConfigError(
+                f"student_init must be a tiny dual encoder or pretrained-lit, "
+                f"got {getattr(student, 'name', student)!r}"
+            )
         for p in student.parameters():
             p.requires_grad_(True)
         student.train()
@@ -980,15 +1257,25 @@ def build_student(cfg: DCDRunConfig, teacher: Any, train: ImageTextPairs, device
     if teacher is not None:
         check_compatible(teacher, student, captions=train.captions)
     if student.config.image_size != cfg.data.image_size:
-        raise ConfigError(f"student image_size {student.config.image_size} differs from the data's "
-                          f"{cfg.data.image_size}", fix="set both to the same value")
+        raise ConfigError(
+            f"student image_size {student.config.image_size} differs from the data's {cfg.data.image_size}",
+            fix="set both to the same value",
+        )
     return student
 
 
-def run_dcd(cfg: DCDRunConfig, run_dir: str | os.PathLike, *, teacher: Any = None,
-            data: dict[str, ImageTextPairs] | None = None, teacher_scores: TeacherScores | None = None,
-            memo: dict[Any, torch.Tensor] | None = None, resume: bool = True, device: str = "cpu",
-            callbacks=()) -> dict[str, Any]:
+def run_dcd(
+    cfg: DCDRunConfig,
+    run_dir: str | os.PathLike,
+    *,
+    teacher: Any = None,
+    data: dict[str, ImageTextPairs] | None = None,
+    teacher_scores: TeacherScores | None = None,
+    memo: dict[Any, torch.Tensor] | None = None,
+    resume: bool = True,
+    device: str = "cpu",
+    callbacks=(),
+) -> dict[str, Any]:
     """Distil ``teacher`` (a model, or loaded from ``cfg.teacher``) into a student; write the run folder.
 
     A folder that already holds finished results of the same config is not trained again.
@@ -1000,9 +1287,17 @@ def run_dcd(cfg: DCDRunConfig, run_dir: str | os.PathLike, *, teacher: Any = Non
         return _run_dcd(cfg, run_dir, teacher, data, teacher_scores, memo, resume, device, callbacks)
 
 
-def _run_dcd(cfg: DCDRunConfig, run_dir: Path, teacher: Any, data: dict[str, ImageTextPairs] | None,
-             teacher_scores: TeacherScores | None, memo: dict[Any, torch.Tensor] | None, resume: bool, device: str,
-             callbacks) -> dict[str, Any]:
+def _run_dcd(
+    cfg: DCDRunConfig,
+    run_dir: Path,
+    teacher: Any,
+    data: dict[str, ImageTextPairs] | None,
+    teacher_scores: TeacherScores | None,
+    memo: dict[Any, torch.Tensor] | None,
+    resume: bool,
+    device: str,
+    callbacks,
+) -> dict[str, Any]:
     started = time.time()
     main = ddp_.is_main()  # under torchrun rank 0 alone writes the run folder (fit() does the same)
     data = data if data is not None else load_dcd_data(cfg.data)
@@ -1029,12 +1324,23 @@ def _run_dcd(cfg: DCDRunConfig, run_dir: Path, teacher: Any, data: dict[str, Ima
     train_cfg = TrainConfig(**{**asdict(cfg.train), "seed": cfg.seed})
     task = DCDTask(cfg, student, data["train"], ts, dev=dev, memo=memo)
     scored_before = ts.pairs_scored if ts is not None else 0
-    fit_result = fit(student, task, train_cfg, run_dir, resume=resume, config_for_hash=asdict(cfg), device=device,
-                     desc=f"dcd {cfg.student} seed {cfg.seed}", callbacks=callbacks)
+    fit_result = fit(
+        student,
+        task,
+        train_cfg,
+        run_dir,
+        resume=resume,
+        config_for_hash=asdict(cfg),
+        device=device,
+        desc=f"dcd {cfg.student} seed {cfg.seed}",
+        callbacks=callbacks,
+    )
     best = load_best(student, run_dir) if train_cfg.select_metric else fit_result.best
     student.eval()
     extra: dict[str, Any] = {}
-    if cfg.hf_student:  # the best checkpoint as a model folder: `alignlab eval retrieval --model hf:<run>/student`
+    if (
+        cfg.hf_student
+    ):  # the best checkpoint as a model folder: `alignlab eval retrieval --model hf:<run>/student`
         saved = save_trainable_dual(student, run_dir / "student")
         extra = {"student_model": hf_student_spec(student, saved), "student_init": cfg.student_init}
     if ddp_.is_distributed():
@@ -1043,12 +1349,24 @@ def _run_dcd(cfg: DCDRunConfig, run_dir: Path, teacher: Any, data: dict[str, Ima
     t0 = time.time()
     report = evaluate_model(student, test)  # every rank holds the same weights: the same numbers
     score_s = time.time() - t0
-    kw = dict(task="retrieval", model=f"dcd-{cfg.student}-student", data=f"{test.name}:{test.n_images}",
-              seed=cfg.seed, config=asdict(cfg), started=started, device=device, dev_curve=fit_result.dev_curve,
-              best=best, steps=fit_result.steps, parameters=count_parameters(student),
-              trainable_parameters=count_parameters(student, True), test_scoring_s=round(score_s, 3),
-              diagnostics=task.diagnostics(),
-              teacher_pairs_scored=(ts.pairs_scored - scored_before) if ts is not None else 0, **extra)
+    kw = dict(
+        task="retrieval",
+        model=f"dcd-{cfg.student}-student",
+        data=f"{test.name}:{test.n_images}",
+        seed=cfg.seed,
+        config=asdict(cfg),
+        started=started,
+        device=device,
+        dev_curve=fit_result.dev_curve,
+        best=best,
+        steps=fit_result.steps,
+        parameters=count_parameters(student),
+        trainable_parameters=count_parameters(student, True),
+        test_scoring_s=round(score_s, 3),
+        diagnostics=task.diagnostics(),
+        teacher_pairs_scored=(ts.pairs_scored - scored_before) if ts is not None else 0,
+        **extra,
+    )
     if main:
         result = _write_run(run_dir, report, **kw)
     else:
@@ -1071,9 +1389,12 @@ def _check_student_source(run_dir: Path, student: Any, resume: bool) -> None:
     if resume and path.is_file() and started:
         before = read_json(path)
         if before.get("identity") != now["identity"]:
-            raise ResumeError(f"the run was started from student {before.get('name')!r} with other files or "
-                              f"settings than {now['name']!r} has now", where=str(run_dir),
-                              fix="restore that student folder, use a new run folder, or pass --no-resume")
+            raise ResumeError(
+                f"the run was started from student {before.get('name')!r} with other files or "
+                f"settings than {now['name']!r} has now",
+                where=str(run_dir),
+                fix="restore that student folder, use a new run folder, or pass --no-resume",
+            )
     write_json(path, now)
 
 

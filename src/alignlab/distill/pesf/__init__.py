@@ -32,4 +32,13 @@ from alignlab.distill.pesf.trainer import (
     train_teacher,
 )
 
-__all__ = ["LogitAdapter", "METHODS", "KDConfig", "KDModel", "check_setup", "freeze", "run_kd", "train_teacher"]
+__all__ = [
+    "LogitAdapter",
+    "METHODS",
+    "KDConfig",
+    "KDModel",
+    "check_setup",
+    "freeze",
+    "run_kd",
+    "train_teacher",
+]

@@ -36,7 +36,12 @@ class LogitAdapter(nn.Module):
             raise ConfigError(f"adapter mode must be add or sub, got {mode!r}")
         if feature_dim < 1 or n_classes < 2 or bottleneck < 1:
             raise ConfigError("adapter needs feature_dim >= 1, n_classes >= 2 and bottleneck >= 1")
-        self.feature_dim, self.n_classes, self.bottleneck, self.mode = feature_dim, n_classes, bottleneck, mode
+        self.feature_dim, self.n_classes, self.bottleneck, self.mode = (
+            feature_dim,
+            n_classes,
+            bottleneck,
+            mode,
+        )
         self.down = nn.Linear(feature_dim, bottleneck)
         self.up = nn.Linear(bottleneck, n_classes)
         # Zero-initialised output: the adapted teacher starts equal to the teacher (why: the student's
@@ -49,10 +54,14 @@ class LogitAdapter(nn.Module):
 
     def forward(self, features: torch.Tensor, teacher_logits: torch.Tensor) -> torch.Tensor:
         if features.ndim != 2 or features.shape[1] != self.feature_dim:
-            raise ModelError(f"adapter expects teacher features [B, {self.feature_dim}], got {tuple(features.shape)}",
-                             fix="build the adapter with the teacher's feature_dim")
+            raise ModelError(
+                f"adapter expects teacher features [B, {self.feature_dim}], got {tuple(features.shape)}",
+                fix="build the adapter with the teacher's feature_dim",
+            )
         if teacher_logits.shape != (features.shape[0], self.n_classes):
-            raise ModelError(f"adapter expects teacher logits [B, {self.n_classes}], got {tuple(teacher_logits.shape)}",
-                             fix="build the adapter with the teacher's class count")
+            raise ModelError(
+                f"adapter expects teacher logits [B, {self.n_classes}], got {tuple(teacher_logits.shape)}",
+                fix="build the adapter with the teacher's class count",
+            )
         g = self.correction(features)
         return teacher_logits + g if self.mode == "add" else teacher_logits - g

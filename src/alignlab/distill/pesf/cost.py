@@ -83,11 +83,13 @@ def training_memory(model: nn.Module, step_fn, batch: Any, optimizer_slots: int 
     loss = sum(terms.values())
     if loss.requires_grad:
         loss.backward()
-    mib = 1024.0 ** 2
-    out = {"params_mib": parameter_bytes(work.parameters()) / mib,
-           "grads_mib": parameter_bytes(trainable) / mib,
-           "optimizer_mib": optimizer_slots * parameter_bytes(trainable) / mib,
-           "activations_mib": sum(saved.values()) / mib}
+    mib = 1024.0**2
+    out = {
+        "params_mib": parameter_bytes(work.parameters()) / mib,
+        "grads_mib": parameter_bytes(trainable) / mib,
+        "optimizer_mib": optimizer_slots * parameter_bytes(trainable) / mib,
+        "activations_mib": sum(saved.values()) / mib,
+    }
     out["total_mib"] = sum(out.values())
     if device.type == "cuda":  # pragma: no cover
         out["cuda_peak_mib"] = torch.cuda.max_memory_allocated(device) / mib

@@ -44,7 +44,9 @@ class ClassificationData:
         for split in ("train", "val", "test"):
             x, y = getattr(self, f"x_{split}"), getattr(self, f"y_{split}")
             if x.ndim != 4:
-                raise DataError(f"{split} images must be [N, C, H, W], got shape {tuple(x.shape)}", where=self.name)
+                raise DataError(
+                    f"{split} images must be [N, C, H, W], got shape {tuple(x.shape)}", where=self.name
+                )
             if len(x) != len(y):
                 raise DataError(f"{split} has {len(x)} images but {len(y)} labels", where=self.name)
             if len(y) == 0:
@@ -70,21 +72,35 @@ class ClassificationData:
         if n >= len(self.y_train):
             return self
         if n < self.n_classes:
-            raise ConfigError(f"max_train={n} is smaller than the {self.n_classes} classes",
-                              fix=f"keep at least {self.n_classes} training examples")
+            raise ConfigError(
+                f"max_train={n} is smaller than the {self.n_classes} classes",
+                fix=f"keep at least {self.n_classes} training examples",
+            )
         from sklearn.model_selection import train_test_split
 
-        keep, _ = train_test_split(np.arange(len(self.y_train)), train_size=n, stratify=self.y_train.numpy(),
-                                   random_state=seed)
+        keep, _ = train_test_split(
+            np.arange(len(self.y_train)), train_size=n, stratify=self.y_train.numpy(), random_state=seed
+        )
         keep = torch.from_numpy(np.sort(keep))
-        return ClassificationData(self.name, self.x_train[keep], self.y_train[keep], self.x_val, self.y_val,
-                                  self.x_test, self.y_test, self.n_classes, list(self.class_names))
+        return ClassificationData(
+            self.name,
+            self.x_train[keep],
+            self.y_train[keep],
+            self.x_val,
+            self.y_val,
+            self.x_test,
+            self.y_test,
+            self.n_classes,
+            list(self.class_names),
+        )
 
     def sizes(self) -> dict[str, int]:
         return {s: len(getattr(self, f"y_{s}")) for s in ("train", "val", "test")}
 
 
-def load_digits_split(seed: int = 0, val_fraction: float = 0.2, test_fraction: float = 0.2) -> ClassificationData:
+def load_digits_split(
+    seed: int = 0, val_fraction: float = 0.2, test_fraction: float = 0.2
+) -> ClassificationData:
     """scikit-learn's digits, stratified into train/val/test with ``seed`` (default 60/20/20 %)."""
     try:
         from sklearn.datasets import load_digits
@@ -92,7 +108,9 @@ def load_digits_split(seed: int = 0, val_fraction: float = 0.2, test_fraction: f
     except ImportError:  # pragma: no cover - sklearn is in the `embed` extra
         from alignlab.core.errors import DependencyError
 
-        raise DependencyError("the digits data needs scikit-learn", fix="pip install 'alignlab[pesf]'") from None
+        raise DependencyError(
+            "the digits data needs scikit-learn", fix="pip install 'alignlab[pesf]'"
+        ) from None
     if not (0 < val_fraction < 1 and 0 < test_fraction < 1 and val_fraction + test_fraction < 1):
         raise ConfigError("val_fraction and test_fraction must be in (0, 1) and sum to less than 1")
     bunch = load_digits()
@@ -100,8 +118,9 @@ def load_digits_split(seed: int = 0, val_fraction: float = 0.2, test_fraction: f
     y = bunch.target.astype(np.int64)
     idx = np.arange(len(y))
     rest, test = train_test_split(idx, test_size=test_fraction, stratify=y, random_state=seed)
-    train, val = train_test_split(rest, test_size=val_fraction / (1 - test_fraction), stratify=y[rest],
-                                  random_state=seed)
+    train, val = train_test_split(
+        rest, test_size=val_fraction / (1 - test_fraction), stratify=y[rest], random_state=seed
+    )
 
     def take(ix: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
         ix = np.sort(ix)
@@ -116,8 +135,9 @@ SHAPE_CLASSES = ("circle", "square", "triangle", "diamond", "star")
 MAIN_COLOURS = ("red", "green", "blue", "yellow", "purple", "orange", "white", "gray")
 
 
-def _shapes_example(seed: int, split: str, index: int, image_size: int, n_colours: int,
-                    max_distractors: int) -> tuple[np.ndarray, int]:
+def _shapes_example(
+    seed: int, split: str, index: int, image_size: int, n_colours: int, max_distractors: int
+) -> tuple[np.ndarray, int]:
     from alignlab.data.shapes import COLOURS, GRID, SPLIT_CODES, Obj, Scene, render_array
 
     # One generator per image, seeded from (seed, split, index): images are independent of set sizes.
@@ -132,14 +152,29 @@ def _shapes_example(seed: int, split: str, index: int, image_size: int, n_colour
         if k == 0:
             objs.append(Obj(shape, colour, "large", int(cell) // GRID, int(cell) % GRID, dx, dy))
         else:
-            objs.append(Obj(SHAPE_CLASSES[int(rng.integers(len(SHAPE_CLASSES)))],
-                            tuple(COLOURS)[int(rng.integers(len(COLOURS)))], "small",
-                            int(cell) // GRID, int(cell) % GRID, dx, dy))
+            objs.append(
+                Obj(
+                    SHAPE_CLASSES[int(rng.integers(len(SHAPE_CLASSES)))],
+                    tuple(COLOURS)[int(rng.integers(len(COLOURS)))],
+                    "small",
+                    int(cell) // GRID,
+                    int(cell) % GRID,
+                    dx,
+                    dy,
+                )
+            )
     return render_array(Scene(tuple(objs)), image_size), label
 
 
-def shapes_classification(n_train: int = 2000, n_val: int = 500, n_test: int = 1000, seed: int = 0,
-                          image_size: int = 24, n_colours: int = 4, max_distractors: int = 1) -> ClassificationData:
+def shapes_classification(
+    n_train: int = 2000,
+    n_val: int = 500,
+    n_test: int = 1000,
+    seed: int = 0,
+    image_size: int = 24,
+    n_colours: int = 4,
+    max_distractors: int = 1,
+) -> ClassificationData:
     """ShapesWorld shape × colour classification (``5 * n_colours`` classes) of the large object.
 
     Images are ``image_size``² RGB; one large object of the labelled shape and colour, and up to
@@ -155,8 +190,9 @@ def shapes_classification(n_train: int = 2000, n_val: int = 500, n_test: int = 1
         raise ConfigError("image_size must be at least 16")
     out = {}
     for split, n in (("train", n_train), ("val", n_val), ("test", n_test)):
-        images, labels = zip(*(_shapes_example(seed, split, i, image_size, n_colours, max_distractors)
-                               for i in range(n)))
+        images, labels = zip(
+            *(_shapes_example(seed, split, i, image_size, n_colours, max_distractors) for i in range(n))
+        )
         x = torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).float().div_(255.0).contiguous()
         out[split] = (x, torch.tensor(labels, dtype=torch.int64))
     names = [f"{s}-{c}" for s in SHAPE_CLASSES for c in MAIN_COLOURS[:n_colours]]

@@ -14,10 +14,22 @@ DEMO_METHODS = ("ce", "kd", "kd_learned_t", "pesf", "pesf_adapter_unused")
 
 def _config(quick: bool, seed: int) -> KDConfig:
     if quick:
-        return KDConfig(seed=seed, data=DataConfig(name="digits", max_train=600),
-                        teacher=TeacherConfig(width=16, epochs=10, lr=1e-2), student_width=8, epochs=10, lr=1e-2)
-    return KDConfig(seed=seed, data=DataConfig(name="digits"), teacher=TeacherConfig(width=32, epochs=20, lr=3e-3),
-                    student_width=8, epochs=15, lr=1e-2)
+        return KDConfig(
+            seed=seed,
+            data=DataConfig(name="digits", max_train=600),
+            teacher=TeacherConfig(width=16, epochs=10, lr=1e-2),
+            student_width=8,
+            epochs=10,
+            lr=1e-2,
+        )
+    return KDConfig(
+        seed=seed,
+        data=DataConfig(name="digits"),
+        teacher=TeacherConfig(width=32, epochs=20, lr=3e-3),
+        student_width=8,
+        epochs=15,
+        lr=1e-2,
+    )
 
 
 def demo_stage(ctx) -> list[str]:
@@ -34,15 +46,17 @@ def demo_stage(ctx) -> list[str]:
                 shutil.rmtree(res.run_dir / sub, ignore_errors=True)
             rows.append(res)
     t = summary["test"]
-    lines = [f"Digits (scikit-learn, {data.sizes()} examples), seed {ctx.seed}. Teacher: wide CNN with "
-             f"{summary['params']:,} parameters, test accuracy {100 * t['acc']:.1f} %, mean max probability "
-             f"{summary['test_T1']['maxp']:.3f} at T = 1 and {t['maxp']:.3f} at T = {base.temperature:g}. "
-             f"Student: tiny CNN. {base.epochs} student epochs"
-             f"{' (quick settings: too short for conclusions; `alignlab experiment pesf` tests the claims)' if ctx.quick else ''}.",
-             "",
-             "| method | student test acc % | sharpness gap [nats] | trainable params (teacher / head / student) | "
-             "teacher fwd/bwd per step | step memory MiB | teacher bit-identical |",
-             "|---|---|---|---|---|---|---|"]
+    lines = [
+        f"Digits (scikit-learn, {data.sizes()} examples), seed {ctx.seed}. Teacher: wide CNN with "
+        f"{summary['params']:,} parameters, test accuracy {100 * t['acc']:.1f} %, mean max probability "
+        f"{summary['test_T1']['maxp']:.3f} at T = 1 and {t['maxp']:.3f} at T = {base.temperature:g}. "
+        f"Student: tiny CNN. {base.epochs} student epochs"
+        f"{' (quick settings: too short for conclusions; `alignlab experiment pesf` tests the claims)' if ctx.quick else ''}.",
+        "",
+        "| method | student test acc % | sharpness gap [nats] | trainable params (teacher / head / student) | "
+        "teacher fwd/bwd per step | step memory MiB | teacher bit-identical |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for r in rows:
         by = r.cost["trainable_by_module"]
         tr = " / ".join(f"{by[k]:,}" if k in by else "–" for k in ("teacher", "head", "student"))
@@ -50,20 +64,24 @@ def demo_stage(ctx) -> list[str]:
         fb = f"{fwd:g}/{bwd:g}" if fwd is not None else "0/0"
         gap = f"{r.metrics['test_gap']:+.3f}" if "test_gap" in r.metrics else "–"
         same = {True: "yes", False: "no", None: "–"}[r.teacher_unchanged]
-        lines.append(f"| {r.method} | {100 * r.metrics['test_student_acc']:.1f} | {gap} | {tr} | {fb} | "
-                     f"{r.cost['memory']['total_mib']:.3f} | {same} |")
+        lines.append(
+            f"| {r.method} | {100 * r.metrics['test_student_acc']:.1f} | {gap} | {tr} | {fb} | "
+            f"{r.cost['memory']['total_mib']:.3f} | {same} |"
+        )
     kd = next(r for r in rows if r.method == "kd")
     unused = next(r for r in rows if r.method == "pesf_adapter_unused")
     same = kd.metrics["test_student_acc"] == unused.metrics["test_student_acc"]
-    lines += ["",
-              f"Released-code check: with the adapter trained but unused (the released CV code), the student "
-              f"{'matches vanilla KD exactly' if same else 'differs from vanilla KD'} "
-              f"({100 * unused.metrics['test_student_acc']:.1f} % vs {100 * kd.metrics['test_student_acc']:.1f} %).",
-              "",
-              "Sharpness (entropy and max probability of softmax(z/T)), ECE and accuracy per epoch for "
-              "teacher, adapted teacher and student (PESF):",
-              "",
-              "![PESF diagnostics](pesf/pesf/plots/diagnostics.png)",
-              "",
-              f"Methods: {', '.join(f'`{m}` ({METHODS[m].description})' for m in DEMO_METHODS)}."]
+    lines += [
+        "",
+        f"Released-code check: with the adapter trained but unused (the released CV code), the student "
+        f"{'matches vanilla KD exactly' if same else 'differs from vanilla KD'} "
+        f"({100 * unused.metrics['test_student_acc']:.1f} % vs {100 * kd.metrics['test_student_acc']:.1f} %).",
+        "",
+        "Sharpness (entropy and max probability of softmax(z/T)), ECE and accuracy per epoch for "
+        "teacher, adapted teacher and student (PESF):",
+        "",
+        "![PESF diagnostics](pesf/pesf/plots/diagnostics.png)",
+        "",
+        f"Methods: {', '.join(f'`{m}` ({METHODS[m].description})' for m in DEMO_METHODS)}.",
+    ]
     return lines

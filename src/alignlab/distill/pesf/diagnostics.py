@@ -29,17 +29,22 @@ from alignlab.distill.kd import entropy, expected_calibration_error, max_prob
 ROLES = ("teacher", "adapted", "student")
 
 
-def sharpness_stats(logits: torch.Tensor, labels: torch.Tensor, T: float, n_bins: int = 15) -> dict[str, float]:
+def sharpness_stats(
+    logits: torch.Tensor, labels: torch.Tensor, T: float, n_bins: int = 15
+) -> dict[str, float]:
     """``{"acc", "entropy", "maxp", "ece"}`` of one model's logits on one split (entropy/maxp at ``T``)."""
     with torch.no_grad():
-        return {"acc": float((logits.argmax(dim=-1) == labels).double().mean()),
-                "entropy": float(entropy(logits, T).double().mean()),
-                "maxp": float(max_prob(logits, T).double().mean()),
-                "ece": expected_calibration_error(logits, labels, n_bins=n_bins)}
+        return {
+            "acc": float((logits.argmax(dim=-1) == labels).double().mean()),
+            "entropy": float(entropy(logits, T).double().mean()),
+            "maxp": float(max_prob(logits, T).double().mean()),
+            "ece": expected_calibration_error(logits, labels, n_bins=n_bins),
+        }
 
 
-def diagnostics(logits: dict[str, torch.Tensor], labels: torch.Tensor, T: float, n_bins: int = 15,
-                target: str = "adapted") -> dict[str, float]:
+def diagnostics(
+    logits: dict[str, torch.Tensor], labels: torch.Tensor, T: float, n_bins: int = 15, target: str = "adapted"
+) -> dict[str, float]:
     """Flat dict ``{"<role>_<stat>": value}`` for roles present in ``logits``, plus the gaps.
 
     ``gap`` is ``H(student) − H(target)`` (the soft labels the student actually learns from) and
@@ -57,7 +62,9 @@ def diagnostics(logits: dict[str, torch.Tensor], labels: torch.Tensor, T: float,
     return out
 
 
-def plot_diagnostics(curve: Sequence[dict[str, Any]], path: str | Path, *, title: str = "", T: float = 4.0) -> Path:
+def plot_diagnostics(
+    curve: Sequence[dict[str, Any]], path: str | Path, *, title: str = "", T: float = 4.0
+) -> Path:
     """Entropy at ``T``, max probability at ``T`` and ECE per epoch for each role, as one PNG."""
     import matplotlib
 
@@ -70,8 +77,12 @@ def plot_diagnostics(curve: Sequence[dict[str, Any]], path: str | Path, *, title
     path.parent.mkdir(parents=True, exist_ok=True)
     epochs = [int(r["epoch"]) for r in curve]
     fig, axes = plt.subplots(1, 4, figsize=(15, 3.4))
-    panels = (("entropy", f"entropy of softmax(z/{T:g}) [nats]"), ("maxp", f"max prob of softmax(z/{T:g})"),
-              ("ece", "ECE of softmax(z)"), ("acc", "accuracy (dev)"))
+    panels = (
+        ("entropy", f"entropy of softmax(z/{T:g}) [nats]"),
+        ("maxp", f"max prob of softmax(z/{T:g})"),
+        ("ece", "ECE of softmax(z)"),
+        ("acc", "accuracy (dev)"),
+    )
     styles = {"teacher": ("tab:red", "-"), "adapted": ("tab:orange", "--"), "student": ("tab:blue", "-")}
     for ax, (stat, label) in zip(axes, panels):
         for role in ROLES:

@@ -45,9 +45,15 @@ class WideCNN(nn.Module):
         super().__init__()
         self.n_classes = int(n_classes)
         self.feature_dim = 2 * int(width)
-        self.body = nn.Sequential(*_block(in_channels, width, True), *_block(width, width, True), nn.MaxPool2d(2),
-                                  *_block(width, 2 * width, True), *_block(2 * width, 2 * width, True),
-                                  nn.AdaptiveAvgPool2d(1), nn.Flatten())
+        self.body = nn.Sequential(
+            *_block(in_channels, width, True),
+            *_block(width, width, True),
+            nn.MaxPool2d(2),
+            *_block(width, 2 * width, True),
+            *_block(2 * width, 2 * width, True),
+            nn.AdaptiveAvgPool2d(1),
+            nn.Flatten(),
+        )
         self.head = nn.Linear(self.feature_dim, self.n_classes)
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
@@ -66,8 +72,13 @@ class TinyCNN(nn.Module):
         super().__init__()
         self.n_classes = int(n_classes)
         self.feature_dim = 8 * int(width)
-        self.body = nn.Sequential(*_block(in_channels, width, False), nn.MaxPool2d(2),
-                                  *_block(width, 2 * width, False), nn.AdaptiveAvgPool2d(2), nn.Flatten())
+        self.body = nn.Sequential(
+            *_block(in_channels, width, False),
+            nn.MaxPool2d(2),
+            *_block(width, 2 * width, False),
+            nn.AdaptiveAvgPool2d(2),
+            nn.Flatten(),
+        )
         self.head = nn.Linear(self.feature_dim, self.n_classes)
 
     def features(self, x: torch.Tensor) -> torch.Tensor:

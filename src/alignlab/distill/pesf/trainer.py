@@ -74,23 +74,63 @@ class MethodSpec:
     teacher_init: str = "pretrained"  # "pretrained" or "scratch" (classic DML)
 
 
-METHODS: dict[str, MethodSpec] = {m.name: m for m in (
-    MethodSpec("ce", "student on the labels only (cross-entropy)", "none", student_loss="ce"),
-    MethodSpec("label_smoothing", "student on smoothed labels, no teacher", "none", student_loss="ls"),
-    MethodSpec("kd", "vanilla KD from the frozen teacher at temperature T", "frozen", student_target="teacher"),
-    MethodSpec("kd_learned_t", "KD from the frozen teacher rescaled by one learned temperature (trained like "
-               "the PESF adapter)", "frozen", "temperature", "ce+kl", "adapted"),
-    MethodSpec("dml", "deep mutual learning: wide and tiny network trained together from scratch (online)",
-               "trained", student_target="teacher", teacher_init="scratch"),
-    MethodSpec("pesf", "PESF-KD: frozen teacher + trained adapter whose logits the student learns from",
-               "frozen", "adapter", "ce+kl", "adapted"),
-    MethodSpec("pesf_adapter_unused", "released CV code: adapter trained, but the student learns from the raw "
-               "teacher", "frozen", "adapter", "ce+kl", "teacher"),
-    MethodSpec("pesf_adapter_ce", "PESF with the adapter trained on cross-entropy only (no KL to the student)",
-               "frozen", "adapter", "ce", "adapted"),
-    MethodSpec("pesf_teacher_unfrozen", "released NLP code's `required_grad` typo: the whole teacher trains "
-               "with the adapter", "trained", "adapter", "ce+kl", "adapted"),
-)}
+METHODS: dict[str, MethodSpec] = {
+    m.name: m
+    for m in (
+        MethodSpec("ce", "student on the labels only (cross-entropy)", "none", student_loss="ce"),
+        MethodSpec("label_smoothing", "student on smoothed labels, no teacher", "none", student_loss="ls"),
+        MethodSpec(
+            "kd", "vanilla KD from the frozen teacher at temperature T", "frozen", student_target="teacher"
+        ),
+        MethodSpec(
+            "kd_learned_t",
+            "KD from the frozen teacher rescaled by one learned temperature (trained like the PESF adapter)",
+            "frozen",
+            "temperature",
+            "ce+kl",
+            "adapted",
+        ),
+        MethodSpec(
+            "dml",
+            "deep mutual learning: wide and tiny network trained together from scratch (online)",
+            "trained",
+            student_target="teacher",
+            teacher_init="scratch",
+        ),
+        MethodSpec(
+            "pesf",
+            "PESF-KD: frozen teacher + trained adapter whose logits the student learns from",
+            "frozen",
+            "adapter",
+            "ce+kl",
+            "adapted",
+        ),
+        MethodSpec(
+            "pesf_adapter_unused",
+            "released CV code: adapter trained, but the student learns from the raw teacher",
+            "frozen",
+            "adapter",
+            "ce+kl",
+            "teacher",
+        ),
+        MethodSpec(
+            "pesf_adapter_ce",
+            "PESF with the adapter trained on cross-entropy only (no KL to the student)",
+            "frozen",
+            "adapter",
+            "ce",
+            "adapted",
+        ),
+        MethodSpec(
+            "pesf_teacher_unfrozen",
+            "released NLP code's `required_grad` typo: the whole teacher trains with the adapter",
+            "trained",
+            "adapter",
+            "ce+kl",
+            "adapted",
+        ),
+    )
+}
 
 
 @dataclass
@@ -109,9 +149,16 @@ class DataConfig:
         from alignlab.distill.pesf.data import load_data
 
         if self.name == "shapes":
-            data = load_data("shapes", seed=self.split_seed, n_train=self.n_train, n_val=self.n_val,
-                             n_test=self.n_test, image_size=self.image_size, n_colours=self.n_colours,
-                             max_distractors=self.max_distractors)
+            data = load_data(
+                "shapes",
+                seed=self.split_seed,
+                n_train=self.n_train,
+                n_val=self.n_val,
+                n_test=self.n_test,
+                image_size=self.image_size,
+                n_colours=self.n_colours,
+                max_distractors=self.max_distractors,
+            )
         else:
             data = load_data(self.name, seed=self.split_seed)
         if self.max_train is not None:
@@ -134,10 +181,15 @@ class TeacherConfig:
 
         for key in ("width", "epochs", "batch_size"):
             check_number(key, getattr(self, key), lo=1)
-        check_number("lr", self.lr, lo=0, lo_open=True, hi=10, fix="give a learning rate such as teacher.lr=0.003")
+        check_number(
+            "lr", self.lr, lo=0, lo_open=True, hi=10, fix="give a learning rate such as teacher.lr=0.003"
+        )
         if self.schedule not in ("cosine", "constant"):
-            raise ConfigError(f"schedule must be cosine or constant, got {self.schedule!r}", key="schedule",
-                              fix="choose cosine or constant")
+            raise ConfigError(
+                f"schedule must be cosine or constant, got {self.schedule!r}",
+                key="schedule",
+                fix="choose cosine or constant",
+            )
 
 
 @dataclass
@@ -165,8 +217,11 @@ class KDConfig:
 
     def __post_init__(self) -> None:
         if self.method not in METHODS:
-            raise ConfigError(f"unknown KD method {self.method!r}", key="method",
-                              fix=f"choose one of: {', '.join(METHODS)} (see `alignlab distill pesf methods`)")
+            raise ConfigError(
+                f"unknown KD method {self.method!r}",
+                key="method",
+                fix=f"choose one of: {', '.join(METHODS)} (see `alignlab distill pesf methods`)",
+            )
         from alignlab.core.config import check_number
 
         check_number("temperature", self.temperature, lo=0, lo_open=True)
@@ -188,9 +243,17 @@ class KDConfig:
         # No gradient clipping: a global clip norm would couple the student's update to the adapter's
         # gradients, and the released-code ablation (adapter trained but unused) must leave the student
         # exactly as in vanilla KD.
-        return TrainConfig(epochs=self.epochs, batch_size=self.batch_size, lr=self.lr,
-                           weight_decay=self.weight_decay, select_metric="student_acc", select_mode="max",
-                           log_every=10, seed=self.seed, grad_clip=0.0)
+        return TrainConfig(
+            epochs=self.epochs,
+            batch_size=self.batch_size,
+            lr=self.lr,
+            weight_decay=self.weight_decay,
+            select_metric="student_acc",
+            select_mode="max",
+            log_every=10,
+            seed=self.seed,
+            grad_clip=0.0,
+        )
 
 
 # --- the container ------------------------------------------------------------------------------------
@@ -203,8 +266,13 @@ class KDModel(nn.Module):
     eval mode whatever ``train()`` is called with.
     """
 
-    def __init__(self, student: nn.Module, teacher: nn.Module | None = None, head: nn.Module | None = None,
-                 teacher_trainable: bool = False):
+    def __init__(
+        self,
+        student: nn.Module,
+        teacher: nn.Module | None = None,
+        head: nn.Module | None = None,
+        teacher_trainable: bool = False,
+    ):
         super().__init__()
         self.student = student
         self.teacher = teacher
@@ -247,7 +315,10 @@ class KDModel(nn.Module):
         for name in ("teacher", "head", "student"):
             m = getattr(self, name)
             if m is not None:
-                out[name] = {"trainable": count_parameters(m, trainable_only=True), "total": count_parameters(m)}
+                out[name] = {
+                    "trainable": count_parameters(m, trainable_only=True),
+                    "total": count_parameters(m),
+                }
         return out
 
 
@@ -278,8 +349,10 @@ def _probe_shapes(model: nn.Module, x: torch.Tensor, role: str) -> tuple[int, in
                 h = model.features(x)
                 z = model.head(h)
     except Exception as e:  # a shape error in a user's model: say which model and on what input
-        raise ModelError(f"the {role} cannot run on the data's images {tuple(x.shape[1:])}: {e}",
-                         fix=f"build the {role} for {x.shape[1]}-channel {x.shape[-1]}×{x.shape[-1]} images") from None
+        raise ModelError(
+            f"the {role} cannot run on the data's images {tuple(x.shape[1:])}: {e}",
+            fix=f"build the {role} for {x.shape[1]}-channel {x.shape[-1]}×{x.shape[-1]} images",
+        ) from None
     finally:
         model.train(was_training)
     if z.ndim != 2 or z.shape[0] != x.shape[0]:
@@ -292,40 +365,54 @@ def check_setup(model: KDModel, spec: MethodSpec, data: ClassificationData) -> N
     x = data.x_train[:2]
     _, k_student = _probe_shapes(model.student, x, "student")
     if k_student != data.n_classes:
-        raise ModelError(f"the student predicts {k_student} classes but {data.name} has {data.n_classes}",
-                         fix="build the student with n_classes equal to the data's")
+        raise ModelError(
+            f"the student predicts {k_student} classes but {data.name} has {data.n_classes}",
+            fix="build the student with n_classes equal to the data's",
+        )
     if spec.teacher == "none":
         return
     if model.teacher is None:
         raise ModelError(f"method {spec.name} needs a teacher", fix="pass a teacher model")
     f_teacher, k_teacher = _probe_shapes(model.teacher, x, "teacher")
     if k_teacher != k_student:
-        raise ModelError(f"teacher predicts {k_teacher} classes but the student predicts {k_student}",
-                         where=f"method {spec.name}", fix="distil between models of the same label set")
+        raise ModelError(
+            f"teacher predicts {k_teacher} classes but the student predicts {k_student}",
+            where=f"method {spec.name}",
+            fix="distil between models of the same label set",
+        )
     if spec.head == "adapter":
         if f_teacher < 0:
-            raise ModelError("the teacher has no features()/head() pair for the adapter to read",
-                             fix="give the teacher features(x) -> [B, F] and head(h) -> logits")
+            raise ModelError(
+                "the teacher has no features()/head() pair for the adapter to read",
+                fix="give the teacher features(x) -> [B, F] and head(h) -> logits",
+            )
         adapter = model.head
         if not isinstance(adapter, LogitAdapter):
             raise ModelError(f"method {spec.name} needs a LogitAdapter head, got {type(adapter).__name__}")
         if adapter.feature_dim != f_teacher:
-            raise ModelError(f"the adapter reads {adapter.feature_dim}-d features but the teacher's are "
-                             f"{f_teacher}-d", where=f"method {spec.name}",
-                             fix="leave adapter_feature_dim unset (it follows the teacher) or set it to "
-                                 f"{f_teacher}")
+            raise ModelError(
+                f"the adapter reads {adapter.feature_dim}-d features but the teacher's are {f_teacher}-d",
+                where=f"method {spec.name}",
+                fix=f"leave adapter_feature_dim unset (it follows the teacher) or set it to {f_teacher}",
+            )
         if adapter.n_classes != k_teacher:
-            raise ModelError(f"the adapter outputs {adapter.n_classes} classes but the teacher has {k_teacher}",
-                             fix="build the adapter with the teacher's class count")
+            raise ModelError(
+                f"the adapter outputs {adapter.n_classes} classes but the teacher has {k_teacher}",
+                fix="build the adapter with the teacher's class count",
+            )
     trainable = [n for n, p in model.teacher.named_parameters() if p.requires_grad]
     if spec.teacher == "frozen" and trainable:
-        raise ModelError(f"method {spec.name} needs a frozen teacher, but {len(trainable)} teacher parameter "
-                         f"tensors require grad (e.g. {trainable[0]})",
-                         fix="freeze it with alignlab.distill.pesf.trainer.freeze(teacher) — note that "
-                             "`p.required_grad = False` (a typo) freezes nothing")
+        raise ModelError(
+            f"method {spec.name} needs a frozen teacher, but {len(trainable)} teacher parameter "
+            f"tensors require grad (e.g. {trainable[0]})",
+            fix="freeze it with alignlab.distill.pesf.trainer.freeze(teacher) — note that "
+            "`p.required_grad = False` (a typo) freezes nothing",
+        )
     if spec.teacher == "trained" and not trainable:
-        raise ModelError(f"method {spec.name} trains the teacher, but none of its parameters require grad",
-                         fix="unfreeze it with teacher.requires_grad_(True)")
+        raise ModelError(
+            f"method {spec.name} trains the teacher, but none of its parameters require grad",
+            fix="unfreeze it with teacher.requires_grad_(True)",
+        )
 
 
 # --- the task --------------------------------------------------------------------------------------
@@ -353,7 +440,7 @@ class KDTask:
             self._epoch_start = time.perf_counter()
             self._steps_in_epoch = 0
         perm = epoch_permutation(self.n, derive_seed(self.cfg.seed, "kd-batches"), epoch)
-        idx = torch.from_numpy(perm[index * self.bs:(index + 1) * self.bs])
+        idx = torch.from_numpy(perm[index * self.bs : (index + 1) * self.bs])
         return self.data.x_train[idx], self.data.y_train[idx]
 
     def batch_size(self, batch: Any) -> int:
@@ -400,7 +487,7 @@ class KDTask:
         with torch.no_grad():
             chunks: dict[str, list[torch.Tensor]] = {}
             for i in range(0, len(x), 512):
-                xb = x[i:i + 512]
+                xb = x[i : i + 512]
                 chunks.setdefault("student", []).append(model.student(xb))
                 if model.teacher is not None:
                     h, zt = model._teacher_pass(xb)
@@ -458,13 +545,23 @@ def build_kd_model(cfg: KDConfig, data: ClassificationData, teacher: nn.Module |
     head: nn.Module | None = None
     if spec.head == "adapter":
         torch.manual_seed(derive_seed(cfg.seed, "adapter-init"))
-        fdim = cfg.adapter_feature_dim if cfg.adapter_feature_dim is not None else getattr(teacher, "feature_dim", 0)
+        fdim = (
+            cfg.adapter_feature_dim
+            if cfg.adapter_feature_dim is not None
+            else getattr(teacher, "feature_dim", 0)
+        )
         if not fdim:
-            raise ModelError(f"method {spec.name} puts an adapter on the teacher's features, but the teacher has "
-                             "no features()/head() pair (and no feature_dim)",
-                             fix="give the teacher features(x) -> [B, F], head(h) -> logits and feature_dim")
-        head = LogitAdapter(int(fdim), int(getattr(teacher, "n_classes", data.n_classes)), cfg.adapter_bottleneck,
-                            cfg.adapter_mode)
+            raise ModelError(
+                f"method {spec.name} puts an adapter on the teacher's features, but the teacher has "
+                "no features()/head() pair (and no feature_dim)",
+                fix="give the teacher features(x) -> [B, F], head(h) -> logits and feature_dim",
+            )
+        head = LogitAdapter(
+            int(fdim),
+            int(getattr(teacher, "n_classes", data.n_classes)),
+            cfg.adapter_bottleneck,
+            cfg.adapter_mode,
+        )
     elif spec.head == "temperature":
         head = LearnedTemperature(cfg.temperature_init)
     return KDModel(student, teacher, head, teacher_trainable=spec.teacher == "trained")
@@ -481,7 +578,9 @@ def preflight(cfg: KDConfig, data: ClassificationData) -> None:
     with torch.random.fork_rng(devices=[]):
         teacher = None
         if spec.teacher != "none" and spec.teacher_init == "pretrained":
-            teacher = build_classifier(ModelConfig("wide", cfg.teacher.width), data.in_channels, data.n_classes)
+            teacher = build_classifier(
+                ModelConfig("wide", cfg.teacher.width), data.in_channels, data.n_classes
+            )
         check_setup(build_kd_model(cfg, data, teacher), spec, data)
 
 
@@ -510,8 +609,16 @@ def _same_state(model: KDModel, snapshot: dict[str, torch.Tensor] | None) -> boo
     return set(now) == set(snapshot) and all(torch.equal(now[k], snapshot[k]) for k in snapshot)
 
 
-def run_kd(cfg: KDConfig, data: ClassificationData, run_dir: str | Path, teacher: nn.Module | None = None,
-           *, model: KDModel | None = None, resume: bool = True, plot: bool = True) -> RunResult:
+def run_kd(
+    cfg: KDConfig,
+    data: ClassificationData,
+    run_dir: str | Path,
+    teacher: nn.Module | None = None,
+    *,
+    model: KDModel | None = None,
+    resume: bool = True,
+    plot: bool = True,
+) -> RunResult:
     """Train one student with ``cfg.method``; write ``results.json``, ``config.yaml``, ``plots/``.
 
     ``teacher`` is the pretrained teacher (not needed for ``ce``, ``label_smoothing``, ``dml``); a
@@ -525,8 +632,10 @@ def run_kd(cfg: KDConfig, data: ClassificationData, run_dir: str | Path, teacher
         model = build_kd_model(cfg, data, teacher)
     check_setup(model, spec, data)
     trainable = model.trainable_report()
-    info(f"{spec.name}: trainable parameters " + ", ".join(
-        f"{k} {v['trainable']:,}/{v['total']:,}" for k, v in trainable.items()))
+    info(
+        f"{spec.name}: trainable parameters "
+        + ", ".join(f"{k} {v['trainable']:,}/{v['total']:,}" for k, v in trainable.items())
+    )
     task = KDTask(spec, data, cfg)
     tcfg = cfg.train_config()
     first = task.batch(0, 0)
@@ -535,35 +644,69 @@ def run_kd(cfg: KDConfig, data: ClassificationData, run_dir: str | Path, teacher
     snapshot = _teacher_snapshot(model)
     run_dir.mkdir(parents=True, exist_ok=True)
     dump_yaml(run_dir / "config.yaml", asdict(cfg))
-    res = fit(model, task, tcfg, run_dir, resume=resume, config_for_hash=asdict(cfg), callbacks=[task.on_step],
-              desc=f"{data.name} {spec.name} seed {cfg.seed}")
+    res = fit(
+        model,
+        task,
+        tcfg,
+        run_dir,
+        resume=resume,
+        config_for_hash=asdict(cfg),
+        callbacks=[task.on_step],
+        desc=f"{data.name} {spec.name} seed {cfg.seed}",
+    )
     unchanged = _same_state(model, snapshot)
     if spec.teacher == "frozen" and unchanged is False:
-        raise ModelError(f"the frozen teacher's weights or buffers changed during {spec.name} training",
-                         where=str(run_dir), fix="keep the teacher frozen and in eval mode (see KDModel.train)")
+        raise ModelError(
+            f"the frozen teacher's weights or buffers changed during {spec.name} training",
+            where=str(run_dir),
+            fix="keep the teacher frozen and in eval mode (see KDModel.train)",
+        )
     load_best(model, run_dir)
     test = task.metrics(model, "test")
     curve = res.dev_curve
     train_s = [r["train_s"] for r in curve if "train_s" in r]
-    cost = {"trainable_params": sum(v["trainable"] for v in trainable.values()),
-            "trainable_by_module": {k: v["trainable"] for k, v in trainable.items()},
-            "teacher_fwd_per_step": _median([r["teacher_fwd_per_step"] for r in curve if "teacher_fwd_per_step" in r]),
-            "teacher_bwd_per_step": _median([r["teacher_bwd_per_step"] for r in curve if "teacher_bwd_per_step" in r]),
-            "train_s_per_epoch": _median(train_s), "memory": memory}
+    cost = {
+        "trainable_params": sum(v["trainable"] for v in trainable.values()),
+        "trainable_by_module": {k: v["trainable"] for k, v in trainable.items()},
+        "teacher_fwd_per_step": _median(
+            [r["teacher_fwd_per_step"] for r in curve if "teacher_fwd_per_step" in r]
+        ),
+        "teacher_bwd_per_step": _median(
+            [r["teacher_bwd_per_step"] for r in curve if "teacher_bwd_per_step" in r]
+        ),
+        "train_s_per_epoch": _median(train_s),
+        "memory": memory,
+    }
     if plot and curve:
-        plot_diagnostics(curve, run_dir / "plots" / "diagnostics.png", T=cfg.temperature,
-                         title=f"{data.name}: {spec.name} (seed {cfg.seed})")
+        plot_diagnostics(
+            curve,
+            run_dir / "plots" / "diagnostics.png",
+            T=cfg.temperature,
+            title=f"{data.name}: {spec.name} (seed {cfg.seed})",
+        )
     metrics = {f"test_{k}": v for k, v in test.items()}
     metrics["best_epoch"] = (res.best or {}).get("epoch")
     from alignlab.core.io import to_jsonable
 
-    result = make_result(task="kd-classification", model=f"{spec.name}", data=data.name, seed=cfg.seed,
-                         metrics=metrics, config=asdict(cfg), started=started,
-                         definitions={"test_student_acc": "student accuracy (fraction) on the test split, "
-                                                          "best epoch by dev student_acc",
-                                      "gap": f"entropy(student) - entropy(soft-label source) at T={cfg.temperature}",
-                                      "memory": "training-step memory accounting, see alignlab.distill.pesf.cost"},
-                         cost=cost, trainable=trainable, teacher_unchanged=unchanged, dev_curve=curve)
+    result = make_result(
+        task="kd-classification",
+        model=f"{spec.name}",
+        data=data.name,
+        seed=cfg.seed,
+        metrics=metrics,
+        config=asdict(cfg),
+        started=started,
+        definitions={
+            "test_student_acc": "student accuracy (fraction) on the test split, "
+            "best epoch by dev student_acc",
+            "gap": f"entropy(student) - entropy(soft-label source) at T={cfg.temperature}",
+            "memory": "training-step memory accounting, see alignlab.distill.pesf.cost",
+        },
+        cost=cost,
+        trainable=trainable,
+        teacher_unchanged=unchanged,
+        dev_curve=curve,
+    )
     write_json(run_dir / "results.json", to_jsonable(result))
     return RunResult(spec.name, cfg.seed, metrics, cost, trainable, curve, unchanged, run_dir)
 
@@ -592,7 +735,7 @@ class TeacherTask:
 
     def batch(self, epoch: int, index: int) -> tuple[torch.Tensor, torch.Tensor]:
         perm = epoch_permutation(self.n, derive_seed(self.seed, "teacher-batches"), epoch)
-        idx = torch.from_numpy(perm[index * self.bs:(index + 1) * self.bs])
+        idx = torch.from_numpy(perm[index * self.bs : (index + 1) * self.bs])
         return self.data.x_train[idx], self.data.y_train[idx]
 
     def loss(self, model: nn.Module, batch: Any) -> dict[str, torch.Tensor]:
@@ -602,13 +745,15 @@ class TeacherTask:
     def evaluate(self, model: nn.Module) -> dict[str, float]:
         x, y = self.data.x_val, self.data.y_val
         with torch.no_grad():
-            z = torch.cat([model(x[i:i + 512]) for i in range(0, len(x), 512)])
+            z = torch.cat([model(x[i : i + 512]) for i in range(0, len(x), 512)])
         from alignlab.distill.pesf.diagnostics import sharpness_stats
 
         return sharpness_stats(z, y, self.T, self.n_bins)
 
 
-def train_teacher(cfg: KDConfig, data: ClassificationData, run_dir: str | Path) -> tuple[nn.Module, dict[str, Any]]:
+def train_teacher(
+    cfg: KDConfig, data: ClassificationData, run_dir: str | Path
+) -> tuple[nn.Module, dict[str, Any]]:
     """Train (or, when ``run_dir`` holds a finished run, load) the wide CNN teacher for ``cfg.seed``.
 
     Returns the teacher in eval mode and a summary (accuracy, entropy and max probability at ``T``, ECE
@@ -618,25 +763,57 @@ def train_teacher(cfg: KDConfig, data: ClassificationData, run_dir: str | Path) 
     t = cfg.teacher
     torch.manual_seed(derive_seed(cfg.seed, "teacher-init"))
     teacher = build_classifier(ModelConfig("wide", t.width), data.in_channels, data.n_classes)
-    tcfg = TrainConfig(epochs=t.epochs, batch_size=t.batch_size, lr=t.lr, weight_decay=0.0, grad_clip=0.0,
-                       log_every=20, seed=cfg.seed, schedule=t.schedule)
+    tcfg = TrainConfig(
+        epochs=t.epochs,
+        batch_size=t.batch_size,
+        lr=t.lr,
+        weight_decay=0.0,
+        grad_clip=0.0,
+        log_every=20,
+        seed=cfg.seed,
+        schedule=t.schedule,
+    )
     hash_cfg = {"teacher": asdict(t), "seed": cfg.seed, "data": asdict(cfg.data), "kind": "pesf-teacher"}
-    res = fit(teacher, TeacherTask(data, t.batch_size, cfg.seed, cfg.temperature), tcfg, run_dir,
-              config_for_hash=hash_cfg, desc=f"{data.name} teacher seed {cfg.seed}")
+    res = fit(
+        teacher,
+        TeacherTask(data, t.batch_size, cfg.seed, cfg.temperature),
+        tcfg,
+        run_dir,
+        config_for_hash=hash_cfg,
+        desc=f"{data.name} teacher seed {cfg.seed}",
+    )
     teacher.eval()
     x, y = data.x_test, data.y_test
     from alignlab.distill.pesf.diagnostics import sharpness_stats
 
     with torch.no_grad():
-        z = torch.cat([teacher(x[i:i + 512]) for i in range(0, len(x), 512)])
-    summary = {"test": sharpness_stats(z, y, cfg.temperature, cfg.ece_bins),
-               "test_T1": sharpness_stats(z, y, 1.0, cfg.ece_bins),
-               "params": count_parameters(teacher), "epochs": t.epochs, "steps": res.steps,
-               "wall_s": res.wall_s if res.wall_s else round(time.time() - started, 3),
-               "train_s_per_epoch": (res.wall_s / t.epochs) if res.wall_s else None}
+        z = torch.cat([teacher(x[i : i + 512]) for i in range(0, len(x), 512)])
+    summary = {
+        "test": sharpness_stats(z, y, cfg.temperature, cfg.ece_bins),
+        "test_T1": sharpness_stats(z, y, 1.0, cfg.ece_bins),
+        "params": count_parameters(teacher),
+        "epochs": t.epochs,
+        "steps": res.steps,
+        "wall_s": res.wall_s if res.wall_s else round(time.time() - started, 3),
+        "train_s_per_epoch": (res.wall_s / t.epochs) if res.wall_s else None,
+    }
     write_json(Path(run_dir) / "teacher.json", summary)
     return teacher, summary
 
 
-__all__ = ["METHODS", "MethodSpec", "KDConfig", "DataConfig", "TeacherConfig", "KDModel", "KDTask", "freeze",
-           "check_setup", "preflight", "build_kd_model", "run_kd", "train_teacher", "RunResult"]
+__all__ = [
+    "METHODS",
+    "MethodSpec",
+    "KDConfig",
+    "DataConfig",
+    "TeacherConfig",
+    "KDModel",
+    "KDTask",
+    "freeze",
+    "check_setup",
+    "preflight",
+    "build_kd_model",
+    "run_kd",
+    "train_teacher",
+    "RunResult",
+]

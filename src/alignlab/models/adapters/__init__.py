@@ -59,19 +59,32 @@ if "open_clip" not in SOURCES:
     SOURCES.register("open_clip", load_open_clip)
 
 
-def add_model_arguments(parser: argparse.ArgumentParser, *, fp16: bool = True, batch_size: bool = True,
-                        device_default: str = "cpu") -> None:
+def add_model_arguments(
+    parser: argparse.ArgumentParser,
+    *,
+    fp16: bool = True,
+    batch_size: bool = True,
+    device_default: str = "cpu",
+) -> None:
     """Add ``--device``, ``--allow-download`` (and ``--fp16``, ``--model-batch-size``) for commands that load
     models. The device defaults to the CPU like every other command (``auto`` = cuda, then mps, then cpu)."""
     add_device(parser, default=device_default, note="where the model runs")
-    parser.add_argument("--allow-download", action="store_true",
-                        help=f"let hf:/open_clip: models download from the hub when not cached "
-                             f"(same as {ALLOW_DOWNLOAD_ENV}=1); off by default")
+    parser.add_argument(
+        "--allow-download",
+        action="store_true",
+        help=f"let hf:/open_clip: models download from the hub when not cached "
+        f"(same as {ALLOW_DOWNLOAD_ENV}=1); off by default",
+    )
     if fp16:
         parser.add_argument("--fp16", action="store_true", help="half precision on CUDA (real models only)")
     if batch_size:
-        parser.add_argument("--model-batch-size", type=int, default=None, metavar="N",
-                            help="images or texts per forward pass of a real model (default 64)")
+        parser.add_argument(
+            "--model-batch-size",
+            type=int,
+            default=None,
+            metavar="N",
+            help="images or texts per forward pass of a real model (default 64)",
+        )
 
 
 def model_options(args: argparse.Namespace) -> dict[str, Any]:

@@ -30,9 +30,11 @@ from alignlab.core.offline import ALLOW_DOWNLOAD_ENV, download_allowed  # noqa: 
 
 def how_to_get(hub_id: str) -> str:
     """The fix text for a hub model that is not on this machine."""
-    return (f"download it once with `hf download {hub_id}` (older huggingface_hub: `huggingface-cli download "
-            f"{hub_id}`), or pass a local folder (hf:/path/to/folder), or allow downloads with --allow-download, "
-            f"{ALLOW_DOWNLOAD_ENV}=1 or allow_download=True")
+    return (
+        f"download it once with `hf download {hub_id}` (older huggingface_hub: `huggingface-cli download "
+        f"{hub_id}`), or pass a local folder (hf:/path/to/folder), or allow downloads with --allow-download, "
+        f"{ALLOW_DOWNLOAD_ENV}=1 or allow_download=True"
+    )
 
 
 def to_pil_list(images: Any) -> list[Image.Image]:
@@ -44,24 +46,32 @@ def to_pil_list(images: Any) -> list[Image.Image]:
     """
     if isinstance(images, torch.Tensor):
         if images.ndim != 4 or images.shape[1] != 3:
-            raise DataError(f"expected an image tensor [B, 3, H, W], got shape {tuple(images.shape)}",
-                            fix="pass images as uint8 [B, 3, H, W] or a list of Pillow images")
+            raise DataError(
+                f"expected an image tensor [B, 3, H, W], got shape {tuple(images.shape)}",
+                fix="pass images as uint8 [B, 3, H, W] or a list of Pillow images",
+            )
         if images.dtype != torch.uint8:
-            raise DataError(f"real-model adapters take uint8 image tensors, got {images.dtype}",
-                            fix="pass raw uint8 pixels (the model does its own normalisation), e.g. "
-                                "ImageTextPairs.load_images(...)")
+            raise DataError(
+                f"real-model adapters take uint8 image tensors, got {images.dtype}",
+                fix="pass raw uint8 pixels (the model does its own normalisation), e.g. "
+                "ImageTextPairs.load_images(...)",
+            )
         arr = images.detach().to("cpu").permute(0, 2, 3, 1).contiguous().numpy()
         return [Image.fromarray(a) for a in arr]
     if isinstance(images, np.ndarray):
         if images.ndim != 4 or images.shape[-1] != 3 or images.dtype != np.uint8:
-            raise DataError(f"expected a uint8 image array [B, H, W, 3], got {images.dtype} {images.shape}",
-                            fix="pass images as uint8 [B, H, W, 3]")
+            raise DataError(
+                f"expected a uint8 image array [B, H, W, 3], got {images.dtype} {images.shape}",
+                fix="pass images as uint8 [B, H, W, 3]",
+            )
         return [Image.fromarray(np.ascontiguousarray(a)) for a in images]
     out = []
     for k, im in enumerate(images):
         if not isinstance(im, Image.Image):
-            raise DataError(f"image {k} is a {type(im).__name__}, not a Pillow image",
-                            fix="pass a uint8 tensor [B, 3, H, W] or a list of Pillow images")
+            raise DataError(
+                f"image {k} is a {type(im).__name__}, not a Pillow image",
+                fix="pass a uint8 tensor [B, 3, H, W] or a list of Pillow images",
+            )
         out.append(im if im.mode == "RGB" else im.convert("RGB"))
     return out
 
@@ -92,8 +102,9 @@ def check_batch_size(batch_size: Any) -> int:
 def check_fp16(fp16: bool, device: torch.device) -> bool:
     """fp16 is only offered on CUDA (CPU half-precision kernels are slow and partly missing)."""
     if fp16 and device.type != "cuda":
-        raise ConfigError(f"fp16 needs a CUDA device, but the model is on {device}",
-                          fix="drop --fp16 or use --device cuda")
+        raise ConfigError(
+            f"fp16 needs a CUDA device, but the model is on {device}", fix="drop --fp16 or use --device cuda"
+        )
     return bool(fp16)
 
 
@@ -104,8 +115,10 @@ def autocast(enabled: bool, device: torch.device) -> contextlib.AbstractContextM
     return contextlib.nullcontext()
 
 
-def files_fingerprint(folder: str | os.PathLike, patterns: Sequence[str] = ("*.json", "*.safetensors", "*.bin",
-                                                                             "*.txt", "*.model", "*.pt")) -> list:
+def files_fingerprint(
+    folder: str | os.PathLike,
+    patterns: Sequence[str] = ("*.json", "*.safetensors", "*.bin", "*.txt", "*.model", "*.pt"),
+) -> list:
     """(name, size, mtime or blob name) of the files that define a model folder.
 
     Hugging Face cache snapshots are symlinks to content-addressed blobs, so the blob's name (its hash)
@@ -163,5 +176,3 @@ def no_downloads() -> Iterator[None]:
         urllib.request.urlopen = old_urlopen
         if hub_constants is not None:
             hub_constants.HF_HUB_OFFLINE = old_offline
-
-

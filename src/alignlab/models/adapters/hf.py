@@ -83,16 +83,29 @@ from alignlab.models.base import (
 SUPPORTED: dict[str, tuple[str, tuple[str, ...], str]] = {
     "clip": ("CLIPModel", ("dual",), "dual encoder, score = exp(logit_scale)*cos"),
     "siglip": ("SiglipModel", ("dual",), "dual encoder, score = exp(logit_scale)*cos + logit_bias (a logit)"),
-    "blip": ("BlipForImageTextRetrieval", ("itm", "itm-logit", "itc"),
-             "ITM cross encoder (P(match) or its log-odds) or ITC dual encoder"),
+    "blip": (
+        "BlipForImageTextRetrieval",
+        ("itm", "itm-logit", "itc"),
+        "ITM cross encoder (P(match) or its log-odds) or ITC dual encoder",
+    ),
 }
-HF_OPTIONS = ("mode", "allow_download", "fp16", "batch_size", "pair_batch_size", "max_text_length",
-              "cache_dir", "revision")
+HF_OPTIONS = (
+    "mode",
+    "allow_download",
+    "fp16",
+    "batch_size",
+    "pair_batch_size",
+    "max_text_length",
+    "cache_dir",
+    "revision",
+)
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.\-]*(/[\w.\-]+)?$")
 
 
 def supported_text() -> str:
-    return "; ".join(f"{cls} (model_type {t!r}, modes: {', '.join(modes)})" for t, (cls, modes, _) in SUPPORTED.items())
+    return "; ".join(
+        f"{cls} (model_type {t!r}, modes: {', '.join(modes)})" for t, (cls, modes, _) in SUPPORTED.items()
+    )
 
 
 # --- spec parsing and file resolution ----------------------------------------------------------------
@@ -106,8 +119,10 @@ def parse_spec(rest: str) -> tuple[str, str | None, str | None]:
     """
     rest = rest.strip()
     if not rest:
-        raise ConfigError("empty hf: model spec", fix="give hf:<hub id or local folder>, e.g. "
-                                                     "hf:openai/clip-vit-base-patch32")
+        raise ConfigError(
+            "empty hf: model spec",
+            fix="give hf:<hub id or local folder>, e.g. hf:openai/clip-vit-base-patch32",
+        )
     if Path(rest).expanduser().is_dir():
         return rest, None, None
     target, mode = rest, None
@@ -129,8 +144,9 @@ def _import_transformers() -> Any:
     try:
         import transformers
     except ImportError as e:
-        raise DependencyError(f"Hugging Face models need transformers ({e})",
-                              fix="pip install 'alignlab[hf]'") from None
+        raise DependencyError(
+            f"Hugging Face models need transformers ({e})", fix="pip install 'alignlab[hf]'"
+        ) from None
     return transformers
 
 
@@ -157,8 +173,10 @@ def _hub_cache_dir(cache_dir: str | None) -> str:
 
 def _hub_fix(hub_id: str, load_kwargs: dict[str, Any]) -> str:
     if load_kwargs:  # a download was allowed and attempted
-        return (f"the download failed: check the hub id, the network and that HF_HUB_OFFLINE is not set; or fetch "
-                f"it with `hf download {hub_id}` and retry, or pass a local folder")
+        return (
+            f"the download failed: check the hub id, the network and that HF_HUB_OFFLINE is not set; or fetch "
+            f"it with `hf download {hub_id}` and retry, or pass a local folder"
+        )
     return how_to_get(hub_id)
 
 
@@ -185,17 +203,29 @@ class HFAdapter(nn.Module):
     # A transformers model of one family (CLIP, SigLIP, BLIP): its heads and config fields differ by family.
     model: Any
 
-    def __init__(self, model: nn.Module, processor: Any, *, source: dict[str, Any], mode: str, fp16: bool = False,
-                 batch_size: int = 64, max_text_length: int | None = None, name: str | None = None):
+    def __init__(
+        self,
+        model: nn.Module,
+        processor: Any,
+        *,
+        source: dict[str, Any],
+        mode: str,
+        fp16: bool = False,
+        batch_size: int = 64,
+        max_text_length: int | None = None,
+        name: str | None = None,
+    ):
         super().__init__()
         self.model = model.eval()
         self.processor = processor
         self.image_processor: Any = getattr(processor, "image_processor", None)
         self.tokenizer: Any = getattr(processor, "tokenizer", None)
         if self.image_processor is None or self.tokenizer is None:
-            raise ModelError("the processor has no image processor or no tokenizer",
-                             where=str(source.get("dir") or source.get("hub_id")),
-                             fix="save both with processor.save_pretrained(folder)")
+            raise ModelError(
+                "the processor has no image processor or no tokenizer",
+                where=str(source.get("dir") or source.get("hub_id")),
+                fix="save both with processor.save_pretrained(folder)",
+            )
         self.source = dict(source)
         self.mode = mode
         self.fp16 = bool(fp16)
@@ -203,8 +233,10 @@ class HFAdapter(nn.Module):
         self.max_text_length = int(max_text_length or self._default_max_text_length())
         limit = int(getattr(self._text_config(), "max_position_embeddings", self.max_text_length))
         if not 2 <= self.max_text_length <= limit:
-            raise ConfigError(f"max_text_length {self.max_text_length} is outside what the model can read",
-                              fix=f"give a value from 2 to {limit} (its max_position_embeddings)")
+            raise ConfigError(
+                f"max_text_length {self.max_text_length} is outside what the model can read",
+                fix=f"give a value from 2 to {limit} (its max_position_embeddings)",
+            )
         self.name = name or f"hf:{source.get('hub_id') or source.get('dir')}"
 
     def _text_config(self) -> Any:
@@ -228,16 +260,31 @@ class HFAdapter(nn.Module):
     @property
     def identity(self) -> str:
         """A hash of what determines the outputs: weights (files or hub commit), class, mode and settings."""
-        desc = {"adapter": type(self).__name__, "source": self.source, "mode": self.mode,
-                "max_text_length": self.max_text_length, "padding": str(self.text_padding),
-                "text_keys": list(self.text_keys), "fp16": self.fp16}
+        desc = {
+            "adapter": type(self).__name__,
+            "source": self.source,
+            "mode": self.mode,
+            "max_text_length": self.max_text_length,
+            "padding": str(self.text_padding),
+            "text_keys": list(self.text_keys),
+            "fp16": self.fp16,
+        }
         return fingerprint(desc)
 
     def describe(self) -> dict[str, Any]:
-        d = {"name": self.name, "score_semantics": self.score_semantics, "dual": self.is_dual,
-             "model_class": type(self.model).__name__, "mode": self.mode, "source": self.source,
-             "device": str(self.device), "fp16": self.fp16, "max_text_length": self.max_text_length,
-             "image_processor": type(self.image_processor).__name__, "identity": self.identity}
+        d = {
+            "name": self.name,
+            "score_semantics": self.score_semantics,
+            "dual": self.is_dual,
+            "model_class": type(self.model).__name__,
+            "mode": self.mode,
+            "source": self.source,
+            "device": str(self.device),
+            "fp16": self.fp16,
+            "max_text_length": self.max_text_length,
+            "image_processor": type(self.image_processor).__name__,
+            "identity": self.identity,
+        }
         if self.is_dual:
             d["score_scale"] = self.score_scale
             d["score_bias"] = self.score_bias
@@ -253,8 +300,13 @@ class HFAdapter(nn.Module):
     def tokenize(self, texts: Sequence[str]) -> dict[str, torch.Tensor]:
         """Texts -> the model's token tensors (truncated to ``max_text_length``) on its device."""
         texts = check_texts(texts)
-        enc = self.tokenizer(texts, padding=self.text_padding, truncation=True, max_length=self.max_text_length,
-                             return_tensors="pt")
+        enc = self.tokenizer(
+            texts,
+            padding=self.text_padding,
+            truncation=True,
+            max_length=self.max_text_length,
+            return_tensors="pt",
+        )
         return {k: v.to(self.device) for k, v in enc.items() if k in self.text_keys}
 
     def _autocast(self) -> Any:
@@ -400,8 +452,9 @@ class HFBlipITM(HFAdapter, CrossEncoder):
     def match_logits(self, image_tokens: torch.Tensor, tokens: dict[str, torch.Tensor]) -> torch.Tensor:
         """ITM logits ``[P, 2]`` of ``P`` aligned (image tokens, text) pairs (differentiable)."""
         image_mask = torch.ones(image_tokens.shape[:-1], dtype=torch.long, device=image_tokens.device)
-        hidden = self.model.text_encoder(**tokens, encoder_hidden_states=image_tokens,
-                                         encoder_attention_mask=image_mask).last_hidden_state
+        hidden = self.model.text_encoder(
+            **tokens, encoder_hidden_states=image_tokens, encoder_attention_mask=image_mask
+        ).last_hidden_state
         return self.model.itm_head(hidden[:, 0]).float()
 
     def logits_to_score(self, logits: torch.Tensor) -> torch.Tensor:
@@ -418,7 +471,11 @@ class HFBlipITM(HFAdapter, CrossEncoder):
             return out
         tokens = self.tokenize(texts)
         flat = out.view(-1)
-        bar = progress(total=n * m, desc=f"{self.name} pairs", unit="pair") if n * m > self.pair_batch_size else None
+        bar = (
+            progress(total=n * m, desc=f"{self.name} pairs", unit="pair")
+            if n * m > self.pair_batch_size
+            else None
+        )
         for a, b in chunks(n, self.batch_size):
             with self._autocast():
                 img = self.image_tokens(self.preprocess_images(images[a:b]))
@@ -427,7 +484,7 @@ class HFBlipITM(HFAdapter, CrossEncoder):
                 ii, jj = idx // m, idx % m
                 with self._autocast():
                     logits = self.match_logits(img[ii], {k: v[jj] for k, v in tokens.items()})
-                flat[a * m + p:a * m + q] = self.logits_to_score(logits)
+                flat[a * m + p : a * m + q] = self.logits_to_score(logits)
                 if bar is not None:
                     bar.update(q - p)
         if bar is not None:
@@ -438,8 +495,10 @@ class HFBlipITM(HFAdapter, CrossEncoder):
     def score_pairs(self, images: ImageInput, texts: Sequence[str]) -> torch.Tensor:
         texts = check_texts(texts)
         if num_images(images) != len(texts):
-            raise ModelError(f"score_pairs got {num_images(images)} images and {len(texts)} texts",
-                             fix="give one text per image")
+            raise ModelError(
+                f"score_pairs got {num_images(images)} images and {len(texts)} texts",
+                fix="give one text per image",
+            )
         out = []
         for a, b in chunks(len(texts), min(self.batch_size, self.pair_batch_size)):
             with self._autocast():
@@ -457,29 +516,49 @@ def _dtype_kwarg(transformers: Any, dtype: torch.dtype) -> dict[str, Any]:
     return {"dtype": dtype} if major_minor >= (4, 56) else {"torch_dtype": dtype}
 
 
-def _load_parts(transformers: Any, name_or_path: str, cls_name: str, load_kwargs: dict[str, Any],
-                dtype: torch.dtype, where: str, hub_id: str | None) -> tuple[nn.Module, Any]:
+def _load_parts(
+    transformers: Any,
+    name_or_path: str,
+    cls_name: str,
+    load_kwargs: dict[str, Any],
+    dtype: torch.dtype,
+    where: str,
+    hub_id: str | None,
+) -> tuple[nn.Module, Any]:
     cls = getattr(transformers, cls_name)
     missing_is = DependencyError if hub_id else ModelError
-    fix = _hub_fix(hub_id, load_kwargs) if hub_id else "check that the folder holds a complete save_pretrained() output"
+    fix = (
+        _hub_fix(hub_id, load_kwargs)
+        if hub_id
+        else "check that the folder holds a complete save_pretrained() output"
+    )
     try:
         with library_bars_off(), warnings.catch_warnings():
             # torch warns about a pickle's protocol before refusing it (handled below): one line is enough
             warnings.filterwarnings("ignore", message="Detected pickle protocol")
-            model, info = cls.from_pretrained(name_or_path, output_loading_info=True,
-                                              **_dtype_kwarg(transformers, dtype), **load_kwargs)
+            model, info = cls.from_pretrained(
+                name_or_path, output_loading_info=True, **_dtype_kwarg(transformers, dtype), **load_kwargs
+            )
     except pickle.UnpicklingError:  # torch.load(weights_only=True) refused a pickle: never unpickle it
-        raise ModelError(f"the {cls_name} weights are a pickle (pytorch_model.bin), which alignlab does not "
-                         "unpickle: it could run code", where=where,
-                         fix="convert the weights to safetensors (model.save_pretrained(folder, "
-                             "safe_serialization=True) where you trust the file)") from None
+        raise ModelError(
+            f"the {cls_name} weights are a pickle (pytorch_model.bin), which alignlab does not "
+            "unpickle: it could run code",
+            where=where,
+            fix="convert the weights to safetensors (model.save_pretrained(folder, "
+            "safe_serialization=True) where you trust the file)",
+        ) from None
     except (OSError, ValueError, RuntimeError) as e:
-        raise missing_is(f"cannot load the {cls_name} weights: {_first_line(e)}", where=where, fix=fix) from None
+        raise missing_is(
+            f"cannot load the {cls_name} weights: {_first_line(e)}", where=where, fix=fix
+        ) from None
     missing = [k for k in (info or {}).get("missing_keys", []) if not k.endswith("position_ids")]
     if missing:
-        raise ModelError(f"the checkpoint has no weights for {len(missing)} {cls_name} parameter(s), e.g. "
-                         f"{sorted(missing)[0]!r}", where=where,
-                         fix=f"use a checkpoint trained as {cls_name} (supported: {supported_text()})")
+        raise ModelError(
+            f"the checkpoint has no weights for {len(missing)} {cls_name} parameter(s), e.g. "
+            f"{sorted(missing)[0]!r}",
+            where=where,
+            fix=f"use a checkpoint trained as {cls_name} (supported: {supported_text()})",
+        )
     try:
         processor = transformers.AutoProcessor.from_pretrained(name_or_path, **load_kwargs)
     except (OSError, ValueError, KeyError, TypeError) as e:
@@ -493,9 +572,13 @@ def _load_parts(transformers: Any, name_or_path: str, cls_name: str, load_kwargs
             image_processor = transformers.AutoImageProcessor.from_pretrained(name_or_path, **load_kwargs)
             tokenizer = transformers.AutoTokenizer.from_pretrained(name_or_path, **load_kwargs)
         except (OSError, ValueError, KeyError, TypeError) as e:
-            raise missing_is(f"no usable processor/tokenizer: {first_error or _first_line(e)}", where=where,
-                             fix=fix if hub_id else "save the model's processor into the folder with "
-                                                    "processor.save_pretrained(folder)") from None
+            raise missing_is(
+                f"no usable processor/tokenizer: {first_error or _first_line(e)}",
+                where=where,
+                fix=fix
+                if hub_id
+                else "save the model's processor into the folder with processor.save_pretrained(folder)",
+            ) from None
         processor = _Parts(image_processor, tokenizer)
     return model, processor
 
@@ -508,10 +591,20 @@ class _Parts:
         self.tokenizer = tokenizer
 
 
-def load_hf(rest: str, *, device: str | torch.device = "cpu", mode: str | None = None,
-            allow_download: bool | None = None, fp16: bool = False, batch_size: int = 64,
-            pair_batch_size: int | None = None, max_text_length: int | None = None, cache_dir: str | None = None,
-            revision: str | None = None, **unknown: Any) -> HFAdapter:
+def load_hf(
+    rest: str,
+    *,
+    device: str | torch.device = "cpu",
+    mode: str | None = None,
+    allow_download: bool | None = None,
+    fp16: bool = False,
+    batch_size: int = 64,
+    pair_batch_size: int | None = None,
+    max_text_length: int | None = None,
+    cache_dir: str | None = None,
+    revision: str | None = None,
+    **unknown: Any,
+) -> HFAdapter:
     """Load ``hf:<hub id or local folder>[@revision][#mode]`` as a scorer (see the module docstring).
 
     Args:
@@ -525,8 +618,10 @@ def load_hf(rest: str, *, device: str | torch.device = "cpu", mode: str | None =
         cache_dir, revision: Hugging Face cache folder and hub revision (branch, tag or commit).
     """
     if unknown:
-        raise ConfigError(f"unknown option(s) for hf: models: {', '.join(sorted(unknown))}",
-                          fix=f"valid options: device, {', '.join(HF_OPTIONS)}")
+        raise ConfigError(
+            f"unknown option(s) for hf: models: {', '.join(sorted(unknown))}",
+            fix=f"valid options: device, {', '.join(HF_OPTIONS)}",
+        )
     dev = resolve_device(device)
     check_fp16(fp16, dev)
     check_batch_size(batch_size)
@@ -535,8 +630,9 @@ def load_hf(rest: str, *, device: str | torch.device = "cpu", mode: str | None =
         raise ConfigError(f"mode {mode!r} contradicts the spec's #{spec_mode}", fix="give the mode once")
     mode = (mode or spec_mode or "").lower() or None
     if revision is not None and spec_revision is not None and revision != spec_revision:
-        raise ConfigError(f"revision {revision!r} contradicts the spec's @{spec_revision}",
-                          fix="give the revision once")
+        raise ConfigError(
+            f"revision {revision!r} contradicts the spec's @{spec_revision}", fix="give the revision once"
+        )
     revision = revision or spec_revision
     transformers = _import_transformers()
     if is_quiet():  # transformers shows a bar while loading weights
@@ -552,9 +648,12 @@ def load_hf(rest: str, *, device: str | torch.device = "cpu", mode: str | None =
         name_or_path = str(folder)
     else:
         if _looks_like_path(target) or not _HUB_ID.match(target):
-            raise ModelError("model folder not found", where=target,
-                             fix="give an existing folder written by save_pretrained, or a hub id like "
-                                 "openai/clip-vit-base-patch32")
+            raise ModelError(
+                "model folder not found",
+                where=target,
+                fix="give an existing folder written by save_pretrained, or a hub id like "
+                "openai/clip-vit-base-patch32",
+            )
         hub_id = target
         snapshot = _cached_snapshot(hub_id, revision, cache_dir)
         if snapshot is not None:
@@ -565,41 +664,83 @@ def load_hf(rest: str, *, device: str | torch.device = "cpu", mode: str | None =
             load_kwargs = {"revision": revision, "cache_dir": cache_dir}
             source = {"hub_id": hub_id, "revision": revision}
         else:
-            raise DependencyError(f"model {hub_id!r} is not in the local Hugging Face cache "
-                                  f"({_hub_cache_dir(cache_dir)}) and downloads are off", where=f"hf:{rest}",
-                                  fix=how_to_get(hub_id))
+            raise DependencyError(
+                f"model {hub_id!r} is not in the local Hugging Face cache "
+                f"({_hub_cache_dir(cache_dir)}) and downloads are off",
+                where=f"hf:{rest}",
+                fix=how_to_get(hub_id),
+            )
     where = f"hf:{rest}"
     # Unless a download was asked for, everything is read from disk; the guard makes sure of it.
     with contextlib.nullcontext() if load_kwargs else no_downloads():
-        return _build(transformers, name_or_path, load_kwargs, where, hub_id, target, folder, source, mode,
-                      dev, fp16, batch_size, pair_batch_size, max_text_length)
+        return _build(
+            transformers,
+            name_or_path,
+            load_kwargs,
+            where,
+            hub_id,
+            target,
+            folder,
+            source,
+            mode,
+            dev,
+            fp16,
+            batch_size,
+            pair_batch_size,
+            max_text_length,
+        )
 
 
-def _build(transformers: Any, name_or_path: str, load_kwargs: dict[str, Any], where: str, hub_id: str | None,
-           target: str, folder: Path, source: dict[str, Any], mode: str | None, dev: torch.device, fp16: bool,
-           batch_size: int, pair_batch_size: int | None, max_text_length: int | None) -> HFAdapter:
+def _build(
+    transformers: Any,
+    name_or_path: str,
+    load_kwargs: dict[str, Any],
+    where: str,
+    hub_id: str | None,
+    target: str,
+    folder: Path,
+    source: dict[str, Any],
+    mode: str | None,
+    dev: torch.device,
+    fp16: bool,
+    batch_size: int,
+    pair_batch_size: int | None,
+    max_text_length: int | None,
+) -> HFAdapter:
     try:
         config = transformers.AutoConfig.from_pretrained(name_or_path, **load_kwargs)
     except (OSError, ValueError, KeyError) as e:
         err = DependencyError if hub_id else ModelError
-        raise err(f"cannot read the model config: {_first_line(e)}", where=where,
-                  fix=_hub_fix(hub_id, load_kwargs) if hub_id else "the folder needs a config.json from save_pretrained"
-                  ) from None
+        raise err(
+            f"cannot read the model config: {_first_line(e)}",
+            where=where,
+            fix=_hub_fix(hub_id, load_kwargs)
+            if hub_id
+            else "the folder needs a config.json from save_pretrained",
+        ) from None
     model_type = getattr(config, "model_type", None)
     if model_type not in SUPPORTED:
         arch_text = ", ".join(getattr(config, "architectures", None) or []) or "?"
-        raise ModelError(f"unsupported model type {model_type!r} ({arch_text})", where=where,
-                         fix=f"supported: {supported_text()}")
+        raise ModelError(
+            f"unsupported model type {model_type!r} ({arch_text})",
+            where=where,
+            fix=f"supported: {supported_text()}",
+        )
     cls_name, modes, _ = SUPPORTED[model_type]
     archs = getattr(config, "architectures", None) or []
     if model_type == "blip" and archs and cls_name not in archs:
-        raise ModelError(f"this BLIP checkpoint is a {', '.join(archs)}, which has no image–text matching head",
-                         where=where, fix="use a BlipForImageTextRetrieval checkpoint, e.g. "
-                                          "Salesforce/blip-itm-base-coco")
+        raise ModelError(
+            f"this BLIP checkpoint is a {', '.join(archs)}, which has no image–text matching head",
+            where=where,
+            fix="use a BlipForImageTextRetrieval checkpoint, e.g. Salesforce/blip-itm-base-coco",
+        )
     mode = mode or modes[0]
     if mode not in modes:
-        raise ConfigError(f"mode {mode!r} does not apply to {cls_name}", where=where,
-                          fix=f"{cls_name} modes: {', '.join(modes)}")
+        raise ConfigError(
+            f"mode {mode!r} does not apply to {cls_name}",
+            where=where,
+            fix=f"{cls_name} modes: {', '.join(modes)}",
+        )
     dtype = torch.float16 if fp16 else torch.float32
     model, processor = _load_parts(transformers, name_or_path, cls_name, load_kwargs, dtype, where, hub_id)
     if hub_id is not None:
@@ -612,9 +753,14 @@ def _build(transformers: Any, name_or_path: str, load_kwargs: dict[str, Any], wh
     else:
         source["files"] = files_fingerprint(folder)
     model = model.to(dev).eval()
-    common: dict[str, Any] = {"source": source, "mode": mode, "fp16": fp16, "batch_size": batch_size,
-              "max_text_length": max_text_length,
-              "name": f"hf:{hub_id or target}" + ("" if mode == modes[0] else f"#{mode}")}
+    common: dict[str, Any] = {
+        "source": source,
+        "mode": mode,
+        "fp16": fp16,
+        "batch_size": batch_size,
+        "max_text_length": max_text_length,
+        "name": f"hf:{hub_id or target}" + ("" if mode == modes[0] else f"#{mode}"),
+    }
     if model_type == "clip":
         return HFClip(model, processor, **common)
     if model_type == "siglip":

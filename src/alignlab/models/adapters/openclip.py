@@ -55,8 +55,10 @@ from alignlab.models.base import DualEncoder, ImageInput, num_images, resolve_de
 
 HF_HUB_PREFIX = "hf-hub:"
 OPEN_CLIP_OPTIONS = ("allow_download", "fp16", "batch_size", "cache_dir")
-INSTALL_HINT = ("pip install 'alignlab[openclip]' (open_clip needs a torchvision built for the installed torch, "
-                "e.g. torch==2.14.1 with torchvision==0.29.1)")
+INSTALL_HINT = (
+    "pip install 'alignlab[openclip]' (open_clip needs a torchvision built for the installed torch, "
+    "e.g. torch==2.14.1 with torchvision==0.29.1)"
+)
 
 
 def import_open_clip() -> Any:
@@ -64,8 +66,9 @@ def import_open_clip() -> Any:
     try:
         import open_clip
     except ImportError as e:  # also torchvision failing to import beside this torch
-        raise DependencyError(f"open_clip models need the open_clip package, which does not import here ({e})",
-                              fix=INSTALL_HINT) from None
+        raise DependencyError(
+            f"open_clip models need the open_clip package, which does not import here ({e})", fix=INSTALL_HINT
+        ) from None
     return open_clip
 
 
@@ -75,14 +78,18 @@ def parse_spec(rest: str) -> tuple[str, str | None]:
     if rest.startswith(HF_HUB_PREFIX):
         arch, _, pretrained = rest.partition("@")
         if pretrained:
-            raise ConfigError("an hf-hub: open_clip model carries its own weights; drop the @ part",
-                              where=f"open_clip:{rest}")
+            raise ConfigError(
+                "an hf-hub: open_clip model carries its own weights; drop the @ part",
+                where=f"open_clip:{rest}",
+            )
         return arch, None
     arch, sep, pretrained = rest.partition("@")
     if not arch or not sep or not pretrained:
-        raise ConfigError(f"open_clip spec {rest!r} needs an architecture and pretrained weights",
-                          fix="write open_clip:<arch>@<pretrained tag or weights file>, "
-                              "e.g. open_clip:ViT-B-32@laion2b_s34b_b79k")
+        raise ConfigError(
+            f"open_clip spec {rest!r} needs an architecture and pretrained weights",
+            fix="write open_clip:<arch>@<pretrained tag or weights file>, "
+            "e.g. open_clip:ViT-B-32@laion2b_s34b_b79k",
+        )
     return arch, pretrained
 
 
@@ -92,8 +99,17 @@ class OpenClipDual(nn.Module, DualEncoder):
     native_images = True  # takes PIL images at their own size (see base.load_images_for)
     model: Any  # an open_clip CLIP model: encode_image, encode_text, logit_scale (open_clip is untyped)
 
-    def __init__(self, model: nn.Module, preprocess: Any, tokenizer: Any, *, source: dict[str, Any],
-                 fp16: bool = False, batch_size: int = 64, name: str):
+    def __init__(
+        self,
+        model: nn.Module,
+        preprocess: Any,
+        tokenizer: Any,
+        *,
+        source: dict[str, Any],
+        fp16: bool = False,
+        batch_size: int = 64,
+        name: str,
+    ):
         super().__init__()
         self.model = model.eval()
         self.preprocess = preprocess
@@ -113,9 +129,17 @@ class OpenClipDual(nn.Module, DualEncoder):
         return fingerprint({"adapter": type(self).__name__, "source": self.source, "fp16": self.fp16})
 
     def describe(self) -> dict[str, Any]:
-        return {"name": self.name, "score_semantics": self.score_semantics, "dual": True, "source": self.source,
-                "device": str(self.device), "fp16": self.fp16, "score_scale": self.score_scale,
-                "score_bias": self.score_bias, "identity": self.identity}
+        return {
+            "name": self.name,
+            "score_semantics": self.score_semantics,
+            "dual": True,
+            "source": self.source,
+            "device": str(self.device),
+            "fp16": self.fp16,
+            "score_scale": self.score_scale,
+            "score_bias": self.score_bias,
+            "identity": self.identity,
+        }
 
     def preprocess_images(self, images: ImageInput) -> torch.Tensor:
         pil = to_pil_list(images)
@@ -167,13 +191,22 @@ class OpenClipDual(nn.Module, DualEncoder):
         return 0.0 if bias is None else float(bias.detach().float().reshape(-1)[0])
 
 
-def load_open_clip(rest: str, *, device: str | torch.device = "cpu", allow_download: bool | None = None,
-                   fp16: bool = False, batch_size: int = 64, cache_dir: str | None = None,
-                   **unknown: Any) -> OpenClipDual:
+def load_open_clip(
+    rest: str,
+    *,
+    device: str | torch.device = "cpu",
+    allow_download: bool | None = None,
+    fp16: bool = False,
+    batch_size: int = 64,
+    cache_dir: str | None = None,
+    **unknown: Any,
+) -> OpenClipDual:
     """Load ``open_clip:<arch>@<tag or file>`` (or ``open_clip:hf-hub:<repo>``) as a dual encoder."""
     if unknown:
-        raise ConfigError(f"unknown option(s) for open_clip: models: {', '.join(sorted(unknown))}",
-                          fix=f"valid options: device, {', '.join(OPEN_CLIP_OPTIONS)}")
+        raise ConfigError(
+            f"unknown option(s) for open_clip: models: {', '.join(sorted(unknown))}",
+            fix=f"valid options: device, {', '.join(OPEN_CLIP_OPTIONS)}",
+        )
     dev = resolve_device(device)
     check_fp16(fp16, dev)
     check_batch_size(batch_size)
@@ -186,9 +219,13 @@ def load_open_clip(rest: str, *, device: str | torch.device = "cpu", allow_downl
         models = list(open_clip.list_models())
         if arch not in models:
             close = difflib.get_close_matches(arch, models, n=3)
-            raise ConfigError(f"unknown open_clip architecture {arch!r}", where=where,
-                              fix=f"did you mean {', '.join(close)}?" if close else
-                              "see open_clip.list_models() for the architectures")
+            raise ConfigError(
+                f"unknown open_clip architecture {arch!r}",
+                where=where,
+                fix=f"did you mean {', '.join(close)}?"
+                if close
+                else "see open_clip.list_models() for the architectures",
+            )
         weights = Path(pretrained).expanduser()
         if weights.is_file():
             pretrained = str(weights.resolve())
@@ -199,32 +236,44 @@ def load_open_clip(rest: str, *, device: str | torch.device = "cpu", allow_downl
             if pretrained not in tags:
                 looks_like_file = any(c in pretrained for c in "/\\") or Path(pretrained).suffix
                 raise (ModelError if looks_like_file else ConfigError)(
-                    f"{pretrained!r} is neither a weights file nor a pretrained tag of {arch}", where=where,
-                    fix=f"tags of {arch}: {', '.join(tags) or 'none'}; or give the path of a weights file")
+                    f"{pretrained!r} is neither a weights file nor a pretrained tag of {arch}",
+                    where=where,
+                    fix=f"tags of {arch}: {', '.join(tags) or 'none'}; or give the path of a weights file",
+                )
             source["pretrained"] = pretrained
     else:
-        source["hub"] = arch[len(HF_HUB_PREFIX):]
+        source["hub"] = arch[len(HF_HUB_PREFIX) :]
     allowed = download_allowed(allow_download)
     try:
         with contextlib.nullcontext() if allowed else no_downloads():
-            model, _, preprocess = open_clip.create_model_and_transforms(arch, pretrained=pretrained, device=dev,
-                                                                         cache_dir=cache_dir)
+            model, _, preprocess = open_clip.create_model_and_transforms(
+                arch, pretrained=pretrained, device=dev, cache_dir=cache_dir
+            )
             tokenizer = open_clip.get_tokenizer(arch)
     except Exception as e:  # open_clip raises RuntimeError/OSError/HF errors/our DownloadBlocked alike
         msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         if not allowed and "weights" not in source:
             label = arch + (f"@{pretrained}" if pretrained else "")
-            raise DependencyError(f"cannot load {label} from local files only: {msg}", where=where,
-                                  fix=f"run once with --allow-download (or {ALLOW_DOWNLOAD_ENV}=1) to fetch it "
-                                      "into the cache, or give a weights file: open_clip:<arch>@/path/to/weights"
-                                  ) from None
+            raise DependencyError(
+                f"cannot load {label} from local files only: {msg}",
+                where=where,
+                fix=f"run once with --allow-download (or {ALLOW_DOWNLOAD_ENV}=1) to fetch it "
+                "into the cache, or give a weights file: open_clip:<arch>@/path/to/weights",
+            ) from None
         raise ModelError(f"open_clip could not build {arch}: {msg}", where=where) from None
     if "hub" in source:
         snap = _hub_snapshot(source["hub"], cache_dir)
         if snap is not None:
             source["files"] = files_fingerprint(snap)
-    return OpenClipDual(model.to(dev).eval(), preprocess, tokenizer, source=source, fp16=fp16,
-                        batch_size=batch_size, name=where)
+    return OpenClipDual(
+        model.to(dev).eval(),
+        preprocess,
+        tokenizer,
+        source=source,
+        fp16=fp16,
+        batch_size=batch_size,
+        name=where,
+    )
 
 
 def _hub_snapshot(repo: str, cache_dir: str | None) -> Path | None:
