@@ -17,7 +17,7 @@ help:
 	@echo "make demo       run the main job on the embedded defaults (ShapesWorld, tiny models)"
 	@echo "make test       run the fast offline test suite"
 	@echo "make test-slow  run the slow tests too"
-	@echo "make lint       ruff check, import layers (lint-imports), mypy on core/models/train"
+	@echo "make lint       ruff check + format check, import layers (lint-imports), mypy on core/models/train"
 	@echo "make bench      run the benchmarks in benchmarks/"
 	@echo "make results-docs  re-render docs/results/*.md and docs/RESULTS.md from docs/results/*.json"
 
@@ -62,10 +62,12 @@ test: setup
 test-slow: setup
 	$(PY) -m pytest -q -p no:cacheprovider -m slow
 
-# House rules CI enforces: ruff, the import layers of DESIGN.md (import-linter, contract in pyproject.toml)
+# House rules CI enforces: ruff (lint, 110-column lines, format), the import layers of DESIGN.md
+# (import-linter, contract in pyproject.toml)
 # and mypy on core, models and train.
 lint: setup
 	$(VENV)/bin/ruff check src tests benchmarks
+	$(VENV)/bin/ruff format --check src tests benchmarks
 	$(VENV)/bin/lint-imports
 	$(VENV)/bin/mypy
 

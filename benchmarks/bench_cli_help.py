@@ -16,7 +16,9 @@ import sys
 import time
 
 VARIANTS = {
-    "lazy (alignlab --help)": "from alignlab.cli import main\ntry:\n    main(['--help'])\nexcept SystemExit:\n    pass",
+    "lazy (alignlab --help)": (
+        "from alignlab.cli import main\ntry:\n    main(['--help'])\nexcept SystemExit:\n    pass"
+    ),
     "full (every area imported)": "from alignlab.cli import build_parser\nbuild_parser().format_help()",
 }
 

@@ -116,8 +116,8 @@ def main() -> None:
         rows.append((label, t_plan, c_plan, m_plan, r_plan))
         print(
             f"{label}: construct {t_ctor:.3f} s wall / {c_ctor:.3f} s CPU (traced {m_ctor:.0f} MB, RSS "
-            f"+{r_ctor:.0f} MB); plan one epoch {t_plan:.3f} s wall / {c_plan:.3f} s CPU (traced {m_plan:.0f} MB, "
-            f"RSS +{r_plan:.0f} MB); "
+            f"+{r_ctor:.0f} MB); plan one epoch {t_plan:.3f} s wall / {c_plan:.3f} s CPU (traced "
+            f"{m_plan:.0f} MB, RSS +{r_plan:.0f} MB); "
             f"full pass over rank 0's {n_batches:,} micro-batches {t_pass:.2f} s"
         )
         del sampler
@@ -132,8 +132,8 @@ def main() -> None:
         n_idx = sum(1 for _ in it)
         t_lgs_pass = time.perf_counter() - t0
         print(
-            f"LengthGroupedSampler: plan one epoch {t_lgs:.3f} s wall / {c_lgs:.3f} s CPU (traced {m_lgs:.0f} MB, "
-            f"RSS +{r_lgs:.0f} MB); "
+            f"LengthGroupedSampler: plan one epoch {t_lgs:.3f} s wall / {c_lgs:.3f} s CPU (traced "
+            f"{m_lgs:.0f} MB, RSS +{r_lgs:.0f} MB); "
             f"full pass over its {n_idx:,} indices {t_lgs_pass:.2f} s"
         )
         print()

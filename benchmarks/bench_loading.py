@@ -176,8 +176,8 @@ def main() -> None:
     make_images(args.out, args.images)
     kb = sum(p.stat().st_size for p in args.out.glob("*.jpg")) / args.images / 1024
     print(
-        f"{args.images} JPEG files of 500x375, {kb:.0f} KB each on average ({time.perf_counter() - t:.0f} s to "
-        f"write or reuse); model input {args.size}x{args.size}, batch {args.batch}; uptime: "
+        f"{args.images} JPEG files of 500x375, {kb:.0f} KB each on average ({time.perf_counter() - t:.0f} s "
+        f"to write or reuse); model input {args.size}x{args.size}, batch {args.batch}; uptime: "
         f"{subprocess.run(['uptime'], capture_output=True, text=True).stdout.strip()}"
     )
     runs = [
@@ -227,9 +227,9 @@ def main() -> None:
     per_image = (full["peak_main_mb"] - half["peak_main_mb"]) / (full["images"] - half["images"])
     array_mb = args.size * args.size * 3 / 1024 / 1024
     print(
-        f"load-everything: {per_image * 1024:.0f} KB more peak memory per image (the array kept for training: "
-        f"{array_mb * 1024:.0f} KB); for {FLICKR30K_TRAIN:,} images: peak {per_image * FLICKR30K_TRAIN / 1024:.1f} GB, "
-        f"held {array_mb * FLICKR30K_TRAIN / 1024:.1f} GB"
+        f"load-everything: {per_image * 1024:.0f} KB more peak memory per image (the array kept for "
+        f"training: {array_mb * 1024:.0f} KB); for {FLICKR30K_TRAIN:,} images: peak "
+        f"{per_image * FLICKR30K_TRAIN / 1024:.1f} GB, held {array_mb * FLICKR30K_TRAIN / 1024:.1f} GB"
     )
     streamed = [r for r in results if r["mode"].startswith("workers")]
     print(

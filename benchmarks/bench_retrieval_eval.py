@@ -179,7 +179,8 @@ def main() -> None:
             print(f"{m:<18}{memory[m]:>10.1f} MB")
         print(f"common / ours (peak memory, goal >= 10): {memory['common'] / max(memory['ours'], 1e-9):.2f}")
         print(
-            f"common / ours_pessimistic (peak memory): {memory['common'] / max(memory['ours_pessimistic'], 1e-9):.2f}"
+            "common / ours_pessimistic (peak memory): "
+            f"{memory['common'] / max(memory['ours_pessimistic'], 1e-9):.2f}"
         )
         return
     img, txt, relevance = make_inputs(args.images, args.per_image, args.dim, args.seed, args.noise)

@@ -156,8 +156,8 @@ def main(argv=None) -> int:
         worst, other = compare_records(plain, Path(result[k]["out"]).read_text().splitlines())
         result[k].update(max_float_diff=worst, other_fields_differing=other)
     print(
-        f"{args.n} captions, shards of {args.rows_per_shard}; load average before {result['loadavg_before']}, "
-        f"after {result['loadavg_after']} ({result['cpus']} CPUs)"
+        f"{args.n} captions, shards of {args.rows_per_shard}; load average before "
+        f"{result['loadavg_before']}, after {result['loadavg_after']} ({result['cpus']} CPUs)"
     )
     from alignlab.core.tables import markdown_table
 
@@ -202,8 +202,9 @@ def main(argv=None) -> int:
     for k in ("ray1", "ray2"):
         r = result[k]
         print(
-            f"{k} vs single process: largest float difference {r['max_float_diff']:.1e} (tolerance {TOLERANCE:.0e}), "
-            f"other fields differing: {r['other_fields_differing']}, retries: {r['retries']}"
+            f"{k} vs single process: largest float difference {r['max_float_diff']:.1e} (tolerance "
+            f"{TOLERANCE:.0e}), other fields differing: {r['other_fields_differing']}, retries: "
+            f"{r['retries']}"
         )
     if args.json:
         args.json.write_text(json.dumps(result, indent=2) + "\n")

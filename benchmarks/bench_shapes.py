@@ -120,8 +120,8 @@ def main() -> None:
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     print(
         f"ShapesWorld benchmark: {args.n} images of {args.size}x{args.size}, best of {args.repeats}, "
-        f"torch threads {torch.get_num_threads()}, Python {platform.python_version()}, Pillow {PIL.__version__}, "
-        f"{platform.machine()}, {os.cpu_count()} cores, load average {load:.1f}"
+        f"torch threads {torch.get_num_threads()}, Python {platform.python_version()}, Pillow "
+        f"{PIL.__version__}, {platform.machine()}, {os.cpu_count()} cores, load average {load:.1f}"
     )
     base_cpu = args.n / seconds["render"][1]
     print(f"{'job':<11} {'img/s wall':>11} {'img/s CPU':>10} {'ms/img CPU':>11} {'vs render (CPU)':>16}")

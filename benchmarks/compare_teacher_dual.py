@@ -2,7 +2,8 @@
 
 Run:  OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 .venv/bin/python benchmarks/compare_teacher_dual.py \
           --out runs/compare-teacher [--seeds 0 1] [--budget CPU_S]
-      (or one process per seed, then: ... --out runs/compare-teacher --merge runs/ct-0/compare.json runs/ct-1/compare.json)
+      (or one process per seed, then: ... --out runs/compare-teacher
+       --merge runs/ct-0/compare.json runs/ct-1/compare.json)
 
 On DCD's data (near-duplicate ShapesWorld, ``DCDDataConfig()``: 1,500 training images, 150 dev, 300 test
 images with truth relevance), for every seed, all in this one process on one torch thread:
@@ -81,7 +82,8 @@ def oracle_ceilings(test: Any) -> dict[str, dict[str, float]]:
 def dual_on_budget(
     cfg: TeacherRunConfig, data: dict[str, Any], out: Path, budget: float, epochs: int
 ) -> dict:
-    """The teacher's stage-1 dual recipe given ``budget`` CPU seconds (``epochs`` planned, stopped at the budget)."""
+    """The teacher's stage-1 dual recipe given ``budget`` CPU seconds (``epochs`` planned, stopped at the
+    budget)."""
     t0 = time.process_time()
     stopped: dict[str, Any] = {"at": None}
 

@@ -92,7 +92,8 @@ def main() -> int:
             rows.append({"kind": label, "env": env, **r})
     base = rows[0]
     print(
-        "| kernels | torch reports | weights = first row | last train loss | Δ loss vs first | RSUM | Δ RSUM |"
+        "| kernels | torch reports | weights = first row | last train loss "
+        "| Δ loss vs first | RSUM | Δ RSUM |"
     )
     print("|---|---|---|---|---|---|---|")
     for r in rows:

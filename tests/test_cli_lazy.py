@@ -27,7 +27,8 @@ def test_top_level_help_imports_no_area_and_no_torch():
         "import sys, contextlib, io\nfrom alignlab.cli import main\n"
         "with contextlib.redirect_stdout(io.StringIO()) as out:\n"
         "    try: main(['--help'])\n    except SystemExit: pass\n"
-        "heavy = [m for m in ('torch', 'numpy', 'alignlab.retrieval', 'alignlab.distill') if m in sys.modules]\n"
+        "heavy = [m for m in ('torch', 'numpy', 'alignlab.retrieval', 'alignlab.distill') "
+        "if m in sys.modules]\n"
         f"print(heavy, all(name in out.getvalue() for name in {list(COMMANDS)!r}))"
     )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)

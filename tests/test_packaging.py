@@ -82,7 +82,8 @@ def test_package_data_names_only_files_that_exist():
 def test_each_shipped_config_is_its_commands_full_default(name):
     shipped = configs.text(name)
     assert shipped == configs.render(name), (
-        f"{name}.yaml differs from the built-in defaults: run python -c 'import alignlab.configs as c; c.write_all()'"
+        f"{name}.yaml differs from the built-in defaults: "
+        "run python -c 'import alignlab.configs as c; c.write_all()'"
     )
     data = yaml.safe_load(shipped)
     assert to_dict(configs.loader(name)(data)) == to_dict(configs.loader(name)({}))
@@ -111,6 +112,51 @@ def test_a_shipped_config_runs_through_the_train_command_loader(tmp_path):
 # ---- nested overrides keep the command's own defaults -----------------------------------------------
 
 
+def _resolved(argv: list[str]):
+    """The config a command builds from ``argv`` (parsed by the real command tree), before any work."""
+    import importlib
+
+    args = build_parser().parse_args(argv)
+    if argv[0] == "train":
+        return importlib.import_module("alignlab.retrieval.cli")._run_config(
+            args.config, args.overrides, args.seed
+        )
+    if argv[:3] == ["distill", "pesf", "train"]:
+        return importlib.import_module("alignlab.distill.pesf.cli")._config(args)
+    if argv[:2] == ["mmt", "train"]:
+        return importlib.import_module("alignlab.mmt.cli")._train_configs(args)
+    dcd = importlib.import_module("alignlab.distill.dcd.cli")
+    return dcd._teacher_config(args) if argv[2] == "teacher" else dcd._student_config(args)
+
+
+@pytest.mark.parametrize(
+    "argv,key,value",
+    [
+        (["train", "--out", "x"], "train.epochs", 3),
+        (["distill", "pesf", "train", "--out", "x"], "teacher.epochs", 7),
+        (["mmt", "train", "--out", "x"], "train.epochs", 5),
+        (["distill", "dcd", "teacher", "--out", "x"], "train.epochs", 6),
+        (["distill", "dcd", "train", "--out", "x"], "train.epochs", 6),
+    ],
+    ids=["train", "pesf train", "mmt train", "dcd teacher", "dcd train"],
+)
+def test_every_command_applies_one_nested_set_and_keeps_its_own_defaults(argv, key, value):
+    """`--set train.epochs=N` changes that key alone: the section keeps the command's own defaults."""
+    default = to_dict_all(_resolved(argv))
+    changed = to_dict_all(_resolved([*argv, "--set", f"{key}={value}"]))
+    section, leaf = key.split(".")
+    assert default[section][leaf] != value and changed[section].pop(leaf) == value
+    default[section].pop(leaf)
+    assert changed == default
+
+
+def to_dict_all(cfg):
+    """One dict of a config, or of the (model, train, visual) configs `mmt train` builds."""
+    if isinstance(cfg, tuple):
+        return {name: to_dict(part) for name, part in zip(("model", "train", "visual"), cfg, strict=True)}
+    return to_dict(cfg)
+
+
 def test_a_nested_dcd_override_changes_only_that_key():
     from alignlab.distill.dcd.train import load_run_config, load_teacher_config
 
@@ -123,19 +169,42 @@ def test_a_nested_dcd_override_changes_only_that_key():
 
 @pytest.mark.parametrize(
     "module",
-    ["alignlab.retrieval.experiment", "alignlab.distill.dcd.experiment", "alignlab.probe.experiment"],
+    [
+        "alignlab.retrieval.experiment",
+        "alignlab.distill.dcd.experiment",
+        "alignlab.probe.experiment",
+        "alignlab.distill.pesf.experiment",
+        "alignlab.threeam.experiment",
+        "alignlab.commonit.experiment",
+    ],
 )
 def test_an_experiment_override_of_one_nested_key_keeps_every_other_quick_setting(module):
     import importlib
 
     mod = importlib.import_module(module)
-    section = next(k for k, v in mod.QUICK.items() if isinstance(v, dict) and len(v) >= 2)
-    key, value = next(iter(mod.QUICK[section].items()))
-    bumped = value * 2 if isinstance(value, int) else value
+
+    # A positive number inside a section (at any depth) that also holds other quick settings.
+    def leaves(node, path):
+        for k, v in node.items():
+            if isinstance(v, dict):
+                yield from leaves(v, (*path, k))
+            elif path and len(node) >= 2 and isinstance(v, int | float) and not isinstance(v, bool) and v > 0:
+                yield (*path, k), v
+
+    path, value = next(leaves(mod.QUICK, ()))
+    override = bumped = value * 2
+    for part in reversed(path):
+        override = {part: override}
+
+    def pop(cfg):
+        node = cfg
+        for part in path[:-1]:
+            node = node[part]
+        return node.pop(path[-1])
+
     default = to_dict(mod.experiment_config(quick=True))
-    changed = to_dict(mod.experiment_config(quick=True, overrides={section: {key: bumped}}))
-    assert changed[section].pop(key) == bumped
-    default[section].pop(key)
+    changed = to_dict(mod.experiment_config(quick=True, overrides=override))
+    assert pop(default) == value and pop(changed) == bumped  # the quick setting, then the override
     assert changed == default
 
 

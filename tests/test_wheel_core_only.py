@@ -46,8 +46,9 @@ SCRIPT = textwrap.dedent("""
         with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(err):
             code = main(argv)
         report["cases"].append([code, err.getvalue()])
-    report["optional_loaded"] = sorted(m for m in ("matplotlib", "transformers", "nltk", "sklearn", "sacrebleu")
-                                       if m in sys.modules)
+    report["optional_loaded"] = sorted(
+        m for m in ("matplotlib", "transformers", "nltk", "sklearn", "sacrebleu") if m in sys.modules
+    )
     print(json.dumps(report))
 """)
 

@@ -1,4 +1,5 @@
-"""WordNet offline: the NLTK data folder built from Debian's files, lexnames, and the missing-WordNet error."""
+"""WordNet offline: the NLTK data folder built from Debian's files, lexnames, and the missing-WordNet
+error."""
 
 from __future__ import annotations
 

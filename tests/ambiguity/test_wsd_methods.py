@@ -1,4 +1,5 @@
-"""WSD: the disambiguate contract, the three methods, leave-one-out sense vectors and the WordNet benchmark."""
+"""WSD: the disambiguate contract, the three methods, leave-one-out sense vectors and the WordNet
+benchmark."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""The files the bad-input corpus points at: one finished run of each kind, a small data export, and bad files.
+"""The files the bad-input corpus points at: one finished run of each kind, a small data export, and bad
+files.
 
 Built once per test module (``build(root)``); the cases only read them, and the corpus checks that the
 finished runs are byte-identical before and after every case.

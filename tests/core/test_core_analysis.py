@@ -1,4 +1,5 @@
-"""The shared pre-registered analysis: exact paired tests, TOST, Holm, hierarchical CI, one verdict vocabulary."""
+"""The shared pre-registered analysis: exact paired tests, TOST, Holm, hierarchical CI, one verdict
+vocabulary."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""Progress: plain lines every 10 % / 30 s off a terminal, tqdm bars that honour mininterval and TQDM_*, quiet."""
+"""Progress: plain lines every 10 % / 30 s off a terminal, tqdm bars that honour mininterval and TQDM_*,
+quiet."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""Atomic writes get the umask's mode, and the temp files of interrupted writes are removed when a run starts."""
+"""Atomic writes get the umask's mode, and the temp files of interrupted writes are removed when a run
+starts."""
 
 from __future__ import annotations
 

@@ -168,7 +168,8 @@ def test_aro_entries_are_refused_at_build_time(layout):
 
 
 def test_training_commands_accept_outside_paths_only_when_the_user_allows_it(tmp_path, capsys):
-    """`train` loads its data deep inside the run; --allow-outside-root reaches it without entering the config."""
+    """`train` loads its data deep inside the run; --allow-outside-root reaches it without entering the
+    config."""
     import json
 
     from alignlab.cli import main

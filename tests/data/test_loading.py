@@ -1,4 +1,5 @@
-"""Images decoded on demand by DataLoader workers (exact resume), and input from HF datasets and tar shards."""
+"""Images decoded on demand by DataLoader workers (exact resume), and input from HF datasets and tar
+shards."""
 
 from __future__ import annotations
 

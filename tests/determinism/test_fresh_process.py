@@ -2,9 +2,9 @@
 
 Each command runs in two fresh ``python -m alignlab`` processes with different ``PYTHONHASHSEED`` values and
 separate caches, without the seeding of ``tests/conftest.py``; everything it writes must match byte for byte
-(timing fields aside; see ``freshrun.py``). Dependent commands form chains (``probe build`` then ``probe eval``
-on each run's own items); chains run side by side, at most ``ALIGNLAB_TEST_PROCS`` processes at once
-(default 4).
+(timing fields aside; see ``freshrun.py``). Dependent commands form chains
+(``probe build`` then ``probe eval`` on each run's own items); chains run side by side, at most
+``ALIGNLAB_TEST_PROCS`` processes at once (default 4).
 """
 
 from __future__ import annotations

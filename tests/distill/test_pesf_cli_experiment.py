@@ -158,15 +158,18 @@ def test_rerunning_the_experiment_reuses_finished_runs(quick):
     "claim, message",
     [
         (
-            "{name: x, treatment: digits/pesf, control: digits/nope, metric: acc_pct, direction: improves, margin: 1}",
+            "{name: x, treatment: digits/pesf, control: digits/nope,"
+            " metric: acc_pct, direction: improves, margin: 1}",
             "which the experiment does not run",
         ),
         (
-            "{name: x, treatment: digits/pesf, control: digits/kd, metric: acc_pct, direction: improves, margin: 0}",
+            "{name: x, treatment: digits/pesf, control: digits/kd,"
+            " metric: acc_pct, direction: improves, margin: 0}",
             "margin must be a positive number",
         ),
         (
-            "{name: x, treatment: digits/pesf, control: digits/kd, metric: nll, direction: improves, margin: 1}",
+            "{name: x, treatment: digits/pesf, control: digits/kd,"
+            " metric: nll, direction: improves, margin: 1}",
             "does not measure",
         ),
     ],

@@ -223,7 +223,8 @@ def dcd_data() -> ImageTextPairs:
 
 @lru_cache(maxsize=1)
 def dcd_teacher() -> tuple[nn.Module, Any]:
-    """A frozen tiny cross encoder (random weights, sharpened so its candidate entropies differ) and its scores."""
+    """A frozen tiny cross encoder (random weights, sharpened so its candidate entropies differ) and its
+    scores."""
     from alignlab.distill.dcd.miner import TeacherScores
     from alignlab.distill.dcd.students import load_teacher
 

@@ -4,7 +4,8 @@
 
 Runs the same 2-process scenarios as the tests (ddp_scenarios.worker) and prints, per gathered loss,
 the loss of both sides and ``‖g_ddp − g_1‖ / ‖g_1‖`` over all parameters (the retrieval losses, then
-one step of every DCD case), then the dev/test metrics of the short training runs. The numbers in docs/distributed.md come from this script.
+one step of every DCD case), then the dev/test metrics of the short training runs. The numbers in
+docs/distributed.md come from this script.
 """
 
 from __future__ import annotations
@@ -47,8 +48,8 @@ def main() -> None:
         sum(terms.values()).backward()
         ((key, value),) = terms.items()
         print(
-            f"| {name} | {(batch + 1) // 2}+{batch // 2} | {got['loss'][key]:.7f} | {float(value.detach()):.7f} "
-            f"| {rel_err(got['grads'], sc.grads(model)):.1e} |"
+            f"| {name} | {(batch + 1) // 2}+{batch // 2} | {got['loss'][key]:.7f} "
+            f"| {float(value.detach()):.7f} | {rel_err(got['grads'], sc.grads(model)):.1e} |"
         )
     got = torch.load(out / "grad_cross.pt", weights_only=True)
     model = sc.cross()

@@ -64,7 +64,8 @@ def test_every_rank_mined_its_rows_of_the_one_process_batch(ddp_run, case):
 
 def test_per_shard_weighting_would_not_give_the_one_process_step(ddp_run):
     """The old behaviour (each rank's shard treated as a batch of its own: weights normalised over the
-    shard, caption -> image negatives from the shard) differs from the global step: the test above can fail."""
+    shard, caption -> image negatives from the shard) differs from the global step: the test above can
+    fail."""
     got = torch.load(ddp_run / "dcd_dcd.pt", weights_only=True)
     _, g_ref, b, task = _reference("dcd")
     w_global, _ = task.loss_fn.weights(b.teacher)

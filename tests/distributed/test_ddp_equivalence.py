@@ -145,7 +145,8 @@ def test_commonit_steps_are_one_group_across_both_ranks_and_rank_shards_are_disj
         shards = [{x for _, idx in rank for x in idx} for rank in per_rank]
         assert not shards[0] & shards[1]
         assert shards[0] | shards[1] == set(range(len(groups)))
-        # The ranks trained exactly the sampler's plan: slot r*A + a of each step is rank r's a-th micro-batch.
+        # The ranks trained exactly the sampler's plan: slot r*A + a of each step is rank r's a-th
+        # micro-batch.
         ref = CommonITBatchSampler(
             groups, sc.COMMONIT_B, world_size=2, grad_accum_steps=A, seed=2, warn=False
         )

@@ -1,4 +1,5 @@
-"""`torchrun --standalone --nproc_per_node 2 -m alignlab train` against `alignlab train` with twice the batch."""
+"""`torchrun --standalone --nproc_per_node 2 -m alignlab train` against `alignlab train` with twice the
+batch."""
 
 from __future__ import annotations
 

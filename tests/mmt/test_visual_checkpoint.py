@@ -1,5 +1,5 @@
-"""`mmt train` checkpoints the image tower's pretraining: re-running an interrupted run reuses it and ends with
-the same numbers; a run folder pretrained with other settings is refused."""
+"""`mmt train` checkpoints the image tower's pretraining: re-running an interrupted run reuses it and ends
+with the same numbers; a run folder pretrained with other settings is refused."""
 
 from __future__ import annotations
 

@@ -570,3 +570,58 @@ def test_probe_build_and_eval_run_end_to_end_on_an_hf_model(kind, tiny_dirs, tmp
         assert torch.allclose(
             torch.tensor(per_item[rec["id"]]["scores"], dtype=torch.float64), direct, atol=1e-5
         )
+
+
+# --- the training contract (models/base.py) ------------------------------------------------------------
+
+
+def test_blip_itm_fusion_contract_equals_its_itm_logit_scores(tiny_dirs, images):
+    """image_states/text_states/fuse_grid give the ITM logit l_yes - l_no of every pair, with gradients."""
+    adapter = load_model(f"hf:{tiny_dirs['blip']}", mode="itm-logit")
+    want = adapter.score(images, TEXTS)
+    img = adapter.image_states(adapter.preprocess_images(images))
+    txt = adapter.text_states(adapter.tokenize(TEXTS))
+    assert len(img) == 5 and len(txt) == len(TEXTS) and img.pooled is not None
+    torch.testing.assert_close(adapter.fuse_grid(img, txt).detach(), want, atol=1e-5, rtol=1e-5)
+    adapter.pair_batch_size = 4  # chunks of 4 pairs: the same grid
+    torch.testing.assert_close(adapter.fuse_grid(img, txt).detach(), want, atol=1e-5, rtol=1e-5)
+    # Aligned rows (image 2 with text 3, image 0 with text 1) through select, and gradients reach both towers.
+    pairs = adapter.fuse_pairs(img.select([2, 0]), txt.select([3, 1], trim=True))
+    torch.testing.assert_close(pairs.detach(), torch.stack([want[2, 3], want[0, 1]]), atol=1e-5, rtol=1e-5)
+    pairs.sum().backward()
+    grads = [p.grad for p in adapter.image_encoder().parameters()] + [
+        p.grad for p in adapter.model.itm_head.parameters()
+    ]
+    assert all(g is not None for g in grads) and any(float(g.abs().sum()) > 0 for g in grads)
+
+
+def test_clip_dual_contract_pieces_equal_the_scorer(tiny_dirs, images):
+    adapter = load_model(f"hf:{tiny_dirs['clip']}")
+    pixels = adapter.preprocess_images(images)
+    emb = adapter.project_images(adapter.image_features(pixels))
+    torch.testing.assert_close(emb.detach(), adapter.encode_images(images), atol=1e-6, rtol=1e-6)
+    txt = adapter.embed_texts(adapter.tokenize(TEXTS))
+    torch.testing.assert_close(txt.detach(), adapter.encode_texts(TEXTS), atol=1e-6, rtol=1e-6)
+    scale, bias = adapter.logit_params()
+    assert (
+        bias is None and scale.requires_grad and float(scale.detach()) == pytest.approx(adapter.score_scale)
+    )
+    # Freezing the towers leaves the projections and the scale trainable.
+    adapter.set_encoders_trainable(False)
+    frozen = {id(p) for p in adapter.encoder_parameters()}
+    assert frozen and all(not p.requires_grad for p in adapter.encoder_parameters())
+    rest = [p for p in adapter.model.parameters() if id(p) not in frozen]
+    assert rest and all(p.requires_grad for p in rest)
+    assert adapter.model.logit_scale.requires_grad and adapter.model.visual_projection.weight.requires_grad
+    adapter.set_encoders_trainable(True)
+    assert all(p.requires_grad for p in adapter.model.parameters())
+
+
+def test_siglip_logit_params_carry_its_bias(tiny_dirs, images):
+    adapter = load_model(f"hf:{tiny_dirs['siglip']}")
+    scale, bias = adapter.logit_params()
+    img = adapter.embed_images(adapter.preprocess_images(images))
+    txt = adapter.embed_texts(adapter.tokenize(TEXTS))
+    torch.testing.assert_close(
+        (scale * img @ txt.T + bias).detach(), adapter.score(images, TEXTS), atol=1e-5, rtol=1e-5
+    )

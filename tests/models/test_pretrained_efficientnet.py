@@ -63,7 +63,7 @@ def test_packaged_state_dict_fits_the_architecture_strictly(state):
 
 
 def test_imagenet_predictions_on_the_sample_photos_are_right(state, photos):
-    """Flower -> daisy and temple -> buildings only hold when keys, padding and input scaling are all right."""
+    """Flower -> daisy and temple -> buildings hold only when keys, padding and input scaling are right."""
     top = _top5(_net(state), preprocess([photos["temple"], photos["flower"]]))
     assert top[1][0] == DAISY
     assert len(BUILDINGS.intersection(top[0])) >= 4, top[0]

@@ -203,3 +203,97 @@ def test_cross_encoder_defaults_keep_the_old_layout_and_load_dual_refuses_other_
         m.load_dual(build_model("tiny-dual", {**SMALL, "embed_dim": 8}, texts=TEXTS))
     with pytest.raises(ConfigError, match="head_pool"):
         build_model("tiny-cross", {**SMALL, "head_pool": "max"})
+
+
+# --- the training contract (models/base.py) ------------------------------------------------------------
+
+
+def _contract_models():
+    from alignlab.data.text import WordTokenizer
+    from alignlab.models.tiny import TinyCrossConfig, TinyCrossEncoder, TinyDualConfig, TinyDualEncoder
+
+    tok = WordTokenizer.build(["a red circle left of a blue square", "two green stars", "one big triangle"])
+    torch.manual_seed(0)
+    dual = TinyDualEncoder(TinyDualConfig(image_size=32, width=32, embed_dim=16, heads=2), tok)
+    cross = TinyCrossEncoder(
+        TinyCrossConfig(image_size=32, width=32, heads=2, dual_score=True, embed_dim=16, pair_chunk=5), tok
+    )
+    with torch.no_grad():  # a fusion head that is not zero, so the fusion part counts in the scores
+        cross.head[1].weight.normal_(0, 0.5)
+    images = torch.randint(
+        0, 256, (3, 3, 32, 32), generator=torch.Generator().manual_seed(1), dtype=torch.uint8
+    )
+    texts = ["a red circle left of a blue square", "two green stars", "one big triangle", "a circle"]
+    return dual.eval(), cross.eval(), images, texts
+
+
+def test_tiny_cross_contract_grid_equals_the_pairwise_fusion():
+    from alignlab.models.base import TokenStates
+
+    _, cross, images, texts = _contract_models()
+    img = cross.image_states(cross.preprocess_images(images))
+    txt = cross.text_states(cross.tokenize(texts))
+    grid = cross.fuse_grid(img, txt)  # pair_chunk 5 < 3 x 4: several fusion passes
+    assert grid.shape == (3, 4)
+    torch.testing.assert_close(grid, cross.score(images, texts))
+    # Row selection copies values: one pair at a time gives the grid's numbers (up to the last bits).
+    single = torch.stack(
+        [cross.fuse_pairs(img.select([i]), txt.select([j]))[0] for i in range(3) for j in range(4)]
+    )
+    torch.testing.assert_close(single.view(3, 4), grid, atol=1e-5, rtol=1e-5)
+    # Trimming shared padding changes the padded length only, not the scores (up to rounding).
+    trimmed = txt.select([1, 2], trim=True)
+    assert trimmed.length < txt.length
+    torch.testing.assert_close(
+        cross.fuse_pairs(img.select([0, 0]), trimmed), grid[0, 1:3], atol=1e-5, rtol=1e-5
+    )
+    # Padding back and concatenating keep the rows.
+    both = TokenStates.cat([trimmed, txt.select([3])])
+    assert len(both) == 3 and both.length == max(trimmed.length, txt.length)
+    torch.testing.assert_close(
+        cross.fuse_pairs(img.select([1, 1, 1]), both), grid[1, 1:4], atol=1e-5, rtol=1e-5
+    )
+
+
+def test_tiny_contract_freezes_what_reads_the_towers_alone():
+    dual, cross, _, _ = _contract_models()
+    cross.set_encoders_trainable(False)
+    frozen = {id(p) for p in cross.encoder_parameters()}
+    assert id(cross.logit_scale) in frozen and id(cross.image_proj.weight) in frozen  # the dual score
+    assert all(not p.requires_grad for p in cross.image_tower.parameters())
+    assert all(p.requires_grad for p in cross.fusion.parameters()) and cross.head[1].weight.requires_grad
+    dual.set_encoders_trainable(False)
+    assert all(not p.requires_grad for p in dual.text_tower.parameters())
+    assert dual.logit_scale.requires_grad and dual.image_proj.weight.requires_grad
+
+
+def test_tiny_dual_contract_pieces_equal_forward():
+    dual, _, images, texts = _contract_models()
+    pixels = dual.preprocess_images(images)
+    ids, mask = dual.tokenize(texts)
+    out = dual(pixels, ids, mask)
+    assert torch.equal(dual.embed_images(pixels), out["image_emb"])
+    assert torch.equal(dual.embed_texts(dual.tokenize(texts)), out["text_emb"])
+    scale, bias = dual.logit_params()
+    assert bias is None and torch.equal(scale.clamp(max=100.0), out["logit_scale"])
+
+
+def test_a_scorer_without_the_training_contract_says_so():
+    from alignlab.core.errors import ModelError
+    from alignlab.models.base import CrossEncoder, DualEncoder
+
+    class Frozen(DualEncoder):
+        name = "frozen"
+
+        def encode_images(self, images):
+            return torch.zeros(len(images), 2)
+
+        def encode_texts(self, texts):
+            return torch.zeros(len(texts), 2)
+
+    with pytest.raises(ModelError, match="frozen cannot be trained"):
+        Frozen().embed_images(torch.zeros(1, 3, 8, 8))
+    with pytest.raises(ModelError, match="cannot be trained"):
+        Frozen().set_encoders_trainable(False)
+    with pytest.raises(ModelError, match="cannot be trained"):
+        CrossEncoder().image_states(torch.zeros(1, 3, 8, 8))

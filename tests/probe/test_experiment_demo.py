@@ -66,11 +66,13 @@ def test_quick_experiment_writes_analysed_claims_and_a_report_rendered_from_them
     "claim, message",
     [
         (
-            "{name: x, treatment: nope, control: base, metric: order_content_pct, direction: improves, margin: 5}",
+            "{name: x, treatment: nope, control: base,"
+            " metric: order_content_pct, direction: improves, margin: 5}",
             "arm 'nope'",
         ),
         (
-            "{name: x, treatment: hardneg, control: base, metric: order_content_pct, direction: improves, margin: 0}",
+            "{name: x, treatment: hardneg, control: base,"
+            " metric: order_content_pct, direction: improves, margin: 0}",
             "margin",
         ),
         (

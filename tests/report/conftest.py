@@ -228,8 +228,9 @@ def demo_folder(tmp_path) -> Path:
     make_run(folder / "dcd" / "dcd", shift=1.0)
     make_run(folder / "dcd" / "no-kd", shift=-1.0)
     (folder / "report.md").write_text(
-        "# alignlab demo\n\nSettings: quick, seed 0.\n\n## ShapesWorld data\n\n| split | images |\n|---|---|\n"
-        "| train | 1200 |\n\n![contact sheet](data/contact_sheet.png)\n\n## Image–text retrieval\n\n"
+        "# alignlab demo\n\nSettings: quick, seed 0.\n\n## ShapesWorld data\n\n"
+        "| split | images |\n|---|---|\n| train | 1200 |\n\n"
+        "![contact sheet](data/contact_sheet.png)\n\n## Image–text retrieval\n\n"
         "| direction | R@1 |\n|---|---|\n| i2t | 15.3 |\n\n## DCD\n\nTwo students.\n\n## Timings\n\n"
         "| stage | seconds |\n|---|---|\n| total | 9.0 |\n",
         encoding="utf-8",
@@ -237,7 +238,7 @@ def demo_folder(tmp_path) -> Path:
     return folder
 
 
-# --- a headless browser, driven through its command line --------------------------------------------------------
+# --- a headless browser, driven through its command line ----------------------------------------------------
 
 BROWSER_FLAGS = [
     "--headless",
@@ -289,7 +290,8 @@ class _PageFacts(html.parser.HTMLParser):
 
 
 class Browser:
-    """Chromium in headless mode: the DOM after load (with the page's own check), console lines, screenshots."""
+    """Chromium in headless mode: the DOM after load (with the page's own check), console lines,
+    screenshots."""
 
     def __init__(self, exe: str, work: Path) -> None:
         self.exe, self.work = exe, work

@@ -1,4 +1,5 @@
-"""The HTML reports in a real browser: headless Chromium loads them offline, without errors, every image decoded.
+"""The HTML reports in a real browser: headless Chromium loads them offline, without errors, every image
+decoded.
 
 The page carries its own check (a small inline script fills ``#report-status`` once the page has
 loaded: images with ``naturalWidth > 0``, tables, script errors); Chromium's ``--dump-dom`` returns the

@@ -10,8 +10,9 @@ from alignlab.data.pairs import from_shapes
 from alignlab.data.shapes import ShapesConfig, ShapesWorld, evaluate
 from alignlab.data.text import WordTokenizer
 from alignlab.models.factory import build_model
-from alignlab.retrieval.training import CrossMatchTask, DataConfig, DualContrastiveTask, load_run_data
+from alignlab.retrieval.training import DataConfig, load_run_data
 from alignlab.train.losses import InfoNCELoss
+from alignlab.train.tasks import CrossMatchTask, DualContrastiveTask
 
 SIZE = 32
 TINY = {

@@ -1,4 +1,5 @@
-"""`alignlab experiment 3am` (tiny settings: pre-registered claims, analysis, rendering) and the demo stage."""
+"""`alignlab experiment 3am` (tiny settings: pre-registered claims, analysis, rendering) and the demo
+stage."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""``alignlab ambiguity wsd|score|select|stats``: word senses, caption ambiguity, selection, corpus comparison."""
+"""``alignlab ambiguity wsd|score|select|stats``: word senses, caption ambiguity, selection, corpus
+comparison."""
 
 from __future__ import annotations
 
@@ -324,9 +325,8 @@ def run_score(args: argparse.Namespace) -> int:
         dt = time.time() - t0
         write_text(args.out, "".join(line + "\n" for line in lines))
     stats = corpus_stats(scores, sel_cfg.granularity)
-    print(
-        f"wrote {args.out}: {len(scores)} captions in {dt:.1f} s ({len(scores) / max(dt, 1e-9):.1f} captions/s)"
-    )
+    rate = len(scores) / max(dt, 1e-9)
+    print(f"wrote {args.out}: {len(scores)} captions in {dt:.1f} s ({rate:.1f} captions/s)")
     print(json.dumps({k: round(v, 4) if isinstance(v, float) else v for k, v in stats.items()}, indent=2))
     return 0
 
@@ -552,8 +552,8 @@ def run_stats(args: argparse.Namespace) -> int:
         if ov["shared_captions"]:
             print(
                 f"overlap: {ov['shared_captions']} distinct captions occur in both {ov['a']} and {ov['b']} "
-                f"({ov['a_records_shared']} of {ov['a_records']} and {ov['b_records_shared']} of {ov['b_records']} "
-                "records)"
+                f"({ov['a_records_shared']} of {ov['a_records']} and "
+                f"{ov['b_records_shared']} of {ov['b_records']} records)"
             )
     if result.get("tests_note"):
         print(result["tests_note"])

@@ -6,8 +6,8 @@ download), nouns are found by a transparent rule: the word has WordNet noun sens
 function word, and either it follows a determiner/number/possessive or its noun senses are at least as
 frequent in SemCor (``cntlist.rev``) as its verb or adjective senses; a word that has adjective senses
 and stands right before a noun is a modifier ("a red circle", "orange vests", "a stone bridge"), and an
-``-ing``/``-ed`` form after a form of *be* is a verb. When NLTK's perceptron tagger data is installed, ``tagger="nltk"`` uses it instead.
-Verbs are included with ``pos=("n", "v")``.
+``-ing``/``-ed`` form after a form of *be* is a verb. When NLTK's perceptron tagger data is installed,
+``tagger="nltk"`` uses it instead. Verbs are included with ``pos=("n", "v")``.
 
 **Word ambiguity.** For every content word with two or more senses, WSD gives ``p(s | caption)``
 (:mod:`alignlab.ambiguity.wsd`). From it, at the ``fine`` (synset) or ``coarse`` (WordNet lexicographer
@@ -467,7 +467,8 @@ def distinct_ambiguous_at(
 def compare_corpora(
     named: dict[str, Sequence[CaptionScore]], granularity: str = "fine", seed: int = 0
 ) -> dict[str, Any]:
-    """Statistics per corpus and, for two corpora, the differences with Welch t-tests on per-caption values."""
+    """Statistics per corpus and, for two corpora, the differences with Welch t-tests on per-caption
+    values."""
     from alignlab.core.stats import welch_t_test
 
     t0 = time.time()

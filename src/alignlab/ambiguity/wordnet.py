@@ -120,7 +120,8 @@ def lexnames_text() -> str:
 
 
 def cache_dir() -> Path:
-    """alignlab's cache folder: ``$ALIGNLAB_CACHE``, else ``$XDG_CACHE_HOME/alignlab``, else ``~/.cache/alignlab``."""
+    """alignlab's cache folder: ``$ALIGNLAB_CACHE``, else ``$XDG_CACHE_HOME/alignlab``, else
+    ``~/.cache/alignlab``."""
     if os.environ.get("ALIGNLAB_CACHE"):
         return Path(os.environ["ALIGNLAB_CACHE"]).expanduser()
     base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"

@@ -238,7 +238,8 @@ class _VectorStore:
             self._load()
 
     def _drop_old_versions(self) -> None:
-        """Delete this encoder's caches of older sense-text versions (their keys are texts never asked again)."""
+        """Delete this encoder's caches of older sense-text versions (their keys are texts never asked
+        again)."""
         assert self.path is not None
         prefix = f"{self.encoder.tag}-sense-text-"
         for old in self.path.parent.glob(f"{prefix}*.npz"):

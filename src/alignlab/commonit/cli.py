@@ -313,22 +313,21 @@ def run_stats(args: argparse.Namespace) -> int:
     if "agreement_with_tasks" in stats:
         a = stats["agreement_with_tasks"]
         print(
-            f"agreement with task labels: purity {a['purity']:.3f}, inverse purity {a['inverse_purity']:.3f}, "
-            f"NMI {a['nmi']:.3f}"
+            f"agreement with task labels: purity {a['purity']:.3f}, "
+            f"inverse purity {a['inverse_purity']:.3f}, NMI {a['nmi']:.3f}"
         )
     sp = stats["sampler"]
     print(
         f"sampler (batch {args.batch_size} × {args.world_size} rank(s) × {args.grad_accum} accumulation = "
-        f"{sp['settings']['unit_examples']} examples per homogeneous unit): {sp['steps_per_epoch']} optimizer "
-        f"steps per epoch"
+        f"{sp['settings']['unit_examples']} examples per homogeneous unit): "
+        f"{sp['steps_per_epoch']} optimizer steps per epoch"
     )
     if sp["small_groups"]:
         action = {"merge": f"merged into {sp['merged_into']!r}", "drop": "dropped", "error": "an error"}[
             sp["small_group_policy"]
         ]
-        print(
-            f"  small groups ({len(sp['small_groups'])}, {sum(sp['small_groups'].values())} examples): {action}"
-        )
+        n_small = sum(sp["small_groups"].values())
+        print(f"  small groups ({len(sp['small_groups'])}, {n_small} examples): {action}")
     else:
         print("  small groups: none")
     print(

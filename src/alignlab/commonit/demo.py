@@ -1,4 +1,5 @@
-"""Demo stage: group a synthetic instruction set three ways and show that every optimizer step is one group."""
+"""Demo stage: group a synthetic instruction set three ways and show that every optimizer step is one
+group."""
 
 from __future__ import annotations
 

@@ -5,7 +5,8 @@ cluster of the instruction, or by response Length — improves instruction tunin
 
 Test. A tiny GPT-2 (character tokenizer, built from a config) is tuned with the Hugging Face Trainer on
 a synthetic six-task instruction set (:mod:`alignlab.commonit.tasks`) whose training mix is long-tailed:
-two tasks are rare, so their task groups hold fewer examples than one optimizer step. The arms differ only in how the training examples are put into optimizer steps:
+two tasks are rare, so their task groups hold fewer examples than one optimizer step. The arms differ only in
+how the training examples are put into optimizer steps:
 
 * ``random`` — :class:`CommonITBatchSampler` with ``mode="random"``: the same examples, steps and step
   sizes as CommonIT-Task, each step drawn across groups;
@@ -38,7 +39,8 @@ from typing import Any
 
 import numpy as np
 
-from alignlab.core.config import dump_yaml, from_dict, merge
+from alignlab.core.config import dump_yaml
+from alignlab.core.config import experiment_config as _experiment_config
 from alignlab.core.errors import ConfigError
 from alignlab.core.io import read_json, write_json
 from alignlab.core.progress import info
@@ -164,7 +166,6 @@ class CommonITExperimentConfig:
     claims: list[dict[str, Any]] = field(default_factory=_default_claims)
 
 
-FULL: dict[str, Any] = {}
 QUICK: dict[str, Any] = {
     "n_train": 150,
     "n_dev": 40,
@@ -188,7 +189,7 @@ FULL_SEEDS = list(range(10))
 QUICK_SEEDS = [0, 1]
 
 
-# ---------------------------------------------------------------------- config checks (before any training)
+# ------------------------------------------------------------------- config checks (before any training)
 
 
 def settings_of(cfg: CommonITExperimentConfig) -> list[dict[str, Any]]:
@@ -242,7 +243,7 @@ def _check(cfg: CommonITExperimentConfig) -> list[Any]:
     return claims_from_config(cfg.claims, arms=cfg.arms, metrics=sorted(metrics))
 
 
-# ---------------------------------------------------------------------- data, groupings, runs
+# ------------------------------------------------------------------- data, groupings, runs
 
 
 def _records(rows: list[dict[str, Any]], split: str) -> list[Any]:
@@ -558,7 +559,13 @@ def _compact(r: dict[str, Any]) -> dict[str, Any]:
     return {k: (round(v, 4) if isinstance(v, float) else v) for k, v in r.items() if k not in ("correct",)}
 
 
-# ---------------------------------------------------------------------- the experiment
+# ------------------------------------------------------------------- the experiment
+
+
+def experiment_config(*, quick: bool, overrides: dict[str, Any] | None = None) -> CommonITExperimentConfig:
+    """Quick (or full) settings with ``--set`` overrides merged deeply
+    (:func:`alignlab.core.config.experiment_config`)."""
+    return _experiment_config(CommonITExperimentConfig, QUICK, quick=quick, overrides=overrides)
 
 
 def run(out: Path, *, quick: bool, seeds: list[int] | None, overrides: dict) -> dict:
@@ -572,14 +579,13 @@ def run(out: Path, *, quick: bool, seeds: list[int] | None, overrides: dict) -> 
     started, cpu0 = time.time(), time.process_time()
     out = Path(out)
     # Overrides merge into the defaults key by key (--set regimes.finetune.epochs=2 keeps the rest).
-    defaults = merge(asdict(CommonITExperimentConfig()), QUICK if quick else FULL)
-    cfg = from_dict(CommonITExperimentConfig, merge(defaults, overrides or {}))
+    cfg = experiment_config(quick=quick, overrides=overrides)
     claims = _check(cfg)  # the plan is validated before any training
     seeds = list(seeds) if seeds is not None else (QUICK_SEEDS if quick else FULL_SEEDS)
     data = _data(cfg)
     info(
-        f"commonit experiment: {len(data['train'])} train / {len(data['dev'])} dev / {len(data['test'])} test, "
-        f"regime {cfg.regime}, seeds {seeds}"
+        f"commonit experiment: {len(data['train'])} train / {len(data['dev'])} dev / "
+        f"{len(data['test'])} test, regime {cfg.regime}, seeds {seeds}"
     )
     dump_yaml(out / "config.yaml", {**asdict(cfg), "seeds": seeds, "quick": quick})
     groups = _groupings(data["train"], cfg)
@@ -599,7 +605,8 @@ def run(out: Path, *, quick: bool, seeds: list[int] | None, overrides: dict) -> 
         selection = _dev_selection(runner, cfg)
         if not selection["agrees"]:
             info(
-                f"  note: the dev rule picks {selection['chosen']!r}; the config fixes {cfg.regime!r} (run as fixed)"
+                f"  note: the dev rule picks {selection['chosen']!r}; the config fixes {cfg.regime!r} "
+                "(run as fixed)"
             )
         runner.base()  # the base model's own scores are reported whatever the regime
         for seed in seeds:
@@ -692,7 +699,7 @@ def run(out: Path, *, quick: bool, seeds: list[int] | None, overrides: dict) -> 
     return write_results(out, result, render_report)
 
 
-# ---------------------------------------------------------------------- the report (a pure function of results)
+# ------------------------------------------------------------------- the report (a pure function of results)
 
 
 def _f(x: float | None, d: int = 1) -> str:
@@ -715,15 +722,17 @@ def render_report(results: dict[str, Any]) -> str:
     L: list[str] = ["# CommonIT: one group per mini-batch vs random batching", ""]
     if results["quick"]:
         L += [
-            "**Quick settings: supports no verdict** (tiny model and data, few seeds; for tests and the demo).",
+            "**Quick settings: supports no verdict** "
+            "(tiny model and data, few seeds; for tests and the demo).",
             "",
         ]
     L += [
         f"**Claim** (Rao et al., EMNLP 2024): {SUMMARY['claim']}.",
         "",
-        f"**Setting.** A GPT-2 of {cfg['n_layer']} layer(s), width {cfg['n_embd']}, with a character tokenizer, "
-        f"is tuned with the Hugging Face Trainer on {dtrain['n']} synthetic instruction examples of six tasks "
-        f"(`alignlab.commonit.tasks`). The training mix is long-tailed on purpose: "
+        f"**Setting.** A GPT-2 of {cfg['n_layer']} layer(s), width {cfg['n_embd']}, "
+        f"with a character tokenizer, is tuned with the Hugging Face Trainer on {dtrain['n']} "
+        "synthetic instruction examples of six tasks (`alignlab.commonit.tasks`). "
+        "The training mix is long-tailed on purpose: "
         + ", ".join(f"{t} {n}" for t, n in dtrain["tasks"].items())
         + " examples"
         + (
@@ -734,31 +743,34 @@ def render_report(results: dict[str, Any]) -> str:
         )
         + ". Arms differ only in which examples share an optimizer step: "
         "`random` (the sampler's random mode: the same examples, steps and step sizes as CommonIT-Task), "
-        "`task`, `embedding`, `length` (one task / embedding cluster / response-length bin per step, small groups "
-        "merged: the sampler's default) and `task_drop` (CommonIT-Task dropping the groups smaller than one step, "
-        f"as the paper's sampler does). Arms run here: {', '.join(f'`{a}`' for a in arms)}. "
+        "`task`, `embedding`, `length` (one task / embedding cluster / response-length bin per step, "
+        "small groups merged: the sampler's default) and `task_drop` (CommonIT-Task dropping the groups "
+        "smaller than one step, as the paper's sampler does). "
+        f"Arms run here: {', '.join(f'`{a}`' for a in arms)}. "
         f"Regime: **{cfg['regime']}** ("
         + (
-            f"every run starts from one shared base model trained with random batches for {cfg['base_epochs']:g} "
-            f"epochs at lr {cfg['base_lr']:g} on a separate balanced sample of {cfg['base_n']} examples, then "
-            f"{reg['epochs']:g} epochs of tuning"
+            "every run starts from one shared base model trained with random batches for "
+            f"{cfg['base_epochs']:g} epochs at lr {cfg['base_lr']:g} on a separate balanced sample of "
+            f"{cfg['base_n']} examples, then {reg['epochs']:g} epochs of tuning"
             if reg["base"]
             else f"trained from scratch for {reg['epochs']:g} epochs"
         )
         + f"), chosen on the dev split (below) and fixed in the config before the test runs; replicated at "
         f"learning rates {' and '.join(f'{x:g}' for x in reg['lrs'])} × batch sizes "
-        f"{' and '.join(map(str, cfg['batch_sizes']))} (AdamW, linear schedule, 5% warm-up). Metric: exact match "
-        f"(EM, %) of the greedy answer on {results['data']['test']['n']} test items balanced over the six tasks, "
-        "none of which shares (task, input) with any training, base-model or dev item. The seed sets a run's "
-        "batch order (and, from scratch, its initial weights); arms share seeds and are paired by seed.",
+        f"{' and '.join(map(str, cfg['batch_sizes']))} (AdamW, linear schedule, 5% warm-up). "
+        f"Metric: exact match (EM, %) of the greedy answer on {results['data']['test']['n']} test items "
+        "balanced over the six tasks, none of which shares (task, input) with any training, base-model or "
+        "dev item. The seed sets a run's batch order (and, from scratch, its initial weights); arms share "
+        "seeds and are paired by seed.",
         "",
     ]
     # plan
     L += [
         plan_markdown(claims).rstrip(),
         "",
-        f"Metrics: `em@LR,BATCH` is test EM (%) in one cell of the grid (lr_high = {reg['lrs'][0]:g}, lr_low = "
-        f"{reg['lrs'][1]:g}, b_small = {cfg['batch_sizes'][0]}, b_large = {cfg['batch_sizes'][1]}); "
+        "Metrics: `em@LR,BATCH` is test EM (%) in one cell of the grid "
+        f"(lr_high = {reg['lrs'][0]:g}, lr_low = {reg['lrs'][1]:g}, "
+        f"b_small = {cfg['batch_sizes'][0]}, b_large = {cfg['batch_sizes'][1]}); "
         f"`{MEAN_METRIC}` is a seed's EM averaged over the four cells (one declared family per arm). "
         + "".join(
             f"A margin of {m:g} EM point(s) is {m * n_test / 100:g} of the {n_test} test items. "
@@ -802,8 +814,8 @@ def render_report(results: dict[str, Any]) -> str:
         (
             f"The rule picks `{sel['chosen']}`, the regime fixed in the config."
             if sel["agrees"]
-            else f"**The rule picks `{sel['chosen']}`, but the config fixes `{sel['config_regime']}`; the test runs use the "
-            "config's regime.**"
+            else f"**The rule picks `{sel['chosen']}`, but the config fixes `{sel['config_regime']}`; "
+            "the test runs use the config's regime.**"
         ),
         "",
     ]
@@ -841,8 +853,8 @@ def render_report(results: dict[str, Any]) -> str:
         "",
         markdown_table(head, body),
         "",
-        "`dropped`: training examples the sampler left out (groups smaller than one optimizer step, `task_drop` "
-        "only); `examples trained` counts every example each epoch.",
+        "`dropped`: training examples the sampler left out (groups smaller than one optimizer step, "
+        "`task_drop` only); `examples trained` counts every example each epoch.",
         "",
     ]
     # per-seed values
@@ -905,8 +917,8 @@ def render_report(results: dict[str, Any]) -> str:
     if "embedding" not in arms and "embedding" in sup["groupings"]:
         pur = sup["groupings"]["embedding"]["agreement_with_tasks"]["purity"]
         L += [
-            f"The embedding grouping ({cfg['encoder']}, k = {cfg['k']}) is computed but not run as an arm: its purity "
-            f"against the tasks is {pur:.3f} (the instructions are a few paraphrases per task)"
+            f"The embedding grouping ({cfg['encoder']}, k = {cfg['k']}) is computed but not run as an arm: "
+            f"its purity against the tasks is {pur:.3f} (the instructions are a few paraphrases per task)"
             + (
                 ", so it is the task grouping under other labels and its arm would repeat `task`."
                 if pur == 1.0
@@ -918,22 +930,24 @@ def render_report(results: dict[str, Any]) -> str:
     L += [
         "## Exploratory (not pre-registered)",
         "",
-        "Per-task EM difference against `random`, in points, averaged over seeds and the four settings (no test, "
-        "no correction: a description of where any difference comes from):",
+        "Per-task EM difference against `random`, in points, averaged over seeds and the four settings "
+        "(no test, no correction: a description of where any difference comes from):",
         "",
     ]
     ex_rows = []
     for a in arms:
         if a == "random":
             continue
+        # (the arm's summary, random's summary) in each of the settings
+        vs_random = [(summ[st["metric"]][a], summ[st["metric"]]["random"]) for st in settings]
         ex_rows.append(
             [
                 a,
                 *[
-                    f"{np.mean([summ[st['metric']][a]['em_per_task'][t] - summ[st['metric']]['random']['em_per_task'][t] for st in settings]):+.1f}"
+                    f"{np.mean([x['em_per_task'][t] - r['em_per_task'][t] for x, r in vs_random]):+.1f}"
                     for t in tasks_
                 ],
-                f"{np.mean([summ[st['metric']][a]['nll'] - summ[st['metric']]['random']['nll'] for st in settings]):+.3f}",
+                f"{np.mean([x['nll'] - r['nll'] for x, r in vs_random]):+.3f}",
             ]
         )
     if ex_rows:
@@ -969,17 +983,18 @@ def render_report(results: dict[str, Any]) -> str:
         "",
         "- A tiny model and six synthetic tasks, not 7B–13B LLMs on FLAN or Alpaca; the fine-tuning regime's "
         '"pre-training" is random-batched training on other examples of the same tasks.',
-        "- One shared base model (fixed seed) for every fine-tuning run, as the paper tunes one pretrained model: "
-        "the seeds vary the tuning runs, not the base model, so the claims are conditional on this base model.",
+        "- One shared base model (fixed seed) for every fine-tuning run, as the paper tunes one pretrained "
+        "model: the seeds vary the tuning runs, not the base model, so the claims are conditional on this "
+        "base model.",
         "- The `task_drop` arm trains on fewer examples than the others; its comparisons measure the paper's "
         "sampler as a whole (grouping and dropping), and `task_drop` vs `task` isolates the dropping.",
         "- The dev selection uses the first learning rate and the first batch size of each candidate only.",
         *(
             [
                 f"- The tuning phase does not improve on its starting point here: the base model scores "
-                f"{base['test']['em']:.1f} and the best arm, averaged over the four settings, {max(mean_em.values()):.1f}. "
-                "The claims therefore compare batchings in a phase that adds no accuracy, which is not the paper's "
-                "situation."
+                f"{base['test']['em']:.1f} and the best arm, averaged over the four settings, "
+                f"{max(mean_em.values()):.1f}. The claims therefore compare batchings in a phase that adds "
+                "no accuracy, which is not the paper's situation."
             ]
             if base and max(mean_em.values()) <= base["test"]["em"]
             else []

@@ -133,7 +133,8 @@ class CommonITBatchSampler(Sampler[list[int]]):
         mix_ratio: share of each epoch's units replaced by random (mixed) units of the same examples.
         mode: ``"commonit"`` or the ``"random"`` baseline (same data, random steps).
         steps_per_epoch: optimizer steps per epoch for the sampled orders (default: as proportional).
-        warn: emit :class:`CommonITWarning` for policies that changed the data (they are in ``report`` anyway).
+        warn: emit :class:`CommonITWarning` for policies that changed the data (they are in ``report``
+            anyway).
     """
 
     def __init__(

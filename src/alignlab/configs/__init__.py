@@ -64,7 +64,8 @@ def render(name: str) -> str:
 
 
 def write_all() -> None:
-    """Rewrite the shipped files after a default changed: ``python -c 'import alignlab.configs as c; c.write_all()'``."""
+    """Rewrite the shipped files after a default changed:
+    ``python -c 'import alignlab.configs as c; c.write_all()'``."""
     folder = Path(__file__).parent
     for name in CONFIGS:
         (folder / f"{name}.yaml").write_text(render(name), encoding="utf-8")

@@ -105,7 +105,8 @@ class Claim:
         better = "higher" if self.higher_is_better else "lower"
         return (
             f"{self.name}: {self.treatment} vs {self.control} on {self.metric} ({better} is better); "
-            f"expected: {self.direction}; margin ±{self.margin:g}; {self.test} test, Holm, alpha {self.alpha:g}"
+            f"expected: {self.direction}; margin ±{self.margin:g}; "
+            f"{self.test} test, Holm, alpha {self.alpha:g}"
         )
 
 

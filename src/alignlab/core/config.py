@@ -7,10 +7,11 @@
 ...     epochs: int = 2
 >>> from_dict(C, {"lr": 0.5})
 C(lr=0.5, epochs=2)
->>> from_dict(C, {"lrr": 0.5})
+>>> from_dict(C, {"lrr": 0.5})  # doctest: +NORMALIZE_WHITESPACE
 Traceback (most recent call last):
 ...
-alignlab.core.errors.ConfigError: unknown key 'lrr' in C (did you mean 'lr'?) (config key lrr); valid keys: epochs, lr
+alignlab.core.errors.ConfigError: unknown key 'lrr' in C (did you mean 'lr'?) (config key lrr);
+valid keys: epochs, lr
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ import re
 import shutil
 import types
 import typing
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -72,7 +73,8 @@ def config_sources(
     flags: Mapping[str, str] | None = None,
 ) -> Sources:
     """Sources of a command's config: its YAML file (each key at its line), then ``flags`` (dotted key ->
-    option, e.g. ``{"seed": "--seed"}``, only for flags the user gave), then the ``--set`` items (which win)."""
+    option, e.g. ``{"seed": "--seed"}``, only for flags the user gave), then the ``--set`` items (which
+    win)."""
     keys: dict[str, str] = {}
     if config is not None:
         keys.update(_yaml_key_lines(Path(config)))
@@ -186,10 +188,11 @@ def check_number(
     For config dataclasses' ``__post_init__``: from_dict() then adds where the value came from.
 
     >>> check_number("lr", 0.1, lo=0, lo_open=True)
-    >>> check_number("lr", float("nan"), lo=0, lo_open=True)
+    >>> check_number("lr", float("nan"), lo=0, lo_open=True)  # doctest: +NORMALIZE_WHITESPACE
     Traceback (most recent call last):
     ...
-    alignlab.core.errors.ConfigError: lr must be a finite number > 0, got nan; give e.g. lr=0.001 (a value in that range)
+    alignlab.core.errors.ConfigError: lr must be a finite number > 0, got nan;
+    give e.g. lr=0.001 (a value in that range)
     """
     parts = []
     if lo is not None:
@@ -245,7 +248,8 @@ def _coerce(tp: Any, value: Any, name: str, src: Sources, key: str) -> Any:
             value.strip().lower().replace(".", "")
         )  # "nan" or "-inf" from --set: say it is not finite
     if tp is float and isinstance(value, str) and _YAML11_FLOAT.fullmatch(value.strip()):
-        # YAML 1.1 (PyYAML) reads "1e-3" as a string (it wants "1.0e-3"); a user writing lr: 1e-3 means the number.
+        # YAML 1.1 (PyYAML) reads "1e-3" as a string (it wants "1.0e-3");
+        # a user writing lr: 1e-3 means the number.
         value = float(value)
     if tp is float and isinstance(value, (int, float)) and not isinstance(value, bool):
         if not math.isfinite(value):
@@ -354,6 +358,47 @@ def parse_overrides(items: list[str] | None) -> dict[str, Any]:
     return out
 
 
+def command_config(
+    load: type[T] | Callable[[dict[str, Any], Sources], T],
+    *,
+    path: str | os.PathLike | None = None,
+    overrides: list[str] | None = None,
+    flags: Mapping[str, tuple[Any, str]] | None = None,
+    base: Mapping[str, Any] | None = None,
+) -> T:
+    """A command's config, the one way every command builds it.
+
+    Layers, each merged deeply onto the one before: the config class's own defaults (nested sections
+    keep their section defaults, see :func:`from_dict`), ``base`` (the command's settings beyond them),
+    the YAML file at ``path``, the ``flags`` the user gave (dotted key -> ``(value, option)``; a value of
+    None means the flag was not given) and the ``--set`` items, which win. ``load`` is the config
+    dataclass or a function ``(data, sources) -> config``. Errors name the file line, flag or ``--set``
+    item a bad value came from.
+
+    >>> from dataclasses import dataclass
+    >>> @dataclass
+    ... class Run:
+    ...     seed: int = 0
+    ...     epochs: int = 8
+    ...     lr: float = 0.002
+    >>> command_config(Run, overrides=["epochs=2"], flags={"seed": (3, "--seed"), "lr": (None, "--lr")})
+    Run(seed=3, epochs=2, lr=0.002)
+    """
+    data = merge(dict(base or {}), load_yaml(path) if path is not None else {})
+    given = {key: value for key, value in (flags or {}).items() if value[0] is not None}
+    for key, (value, _) in given.items():
+        node = data
+        *parents, last = key.split(".")
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[last] = value
+    data = merge(data, parse_overrides(overrides))
+    sources = config_sources(path, overrides, {key: option for key, (_, option) in given.items()})
+    if isinstance(load, type):
+        return from_dict(load, data, where=sources)
+    return load(data, sources)
+
+
 def merge(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
     """Recursive dict merge; values in ``override`` win."""
     out = dict(base)
@@ -376,7 +421,7 @@ def dump_yaml(path: str | os.PathLike, data: Any) -> None:
     write_text(path, yaml.safe_dump(to_jsonable(data), sort_keys=False, allow_unicode=True))
 
 
-# --- output locations: checked before any work, so a bad --out fails in a second, not after training ---------
+# --- output locations: checked before any work, so a bad --out fails in a second, not after training -----
 
 # Files that mark a folder as an alignlab output: a finished one has results.json (or, for data and probe
 # exports, their manifest); the others belong to a run that can be resumed.

@@ -157,7 +157,8 @@ def parse_level(level: str | int) -> int:
 
 
 def configure(level: str | int | None = None, verbose: bool = False, capture_warnings: bool = True) -> None:
-    """Console level (``level`` wins over ``verbose``; neither: INFO, WARNING while quiet) and warnings routing."""
+    """Console level (``level`` wins over ``verbose``; neither: INFO, WARNING while quiet) and warnings
+    routing."""
     global _console_level
     _ensure_console()
     _console_level = parse_level(level) if level is not None else (logging.DEBUG if verbose else None)
@@ -211,7 +212,8 @@ def _capturing() -> bool:
 
 
 def open_tensorboard(log_dir: str | os.PathLike, purge_step: int | None = None) -> Any:
-    """A ``torch.utils.tensorboard.SummaryWriter`` on ``log_dir``, or None (one DEBUG line) without tensorboard.
+    """A ``torch.utils.tensorboard.SummaryWriter`` on ``log_dir``, or None (one DEBUG line) without
+    tensorboard.
 
     ``purge_step``: a resumed run hides the events its crashed predecessor wrote from that step on.
     ``ALIGNLAB_TENSORBOARD=0`` turns event files off.

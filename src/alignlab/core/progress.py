@@ -203,7 +203,8 @@ class Progress:
         self._last_t, self._last_n, self._last_step = now, self.n, self._step(self.n)
 
     def _done_line(self, elapsed: float) -> str:
-        line = f"{self.desc}: {self._count()} in {_fmt_seconds(elapsed)} ({_fmt_rate(self._rate(elapsed), self.unit)})"
+        rate = _fmt_rate(self._rate(elapsed), self.unit)
+        line = f"{self.desc}: {self._count()} in {_fmt_seconds(elapsed)} ({rate})"
         return line + (f" | {self.postfix}" if self.postfix else "")
 
     def _count(self) -> str:

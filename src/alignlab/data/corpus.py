@@ -35,7 +35,8 @@ def read_captions(path: str | os.PathLike, limit: int | None = None) -> list[str
 def read_parallel(
     src: str | os.PathLike, tgt: str | os.PathLike, limit: int | None = None
 ) -> tuple[list[str], list[str]]:
-    """Aligned source and target lines of two parallel files (line i of one translates line i of the other)."""
+    """Aligned source and target lines of two parallel files (line i of one translates line i of the
+    other)."""
     src, tgt = Path(src), Path(tgt)
     a, b = read_lines(src), read_lines(tgt)
     if len(a) != len(b):

@@ -55,8 +55,8 @@ def demo_stage(ctx) -> list[str]:
         "",
         f"Objects in train: {n_obj}, of which polysemous (bat, mouse, crane, seal, kite): {n_poly}.",
         "Caption families in train: " + ", ".join(f"{k} {v}" for k, v in sorted(families.items())) + ".",
-        f"Karpathy export round trip: {reloaded.n_images} images and {reloaded.n_captions} captions read back "
-        f"from `{dataset}`.",
+        f"Karpathy export round trip: {reloaded.n_images} images and {reloaded.n_captions} captions "
+        f"read back from `{dataset}`.",
         "",
         f"![contact sheet](data/contact_sheet.png){'' if has_cjk else ' (no CJK font: English only)'}",
         "",

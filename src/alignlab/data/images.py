@@ -64,7 +64,8 @@ def pil_to_uint8(img: Image.Image, size: int | tuple[int, int] | None = None) ->
 def stack_images(
     images: Sequence[Image.Image] | np.ndarray | torch.Tensor, size: int | tuple[int, int] | None = None
 ) -> torch.Tensor:
-    """Images (list of Pillow images, ``uint8`` array ``[B,H,W,3]`` or tensor ``[B,3,H,W]``) -> ``uint8`` ``[B,3,H,W]``.
+    """Images (list of Pillow images, ``uint8`` array ``[B,H,W,3]`` or tensor ``[B,3,H,W]``) -> ``uint8``
+    ``[B,3,H,W]``.
 
     A list of images of different sizes needs ``size``.
     """

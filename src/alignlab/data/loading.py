@@ -86,7 +86,8 @@ def _decode(data: bytes, where: str) -> Image.Image:
 
 
 class HFImages:
-    """The image column of a Hugging Face dataset (decoded PIL images, ``{"bytes", "path"}`` dicts or paths)."""
+    """The image column of a Hugging Face dataset (decoded PIL images, ``{"bytes", "path"}`` dicts or
+    paths)."""
 
     def __init__(self, dataset: Any, column: str, rows: Sequence[int], name: str = "dataset"):
         self.dataset = dataset.select_columns([column]) if hasattr(dataset, "select_columns") else dataset
@@ -176,7 +177,8 @@ class StreamingPairs:
         return torch.stack([pil_to_uint8(self.images.open(i), size) for i in idx])
 
     def to_pairs(self, size: int, num_workers: int = 0) -> ImageTextPairs:
-        """Every image decoded at ``size`` into an in-memory :class:`ImageTextPairs` (for evaluation splits)."""
+        """Every image decoded at ``size`` into an in-memory :class:`ImageTextPairs`
+        (for evaluation splits)."""
         from alignlab.core.progress import progress
 
         dataset = DecodedImages(self.images, size)
@@ -601,7 +603,8 @@ def _worker_init(_: int) -> None:
 
 
 class EpochBatchSampler(torch.utils.data.Sampler):
-    """The index lists of batches ``start, start+1, ...`` of one epoch, from a pure ``(epoch, index)`` function.
+    """The index lists of batches ``start, start+1, ...`` of one epoch, from a pure ``(epoch, index)``
+    function.
 
     A seedable batch sampler in the project's sense: the batches are whatever ``batch_indices(epoch, index)``
     says (the training task's permutation), ``set_epoch`` chooses the epoch, ``__len__`` is exact, and
@@ -633,7 +636,8 @@ class EpochBatchSampler(torch.utils.data.Sampler):
 
 
 class ImageBatchLoader:
-    """Batch ``index`` of ``epoch`` as ``uint8 [B, 3, size, size]``, decoded by DataLoader workers ahead of use.
+    """Batch ``index`` of ``epoch`` as ``uint8 [B, 3, size, size]``, decoded by DataLoader workers ahead of
+    use.
 
     Calls in order are served from the running loader (workers stay up across epochs); a call out of
     order (a resumed run, a skipped batch) restarts it on that batch. :meth:`state_dict` is the position
@@ -693,6 +697,7 @@ class ImageBatchLoader:
         self._it, self._next = None, None  # the next get() starts a loader at that position
 
     def close(self) -> None:
-        """End of use: dropping the DataLoader (it holds the persistent iterator) ends its worker processes."""
+        """End of use: dropping the DataLoader (it holds the persistent iterator) ends its worker
+        processes."""
         self._it = None
         self.loader = None  # type: ignore[assignment]

@@ -183,7 +183,8 @@ class ImageTextPairs:
 
     @property
     def has_truth(self) -> bool:
-        """Whether the truth evaluator can label these pairs (every image has a scene, every caption a form)."""
+        """Whether the truth evaluator can label these pairs (every image has a scene, every caption a
+        form)."""
         return (
             self.image_meta is not None
             and self.caption_meta is not None
@@ -324,7 +325,8 @@ class ImageTextPairs:
         if self.source_relevance is None:
             relevance, source_relevance = sources, None
         else:
-            # Own captions first, then the others true of the image, in the subset's id order (as from_shapes).
+            # Own captions first, then the others true of the image, in the subset's id order
+            # (as from_shapes).
             relevance = [
                 own + sorted({new_id[c] for c in self.relevance[i] if c in new_id} - set(own))
                 for i, own in zip(idx, sources, strict=True)
@@ -372,7 +374,8 @@ def _check_paths(
 
 
 def _inside(root: Path, ref: str | Path, where: str, problems: Problems, allow_outside: bool) -> Path | None:
-    """``root / ref`` if it stays inside ``root`` (or ``allow_outside``); else a problem, and None (skip it)."""
+    """``root / ref`` if it stays inside ``root`` (or ``allow_outside``); else a problem, and None
+    (skip it)."""
     try:
         return resolve_inside(root, ref, where=where, allow_outside=allow_outside)
     except DataError as e:

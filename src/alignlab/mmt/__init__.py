@@ -1,1 +1,2 @@
-"""Multimodal machine translation (English -> Chinese): model, training, congruent vs incongruent evaluation."""
+"""Multimodal machine translation (English -> Chinese): model, training, congruent vs incongruent
+evaluation."""

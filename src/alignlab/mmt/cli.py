@@ -29,8 +29,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="train a translation model into a run folder",
         description="Train on ShapesWorld (--data shapes; images available, any fusion) or on "
         "aligned parallel text files (--data parallel; text-only). Writes config.yaml, "
-        "model.pt, tokenizers, train/ (the loop's checkpoints and log.jsonl; re-running resumes) and visual.pt under --out, then "
-        "evaluates on the validation data into results.json.",
+        "model.pt, tokenizers, train/ (the loop's checkpoints and log.jsonl; re-running resumes) "
+        "and visual.pt under --out, then evaluates on the validation data into results.json.",
     )
     add_out(t, required=True, help="run folder")
     t.add_argument(
@@ -108,39 +108,13 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _train_configs(args: argparse.Namespace):
-    from alignlab.core.config import Sources, config_sources, from_dict, parse_overrides
-    from alignlab.mmt.model import MMTConfig
-    from alignlab.mmt.train import TrainConfig, VisualPretrainConfig
+    """(model, train, visual) configs: each section's defaults, then --fusion/--epochs, then --set."""
+    from alignlab.core.config import command_config
+    from alignlab.mmt.train import MMTRunConfig
 
-    ov = parse_overrides(args.overrides)
-    src = config_sources(None, args.overrides, {"model.fusion": "--fusion", "train.epochs": "--epochs"})
-    unknown = set(ov) - {"model", "train", "visual"}
-    if unknown:
-        raise ConfigError(
-            f"unknown config section(s) {', '.join(sorted(unknown))}",
-            where=", ".join(f"--set {i}" for i in args.overrides if i.split(".", 1)[0] in unknown),
-            fix="override keys start with model., train. or visual.",
-        )
-    for name in ("model", "train", "visual"):
-        if not isinstance(ov.get(name, {}), dict):
-            raise ConfigError(
-                f"{name} is a section of keys",
-                where=src.of(name) or name,
-                fix=f"set its keys, e.g. --set {name}.<key>=<value>",
-            )
-
-    def section(name: str) -> Sources:  # the sources of one section's keys, without the section prefix
-        return Sources(None, {k[len(name) + 1 :]: v for k, v in src.keys.items() if k.startswith(name + ".")})
-
-    model_cfg = from_dict(MMTConfig, {**ov.get("model", {}), "fusion": args.fusion}, section("model"))
-    train_d = dict(ov.get("train", {}))
-    if args.epochs is not None:
-        train_d["epochs"] = args.epochs
-    return (
-        model_cfg,
-        from_dict(TrainConfig, train_d, section("train")),
-        from_dict(VisualPretrainConfig, ov.get("visual", {}), section("visual")),
-    )
+    flags = {"model.fusion": (args.fusion, "--fusion"), "train.epochs": (args.epochs, "--epochs")}
+    run = command_config(MMTRunConfig, overrides=args.overrides, flags=flags)
+    return run.model, run.train, run.visual
 
 
 def _check_train_args(args: argparse.Namespace, fusion: str) -> None:
@@ -187,7 +161,6 @@ def _check_train_args(args: argparse.Namespace, fusion: str) -> None:
 def run_train(args: argparse.Namespace) -> int:
     from dataclasses import replace
 
-    from alignlab.core.io import write_json
     from alignlab.core.manifest import make_result
     from alignlab.mmt.evaluate import contrastive_items, evaluate_model
     from alignlab.mmt.model import MMTModel
@@ -200,6 +173,7 @@ def run_train(args: argparse.Namespace) -> int:
         visual_config_hash,
     )
     from alignlab.train.distributed import refuse_launcher
+    from alignlab.train.runs import finish_run
 
     refuse_launcher("alignlab mmt train")
     started = time.time()
@@ -304,7 +278,7 @@ def run_train(args: argparse.Namespace) -> int:
         visual_encoder=vis_metrics,
         train_log=log[-1],
     )
-    write_json(args.out / "results.json", result)
+    finish_run(args.out, result)  # results.json last: the run-folder sequence (alignlab.train.runs)
     _print_metrics(metrics)
     print(f"run saved in {args.out}")
     return 0

@@ -1,4 +1,5 @@
-"""Evaluation of translation models: BLEU/chrF, sense accuracy, congruent vs incongruent images, contrastive score.
+"""Evaluation of translation models: BLEU/chrF, sense accuracy, congruent vs incongruent images, contrastive
+score.
 
 * **BLEU and chrF** with sacrebleu on detokenised Chinese: BLEU with its ``zh`` tokenizer (every CJK
   character a token), chrF on characters; both signatures are stored with the scores.

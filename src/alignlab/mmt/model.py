@@ -1,9 +1,9 @@
 """A small transformer translation model, text-only or looking at the image (visual prefix or gated fusion).
 
 Source English is split into lower-cased words (:class:`~alignlab.data.text.WordTokenizer`); target
-Chinese into characters or jieba words (:class:`TargetTokenizer`). The model is a standard encoder–decoder transformer
-(pre-norm, GELU), with three ways to see the image — visual tokens ``V = [v_1 … v_K]`` (``K × d_v``)
-from an image encoder, projected to the model width by ``W_v``:
+Chinese into characters or jieba words (:class:`TargetTokenizer`). The model is a standard encoder–decoder
+transformer (pre-norm, GELU), with three ways to see the image — visual tokens ``V = [v_1 … v_K]``
+(``K × d_v``) from an image encoder, projected to the model width by ``W_v``:
 
 * ``none`` — text only: the decoder attends to the encoded source ``H = Enc(E(x))``.
 * ``prefix`` — the projected visual tokens, plus a learned type embedding, are prepended to the source
@@ -241,8 +241,9 @@ class DecoderLayer(nn.Module):
         mem_mask: torch.Tensor,
         cache: dict[str, torch.Tensor] | None = None,
     ) -> torch.Tensor:
-        """Teacher-forced (``cache`` None: all positions, causal) or one decoding step (``y`` is ``[B, 1, d]``;
-        ``cache`` holds the keys/values of earlier positions and is extended in place)."""
+        """Teacher-forced (``cache`` None: all positions, causal) or one decoding step
+        (``y`` is ``[B, 1, d]``; ``cache`` holds the keys/values of earlier positions and is extended in
+        place)."""
         h = self.n1(y)
         k, v = self.self_attn.keys_values(h)
         if cache is None:
@@ -314,7 +315,8 @@ class MMTModel(nn.Module):
         return next(self.parameters()).device
 
     def encode_source(self, texts: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
-        """Token ids ``[B, L]`` and mask for English sentences (``[CLS]`` first, as the word tokenizer does)."""
+        """Token ids ``[B, L]`` and mask for English sentences (``[CLS]`` first, as the word tokenizer
+        does)."""
         ids, mask = self.src_tok.encode(list(texts), self.config.max_src_len + 1)
         return ids.to(self.device), mask.to(self.device)
 

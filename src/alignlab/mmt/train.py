@@ -103,6 +103,16 @@ class TrainConfig:
 
 
 @dataclass
+class MMTRunConfig:
+    """What `alignlab mmt train` configures: the model, its training and the visual pretraining
+    (``--set model.<key>=...``, ``train.<key>``, ``visual.<key>``)."""
+
+    model: MMTConfig = field(default_factory=MMTConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    visual: VisualPretrainConfig = field(default_factory=VisualPretrainConfig)
+
+
+@dataclass
 class MMTPair:
     """One training/test sentence pair; ``image`` indexes the visual-feature table (-1: no image)."""
 

@@ -55,7 +55,9 @@ def text_key(text: str) -> str:
 
 
 def image_keys(images: ImageInput) -> list[str]:
-    """sha256 of each image's pixels and shape (uint8 tensor ``[B, 3, H, W]``, array ``[B, H, W, 3]`` or Pillow)."""
+    """sha256 of each image's pixels and shape.
+
+    Images are a uint8 tensor ``[B, 3, H, W]``, an array ``[B, H, W, 3]`` or Pillow images."""
     keys = []
     if isinstance(images, torch.Tensor):
         arr = images.detach().to("cpu").contiguous().numpy()
@@ -84,7 +86,7 @@ def _hash_array(a: np.ndarray, layout: str) -> str:
 
 
 def model_identity(model: Any) -> str:
-    """A sha256 that changes whenever the model's outputs could: ``model.identity`` or a hash of its weights."""
+    """A sha256 that changes whenever the model's outputs could: ``model.identity`` or a weights hash."""
     ident = getattr(model, "identity", None)
     if isinstance(ident, str) and ident:
         return ident

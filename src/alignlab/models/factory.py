@@ -1,5 +1,5 @@
-"""Build, save and load models by name: ``load_model("tiny-dual" | "tiny-cross" | "ckpt:<dir>" | "hf:<id or dir>"
-| "open_clip:<arch>@<tag or file>")``.
+"""Build, save and load models by name: ``load_model("tiny-dual" | "tiny-cross" | "ckpt:<dir>"
+| "hf:<id or dir>" | "open_clip:<arch>@<tag or file>")``.
 
 A saved tiny model is a folder with ``model.json`` (architecture, config, alignlab version),
 ``tokenizer.json`` and ``model.safetensors``; ``model.json`` is written last, so a folder that has it is

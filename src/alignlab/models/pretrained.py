@@ -55,7 +55,8 @@ from alignlab.models.pretrained_text import TEXT_DIM, TEXT_VERSION, MiniLMTextTo
 
 
 def default_cache_dir() -> Path:
-    """``$ALIGNLAB_CACHE/features``, else ``$XDG_CACHE_HOME/alignlab/features``, else ``~/.cache/alignlab/features``."""
+    """``$ALIGNLAB_CACHE/features``, else ``$XDG_CACHE_HOME/alignlab/features``, else
+    ``~/.cache/alignlab/features``."""
     if os.environ.get("ALIGNLAB_CACHE"):
         return Path(os.environ["ALIGNLAB_CACHE"]).expanduser() / "features"
     base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
@@ -188,7 +189,8 @@ def _feature_cache(encoder: DualEncoder, cache_dir: str | None) -> CachedEncoder
 
 
 class _LockedImageTower(nn.Module):
-    """Training-side image tower: ``preprocess`` runs the locked network (cached), ``forward`` passes features on.
+    """Training-side image tower: ``preprocess`` runs the locked network (cached), ``forward`` passes
+    the features on.
 
     It has no parameters of its own: the network lives outside the module tree, so it is neither trained,
     switched to train mode (batch norm stays in inference mode) nor saved in checkpoints.
@@ -255,7 +257,7 @@ def _head(d_in: int, d_out: int, hidden: int) -> nn.Module:
 
 
 class PretrainedLiT(ProjectedDualEncoder, nn.Module):
-    """Locked EfficientNet-Lite0 + locked MiniLM, trainable projections and logit scale (see the module doc)."""
+    """Locked EfficientNet-Lite0 + locked MiniLM, trainable projections and logit scale (module doc)."""
 
     name = "pretrained-lit"
     encode_batch: int = 512

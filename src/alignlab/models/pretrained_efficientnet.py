@@ -100,7 +100,8 @@ class MBConvLite(nn.Module):
 
 
 class EfficientNetLite0(nn.Module):
-    """``float [B, 3, H, W]`` (already scaled) -> ImageNet logits ``[B, 1000]``; :meth:`features` -> ``[B, 1280]``."""
+    """``float [B, 3, H, W]`` (already scaled) -> ImageNet logits ``[B, 1000]``;
+    :meth:`features` -> ``[B, 1280]``."""
 
     def __init__(self, num_classes: int = 1000):
         super().__init__()
@@ -169,7 +170,7 @@ def file_sha256(path: str | os.PathLike) -> str:
 
 
 def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
-    """``torch.load(weights_only=True)`` of a weights file; an unreadable or truncated file is a ModelError."""
+    """``torch.load(weights_only=True)`` of a weights file; an unreadable or truncated one: ModelError."""
     p = Path(path)
     if not p.is_file():
         raise ModelError(

@@ -28,8 +28,9 @@ torch.Size([2, 2])
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -42,6 +43,7 @@ from alignlab.models.base import (
     CrossEncoder,
     ImageInput,
     ProjectedDualEncoder,
+    TokenStates,
     as_text_list,
     check_score_shape,
     num_images,
@@ -335,7 +337,7 @@ class TinyCrossEncoder(_TinyBase, CrossEncoder):
     def dual_logits(
         self, image_tokens: torch.Tensor, text_tokens: torch.Tensor, text_mask: torch.Tensor
     ) -> torch.Tensor:
-        """The dual-encoder part of the score ``[P]`` (``dual_score``): scale · cosine of the pooled towers."""
+        """The dual-encoder part of the score ``[P]`` (``dual_score``): scale · cosine of pooled towers."""
         m = text_mask.unsqueeze(-1).to(text_tokens.dtype)
         txt = (text_tokens * m).sum(1) / m.sum(1).clamp(min=1.0)  # the text tower's "mean" pool
         img = F.normalize(self.image_proj(image_tokens.mean(1)), dim=-1)  # the image tower's "mean" pool
@@ -345,7 +347,7 @@ class TinyCrossEncoder(_TinyBase, CrossEncoder):
     def fusion_logits(
         self, image_tokens: torch.Tensor, text_tokens: torch.Tensor, text_mask: torch.Tensor
     ) -> torch.Tensor:
-        """The fusion part of the score ``[P]``: text tokens attend to image tokens, a head reads the logit."""
+        """The fusion part of the score ``[P]``: text tokens attend to image tokens; a head reads it."""
         x = text_tokens
         for layer in self.fusion:
             x = layer(x, image_tokens, tgt_key_padding_mask=~text_mask)
@@ -364,7 +366,7 @@ class TinyCrossEncoder(_TinyBase, CrossEncoder):
         return logits
 
     def load_dual(self, dual: TinyDualEncoder) -> None:
-        """Copy a tiny dual encoder's towers (and, with ``dual_score``, its projections and scale) into this model.
+        """Copy a tiny dual encoder's towers (with ``dual_score``, also its projections and scale) here.
 
         The dual must have this model's tower shapes and ``pool="mean"``; with ``dual_score`` and a zero
         fusion head the cross encoder then scores exactly as the dual does.
@@ -419,45 +421,53 @@ class TinyCrossEncoder(_TinyBase, CrossEncoder):
 
     def forward_grid(self, images: torch.Tensor, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """Logits ``[N, M]`` of every image with every text (differentiable; towers run once per side)."""
-        img_tokens, _ = self.image_tower(images)
-        txt_tokens, _ = self.text_tower(ids, mask)
-        return self._grid(img_tokens, txt_tokens, mask)
+        return self.match_grid(images, (ids, mask))
 
-    def _grid(self, img_tokens: torch.Tensor, txt_tokens: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        n, m = len(img_tokens), len(txt_tokens)
-        if n == 0 or m == 0:
-            return img_tokens.new_zeros(n, m)
-        # Pair up chunks of images with all texts so that one fusion pass sees ~pair_chunk pairs.
-        step = max(1, self.config.pair_chunk // m)
-        rows = []
-        for i in range(0, n, step):
-            it = img_tokens[i : i + step]
-            k = len(it)
-            logits = self.fuse(it.repeat_interleave(m, 0), txt_tokens.repeat(k, 1, 1), mask.repeat(k, 1))
-            rows.append(logits.view(k, m))
-        return torch.cat(rows)
+    # The training contract (models/base.py).
+    @property
+    def pair_chunk(self) -> int:  # type: ignore[override]
+        return int(self.config.pair_chunk)
+
+    def preprocess_images(self, images: ImageInput) -> torch.Tensor:
+        return self.image_tower.preprocess(images, self.device)
+
+    def image_encoder(self) -> nn.Module:
+        return self.image_tower
+
+    def text_encoder(self) -> nn.Module:
+        return self.text_tower
+
+    def encoder_parameters(self) -> Iterator[nn.Parameter]:
+        yield from super().encoder_parameters()
+        if self.config.dual_score:  # the dual score reads the towers alone: it goes with them
+            yield from (self.image_proj.weight, self.text_proj.weight, self.logit_scale)  # type: ignore[misc]
+
+    def image_states(self, pixels: torch.Tensor) -> TokenStates:
+        tokens, pooled = self.image_tower(pixels)
+        return TokenStates({"tokens": tokens}, pooled=pooled)
+
+    def text_states(self, tokens: Any) -> TokenStates:
+        ids, mask = tokens
+        states, pooled = self.text_tower(ids, mask)
+        return TokenStates({"tokens": states, "mask": mask}, mask="mask", pooled=pooled)
+
+    def fuse_pairs(self, image: TokenStates, text: TokenStates) -> torch.Tensor:
+        return self.fuse(image["tokens"], text["tokens"], text["mask"])
 
     @torch.no_grad()
     def score(self, images: ImageInput, texts: Sequence[str]) -> torch.Tensor:
         texts = as_text_list(texts)
         n = num_images(images)
-        img_tokens = (
-            torch.cat(
-                [
-                    self.image_tower(
-                        self.image_tower.preprocess(images[i : i + self.encode_batch], self.device)
-                    )[0]
-                    for i in range(0, n, self.encode_batch)
-                ]
-            )
-            if n
-            else None
-        )
-        ids, mask = self.tokenize(texts)
-        txt_tokens, _ = self.text_tower(ids, mask)
-        if img_tokens is None or not texts:
+        if n == 0 or not texts:
             return torch.zeros(n, len(texts), device=self.device)
-        return check_score_shape(self._grid(img_tokens, txt_tokens, mask), n, len(texts), self.name)
+        image = TokenStates.cat(
+            [
+                self.image_states(self.preprocess_images(images[i : i + self.encode_batch]))
+                for i in range(0, n, self.encode_batch)
+            ]
+        )
+        scores = self.fuse_grid(image, self.text_states(self.tokenize(texts)))
+        return check_score_shape(scores, n, len(texts), self.name)
 
     @torch.no_grad()
     def score_pairs(self, images: ImageInput, texts: Sequence[str]) -> torch.Tensor:

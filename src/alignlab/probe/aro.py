@@ -1,4 +1,5 @@
-"""Probe items from ARO's Visual Genome files (``visual_genome_relation.json``, ``visual_genome_attribution.json``).
+"""Probe items from ARO's Visual Genome files (``visual_genome_relation.json``,
+``visual_genome_attribution.json``).
 
 ARO ("When and why vision-language models behave like bags-of-words", Yuksekgonul et al., 2023) ships
 two JSON lists; SNARE's attribute and relation items come from them. Each entry has

@@ -30,7 +30,9 @@ The two oracles recognise a ShapesWorld image by the hash of its pixels (:meth:`
 nothing: it reads the items' images and scene graphs).
 
 >>> s = ShorterScorer()
->>> s.score(torch.zeros(1, 3, 8, 8, dtype=torch.uint8), ["a red circle", "a red circle to the left"]).argmax().item()
+>>> s.score(
+...     torch.zeros(1, 3, 8, 8, dtype=torch.uint8), ["a red circle", "a red circle to the left"]
+... ).argmax().item()
 0
 """
 
@@ -261,7 +263,8 @@ _SIZE_OF = {w: s for s, ws in SIZE_SYNONYMS.items() for w in ws}
 
 
 class BagOfWordsOracle(_SceneScorer):
-    """Scene-aware but order-blind: ``Σ_w support(w)`` (+1 word present in the scene, −1 absent), random ties."""
+    """Scene-aware but order-blind: ``Σ_w support(w)`` (+1 word present in the scene, −1 absent),
+    random ties."""
 
     name = "bag-of-words-oracle"
 

@@ -435,7 +435,8 @@ _TASK_CODES = {t: k for k, t in enumerate(TASKS)}
 
 
 def build_shapes_items(cfg: ShapesProbeConfig) -> tuple[list[ProbeItem], dict[str, bytes], dict[str, int]]:
-    """Generate the items (with labels), their PNG images (``images/<sha16>.png`` -> bytes) and build stats."""
+    """Generate the items (with labels), their PNG images (``images/<sha16>.png`` -> bytes) and build
+    stats."""
     world_cfg = ShapesConfig(
         image_size=cfg.image_size,
         min_objects=2,

@@ -251,7 +251,8 @@ def _lm_captions(spec: str | None) -> list[str] | None:
 
 
 def load_scorer(spec: str, ps, device: str = "cpu", seed: int = 0, **options):
-    """A model from ``--model``: a sanity model or anything :func:`alignlab.models.factory.load_model` knows."""
+    """A model from ``--model``: a sanity model or anything :func:`alignlab.models.factory.load_model`
+    knows."""
     if spec.startswith("sanity:"):
         from alignlab.probe.baselines import BagOfWordsOracle, RandomScorer, SceneGraphOracle
 
@@ -369,7 +370,8 @@ def run_eval(args: argparse.Namespace) -> int:
             g = run["gaps"].get(task, {}).get("accuracy")
             gap = f", gap {g['gap_pct']:+.1f} vs {g['best_blind']}" if g else ""
             print(
-                f"{task}: {a['acc_pct']:.1f}% (chance {a['chance_pct']:.1f}, ties {a['tie_rate_pct']:.1f}%{gap})"
+                f"{task}: {a['acc_pct']:.1f}% "
+                f"(chance {a['chance_pct']:.1f}, ties {a['tie_rate_pct']:.1f}%{gap})"
             )
     print(out / "report.md")
     return 0

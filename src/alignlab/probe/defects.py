@@ -49,7 +49,8 @@ DEFECTS = ("ties_correct", "affirmative_key", "substring_shuffles")
 
 
 def judge_ties_correct(item: ProbeItem, s: np.ndarray) -> float:
-    """The released rule for a choice item: right when the correct option's score is the highest *or tied* with it."""
+    """The released rule for a choice item: right when the correct option's score is the highest *or
+    tied* with it."""
     row = np.asarray(s, dtype=float)[0]
     return float(row[item.correct] >= row.max())
 
@@ -86,7 +87,8 @@ def substring_shuffle(
     tries: int = 20,
     reject: Any = None,
 ) -> str | None:
-    """A ``kind`` shuffle of ``text`` written back by substring replacement; None when none differs from it."""
+    """A ``kind`` shuffle of ``text`` written back by substring replacement; None when none differs
+    from it."""
     tokens = tokenize(text)
     tags = (tagger or LexiconTagger()).tag(tokens)
     for _ in range(tries):

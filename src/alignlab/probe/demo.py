@@ -1,4 +1,5 @@
-"""Demo stage: SNARE probes of the retrieval stage's tiny dual encoder, with blind baselines and sanity models."""
+"""Demo stage: SNARE probes of the retrieval stage's tiny dual encoder, with blind baselines and sanity
+models."""
 
 from __future__ import annotations
 
@@ -76,7 +77,8 @@ def demo_stage(ctx: Any) -> list[str]:
         f"evaluator; SHA-256 `{ps.sha256[:16]}`), scored with {what}. Ties count as wrong; blind baselines "
         "run through the same harness; grounded gap = model − best blind.",
         "",
-        "| task | model acc [95% CI] | chance | ties | best blind | gap | random | BoW oracle | scene oracle |",
+        "| task | model acc [95% CI] | chance | ties | best blind | gap | "
+        "random | BoW oracle | scene oracle |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
     for t in tasks:
@@ -85,7 +87,8 @@ def demo_stage(ctx: Any) -> list[str]:
         sv = [f"{sanity[s][t]['accuracy']['acc_pct']:.0f}" for s in sanity]
         lines.append(
             f"| {TASK_TITLES[t]} | {a['acc_pct']:.1f} [{a['ci_low']:.0f}, {a['ci_high']:.0f}] | "
-            f"{a['chance_pct']:.1f} | {a['tie_rate_pct']:.1f} | {g['best_blind']} ({g['best_blind_pct']:.1f}) | "
+            f"{a['chance_pct']:.1f} | {a['tie_rate_pct']:.1f} | "
+            f"{g['best_blind']} ({g['best_blind_pct']:.1f}) | "
             f"{g['gap_pct']:+.1f} | {' | '.join(sv)} |"
         )
     rel = out.relative_to(ctx.out) if out.is_relative_to(ctx.out) else out

@@ -11,8 +11,9 @@ never transformed (no softmax over ``itm_probability`` scores; they are checked 
   and counted in the tie rate — a model blind to word order ties on every shuffle and scores 0%, not
   100% as in the released SNARE code). The one exception is a blind *heuristic* baseline, which declares
   ``tie_credit = "expected"``: a tie among ``k`` top options including the correct one earns ``1/k``, its
-  expected accuracy under random tie-breaking (so the bar a model must clear is not lowered by ties). The *winner* is the kind of the top option (``tie`` when shared);
-  pairwise accuracy per distractor kind is the share of items where the correct option beats that kind.
+  expected accuracy under random tie-breaking (so the bar a model must clear is not lowered by ties).
+  The *winner* is the kind of the top option (``tie`` when shared); pairwise accuracy per distractor
+  kind is the share of items where the correct option beats that kind.
 * pair item (Winoground): text score ``s[0,c0] > s[0,c1] ∧ s[1,c1] > s[1,c0]``; image score
   ``s[0,c0] > s[1,c0] ∧ s[1,c1] > s[0,c1]``; group score = both. Chance 25%, 25%, 16.7%.
 * preference item: the share of items where option ``correct`` is strictly preferred (not an accuracy:
@@ -50,7 +51,9 @@ from alignlab.probe.items import MIN_CATEGORY_ITEMS, TASK_TITLES, TASKS, ProbeIt
 
 DEFINITIONS = {
     "acc_pct": "share of items whose correct option scores strictly highest, in %; ties count as wrong",
-    "tie_rate_pct": "share of items whose top score is shared by two or more options (pairs: any tied comparison)",
+    "tie_rate_pct": (
+        "share of items whose top score is shared by two or more options (pairs: any tied comparison)"
+    ),
     "chance_pct": "expected accuracy of uniform random scores: mean of 1/#options (pairs: 25/25/16.7)",
     "ci": "95% percentile bootstrap over items",
     "winners": "share of items won by each option kind (tie: top score shared)",
@@ -589,7 +592,8 @@ def format_report(run: dict[str, Any], title: str | None = None) -> str:
         f"Items: {run['n_items']} ({run['data']}, SHA-256 {run['items_sha256'][:16]}…); scores: "
         f"{run['score_semantics']}; ties count as wrong. CIs: 95% bootstrap over items.",
         "",
-        "| task | n | accuracy [95% CI] | chance | ties | best blind | blind acc | grounded gap [95% CI] | p |",
+        "| task | n | accuracy [95% CI] | chance | ties | best blind | blind acc | "
+        "grounded gap [95% CI] | p |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
     for task, entry in run["model"]["tasks"].items():
@@ -602,7 +606,8 @@ def format_report(run: dict[str, Any], title: str | None = None) -> str:
         )
         blind = f"{g['best_blind']} | {_f(g['best_blind_pct'])}" if g else "— | —"
         lines.append(
-            f"| {TASK_TITLES[task]} | {a['n']} | {_f(a['acc_pct'])} [{_f(a['ci_low'])}, {_f(a['ci_high'])}] | "
+            f"| {TASK_TITLES[task]} | {a['n']} | "
+            f"{_f(a['acc_pct'])} [{_f(a['ci_low'])}, {_f(a['ci_high'])}] | "
             f"{_f(a['chance_pct'])} | {_f(a['tie_rate_pct'])} | {blind} | {gap} |"
         )
     lines += [

@@ -67,7 +67,9 @@ METRICS: dict[str, str] = {
     "content words in another order (its content-word shuffle); a tie counts ½",
     "order_function_pct": "the same against the function-word shuffle",
     "order_all_pct": "the same against the all-word shuffle",
-    "word_order_acc_pct": "SNARE semantic structure: 4-way accuracy (gold vs three shuffles; ties count as wrong)",
+    "word_order_acc_pct": (
+        "SNARE semantic structure: 4-way accuracy (gold vs three shuffles; ties count as wrong)"
+    ),
     "negation_acc_pct": "negation: accuracy on the balanced 2×2 (affirmative vs negated sentence, one true)",
     "negation_affirmative_true_pct": "negation items where the affirmative sentence is the true one",
     "negation_negated_true_pct": "negation items where the negated sentence is the true one",
@@ -250,7 +252,8 @@ QUICK = dict(
 def experiment_config(
     *, quick: bool, seeds: list[int] | None = None, overrides: dict[str, Any] | None = None
 ) -> SnareExperimentConfig:
-    """Quick (or full) settings with ``--set`` overrides merged deeply (:func:`alignlab.core.config.experiment_config`)."""
+    """Quick (or full) settings with ``--set`` overrides merged deeply
+    (:func:`alignlab.core.config.experiment_config`)."""
     return _experiment_config(SnareExperimentConfig, QUICK, quick=quick, seeds=seeds, overrides=overrides)
 
 
@@ -343,7 +346,8 @@ def _retrieval(model: Any, test: Any) -> dict[str, float]:
 
 
 class OrderBlind:
-    """A model reading every caption as its words in alphabetical order: blind to word order by construction."""
+    """A model reading every caption as its words in alphabetical order: blind to word order by
+    construction."""
 
     score_semantics = "logit"
 
@@ -709,7 +713,8 @@ def _assemble(
     sub_stats: dict[str, int],
     quick: bool,
 ) -> dict[str, Any]:
-    """The results dict of the finished ``seeds``: per-seed numbers, the analysed claims, supporting numbers."""
+    """The results dict of the finished ``seeds``: per-seed numbers, the analysed claims, supporting
+    numbers."""
     from alignlab.core.analysis import analyse_metrics
 
     values, health = st.values, st.health
@@ -826,10 +831,14 @@ ARM_NOTES = {
     "hardneg": "base + one structured hard negative per caption (NegCLIP-style)",
     "base:ties-correct": "base, scored with ties counted correct (released defect 1)",
     "base:affirmative-key": "base, negation answer always the affirmative (released defect 2)",
-    "base:substring-shuffles": "base, word-order distractors built by substring replacement (released defect 3)",
+    "base:substring-shuffles": (
+        "base, word-order distractors built by substring replacement (released defect 3)"
+    ),
     "order-blind": "base reading each caption as its sorted words (negative control: blind to order)",
     "order-blind:ties-correct": "order-blind, scored with ties counted correct",
-    "best-blind": "per seed, the best blind baseline of base (text side with null/mean/shuffled image; heuristics)",
+    "best-blind": (
+        "per seed, the best blind baseline of base (text side with null/mean/shuffled image; heuristics)"
+    ),
     "bow-oracle": "knows the objects, reads a bag of words; ties earn 1/k (floor)",
     "scene-oracle": "parses and evaluates the caption on the scene graph (positive control, ceiling)",
 }
@@ -863,7 +872,8 @@ def render_report(r: dict[str, Any]) -> str:
     trained = r["arms"]["trained"]
     dm = cfg["dual_model"]
     lines = [
-        "# SNARE: structured hard negatives, SNARE's findings and the released code's defects, on ShapesWorld",
+        "# SNARE: structured hard negatives, SNARE's findings and the released code's defects, "
+        "on ShapesWorld",
         "",
     ]
     if r["quick"]:
@@ -879,13 +889,15 @@ def render_report(r: dict[str, Any]) -> str:
         ]
     sweep = ", ".join(f"{x:g}" for x in cfg["negation_sweep"])
     lines += [
-        f"Tiny dual encoders (width {dm.get('width')}, embedding {dm.get('embed_dim')}, {dm.get('image_size')}-pixel "
-        f"input, {dm.get('text_layers')} text layer(s)) trained for {cfg['epochs']} epochs (batch {cfg['batch_size']}, "
+        f"Tiny dual encoders (width {dm.get('width')}, embedding {dm.get('embed_dim')}, "
+        f"{dm.get('image_size')}-pixel input, {dm.get('text_layers')} text layer(s)) trained for "
+        f"{cfg['epochs']} epochs (batch {cfg['batch_size']}, "
         f"lr {cfg['lr']:g}) on {cfg['train_images']} ShapesWorld images with 5 captions each, seeds {seeds}. "
         f"`base` and `hardneg` train on data with negation_rate {cfg['negation_rate']:g}; the sweep arms on "
-        f"negation_rate {sweep}. Every model is probed on one frozen set of {r['probe']['n_items']} ShapesWorld items "
-        f"({cfg['probe_items_per_category']} per category, seed {cfg['probe_seed']}, SHA-256 "
-        f"`{r['probe']['sha256'][:12]}…`), every option labelled by the truth evaluator. All numbers are percentages; "
+        f"negation_rate {sweep}. Every model is probed on one frozen set of {r['probe']['n_items']} "
+        f"ShapesWorld items ({cfg['probe_items_per_category']} per category, seed {cfg['probe_seed']}, "
+        f"SHA-256 `{r['probe']['sha256'][:12]}…`), every option labelled by the truth evaluator. "
+        "All numbers are percentages; "
         "the unit of analysis is the training run (one per seed), arms are paired by seed.",
         "",
     ]
@@ -899,12 +911,12 @@ def render_report(r: dict[str, Any]) -> str:
     lines += [
         "",
         "Why these tests. *Ignores word order* is an equivalence claim: `base` against `order-blind`, the "
-        "same model made blind to order, on the content-word comparison, where any order-blind scorer sits at "
-        "exactly 50 — not SNARE's 4-way accuracy, which a model can push below its chance level without "
-        "preferring any order (see Exploratory). The weak-negation and weak-relation findings are equivalence "
-        'claims against the model\'s own best blind baseline: "no better than reading the text alone". '
-        "The claims and margins were written into the config before the full run (one-seed pilot runs "
-        "were used only to size it). Margins are in percentage points: 5 points for an effect "
+        "same model made blind to order, on the content-word comparison, where any order-blind scorer "
+        "sits at exactly 50 — not SNARE's 4-way accuracy, which a model can push below its chance level "
+        "without preferring any order (see Exploratory). The weak-negation and weak-relation findings are "
+        "equivalence claims against the model's own best blind baseline: \"no better than reading the text "
+        'alone". The claims and margins were written into the config before the full run (one-seed pilot '
+        "runs were used only to size it). Margins are in percentage points: 5 points for an effect "
         "(a tenth of a two-way choice's chance), 1 point for the claim that a trained model with real-valued "
         "scores has no ties for the tie defect to change.",
         "",
@@ -943,8 +955,8 @@ def render_report(r: dict[str, Any]) -> str:
     lines += [
         "## Floors and ceilings per task: where the models sit",
         "",
-        "Position = (arm − floor) / (ceiling − floor), with the bag-of-words oracle as the floor (it sees the "
-        "objects but not the structure) and the scene-graph oracle as the ceiling.",
+        "Position = (arm − floor) / (ceiling − floor), with the bag-of-words oracle as the floor "
+        "(it sees the objects but not the structure) and the scene-graph oracle as the ceiling.",
         "",
     ]
     body = []
@@ -1055,10 +1067,11 @@ def render_report(r: dict[str, Any]) -> str:
     ]
     sb = r["probe"]["substring_build"]
     lines += [
-        f"Substring-replacement shuffles: {sb['distractors']} distractors rebuilt on {sb['items']} word-order "
-        f"items; {sb['corrupted']} hold a non-word (a word of no original option, e.g. a word with a short "
-        f"word replaced inside it); {sb['true_of_image']} turned out true of the image (the released code "
-        f"would still have labelled them wrong); {sb['kept_token_shuffle']} kept the token shuffle.",
+        f"Substring-replacement shuffles: {sb['distractors']} distractors rebuilt on {sb['items']} "
+        f"word-order items; {sb['corrupted']} hold a non-word (a word of no original option, e.g. a word "
+        f"with a short word replaced inside it); {sb['true_of_image']} turned out true of the image (the "
+        f"released code would still have labelled them wrong); {sb['kept_token_shuffle']} kept the token "
+        "shuffle.",
         "",
     ]
     lines += [
@@ -1137,8 +1150,8 @@ def render_report(r: dict[str, Any]) -> str:
         "they learn, but far from the ceiling); the oracles are deterministic (the same value for every "
         "seed), so a claim against them tests the trained arm's spread only.",
         "* `best-blind` takes, per seed and metric, the best of six blind baselines, which biases it upwards "
-        "a little: a gain over it is conservative, while an equivalence with it is slightly easier to reach than "
-        "with one fixed baseline.",
+        "a little: a gain over it is conservative, while an equivalence with it is slightly easier to "
+        "reach than with one fixed baseline.",
         "* The hard negatives are built like the probe's distractors (swaps and shuffles, as in NegCLIP): an "
         "in-distribution test.",
         "* The defect arms emulate the released code's behaviour on alignlab's items (ties counted right, an "

@@ -24,7 +24,8 @@ field               meaning
 ``images``          image references: paths relative to the folder of ``items.jsonl`` (or absolute)
 ``options``         the candidate captions (at least 2)
 ``correct``         choice: index of the right option; pair: ``[c0, c1]``, the option true of each image
-``option_kinds``    per option, what it is (``gold``, ``shuffle_content``, ``swap``…): says which distractor won
+``option_kinds``    per option, what it is (``gold``, ``shuffle_content``, ``swap``…): says which
+                    distractor won
 ``truth``           ``truth[k][j]``: whether option ``j`` is true of image ``k`` according to the ShapesWorld
                     truth evaluator (null when the source has no evaluator, e.g. ARO)
 ``crops``           per image, an optional ``[x, y, w, h]`` box to crop before scoring (ARO)
@@ -257,7 +258,8 @@ def write_probe(
     info: dict[str, Any] | None = None,
     images: dict[str, bytes] | None = None,
 ) -> Path:
-    """Write a probe folder: ``images/`` (from ``images``: relative path -> bytes), ``items.jsonl``, ``probe.json``.
+    """Write a probe folder: ``images/`` (from ``images``: relative path -> bytes), ``items.jsonl``,
+    ``probe.json``.
 
     ``probe.json`` is written last, so a folder that has it is complete (the images are written plainly,
     without a sync each: thousands of small files; the items and their hash vouch for them). Returns the
@@ -378,7 +380,8 @@ def load_probe(
 
 
 def resolve_image(ps: ProbeSet, ref: str, where: str | None = None) -> Path:
-    """The file of image ``ref`` of ``ps``; a :class:`DataError` if it leaves the image root (unless allowed)."""
+    """The file of image ``ref`` of ``ps``; a :class:`DataError` if it leaves the image root (unless
+    allowed)."""
     return resolve_inside(ps.root, ref, where=where or str(ps.path), allow_outside=ps.allow_outside_root)
 
 

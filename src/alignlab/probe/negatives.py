@@ -16,7 +16,7 @@ image's scene graph is known each candidate is checked with the truth evaluator 
 Replacements are whole tokens and articles are made to agree ("an orange circle").
 
 True captions are no negatives: a batch also carries ``positives [B, B]`` (a caption of another image
-true of this one, :meth:`~alignlab.retrieval.training._ImageBatches.positives`) and, for the dual task,
+true of this one, :meth:`~alignlab.train.tasks._ImageBatches.positives`) and, for the dual task,
 which hard negatives are true of *other* images of the batch (the truth evaluator on their scenes);
 both are masked out of the softmax, as in the retrieval tasks.
 
@@ -29,8 +29,16 @@ same code):
 * :class:`CrossHardNegativeTask` — a cross encoder trained listwise on *sampled* candidates: image ``k``
   against its caption, ``K`` other captions of the batch and (with hard negatives) its hard negative;
   caption ``k`` against its image and ``K`` other images. Scoring all B×B pairs of the batch (as
-  :class:`~alignlab.retrieval.training.CrossMatchTask` does) costs B² fusion passes, too slow on 2 CPU
+  :class:`~alignlab.train.tasks.CrossMatchTask` does) costs B² fusion passes, too slow on 2 CPU
   cores; K = 7 keeps it linear in B.
+
+Under DDP (:mod:`alignlab.train.distributed`) each rank trains its slice of the global batch with its own
+rows as in-batch negatives (``local_batch`` cuts the masks to them) and the model runs in one DDP forward
+pass per loss (``forward_through``), so the gradients are averaged over the ranks.
+
+Both tasks read a model only through the training contract (:mod:`alignlab.models.base`), so every model
+kind trains: the tiny models, pretrained-lit, Hugging Face CLIP / SigLIP / BLIP and open_clip;
+:func:`train_probe_model` takes a built-in architecture or a spec that loads one (``hf:<folder>``).
 
 >>> rng = np.random.default_rng(0)
 >>> make_hard_negative("a red circle and a blue square", None, rng, kinds=("swap_attribute",))
@@ -43,7 +51,6 @@ import os
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -51,7 +58,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from alignlab.core.config import dump_yaml
 from alignlab.core.errors import ConfigError
 from alignlab.core.seed import derive_seed, set_seed
 from alignlab.data.pairs import ImageTextPairs
@@ -60,9 +66,10 @@ from alignlab.data.text import WordTokenizer
 from alignlab.models.factory import build_model
 from alignlab.probe.build_shapes import caption_truth
 from alignlab.probe.perturb import detokenize, fix_articles, shuffle_all, tokenize
-from alignlab.retrieval.training import CrossMatchTask, DualContrastiveTask
-from alignlab.train.distributed import forward_through
-from alignlab.train.loop import TrainConfig, fit
+from alignlab.train import distributed as ddp_
+from alignlab.train.loop import TrainConfig
+from alignlab.train.runs import fit_best, start_run
+from alignlab.train.tasks import CrossMatchTask, DualContrastiveTask, check_trainable, dual_outputs
 
 HARD_NEGATIVE_KINDS = ("swap_attribute", "swap_relation", "shuffle")
 _SIZE_OF = {w: s for s, ws in SIZE_SYNONYMS.items() for w in ws}
@@ -194,6 +201,18 @@ class _HardNegatives:
             self.neg_counts[kind] = self.neg_counts.get(kind, 0) + 1
         return out
 
+    @staticmethod
+    def _local(batch: tuple[Any, ...], rank: int, world: int) -> tuple[tuple[Any, ...], slice, torch.Tensor]:
+        """Rank ``rank``'s rows of a global batch ``(images, texts, idx, negs, positives, ...)``: the per-row
+        fields cut, the local rows and columns of ``positives`` (``[b, b]``: under DDP each rank's loss
+        takes its own batch as negatives), and which global hard-negative columns are this rank's."""
+        images, texts, idx, negs, positives = batch[:5]
+        rows = ddp_.shard_batch((images, texts, idx, negs), rank, world)
+        lo, hi = ddp_.shard_range(len(texts), world, rank)
+        with_neg = [r for r, n in enumerate(negs) if n is not None]
+        cols = torch.as_tensor([j for j, r in enumerate(with_neg) if lo <= r < hi], dtype=torch.long)
+        return (*rows, positives[lo:hi, lo:hi]), slice(lo, hi), cols
+
     def negatives_truth(self, negs: list[str | None], idx: np.ndarray) -> torch.Tensor:
         """``[B, H]`` bool: hard negative ``h`` (the non-None ones, in order) is true of batch image ``i``.
 
@@ -210,7 +229,12 @@ class _HardNegatives:
 
 
 class DualHardNegativeTask(DualContrastiveTask, _HardNegatives):
-    """InfoNCE for a dual encoder with each caption's hard negative as an extra text column (NegCLIP)."""
+    """InfoNCE for a dual encoder with each caption's hard negative as an extra text column (NegCLIP).
+
+    Any trainable :class:`~alignlab.models.base.DualEncoder` (tiny, pretrained-lit, Hugging Face CLIP /
+    SigLIP / BLIP ITC, open_clip): the loss reads only the training contract (``preprocess_images``,
+    ``tokenize``, ``embed_images``, ``embed_texts``, ``logit_params``; the scale capped at 100).
+    """
 
     def __init__(
         self,
@@ -225,7 +249,13 @@ class DualHardNegativeTask(DualContrastiveTask, _HardNegatives):
     ):
         from alignlab.train.losses import InfoNCELoss
 
-        super().__init__(model, train, InfoNCELoss(), batch_size, seed, dev=dev)
+        evaluate = None
+        if dev is not None:  # dev retrieval metrics after each epoch (the retrieval area's evaluation)
+            from alignlab.retrieval.training import dev_evaluator
+
+            evaluate = dev_evaluator(dev, dual=True)
+        self.dev = dev
+        super().__init__(model, train, InfoNCELoss(), batch_size, seed, evaluate=evaluate)
         self._init_negatives(self.pairs, seed, hard_negatives, kinds)
 
     def batch(self, epoch: int, index: int) -> tuple[Any, ...]:
@@ -233,13 +263,21 @@ class DualHardNegativeTask(DualContrastiveTask, _HardNegatives):
         negs = self.negatives(texts, idx, epoch, index)
         return images, texts, idx, negs, positives, self.negatives_truth(negs, idx)
 
-    def loss(self, model: nn.Module, batch: Any) -> dict[str, torch.Tensor]:
+    def local_batch(self, epoch: int, index: int, rank: int, world: int) -> tuple[Any, ...]:
+        """DDP: this rank's slice of global batch ``index``, its masks cut to its own rows and columns."""
+        batch = self.batch(epoch, index)
+        local, rows, cols = self._local(batch, rank, world)
+        return (*local, batch[5][rows][:, cols])
+
+    def loss(self, model: Any, batch: Any) -> dict[str, torch.Tensor]:
         images, texts, _, negs, positives, negs_true = batch
         hard = [n for n in negs if n is not None]
-        x = model.image_tower.preprocess(images, model.device)
-        out = model(x, *model.tokenize(list(texts) + hard))
+        # Both towers in one DDP forward pass when training is distributed (a plain call otherwise).
+        out = dual_outputs(model, model.preprocess_images(images), model.tokenize(list(texts) + hard))
+        logits = out["logit_scale"] * out["image_emb"] @ out["text_emb"].T  # [B, B + H]; scale capped at 100
+        if out["logit_bias"] is not None:
+            logits = logits + out["logit_bias"]
         b = len(texts)
-        logits = out["logit_scale"] * out["image_emb"] @ out["text_emb"].T  # [B, B + H]
         target = torch.arange(b, device=logits.device)
         # True pairs are no negatives: other images' true captions, and hard negatives true of an image.
         off = positives.to(logits.device).bool() & ~torch.eye(b, dtype=torch.bool, device=logits.device)
@@ -251,7 +289,12 @@ class DualHardNegativeTask(DualContrastiveTask, _HardNegatives):
 
 
 class CrossHardNegativeTask(CrossMatchTask, _HardNegatives):
-    """Listwise matching for a cross encoder on K sampled in-batch candidates (+ the hard negative)."""
+    """Listwise matching for a cross encoder on K sampled in-batch candidates (+ the hard negative).
+
+    Any trainable :class:`~alignlab.models.base.CrossEncoder` (tiny, Hugging Face BLIP ITM): each tower
+    runs once per batch (``image_states``, ``text_states``) and the sampled pairs are fused from their
+    rows (``TokenStates.select``, ``fuse_pairs``).
+    """
 
     def __init__(
         self,
@@ -264,7 +307,7 @@ class CrossHardNegativeTask(CrossMatchTask, _HardNegatives):
         sampled_negatives: int = 7,
         kinds: Sequence[str] = HARD_NEGATIVE_KINDS,
     ):
-        super().__init__(model, train, batch_size, seed, dev=None)
+        super().__init__(model, train, batch_size, seed)
         self._init_negatives(self.pairs, seed, hard_negatives, kinds)
         if sampled_negatives < 1:
             raise ConfigError("sampled_negatives must be >= 1")
@@ -274,21 +317,24 @@ class CrossHardNegativeTask(CrossMatchTask, _HardNegatives):
         images, texts, idx, positives = super().batch(epoch, index)
         return images, texts, idx, self.negatives(texts, idx, epoch, index), positives
 
+    def local_batch(self, epoch: int, index: int, rank: int, world: int) -> tuple[Any, ...]:
+        """DDP: this rank's slice of global batch ``index``, its mask cut to its own rows and columns."""
+        return self._local(self.batch(epoch, index), rank, world)[0]
+
     def loss(self, model: nn.Module, batch: Any) -> dict[str, torch.Tensor]:
         # The towers and the fusion run in one DDP forward pass when training is distributed (a plain call
         # otherwise), so that their gradients are synchronised across ranks.
-        return forward_through(model, self._loss, batch)
+        return ddp_.forward_through(model, self._loss, batch)
 
-    def _loss(self, model: nn.Module, batch: Any) -> dict[str, torch.Tensor]:
+    def _loss(self, model: Any, batch: Any) -> dict[str, torch.Tensor]:
         images, texts, _, negs, positives = batch
         b = len(texts)
         hard = [n for n in negs if n is not None]
-        x = model.image_tower.preprocess(images, model.device)
-        img_tok, _ = model.image_tower(x)
-        ids, mask = model.tokenize(list(texts) + hard)
-        txt_tok, _ = model.text_tower(ids, mask)
+        pixels = model.preprocess_images(images)
+        img = model.image_states(pixels)
+        txt = model.text_states(model.tokenize(list(texts) + hard))
         k = min(self.k, b - 1)
-        dev = img_tok.device
+        dev = pixels.device
         rows = torch.arange(b, device=dev)
         shifts = torch.arange(k + 1, device=dev)
         others = (rows[:, None] + shifts[None, :]) % b  # column 0: the match; then K other batch members
@@ -304,7 +350,7 @@ class CrossHardNegativeTask(CrossMatchTask, _HardNegatives):
         ii = rows[:, None].expand_as(cand_t)[valid]
         tt = cand_t[valid]
         logits_t = torch.full(cand_t.shape, float("-inf"), device=dev)
-        logits_t[valid] = model.fuse(img_tok[ii], txt_tok[tt], mask[tt])
+        logits_t[valid] = model.fuse_pairs(img.select(ii), txt.select(tt))
         # A sampled caption true of the image (or image the caption is true of) is no negative.
         pos = positives.to(dev).bool()
         true_t = pos[rows[:, None], others]  # [B, K + 1]: caption others[r, j] true of image r
@@ -315,7 +361,7 @@ class CrossHardNegativeTask(CrossMatchTask, _HardNegatives):
         # Text -> image candidates: its image and K other images.
         ii2 = others.reshape(-1)
         tt2 = rows[:, None].expand_as(others).reshape(-1)
-        logits_i = model.fuse(img_tok[ii2], txt_tok[tt2], mask[tt2]).view(b, k + 1)
+        logits_i = model.fuse_pairs(img.select(ii2), txt.select(tt2)).view(b, k + 1)
         true_i = pos[others, rows[:, None]]  # [B, K + 1]: caption r true of image others[r, j]
         true_i[:, 0] = False
         logits_i = logits_i.masked_fill(true_i, float("-inf"))
@@ -325,12 +371,55 @@ class CrossHardNegativeTask(CrossMatchTask, _HardNegatives):
 
 # --- one training run -------------------------------------------------------------------------------
 
+# Model specs loaded (not built) for training: a saved model, or a real one through its adapter.
+_LOADED_PREFIXES = ("ckpt", "hf", "open_clip")
+
+
+def check_model_spec(arch: str, model_config: dict[str, Any] | None = None) -> None:
+    """Refuse a model spec that :func:`train_probe_model` cannot train, before anything is built or written.
+
+    ``arch`` is a built-in architecture (``tiny-dual``, ``tiny-cross``, ``pretrained-lit``: a new model,
+    ``model_config`` its overrides) or a spec that loads one (``ckpt:<dir>``, ``hf:<id or dir>``,
+    ``open_clip:<arch>@<tag>``: trained from its own weights, so ``model_config`` must be empty).
+    """
+    from alignlab.models.factory import ARCHS
+
+    if not isinstance(arch, str) or not arch:
+        raise ConfigError("no model given", key="arch", fix="give tiny-dual, tiny-cross or hf:<folder>")
+    if arch in ARCHS:
+        return
+    prefix, sep, rest = arch.partition(":")
+    if not sep or prefix not in _LOADED_PREFIXES or not rest:
+        raise ConfigError(
+            f"cannot train model {arch!r} here",
+            key="arch",
+            fix=f"use one of: {', '.join(ARCHS)}, " + ", ".join(f"{p}:<...>" for p in _LOADED_PREFIXES),
+        )
+    if model_config:
+        raise ConfigError(
+            f"model_config ({', '.join(sorted(model_config))}) only applies to a new built-in model, "
+            f"not to {arch!r}",
+            key="model_config",
+            fix="leave model_config empty when the model is loaded from a spec",
+        )
+
+
+def trainable_kind(model: Any) -> str:
+    """``"dual"`` or ``"cross"``: which hard-negative task trains ``model``; a :class:`ModelError` when it
+    lacks the training contract of its kind (a locked feature extractor, a scorer without gradients)."""
+    from alignlab.models.base import DualEncoder
+
+    check_trainable(model)
+    return "dual" if isinstance(ddp_.unwrap(model), DualEncoder) else "cross"
+
 
 @dataclass
 class ProbeTrainConfig:
-    """One tiny model trained on image–caption pairs, with or without compositional hard negatives."""
+    """One model trained on image–caption pairs, with or without compositional hard negatives."""
 
-    arch: str = "tiny-dual"  # tiny-dual | tiny-cross | pretrained-lit
+    # A built-in architecture (tiny-dual | tiny-cross | pretrained-lit, new from model_config) or a spec
+    # that loads one to fine-tune (ckpt:<dir> | hf:<id or dir> | open_clip:<arch>@<tag>).
+    arch: str = "tiny-dual"
     model_config: dict[str, Any] = field(default_factory=dict)
     hard_negatives: bool = False
     negative_kinds: list[str] = field(default_factory=lambda: list(HARD_NEGATIVE_KINDS))
@@ -339,6 +428,26 @@ class ProbeTrainConfig:
         default_factory=lambda: TrainConfig(epochs=6, batch_size=64, lr=2e-3, warmup_steps=10, log_every=20)
     )
     seed: int = 0
+
+    def __post_init__(self) -> None:
+        check_model_spec(self.arch, self.model_config)
+
+
+def build_probe_model(cfg: ProbeTrainConfig, train: ImageTextPairs, device: str = "cpu") -> Any:
+    """The model a run starts from: a new built-in one (seeded, its tokenizer from the training captions)
+    or the model ``cfg.arch`` loads; refused unless a hard-negative task can train it."""
+    from alignlab.models.factory import ARCHS, load_model
+
+    check_model_spec(cfg.arch, cfg.model_config)
+    if cfg.arch in ARCHS:
+        tokenizer = WordTokenizer.build(train.captions)
+        set_seed(cfg.seed)  # the seed decides the new model's weights
+        model = build_model(cfg.arch, cfg.model_config, tokenizer)
+    else:
+        set_seed(cfg.seed)
+        model = load_model(cfg.arch, device=device)
+    trainable_kind(model)
+    return model
 
 
 def train_probe_model(
@@ -351,17 +460,16 @@ def train_probe_model(
 ) -> tuple[nn.Module, dict[str, Any]]:
     """Train one model in ``run_dir`` (resumable; a finished run is loaded, not retrained).
 
-    Returns the model (final weights, eval mode) and ``{"steps", "wall_s", "negatives"}`` (how many hard
-    negatives of each kind were made).
+    The model is built or loaded and checked before ``run_dir`` is written. Returns the model (final
+    weights, eval mode) and ``{"steps", "wall_s", "negatives"}`` (how many hard negatives of each kind
+    were made).
     """
-    run_dir = Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    dump_yaml(run_dir / "config.yaml", asdict(cfg))
+    from alignlab.models.factory import ARCHS
+
     tcfg = TrainConfig(**{**asdict(cfg.train), "seed": cfg.seed, "select_metric": None})
-    tokenizer = WordTokenizer.build(train.captions)
-    set_seed(cfg.seed)
-    model = build_model(cfg.arch, cfg.model_config, tokenizer)
-    if getattr(model, "is_dual", False):  # tiny-dual, pretrained-lit
+    model = build_probe_model(cfg, train, device)
+    run_dir = start_run(run_dir, asdict(cfg))  # the run-folder sequence: alignlab.train.runs
+    if trainable_kind(model) == "dual":
         task: Any = DualHardNegativeTask(
             model,
             train,
@@ -370,7 +478,7 @@ def train_probe_model(
             hard_negatives=cfg.hard_negatives,
             kinds=cfg.negative_kinds,
         )
-    elif cfg.arch == "tiny-cross":
+    else:
         task = CrossHardNegativeTask(
             model,
             train,
@@ -380,16 +488,18 @@ def train_probe_model(
             sampled_negatives=cfg.sampled_negatives,
             kinds=cfg.negative_kinds,
         )
-    else:
-        raise ConfigError(f"cannot train {cfg.arch!r} here", fix="use tiny-dual or tiny-cross")
+    hashed: dict[str, Any] = asdict(cfg)
+    if cfg.arch not in ARCHS and getattr(model, "identity", None):
+        # A loaded model's spec names files: resume only onto the same weights and settings.
+        hashed["model_identity"] = model.identity
     t0 = time.time()
-    res = fit(
+    res, _ = fit_best(  # no dev metric: the last weights
         model,
         task,
         tcfg,
         run_dir,
         resume=resume,
-        config_for_hash=asdict(cfg),
+        config_for_hash=hashed,
         device=device,
         desc=f"{cfg.arch}{' +hardneg' if cfg.hard_negatives else ''} seed {cfg.seed}",
     )

@@ -33,7 +33,8 @@ On ShapesWorld captions the fallback is exact; on free captions it is an approxi
 >>> tagger.tag(["a", "red", "circle", "left", "of", "a", "blue", "square"])
 ['other', 'adj', 'noun', 'other', 'other', 'other', 'adj', 'noun']
 >>> rng = np.random.default_rng(0)
->>> perturb("a red circle left of a blue square", "shuffle_content", rng, tagger) != "a red circle left of a blue square"
+>>> caption = "a red circle left of a blue square"
+>>> perturb(caption, "shuffle_content", rng, tagger) != caption
 True
 """
 
@@ -562,7 +563,8 @@ def build_caption_items(
 
 
 def _true_sentence(text: str, scene: Any) -> bool:
-    """Truth of ``text`` in a ShapesWorld scene; a sentence outside the grammar is false (it asserts nothing)."""
+    """Truth of ``text`` in a ShapesWorld scene; a sentence outside the grammar is false (it asserts
+    nothing)."""
     from alignlab.data.shapes import GrammarError, evaluate, parse_caption
 
     try:

@@ -1,4 +1,5 @@
-"""``alignlab report PATH [PATH ...]``: report.md + a self-contained report.html; several paths: a comparison."""
+"""``alignlab report PATH [PATH ...]``: report.md + a self-contained report.html; several paths: a
+comparison."""
 
 from __future__ import annotations
 

@@ -28,7 +28,8 @@ h3{font-size:1.1rem}table{border-collapse:collapse;margin:.8rem 0;font-size:.9re
 th,td{border:1px solid #ccc;padding:.25rem .6rem;text-align:left;vertical-align:top}
 th{background:#f2f2f5}td.num{text-align:right;font-variant-numeric:tabular-nums}
 tr:nth-child(even) td{background:#fafafa}img{max-width:100%;height:auto;display:block;margin:.6rem 0}
-code{background:#f4f4f4;padding:0 .2rem;border-radius:3px}pre{background:#f4f4f4;padding:.6rem;overflow-x:auto}
+code{background:#f4f4f4;padding:0 .2rem;border-radius:3px}\
+pre{background:#f4f4f4;padding:.6rem;overflow-x:auto}
 .note{color:#555;font-size:.9rem}.missing{color:#a00}#report-status{color:#888;font-size:.75rem;margin-top:2rem}
 """
 
@@ -36,7 +37,8 @@ code{background:#f4f4f4;padding:0 .2rem;border-radius:3px}pre{background:#f4f4f4
 _HEAD_SCRIPT = """
 window.__reportErrors=[];
 window.addEventListener('error',function(e){window.__reportErrors.push(
-  (e.message||('failed to load '+((e.target&&(e.target.src||e.target.href))||'a resource').slice(0,80))));},true);
+  (e.message||\
+('failed to load '+((e.target&&(e.target.src||e.target.href))||'a resource').slice(0,80))));},true);
 (function(){var ce=console.error;console.error=function(){window.__reportErrors.push(
   Array.prototype.join.call(arguments,' '));return ce.apply(console,arguments);};})();
 window.addEventListener('load',function(){

@@ -538,7 +538,7 @@ def _strip_title(md: str) -> str:
     return re.sub(r"\A# [^\n]*\n+", "", md)
 
 
-# --- entry points ---------------------------------------------------------------------------------------------
+# --- entry points -------------------------------------------------------------------------------------------
 
 
 def build_page(path: str | os.PathLike) -> tuple[Page, Path, bool]:
@@ -581,7 +581,7 @@ def html_path_of(md_path: Path) -> Path:
     return md_path.with_suffix(".html")
 
 
-# --- comparing runs -------------------------------------------------------------------------------------------
+# --- comparing runs -----------------------------------------------------------------------------------------
 
 
 def _labels(paths: list[Path]) -> list[str]:
@@ -698,7 +698,8 @@ def metrics_csv(paths: list[str | os.PathLike], csv_path: str | os.PathLike) -> 
 
 
 def _paired_verdict(page: Page, a: Path, b: Path) -> None:
-    """Two retrieval runs or repro folders on the same test set: ``repro compare``'s analysis (paired by seed)."""
+    """Two retrieval runs or repro folders on the same test set: ``repro compare``'s analysis
+    (paired by seed)."""
     from alignlab.retrieval.repro import compare as repro_compare
 
     try:

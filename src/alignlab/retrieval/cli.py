@@ -14,10 +14,6 @@ from alignlab.core.config import (
     check_out_file,
     check_run_dir,
     clear_run_dir,
-    config_sources,
-    load_yaml,
-    merge,
-    parse_overrides,
 )
 from alignlab.core.errors import AlignlabError, ConfigError
 from alignlab.core.io import write_json
@@ -28,7 +24,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     t = sub.add_parser(
         "train",
         help="train an image–text retrieval model from a config",
-        description="Train a tiny dual or cross encoder (config: model, data, loss, train), select "
+        description="Train a dual or cross encoder (config: model, data, loss, train; the model a tiny "
+        "one, pretrained-lit, hf:<id or folder> or open_clip:<arch>@<tag>), select "
         "the best epoch by the declared dev metric, and evaluate it on the test split. "
         "Re-running the same command resumes an interrupted run. Under `torchrun "
         "--nproc_per_node N -m alignlab train ...` it trains with DDP on N processes "
@@ -208,15 +205,10 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _run_config(path: Path | None, overrides: list[str], seed: int | None = None):
+    from alignlab.core.config import command_config
     from alignlab.retrieval.training import load_run_config
 
-    data = load_yaml(path) if path else {}
-    data = merge(data, parse_overrides(overrides))
-    if seed is not None:
-        data["seed"] = seed
-    return load_run_config(
-        data, where=config_sources(path, overrides, {"seed": "--seed"} if seed is not None else {})
-    )
+    return command_config(load_run_config, path=path, overrides=overrides, flags={"seed": (seed, "--seed")})
 
 
 def _device(name: str) -> str:

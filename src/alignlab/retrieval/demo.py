@@ -77,14 +77,15 @@ def demo_stage(ctx) -> list[str]:
         *pre_lines,
         f"Trained `tiny-dual` for {cfg.train.epochs} epochs on {sizes['train']} ShapesWorld images "
         f"(InfoNCE with true pairs masked out of the negatives, batch {cfg.train.batch_size}"
-        f"{', from the pretrained tower' if tower_file else ''}); best epoch {result['best']['epoch']} by dev RSUM "
-        f"(dev curve {curve}). Test: {sizes['test']} images, {5 * sizes['test']} captions.",
+        f"{', from the pretrained tower' if tower_file else ''}); "
+        f"best epoch {result['best']['epoch']} by dev RSUM (dev curve {curve}). Test: {sizes['test']} "
+        f"images, {5 * sizes['test']} captions.",
         "",
         "| direction | R@1 | R@5 | R@10 | median rank | mean rank |",
         "|---|---|---|---|---|---|",
         *[
-            f"| {d} | {m[f'{d}_R@1']:.1f} | {m[f'{d}_R@5']:.1f} | {m[f'{d}_R@10']:.1f} | {m[f'{d}_medr']:g} | "
-            f"{m[f'{d}_meanr']:.1f} |"
+            f"| {d} | {m[f'{d}_R@1']:.1f} | {m[f'{d}_R@5']:.1f} | {m[f'{d}_R@10']:.1f} "
+            f"| {m[f'{d}_medr']:g} | {m[f'{d}_meanr']:.1f} |"
             for d in ("i2t", "t2i")
         ],
         "",

@@ -243,7 +243,8 @@ QUICK = dict(
 def experiment_config(
     *, quick: bool, seeds: list[int] | None = None, overrides: dict[str, Any] | None = None
 ) -> ReproExperimentConfig:
-    """Quick (or full) settings with ``--set`` overrides merged deeply (:func:`alignlab.core.config.experiment_config`)."""
+    """Quick (or full) settings with ``--set`` overrides merged deeply
+    (:func:`alignlab.core.config.experiment_config`)."""
     return _experiment_config(ReproExperimentConfig, QUICK, quick=quick, seeds=seeds, overrides=overrides)
 
 
@@ -274,7 +275,8 @@ def _data(exp: ReproExperimentConfig) -> DataConfig:
 def arm_config(
     exp: ReproExperimentConfig, arm: str, seed: int, tower_file: Path | None = None
 ) -> RetrievalRunConfig:
-    """The retrieval run of ``arm`` with ``seed`` (model initialisation and batch order; the data stay fixed)."""
+    """The retrieval run of ``arm`` with ``seed`` (model initialisation and batch order; the data stay
+    fixed)."""
     train = TrainConfig(
         epochs=exp.epochs,
         batch_size=exp.batch_size,
@@ -307,7 +309,8 @@ def arm_config(
 
 
 def _pretrained_tower(exp: ReproExperimentConfig, seed: int, out: Path) -> tuple[Path, dict[str, Any]]:
-    """Seed ``seed``'s attribute-pretrained image tower (cached in ``out/towers``, keyed on config and code)."""
+    """Seed ``seed``'s attribute-pretrained image tower (cached in ``out/towers``, keyed on config and
+    code)."""
     from alignlab.models.tiny import TinyDualConfig
     from alignlab.retrieval.pretrain import PretrainConfig, pretrain_image_tower
 
@@ -594,28 +597,31 @@ def render_report(results: dict[str, Any]) -> str:
         ]
     lines += [
         '"Where Does the Performance Improvement Come From? A Reproducibility Concern about Image-Text '
-        'Retrieval" (SIGIR 2022) argues that the training seed, a pretrained encoder, the loss and the gallery '
+        'Retrieval" (SIGIR 2022) argues that the training seed, a pretrained encoder, the loss and the '
+        "gallery "
         "size move image-text retrieval scores as much as the methods papers claim. Here each arm trains the "
         f"tiny dual encoder (width {model.get('width')}, embedding {model.get('embed_dim')}, image channels "
         f"{model.get('image_channels')}, stem {model.get('image_stem')}, {model.get('text_layers')} text "
-        f"layer(s), {exp['image_size']}×{exp['image_size']} images) on {exp['train_images']:,} ShapesWorld images "
-        f"(5 captions each, data seed {exp['data_seed']}) for {exp['epochs']} epochs, batch {exp['batch_size']}, "
-        f"lr {exp['lr']:g}; the best epoch is picked by dev RSUM on {exp['val_images']} validation images. "
-        f"Test: the first {exp['test_images']:,} images of the ShapesWorld test split (the shapes-1k scenes, "
-        f"rendered at {exp['image_size']} px) under **truth relevance**: a caption is relevant to every image "
-        f"it is true of, as the truth evaluator decides. Seeds {seeds[0]}–{seeds[-1]} ({len(seeds)}) per arm; a "
-        "seed sets the model initialisation and batch order (and the pretrained arm's tower pretraining); the "
-        "data stay fixed, so arms are paired by seed.",
+        f"layer(s), {exp['image_size']}×{exp['image_size']} images) on {exp['train_images']:,} ShapesWorld "
+        f"images (5 captions each, data seed {exp['data_seed']}) for {exp['epochs']} epochs, batch "
+        f"{exp['batch_size']}, lr {exp['lr']:g}; the best epoch is picked by dev RSUM on {exp['val_images']} "
+        f"validation images. Test: the first {exp['test_images']:,} images of the ShapesWorld test split "
+        f"(the shapes-1k scenes, rendered at {exp['image_size']} px) under **truth relevance**: a caption is "
+        "relevant to every image it is true of, as the truth evaluator decides. Seeds "
+        f"{seeds[0]}–{seeds[-1]} ({len(seeds)}) per arm; a seed sets the model initialisation and batch "
+        "order (and the pretrained arm's tower pretraining); the data stay fixed, so arms are paired by "
+        "seed.",
         "",
-        "Arms: `infonce` (masked symmetric InfoNCE, random initialisation; the baseline); `pretrained` (the same "
-        f"from an image tower pretrained on attribute presence, {exp['pretrain_images']:,} other ShapesWorld "
-        f"images × {exp['pretrain_epochs']} epochs, one tower per seed); `vse-sum` (VSE++ hinge, margin "
-        f"{exp['hinge_margin']:g}, summed over negatives); `vse-max-warm` (VSE++ max-violation after a warm "
-        f"start of {exp['warm_epochs']} of its {exp['epochs']} epochs with the sum, as VSE++-style recipes do); `vse-max` "
-        "(max-violation from the first step, cold). True captions of other images are never negatives "
-        "(masked losses). Gallery conditions (the `infonce` models, no extra training): "
-        f"`{GALLERY_LARGE}` is the {exp['test_images']:,}-image main gallery; `{GALLERY_SMALL}` is the mean over "
-        f"{k_small} galleries of {n_small} images taken from the test images after it. The galleries share no "
+        "Arms: `infonce` (masked symmetric InfoNCE, random initialisation; the baseline); `pretrained` (the "
+        f"same from an image tower pretrained on attribute presence, {exp['pretrain_images']:,} other "
+        f"ShapesWorld images × {exp['pretrain_epochs']} epochs, one tower per seed); `vse-sum` (VSE++ hinge, "
+        f"margin {exp['hinge_margin']:g}, summed over negatives); `vse-max-warm` (VSE++ max-violation after "
+        f"a warm start of {exp['warm_epochs']} of its {exp['epochs']} epochs with the sum, as VSE++-style "
+        "recipes do); `vse-max` (max-violation from the first step, cold). True captions of other images are "
+        "never negatives (masked losses). Gallery conditions (the `infonce` models, no extra training): "
+        f"`{GALLERY_LARGE}` is the {exp['test_images']:,}-image main gallery; `{GALLERY_SMALL}` is the mean "
+        f"over {k_small} galleries of {n_small} images taken from the test images after it. The galleries "
+        "share no "
         'image (the earlier version compared a gallery with a subset of itself, which made "the smaller '
         'gallery scores higher" true by construction under single-relevance labels).',
         "",
@@ -853,9 +859,9 @@ def render_report(results: dict[str, Any]) -> str:
         "* Tiny towers at reduced width and resolution, a few epochs on synthetic data: the absolute scores "
         'are far below the built-in recipe\'s (docs/retrieval.md, "Built-in towers"), which costs far more '
         "CPU per run. The findings are about differences between arms at a fixed, small budget.",
-        f"* The warm-start length ({exp['warm_epochs']} of {exp['epochs']} epochs of the sum of hinges before "
-        "max-violation) was set after a one-seed pilot (seed 0, before the claims were run) in which a "
-        "shorter warm start left max-violation below chance; seed 0 is also one of the seeds here.",
+        f"* The warm-start length ({exp['warm_epochs']} of {exp['epochs']} epochs of the sum of hinges "
+        "before max-violation) was set after a one-seed pilot (seed 0, before the claims were run) in which "
+        "a shorter warm start left max-violation below chance; seed 0 is also one of the seeds here.",
         "* The pretraining is a small in-domain attribute task, far weaker than ImageNet or web-scale "
         "pretraining.",
         "* The gallery claims compare fixed galleries (one large, "
@@ -869,7 +875,8 @@ def render_report(results: dict[str, Any]) -> str:
         f"`{cmd}` (one torch thread). This run: {man.get('wall_s', 0) / 60:.1f} min of wall time and "
         f"{(man.get('cpu_s') or 0) / 60:.1f} CPU-minutes in this process (finished seeds found in the output "
         "folder are reused, not retrained), "
-        f"{man.get('threads')} thread(s), alignlab {man.get('alignlab', '?')}, torch {man.get('torch', '?')}.",
+        f"{man.get('threads')} thread(s), alignlab {man.get('alignlab', '?')}, torch "
+        f"{man.get('torch', '?')}.",
         "",
     ]
     return "\n".join(lines)

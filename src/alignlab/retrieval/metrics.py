@@ -37,13 +37,14 @@ matrix); each block is compared with thresholds and reduced to counts, so memory
   score is recomputed on its own (a row-wise dot product). Any float dot product is within
   ``γ_D Σ_k |x_k y_k| <= γ_D |x| |y|`` of the exact one (``γ_D = D u / (1 - D u)``, ``u`` the unit
   roundoff, whatever the summation order), so the recomputed and the GEMM's value differ by at most
-  ``2 γ_D |x| |y|``: an interval ``[lo_c, hi_c]`` that must contain the caption's ``s*``. Each block adds ``#{s > hi_c}`` per column
-  and keeps the few entries inside ``[lo_c, hi_c]``; after the pass the exact ``s*`` (read from the
-  blocks) resolves those entries. The interval is *checked* (``lo_c <= s* <= hi_c`` with the block's
-  own values), so the result is exact even on hardware whose matmul breaks the bound (TF32); when the
-  check fails, or the kept entries would exceed the memory bound (masses of exact ties), t2i is
-  recomputed by a second blockwise pass with captions as queries (``report.t2i_method`` says which).
-  For a given score matrix the thresholds are exact from the start (``lo_c = hi_c = s*``).
+  ``2 γ_D |x| |y|``: an interval ``[lo_c, hi_c]`` that must contain the caption's ``s*``. Each block adds
+  ``#{s > hi_c}`` per column and keeps the few entries inside ``[lo_c, hi_c]``; after the pass the exact
+  ``s*`` (read from the blocks) resolves those entries. The interval is *checked*
+  (``lo_c <= s* <= hi_c`` with the block's own values), so the result is exact even on hardware whose matmul
+  breaks the bound (TF32); when the check fails, or the kept entries would exceed the memory bound
+  (masses of exact ties), t2i is recomputed by a second blockwise pass with captions as queries
+  (``report.t2i_method`` says which). For a given score matrix the thresholds are exact from the start
+  (``lo_c = hi_c = s*``).
 
 Every score is the value of one block matmul, used for both directions, so the numbers equal those of
 a full ``image_emb @ text_emb.T`` whenever the BLAS gives row blocks the same bits as the whole product
@@ -70,10 +71,10 @@ from alignlab.core.errors import ConfigError, DataError
 from alignlab.data.pairs import ImageTextPairs, check_relevance
 
 TIE_POLICIES: dict[str, str] = {
-    "pessimistic": "an irrelevant candidate scored exactly equal to the query's best relevant one ranks above "
-    "it (worst case)",
-    "optimistic": "an irrelevant candidate scored exactly equal to the query's best relevant one ranks below "
-    "it (best case)",
+    "pessimistic": "an irrelevant candidate scored exactly equal to the query's best relevant one "
+    "ranks above it (worst case)",
+    "optimistic": "an irrelevant candidate scored exactly equal to the query's best relevant one "
+    "ranks below it (best case)",
     "index": "equal scores are ordered by candidate index, lower index first (as a stable sort by score)",
 }
 
@@ -85,8 +86,8 @@ DEFINITIONS: dict[str, str] = {
     "meanr": "mean rank",
     "i2t": "image queries, caption candidates; relevant = relevance[i]",
     "t2i": "caption queries, image candidates; relevant = the images whose relevance lists the caption",
-    "tied_queries": "queries with at least one irrelevant candidate scored exactly equal to their best relevant "
-    "candidate (only these can change rank between tie policies)",
+    "tied_queries": "queries with at least one irrelevant candidate scored exactly equal to their best "
+    "relevant candidate (only these can change rank between tie policies)",
 }
 
 # Scores per block when chunk_size is None: 8M entries = 32 MB of float32. The matmul needs blocks of many

@@ -69,7 +69,8 @@ class PretrainConfig:
 
 
 class _AttributeHead(nn.Module):
-    """Multi-label logits from the mean and the max over the cells of the CNN's feature map ``[B, W, G, G]``."""
+    """Multi-label logits from the mean and the max over the cells of the CNN's feature map
+    ``[B, W, G, G]``."""
 
     def __init__(self, width: int):
         super().__init__()

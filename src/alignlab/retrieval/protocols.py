@@ -514,7 +514,8 @@ def evaluate_protocol_scores(
     ties: str = "pessimistic",
     chunk_size: int | None = None,
 ) -> ProtocolReport:
-    """Evaluate a ``[n_images, n_captions]`` score matrix of ``pairs`` (e.g. a cross encoder's) under a protocol."""
+    """Evaluate a ``[n_images, n_captions]`` score matrix of ``pairs`` (e.g. a cross encoder's) under a
+    protocol."""
     protocol = get_protocol(protocol)
     shape = tuple(score_matrix.shape) if hasattr(score_matrix, "shape") else np.shape(score_matrix)
     if shape != (pairs.n_images, pairs.n_captions):

@@ -200,7 +200,8 @@ def compare(
             "A": {s: by_seed_a[s][1]["metrics"]["rsum"] for s in paired},
             "B": {s: by_seed_b[s][1]["metrics"]["rsum"] for s in paired},
         }
-        # per-query contributions x n_q: their mean over queries is the run's RSUM, so the CI is in RSUM points
+        # per-query contributions x n_q: their mean over queries is the run's RSUM, so the CI is in RSUM
+        # points
         items = {
             "A": {s: by_seed_a[s][0] * n_q for s in paired},
             "B": {s: by_seed_b[s][0] * n_q for s in paired},
@@ -217,7 +218,8 @@ def compare(
             verdict_word=row["verdict"],
         )
     else:
-        # One training run per side (or no shared seed): queries can say how two *runs* differ, not two systems.
+        # One training run per side (or no shared seed): queries can say how two *runs* differ, not two
+        # systems.
         qa = np.mean([c for c, _ in ca], axis=0)
         qb = np.mean([c for c, _ in cb], axis=0)
         boot = paired_bootstrap(qa, qb, n_resamples=n_resamples, seed=seed)
@@ -240,7 +242,8 @@ def _r_at_k() -> list[str]:
 
 
 def verdict(c: dict[str, Any]) -> str:
-    """The comparison in one sentence, ending in the shared vocabulary (improves / hurts / equivalent / inconclusive)."""
+    """The comparison in one sentence, ending in the shared vocabulary (improves / hurts / equivalent /
+    inconclusive)."""
     head = f"B − A = {c['delta_rsum']:+.2f} RSUM (95% CI [{c['ci_low']:+.2f}, {c['ci_high']:+.2f}])"
     n = len(c["paired_seeds"])
     if c["p_value"] is None:
@@ -249,7 +252,10 @@ def verdict(c: dict[str, Any]) -> str:
             if n == 0
             else "one paired seed: the CI covers test queries only, not training variance"
         )
-        return f"{head}; {why}: {c['verdict_word']} (run both with the same ≥ 2 seeds; 6 or more can reach p < 0.05)"
+        return (
+            f"{head}; {why}: {c['verdict_word']} "
+            "(run both with the same ≥ 2 seeds; 6 or more can reach p < 0.05)"
+        )
     word = c["verdict_word"]
     return (
         f"{head} over {n} paired seeds ({c['same_sign']}/{n} same sign); sign-flip p = {c['p_value']:.3g} "

@@ -2,10 +2,10 @@
 
 Rows are the images (shards of ``images``) and then the captions (shards of ``captions``) of the
 evaluation set, which travels with the job (image paths, or the array of a generated set). Each worker
-builds the model once (after the same ``set_seed`` as the plain path), then encodes its shards in batches of 256 from the shard's start, as
-:func:`~alignlab.retrieval.evaluate.encode_pairs` does from row 0; with shard sizes a multiple of 256 the
-batches, and so the embeddings, are the plain path's bit for bit (pinned by tests/scale). The driver
-gathers the embeddings in order and computes the exact metrics from them.
+builds the model once (after the same ``set_seed`` as the plain path), then encodes its shards in batches of
+256 from the shard's start, as :func:`~alignlab.retrieval.evaluate.encode_pairs` does from row 0; with shard
+sizes a multiple of 256 the batches, and so the embeddings, are the plain path's bit for bit
+(pinned by tests/scale). The driver gathers the embeddings in order and computes the exact metrics from them.
 """
 
 from __future__ import annotations

@@ -1,30 +1,24 @@
-"""Training image–text retrieval models: tasks for :func:`alignlab.train.fit` and a whole-run driver.
+"""Training image–text retrieval models: the whole-run driver and the retrieval evaluations it selects with.
 
-* :class:`DualContrastiveTask` — a dual encoder on in-batch negatives (InfoNCE or VSE++). An epoch is
-  one pass over the *images*; each image comes with one of its own captions (``pairs.sources``), drawn
-  per epoch, so that no image appears twice in a batch. A caption of another image can still be true
-  of an image ("there is a circle"): every batch carries ``positives [B, B]``
-  (:meth:`ImageTextPairs.known_true`: the truth evaluator on ShapesWorld, the relevance map and equal
-  texts elsewhere), and the losses take such pairs out of the negatives (masked InfoNCE, see
-  :mod:`alignlab.train.losses`).
-  A *warm start* (``warm_loss`` for the first ``warm_epochs`` epochs, then ``loss``; e.g. VSE++
-  max-violation after epochs of the sum of hinges, as hardest-negative training from random
-  initialisation tends to collapse) is a run option; by default the run's loss is used throughout.
-* :class:`CrossMatchTask` — a cross encoder scoring every (image, caption) pair of the batch; the
-  loss is the symmetric cross-entropy over the batch grid (listwise image–text matching), with true
-  pairs masked out of the negatives as above.
-* :func:`run_retrieval` — data, tokenizer, model, :func:`~alignlab.train.fit`, best-checkpoint test
-  evaluation, ``results.json`` — what ``alignlab train --config`` and ``alignlab repro run`` call.
+* :func:`run_retrieval` — data, model, :func:`~alignlab.train.fit` on a shared task, best-checkpoint test
+  evaluation, ``results.json`` — what ``alignlab train --config`` and ``alignlab repro run`` call. Every
+  trainable model kind trains: the built-in ``tiny-dual``, ``tiny-cross`` and ``pretrained-lit`` (new,
+  from ``model_config``) and real models loaded from a spec (``hf:<hub id or folder>``,
+  ``open_clip:<arch>@<tag>``; ``model_config`` then holds adapter options). A dual encoder trains with
+  :class:`~alignlab.train.tasks.DualContrastiveTask`, a cross encoder with
+  :class:`~alignlab.train.tasks.CrossMatchTask` (``model.is_dual``).
+* :func:`evaluate_dual` / :func:`evaluate_cross` — exact retrieval reports of a dual (embeddings) or
+  cross (all-pairs scores) encoder; :func:`dev_evaluator` wraps them as a task's ``evaluate``.
+
+The training tasks themselves live in :mod:`alignlab.train.tasks` (written against the model contract
+only); ``DualContrastiveTask`` and ``CrossMatchTask`` here are those tasks with this module's older
+signature (``dev`` pairs instead of an ``evaluate`` callable), for existing callers.
 
 Under torchrun (DDP, :mod:`alignlab.train.distributed`) ``train.batch_size`` is the per-rank batch: a
 task's ``batch(epoch, index)`` is the global micro-batch of ``batch_size × world_size`` images and each
-rank trains its slice (``local_batch``); with ``gather_negatives`` the contrastive losses see the whole
-global batch as negatives, so a run on ``W`` ranks follows the run of one process with ``W`` times the
-batch. Dev and test evaluation shard the encoding over the ranks and gather it once.
-
-A batch is ``(images, texts, image ids, positives)``; ``positives[i, j]`` = caption ``j`` of the batch
-is true of image ``i`` (bool, over the *global* batch, the same on every rank, so every rank masks its
-gathered negatives alike).
+rank trains its slice; with ``gather_negatives`` the contrastive losses see the whole global batch as
+negatives, so a run on ``W`` ranks follows the run of one process with ``W`` times the batch. Dev and
+test evaluation shard the encoding over the ranks and gather it once.
 """
 
 from __future__ import annotations
@@ -37,150 +31,33 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-import torch
-import torch.nn.functional as F
 from torch import nn
 
-from alignlab.core.config import dump_yaml, from_dict
+from alignlab.core.config import from_dict
 from alignlab.core.errors import ConfigError, DataError
-from alignlab.core.io import write_json
 from alignlab.core.manifest import make_result
 from alignlab.core.progress import info
-from alignlab.core.seed import derive_seed, set_seed
+from alignlab.core.seed import set_seed
 from alignlab.data.pairs import ImageTextPairs, from_shapes, load_pairs
 from alignlab.data.shapes import ShapesConfig, ShapesWorld
 from alignlab.data.text import WordTokenizer
-from alignlab.models.factory import build_model
+from alignlab.models.factory import ARCHS, build_model, load_model
 from alignlab.retrieval.metrics import evaluate_embeddings, evaluate_scores
 from alignlab.train import distributed as ddp_
-from alignlab.train.loop import FitResult, TrainConfig, epoch_permutation, fit, load_best
-from alignlab.train.losses import build_loss, exclude_true
+from alignlab.train import tasks as _tasks
+from alignlab.train.loop import TrainConfig
+from alignlab.train.losses import build_loss
+from alignlab.train.runs import finish_run, fit_best, start_run
+from alignlab.train.tasks import _ImageBatches, _true_negatives  # noqa: F401  (old import path)
 
 
-class _ImageBatches:
-    """Shared batching: an epoch is a permutation of the images, each with one caption drawn per epoch."""
-
-    def __init__(
-        self, pairs: ImageTextPairs, batch_size: int, seed: int, image_size: int, num_workers: int = 0
-    ):
-        if pairs.n_images < 2:
-            raise DataError("training needs at least 2 images", where=pairs.name)
-        # In memory already (ShapesWorld): index the array. Files, a HF dataset or tar shards: a DataLoader
-        # decodes each batch on demand (alignlab.data.loading), so memory is bounded by batch and prefetch.
-        self.images: torch.Tensor | None = None
-        self.loader: Any = None
-        self._loader_state: dict[str, Any] | None = None
-        self._loader_for: tuple[int, int] | None = None  # (rank, world size) the loader's batches are cut for
-        if getattr(pairs, "image_array", None) is not None:
-            if pairs.image_array.shape[1] != image_size:
-                pairs = pairs.materialize(image_size)
-            self.images = torch.from_numpy(pairs.image_array).permute(0, 3, 1, 2)  # uint8 [N, 3, S, S] view
-        self.pairs = pairs
-        self.image_size, self.num_workers = image_size, num_workers
-        self.bs = batch_size
-        self.seed = seed
-        self.current_epoch = 0
-
-    def num_batches(self, epoch: int) -> int:
-        n = self.pairs.n_images
-        full, rest = divmod(n, self.bs)
-        # A last batch of one image has no negatives, and under DDP one smaller than the number of ranks
-        # would leave a rank without data: either is dropped.
-        return full + (1 if rest >= max(2, ddp_.world_size()) else 0)
-
-    def _indices(self, epoch: int, index: int) -> tuple[np.ndarray, list[int]]:
-        perm = epoch_permutation(self.pairs.n_images, self.seed, epoch)
-        idx = perm[index * self.bs : (index + 1) * self.bs]
-        rng = np.random.default_rng(derive_seed(self.seed, "captions", epoch, index))
-        # An image's own captions: under truth relevance, `relevance` lists every caption true of it.
-        own = getattr(self.pairs, "sources", self.pairs.relevance)
-        caps = [own[i][rng.integers(len(own[i]))] for i in idx]
-        return idx, caps
-
-    def positives(self, idx: np.ndarray, caps: list[int]) -> torch.Tensor:
-        """``[B, B]`` bool: caption ``caps[j]`` is true of image ``idx[i]`` (the diagonal always is).
-
-        :meth:`ImageTextPairs.known_true` (the truth evaluator on ShapesWorld, else the relevance map), or
-        an identical text.
-        """
-        texts = [self.pairs.captions[c] for c in caps]
-        mask = np.array([[a == b for b in texts] for a in texts], dtype=bool).reshape(len(texts), len(texts))
-        mask |= np.eye(len(caps), dtype=bool)
-        if hasattr(self.pairs, "known_true"):
-            mask |= self.pairs.known_true(idx, caps)
-        return torch.from_numpy(mask)
-
-    def batch(self, epoch: int, index: int) -> tuple[torch.Tensor, list[str], np.ndarray, torch.Tensor]:
-        self.current_epoch = epoch  # the epoch of the batch about to be trained (a warm start reads it)
-        idx, caps = self._indices(epoch, index)
-        return (
-            self._images(epoch, index, idx),
-            [self.pairs.captions[c] for c in caps],
-            idx,
-            self.positives(idx, caps),
-        )
-
-    def _images(self, epoch: int, index: int, idx: np.ndarray, rank: int = 0, world: int = 1) -> torch.Tensor:
-        if self.images is not None:
-            return self.images[idx]
-        if self.loader is None or self._loader_for != (rank, world):  # built at first use: the rank is known
-            from alignlab.data.loading import ImageBatchLoader, streaming
-
-            self._loader_for = (rank, world)
-            self.loader = ImageBatchLoader(
-                streaming(self.pairs).images,
-                self.image_size,
-                functools.partial(self._rank_indices, rank=rank, world=world),
-                self.num_batches,
-                self.num_workers,
-            )
-            if self._loader_state:
-                self.loader.load_state_dict(self._loader_state)
-        return self.loader.get(epoch, index)
-
-    def _rank_indices(self, epoch: int, index: int, rank: int, world: int) -> np.ndarray:
-        idx = self._indices(epoch, index)[0]
-        lo, hi = ddp_.shard_range(len(idx), world, rank)
-        return idx[lo:hi]
-
-    def state_dict(self) -> dict[str, Any]:
-        """The image loader's position (epoch, next batch): saved in the training checkpoint."""
-        state = self.loader.state_dict() if self.loader is not None else self._loader_state
-        return {"loader": state} if state else {}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self._loader_state = state.get("loader")
-        if self.loader is not None and self._loader_state:
-            self.loader.load_state_dict(self._loader_state)
-
-    def local_batch(self, epoch: int, index: int, rank: int, world: int) -> Any:
-        """Rank ``rank``'s contiguous slice of global batch ``index`` (DDP; only its images are loaded).
-
-        The ``positives`` mask stays the global batch's: every rank masks its gathered negatives alike.
-        """
-        if type(self).batch is not _ImageBatches.batch:  # a subclass changed what a batch holds: cut it whole
-            return ddp_.shard_batch(self.batch(epoch, index), rank, world)
-        self.current_epoch = epoch
-        idx, caps = self._indices(epoch, index)  # captions are drawn for the whole global batch, then cut
-        lo, hi = ddp_.shard_range(len(idx), world, rank)
-        return (
-            self._images(epoch, index, idx[lo:hi], rank, world),
-            [self.pairs.captions[c] for c in caps[lo:hi]],
-            idx[lo:hi],
-            self.positives(idx, caps),
-        )
-
-    def batch_size(self, batch: Any) -> int:
-        return len(batch[1])
-
-
-class DualContrastiveTask(_ImageBatches):
-    """In-batch contrastive training of a dual encoder; dev metric from exact retrieval evaluation."""
+class DualContrastiveTask(_tasks.DualContrastiveTask):
+    """:class:`alignlab.train.tasks.DualContrastiveTask` with this module's older signature: ``dev`` pairs
+    are scored after each epoch by :func:`evaluate_dual` (unless ``evaluate`` is given)."""
 
     def __init__(
         self,
-        model: nn.Module,
+        model: Any,
         train: ImageTextPairs,
         loss: nn.Module,
         batch_size: int,
@@ -189,47 +66,32 @@ class DualContrastiveTask(_ImageBatches):
         num_workers: int = 0,
         warm_loss: nn.Module | None = None,
         warm_epochs: int = 0,
+        *,
+        evaluate: _tasks.Evaluate | None = None,
+        image_size: int | None = None,
     ):
-        super().__init__(train, batch_size, seed, model.config.image_size, num_workers)
-        self.loss_fn = loss
-        # Warm start: batches of epochs < warm_epochs train with warm_loss (None or 0: loss throughout).
-        self.warm_loss = warm_loss if warm_epochs > 0 else None
-        self.warm_epochs = warm_epochs if warm_loss is not None else 0
         self.dev = dev
-        # DDP has to be told when a model parameter (the temperature, for VSE losses) gets no gradient.
-        self.find_unused_parameters = any(
-            not getattr(f, "uses_logit_scale", True) for f in (loss, self.warm_loss) if f is not None
+        super().__init__(
+            model,
+            train,
+            loss,
+            batch_size,
+            seed,
+            evaluate=evaluate if evaluate is not None else dev_evaluator(dev, dual=True),
+            num_workers=num_workers,
+            warm_loss=warm_loss,
+            warm_epochs=warm_epochs,
+            image_size=image_size,
         )
 
-    def loss_for(self, epoch: int) -> nn.Module:
-        """The loss that trains the batches of ``epoch`` (the warm-start loss before ``warm_epochs``)."""
-        return self.warm_loss if self.warm_loss is not None and epoch < self.warm_epochs else self.loss_fn
 
-    def loss(self, model: nn.Module, batch: Any) -> dict[str, torch.Tensor]:
-        images, texts, _, positives = batch
-        x = model.image_tower.preprocess(images, model.device)
-        out = model(x, *model.tokenize(texts))
-        return self.loss_for(self.current_epoch)(
-            out["image_emb"], out["text_emb"], out["logit_scale"], positives=positives
-        )
-
-    def parameters(self):
-        if self.warm_loss is None:
-            return self.loss_fn.parameters()
-        return [*self.loss_fn.parameters(), *self.warm_loss.parameters()]
-
-    def evaluate(self, model: nn.Module) -> dict[str, float]:
-        if self.dev is None:
-            return {}
-        return evaluate_dual(model, self.dev, distributed=ddp_.is_distributed()).metrics
-
-
-class CrossMatchTask(_ImageBatches):
-    """Listwise matching for a cross encoder: CE over the rows and columns of the batch's score grid."""
+class CrossMatchTask(_tasks.CrossMatchTask):
+    """:class:`alignlab.train.tasks.CrossMatchTask` with this module's older signature: the first
+    ``dev_images`` images of ``dev`` are scored all-pairs by :func:`evaluate_cross` after each epoch."""
 
     def __init__(
         self,
-        model: nn.Module,
+        model: Any,
         train: ImageTextPairs,
         batch_size: int,
         seed: int,
@@ -237,87 +99,36 @@ class CrossMatchTask(_ImageBatches):
         dev_images: int = 100,
         gather: bool = False,
         num_workers: int = 0,
+        *,
+        evaluate: _tasks.Evaluate | None = None,
+        image_size: int | None = None,
     ):
-        super().__init__(train, batch_size, seed, model.config.image_size, num_workers)
         # Scoring every dev pair with a cross encoder is N x M forward passes: use a fixed dev subset.
         self.dev = dev.subset(range(min(dev_images, dev.n_images))) if dev is not None else None
-        self.gather = gather  # under DDP: every rank's captions and images are negatives (the global grid)
-
-    def loss(self, model: nn.Module, batch: Any) -> dict[str, torch.Tensor]:
-        images, texts, _, positives = batch
-        x = model.image_tower.preprocess(images, model.device)
-        if self.gather and ddp_.is_distributed():
-            return {"match_loss": self._gathered_loss(model, x, *model.tokenize(texts), positives=positives)}
-        logits = model.forward_grid(x, *model.tokenize(texts))
-        target = torch.arange(len(logits), device=logits.device)
-        true_neg = _true_negatives(positives, logits.device)
-        return {
-            "match_loss": 0.5
-            * (
-                F.cross_entropy(exclude_true(logits, true_neg), target)
-                + F.cross_entropy(exclude_true(logits.T, None if true_neg is None else true_neg.T), target)
-            )
-        }
-
-    @staticmethod
-    def _gathered_loss(
-        model: Any,
-        x: torch.Tensor,
-        ids: torch.Tensor,
-        mask: torch.Tensor,
-        positives: torch.Tensor | None = None,
-    ) -> torch.Tensor:
-        """This rank's share of the global grid loss: its rows (images) and columns (captions) of ``N × N``.
-
-        The towers and the fusion all run inside one DDP forward pass (:func:`forward_through`); tokens
-        are gathered with gradients, text tokens padded to the longest caption of any rank (padding is
-        masked, so it changes nothing). The share is scaled by ``W/N`` like the gathered InfoNCE.
-        """
-
-        def grids(m: Any, x: torch.Tensor, ids: torch.Tensor, mask: torch.Tensor):
-            img_tok, _ = m.image_tower(x)
-            txt_tok, _ = m.text_tower(ids, mask)
-            length = max(ddp_.gather_sizes(txt_tok.shape[1]))
-            pad = length - txt_tok.shape[1]
-            if pad:
-                txt_tok = torch.cat([txt_tok, txt_tok.new_zeros(len(txt_tok), pad, txt_tok.shape[2])], dim=1)
-                mask = torch.cat([mask, mask.new_zeros(len(mask), pad)], dim=1)
-            all_img, offset = ddp_.all_gather_with_grad(img_tok)
-            all_txt, _ = ddp_.all_gather_with_grad(txt_tok)
-            all_mask = ddp_.all_gather_nograd(mask)
-            # _grid is the model's all-pairs fusion (what forward_grid runs after the towers).
-            return m._grid(img_tok, all_txt, all_mask), m._grid(all_img, txt_tok, mask), offset, len(all_img)
-
-        rows, cols, offset, n = ddp_.forward_through(model, grids, x, ids, mask)
-        b = len(rows)
-        target = torch.arange(b, device=rows.device) + offset
-        true_neg = _true_negatives(positives, rows.device)  # the global batch's mask: this rank's part of it
-        per = 0.5 * (
-            F.cross_entropy(
-                exclude_true(rows, None if true_neg is None else true_neg[offset : offset + b]),
-                target,
-                reduction="none",
-            )
-            + F.cross_entropy(
-                exclude_true(cols.T, None if true_neg is None else true_neg[:, offset : offset + b].T),
-                target,
-                reduction="none",
-            )
+        super().__init__(
+            model,
+            train,
+            batch_size,
+            seed,
+            evaluate=evaluate if evaluate is not None else dev_evaluator(self.dev, dual=False),
+            gather=gather,
+            num_workers=num_workers,
+            image_size=image_size,
         )
-        return per.sum() * (ddp_.world_size() / n)
-
-    def evaluate(self, model: nn.Module) -> dict[str, float]:
-        if self.dev is None:
-            return {}
-        return evaluate_cross(model, self.dev, distributed=ddp_.is_distributed()).metrics
 
 
-def _true_negatives(positives: torch.Tensor | None, device: torch.device) -> torch.Tensor | None:
-    """The off-diagonal true pairs of a batch mask (None when there are none)."""
-    if positives is None:
-        return None
-    off = positives.to(device).bool() & ~torch.eye(len(positives), dtype=torch.bool, device=device)
-    return off if bool(off.any()) else None
+def _dev_metrics(model: Any, pairs: ImageTextPairs, dual: bool) -> dict[str, float]:
+    evaluate = evaluate_dual if dual else evaluate_cross
+    return dict(evaluate(model, pairs, distributed=ddp_.is_distributed()).metrics)
+
+
+def dev_evaluator(pairs: ImageTextPairs | None, dual: bool) -> _tasks.Evaluate | None:
+    """The ``evaluate`` a training task takes: exact retrieval metrics of ``pairs`` (None: no dev set).
+
+    ``dual``: :func:`evaluate_dual` (embeddings), else :func:`evaluate_cross` (all-pairs scores); under DDP
+    the ranks share the work.
+    """
+    return None if pairs is None else functools.partial(_dev_metrics, pairs=pairs, dual=dual)
 
 
 def evaluate_dual(model: Any, pairs: ImageTextPairs, distributed: bool = False, **kwargs: Any) -> Any:
@@ -399,6 +210,16 @@ class DataConfig:
         check_number("image_size", self.image_size, lo=16)
 
 
+# Model specs run_retrieval loads (and trains from their own weights) rather than builds:
+# prefix -> what follows.
+LOADED_SOURCES = {"hf": "hub id or folder", "open_clip": "arch>@<tag or file"}
+
+
+def _is_loaded_spec(model: str) -> bool:
+    prefix, sep, rest = model.partition(":")
+    return bool(sep and rest) and prefix in LOADED_SOURCES
+
+
 # What a dev evaluation reports (R@K at the default K), i.e. what train.select_metric can name.
 DEV_METRICS = (
     "rsum",
@@ -409,8 +230,10 @@ DEV_METRICS = (
 
 @dataclass
 class RetrievalRunConfig:
-    model: str = "tiny-dual"  # tiny-dual | tiny-cross | pretrained-lit
-    model_config: dict[str, Any] = field(default_factory=dict)  # overrides of the model's dataclass config
+    # tiny-dual | tiny-cross | pretrained-lit (new models) | hf:<hub id or folder> | open_clip:<arch>@<tag>
+    model: str = "tiny-dual"
+    # Built-in models: overrides of the model's dataclass config; a spec: options of its adapter (load_model).
+    model_config: dict[str, Any] = field(default_factory=dict)
     init_image_tower: str | None = None  # file with pretrained image-tower weights (see pretrain.py)
     freeze_image_tower: bool = False
     loss: str = "infonce"  # infonce | vse-sum | vse-max (dual encoders)
@@ -437,9 +260,12 @@ class RetrievalRunConfig:
         from alignlab.models.factory import ARCHS
         from alignlab.train.losses import LOSSES
 
-        if self.model not in ARCHS:
+        if self.model not in ARCHS and not _is_loaded_spec(self.model):
             raise ConfigError(
-                f"cannot train model {self.model!r}", key="model", fix=f"choose one of: {', '.join(ARCHS)}"
+                f"cannot train model {self.model!r}",
+                key="model",
+                fix=f"choose one of: {', '.join(ARCHS)}, "
+                + ", ".join(f"{p}:<{what}>" for p, what in LOADED_SOURCES.items()),
             )
         for key in ("loss", "warm_loss"):
             try:
@@ -462,6 +288,8 @@ class RetrievalRunConfig:
                 key="train.select_metric",
                 fix=f"choose one of: {', '.join(DEV_METRICS)} (or null for the last epoch)",
             )
+        if self.model not in ARCHS:  # a real model resizes images itself: any data.image_size will do
+            return
         defaults = {f.name: f.default for f in dc.fields(ARCHS[self.model][1])}
         size = self.model_config.get("image_size", defaults.get("image_size"))
         if isinstance(size, int) and size != self.data.image_size:
@@ -555,58 +383,57 @@ def run_retrieval(
     distributed, world = ddp_.is_distributed(), ddp_.world_size()  # DDP under torchrun; see the module doc
     data = data if data is not None else load_run_data(cfg.data)
     train_cfg = TrainConfig(**{**asdict(cfg.train), "seed": cfg.seed})
-    tokenizer = WordTokenizer.build(data["train"].captions)
-    set_seed(cfg.seed)
-    model = build_model(cfg.model, cfg.model_config, tokenizer)
-    if model.config.image_size != cfg.data.image_size:
+    model = build_run_model(cfg, data["train"].captions, device)
+    size = getattr(getattr(model, "config", None), "image_size", None)  # built-in models declare one
+    if size is not None and size != cfg.data.image_size:
         raise ConfigError(
-            f"model image_size {model.config.image_size} differs from data image_size {cfg.data.image_size}",
+            f"model image_size {size} differs from data image_size {cfg.data.image_size}",
             fix="set both to the same value",
         )
     if cfg.init_image_tower:
         load_image_tower(model, cfg.init_image_tower)
     # The run folder is written only now that the data, the model and its pretrained tower have loaded.
-    run_dir.mkdir(parents=True, exist_ok=True)
-    if ddp_.is_main():
-        dump_yaml(run_dir / "config.yaml", asdict(cfg))
+    start_run(run_dir, asdict(cfg))  # config -> fit -> best -> test -> results (alignlab.train.runs)
     if cfg.freeze_image_tower:
-        for p in model.image_tower.parameters():
+        for p in model.image_encoder().parameters():
             p.requires_grad_(False)
     global_batch = train_cfg.batch_size * world  # batch_size is per rank; the task builds global batches
-    if getattr(model, "is_dual", False):  # tiny-dual, pretrained-lit
+    dev = data.get("val")
+    task: Any
+    if model.is_dual:  # tiny-dual, pretrained-lit, hf CLIP/SigLIP/BLIP ITC, open_clip
         loss = build_loss(cfg.loss, cfg.margin, gather=cfg.gather_negatives)
         warm = build_loss(cfg.warm_loss, cfg.margin, gather=cfg.gather_negatives) if cfg.warm_epochs else None
-        task: Any = DualContrastiveTask(
+        task = _tasks.DualContrastiveTask(
             model,
             data["train"],
             loss,
             global_batch,
             cfg.seed,
-            dev=data.get("val"),
+            evaluate=dev_evaluator(dev, dual=True),
             num_workers=cfg.data.num_workers,
             warm_loss=warm,
             warm_epochs=cfg.warm_epochs,
+            image_size=cfg.data.image_size,
         )
-    elif cfg.model == "tiny-cross":
-        task = CrossMatchTask(
+    else:  # tiny-cross, hf BLIP ITM
+        # Scoring every dev pair with a cross encoder is N x M forward passes: use a fixed dev subset.
+        if dev is not None:
+            dev = dev.subset(range(min(cfg.cross_dev_images, dev.n_images)))
+        task = _tasks.CrossMatchTask(
             model,
             data["train"],
             global_batch,
             cfg.seed,
-            dev=data.get("val"),
-            dev_images=cfg.cross_dev_images,
+            evaluate=dev_evaluator(dev, dual=False),
             gather=cfg.gather_negatives,
             num_workers=cfg.data.num_workers,
-        )
-    else:
-        raise ConfigError(
-            f"cannot train model {cfg.model!r} here", fix="use tiny-dual, tiny-cross or pretrained-lit"
+            image_size=cfg.data.image_size,
         )
     # The number of loader workers changes speed, not results: a run may resume with another number.
     hashed = {**asdict(cfg), "data": {k: v for k, v in asdict(cfg.data).items() if k != "num_workers"}}
     if not cfg.warm_epochs:  # no warm start: the run's hash is the one it had before the option existed
         hashed.pop("warm_loss"), hashed.pop("warm_epochs")
-    fit_result: FitResult = fit(
+    fit_result, best = fit_best(
         model,
         task,
         train_cfg,
@@ -617,12 +444,11 @@ def run_retrieval(
         desc=f"{cfg.model} seed {cfg.seed}",
         callbacks=callbacks,
     )
-    best = load_best(model, run_dir) if train_cfg.select_metric else fit_result.best
     model.eval()
     test = data["test"]
     if cfg.test_images is not None:
         test = test.subset(range(min(cfg.test_images, test.n_images)))
-    if getattr(model, "is_dual", False):
+    if model.is_dual:
         report = evaluate_dual(model, test, distributed=distributed)
     else:
         report = evaluate_cross(model, test, distributed=distributed)
@@ -646,10 +472,7 @@ def run_retrieval(
         steps=fit_result.steps,
         **extra,
     )
-    if ddp_.is_main():
-        write_json(run_dir / "per_query.json", {"i2t_rank": report.i2t_ranks, "t2i_rank": report.t2i_ranks})
-        write_json(run_dir / "results.json", result)
-    ddp_.barrier()
+    finish_run(run_dir, result, per_query={"i2t_rank": report.i2t_ranks, "t2i_rank": report.t2i_ranks})
     info(
         f"{cfg.model} seed {cfg.seed}: test "
         + ", ".join(f"{k}={v:.2f}" for k, v in report.metrics.items() if "R@" in k or k == "rsum")
@@ -657,8 +480,30 @@ def run_retrieval(
     return result
 
 
+def build_run_model(cfg: RetrievalRunConfig, captions: list[str], device: str = "cpu") -> Any:
+    """The model a run trains: a new built-in model (its word tokenizer from the training ``captions``,
+    initialised from ``cfg.seed``) or a real one loaded from its spec; either way one that can be trained
+    (:func:`alignlab.train.tasks.check_trainable`), checked before any run folder is written."""
+    if cfg.model in ARCHS:
+        tokenizer = WordTokenizer.build(captions)
+        set_seed(cfg.seed)
+        model = build_model(cfg.model, cfg.model_config, tokenizer)
+    else:
+        set_seed(cfg.seed)
+        try:
+            model = load_model(cfg.model, device=device, **cfg.model_config)
+        except TypeError as e:  # an option the adapter does not take
+            raise ConfigError(
+                f"model_config does not fit {cfg.model!r}: {e}",
+                key="model_config",
+                fix="give only options of the model's adapter (see alignlab.models.adapters)",
+            ) from None
+    _tasks.check_trainable(model)
+    return model
+
+
 def load_image_tower(model: nn.Module, path: str | os.PathLike) -> None:
-    """Load pretrained image-tower weights (a safetensors file of ``ImageTower.state_dict()``)."""
+    """Load pretrained image-tower weights (a safetensors file of the model's ``image_encoder()`` state)."""
     from safetensors.torch import load_file
 
     p = Path(path)
@@ -677,7 +522,7 @@ def load_image_tower(model: nn.Module, path: str | os.PathLike) -> None:
             fix="give a safetensors file written by the pretraining",
         ) from None
     try:
-        model.image_tower.load_state_dict(state)
+        model.image_encoder().load_state_dict(state)
     except RuntimeError as e:
         raise ConfigError(
             f"pretrained image tower does not fit the model: {str(e).splitlines()[0]}",

@@ -407,7 +407,7 @@ def _ray_workers(ray: Any, opts: EngineOptions, n_pending: int) -> int:
     return max(1, min(opts.workers or cpus, n_pending))
 
 
-# --- the driver ----------------------------------------------------------------------------------------------
+# --- the driver ---------------------------------------------------------------------------------------------
 
 
 def run_job(

@@ -47,7 +47,8 @@ from alignlab.core.analysis import (
     plan_markdown,
     seeds_note,
 )
-from alignlab.core.config import from_dict, merge, to_dict
+from alignlab.core.config import experiment_config as _experiment_config
+from alignlab.core.config import to_dict
 from alignlab.core.errors import ConfigError, DataError
 from alignlab.core.io import read_json, write_json
 from alignlab.core.manifest import build_manifest, cache_key
@@ -459,12 +460,19 @@ def _seed_runs(cfg: ExperimentConfig, seed: int, out: Path, shared: _Shared | No
             }
             result["bleu_signature"] = m["bleu_signature"]
             info(
-                f"{name}/seed {seed}: sense {m['sense_acc']:.3f} (shuffled image {m['sense_acc_incongruent']:.3f}), "
-                f"contrastive {m['contrastive_acc']:.3f}, BLEU {m['bleu']:.1f} [{time.time() - t0:.0f} s]"
+                f"{name}/seed {seed}: sense {m['sense_acc']:.3f} (shuffled image "
+                f"{m['sense_acc_incongruent']:.3f}), contrastive {m['contrastive_acc']:.3f}, BLEU "
+                f"{m['bleu']:.1f} [{time.time() - t0:.0f} s]"
             )
     write_json(folder / "items.json", items)
     write_json(folder / "runs.json", {"key": key, "seed": seed, "result": result})
     return result
+
+
+def experiment_config(*, quick: bool, overrides: dict[str, Any] | None = None) -> ExperimentConfig:
+    """Quick (or full) settings with ``--set`` overrides merged deeply
+    (:func:`alignlab.core.config.experiment_config`)."""
+    return _experiment_config(ExperimentConfig, QUICK, quick=quick, overrides=overrides)
 
 
 def _load_items(out: Path, seed: int) -> dict[str, Any]:
@@ -476,8 +484,7 @@ def run(
 ) -> dict[str, Any]:
     started, cpu0 = time.time(), time.process_time()
     out = Path(out)
-    base = to_dict(ExperimentConfig())
-    cfg = from_dict(ExperimentConfig, merge(merge(base, QUICK) if quick else base, overrides or {}))
+    cfg = experiment_config(quick=quick, overrides=overrides)
     seeds = list(seeds) if seeds else (QUICK_SEEDS if quick else FULL_SEEDS)
     claims, files = _check(cfg, seeds)  # before any training
     out.mkdir(parents=True, exist_ok=True)
@@ -581,20 +588,22 @@ def render_report(r: dict[str, Any]) -> str:
         f"({_n(len(seeds), 'seed')}: {', '.join(map(str, seeds))}) draws its own candidate pool of "
         f"{cfg['pool_images']} scenes × 5 captions (polysemous-object rate {cfg['pool_polysemous_rate']}; "
         f"{_span(pool_share)} of a pool's captions need the image), so there "
-        f"{'is 1 pool' if len(seeds) == 1 else f'are {len(seeds)} pools'}. From it, three training sets of {cfg['train_size']} captions: **selected** by the "
-        f"ambiguity selector ({cfg['wsd_method']} WSD, {cfg['metric']} at the "
-        f"{'synset' if cfg['granularity'] == 'fine' else 'supersense'} level, balanced round-robin over "
-        f"ambiguous words), **random** (uniform), and **matched** (random, with exactly as many image-needing "
-        f"captions as the selected set, the rest drawn from the other captions). On each, one visual "
-        f"transformer (width {cfg['model']['width']}, {cfg['model']['encoder_layers']}+"
-        f"{cfg['model']['decoder_layers']} layers, {cfg['train']['epochs']} epochs, batch "
-        f"{cfg['train']['batch_size']}, lr {cfg['train']['lr']:g}; {cfg['fusion']} fusion over a frozen image "
-        f"tower pretrained once on ShapesWorld object/sense recognition: held-out cell accuracy "
-        f"{ve.get('cell_acc', float('nan')):.3f}, sense accuracy {ve.get('sense_acc', float('nan')):.3f})"
+        f"{'is 1 pool' if len(seeds) == 1 else f'are {len(seeds)} pools'}. From it, three training sets of "
+        f"{cfg['train_size']} captions: **selected** by the ambiguity selector ({cfg['wsd_method']} WSD, "
+        f"{cfg['metric']} at the {'synset' if cfg['granularity'] == 'fine' else 'supersense'} level, "
+        "balanced round-robin over ambiguous words), **random** (uniform), and **matched** (random, with "
+        "exactly as many image-needing captions as the selected set, the rest drawn from the other "
+        f"captions). On each, one visual transformer (width {cfg['model']['width']}, "
+        f"{cfg['model']['encoder_layers']}+{cfg['model']['decoder_layers']} layers, {cfg['train']['epochs']} "
+        f"epochs, batch {cfg['train']['batch_size']}, lr {cfg['train']['lr']:g}; {cfg['fusion']} fusion over "
+        "a frozen image tower pretrained once on ShapesWorld object/sense recognition: held-out cell "
+        f"accuracy {ve.get('cell_acc', float('nan')):.3f}, sense accuracy "
+        f"{ve.get('sense_acc', float('nan')):.3f})"
         + ("; text-only models too" if cfg["text_models"] else "")
-        + f". Test: {cfg['test_images']} held-out scenes (polysemous-object rate {cfg['test_polysemous_rate']}), "
-        f"the same for every seed and arm, translated with the right image and with a shuffled one; "
-        f"{cfg['contrastive_items']} CoMMuTE-style contrastive items. Torch threads pinned to {cfg['threads']}.",
+        + f". Test: {cfg['test_images']} held-out scenes (polysemous-object rate "
+        f"{cfg['test_polysemous_rate']}), the same for every seed and arm, translated with the right image "
+        f"and with a shuffled one; {cfg['contrastive_items']} CoMMuTE-style contrastive items. Torch threads "
+        f"pinned to {cfg['threads']}.",
         "",
         f"Corpus part: the real {cfg['corpus_split']} captions of 3AM "
         f"({corpus['corpora']['3AM']['captions_in_file']}) and Multi30K "
@@ -602,9 +611,9 @@ def render_report(r: dict[str, Any]) -> str:
         f"A training-free comparison has no seeds, so the unit is a **chunk**: {n_chunks} disjoint random "
         f"chunks of {cfg['corpus_chunk_size']} captions per corpus, chunk k of 3AM paired with chunk k of "
         f"Multi30K (an arbitrary pairing; under 'no difference' each paired difference is symmetric about 0, "
-        f"which is what the sign-flip test needs). The metric is the share of captions with an ambiguous noun "
-        f"(2+ senses with p ≥ 0.2), once over WordNet synsets and once over supersenses (lexicographer files); "
-        f"both levels were declared before the run.",
+        "which is what the sign-flip test needs). The metric is the share of captions with an ambiguous "
+        "noun (2+ senses with p ≥ 0.2), once over WordNet synsets and once over supersenses (lexicographer "
+        "files); both levels were declared before the run.",
         "",
     ]
     lines += [plan_markdown(claims).rstrip(), ""]
@@ -712,9 +721,10 @@ def render_report(r: dict[str, Any]) -> str:
     lines += [
         "## Exploratory",
         "",
-        f"- The selector at the supersense level (same size, same pools) would have chosen training sets with "
-        f"{_ms(sup)} image-needing captions, against {_ms([s['needs_image']['selected'] for s in sel.values()])} "
-        f"at the declared synset level (not trained).",
+        "- The selector at the supersense level (same size, same pools) would have chosen training sets "
+        f"with {_ms(sup)} image-needing captions, against "
+        f"{_ms([s['needs_image']['selected'] for s in sel.values()])} at the declared synset level (not "
+        "trained).",
         f"- Selected captions taken to fill up the set by score because too few captions had an ambiguous "
         f"word: {min(fill) if min(fill) == max(fill) else f'{min(fill)}–{max(fill)}'} per pool.",
         "",

@@ -1,1 +1,2 @@
-"""Training: :func:`alignlab.train.loop.fit` (exact resume, dev-metric model selection) and contrastive losses."""
+"""Training: :func:`alignlab.train.loop.fit` (exact resume, dev-metric model selection) and contrastive
+losses."""

@@ -74,7 +74,8 @@ def env_world_size() -> int:
 
 
 def launched_distributed() -> bool:
-    """True when a launcher (torchrun, ``torch.distributed.launch``, SLURM wrappers) asked for ``> 1`` ranks."""
+    """True when a launcher (torchrun, ``torch.distributed.launch``, SLURM wrappers) asked for ``> 1``
+    ranks."""
     return env_world_size() > 1
 
 
@@ -91,7 +92,8 @@ def group_from_launcher(device: str | torch.device = "cpu") -> Iterator[None]:
 
 
 def refuse_launcher(command: str) -> None:
-    """Stop a command that does not run under torchrun before every rank starts writing the same run folder."""
+    """Stop a command that does not run under torchrun before every rank starts writing the same run
+    folder."""
     if launched_distributed():
         raise ConfigError(
             f"`{command}` does not run under torchrun (WORLD_SIZE={env_world_size()}): every rank "
@@ -209,7 +211,8 @@ def all_reduce_mean(values: Mapping[str, float]) -> dict[str, float]:
 
 
 def average_gradients(params: Sequence[torch.Tensor]) -> None:
-    """Average ``.grad`` over ranks, for trainable tensors that DDP does not own (e.g. a loss's parameters)."""
+    """Average ``.grad`` over ranks, for trainable tensors that DDP does not own (e.g. a loss's
+    parameters)."""
     if not is_distributed():
         return
     for p in params:
@@ -272,7 +275,8 @@ def gather_sizes(n: int, device: torch.device | str = "cpu") -> list[int]:
 
 
 class _AllGatherGrad(torch.autograd.Function):
-    """All-gather of equal-shaped tensors; backward hands each rank the sum over ranks of its slice's grads."""
+    """All-gather of equal-shaped tensors; backward hands each rank the sum over ranks of its slice's
+    grads."""
 
     @staticmethod
     def forward(ctx: Any, x: torch.Tensor) -> torch.Tensor:
@@ -542,7 +546,8 @@ class DDPModel:
 
 
 def forward_through(model: Any, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-    """``fn(m, *args, **kwargs)``, ``m`` the plain model; one DDP forward when ``model`` is a :class:`DDPModel`."""
+    """``fn(m, *args, **kwargs)``, ``m`` the plain model; one DDP forward when ``model`` is a
+    :class:`DDPModel`."""
     if isinstance(model, DDPModel):
         return model.run(fn, *args, **kwargs)
     return fn(model, *args, **kwargs)

@@ -9,7 +9,7 @@ A *task* says what to train on and how to score it; the loop does the rest:
         def batch(self, epoch: int, index: int): ...       # deterministic in (seed, epoch, index)
         def loss(self, model, batch) -> dict[str, Tensor]: ...   # named *_loss terms; their sum is trained
         def evaluate(self, model) -> dict[str, float]: ...       # optional: dev metrics after each epoch
-        def batch_size(self, batch) -> int: ...                  # optional: samples in a batch (for samples/s)
+        def batch_size(self, batch) -> int: ...                  # optional: samples per batch (samples/s)
         def parameters(self): ...                                # optional: extra trainable parameters
 
 The three required methods are the :class:`TrainTask` Protocol; each optional hook is a small
@@ -590,7 +590,8 @@ class _Run:
         if not self.main:
             return  # other ranks keep their records in memory
         resumed = self.resumed_from is not None
-        # TensorBoard hides events of a crashed run after its checkpoint (purge_step), as log.jsonl drops them.
+        # TensorBoard hides events of a crashed run after its checkpoint (purge_step), as log.jsonl drops
+        # them.
         tb = open_tensorboard(self.run_dir / "tensorboard", purge_step=self.step + 1 if resumed else None)
         self.log = _JsonlLog(
             self.run_dir / "log.jsonl", keep_until_step=self.step if resumed else None, tensorboard=tb

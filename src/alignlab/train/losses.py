@@ -74,7 +74,8 @@ def _reduce_share(
 def _gather_pairs(
     image_emb: torch.Tensor, text_emb: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor, int, int]:
-    """Gathered image and text embeddings of the global batch, this rank's offset in it, and the world size."""
+    """Gathered image and text embeddings of the global batch, this rank's offset in it, and the world
+    size."""
     from alignlab.train.distributed import all_gather_with_grad, world_size
 
     all_img, offset = all_gather_with_grad(image_emb)
@@ -285,7 +286,8 @@ class VSEMaxLoss(VSEHingeLoss):
 
 
 def build_loss(name: str, margin: float = 0.2, gather: bool = False, local_loss: bool = True) -> nn.Module:
-    """A registered loss by name; ``gather``/``local_loss``: cross-rank negatives under DDP (module docstring)."""
+    """A registered loss by name; ``gather``/``local_loss``: cross-rank negatives under DDP (module
+    docstring)."""
     cls = LOSSES.get(name)
     kwargs = (
         {"gather": True, "local_loss": local_loss} if gather else {}

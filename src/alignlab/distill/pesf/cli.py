@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-from dataclasses import asdict
 from pathlib import Path
 
 from alignlab.core.cliargs import add_out, add_seed
@@ -62,31 +61,19 @@ def register_verbs(verbs: argparse._SubParsersAction) -> None:
 
 
 def _config(args: argparse.Namespace):
-    from alignlab.core.config import config_sources, from_dict, load_yaml, merge, parse_overrides
+    from alignlab.core.config import command_config
     from alignlab.distill.pesf.trainer import KDConfig
 
-    base = asdict(KDConfig())
-    if args.config is not None:
-        base = merge(base, load_yaml(args.config))
-    base = merge(base, {"method": args.method, "seed": args.seed, "data": {"name": args.data}})
-    for key, flag in (("epochs", args.epochs), ("temperature", args.temperature), ("alpha", args.alpha)):
-        if flag is not None:
-            base[key] = flag
-    if args.teacher_epochs is not None:
-        base["teacher"]["epochs"] = args.teacher_epochs
-    base = merge(base, parse_overrides(args.overrides))
     flags = {
-        key: flag
-        for key, flag, value in (
-            ("epochs", "--epochs", args.epochs),
-            ("temperature", "--temperature", args.temperature),
-            ("alpha", "--alpha", args.alpha),
-            ("teacher.epochs", "--teacher-epochs", args.teacher_epochs),
-        )
-        if value is not None
+        "method": (args.method, f"--method {args.method}"),
+        "seed": (args.seed, "--seed"),
+        "data.name": (args.data, f"--data {args.data}"),
+        "epochs": (args.epochs, "--epochs"),
+        "temperature": (args.temperature, "--temperature"),
+        "alpha": (args.alpha, "--alpha"),
+        "teacher.epochs": (args.teacher_epochs, "--teacher-epochs"),
     }
-    flags.update({"method": f"--method {args.method}", "seed": "--seed", "data.name": f"--data {args.data}"})
-    return from_dict(KDConfig, base, where=config_sources(args.config, args.overrides, flags))
+    return command_config(KDConfig, path=args.config, overrides=args.overrides, flags=flags)
 
 
 def run_train(args: argparse.Namespace) -> int:
@@ -109,8 +96,9 @@ def run_train(args: argparse.Namespace) -> int:
     if spec.teacher != "none" and spec.teacher_init == "pretrained":
         teacher, summary = train_teacher(cfg, data, args.out / f"teacher-{cfg.data.name}-seed{cfg.seed}")
         print(
-            f"teacher: test acc {100 * summary['test']['acc']:.2f} %, mean max prob {summary['test_T1']['maxp']:.3f} "
-            f"(T=1), entropy {summary['test']['entropy']:.3f} nats at T={cfg.temperature:g}"
+            f"teacher: test acc {100 * summary['test']['acc']:.2f} %, "
+            f"mean max prob {summary['test_T1']['maxp']:.3f} (T=1), entropy {summary['test']['entropy']:.3f} "
+            f"nats at T={cfg.temperature:g}"
         )
     res = run_kd(
         cfg,

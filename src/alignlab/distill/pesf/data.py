@@ -4,9 +4,9 @@
   download), scaled to [0, 1] and split train/val/test by a *stratified* split with a fixed seed, so
   every method and every model seed sees exactly the same examples.
 * :func:`shapes_classification` — ShapesWorld images (:mod:`alignlab.data.shapes`) with one **large**
-  object and 0–``max_distractors`` (default 1) **small** distractors; the label is the large object's shape × colour (5 shapes ×
-  ``n_colours`` colours). The distractors use every shape and colour, so a model has to find the large
-  object rather than read off the image's colour histogram. Every image is a pure function of
+  object and 0–``max_distractors`` (default 1) **small** distractors; the label is the large object's shape ×
+  colour (5 shapes × ``n_colours`` colours). The distractors use every shape and colour, so a model has to
+  find the large object rather than read off the image's colour histogram. Every image is a pure function of
   ``(seed, split, index)``.
 
 Both return a :class:`ClassificationData`: float tensors ``[N, C, H, W]`` in [0, 1] and int64 labels.

@@ -46,15 +46,20 @@ def demo_stage(ctx) -> list[str]:
                 shutil.rmtree(res.run_dir / sub, ignore_errors=True)
             rows.append(res)
     t = summary["test"]
+    quick_note = (
+        " (quick settings: too short for conclusions; `alignlab experiment pesf` tests the claims)"
+        if ctx.quick
+        else ""
+    )
     lines = [
         f"Digits (scikit-learn, {data.sizes()} examples), seed {ctx.seed}. Teacher: wide CNN with "
         f"{summary['params']:,} parameters, test accuracy {100 * t['acc']:.1f} %, mean max probability "
         f"{summary['test_T1']['maxp']:.3f} at T = 1 and {t['maxp']:.3f} at T = {base.temperature:g}. "
-        f"Student: tiny CNN. {base.epochs} student epochs"
-        f"{' (quick settings: too short for conclusions; `alignlab experiment pesf` tests the claims)' if ctx.quick else ''}.",
+        f"Student: tiny CNN. {base.epochs} student epochs{quick_note}.",
         "",
-        "| method | student test acc % | sharpness gap [nats] | trainable params (teacher / head / student) | "
-        "teacher fwd/bwd per step | step memory MiB | teacher bit-identical |",
+        "| method | student test acc % | sharpness gap [nats] "
+        "| trainable params (teacher / head / student) | teacher fwd/bwd per step | step memory MiB | "
+        "teacher bit-identical |",
         "|---|---|---|---|---|---|---|",
     ]
     for r in rows:
@@ -75,7 +80,8 @@ def demo_stage(ctx) -> list[str]:
         "",
         f"Released-code check: with the adapter trained but unused (the released CV code), the student "
         f"{'matches vanilla KD exactly' if same else 'differs from vanilla KD'} "
-        f"({100 * unused.metrics['test_student_acc']:.1f} % vs {100 * kd.metrics['test_student_acc']:.1f} %).",
+        f"({100 * unused.metrics['test_student_acc']:.1f} % vs "
+        f"{100 * kd.metrics['test_student_acc']:.1f} %).",
         "",
         "Sharpness (entropy and max probability of softmax(z/T)), ECE and accuracy per epoch for "
         "teacher, adapted teacher and student (PESF):",

@@ -45,7 +45,7 @@ from alignlab.core.analysis import (
     seeds_note,
     verdict_line,
 )
-from alignlab.core.config import from_dict, merge
+from alignlab.core.config import experiment_config as _experiment_config
 from alignlab.core.errors import ConfigError
 from alignlab.core.io import read_json, to_jsonable, write_json
 from alignlab.core.manifest import build_manifest, cache_key
@@ -207,6 +207,16 @@ def quick_config() -> ExperimentConfig:
     return ExperimentConfig(digits=digits, shapes=shapes, benchmark=BenchmarkConfig(steps=2, rounds=2))
 
 
+# The quick settings as --set-style keys (what experiment_config merges overrides onto).
+QUICK: dict[str, Any] = asdict(quick_config())
+
+
+def experiment_config(*, quick: bool, overrides: dict[str, Any] | None = None) -> ExperimentConfig:
+    """Quick (or full) settings with ``--set`` overrides merged deeply
+    (:func:`alignlab.core.config.experiment_config`)."""
+    return _experiment_config(ExperimentConfig, QUICK, quick=quick, overrides=overrides)
+
+
 def arms_of(cfg: ExperimentConfig) -> list[str]:
     return [f"{d}/{m}" for d in cfg.datasets for m in cfg.methods]
 
@@ -256,8 +266,7 @@ def run(
 ) -> dict[str, Any]:
     started, cpu0 = time.time(), time.process_time()
     out = Path(out)
-    base = asdict(quick_config() if quick else ExperimentConfig())
-    cfg = from_dict(ExperimentConfig, merge(base, overrides) if overrides else base)
+    cfg = experiment_config(quick=quick, overrides=overrides)
     claims = _check(cfg)  # a plan that cannot be analysed fails before any training
     seeds = list(seeds or (QUICK_SEEDS if quick else FULL_SEEDS))
     per_data: dict[str, Any] = {}
@@ -564,12 +573,13 @@ def _mean_sd(xs: list[Any], spec: str = ".2f") -> str:
 SHARPNESS_NOTE = (
     "**Which quantity tests the sharpness claim, and why.** The adapter is trained on the KL between the "
     'adapted teacher and the student on the training inputs, so "the adapter closes the sharpness gap" is '
-    "true by construction on those inputs, and nearly so on test inputs drawn from the same distribution (the "
-    "fitted map simply generalises). What the paper's argument adds is that closing the gap is what helps "
-    "the student. The declared test of that is the student's held-out test accuracy — a quantity the adapter "
-    "never sees — between PESF and the same adapter trained on cross-entropy only (`pesf_adapter_ce`: same "
-    "architecture, same frozen teacher, same student objective, but no term pulling the soft labels towards "
-    "the student's sharpness). The held-out gap is reported below as a manipulation check, not as a claim."
+    "true by construction on those inputs, and nearly so on test inputs drawn from the same distribution "
+    "(the fitted map simply generalises). What the paper's argument adds is that closing the gap is what "
+    "helps the student. The declared test of that is the student's held-out test accuracy — a quantity the "
+    "adapter never sees — between PESF and the same adapter trained on cross-entropy only "
+    "(`pesf_adapter_ce`: same architecture, same frozen teacher, same student objective, but no term pulling "
+    "the soft labels towards the student's sharpness). The held-out gap is reported below as a manipulation "
+    "check, not as a claim."
 )
 
 MARGIN_NOTE = (
@@ -578,8 +588,8 @@ MARGIN_NOTE = (
     "smallest accuracy difference that would change which method one recommends at this scale ({ex}); it was "
     "fixed before the full run, not from its results. The learned-temperature claim is declared as an "
     "equivalence: the paper presents the adapter as more than a rescaling of the teacher's logits, and an "
-    "earlier run of this experiment (older substrate, other settings) found the two indistinguishable, so the "
-    "claim that they do the same must be shown by a TOST, not read off a non-significant difference."
+    "earlier run of this experiment (older substrate, other settings) found the two indistinguishable, so "
+    "the claim that they do the same must be shown by a TOST, not read off a non-significant difference."
 )
 
 
@@ -607,18 +617,20 @@ def _setting(results: dict[str, Any]) -> list[str]:
         )
         parts.append(
             f"*{name}*: {what}; {sizes['train']:,} / {sizes['val']:,} / {sizes['test']:,} train / dev / "
-            f"test images, {d['data']['n_classes']} classes. Teacher: wide CNN of width {k['teacher']['width']}, "
-            f"{k['teacher']['epochs']} epochs of plain CE (lr {k['teacher']['lr']:g}, no weight decay, no "
-            f"smoothing), one per seed. Student: tiny CNN of width {k['student_width']}, {k['epochs']} "
-            f"epochs, AdamW lr {k['lr']:g}, batch {k['batch_size']}; the test accuracy is taken at the "
-            f"epoch with the best dev accuracy. T = {k['temperature']:g}, α = {k['alpha']:g}; adapter "
-            f"bottleneck {k['adapter_bottleneck']}, KL weight β = {k['adapter_kl_weight']:g}."
+            f"test images, {d['data']['n_classes']} classes. Teacher: wide CNN of width "
+            f"{k['teacher']['width']}, {k['teacher']['epochs']} epochs of plain CE (lr "
+            f"{k['teacher']['lr']:g}, no weight decay, no smoothing), one per seed. Student: tiny CNN of "
+            f"width {k['student_width']}, {k['epochs']} epochs, AdamW lr {k['lr']:g}, batch "
+            f"{k['batch_size']}; the test accuracy is taken at the epoch with the best dev accuracy. T = "
+            f"{k['temperature']:g}, α = {k['alpha']:g}; adapter bottleneck {k['adapter_bottleneck']}, KL "
+            f"weight β = {k['adapter_kl_weight']:g}."
         )
     return parts
 
 
 def render_report(results: dict[str, Any]) -> str:
-    """The report: a pure function of the results dict (docs/results/pesf.md is this of docs/results/pesf.json)."""
+    """The report: a pure function of the results dict (docs/results/pesf.md is this of
+    docs/results/pesf.json)."""
     cfg = results["config"]
     claims = [Claim.from_dict(r["plan"]) for r in results["claims"]]
     rows = results["claims"]
@@ -636,8 +648,8 @@ def render_report(results: dict[str, Any]) -> str:
         "at a lower cost than online distillation.",
         "",
         f"Setting: for each of {n} seeds ({', '.join(map(str, results['seeds']))}) and each data set, one "
-        "teacher is trained to be over-confident (plain CE, no regularisation), then one student per method, all from the same initial student "
-        "weights and on the same batches. Arms are `<data set>/<method>`: "
+        "teacher is trained to be over-confident (plain CE, no regularisation), then one student per method, "
+        "all from the same initial student weights and on the same batches. Arms are `<data set>/<method>`: "
         + ", ".join(f"`{m}`" for m in cfg["methods"])
         + ". Methods:",
         "",
@@ -670,8 +682,8 @@ def render_report(results: dict[str, Any]) -> str:
         "```",
         "",
         f"This run: {_fmt(m.get('wall_s'), '.0f')} s of wall time and {_fmt(m.get('cpu_s'), '.0f')} s of CPU "
-        f"time ({m.get('threads')} torch thread(s), torch {m.get('torch', '?')}); per-seed runs are cached in "
-        "the output folder under a key of the config and the code, so an interrupted run resumes.",
+        f"time ({m.get('threads')} torch thread(s), torch {m.get('torch', '?')}); per-seed runs are cached "
+        "in the output folder under a key of the config and the code, so an interrupted run resumes.",
         "",
     ]
     return "\n".join(L).rstrip("\n") + "\n"
@@ -768,10 +780,11 @@ def _supporting(results: dict[str, Any]) -> list[str]:
             "",
         ]
         L += [
-            f"Gap = H(student) − H(the soft labels the student learns from) at T = {cfg[name]['temperature']:g}, "
-            "in nats, averaged over seeds (positive: the soft labels are sharper than the student). Teacher-free "
-            "arms have none. The training-input gap is the quantity the adapter's KL is fitted to; the test-input "
-            "gap shows how far that fit carries to held-out inputs.",
+            "Gap = H(student) − H(the soft labels the student learns from) at T = "
+            f"{cfg[name]['temperature']:g}, in nats, averaged over seeds (positive: the soft labels are "
+            "sharper than the student). Teacher-free arms have none. The training-input gap is the quantity "
+            "the adapter's KL is fitted to; the test-input gap shows how far that fit carries to held-out "
+            "inputs.",
             "",
         ]
     L += _benchmark(results)
@@ -839,10 +852,10 @@ def _benchmark(results: dict[str, Any]) -> list[str]:
                 / 1000
             )
             L += [
-                f"Per student training run ({b['student_epochs']} epochs × {spe} steps): PESF ≈ {pesf_s:.1f} CPU-s, "
-                f"DML ≈ {dml_s:.1f} CPU-s; pretraining the teacher ({b['teacher_epochs']} epochs) ≈ {pre_s:.1f} "
-                f"CPU-s more for PESF when no teacher exists yet (PESF + pretraining ≈ {pesf_s + pre_s:.1f} "
-                "CPU-s).",
+                f"Per student training run ({b['student_epochs']} epochs × {spe} steps): PESF ≈ {pesf_s:.1f} "
+                f"CPU-s, DML ≈ {dml_s:.1f} CPU-s; pretraining the teacher ({b['teacher_epochs']} epochs) ≈ "
+                f"{pre_s:.1f} CPU-s more for PESF when no teacher exists yet (PESF + pretraining ≈ "
+                f"{pesf_s + pre_s:.1f} CPU-s).",
                 "",
             ]
     return L
@@ -897,15 +910,15 @@ def _caveats(results: dict[str, Any]) -> list[str]:
         "epochs are sized to the session's compute budget, and its tiny student varies a lot from seed to "
         "seed (pairing by seed removes the shared part of that variance).",
         f"- One temperature for all methods (T = {cfg[cfg['datasets'][0]]['temperature']:g}) and α = "
-        f"{cfg[cfg['datasets'][0]]['alpha']:g}; the adapter's KL takes the detached student as its target (our "
-        "reading of the paper). The released code's two defects (adapter trained but unused; `required_grad` "
-        "typo) and DML's accuracy are not arms of this run (`--set methods=[...]` runs them; the first is "
-        "pinned by the tests to be bit-identical to vanilla KD).",
+        f"{cfg[cfg['datasets'][0]]['alpha']:g}; the adapter's KL takes the detached student as its target "
+        "(our reading of the paper). The released code's two defects (adapter trained but unused; "
+        "`required_grad` typo) and DML's accuracy are not arms of this run (`--set methods=[...]` runs them; "
+        "the first is pinned by the tests to be bit-identical to vanilla KD).",
         "- Timings are CPU time of one process on a shared machine and vary from run to run (the per-round "
         "range of the DML/PESF ratio is printed above). Accuracies, gaps and per-image results do not depend "
-        "on timing: a re-run of digits seed 0 (every arm) on the same machine reproduced them exactly. Across "
-        "machines they may differ with the CPU and the BLAS build (both recorded in the manifest); that was "
-        "not measured here.",
+        "on timing: a re-run of digits seed 0 (every arm) on the same machine reproduced them exactly. "
+        "Across machines they may differ with the CPU and the BLAS build (both recorded in the manifest); "
+        "that was not measured here.",
         "",
     ]
 

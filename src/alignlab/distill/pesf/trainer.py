@@ -3,9 +3,9 @@
 Methods (:data:`METHODS`). ``z_s``, ``z_t``, ``z_a`` are student, teacher and adapted-teacher logits,
 ``T`` the temperature, ``α`` the KD weight, ``β`` the adapter's KL weight; ``sg`` stops the gradient.
 
-================================  ===========  =================================================================
+================================  ===========  ===============================================================
 method                            teacher      loss terms
-================================  ===========  =================================================================
+================================  ===========  ===============================================================
 ``ce``                            unused       ``CE(z_s, y)``
 ``label_smoothing``               unused       ``CE(z_s, (1-ε)·onehot + ε/K)``
 ``kd``                            frozen       ``(1-α)·CE(z_s, y) + α·T²·KL(p^T(z_t) ‖ p^T(z_s))``
@@ -20,7 +20,7 @@ method                            teacher      loss terms
 ``pesf_adapter_ce``               frozen       as ``pesf`` but the adapter is trained on ``CE(z_a, y)`` only
 ``pesf_teacher_unfrozen``         trained      as ``pesf`` but the adapter's loss also trains the whole
                                                teacher (the released NLP code's ``required_grad`` typo)
-================================  ===========  =================================================================
+================================  ===========  ===============================================================
 
 The adapter's KL pulls the adapted teacher towards the (detached) student's distribution: the student
 is the *target* of that term, as in ``KL(input=z_a, target=z_s)`` of the usual ``DistillKL(input,
@@ -47,7 +47,6 @@ from typing import Any
 import torch
 from torch import nn
 
-from alignlab.core.config import dump_yaml
 from alignlab.core.errors import ConfigError, ModelError
 from alignlab.core.io import write_json
 from alignlab.core.manifest import make_result
@@ -60,6 +59,7 @@ from alignlab.distill.pesf.data import ClassificationData
 from alignlab.distill.pesf.diagnostics import diagnostics, plot_diagnostics
 from alignlab.distill.pesf.models import ModelConfig, build_classifier, count_parameters
 from alignlab.train.loop import TrainConfig, epoch_permutation, fit, load_best
+from alignlab.train.runs import finish_run, start_run
 
 
 @dataclass(frozen=True)
@@ -642,8 +642,7 @@ def run_kd(
     task._epoch_start = None
     memory = training_memory(model, task.loss, first)
     snapshot = _teacher_snapshot(model)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    dump_yaml(run_dir / "config.yaml", asdict(cfg))
+    start_run(run_dir, asdict(cfg))  # the run-folder sequence: alignlab.train.runs
     res = fit(
         model,
         task,
@@ -707,7 +706,7 @@ def run_kd(
         teacher_unchanged=unchanged,
         dev_curve=curve,
     )
-    write_json(run_dir / "results.json", to_jsonable(result))
+    finish_run(run_dir, to_jsonable(result))
     return RunResult(spec.name, cfg.seed, metrics, cost, trainable, curve, unchanged, run_dir)
 
 
@@ -723,7 +722,8 @@ def _median(xs: list[float]) -> float | None:
 
 
 class TeacherTask:
-    """Plain CE training of the teacher (no label smoothing, no weight decay: it is meant to be over-confident)."""
+    """Plain CE training of the teacher (no label smoothing, no weight decay: it is meant to be
+    over-confident)."""
 
     def __init__(self, data: ClassificationData, batch_size: int, seed: int, T: float, n_bins: int = 15):
         self.data, self.bs, self.seed, self.T, self.n_bins = data, batch_size, seed, T, n_bins

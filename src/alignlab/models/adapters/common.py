@@ -77,7 +77,7 @@ def to_pil_list(images: Any) -> list[Image.Image]:
 
 
 def check_texts(texts: Any) -> list[str]:
-    """A list of strings, or a clear error (a bare string is a common slip: it would be split into letters)."""
+    """A list of strings, or a clear error (a bare string is a common slip: it would become letters)."""
     if isinstance(texts, str):
         raise ModelError("texts must be a list of strings, got a single string", fix="wrap it in a list")
     texts = list(texts)

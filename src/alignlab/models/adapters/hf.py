@@ -74,6 +74,7 @@ from alignlab.models.base import (
     CrossEncoder,
     DualEncoder,
     ImageInput,
+    TokenStates,
     check_score_shape,
     num_images,
     resolve_device,
@@ -174,8 +175,8 @@ def _hub_cache_dir(cache_dir: str | None) -> str:
 def _hub_fix(hub_id: str, load_kwargs: dict[str, Any]) -> str:
     if load_kwargs:  # a download was allowed and attempted
         return (
-            f"the download failed: check the hub id, the network and that HF_HUB_OFFLINE is not set; or fetch "
-            f"it with `hf download {hub_id}` and retry, or pass a local folder"
+            "the download failed: check the hub id, the network and that HF_HUB_OFFLINE is not set; "
+            f"or fetch it with `hf download {hub_id}` and retry, or pass a local folder"
         )
     return how_to_get(hub_id)
 
@@ -333,9 +334,17 @@ class HFDualEncoder(HFAdapter, DualEncoder):
         raise NotImplementedError
 
     def logit_params(self) -> tuple[torch.Tensor | None, torch.Tensor | None]:
-        """The model's own learned ``(scale, bias)`` as differentiable tensors (``score = scale · cos + bias``),
-        for training it as a student; ``None`` where the model has none (BLIP ITC: a fixed scale of 1)."""
+        """The model's own learned ``(scale, bias)`` as differentiable tensors
+        (``score = scale · cos + bias``), for training; ``None`` where the model has none (BLIP ITC: a
+        fixed scale of 1)."""
         return None, None
+
+    # The towers (training contract, models/base.py): CLIP and SigLIP name them vision_model/text_model.
+    def image_encoder(self) -> nn.Module:
+        return self.model.vision_model
+
+    def text_encoder(self) -> nn.Module:
+        return self.model.text_model
 
     @torch.no_grad()
     def encode_images(self, images: ImageInput) -> torch.Tensor:
@@ -428,6 +437,9 @@ class HFBlipITC(HFDualEncoder):
         cls = self.model.text_encoder(**tokens).last_hidden_state[:, 0]
         return F.normalize(self.model.text_proj(cls).float(), dim=-1)
 
+    def text_encoder(self) -> nn.Module:
+        return self.model.text_encoder
+
 
 class HFBlipITM(HFAdapter, CrossEncoder):
     """BLIP's image–text matching (ITM) head as a cross encoder.
@@ -448,6 +460,31 @@ class HFBlipITM(HFAdapter, CrossEncoder):
 
     def image_tokens(self, pixel_values: torch.Tensor) -> torch.Tensor:
         return self.model.vision_model(pixel_values=pixel_values).last_hidden_state
+
+    # The training contract (models/base.py). BLIP's text encoder attends to the image in every layer, so
+    # a text's states are its tokens (the fusion runs the whole text encoder) and its own tower is only
+    # the word embeddings; training reads ``l_yes - l_no``, the unbounded match logit, whatever the mode.
+    def image_encoder(self) -> nn.Module:
+        return self.model.vision_model
+
+    def text_encoder(self) -> nn.Module:
+        return self.model.text_encoder.embeddings
+
+    def image_states(self, pixels: torch.Tensor) -> TokenStates:
+        tokens = self.image_tokens(pixels)
+        return TokenStates({"tokens": tokens}, pooled=tokens[:, 0])
+
+    def text_states(self, tokens: Any) -> TokenStates:
+        mask = "attention_mask" if "attention_mask" in tokens else None
+        return TokenStates(dict(tokens), mask=mask)
+
+    def fuse_pairs(self, image: TokenStates, text: TokenStates) -> torch.Tensor:
+        logits = self.match_logits(image["tokens"], dict(text.tensors))
+        return logits[:, 1] - logits[:, 0]
+
+    @property
+    def pair_chunk(self) -> int:  # type: ignore[override]
+        return int(self.pair_batch_size)
 
     def match_logits(self, image_tokens: torch.Tensor, tokens: dict[str, torch.Tensor]) -> torch.Tensor:
         """ITM logits ``[P, 2]`` of ``P`` aligned (image tokens, text) pairs (differentiable)."""

@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import contextlib
 import difflib
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -155,6 +155,30 @@ class OpenClipDual(nn.Module, DualEncoder):
 
     def embed_texts(self, tokens: torch.Tensor) -> torch.Tensor:
         return F.normalize(self.model.encode_text(tokens).float(), dim=-1)
+
+    # The training contract (models/base.py).
+    def logit_params(self) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        scale = getattr(self.model, "logit_scale", None)
+        bias = getattr(self.model, "logit_bias", None)
+        return (
+            scale.float().exp().reshape(()) if scale is not None else None,
+            bias.float().reshape(()) if bias is not None else None,
+        )
+
+    def image_encoder(self) -> nn.Module:
+        return self.model.visual
+
+    def text_encoder(self) -> nn.Module:
+        # CustomTextCLIP keeps its text tower in `text`; the original CLIP class spreads it over the model.
+        text = getattr(self.model, "text", None)
+        return text if isinstance(text, nn.Module) else self.model.transformer
+
+    def encoder_parameters(self) -> Iterator[nn.Parameter]:
+        # Everything but the learned logit scale and bias (the original CLIP's text tower is not one module).
+        skip = {
+            id(p) for p in (getattr(self.model, "logit_scale", None), getattr(self.model, "logit_bias", None))
+        }
+        yield from (p for p in self.model.parameters() if id(p) not in skip)
 
     @property
     def embed_dim(self) -> int:
