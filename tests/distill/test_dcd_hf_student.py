@@ -391,3 +391,157 @@ def test_cli_recipe_trains_a_clip_student_that_eval_retrieval_reads(models, data
     metrics = read_json(tmp_path / "eval.json")["metrics"]
     for k in ("i2t_R@1", "t2i_R@1", "rsum"):
         assert metrics[k] == pytest.approx(res["metrics"][k])
+
+
+# --- a Hugging Face cross encoder as teacher: the fast path, and training it -------------------------------
+
+
+def test_hf_blip_itm_teacher_uses_the_fast_path_with_the_scores_of_score(teacher, teacher_scores, data):
+    assert teacher_scores.kind == "cross"  # states once, the fusion per pair (models/base.py contract)
+    img, txt = teacher_scores.states()
+    assert len(img) == data["train"].n_images and len(txt) == data["train"].n_captions
+    rng = np.random.default_rng(0)
+    ii = rng.integers(0, data["train"].n_images, 10)
+    cc = rng.integers(0, data["train"].n_captions, 10)
+    fast = teacher_scores.pair_scores(ii, cc)
+    slow = torch.stack(
+        [
+            teacher.score(data["train"].load_images([int(i)]), [data["train"].captions[c]])[0, 0]
+            for i, c in zip(ii, cc)
+        ]
+    )
+    torch.testing.assert_close(fast, slow.float().cpu(), rtol=1e-4, atol=1e-4)
+    assert fast.std() > 0  # not all equal: the comparison means something
+    # the probability mode is not a logit: it keeps the general (slow) path
+
+
+def test_a_probability_itm_teacher_keeps_the_general_path(models, data):
+    prob = load_teacher(f"hf:{models[1]}")  # mode itm: score() is a probability, the fusion a logit
+    assert prob.score_semantics == "itm_probability"
+    assert TeacherScores(prob, data["train"]).kind == "scorer"
+
+
+def test_dcd_teacher_trainer_trains_a_hf_blip_itm(models, data, tmp_path):
+    from alignlab.distill.dcd.train import TeacherRunConfig, train_teacher
+
+    spec = f"hf:{models[1]}#itm-logit"
+    cfg = TeacherRunConfig(
+        model_config={"spec": spec},
+        data=DATA,
+        fusion="grid",
+        pretrain_epochs=0,
+        dev_images=12,
+        threads=1,
+        train=TrainConfig(epochs=1, batch_size=12, lr=1e-3, select_metric="rsum", log_every=1),
+    )
+    before = _state(load_teacher(spec))
+    res = train_teacher(cfg, tmp_path / "teacher", data=data)
+    assert res["steps"] > 0 and res["teacher_model"] == f"hf:{tmp_path / 'teacher' / 'teacher'}#itm-logit"
+    trained = load_teacher(res["teacher_model"])
+    after = trained.state_dict()
+    changed = {k for k in before if not torch.equal(before[k], after[k])}
+    assert any(k.startswith("model.text_encoder.") for k in changed)
+    assert any(k.startswith("model.vision_model.") for k in changed)
+    assert any("itm_head" in k for k in changed)
+    assert evaluate_model(trained, data["test"]).metrics == res["metrics"]
+    # the trained teacher teaches a CLIP student through the fast path
+    ts = TeacherScores(trained, data["train"])
+    assert ts.kind == "cross"
+    out = run_dcd(
+        _cfg(models, teacher=res["teacher_model"], train=TrainConfig(epochs=1, batch_size=12, lr=3e-3)),
+        tmp_path / "student",
+        teacher=trained,
+        data=data,
+        teacher_scores=ts,
+    )
+    assert out["teacher_pairs_scored"] > 0
+
+
+def test_a_hf_teacher_refuses_the_tiny_only_settings():
+    from alignlab.distill.dcd.train import TeacherRunConfig
+
+    with pytest.raises(ConfigError, match="stage 1"):
+        TeacherRunConfig(model_config={"spec": "hf:x#itm-logit"}, fusion="grid", pretrain_epochs=2)
+    with pytest.raises(ConfigError, match="no other keys"):
+        TeacherRunConfig(model_config={"spec": "hf:x", "width": 32}, fusion="grid", pretrain_epochs=0)
+
+
+# --- file-backed data: training images are read per batch, never materialised (issue 18) --------------
+
+
+def test_a_tiny_student_trains_on_file_backed_pairs_batch_by_batch_and_resumes_exactly(
+    models, teacher, data, tmp_path, monkeypatch
+):
+    from alignlab.data.pairs import ImageTextPairs
+    from alignlab.distill.dcd.train import STUDENT_MODEL
+
+    folder = save_karpathy(
+        tmp_path / "shapes", {"train": data["train"], "val": data["val"], "test": data["test"]}
+    )
+    cfg = DCDRunConfig(
+        teacher=f"hf:{models[1]}#itm-logit",
+        data=DCDDataConfig(source="path", path=str(folder), image_size=SIZE),
+        student_config={**STUDENT_MODEL, "image_size": SIZE},
+        pool_size=8,
+        keep=3,
+        threads=1,
+        train=TrainConfig(
+            epochs=2, batch_size=12, lr=3e-3, select_metric="rsum", log_every=1, checkpoint_every=1
+        ),
+    )
+    files = load_dcd_data(cfg.data)
+    train = files["train"]
+    assert train.image_array is None  # file-backed
+    original = ImageTextPairs.materialize
+
+    def guarded(self, size):
+        if self is train:
+            raise AssertionError("the training split was materialised")
+        return original(self, size)
+
+    monkeypatch.setattr(ImageTextPairs, "materialize", guarded)
+    ts = TeacherScores(teacher, train)
+    full = run_dcd(cfg, tmp_path / "full", teacher=teacher, data=files, teacher_scores=ts)
+    assert full["steps"] == 8 and train.image_array is None
+
+    def stop(state):
+        if state["step"] == 3:
+            raise StopTraining
+
+    with pytest.raises(StopTraining):
+        run_dcd(cfg, tmp_path / "cut", teacher=teacher, data=files, teacher_scores=ts, callbacks=[stop])
+    resumed = run_dcd(cfg, tmp_path / "cut", teacher=teacher, data=files, teacher_scores=ts)
+    assert resumed["metrics"] == full["metrics"]
+
+    def losses(run):
+        rows = [json.loads(x) for x in (tmp_path / run / "log.jsonl").read_text().splitlines()]
+        return {r["step"]: r["loss"] for r in rows if "loss" in r}
+
+    cut = losses("cut")
+    assert cut and all(cut[k] == v for k, v in losses("full").items() if k in cut)
+
+    # Two DataLoader workers decode the batches ahead of use: every batch through the loader, same numbers.
+    from alignlab.data import loading
+
+    served, get = [], loading.ImageBatchLoader.get
+    monkeypatch.setattr(
+        loading.ImageBatchLoader, "get", lambda self, e, i: served.append((e, i)) or get(self, e, i)
+    )
+    workers = replace(cfg, data=replace(cfg.data, num_workers=2))
+    with_workers = run_dcd(workers, tmp_path / "workers", teacher=teacher, data=files, teacher_scores=ts)
+    assert len(served) == full["steps"] and train.image_array is None
+    assert with_workers["metrics"] == full["metrics"] and losses("workers") == losses("full")
+
+
+def test_file_backed_batches_are_the_bits_of_the_materialised_split(data, tmp_path):
+    from alignlab.data.pairs import load_pairs
+    from alignlab.distill.dcd.train import SplitImages
+
+    folder = save_karpathy(tmp_path / "shapes", {"train": data["train"]})
+    train = load_pairs(folder, "train")
+    streamed = SplitImages(train, SIZE)
+    assert streamed.tensor is None
+    held = SplitImages(train.materialize(SIZE), SIZE)
+    idx = np.array([3, 0, 3, 7])
+    assert torch.equal(streamed[idx], held[idx])
+    assert torch.equal(streamed[2:6], held[2:6])

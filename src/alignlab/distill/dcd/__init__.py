@@ -10,7 +10,8 @@ per-sample difficulty weights. Modules:
 * :mod:`~alignlab.distill.dcd.students` — teacher loading, dual and shallow-cross students, compatibility;
 * :mod:`~alignlab.distill.dcd.train` — teacher training, the DCD task for ``fit``, whole runs, named arms;
 * :mod:`~alignlab.distill.dcd.bench` — full-ranking speed of teacher vs students;
-* :mod:`~alignlab.distill.dcd.experiment` / :mod:`~alignlab.distill.dcd.demo` — the claim experiment, the demo stage.
+* :mod:`~alignlab.distill.dcd.experiment` / :mod:`~alignlab.distill.dcd.demo` — the claim experiment, the demo
+  stage.
 
 See docs/dcd.md.
 """

@@ -33,6 +33,8 @@ import torch
 
 from alignlab.core.errors import ConfigError
 from alignlab.data.pairs import ImageTextPairs
+from alignlab.distill.dcd.miner import caption_states, has_states
+from alignlab.models.base import CrossEncoder
 from alignlab.retrieval.metrics import evaluate_embeddings, evaluate_scores
 
 
@@ -75,7 +77,8 @@ def bench_set(cfg: BenchConfig, image_size: int = 64) -> ImageTextPairs:
 
 
 def _is_cross(model: Any) -> bool:
-    return all(hasattr(model, a) for a in ("image_tower", "text_tower", "fuse", "tokenize"))
+    """A cross encoder with the training contract's states and fusion (towers once, fusion per pair)."""
+    return isinstance(model, CrossEncoder) and has_states(model)
 
 
 @torch.no_grad()
@@ -94,32 +97,31 @@ def cross_scores(model: Any, pairs: ImageTextPairs, rows: int, cfg: BenchConfig)
             .float()
             .cpu()
         )
-    dev = model.device
-    ids, mask = model.tokenize(pairs.captions)
-    txt = torch.cat(
-        [model.text_tower(ids[s : s + 512], mask[s : s + 512])[0] for s in range(0, len(ids), 512)]
-    )
-    out = []
     c = len(pairs.captions)
+    txt = caption_states(model, list(pairs.captions))
+    out = []
     per = max(1, cfg.pair_chunk // c)  # image rows per fusion pass
     for s in range(0, rows, cfg.image_batch):
-        x = model.image_tower.preprocess(pairs.load_images(range(s, min(s + cfg.image_batch, rows))), dev)
-        img = model.image_tower(x)[0]
+        img = model.image_states(
+            model.preprocess_images(pairs.load_images(range(s, min(s + cfg.image_batch, rows))))
+        )
         for a in range(0, len(img), per):
-            blk = img[a : a + per]
-            k = len(blk)
+            k = min(per, len(img) - a)
+            blk = torch.arange(a, a + k)
             if k * c <= cfg.pair_chunk:
                 out.append(
-                    model.fuse(blk.repeat_interleave(c, 0), txt.repeat(k, 1, 1), mask.repeat(k, 1)).view(k, c)
+                    model.fuse_pairs(
+                        img.select(blk.repeat_interleave(c)), txt.select(torch.arange(c).repeat(k))
+                    ).view(k, c)
                 )
                 continue
             row = []  # more captions than one chunk: split the captions of each image
             for b in range(0, c, cfg.pair_chunk):
-                t, m = txt[b : b + cfg.pair_chunk], mask[b : b + cfg.pair_chunk]
+                cols = torch.arange(b, min(b + cfg.pair_chunk, c))
                 row.append(
-                    model.fuse(blk.repeat_interleave(len(t), 0), t.repeat(k, 1, 1), m.repeat(k, 1)).view(
-                        k, len(t)
-                    )
+                    model.fuse_pairs(
+                        img.select(blk.repeat_interleave(len(cols))), txt.select(cols.repeat(k))
+                    ).view(k, len(cols))
                 )
             out.append(torch.cat(row, dim=1))
     return torch.cat(out).float().cpu()
@@ -206,7 +208,10 @@ def time_model(
 def run_bench(
     teacher: Any, students: Mapping[str, Any], pairs: ImageTextPairs, cfg: BenchConfig
 ) -> dict[str, Any]:
-    """Time ``teacher`` and each student on ``pairs``; speed-ups, R@K and RSUM kept. See the module docstring."""
+    """Time ``teacher`` and each student on ``pairs``; speed-ups, R@K and RSUM kept.
+
+    See the module docstring.
+    """
     if not students:
         raise ConfigError("no student to benchmark", fix="give at least one --student NAME=SPEC")
     from alignlab.distill.dcd.train import torch_threads

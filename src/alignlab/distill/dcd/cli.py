@@ -8,7 +8,6 @@ from pathlib import Path
 from typing import Any
 
 from alignlab.core.cliargs import add_device, add_out, add_overwrite, add_seed
-from alignlab.core.config import load_yaml, merge, parse_overrides
 from alignlab.core.errors import ConfigError
 from alignlab.core.io import write_json, write_text
 
@@ -177,22 +176,33 @@ def _common(p: argparse.ArgumentParser, default_out: str) -> None:
     )
 
 
-def _config_dict(args: argparse.Namespace, extra: dict[str, Any] | None = None) -> dict[str, Any]:
-    data = load_yaml(args.config) if args.config else {}
-    data = merge(data, extra or {})
-    data = merge(data, parse_overrides(args.overrides))
-    if args.seed is not None:
-        data["seed"] = args.seed
-    return data
+def _flags(args: argparse.Namespace) -> dict[str, tuple[Any, str]]:
+    """The settings this command's flags give (dotted key -> (value or None, option))."""
+    flags: dict[str, tuple[Any, str]] = {"seed": (getattr(args, "seed", None), "--seed")}
+    arm = getattr(args, "arm", None)
+    if arm is not None:
+        from alignlab.distill.dcd.train import ARMS
+
+        flags.update({key: (value, f"--arm {arm}") for key, value in ARMS[arm].items()})
+    for key in ("teacher", "student", "student_init"):
+        value = getattr(args, key, None)
+        flags[key] = (value, f"--{key.replace('_', '-')} {value}")
+    return flags
 
 
-def _sources(args: argparse.Namespace, flags: dict[str, str] | None = None):
-    from alignlab.core.config import config_sources
+def _teacher_config(args: argparse.Namespace) -> Any:
+    from alignlab.core.config import command_config
+    from alignlab.distill.dcd.train import load_teacher_config
 
-    flags = dict(flags or {})
-    if args.seed is not None:
-        flags["seed"] = "--seed"
-    return config_sources(args.config, args.overrides, flags)
+    return command_config(load_teacher_config, path=args.config, overrides=args.overrides, flags=_flags(args))
+
+
+def _student_config(args: argparse.Namespace) -> Any:
+    """`dcd train` and `dcd mine`: the YAML file, then --arm and the other flags, then --set."""
+    from alignlab.core.config import command_config
+    from alignlab.distill.dcd.train import load_run_config
+
+    return command_config(load_run_config, path=args.config, overrides=args.overrides, flags=_flags(args))
 
 
 def _check_out(args: argparse.Namespace, cfg: Any) -> None:
@@ -225,9 +235,9 @@ def _summary(result: dict[str, Any], out: Path) -> None:
 
 
 def run_teacher(args: argparse.Namespace) -> int:
-    from alignlab.distill.dcd.train import load_teacher_config, train_teacher
+    from alignlab.distill.dcd.train import train_teacher
 
-    cfg = load_teacher_config(_config_dict(args), where=_sources(args))
+    cfg = _teacher_config(args)
     _check_out(args, cfg)
     result = train_teacher(cfg, args.out, resume=not args.no_resume, device=_device(args.device))
     _summary(result, args.out)
@@ -236,22 +246,10 @@ def run_teacher(args: argparse.Namespace) -> int:
 
 
 def run_train(args: argparse.Namespace) -> int:
-    from alignlab.distill.dcd.train import ARMS, load_run_config, run_dcd
+    from alignlab.distill.dcd.train import run_dcd
     from alignlab.train import distributed as ddp_
 
-    extra: dict[str, Any] = dict(ARMS[args.arm])
-    if args.teacher is not None:
-        extra["teacher"] = args.teacher
-    if args.student is not None:
-        extra["student"] = args.student
-    if args.student_init is not None:
-        extra["student_init"] = args.student_init
-    flags = {
-        k: f"--{k.replace('_', '-')} {v}"
-        for k, v in extra.items()
-        if k in ("teacher", "student", "student_init")
-    }
-    cfg = load_run_config(_config_dict(args, extra), where=_sources(args, flags))
+    cfg = _student_config(args)
     if cfg.needs_teacher and not cfg.teacher:
         raise ConfigError(
             f"arm {args.arm} needs a teacher",
@@ -298,11 +296,9 @@ def _mined_inputs(mined: Path, cfg: Any, device: str) -> dict[str, Any]:
 
 def run_mine(args: argparse.Namespace) -> int:
     from alignlab.distill.dcd.mine import mine
-    from alignlab.distill.dcd.train import load_run_config
     from alignlab.scale.cli import engine_options
 
-    extra: dict[str, Any] = {"teacher": args.teacher} if args.teacher is not None else {}
-    cfg = load_run_config(_config_dict(args, extra), where=str(args.config) if args.config else None)
+    cfg = _student_config(args)
     out = args.shards_dir or args.out
     report = mine(
         cfg, out, engine_options(args), batches_per_shard=args.rows_per_shard, device=_device(args.device)

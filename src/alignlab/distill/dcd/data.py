@@ -146,7 +146,8 @@ def near_duplicate_pairs(
     name: str | None = None,
     relevance: str | None = None,
 ) -> ImageTextPairs:
-    """``n_images`` images (rounded down to whole groups) in near-duplicate groups, as :class:`ImageTextPairs`.
+    """``n_images`` images (rounded down to whole groups) in near-duplicate groups, as
+    :class:`ImageTextPairs`.
 
     ``relevance``: ``"truth"`` or ``"source"``; None: source for the ``train`` split (training draws an
     image's own captions; truth is checked per batch), truth for the others (evaluation).
@@ -184,7 +185,10 @@ def near_duplicate_pairs(
 def near_duplicate_splits(
     sizes: dict[str, int], seed: int = 0, cfg: NearDupConfig | None = None
 ) -> dict[str, ImageTextPairs]:
-    """``{"train": n, "val": n, "test": n}`` -> near-duplicate pairs per split (same ``seed``, own streams)."""
+    """``{"train": n, "val": n, "test": n}`` -> near-duplicate pairs per split.
+
+    Every split uses the same ``seed``, each with its own streams.
+    """
     return {split: near_duplicate_pairs(n, seed, split, cfg) for split, n in sizes.items() if n > 0}
 
 

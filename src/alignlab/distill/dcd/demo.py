@@ -98,10 +98,11 @@ def demo_stage(ctx) -> list[str]:
     ctx.artifacts["dcd_student"] = out / "dcd"
     tm = t_res["metrics"]
     lines = [
-        f"Near-duplicate ShapesWorld: {data['train'].n_images} training images in groups of 3 scenes that differ "
-        f"in one attribute or relation; each caption is true of its image and false of its siblings.",
-        f"Teacher: tiny cross encoder ({t_res['parameters']:,} parameters; towers pretrained as a dual encoder on "
-        f"{t_res['pretrain']['images']} images, then {s['teacher_epochs']} epochs of cross-attention training), "
+        f"Near-duplicate ShapesWorld: {data['train'].n_images} training images in groups of 3 scenes that "
+        f"differ in one attribute or relation; each caption is true of its image and false of its siblings.",
+        f"Teacher: tiny cross encoder ({t_res['parameters']:,} parameters; towers pretrained as a dual "
+        f"encoder on {t_res['pretrain']['images']} images, then {s['teacher_epochs']} epochs of "
+        f"cross-attention training), "
         f"test RSUM {tm['rsum']:.1f}. "
         "Students: tiny dual encoders, 15 candidates per image, the 7 hardest by the teacher kept (DCD) or 7 "
         "random ones (no teacher).",

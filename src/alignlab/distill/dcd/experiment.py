@@ -1,7 +1,8 @@
 """``alignlab experiment dcd``: DCD's claims, pre-registered and tested on near-duplicate ShapesWorld.
 
-One cross-encoder teacher is trained once, with the recipe of :class:`~alignlab.distill.dcd.train.TeacherRunConfig`
-(its defaults; the experiment sets only the data and the thread count, and quick settings shrink it). Then a
+One cross-encoder teacher is trained once, with the recipe of
+:class:`~alignlab.distill.dcd.train.TeacherRunConfig` (its defaults; the experiment sets only the data and
+the thread count, and quick settings shrink it). Then a
 dual-encoder student is trained in every arm with every seed (same data, same pools of candidates, same
 teacher scores, same budget; arms are paired by seed):
 
@@ -192,7 +193,10 @@ QUICK: dict[str, Any] = dict(
 
 
 def split_arm(arm: str) -> tuple[str, bool]:
-    """``(trainer arm, from pretrained towers)`` of an experiment arm name (``dcd-init`` -> ``("dcd", True)``)."""
+    """``(trainer arm, from pretrained towers)`` of an experiment arm name.
+
+    ``dcd-init`` -> ``("dcd", True)``.
+    """
     if arm not in ARMS and arm.endswith(INIT) and arm[: -len(INIT)] in ARMS:
         return arm[: -len(INIT)], True
     return arm, False
@@ -203,7 +207,10 @@ def known_arms() -> list[str]:
 
 
 def teacher_config(exp: DCDExperimentConfig) -> TeacherRunConfig:
-    """train.py's default teacher recipe, on the experiment's data and threads (plus ``exp.teacher`` overrides)."""
+    """train.py's default teacher recipe, on the experiment's data and threads.
+
+    ``exp.teacher`` overrides are merged on top.
+    """
     raw = merge(asdict(TeacherRunConfig()), exp.teacher)
     raw.update(data=asdict(exp.data), threads=exp.threads)
     return from_dict(TeacherRunConfig, raw, where="config key teacher")
@@ -247,7 +254,10 @@ def arm_config(exp: DCDExperimentConfig, arm: str, seed: int, teacher_spec: str,
 def experiment_config(
     *, quick: bool, seeds: list[int] | None = None, overrides: dict[str, Any] | None = None
 ) -> DCDExperimentConfig:
-    """Quick (or full) settings with ``--set`` overrides merged deeply (:func:`alignlab.core.config.experiment_config`)."""
+    """Quick (or full) settings with ``--set`` overrides merged deeply.
+
+    See :func:`alignlab.core.config.experiment_config`.
+    """
     return _experiment_config(DCDExperimentConfig, QUICK, quick=quick, seeds=seeds, overrides=overrides)
 
 
@@ -360,7 +370,10 @@ def _recalls(metrics: dict[str, Any]) -> dict[str, float]:
 
 
 def _per_query_rsum(run_dir: Path) -> list[float]:
-    """Per-query values whose mean is the run's RSUM (image queries, then caption queries), paired across arms."""
+    """Per-query values whose mean is the run's RSUM, paired across arms.
+
+    Image queries come first, then caption queries.
+    """
     pq = read_json(run_dir / "per_query.json")
     i2t, t2i = np.asarray(pq["i2t_rank"]), np.asarray(pq["t2i_rank"])
     n = len(i2t) + len(t2i)
@@ -473,8 +486,8 @@ def _setting(r: dict[str, Any]) -> str:
     masked = " (images the caption is true of masked out)" if exp.get("t2i_mask_true") else ""
     if pre:
         extra = (
-            f": the training images plus {tc['pretrain_images']:,} extra near-duplicate images of another data "
-            "seed"
+            f": the training images plus {tc['pretrain_images']:,} extra near-duplicate images of another "
+            "data seed"
             if tc.get("pretrain_images")
             else ""
         )
@@ -500,8 +513,9 @@ def _setting(r: dict[str, Any]) -> str:
     text = (
         f"**Setting.** Near-duplicate ShapesWorld (`alignlab.distill.dcd.data`): images in groups of "
         f"{exp['data']['group_size']} — a scene and near duplicates that differ in one object — "
-        f"{d['train']['images']:,} training images ({d['train']['captions']:,} captions), {d['val']['images']:,} "
-        f"validation, {d['test']['images']:,} test images × {d['test']['captions']:,} captions, scored with "
+        f"{d['train']['images']:,} training images ({d['train']['captions']:,} captions), "
+        f"{d['val']['images']:,} validation, {d['test']['images']:,} test images × "
+        f"{d['test']['captions']:,} captions, scored with "
         f"{r['ceilings']['relevance']} relevance (a caption is relevant to every image it is true of). "
         f"**Teacher:** a tiny cross encoder ({t['parameters']:,} parameters; train.py's default recipe: "
         f"{pre_text}{stage2}; batch {tc['train']['batch_size']}, lr {tc['train']['lr']:g}), trained once and "
@@ -509,9 +523,10 @@ def _setting(r: dict[str, Any]) -> str:
         f"batch {exp['batch_size']}, best epoch by dev RSUM; per image `M = "
         f"{exp['pool_size']}` candidates from the other images of the batch (never a caption true of the "
         f"image), `k = {exp['keep']}` kept, `α = {exp['alpha']:g}`, `T = {exp['temperature']:g}`; "
-        f"ground truth = CE over `[positive, k negatives]` plus {exp['t2i_weight']:g} × caption → image CE over "
-        f"the batch{masked}. From scratch ({', '.join(scratch_arms) or 'none'}): {init['scratch_parameters'] or 0:,}-"
-        f"parameter students, {_epochs(exp['epochs'])}, lr {exp['lr']:g}. "
+        f"ground truth = CE over `[positive, k negatives]` plus {exp['t2i_weight']:g} × caption → image CE "
+        f"over the batch{masked}. From scratch ({', '.join(scratch_arms) or 'none'}): "
+        f"{init['scratch_parameters'] or 0:,}-parameter students, {_epochs(exp['epochs'])}, "
+        f"lr {exp['lr']:g}. "
     )
     if init_arms:
         p = init["pretrained"]
@@ -719,8 +734,8 @@ def _below_init(r: dict[str, Any]) -> list[str]:
         "### Trained students against their own starting point",
         "",
         "Test RSUM after training minus before, per seed (scratch arms: that seed's freshly built student; "
-        "`-init` arms: the pretrained towers). The best epoch is chosen by dev RSUM among the trained epochs, "
-        "so a run cannot fall back to its start.",
+        "`-init` arms: the pretrained towers). The best epoch is chosen by dev RSUM among the trained "
+        "epochs, so a run cannot fall back to its start.",
         "",
         markdown_table(["arm", "seeds below their start", "Δ RSUM (mean)"], body, align="lrr"),
         "",
@@ -728,7 +743,10 @@ def _below_init(r: dict[str, Any]) -> list[str]:
 
 
 def render_report(r: dict[str, Any]) -> str:
-    """The experiment's page, from its results dict alone (docs/results/dcd.md is this of docs/results/dcd.json)."""
+    """The experiment's page, from its results dict alone.
+
+    docs/results/dcd.md is this of docs/results/dcd.json.
+    """
     exp = r["config"]
     claims = claims_from_config(exp["claims"])
     rows = r["claims"]
@@ -796,23 +814,23 @@ def render_report(r: dict[str, Any]) -> str:
     lines += [
         "## Caveats",
         "",
-        "* Tiny models and synthetic data on one CPU thread; one teacher, trained once — the claims are about "
-        "students given this teacher, and the teacher's own variance is not sampled.",
+        "* Tiny models and synthetic data on one CPU thread; one teacher, trained once — the claims are "
+        "about students given this teacher, and the teacher's own variance is not sampled.",
         "* The `-init` students all start from the same pretrained weights and differ only in batching and "
         "sampling, so their seeds vary less than scratch seeds.",
         *(
             [
-                "* The students' positive is one of an image's *own* captions; captions true of the image never "
-                "serve as negatives (pools exclude them, and the caption → image term masks the other images a "
-                "caption is true of). Scoring uses truth relevance, so a student is not penalised for ranking a "
-                "generic true caption high, but it is not trained to either."
+                "* The students' positive is one of an image's *own* captions; captions true of the image "
+                "never serve as negatives (pools exclude them, and the caption → image term masks the other "
+                "images a caption is true of). Scoring uses truth relevance, so a student is not penalised "
+                "for ranking a generic true caption high, but it is not trained to either."
             ]
             if exp.get("t2i_mask_true")
             else [
-                "* The students' ground truth still follows an image's *own* captions: the positive is one of them, "
-                "and the caption → image term counts other images of the batch as negatives even where the "
-                "caption is true of them (near-duplicate siblings, generic captions). The pools (the "
-                "teacher-mined negatives) do exclude true captions."
+                "* The students' ground truth still follows an image's *own* captions: the positive is one "
+                "of them, and the caption → image term counts other images of the batch as negatives even "
+                "where the caption is true of them (near-duplicate siblings, generic captions). The pools "
+                "(the teacher-mined negatives) do exclude true captions."
             ]
         ),
         "* A verdict is about this setting: `inconclusive` means the seeds cannot tell the arms apart at the "

@@ -35,7 +35,8 @@ terms, so a rank contributes ``W · α (Σ_i r_i) (1/N) Σ_{i∈shard} d_i``.)
 
 >>> import torch
 >>> loss = DCDLoss(DCDLossConfig())
->>> s = torch.tensor([[2.0, 0.0, -1.0], [0.5, 0.4, 0.3]]); t = torch.tensor([[3.0, 0.0, -2.0], [1.0, 1.0, 1.0]])
+>>> s = torch.tensor([[2.0, 0.0, -1.0], [0.5, 0.4, 0.3]])
+>>> t = torch.tensor([[3.0, 0.0, -2.0], [1.0, 1.0, 1.0]])
 >>> sorted(loss(s, t))
 ['kd_loss', 'self_loss']
 >>> w, r = loss.weights(t); bool(w[1] > w[0])  # the teacher is unsure about sample 1: it is harder

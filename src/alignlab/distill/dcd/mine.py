@@ -1,8 +1,10 @@
-"""``distill dcd mine``: the teacher scores every training batch's candidate pools, sharded, ahead of training.
+"""``distill dcd mine``: the teacher scores every training batch's candidate pools, sharded, ahead of
+training.
 
 DCD's cost is the teacher: each batch scores ``B × (1 + M)`` (image, caption) pairs with the cross
-encoder. The pools are pure functions of ``(seed, epoch, index)`` (:func:`~alignlab.distill.dcd.train.pool_candidates`),
-so they can be scored before training, in parallel, on any number of workers: one row per training
+encoder. The pools are pure functions of ``(seed, epoch, index)``
+(:func:`~alignlab.distill.dcd.train.pool_candidates`), so they can be scored before training, in parallel,
+on any number of workers: one row per training
 batch, sharded by :mod:`alignlab.scale` (``--engine local|ray``), each worker loading the teacher and the
 training set once and scoring its batches with the same :meth:`TeacherScores.pair_scores` call that
 training makes — so the scores are the ones training would compute, bit for bit.

@@ -28,7 +28,7 @@ Without a teacher (baseline), :func:`select_random` keeps ``k`` uniformly drawn 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -36,6 +36,7 @@ import torch
 
 from alignlab.core.errors import ConfigError, ModelError
 from alignlab.data.pairs import ImageTextPairs
+from alignlab.models.base import CrossEncoder, DualEncoder, TokenStates
 
 
 def check_pool(pool_size: int, keep: int, random_mix: float = 0.0) -> None:
@@ -146,15 +147,75 @@ def select_random(batch_size: int, pool_size: int, keep: int, rng: np.random.Gen
     )
 
 
-def _is_tiny_cross(model: Any) -> bool:
-    return all(hasattr(model, a) for a in ("image_tower", "text_tower", "fuse", "tokenize"))
+def slice_tokens(tokens: Any, start: int, stop: int) -> Any:
+    """Rows ``start:stop`` of a model's tokens (a tensor, a tuple of tensors or a dict of tensors).
+
+    Texts are tokenized once and their states computed in chunks, so every chunk has the same padded
+    length (the same bits as one tokenization of everything)."""
+    if isinstance(tokens, torch.Tensor):
+        return tokens[start:stop]
+    if isinstance(tokens, tuple | list):
+        return type(tokens)(slice_tokens(t, start, stop) for t in tokens)
+    if isinstance(tokens, Mapping):
+        return type(tokens)({k: slice_tokens(v, start, stop) for k, v in tokens.items()})  # type: ignore[call-arg]
+    return tokens
+
+
+def token_count(tokens: Any) -> int:
+    if isinstance(tokens, torch.Tensor):
+        return int(tokens.shape[0])
+    if isinstance(tokens, tuple | list):
+        return token_count(tokens[0])
+    if isinstance(tokens, Mapping):
+        return token_count(next(iter(tokens.values())))
+    raise ModelError(f"cannot count tokens of type {type(tokens).__name__}")
+
+
+@torch.no_grad()
+def caption_states(model: CrossEncoder, captions: list[str], text_batch: int = 512) -> TokenStates:
+    """A cross encoder's text states of ``captions``: tokenized once, the text tower in chunks."""
+    tokens = model.tokenize(captions)
+    return TokenStates.cat(
+        [
+            model.text_states(slice_tokens(tokens, s, s + text_batch))
+            for s in range(0, token_count(tokens), text_batch)
+        ]
+    )
+
+
+@torch.no_grad()
+def cross_states(
+    model: CrossEncoder,
+    images: Callable[[int, int], Any],
+    n_images: int,
+    captions: list[str],
+    image_batch: int = 256,
+    text_batch: int = 512,
+) -> tuple[TokenStates, TokenStates]:
+    """A cross encoder's image and text states of a whole data set (images read per batch)."""
+    img = TokenStates.cat(
+        [
+            model.image_states(model.preprocess_images(images(s, min(s + image_batch, n_images))))
+            for s in range(0, n_images, image_batch)
+        ]
+    )
+    return img, caption_states(model, captions, text_batch)
+
+
+def has_states(model: Any) -> bool:
+    """True when the cross encoder implements the training contract's states and fusion."""
+    return all(
+        getattr(type(model), a, None) is not getattr(CrossEncoder, a)
+        for a in ("image_states", "text_states", "fuse_pairs")
+    )
 
 
 class TeacherScores:
     """A frozen teacher's scores of (image, caption) pairs of one data set.
 
-    * a tiny cross encoder (``image_tower``, ``text_tower``, ``fuse``): the tower outputs of every image and
-      caption are computed once; a query then costs only the fusion layers of its pairs;
+    * a trainable cross encoder (the training contract: ``image_states``, ``text_states``, ``fuse_pairs``;
+      the tiny one or Hugging Face BLIP ITM with ``#itm-logit``) whose scores are logits: the states of
+      every image and caption are computed once; a query then costs only the fusion of its pairs;
     * a dual encoder: embeddings once, then ``scale · cos + bias``;
     * any other scorer: ``score(image, its captions)`` image by image (slow but general).
 
@@ -169,8 +230,13 @@ class TeacherScores:
         self.image_batch = image_batch
         self.kind = (
             "cross"
-            if _is_tiny_cross(teacher)
-            else ("dual" if getattr(teacher, "is_dual", False) else "scorer")
+            # the fusion gives match logits: the fast path only where score() gives them too
+            if isinstance(teacher, CrossEncoder)
+            and has_states(teacher)
+            and teacher.score_semantics == "logit"
+            else (
+                "dual" if isinstance(teacher, DualEncoder) or getattr(teacher, "is_dual", False) else "scorer"
+            )
         )
         if self.kind == "scorer" and not hasattr(teacher, "score"):
             raise ModelError(
@@ -179,14 +245,13 @@ class TeacherScores:
             )
         self._img: torch.Tensor | None = None
         self._txt: torch.Tensor | None = None
-        self._mask: torch.Tensor | None = None
-        self._img_pooled: torch.Tensor | None = None
-        self._txt_pooled: torch.Tensor | None = None
+        self._img_states: TokenStates | None = None
+        self._txt_states: TokenStates | None = None
         self.pairs_scored = 0  # how many (image, caption) pairs went through the teacher
 
     @torch.no_grad()
     def _prepare(self) -> None:
-        if self._img is not None or self.kind == "scorer":
+        if self._img is not None or self._img_states is not None or self.kind == "scorer":
             return
         t = self.teacher
         if hasattr(t, "eval"):
@@ -203,39 +268,33 @@ class TeacherScores:
                 [t.encode_texts(self.pairs.captions[s : s + 512]) for s in range(0, c, 512)]
             ).float()
             return
-        dev = t.device
-        imgs, pooled = [], []
-        for s in range(0, n, self.image_batch):
-            x = t.image_tower.preprocess(self.pairs.load_images(range(s, min(s + self.image_batch, n))), dev)
-            tok, pool = t.image_tower(x)
-            imgs.append(tok)
-            pooled.append(pool)
-        self._img, self._img_pooled = torch.cat(imgs), torch.cat(pooled)
-        ids, mask = t.tokenize(self.pairs.captions)
-        toks, pools = [], []
-        for s in range(0, c, 512):
-            tok, pool = t.text_tower(ids[s : s + 512], mask[s : s + 512])
-            toks.append(tok)
-            pools.append(pool)
-        self._txt, self._mask, self._txt_pooled = torch.cat(toks), mask, torch.cat(pools)
+        self._img_states, self._txt_states = cross_states(
+            t,
+            lambda lo, hi: self.pairs.load_images(range(lo, hi)),
+            n,
+            list(self.pairs.captions),
+            self.image_batch,
+        )
 
-    def tokens(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(image tokens ``[N, G, W]``, caption tokens ``[C, L, W]``, caption mask ``[C, L]``) of a cross teacher."""
+    def states(self) -> tuple[TokenStates, TokenStates]:
+        """The image and caption :class:`TokenStates` of a cross teacher (every image, every caption)."""
         if self.kind != "cross":
             raise ModelError(
-                "only a tiny cross-encoder teacher has tokens to share",
-                fix="use a tiny-cross teacher (or a ckpt: of one)",
+                "only a cross-encoder teacher has token states to share",
+                fix="use a cross-encoder teacher (tiny-cross, a ckpt: of one, or hf BLIP ITM)",
             )
         self._prepare()
-        assert self._img is not None and self._txt is not None and self._mask is not None
-        return self._img, self._txt, self._mask
+        assert self._img_states is not None and self._txt_states is not None
+        return self._img_states, self._txt_states
 
     def features(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """Pooled ``[CLS]`` features of every image and caption (cross teacher: tower outputs; dual: embeddings)."""
+        """Pooled features of every image and caption (cross: ``TokenStates.pooled``; dual: embeddings)."""
         self._prepare()
         if self.kind == "cross":
-            assert self._img_pooled is not None and self._txt_pooled is not None
-            return self._img_pooled, self._txt_pooled
+            img, txt = self.states()
+            if img.pooled is None or txt.pooled is None:
+                raise ModelError("this cross teacher has no pooled features", fix="use a tiny-cross teacher")
+            return img.pooled, txt.pooled
         if self.kind == "dual":
             assert self._img is not None and self._txt is not None
             return self._img, self._txt
@@ -258,15 +317,13 @@ class TeacherScores:
                 + bias
             ).cpu()
         if self.kind == "cross":
-            img, txt, mask = self._img, self._txt, self._mask
-            assert img is not None and txt is not None and mask is not None
+            img, txt = self.states()
             out = []
             for s in range(0, len(image_ids), self.chunk):
-                ii = torch.from_numpy(image_ids[s : s + self.chunk]).to(img.device)
-                cc = torch.from_numpy(caption_ids[s : s + self.chunk]).to(img.device)
-                m = mask[cc]
-                length = int(m.sum(1).max())  # trim padding shared by the whole chunk
-                out.append(self.teacher.fuse(img[ii], txt[cc, :length], m[:, :length]).float().cpu())
+                ii = torch.from_numpy(image_ids[s : s + self.chunk])
+                cc = torch.from_numpy(caption_ids[s : s + self.chunk])
+                # trim=True: drop the padding shared by the whole chunk
+                out.append(self.teacher.fuse_pairs(img.select(ii), txt.select(cc, trim=True)).float().cpu())
             return torch.cat(out) if out else torch.zeros(0)
         # Any scorer: one score() call per image with the captions asked for it.
         scores = torch.empty(len(image_ids))

@@ -3,8 +3,9 @@
 * **Teacher** — any scorer (:mod:`alignlab.models.base`): typically a tiny cross encoder trained on the
   same data (:func:`alignlab.distill.dcd.train.train_teacher`), loaded with :func:`load_teacher` from a
   spec such as ``ckpt:runs/teacher``. It is frozen: it only scores.
-* **Student (a): dual encoder** (:func:`build_dual_student`) — a :class:`~alignlab.models.tiny.TinyDualEncoder`
-  with the teacher's tokenizer and image size. Ranking ``N`` images against ``C`` captions costs
+* **Student (a): dual encoder** (:func:`build_dual_student`) — a
+  :class:`~alignlab.models.tiny.TinyDualEncoder` with the teacher's tokenizer and image size. Ranking ``N``
+  images against ``C`` captions costs
   ``N + C`` encodings and one matrix product, instead of the teacher's ``N × C`` fused pairs.
 * **Student (a'): a real dual encoder** (:func:`load_trainable_dual`) — a Hugging Face CLIP, SigLIP or
   BLIP ITC model (``student_init="hf:<folder or hub id>"``), trained whole: both towers and the learned
@@ -151,7 +152,8 @@ def _check_unknown(tokenizer: Any, captions: Iterable[str], limit: int = 50_000)
 
 def is_trainable_dual(model: Any) -> bool:
     """True for a real dual encoder with differentiable pieces (``preprocess_images``, ``tokenize``,
-    ``embed_images``, ``embed_texts``, ``logit_params``): the Hugging Face CLIP, SigLIP and BLIP ITC adapters."""
+    ``embed_images``, ``embed_texts``, ``logit_params``): the Hugging Face CLIP, SigLIP and BLIP ITC
+    adapters."""
     return isinstance(model, nn.Module) and all(
         callable(getattr(model, a, None))
         for a in ("preprocess_images", "tokenize", "embed_images", "embed_texts", "logit_params")
@@ -178,7 +180,10 @@ def load_trainable_dual(spec: str, device: str = "cpu") -> Any:
 
 
 def hf_student_spec(model: Any, folder: str | os.PathLike) -> str:
-    """The spec that loads a student saved by :func:`save_trainable_dual` to ``folder`` (BLIP ITC needs #itc)."""
+    """The spec that loads a student saved by :func:`save_trainable_dual` to ``folder``.
+
+    BLIP ITC needs ``#itc``.
+    """
     mode = getattr(model, "mode", "dual")
     return f"hf:{folder}" + ("#itc" if mode == "itc" else "")
 
@@ -209,7 +214,10 @@ def save_trainable_dual(model: Any, folder: str | os.PathLike) -> Path:
 def build_dual_student(
     teacher: Any, model_config: Mapping[str, Any] | None = None, captions: Iterable[str] | None = None
 ) -> TinyDualEncoder:
-    """A new tiny dual encoder with the teacher's tokenizer (or one built from ``captions``) and image size."""
+    """A new tiny dual encoder with the teacher's tokenizer and image size.
+
+    Without a teacher tokenizer, one is built from ``captions``.
+    """
     cfg = dict(model_config or {})
     size = _image_size(teacher)
     if size is not None:
@@ -225,7 +233,8 @@ def build_dual_student(
 
 
 def build_shallow_cross(teacher: Any, fusion_layers: int = 1, **overrides: Any) -> TinyCrossEncoder:
-    """A tiny cross encoder with the teacher's towers (copied, frozen) and ``fusion_layers`` new fusion layers."""
+    """A tiny cross encoder with the teacher's towers (copied, frozen) and ``fusion_layers`` new
+    fusion layers."""
     if not isinstance(teacher, TinyCrossEncoder):
         raise ModelError(
             f"a shallow cross student needs a tiny cross-encoder teacher, got {type(teacher).__name__}",
@@ -246,9 +255,10 @@ def build_shallow_cross(teacher: Any, fusion_layers: int = 1, **overrides: Any) 
         setattr(cfg, k, v)
     student = build_model("tiny-cross", cfg, teacher.tokenizer)
     assert isinstance(student, TinyCrossEncoder)
-    student.image_tower.load_state_dict(teacher.image_tower.state_dict())
-    student.text_tower.load_state_dict(teacher.text_tower.state_dict())
-    for tower in (student.image_tower, student.text_tower):
+    student.image_encoder().load_state_dict(teacher.image_encoder().state_dict())
+    student.text_encoder().load_state_dict(teacher.text_encoder().state_dict())
+    # only the two towers are frozen (set_encoders_trainable would also freeze a dual_score head)
+    for tower in (student.image_encoder(), student.text_encoder()):
         for p in tower.parameters():
             p.requires_grad_(False)
     return student

@@ -52,7 +52,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from alignlab.core.config import dump_yaml, from_dict
+from alignlab.core.config import from_dict
 from alignlab.core.errors import ConfigError, DataError, ResumeError
 from alignlab.core.io import read_json, write_json
 from alignlab.core.manifest import cache_key, make_result
@@ -69,7 +69,9 @@ from alignlab.distill.dcd.miner import (
     POOL_EXCLUSIONS,
     TeacherScores,
     check_pool,
+    cross_states,
     draw_pools,
+    has_states,
     select_hard,
     select_random,
 )
@@ -80,19 +82,20 @@ from alignlab.distill.dcd.students import (
     check_compatible,
     count_parameters,
     hf_student_spec,
-    is_trainable_dual,
     load_teacher,
     load_trainable_dual,
     save_trainable_dual,
 )
-from alignlab.models.base import load_images_for
+from alignlab.models.base import CrossEncoder, TokenStates, load_images_for
 from alignlab.models.factory import build_model, load_model
 from alignlab.models.tiny import TinyCrossConfig
 from alignlab.retrieval.evaluate import evaluate_model
 from alignlab.retrieval.metrics import evaluate_scores
-from alignlab.retrieval.training import evaluate_dual, load_path_splits
+from alignlab.retrieval.training import dev_evaluator, evaluate_dual, load_path_splits
 from alignlab.train import distributed as ddp_
 from alignlab.train.loop import FitResult, TrainConfig, fit, load_best
+from alignlab.train.runs import finish_run, fit_best, start_run
+from alignlab.train.tasks import dual_outputs
 
 NEGATIVES = ("teacher", "random")
 KD_KINDS = ("none", "score", "relation", "feature")
@@ -138,7 +141,8 @@ STUDENT_MODEL: dict[str, Any] = {
 }
 
 
-# Named settings of the DCD trainer: the experiment's arms and the baselines (``alignlab distill dcd train --arm``).
+# Named settings of the DCD trainer: the experiment's arms and the baselines
+# (``alignlab distill dcd train --arm``).
 ARMS: dict[str, dict[str, Any]] = {
     "no-kd": {"negatives": "random", "kd": "none", "weighting": False},  # no teacher: k random of M
     "hard-negatives": {"negatives": "teacher", "kd": "none", "weighting": False},  # teacher only mines
@@ -177,6 +181,24 @@ class DCDDataConfig:
     train_split: str = "train"
     val_split: str = "val"
     test_split: str = "test"
+    # DataLoader processes decoding the student's training images of file-backed data (source "path")
+    # ahead of use (`dcd train`; the teacher decodes its batches in-process). Speed only: the batches and
+    # the numbers are the same for any count, and a student run's hash leaves it out.
+    num_workers: int = 0
+
+    def __post_init__(self) -> None:
+        from alignlab.core.config import check_number
+
+        check_number("num_workers", self.num_workers, lo=0)
+
+
+def _hashed(cfg: Any) -> dict[str, Any]:
+    """``asdict(cfg)`` without settings that change speed only (``data.num_workers``): what a resume and
+    a finished run are matched on."""
+    out = asdict(cfg)
+    if isinstance(out.get("data"), dict):
+        out["data"] = {k: v for k, v in out["data"].items() if k != "num_workers"}
+    return out
 
 
 @lru_cache(maxsize=4)
@@ -219,6 +241,54 @@ def _images_tensor(pairs: ImageTextPairs, size: int) -> tuple[ImageTextPairs, to
     return pairs, torch.from_numpy(pairs.image_array).permute(0, 3, 1, 2)
 
 
+class SplitImages:
+    """A split's images at ``size`` × ``size``, read per batch (``uint8 [B, 3, size, size]`` each).
+
+    Pairs held in memory (ShapesWorld) are sliced (a view of their array; resized once if held at another
+    size); file-backed pairs are decoded batch by batch (``pairs.load_images(idx, size)``, the same bits as
+    materialising them), so memory is bounded by the batch and a batch depends only on its indices (exact
+    resume needs no loader state).
+    """
+
+    def __init__(self, pairs: ImageTextPairs, size: int):
+        self.size = size
+        self.tensor: torch.Tensor | None = None
+        self.pairs = pairs
+        if pairs.image_array is not None:
+            self.pairs, self.tensor = _images_tensor(pairs, size)
+
+    def __len__(self) -> int:
+        return self.pairs.n_images
+
+    def __getitem__(self, idx: Any) -> torch.Tensor:
+        if self.tensor is not None:
+            return self.tensor[idx]
+        if isinstance(idx, slice):
+            rows: Any = range(*idx.indices(len(self)))
+        else:
+            rows = np.atleast_1d(np.asarray(idx, dtype=np.int64)).tolist()
+        return self.pairs.load_images(rows, self.size)
+
+
+def _split_images(pairs: ImageTextPairs, size: int) -> tuple[ImageTextPairs, SplitImages]:
+    images = SplitImages(pairs, size)
+    return images.pairs, images
+
+
+def _task_image_size(model: Any, pairs: ImageTextPairs) -> int:
+    """The size a teacher task holds the training images at: the tiny model's input size; for a model
+    that resizes images itself (``native_images``), the size the pairs are held at in memory."""
+    cfg = getattr(model, "config", None)
+    if not getattr(model, "native_images", False) and isinstance(getattr(cfg, "image_size", None), int):
+        return int(cfg.image_size)  # type: ignore[union-attr]
+    if pairs.image_array is not None:
+        return int(pairs.image_array.shape[1])
+    raise ConfigError(
+        f"{getattr(model, 'name', type(model).__name__)} has no input size to hold the training images at",
+        fix="use pairs held in memory (ShapesWorld data) for this teacher",
+    )
+
+
 def _evaluate_cross(model: Any, pairs: ImageTextPairs | None) -> dict[str, float]:
     if pairs is None:
         return {}
@@ -226,10 +296,10 @@ def _evaluate_cross(model: Any, pairs: ImageTextPairs | None) -> dict[str, float
 
 
 def _write_run(run_dir: Path, report: Any, **result_kw: Any) -> dict[str, Any]:
+    """The run's result; rank 0 writes per_query.json, then results.json (alignlab.train.runs)."""
     result = make_result(metrics=report.metrics, definitions=report.definitions, **result_kw)
-    write_json(run_dir / "per_query.json", {"i2t_rank": report.i2t_ranks, "t2i_rank": report.t2i_ranks})
-    write_json(run_dir / "results.json", result)
-    return result
+    per_query = {"i2t_rank": report.i2t_ranks, "t2i_rank": report.t2i_ranks}
+    return finish_run(run_dir, result, per_query=per_query)
 
 
 def _finished(run_dir: Path, cfg: Any) -> dict[str, Any] | None:
@@ -254,7 +324,8 @@ class TeacherRunConfig:
       with masked InfoNCE for ``pretrain_epochs`` on the training images (plus ``pretrain_images`` extra
       near-duplicate images from data seed + 1000), in batches of whole near-duplicate groups
       (``pretrain_groups``); its best checkpoint (dev RSUM) gives the teacher its towers and, with the
-      model's ``dual_score``, its projections and scale (:meth:`~alignlab.models.tiny.TinyCrossEncoder.load_dual`).
+      model's ``dual_score``, its projections and scale
+      (:meth:`~alignlab.models.tiny.TinyCrossEncoder.load_dual`).
     * **Stage 2 (fusion), ``fusion="hard"``:** the towers stay frozen (``tune_towers=False``: their outputs
       are computed once); the fusion learns on the dual's hard negatives: per image, a positive caption
       (``positives="truth"``: any caption true of it, generic ones included; ``"own"``: one of its own),
@@ -330,6 +401,21 @@ class TeacherRunConfig:
                 key="pretrain_epochs",
                 fix=f"set pretrain_epochs (default {TEACHER_DUAL_EPOCHS}) or use fusion='grid'",
             )
+        spec = self.model_config.get("spec")
+        if spec is not None:
+            if set(self.model_config) != {"spec"} or not isinstance(spec, str) or not spec:
+                raise ConfigError(
+                    "model_config with a spec names another cross encoder and takes no other keys",
+                    key="model_config",
+                    fix='e.g. model_config: {spec: "hf:<BLIP ITM folder>#itm-logit"}; '
+                    "or tiny-cross keys only",
+                )
+            if self.pretrain_epochs > 0:
+                raise ConfigError(
+                    "stage 1 (dual pretraining of the towers) exists only for the tiny cross teacher",
+                    key="pretrain_epochs",
+                    fix="set pretrain_epochs=0 and fusion='grid' for a pretrained cross encoder",
+                )
 
 
 def _check_select_metric(train: TrainConfig) -> None:
@@ -378,7 +464,7 @@ class _GroupGridTask:
         seed: int,
         dev: ImageTextPairs | None = None,
     ):
-        self.train, self.images = _images_tensor(train, model.config.image_size)
+        self.train, self.images = _split_images(train, _task_image_size(model, train))
         self.batches = GroupBatches(groups_of(train), batch_size, seed)
         self.seed = seed
         self.dev = dev
@@ -429,8 +515,7 @@ class GroupDualTask(_GroupGridTask):
 
     def loss(self, model: nn.Module, batch: Any) -> dict[str, torch.Tensor]:
         idx, texts, positives = batch
-        x = model.image_tower.preprocess(self.images[idx], model.device)
-        out = model(x, *model.tokenize(texts))
+        out = dual_outputs(model, model.preprocess_images(self.images[idx]), model.tokenize(texts))
         return self.loss_fn(out["image_emb"], out["text_emb"], out["logit_scale"], positives=positives)
 
     def parameters(self):
@@ -460,8 +545,8 @@ def train_tower_dual(
     (``epochs``; ``benchmarks/compare_teacher_dual.py``).
     """
     from alignlab.distill.dcd.data import concat_pairs
-    from alignlab.retrieval.training import DualContrastiveTask
     from alignlab.train.losses import InfoNCELoss
+    from alignlab.train.tasks import DualContrastiveTask
 
     epochs = epochs or cfg.pretrain_epochs
     dual = build_model("tiny-dual", tower_dual_config(cfg.model_config, cfg.data.image_size), tokenizer)
@@ -478,7 +563,14 @@ def train_tower_dual(
     if cfg.pretrain_groups:
         task: Any = GroupDualTask(dual, pairs, tcfg.batch_size, cfg.seed, dev=dev)
     else:
-        task = DualContrastiveTask(dual, pairs, InfoNCELoss(), tcfg.batch_size, cfg.seed, dev=dev)
+        task = DualContrastiveTask(
+            dual,
+            pairs,
+            InfoNCELoss(),
+            tcfg.batch_size,
+            cfg.seed,
+            evaluate=dev_evaluator(dev, dual=True),
+        )
     res = fit(
         dual,
         task,
@@ -511,8 +603,9 @@ class TeacherGridTask(_GroupGridTask):
 
     def loss(self, model: nn.Module, batch: Any) -> dict[str, torch.Tensor]:
         idx, texts, true_negatives = batch
-        x = model.image_tower.preprocess(self.images[idx], model.device)
-        logits = model.forward_grid(x, *model.tokenize(texts))
+        logits = ddp_.forward_through(
+            model, lambda m: m.match_grid(m.preprocess_images(self.images[idx]), m.tokenize(texts))
+        )
         logits = logits.masked_fill(true_negatives.to(logits.device), torch.finfo(logits.dtype).min)
         target = torch.arange(len(logits), device=logits.device)
         return {"match_loss": 0.5 * (F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target))}
@@ -557,7 +650,7 @@ class TeacherHardTask:
         dev: ImageTextPairs | None = None,
     ):
         self.cfg = cfg
-        self.train, self.images = _images_tensor(train, model.config.image_size)
+        self.train, self.images = _split_images(train, _task_image_size(model, train))
         self.batches = GroupBatches(groups_of(train), batch_size, cfg.seed)
         self.dev = dev
         n, c = train.n_images, train.n_captions
@@ -582,27 +675,19 @@ class TeacherHardTask:
         self.caption_ok = torch.isfinite(sims.topk(k_c, dim=1).values).numpy()
         self.image_ok = torch.isfinite(sims.T.topk(k_i, dim=1).values).numpy()
         self.n_hard = min(cfg.hard_negatives, k_c, k_i)
-        self.tokens: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None
+        self.tokens: tuple[TokenStates, TokenStates] | None = None
         if not cfg.tune_towers:
             self.tokens = self._tower_outputs(model)
 
     @torch.no_grad()
-    def _tower_outputs(self, model: nn.Module) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def _tower_outputs(self, model: Any) -> tuple[TokenStates, TokenStates]:
         was = model.training
         model.eval()
-        dev = model.device
-        img = torch.cat(
-            [
-                model.image_tower(model.image_tower.preprocess(self.images[s : s + 256], dev))[0]
-                for s in range(0, len(self.images), 256)
-            ]
-        )
-        ids, mask = model.tokenize(self.train.captions)
-        txt = torch.cat(
-            [model.text_tower(ids[s : s + 512], mask[s : s + 512])[0] for s in range(0, len(ids), 512)]
+        out = cross_states(
+            model, lambda lo, hi: self.images[lo:hi], len(self.images), list(self.train.captions)
         )
         model.train(was)
-        return img, txt, mask
+        return out
 
     def num_batches(self, epoch: int) -> int:
         return len(self.batches.batches(epoch))
@@ -654,14 +739,14 @@ class TeacherHardTask:
         return HardBatch(idx, pos, caps, cap_false, rivals, riv_false)
 
     def _pair_logits(self, model: nn.Module, images: np.ndarray, captions: np.ndarray) -> torch.Tensor:
-        if self.tokens is not None:
-            img_tok, txt_tok, mask = self.tokens
+        if self.tokens is not None:  # frozen towers: their states once, the fusion per pair
+            img, txt = self.tokens
             ii, cc = torch.from_numpy(images), torch.from_numpy(captions)
-            m = mask[cc]
-            length = int(m.sum(1).max())
-            return model.fuse(img_tok[ii], txt_tok[cc, :length], m[:, :length])
-        x = model.image_tower.preprocess(self.images[images], model.device)
-        return model(x, *model.tokenize([self.train.captions[c] for c in captions]))
+            return model.fuse_pairs(img.select(ii), txt.select(cc, trim=True))
+        texts = [self.train.captions[c] for c in captions]
+        return ddp_.forward_through(
+            model, lambda m: m.match_pairs(m.preprocess_images(self.images[images]), m.tokenize(texts))
+        )
 
     def loss(self, model: nn.Module, b: HardBatch) -> dict[str, torch.Tensor]:
         bsz, n = b.captions.shape
@@ -702,6 +787,25 @@ def train_teacher(
         return _train_teacher(cfg, run_dir, data, resume, device, callbacks)
 
 
+def _build_teacher(cfg: TeacherRunConfig, tokenizer: WordTokenizer, device: str) -> Any:
+    """The teacher to train: a fresh tiny cross encoder, or (``model_config: {spec: ...}``) any cross encoder
+    with the training contract (e.g. Hugging Face BLIP ITM), every parameter trainable."""
+    spec = cfg.model_config.get("spec")
+    if spec is None:
+        return build_model("tiny-cross", {**cfg.model_config, "image_size": cfg.data.image_size}, tokenizer)
+    model = load_model(spec, device=device)
+    if not isinstance(model, CrossEncoder) or not has_states(model) or not isinstance(model, nn.Module):
+        raise ConfigError(
+            f"teacher model {spec!r} is a {type(model).__name__}, not a cross encoder that can be trained",
+            key="model_config.spec",
+            fix="give a BLIP ITM folder (hf:<folder>#itm-logit), or tiny-cross keys in model_config",
+        )
+    for p in model.parameters():
+        p.requires_grad_(True)
+    model.train()
+    return model
+
+
 def _train_teacher(
     cfg: TeacherRunConfig,
     run_dir: Path,
@@ -728,11 +832,9 @@ def _train_teacher(
         )
     tokenizer = WordTokenizer.build(data["train"].captions + (extra.captions if extra is not None else []))
     set_seed(cfg.seed)
-    model = build_model("tiny-cross", {**cfg.model_config, "image_size": cfg.data.image_size}, tokenizer)
+    model = _build_teacher(cfg, tokenizer, device)
     # The run folder is written only once the data and the model exist (a bad setting leaves nothing behind).
-    run_dir.mkdir(parents=True, exist_ok=True)
-    if main:
-        dump_yaml(run_dir / "config.yaml", asdict(cfg))
+    start_run(run_dir, asdict(cfg))  # config -> fit -> best -> test -> results (alignlab.train.runs)
     pretrain = dual = None
     cpu = {"data_s": round(time.process_time() - cpu0, 1)}
     if cfg.pretrain_epochs > 0:
@@ -762,16 +864,12 @@ def _train_teacher(
     task: Any
     if cfg.fusion == "hard":
         assert dual is not None
-        for tower in (model.image_tower, model.text_tower):
-            for p in tower.parameters():
-                p.requires_grad_(cfg.tune_towers)
-        if getattr(model.config, "dual_score", False):  # the dual's score is kept as it was trained
-            for p in (model.image_proj.weight, model.text_proj.weight, model.logit_scale):
-                p.requires_grad_(cfg.tune_towers)
+        # the towers (and, with dual_score, the dual's score: kept as it was trained) stay as they are
+        model.set_encoders_trainable(cfg.tune_towers)
         task = TeacherHardTask(model, dual, data["train"], cfg, train_cfg.batch_size, dev=dev)
     else:
         task = TeacherGridTask(model, data["train"], train_cfg.batch_size, cfg.seed, dev=dev)
-    fit_result: FitResult = fit(
+    fit_result, best = fit_best(
         model,
         task,
         train_cfg,
@@ -782,7 +880,6 @@ def _train_teacher(
         desc="dcd teacher",
         callbacks=callbacks,
     )
-    best = load_best(model, run_dir) if train_cfg.select_metric else fit_result.best
     for p in model.parameters():
         p.requires_grad_(True)
     cpu["stage2_s"] = round(time.process_time() - t0, 1)
@@ -794,11 +891,21 @@ def _train_teacher(
     score_s = time.time() - t0
     # train_cpu_s: CPU seconds of this process from data to the best checkpoint (a resumed run counts
     # only what this call did); the dev evaluations that pick checkpoints are part of it.
+    spec = cfg.model_config.get("spec")
+    saved: dict[str, Any] = {}
+    if spec is not None:  # a Hugging Face teacher: saved as a folder that load_model (and --teacher) reads
+        from alignlab.distill.dcd.students import save_trainable_dual
+
+        if main:
+            save_trainable_dual(model, run_dir / "teacher")
+        frag = spec.split("#", 1)[1] if "#" in spec else ""
+        saved["teacher_model"] = f"hf:{run_dir / 'teacher'}" + (f"#{frag}" if frag else "")
     result = _write_run(
         run_dir,
         report,
         task="retrieval",
-        model="dcd-teacher-tiny-cross",
+        model="dcd-teacher-tiny-cross" if spec is None else f"dcd-teacher-{getattr(model, 'name', 'cross')}",
+        **saved,
         data=f"{test.name}:{test.n_images}",
         seed=cfg.seed,
         config=asdict(cfg),
@@ -815,7 +922,8 @@ def _train_teacher(
         threads=torch.get_num_threads(),
     )
     info(
-        f"dcd teacher: test RSUM {report.metrics['rsum']:.1f} ({test.n_images} images, {score_s:.0f} s to score)"
+        f"dcd teacher: test RSUM {report.metrics['rsum']:.1f} "
+        f"({test.n_images} images, {score_s:.0f} s to score)"
     )
     return result
 
@@ -928,7 +1036,8 @@ class DCDBatch:
     epoch: int
     index: int
     shard: Shard | None = None  # DDP: these are rows [lo, hi) of the global batch (with its teacher scores)
-    # [rows, global batch] bool: the row's positive caption is true of that other image (masked in caption -> image)
+    # [rows, global batch] bool: the row's positive caption is true of that other image
+    # (masked in caption -> image)
     t2i_true: torch.Tensor | None = None
 
 
@@ -960,11 +1069,9 @@ class DCDTask:
     ):
         self.cfg = cfg
         self.student = student
-        self.real = is_trainable_dual(student)  # a real dual encoder: its own preprocessing, per batch
-        if self.real:
-            self.train, self.images = train, None
-        else:
-            self.train, self.images = _images_tensor(train, student.config.image_size)
+        self.train, self.images = train, None
+        if not getattr(student, "native_images", False):  # tiny students: the split at their image size
+            self.train, self.images = _split_images(train, student.config.image_size)
         # train.batch_size is per process (as in retrieval): the global batch spans every rank.
         self.global_batch = cfg.train.batch_size * ddp_.world_size()
         self.batches = GroupBatches(groups_of(train), self.global_batch, cfg.seed)
@@ -979,6 +1086,9 @@ class DCDTask:
             self.feature = FeatureMSE(student.config.width, t_img.shape[1])
         self.stats: dict[str, float] = {}
         self._n_stats = 0
+        # File-backed images with workers: a DataLoader decodes each batch's images ahead of use.
+        self.num_workers = cfg.data.num_workers
+        self.loader: Any = None
 
     # -- batches --
     def num_batches(self, epoch: int) -> int:
@@ -1047,12 +1157,6 @@ class DCDTask:
         and keeps its rows; the shard carries the global teacher scores, over which the loss normalises
         the per-sample weights, and (relation KD) the global teacher grid.
         """
-        if self.real:
-            raise ConfigError(
-                "a Hugging Face dual student is not supported under torch.distributed (DDP) yet",
-                where="alignlab.distill.dcd",
-                fix="train it in one process, or use a tiny dual student",
-            )
         g = self.batch(epoch, index)
         n = len(g.images)
         if n < world:
@@ -1083,13 +1187,45 @@ class DCDTask:
         """A dual student's scores of the batch's candidates and the pieces the loss terms need:
         ``scores [B, 1 + k]``, ``img [B, D]`` and ``pos_txt [B, D]`` (unit vectors), ``scale``, and the
         features feature KD reads (``img_feat``, ``pos_feat``)."""
-        return self._real_scores(model, b) if self.real else self._dual_scores(model, b)
+        return self._dual_scores(model, b)
 
-    def _real_scores(self, model: Any, b: DCDBatch) -> dict[str, torch.Tensor]:
-        # The model's own processor on this batch's images (at their stored size), with gradients.
-        img = model.embed_images(model.preprocess_images(load_images_for(model, self.train, b.images)))
+    def _pixels(self, model: Any, images: np.ndarray) -> torch.Tensor:
+        """The student's preprocessed pixels of training images ``images`` (with gradients downstream)."""
+        if self.images is not None:
+            return model.preprocess_images(self.images[images])
+        # a model that does its own resizing reads the images at their stored size
+        return model.preprocess_images(load_images_for(model, self.train, images))
+
+    def _batch_pixels(self, model: Any, b: DCDBatch) -> torch.Tensor:
+        """The pixels of the batch's images: from the DataLoader when file-backed data has workers."""
+        held = self.images is not None and self.images.tensor is not None
+        if self.images is None or held or self.num_workers == 0:
+            return self._pixels(model, b.images)
+        if self.loader is None:  # built at first use, in the training process (its rank is known)
+            from alignlab.data.loading import ImageBatchLoader, streaming
+
+            self.loader = ImageBatchLoader(
+                streaming(self.train).images,
+                self.images.size,
+                self._rank_rows,
+                self.num_batches,
+                self.num_workers,
+            )
+        return model.preprocess_images(self.loader.get(b.epoch, b.index))
+
+    def _rank_rows(self, epoch: int, index: int) -> list[int]:
+        """This process's images of global batch ``(epoch, index)`` (all of them in one process)."""
+        idx = np.asarray(self.batches.batches(epoch)[index])
+        lo, hi = ddp_.shard_range(len(idx), ddp_.world_size(), ddp_.rank())
+        return [int(i) for i in idx[lo:hi]]
+
+    def _dual_scores(self, model: Any, b: DCDBatch) -> dict[str, torch.Tensor]:
+        # One path for every dual student, through the training contract (models/base.py).
+        img_feat = model.image_features(self._batch_pixels(model, b))
+        img = model.project_images(img_feat)
         uniq, inverse = np.unique(b.candidates, return_inverse=True)
-        txt = model.embed_texts(model.tokenize([self.train.captions[c] for c in uniq]))
+        txt_feat = model.text_features(model.tokenize([self.train.captions[c] for c in uniq]))
+        txt = model.project_texts(txt_feat)
         scale, bias = model.logit_params()
         # CLIP clamps its learned scale at 100 during training; the same cap keeps the softmax sane.
         scale = (
@@ -1101,27 +1237,6 @@ class DCDTask:
         scores = scale * (img[:, None, :] * txt[inv]).sum(-1)  # [B, 1 + k]
         if bias is not None:  # SigLIP: its scores are logits (a constant shift, so softmax terms ignore it)
             scores = scores + bias
-        pos_txt = txt[inv[:, 0]]
-        return {
-            "scores": scores,
-            "img": img,
-            "pos_txt": pos_txt,
-            "scale": scale,
-            "img_feat": img,
-            "pos_feat": pos_txt,
-        }
-
-    def _dual_scores(self, model: nn.Module, b: DCDBatch) -> dict[str, torch.Tensor]:
-        x = model.image_tower.preprocess(self.images[b.images], model.device)
-        img_feat = model.image_tower(x)[1]
-        img = F.normalize(model.image_proj(img_feat), dim=-1)
-        uniq, inverse = np.unique(b.candidates, return_inverse=True)
-        ids, mask = model.tokenize([self.train.captions[c] for c in uniq])
-        txt_feat = model.text_tower(ids, mask)[1]
-        txt = F.normalize(model.text_proj(txt_feat), dim=-1)
-        scale = model.logit_scale.exp().clamp(max=100.0)
-        inv = torch.from_numpy(inverse.reshape(b.candidates.shape)).to(img.device)
-        scores = scale * (img[:, None, :] * txt[inv]).sum(-1)  # [B, 1 + k]
         pos_txt, pos_feat = txt[inv[:, 0]], txt_feat[inv[:, 0]]
         return {
             "scores": scores,
@@ -1132,15 +1247,13 @@ class DCDTask:
             "pos_feat": pos_feat,
         }
 
-    def _cross_scores(self, model: nn.Module, b: DCDBatch) -> torch.Tensor:
+    def _cross_scores(self, model: Any, b: DCDBatch) -> torch.Tensor:
         assert self.ts is not None
-        img_tok, txt_tok, mask = self.ts.tokens()  # the student's frozen towers are the teacher's
+        img, txt = self.ts.states()  # the student's frozen towers are the teacher's
         n = b.candidates.shape[1]
-        ii = torch.from_numpy(np.repeat(b.images, n)).to(img_tok.device)
-        cc = torch.from_numpy(b.candidates.reshape(-1)).to(img_tok.device)
-        m = mask[cc]
-        length = int(m.sum(1).max())
-        return model.fuse(img_tok[ii], txt_tok[cc, :length], m[:, :length]).view(len(b.images), n)
+        ii = torch.from_numpy(np.repeat(b.images, n))
+        cc = torch.from_numpy(b.candidates.reshape(-1))
+        return model.fuse_pairs(img.select(ii), txt.select(cc, trim=True)).view(len(b.images), n)
 
     def _shard(self, b: DCDBatch) -> Shard | None:
         if b.shard is not None and b.shard.world != ddp_.world_size():
@@ -1299,7 +1412,6 @@ def _run_dcd(
     callbacks,
 ) -> dict[str, Any]:
     started = time.time()
-    main = ddp_.is_main()  # under torchrun rank 0 alone writes the run folder (fit() does the same)
     data = data if data is not None else load_dcd_data(cfg.data)
     if teacher is None and cfg.needs_teacher:
         teacher = load_teacher(cfg.teacher, device=device)
@@ -1308,9 +1420,7 @@ def _run_dcd(
     set_seed(cfg.seed)
     student = build_student(cfg, teacher, data["train"], device=device)
     # The run folder is written only once the teacher and the student have loaded.
-    run_dir.mkdir(parents=True, exist_ok=True)
-    if main:
-        dump_yaml(run_dir / "config.yaml", asdict(cfg))
+    start_run(run_dir, asdict(cfg))  # config -> fit -> best -> test -> results (alignlab.train.runs)
     if cfg.hf_student:
         _check_student_source(run_dir, student, resume)
     ts = None
@@ -1324,18 +1434,17 @@ def _run_dcd(
     train_cfg = TrainConfig(**{**asdict(cfg.train), "seed": cfg.seed})
     task = DCDTask(cfg, student, data["train"], ts, dev=dev, memo=memo)
     scored_before = ts.pairs_scored if ts is not None else 0
-    fit_result = fit(
+    fit_result, best = fit_best(
         student,
         task,
         train_cfg,
         run_dir,
         resume=resume,
-        config_for_hash=asdict(cfg),
+        config_for_hash=_hashed(cfg),
         device=device,
         desc=f"dcd {cfg.student} seed {cfg.seed}",
         callbacks=callbacks,
     )
-    best = load_best(student, run_dir) if train_cfg.select_metric else fit_result.best
     student.eval()
     extra: dict[str, Any] = {}
     if (
@@ -1367,11 +1476,7 @@ def _run_dcd(
         teacher_pairs_scored=(ts.pairs_scored - scored_before) if ts is not None else 0,
         **extra,
     )
-    if main:
-        result = _write_run(run_dir, report, **kw)
-    else:
-        result = make_result(metrics=report.metrics, definitions=report.definitions, **kw)
-    ddp_.barrier()  # results.json exists for every rank once run_dcd returns
+    result = _write_run(run_dir, report, **kw)  # results.json exists for every rank once run_dcd returns
     info(f"dcd {cfg.student} seed {cfg.seed}: test RSUM {report.metrics['rsum']:.1f}")
     return result
 
