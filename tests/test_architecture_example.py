@@ -53,3 +53,21 @@ def test_the_documented_model_registers_loads_and_ranks(fake_mylab):
         ["r", "g", "b"], ["a green one", "a blue one", "a red one"], [[0], [1], [2]], image_array=images
     )
     assert evaluate_model(model, swapped).metrics["i2t_R@1"] == 0.0
+
+
+def test_the_documented_scoring_only_model_is_refused_by_a_trainer_before_any_run_folder(
+    fake_mylab, tmp_path
+):
+    from alignlab.core.errors import ModelError
+    from alignlab.retrieval.training import DataConfig, RetrievalRunConfig, run_retrieval
+
+    code = re.search(r"## Adding a model.*?```python\n(.*?)```", DOC.read_text(encoding="utf-8"), re.S).group(
+        1
+    )
+    exec(compile(code, str(DOC), "exec"), {"__name__": "docs_example"})
+    cfg = RetrievalRunConfig(
+        model="mylab:checkpoint-name", data=DataConfig(train=8, val=4, test=4, image_size=32)
+    )
+    with pytest.raises(ModelError, match="cannot be trained"):
+        run_retrieval(cfg, tmp_path / "run")
+    assert not (tmp_path / "run").exists()

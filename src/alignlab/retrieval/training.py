@@ -216,8 +216,12 @@ LOADED_SOURCES = {"hf": "hub id or folder", "open_clip": "arch>@<tag or file"}
 
 
 def _is_loaded_spec(model: str) -> bool:
+    """``prefix:rest`` of a built-in source or of one registered in ``models.factory.SOURCES``
+    (docs/architecture.md "Adding a model"); whether it can train is checked once it has loaded."""
+    from alignlab.models.factory import SOURCES
+
     prefix, sep, rest = model.partition(":")
-    return bool(sep and rest) and prefix in LOADED_SOURCES
+    return bool(sep and rest) and (prefix in LOADED_SOURCES or prefix in SOURCES)
 
 
 # What a dev evaluation reports (R@K at the default K), i.e. what train.select_metric can name.
