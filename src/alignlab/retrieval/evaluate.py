@@ -39,16 +39,22 @@ def encode_pairs(
     ci = _items(pairs.n_captions, distributed)
     img = [
         model.encode_images(load_images_for(model, pairs, ii[s : s + batch_size]))
-        for s in progress(range(0, len(ii), batch_size), desc="encoding images", unit="batch")
+        for s in _batches(len(ii), batch_size, "encoding images")
     ]
     txt = [
         model.encode_texts([pairs.captions[c] for c in ci[s : s + batch_size]])
-        for s in progress(range(0, len(ci), batch_size), desc="encoding captions", unit="batch")
+        for s in _batches(len(ci), batch_size, "encoding captions")
     ]
     img_t, txt_t = torch.cat(img).float(), torch.cat(txt).float()
     if distributed:
         img_t, txt_t = ddp_.gather_eval(img_t, pairs.n_images), ddp_.gather_eval(txt_t, pairs.n_captions)
     return img_t.cpu(), txt_t.cpu()
+
+
+def _batches(n: int, size: int, desc: str) -> Any:
+    """Batch starts over ``n`` items; a progress bar only when there is more than one batch."""
+    starts = range(0, n, size)
+    return progress(starts, desc=desc, unit="batch") if len(starts) > 1 else starts
 
 
 def _items(n: int, distributed: bool) -> list[int]:
@@ -67,7 +73,7 @@ def score_matrix(
     ii = _items(pairs.n_images, distributed)
     rows = [
         model.score(load_images_for(model, pairs, ii[s : s + image_batch]), pairs.captions)
-        for s in progress(range(0, len(ii), image_batch), desc="scoring all pairs", unit="batch")
+        for s in _batches(len(ii), image_batch, "scoring all pairs")
     ]
     scores = torch.cat(rows).float()
     if distributed:
@@ -76,18 +82,25 @@ def score_matrix(
 
 
 def evaluate_model(
-    model: Any, pairs: ImageTextPairs, protocol: str | None = None, distributed: bool = False, **kwargs: Any
+    model: Any,
+    pairs: ImageTextPairs,
+    protocol: str | None = None,
+    distributed: bool = False,
+    batch_size: int | None = None,
+    **kwargs: Any,
 ) -> Any:
     """A retrieval report of ``model`` on ``pairs`` (under ``protocol`` if given: folds, size check).
 
     ``distributed=True``: every rank of the process group calls it and gets the same report.
+    ``batch_size``: images (and captions) per encoding call, or image rows per all-pairs scoring call
+    (default 256 and 16).
     """
     if getattr(model, "is_dual", False):
-        img, txt = encode_pairs(model, pairs, distributed=distributed)
+        img, txt = encode_pairs(model, pairs, batch_size=batch_size or 256, distributed=distributed)
         if protocol:
             return evaluate_protocol(protocol, img, txt, pairs, **kwargs)
         return evaluate_embeddings(img, txt, pairs.relevance, **kwargs)
-    scores = score_matrix(model, pairs, distributed=distributed)
+    scores = score_matrix(model, pairs, image_batch=batch_size or 16, distributed=distributed)
     if protocol:
         return evaluate_protocol_scores(protocol, scores, pairs, **kwargs)
     return evaluate_scores(scores, pairs.relevance, **kwargs)

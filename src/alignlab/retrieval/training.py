@@ -23,9 +23,11 @@ test evaluation shard the encoding over the ranks and gather it once.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 import time
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -42,7 +44,7 @@ from alignlab.data.pairs import ImageTextPairs, from_shapes, load_pairs
 from alignlab.data.shapes import ShapesConfig, ShapesWorld
 from alignlab.data.text import WordTokenizer
 from alignlab.models.factory import ARCHS, build_model, load_model
-from alignlab.retrieval.metrics import evaluate_embeddings, evaluate_scores
+from alignlab.retrieval.evaluate import evaluate_model
 from alignlab.train import distributed as ddp_
 from alignlab.train import tasks as _tasks
 from alignlab.train.loop import TrainConfig
@@ -132,42 +134,38 @@ def dev_evaluator(pairs: ImageTextPairs | None, dual: bool) -> _tasks.Evaluate |
 
 
 def evaluate_dual(model: Any, pairs: ImageTextPairs, distributed: bool = False, **kwargs: Any) -> Any:
-    """Exact retrieval report of a dual encoder (any scorer with ``encode_images``/``encode_texts``).
+    """Exact retrieval report of a dual encoder, as a dev evaluation: :func:`evaluate_model` with every
+    image (and caption) in one encoding call, the model's train/eval mode restored afterwards.
 
     ``distributed=True`` (every rank of a process group must call it): each rank encodes a block of the
     images and captions, the blocks are gathered once and the padded duplicates dropped; the report is
     the single-process one, on every rank.
     """
-    was_training = getattr(model, "training", False)
-    if hasattr(model, "eval"):
-        model.eval()
-    if distributed:
-        ii, ci = ddp_.eval_shard(pairs.n_images), ddp_.eval_shard(pairs.n_captions)
-        img = ddp_.gather_eval(model.encode_images(pairs.load_images(ii.tolist())), pairs.n_images)
-        txt = ddp_.gather_eval(model.encode_texts([pairs.captions[c] for c in ci]), pairs.n_captions)
-    else:
-        img = model.encode_images(pairs.load_images())
-        txt = model.encode_texts(pairs.captions)
-    if was_training:
-        model.train()
-    return evaluate_embeddings(img, txt, pairs.relevance, **kwargs)
+    with _eval_mode(model):
+        whole = max(pairs.n_images, pairs.n_captions, 1)
+        return evaluate_model(model, pairs, distributed=distributed, batch_size=whole, **kwargs)
 
 
 def evaluate_cross(model: Any, pairs: ImageTextPairs, distributed: bool = False, **kwargs: Any) -> Any:
-    """Exact retrieval report of a cross encoder from all-pairs scores (rows sharded over ranks if asked)."""
+    """Exact retrieval report of a cross encoder from all-pairs scores (rows sharded over ranks if asked):
+    :func:`evaluate_model` with every image row in one scoring call, the train/eval mode restored."""
+    with _eval_mode(model):
+        return evaluate_model(
+            model, pairs, distributed=distributed, batch_size=max(pairs.n_images, 1), **kwargs
+        )
+
+
+@contextlib.contextmanager
+def _eval_mode(model: Any) -> Iterator[None]:
+    """``model`` in eval mode for the block, back in train mode afterwards if it was training."""
     was_training = getattr(model, "training", False)
     if hasattr(model, "eval"):
         model.eval()
-    if distributed:
-        rows = ddp_.eval_shard(pairs.n_images)
-        scores = ddp_.gather_eval(
-            model.score(pairs.load_images(rows.tolist()), pairs.captions), pairs.n_images
-        )
-    else:
-        scores = model.score(pairs.load_images(), pairs.captions)
-    if was_training:
-        model.train()
-    return evaluate_scores(scores, pairs.relevance, **kwargs)
+    try:
+        yield
+    finally:
+        if was_training:
+            model.train()
 
 
 # --- whole runs -------------------------------------------------------------------------------------

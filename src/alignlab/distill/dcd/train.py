@@ -90,8 +90,7 @@ from alignlab.models.base import CrossEncoder, TokenStates, load_images_for
 from alignlab.models.factory import build_model, load_model
 from alignlab.models.tiny import TinyCrossConfig
 from alignlab.retrieval.evaluate import evaluate_model
-from alignlab.retrieval.metrics import evaluate_scores
-from alignlab.retrieval.training import dev_evaluator, evaluate_dual, load_path_splits
+from alignlab.retrieval.training import dev_evaluator, evaluate_cross, evaluate_dual, load_path_splits
 from alignlab.train import distributed as ddp_
 from alignlab.train.loop import FitResult, TrainConfig, fit, load_best
 from alignlab.train.runs import finish_run, fit_best, start_run
@@ -290,9 +289,8 @@ def _task_image_size(model: Any, pairs: ImageTextPairs) -> int:
 
 
 def _evaluate_cross(model: Any, pairs: ImageTextPairs | None) -> dict[str, float]:
-    if pairs is None:
-        return {}
-    return evaluate_scores(model.score(pairs.load_images(), pairs.captions), pairs.relevance).metrics
+    """Dev metrics of a cross encoder (none without a dev split): the one retrieval evaluation path."""
+    return evaluate_cross(model, pairs).metrics if pairs is not None else {}
 
 
 def _write_run(run_dir: Path, report: Any, **result_kw: Any) -> dict[str, Any]:
