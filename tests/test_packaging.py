@@ -137,8 +137,10 @@ def _resolved(argv: list[str]):
         (["mmt", "train", "--out", "x"], "train.epochs", 5),
         (["distill", "dcd", "teacher", "--out", "x"], "train.epochs", 6),
         (["distill", "dcd", "train", "--out", "x"], "train.epochs", 6),
+        (["distill", "dcd", "mine", "--out", "x"], "train.batch_size", 5),
+        (["repro", "run", "--out", "x"], "train.epochs", 3),
     ],
-    ids=["train", "pesf train", "mmt train", "dcd teacher", "dcd train"],
+    ids=["train", "pesf train", "mmt train", "dcd teacher", "dcd train", "dcd mine", "repro run"],
 )
 def test_every_command_applies_one_nested_set_and_keeps_its_own_defaults(argv, key, value):
     """`--set train.epochs=N` changes that key alone: the section keeps the command's own defaults."""
