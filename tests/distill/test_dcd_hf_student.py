@@ -545,3 +545,51 @@ def test_file_backed_batches_are_the_bits_of_the_materialised_split(data, tmp_pa
     idx = np.array([3, 0, 3, 7])
     assert torch.equal(streamed[idx], held[idx])
     assert torch.equal(streamed[2:6], held[2:6])
+
+
+def test_the_tiny_teacher_trains_on_file_backed_pairs_with_loader_workers_to_the_same_numbers(
+    data, tmp_path, monkeypatch
+):
+    """Both teacher stages (group-batch dual, then the fusion grid) read file-backed batches through
+    DataLoader workers: every batch served by the loader, the same metrics and losses as without workers."""
+    from alignlab.data import loading
+    from alignlab.distill.dcd.train import TeacherRunConfig, train_teacher
+
+    folder = save_karpathy(
+        tmp_path / "shapes", {"train": data["train"], "val": data["val"], "test": data["test"]}
+    )
+    cfg = TeacherRunConfig(
+        model_config={
+            "width": 32,
+            "image_channels": [8, 16],
+            "text_layers": 1,
+            "heads": 2,
+            "fusion_layers": 1,
+        },
+        data=DCDDataConfig(source="path", path=str(folder), image_size=SIZE),
+        fusion="grid",
+        pretrain_epochs=1,
+        pretrain_images=0,
+        pretrain_batch_size=12,
+        dev_images=12,
+        threads=1,
+        train=TrainConfig(epochs=1, batch_size=12, lr=2e-3, select_metric="rsum", log_every=1),
+    )
+    files = load_dcd_data(cfg.data)
+    assert files["train"].image_array is None  # file-backed
+    plain = train_teacher(cfg, tmp_path / "plain", data=files)
+    served, get = [], loading.ImageBatchLoader.get
+    monkeypatch.setattr(
+        loading.ImageBatchLoader, "get", lambda self, e, i: served.append((e, i)) or get(self, e, i)
+    )
+    workers = replace(cfg, data=replace(cfg.data, num_workers=2))
+    with_workers = train_teacher(workers, tmp_path / "workers", data=files)
+    assert files["train"].image_array is None
+    assert len(served) == plain["steps"] + plain["pretrain"]["best"]["step"] > plain["steps"] > 0
+    assert with_workers["metrics"] == plain["metrics"]
+
+    def losses(run):
+        rows = [json.loads(x) for x in (tmp_path / run / "log.jsonl").read_text().splitlines()]
+        return [r["loss"] for r in rows if "loss" in r]
+
+    assert losses("workers") == losses("plain") and losses("plain")

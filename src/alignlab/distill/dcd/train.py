@@ -180,9 +180,9 @@ class DCDDataConfig:
     train_split: str = "train"
     val_split: str = "val"
     test_split: str = "test"
-    # DataLoader processes decoding the student's training images of file-backed data (source "path")
-    # ahead of use (`dcd train`; the teacher decodes its batches in-process). Speed only: the batches and
-    # the numbers are the same for any count, and a student run's hash leaves it out.
+    # DataLoader processes decoding the training images of file-backed data (source "path") ahead of use
+    # (the student; the teacher's group-batch and grid stages). Speed only: the batches and the numbers
+    # are the same for any count, and a run's resume hash leaves it out.
     num_workers: int = 0
 
     def __post_init__(self) -> None:
@@ -461,11 +461,18 @@ class _GroupGridTask:
         batch_size: int,
         seed: int,
         dev: ImageTextPairs | None = None,
+        num_workers: int = 0,
     ):
         self.train, self.images = _split_images(train, _task_image_size(model, train))
         self.batches = GroupBatches(groups_of(train), batch_size, seed)
         self.seed = seed
         self.dev = dev
+        # File-backed images with workers: a DataLoader decodes each batch ahead of use. A batch's images
+        # are found by its indices (``_drawn``: index tuple -> (epoch, index)); anything else (a rank's
+        # shard under DDP) is decoded in-process, the same bits either way.
+        self.num_workers = num_workers if self.images.tensor is None else 0
+        self.loader: Any = None
+        self._drawn: dict[tuple[int, ...], tuple[int, int]] = {}
 
     def num_batches(self, epoch: int) -> int:
         return len(self.batches.batches(epoch))
@@ -473,8 +480,27 @@ class _GroupGridTask:
     def batch_size(self, batch: Any) -> int:
         return len(batch[0])
 
+    def _batch_images(self, idx: Any) -> torch.Tensor:
+        """``uint8 [B, 3, S, S]`` of training images ``idx`` (from the DataLoader when it has them)."""
+        where = self._drawn.pop(tuple(int(i) for i in idx), None) if self.num_workers else None
+        if where is None:
+            return self.images[idx]
+        if self.loader is None:
+            from alignlab.data.loading import ImageBatchLoader, streaming
+
+            self.loader = ImageBatchLoader(
+                streaming(self.train).images,
+                self.images.size,
+                lambda e, i: [int(j) for j in self.batches.batches(e)[i]],
+                self.num_batches,
+                self.num_workers,
+            )
+        return self.loader.get(*where)
+
     def _draw(self, epoch: int, index: int) -> tuple[np.ndarray, list[str], np.ndarray]:
         idx = self.batches.batches(epoch)[index]
+        if self.num_workers:
+            self._drawn = {tuple(int(i) for i in idx): (epoch, index)}  # the batch about to be trained
         rng = np.random.default_rng(derive_seed(self.seed, self.stream, epoch, index))
         caps = [self.train.sources[i][rng.integers(len(self.train.sources[i]))] for i in idx]
         texts = [self.train.captions[c] for c in caps]
@@ -500,10 +526,11 @@ class GroupDualTask(_GroupGridTask):
         batch_size: int,
         seed: int,
         dev: ImageTextPairs | None = None,
+        num_workers: int = 0,
     ):
         from alignlab.train.losses import InfoNCELoss
 
-        super().__init__(model, train, batch_size, seed, dev)
+        super().__init__(model, train, batch_size, seed, dev, num_workers)
         self.loss_fn = InfoNCELoss()
 
     def batch(self, epoch: int, index: int) -> tuple[np.ndarray, list[str], torch.Tensor]:
@@ -513,7 +540,7 @@ class GroupDualTask(_GroupGridTask):
 
     def loss(self, model: nn.Module, batch: Any) -> dict[str, torch.Tensor]:
         idx, texts, positives = batch
-        out = dual_outputs(model, model.preprocess_images(self.images[idx]), model.tokenize(texts))
+        out = dual_outputs(model, model.preprocess_images(self._batch_images(idx)), model.tokenize(texts))
         return self.loss_fn(out["image_emb"], out["text_emb"], out["logit_scale"], positives=positives)
 
     def parameters(self):
@@ -559,7 +586,9 @@ def train_tower_dual(
         seed=cfg.seed,
     )
     if cfg.pretrain_groups:
-        task: Any = GroupDualTask(dual, pairs, tcfg.batch_size, cfg.seed, dev=dev)
+        task: Any = GroupDualTask(
+            dual, pairs, tcfg.batch_size, cfg.seed, dev=dev, num_workers=cfg.data.num_workers
+        )
     else:
         task = DualContrastiveTask(
             dual,
@@ -575,7 +604,7 @@ def train_tower_dual(
         tcfg,
         run_dir,
         resume=resume,
-        config_for_hash={"teacher": asdict(cfg), "train": asdict(tcfg)},
+        config_for_hash={"teacher": _hashed(cfg), "train": asdict(tcfg)},
         device=device,
         desc=desc,
         callbacks=callbacks,
@@ -602,7 +631,7 @@ class TeacherGridTask(_GroupGridTask):
     def loss(self, model: nn.Module, batch: Any) -> dict[str, torch.Tensor]:
         idx, texts, true_negatives = batch
         logits = ddp_.forward_through(
-            model, lambda m: m.match_grid(m.preprocess_images(self.images[idx]), m.tokenize(texts))
+            model, lambda m: m.match_grid(m.preprocess_images(self._batch_images(idx)), m.tokenize(texts))
         )
         logits = logits.masked_fill(true_negatives.to(logits.device), torch.finfo(logits.dtype).min)
         target = torch.arange(len(logits), device=logits.device)
@@ -866,14 +895,16 @@ def _train_teacher(
         model.set_encoders_trainable(cfg.tune_towers)
         task = TeacherHardTask(model, dual, data["train"], cfg, train_cfg.batch_size, dev=dev)
     else:
-        task = TeacherGridTask(model, data["train"], train_cfg.batch_size, cfg.seed, dev=dev)
+        task = TeacherGridTask(
+            model, data["train"], train_cfg.batch_size, cfg.seed, dev=dev, num_workers=cfg.data.num_workers
+        )
     fit_result, best = fit_best(
         model,
         task,
         train_cfg,
         run_dir,
         resume=resume,
-        config_for_hash=asdict(cfg),
+        config_for_hash=_hashed(cfg),
         device=device,
         desc="dcd teacher",
         callbacks=callbacks,
