@@ -33,7 +33,7 @@ class KnownLossTask:
         return len(batch)
 
     def evaluate(self, model):
-        return {"score": float(model.weight.sum()), "other": 1.5}
+        return {"score": float(model.weight.detach().sum()), "other": 1.5}
 
 
 def make_model():
