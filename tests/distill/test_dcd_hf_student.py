@@ -18,6 +18,8 @@ import torch
 
 transformers = pytest.importorskip("transformers", reason="the hf extra (transformers) is not installed")
 
+from hfmodels import SIZE, build_blip_itm, build_clip  # noqa: E402  (tests/train, on pytest's pythonpath)
+
 from alignlab.cli import main  # noqa: E402
 from alignlab.core.errors import ConfigError, ResumeError  # noqa: E402
 from alignlab.core.io import read_json  # noqa: E402
@@ -38,89 +40,7 @@ from alignlab.models.factory import load_model  # noqa: E402
 from alignlab.retrieval.evaluate import evaluate_model  # noqa: E402
 from alignlab.train.loop import StopTraining, TrainConfig  # noqa: E402
 
-SIZE = 32
 DATA = DCDDataConfig(train=48, val=24, test=24, image_size=SIZE)
-
-
-def _tokenizer(words: set[str]):
-    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors
-
-    vocab = {
-        "[PAD]": 0,
-        "[UNK]": 1,
-        "[BOS]": 2,
-        "[EOS]": 3,
-        **{w: i + 4 for i, w in enumerate(sorted(words))},
-    }
-    tok = Tokenizer(models.WordLevel(vocab, unk_token="[UNK]"))
-    tok.normalizer = normalizers.Lowercase()
-    tok.pre_tokenizer = pre_tokenizers.Whitespace()  # splits "mouse," into "mouse" and ","
-    tok.post_processor = processors.TemplateProcessing(
-        single="[BOS] $A [EOS]", special_tokens=[("[BOS]", 2), ("[EOS]", 3)]
-    )
-    return transformers.PreTrainedTokenizerFast(
-        tokenizer_object=tok,
-        bos_token="[BOS]",
-        eos_token="[EOS]",
-        pad_token="[PAD]",
-        unk_token="[UNK]",
-        model_max_length=32,
-    )
-
-
-def _image_processor(name: str, **kw):
-    cls = getattr(transformers, f"{name}Pil", None) or getattr(transformers, name)  # no torchvision needed
-    return cls(**kw)
-
-
-def _build_models(root: Path, words: set[str]) -> tuple[Path, Path]:
-    torch.manual_seed(0)
-    tok = _tokenizer(words | {","})
-    vision = dict(
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        image_size=SIZE,
-        patch_size=8,
-    )
-    text = dict(
-        vocab_size=len(tok),
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        max_position_embeddings=32,
-        bos_token_id=2,
-        eos_token_id=3,
-        pad_token_id=0,
-    )
-    clip_dir, blip_dir = root / "clip", root / "blip"
-    clip = transformers.CLIPModel(
-        transformers.CLIPConfig(text_config=text, vision_config=vision, projection_dim=16)
-    )
-    clip.save_pretrained(clip_dir)
-    transformers.CLIPProcessor(
-        image_processor=_image_processor(
-            "CLIPImageProcessor", size={"shortest_edge": SIZE}, crop_size={"height": SIZE, "width": SIZE}
-        ),
-        tokenizer=tok,
-    ).save_pretrained(clip_dir)
-    # A larger init spreads the random ITM scores apart (the default 0.02 makes them all ~equal).
-    blip = transformers.BlipForImageTextRetrieval(
-        transformers.BlipConfig(
-            text_config={**text, "sep_token_id": 3, "encoder_hidden_size": 32, "initializer_range": 0.2},
-            vision_config={**vision, "initializer_range": 0.2},
-            image_text_hidden_size=16,
-            initializer_range=0.2,
-        )
-    )
-    blip.save_pretrained(blip_dir)
-    transformers.BlipProcessor(
-        image_processor=_image_processor("BlipImageProcessor", size={"height": SIZE, "width": SIZE}),
-        tokenizer=tok,
-    ).save_pretrained(blip_dir)
-    return clip_dir, blip_dir
 
 
 @pytest.fixture(scope="module")
@@ -131,7 +51,9 @@ def data():
 @pytest.fixture(scope="module")
 def models(tmp_path_factory, data) -> tuple[Path, Path]:
     words = {w for p in data.values() for c in p.captions for w in split_words(c)}
-    return _build_models(tmp_path_factory.mktemp("hf_dcd"), words)
+    root = tmp_path_factory.mktemp("hf_dcd")
+    # One seed for both, CLIP's weights drawn first (the BLIP ITM continues the same random stream).
+    return build_clip(root / "clip", words, seed=0), build_blip_itm(root / "blip", words, seed=None)
 
 
 @pytest.fixture(scope="module")

@@ -11,9 +11,7 @@ from __future__ import annotations
 
 import functools
 import json
-import sys
 from dataclasses import replace
-from pathlib import Path
 
 import pytest
 import torch
@@ -34,8 +32,6 @@ from alignlab.probe.negatives import (
 from alignlab.train.loop import TrainConfig
 
 from .conftest import TINY_CROSS, TINY_DUAL
-
-TRAIN_TESTS = Path(__file__).resolve().parents[1] / "train"
 
 
 def _pairs(n: int = 16, size: int = 64):
@@ -152,11 +148,7 @@ def hf_pairs():
 @pytest.fixture(scope="module")
 def hf_models(tmp_path_factory, hf_pairs):
     pytest.importorskip("transformers", reason="the hf extra (transformers) is not installed")
-    if (
-        str(TRAIN_TESTS) not in sys.path
-    ):  # the shared builders of the training tests (tests/train/hfmodels.py)
-        sys.path.insert(0, str(TRAIN_TESTS))
-    from hfmodels import build_blip_itm, build_clip
+    from hfmodels import build_blip_itm, build_clip  # tests/train (on pytest's pythonpath)
 
     words = {w for c in hf_pairs.captions for w in split_words(c)}
     root = tmp_path_factory.mktemp("hf_probe")

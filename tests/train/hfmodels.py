@@ -72,11 +72,14 @@ def _tower_configs(vocab_size: int) -> tuple[dict[str, Any], dict[str, Any]]:
     return vision, text
 
 
-def build_clip(folder: Path, words: Iterable[str], seed: int = 0) -> Path:
-    """A random ``CLIPModel`` with its processor, saved in ``folder`` (load it as ``hf:<folder>``)."""
+def build_clip(folder: Path, words: Iterable[str], seed: int | None = 0) -> Path:
+    """A random ``CLIPModel`` with its processor, saved in ``folder`` (load it as ``hf:<folder>``).
+
+    ``seed`` seeds torch first (None: the weights continue the current random stream)."""
     import transformers
 
-    torch.manual_seed(seed)
+    if seed is not None:
+        torch.manual_seed(seed)
     tokenizer = word_tokenizer(words)
     vision, text = _tower_configs(len(tokenizer))
     config = transformers.CLIPConfig(text_config=text, vision_config=vision, projection_dim=16)
@@ -88,11 +91,13 @@ def build_clip(folder: Path, words: Iterable[str], seed: int = 0) -> Path:
     return folder
 
 
-def build_blip_itm(folder: Path, words: Iterable[str], seed: int = 0) -> Path:
-    """A random ``BlipForImageTextRetrieval`` (its ITM head) with its processor, saved in ``folder``."""
+def build_blip_itm(folder: Path, words: Iterable[str], seed: int | None = 0) -> Path:
+    """A random ``BlipForImageTextRetrieval`` (its ITM head) with its processor, saved in ``folder``
+    (``seed`` as in :func:`build_clip`)."""
     import transformers
 
-    torch.manual_seed(seed)
+    if seed is not None:
+        torch.manual_seed(seed)
     tokenizer = word_tokenizer(words)
     vision, text = _tower_configs(len(tokenizer))
     # An initialisation wider than the default 0.02 keeps the random match scores apart from each other.
