@@ -25,7 +25,7 @@ import importlib
 import importlib.util
 from pathlib import Path
 
-from alignlab.core.cliargs import add_out, add_overwrite
+from alignlab.core.cliargs import add_out, add_overrides, add_overwrite
 from alignlab.core.config import check_run_dir, clear_run_dir, finished_run, parse_overrides
 from alignlab.core.errors import AlignlabError, ConfigError
 from alignlab.core.progress import info
@@ -70,14 +70,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--quick", action="store_true", help="small settings (minutes), as the tests use")
     add_overwrite(p, help="replace a finished experiment in --out")
     p.add_argument("--seeds", default=None, help="seeds, e.g. 0-4 (default: the experiment's own)")
-    p.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override a setting of the experiment's config (repeatable)",
-    )
+    add_overrides(p, help="override a setting of the experiment's config (repeatable)")
     p.add_argument(
         "--render",
         type=Path,

@@ -63,6 +63,19 @@ def add_seed(parser: argparse.ArgumentParser, *, default: int | None = 0, help: 
     parser.add_argument("--seed", type=seed_value, default=default, metavar="N", help=help)
 
 
+def add_overrides(
+    parser: argparse.ArgumentParser,
+    *,
+    help: str = "override a config value, e.g. --set train.epochs=3 (repeatable)",
+) -> None:
+    """``--set KEY=VALUE`` (repeatable) into ``args.overrides``, which
+    :func:`alignlab.core.config.command_config` (commands) and
+    :func:`alignlab.core.config.experiment_config` (experiments) read."""
+    parser.add_argument(
+        "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help=help
+    )
+
+
 def add_overwrite(
     parser: argparse.ArgumentParser, *, help: str = "replace a finished run in --out (never done otherwise)"
 ) -> None:

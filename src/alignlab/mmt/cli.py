@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from alignlab.core.cliargs import add_out, add_overwrite, add_seed
+from alignlab.core.cliargs import add_out, add_overrides, add_overwrite, add_seed
 from alignlab.core.errors import ConfigError
 
 
@@ -75,14 +75,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         default=None,
         help="a pretrained visual.pt to reuse (default: pretrain the image tower on ShapesWorld)",
     )
-    t.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override config keys, e.g. model.width=64, train.lr=0.002, visual.images=1000",
-    )
+    add_overrides(t, help="override config keys, e.g. model.width=64, train.lr=0.002, visual.images=1000")
     add_overwrite(t)
     t.set_defaults(run=run_train)
 

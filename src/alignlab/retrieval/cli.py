@@ -9,7 +9,7 @@ import re
 import time
 from pathlib import Path
 
-from alignlab.core.cliargs import add_device, add_out, add_overwrite, add_seed
+from alignlab.core.cliargs import add_device, add_out, add_overrides, add_overwrite, add_seed
 from alignlab.core.config import (
     check_out_file,
     check_run_dir,
@@ -36,14 +36,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     add_out(t, default=Path("runs/train"), help="run folder (default: runs/train)")
     add_seed(t, default=None, help="override the config's seed")
-    t.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override a config value, e.g. --set train.epochs=3 (repeatable)",
-    )
+    add_overrides(t)
     t.add_argument(
         "--no-resume", action="store_true", help="start again even if the run folder has a checkpoint"
     )
@@ -153,14 +146,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     rr.add_argument("--config", type=Path, default=None, help="YAML run config (default: built-in defaults)")
     rr.add_argument("--seeds", default="0-4", help="seeds, e.g. 0-4 or 0,3,7 (default: 0-4)")
     add_out(rr, default=Path("runs/repro"), help="output folder (default: runs/repro)")
-    rr.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override a config value (repeatable)",
-    )
+    add_overrides(rr, help="override a config value (repeatable)")
     add_device(rr)
     add_overwrite(
         rr,

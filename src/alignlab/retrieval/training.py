@@ -50,7 +50,6 @@ from alignlab.train import tasks as _tasks
 from alignlab.train.loop import TrainConfig
 from alignlab.train.losses import build_loss
 from alignlab.train.runs import finish_run, fit_best, start_run
-from alignlab.train.tasks import _ImageBatches, _true_negatives  # noqa: F401  (old import path)
 
 
 class DualContrastiveTask(_tasks.DualContrastiveTask):

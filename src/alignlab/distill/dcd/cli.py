@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from alignlab.core.cliargs import add_device, add_out, add_overwrite, add_seed
+from alignlab.core.cliargs import add_device, add_out, add_overrides, add_overwrite, add_seed
 from alignlab.core.errors import ConfigError
 from alignlab.core.io import write_json, write_text
 
@@ -97,14 +97,7 @@ def register_verbs(verbs: argparse._SubParsersAction) -> None:
         help="output folder: Parquet shards + manifest.json (default: runs/dcd-mined)",
     )
     add_seed(mi, default=None, help="override the config's seed")
-    mi.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override a config value, e.g. --set train.epochs=3 (repeatable)",
-    )
+    add_overrides(mi)
     add_device(mi)
     mi.add_argument(
         "--allow-outside-root",
@@ -156,14 +149,7 @@ def _common(p: argparse.ArgumentParser, default_out: str) -> None:
     p.add_argument("--config", type=Path, default=None, help="YAML run config (default: built-in defaults)")
     add_out(p, default=Path(default_out), help=f"run folder (default: {default_out})")
     add_seed(p, default=None, help="override the config's seed")
-    p.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override a config value, e.g. --set train.epochs=3 (repeatable)",
-    )
+    add_overrides(p)
     p.add_argument(
         "--no-resume", action="store_true", help="start again even if the run folder has a checkpoint"
     )

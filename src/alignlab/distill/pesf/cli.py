@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from alignlab.core.cliargs import add_out, add_seed
+from alignlab.core.cliargs import add_out, add_overrides, add_seed
 
 
 def register_verbs(verbs: argparse._SubParsersAction) -> None:
@@ -41,13 +41,8 @@ def register_verbs(verbs: argparse._SubParsersAction) -> None:
         "--alpha", type=float, default=None, help="weight of the KD term; CE gets 1 - alpha (default 0.5)"
     )
     t.add_argument("--config", type=Path, default=None, help="YAML file with KDConfig fields")
-    t.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override a KDConfig field, e.g. adapter_bottleneck=32 or teacher.width=16 (repeatable)",
+    add_overrides(
+        t, help="override a KDConfig field, e.g. adapter_bottleneck=32 or teacher.width=16 (repeatable)"
     )
     t.add_argument("--no-resume", action="store_true", help="train the student again even if OUT holds a run")
     t.set_defaults(run=run_train)
